@@ -1,0 +1,32 @@
+# The two set-up commands a newcomer runs: `make demo` and `make test`; each works alone.
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+TORCH   := torch==2.13.0
+
+.PHONY: demo test test-slow bench lint clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	# the CPU build first: an unpinned torch pulls a multi-GB CUDA build
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	.venv/bin/bayesirl demo --out demo-output
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m slow
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+lint: $(STAMP)
+	.venv/bin/ruff check bayesirl tests benchmarks
+
+clean:
+	rm -rf .venv demo-output .pytest_cache

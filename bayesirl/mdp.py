@@ -1,0 +1,316 @@
+"""Tabular Markov decision processes with sparse transitions.
+
+A :class:`TabularMDP` is validated once, at construction; everything downstream (planning,
+likelihoods, inference) trusts it. Axis order is fixed throughout bayesirl:
+
+- ``successors``: ``(S, A, K)`` integer indices of the possible next states of each (s, a);
+- ``transition_probs``: ``(S, A, K)`` their probabilities (padding entries have probability 0);
+- the dense view :meth:`TabularMDP.transition_matrix` is ``(S, A, S')``.
+
+K is the largest branching factor, so memory and compute scale with S * A * K, not S**2 * A.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["TabularMDP"]
+
+
+def _as_tensor(name, value, dtype=None, device=None, integer=False):
+    """Convert array-likes to a tensor, naming ``name`` when that is impossible."""
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from e
+    if integer:
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            if t.dtype.is_floating_point and torch.isfinite(t).all() and (t == t.round()).all():
+                t = t.long()
+            else:
+                raise TypeError(f"{name} must hold integer indices, got dtype {t.dtype}")
+        return t.to(device=device, dtype=torch.long)
+    if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64, torch.int16,
+                                                       torch.int8, torch.uint8, torch.bool)):
+        raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
+    if not t.dtype.is_floating_point:
+        t = t.to(torch.get_default_dtype())
+    return t.to(device=device, dtype=dtype or t.dtype)
+
+
+def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of ``mask``."""
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def _fmt_index(idx: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(i) for i in idx) + "]"
+
+
+def _check_finite(name: str, t: torch.Tensor) -> None:
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        idx = _first_bad(bad)
+        raise ValueError(f"{name}{_fmt_index(idx)} is {t[idx].item()}, expected a finite number")
+
+
+@dataclass(frozen=True, eq=False)
+class TabularMDP:
+    """A finite MDP with sparse transitions, validated at construction.
+
+    Args:
+        successors: ``(S, A, K)`` integer next-state indices in ``[0, S)``.
+        transition_probs: ``(S, A, K)`` probabilities; each ``[s, a]`` row sums to 1.
+        initial: ``(S,)`` initial state distribution mu.
+        horizon: number of decisions T of a finite-horizon problem (time-indexed policy).
+        discount: gamma in [0, 1) of an infinite-horizon problem (stationary policy).
+            Exactly one of ``horizon`` and ``discount`` is given.
+        features: ``(S, d)`` state features or ``(S, A, d)`` state-action features.
+        feature_names: ``d`` names, used as coordinates in ArviZ output.
+        reward: ground-truth reward ``(S,)`` or ``(S, A)``, when known (simulated problems).
+        shape: grid shape ``(rows, cols)`` with ``rows * cols == S`` for plotting.
+        state_names, action_names: optional labels.
+
+    Use :meth:`from_dense` to build one from a dense ``(S, A, S')`` transition tensor.
+    """
+
+    successors: torch.Tensor
+    transition_probs: torch.Tensor
+    initial: torch.Tensor
+    horizon: int | None = None
+    discount: float | None = None
+    features: torch.Tensor | None = None
+    feature_names: tuple[str, ...] | None = None
+    reward: torch.Tensor | None = None
+    shape: tuple[int, int] | None = None
+    state_names: tuple[str, ...] | None = None
+    action_names: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__  # frozen: normalise fields once, here
+        probs = _as_tensor("transition_probs", self.transition_probs)
+        if probs.dim() != 3:
+            raise ValueError(
+                f"transition_probs must have shape (S, A, K), got {tuple(probs.shape)}")
+        S, A, K = probs.shape
+        if S < 1 or A < 1 or K < 1:
+            raise ValueError(f"transition_probs must be non-empty, got shape {tuple(probs.shape)}")
+        dtype, device = probs.dtype, probs.device
+        succ = _as_tensor("successors", self.successors, device=device, integer=True)
+        if tuple(succ.shape) != (S, A, K):
+            raise ValueError(f"successors must have shape {(S, A, K)} like transition_probs, "
+                             f"got {tuple(succ.shape)}")
+        out = (succ < 0) | (succ >= S)
+        if out.any():
+            idx = _first_bad(out)
+            raise ValueError(f"successors{_fmt_index(idx)} is {succ[idx].item()}, "
+                             f"expected a state index in [0, {S})")
+        _check_finite("transition_probs", probs)
+        neg = probs < 0
+        if neg.any():
+            idx = _first_bad(neg)
+            raise ValueError(f"transition_probs{_fmt_index(idx)} is {probs[idx].item():.6g}, "
+                             "expected a probability >= 0")
+        tol = _sum_tolerance(dtype)
+        sums = probs.sum(-1)
+        bad = (sums - 1).abs() > tol
+        if bad.any():
+            idx = _first_bad(bad)
+            raise ValueError(f"transition_probs{_fmt_index(idx)} sums to {sums[idx].item():.6g}, "
+                             "expected 1")
+        set_(self, "transition_probs", probs)
+        set_(self, "successors", succ)
+
+        initial = _as_tensor("initial", self.initial, dtype, device)
+        if tuple(initial.shape) != (S,):
+            raise ValueError(f"initial must have shape ({S},) (one entry per state), "
+                             f"got {tuple(initial.shape)}")
+        _check_finite("initial", initial)
+        if (initial < 0).any():
+            idx = _first_bad(initial < 0)
+            raise ValueError(f"initial{_fmt_index(idx)} is {initial[idx].item():.6g}, "
+                             "expected a probability >= 0")
+        if abs(initial.sum().item() - 1) > tol:
+            raise ValueError(f"initial sums to {initial.sum().item():.6g}, expected 1")
+        set_(self, "initial", initial)
+
+        if (self.horizon is None) == (self.discount is None):
+            raise ValueError("give exactly one of horizon (finite) or discount (infinite), got "
+                             f"horizon={self.horizon!r}, discount={self.discount!r}")
+        if self.horizon is not None:
+            if isinstance(self.horizon, bool) or not float(self.horizon).is_integer():
+                raise TypeError(f"horizon must be an integer, got {self.horizon!r}")
+            if int(self.horizon) < 1:
+                raise ValueError(f"horizon is {self.horizon}, expected an integer >= 1")
+            set_(self, "horizon", int(self.horizon))
+        else:
+            g = self.discount
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g):
+                raise ValueError(f"discount is {g!r}, expected a number in [0, 1)")
+            if not 0 <= g < 1:
+                raise ValueError(f"discount is {g}, expected a number in [0, 1)")
+            set_(self, "discount", float(g))
+
+        if self.features is not None:
+            phi = _as_tensor("features", self.features, dtype, device)
+            if phi.dim() not in (2, 3) or phi.shape[0] != S or (phi.dim() == 3
+                                                                 and phi.shape[1] != A):
+                raise ValueError(f"features must have shape ({S}, d) or ({S}, {A}, d), "
+                                 f"got {tuple(phi.shape)}")
+            _check_finite("features", phi)
+            set_(self, "features", phi)
+            d = phi.shape[-1]
+            if self.feature_names is not None:
+                names = tuple(str(n) for n in self.feature_names)
+                if len(names) != d:
+                    raise ValueError(f"feature_names has {len(names)} names, expected {d} "
+                                     "(one per feature)")
+                set_(self, "feature_names", names)
+        elif self.feature_names is not None:
+            raise ValueError("feature_names given without features")
+
+        if self.reward is not None:
+            r = _as_tensor("reward", self.reward, dtype, device)
+            if tuple(r.shape) not in ((S,), (S, A)):
+                raise ValueError(f"reward must have shape ({S},) or ({S}, {A}), "
+                                 f"got {tuple(r.shape)}")
+            _check_finite("reward", r)
+            set_(self, "reward", r)
+
+        if self.shape is not None:
+            shape = tuple(int(x) for x in self.shape)
+            if len(shape) != 2 or shape[0] * shape[1] != S:
+                raise ValueError(f"shape is {self.shape}, expected (rows, cols) with "
+                                 f"rows * cols == {S}")
+            set_(self, "shape", shape)
+        for field, n in (("state_names", S), ("action_names", A)):
+            names = getattr(self, field)
+            if names is not None:
+                names = tuple(str(x) for x in names)
+                if len(names) != n:
+                    raise ValueError(f"{field} has {len(names)} names, expected {n}")
+                set_(self, field, names)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dense(cls, transitions, **kwargs) -> TabularMDP:
+        """Build from a dense transition tensor ``transitions: (S, A, S')``.
+
+        Every row ``transitions[s, a]`` must be a distribution over next states; the sparse
+        representation keeps only the non-zero entries. Other keyword arguments are those of
+        :class:`TabularMDP`; ``initial`` defaults to the uniform distribution.
+        """
+        P = _as_tensor("transitions", transitions)
+        if P.dim() != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
+            raise ValueError(f"transitions must have shape (S, A, S), got {tuple(P.shape)}")
+        _check_finite("transitions", P)
+        if (P < 0).any():
+            idx = _first_bad(P < 0)
+            raise ValueError(f"transitions{_fmt_index(idx)} is {P[idx].item():.6g}, "
+                             "expected a probability >= 0")
+        sums = P.sum(-1)
+        bad = (sums - 1).abs() > _sum_tolerance(P.dtype)
+        if bad.any():
+            idx = _first_bad(bad)
+            raise ValueError(f"transitions{_fmt_index(idx)} sums to {sums[idx].item():.6g}, "
+                             "expected 1")
+        S = P.shape[0]
+        K = max(int((P > 0).sum(-1).max()), 1)
+        # the K largest entries of each row hold all of its mass
+        probs, succ = P.topk(K, dim=-1)
+        kwargs.setdefault("initial", torch.full((S,), 1.0 / S, dtype=P.dtype))
+        return cls(successors=succ, transition_probs=probs, **kwargs)
+
+    # ------------------------------------------------------------------ sizes and views
+    @property
+    def n_states(self) -> int:
+        return self.transition_probs.shape[0]
+
+    @property
+    def n_actions(self) -> int:
+        return self.transition_probs.shape[1]
+
+    @property
+    def n_features(self) -> int | None:
+        return None if self.features is None else self.features.shape[-1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transition_probs.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.transition_probs.device
+
+    @property
+    def finite_horizon(self) -> bool:
+        return self.horizon is not None
+
+    def transition_matrix(self) -> torch.Tensor:
+        """The dense view ``(S, A, S')`` (a convenience; never the compute path)."""
+        S, A, _ = self.transition_probs.shape
+        P = torch.zeros(S, A, S, dtype=self.dtype, device=self.device)
+        return P.scatter_add_(-1, self.successors, self.transition_probs)
+
+    def state_action_features(self) -> torch.Tensor:
+        """Features broadcast to ``(S, A, d)``."""
+        if self.features is None:
+            raise ValueError("this MDP has no features")
+        if self.features.dim() == 3:
+            return self.features
+        return self.features.unsqueeze(1).expand(-1, self.n_actions, -1)
+
+    def expected_next(self, v: torch.Tensor) -> torch.Tensor:
+        """``E[v(s') | s, a]`` for ``v: (..., S)``, returning ``(..., S, A)``."""
+        S, A, K = self.successors.shape
+        nxt = v.index_select(-1, self.successors.reshape(-1)).reshape(*v.shape[:-1], S, A, K)
+        return (nxt * self.transition_probs).sum(-1)
+
+    def to(self, device=None, dtype=None) -> TabularMDP:
+        """A copy on ``device`` with floating tensors cast to ``dtype``."""
+        def move(t):
+            if t is None:
+                return None
+            if t.dtype.is_floating_point:
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+        return dataclasses.replace(
+            self, successors=move(self.successors), transition_probs=move(self.transition_probs),
+            initial=move(self.initial), features=move(self.features), reward=move(self.reward))
+
+    def replace(self, **changes) -> TabularMDP:
+        """A validated copy with some fields changed (e.g. ``mdp.replace(horizon=10)``)."""
+        if "horizon" in changes and "discount" not in changes:
+            changes["discount"] = None
+        if "discount" in changes and "horizon" not in changes:
+            changes["horizon"] = None
+        return dataclasses.replace(self, **changes)
+
+    def fingerprint(self) -> str:
+        """A short hash of dynamics, horizon/discount and features (to match saved posteriors)."""
+        h = hashlib.sha256()
+        for t in (self.successors, self.transition_probs, self.initial, self.features):
+            if t is not None:
+                h.update(t.detach().cpu().to(torch.float64 if t.dtype.is_floating_point
+                                             else torch.long).numpy().tobytes())
+        h.update(repr((self.horizon, self.discount)).encode())
+        return h.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        T = f"horizon={self.horizon}" if self.finite_horizon else f"discount={self.discount}"
+        d = "" if self.features is None else f", features={tuple(self.features.shape)}"
+        return (f"TabularMDP(S={self.n_states}, A={self.n_actions}, K={self.successors.shape[-1]}"
+                f", {T}{d}, dtype={self.dtype}, device={self.device})")
+
+
+def _sum_tolerance(dtype: torch.dtype) -> float:
+    return 1e-6 if dtype == torch.float64 else 1e-4

@@ -1,0 +1,309 @@
+r"""Planning in tabular MDPs: soft and hard value iteration, occupancy, policy evaluation.
+
+Shape contract (rightmost dims; everything to their left is batch and broadcasts):
+
+- ``reward``: ``(..., S, A)``, or a state reward ``(..., S)`` that broadcasts over actions
+  (a trailing ``(S, A)`` pair is read as a state-action reward, so with ``A == S`` pass
+  ``(..., S, A)`` explicitly);
+- finite horizon T (time-indexed policy): ``q``, ``log_policy``: ``(..., T, S, A)``,
+  ``v``: ``(..., T, S)``; index 0 is the first decision;
+- discounted (stationary policy): ``q``, ``log_policy``: ``(..., S, A)``, ``v``: ``(..., S)``.
+
+Soft value iteration is the maximum causal entropy backup (Ziebart et al. 2010; Levine 2018,
+"Reinforcement learning and control as probabilistic inference")::
+
+    Q_t(s, a) = r(s, a) + sum_s' P(s' | s, a) V_{t+1}(s'),   V_t(s) = tau log sum_a exp(Q_t(s, a) / tau),
+    pi_t(a | s) = exp((Q_t(s, a) - V_t(s)) / tau),           V_{T+1} = terminal_reward (default 0),
+
+and for a discount gamma the stationary fixed point with ``gamma`` in front of the expectation.
+The discounted fixed point is found without building a graph; its gradient comes from implicit
+differentiation (an adjoint fixed point), so memory does not grow with the iteration count.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import torch
+
+from bayesirl.mdp import TabularMDP
+
+__all__ = [
+    "ConvergenceWarning",
+    "Plan",
+    "broadcast_reward",
+    "feature_expectations",
+    "occupancy",
+    "policy_value",
+    "soft_value_iteration",
+    "value_iteration",
+]
+
+
+class ConvergenceWarning(UserWarning):
+    """A discounted fixed point stopped at ``max_iters`` before reaching its tolerance."""
+
+
+class Plan(NamedTuple):
+    """Result of (soft) value iteration.
+
+    Attributes:
+        q: ``(..., T, S, A)`` finite horizon, ``(..., S, A)`` discounted.
+        v: ``(..., T, S)`` finite horizon, ``(..., S)`` discounted.
+        log_policy: same shape as ``q``; ``-inf`` for actions a hard policy never takes.
+        num_iters: backups performed (T for a finite horizon).
+        residual: sup-norm of the last update of ``v`` (0 for a finite horizon).
+    """
+
+    q: torch.Tensor
+    v: torch.Tensor
+    log_policy: torch.Tensor
+    num_iters: int
+    residual: float
+
+    @property
+    def policy(self) -> torch.Tensor:
+        """Action probabilities, same shape as ``log_policy``."""
+        return self.log_policy.exp()
+
+
+def broadcast_reward(mdp: TabularMDP, reward: torch.Tensor) -> torch.Tensor:
+    """Return ``reward`` as ``(..., S, A)``; a state reward ``(..., S)`` broadcasts over actions."""
+    S, A = mdp.n_states, mdp.n_actions
+    reward = torch.as_tensor(reward, dtype=mdp.dtype, device=mdp.device)
+    if reward.dim() >= 2 and tuple(reward.shape[-2:]) == (S, A):
+        return reward
+    if reward.dim() >= 1 and reward.shape[-1] == S:
+        return reward.unsqueeze(-1).expand(*reward.shape, A)
+    raise ValueError(f"reward must have shape (..., {S}, {A}) or (..., {S}), "
+                     f"got {tuple(reward.shape)}")
+
+
+def _push(mdp: TabularMDP, w: torch.Tensor) -> torch.Tensor:
+    """Transpose of :meth:`TabularMDP.expected_next`: ``sum_{s,a} w(s,a) P(s'|s,a)``.
+
+    ``w: (..., S, A)`` -> ``(..., S')``.
+    """
+    S = mdp.n_states
+    src = (w.unsqueeze(-1) * mdp.transition_probs).flatten(-3)
+    out = torch.zeros(*w.shape[:-2], S, dtype=src.dtype, device=src.device)
+    return out.index_add_(-1, mdp.successors.reshape(-1), src)
+
+
+def _soft_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(V, log_policy)`` of ``q: (..., S, A)`` under a log-sum-exp over actions."""
+    v = torch.logsumexp(q, -1)
+    return v, q - v.unsqueeze(-1)
+
+
+def _hard_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(V, log_policy)`` of ``q`` under a max; ties share probability uniformly."""
+    v = q.amax(-1)
+    tol = (1e-9 if q.dtype == torch.float64 else 1e-5) * v.abs().clamp(min=1.0)
+    best = (q >= (v - tol).unsqueeze(-1)).to(q.dtype)
+    return v, (best / best.sum(-1, keepdim=True)).log()
+
+
+def _backward_induction(mdp, r, backup, terminal):
+    """Finite-horizon dynamic program over ``r: (..., S, A)``; returns a :class:`Plan`."""
+    T = mdp.horizon
+    v = torch.zeros(r.shape[:-1], dtype=r.dtype, device=r.device) if terminal is None else (
+        terminal.expand(r.shape[:-1]))
+    qs = [None] * T
+    for t in reversed(range(T)):
+        qs[t] = r + mdp.expected_next(v)
+        v = backup(qs[t])[0]
+    q = torch.stack(qs, dim=-3)
+    v, log_policy = backup(q)
+    return Plan(q, v, log_policy, T, 0.0)
+
+
+def _iterate(step, x, gamma, tol, max_iters, what):
+    """Iterate the gamma-contraction ``x <- step(x)`` from ``x`` to its fixed point.
+
+    Stops when the error bound ``gamma / (1 - gamma) * |x_new - x|_inf`` falls below
+    ``tol * max(1, |x|_inf)``; otherwise warns with :class:`ConvergenceWarning`.
+    Returns ``(x, num_iters, residual)``, the residual being the last update's sup-norm.
+    """
+    residual = math.inf
+    for it in range(1, max_iters + 1):
+        x_new = step(x)
+        residual = (x_new - x).abs().max().item() if x.numel() else 0.0
+        x = x_new
+        scale = max(1.0, x.abs().max().item()) if x.numel() else 1.0
+        if gamma == 0 or residual * gamma / (1 - gamma) <= tol * scale:
+            return x, it, residual
+    warnings.warn(f"{what} did not converge: residual {residual:.3g} after {max_iters} "
+                  f"iterations (discount {gamma}, tol {tol:.1e}); raise max_iters",
+                  ConvergenceWarning, stacklevel=4)
+    return x, max_iters, residual
+
+
+def _solve_discounted(mdp, pi, b, tol, max_iters, what):
+    """Solve ``x = b + gamma P_pi^T x`` for ``x: (..., S)`` (discounted visitation-type sums)."""
+    gamma = mdp.discount
+    return _iterate(lambda x: b + gamma * _push(mdp, pi * x.unsqueeze(-1)), b, gamma, tol,
+                    max_iters, what)[0]
+
+
+class _ImplicitFixedPoint(torch.autograd.Function):
+    """Identity on the fixed point ``V* = backup(r + gamma E[V*])``, with its implicit gradient.
+
+    For ``g = dL/dV*``: solve the adjoint ``u = g + gamma P_pi^T u``; then
+    ``dL/dr(s, a) = pi(a|s) u(s)``. Memory is that of one backup, whatever the iteration count.
+    """
+
+    @staticmethod
+    def forward(ctx, r, v, mdp, backup, tol, max_iters):
+        pi = backup(r + mdp.discount * mdp.expected_next(v))[1].exp()
+        ctx.save_for_backward(pi)
+        ctx.mdp, ctx.tol, ctx.max_iters = mdp, tol, max_iters
+        return v.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        (pi,) = ctx.saved_tensors
+        u = _solve_discounted(ctx.mdp, pi, g, ctx.tol, ctx.max_iters, "the adjoint fixed point")
+        return pi * u.unsqueeze(-1), None, None, None, None, None
+
+
+def _fixed_point(mdp, r, backup, tol, max_iters):
+    """Discounted fixed point of ``backup`` over ``r: (..., S, A)``; returns a :class:`Plan`."""
+    tol = _default_tol(r.dtype) if tol is None else tol
+    gamma = mdp.discount
+    with torch.no_grad():
+        rd = r.detach()
+        v, num_iters, residual = _iterate(
+            lambda v: backup(rd + gamma * mdp.expected_next(v))[0], backup(rd)[0], gamma, tol,
+            max_iters, "value iteration")
+    v = _ImplicitFixedPoint.apply(r, v, mdp, backup, tol, max_iters)
+    q = r + gamma * mdp.expected_next(v)
+    v, log_policy = backup(q)
+    return Plan(q, v, log_policy, num_iters, residual)
+
+
+def _default_tol(dtype):
+    return 1e-10 if dtype == torch.float64 else 1e-5
+
+
+def _plan(mdp, reward, backup, terminal_reward, tol, max_iters):
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    r = broadcast_reward(mdp, reward)
+    if mdp.finite_horizon:
+        terminal = None
+        if terminal_reward is not None:
+            terminal = torch.as_tensor(terminal_reward, dtype=r.dtype, device=r.device)
+            if terminal.shape[-1:] != (mdp.n_states,):
+                raise ValueError(f"terminal_reward must have shape (..., {mdp.n_states}), "
+                                 f"got {tuple(terminal.shape)}")
+        return _backward_induction(mdp, r, backup, terminal)
+    if terminal_reward is not None:
+        raise ValueError("terminal_reward applies to finite-horizon MDPs only (this one is "
+                         f"discounted, discount={mdp.discount})")
+    return _fixed_point(mdp, r, backup, tol, max_iters)
+
+
+def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: float = 1.0,
+                         terminal_reward: torch.Tensor | None = None, tol: float | None = None,
+                         max_iters: int = 100_000) -> Plan:
+    """Soft (maximum causal entropy) value iteration.
+
+    Args:
+        mdp: the MDP; its horizon or discount picks backward induction or a fixed point.
+        reward: ``(..., S, A)`` or ``(..., S)``; leading dims are batch.
+        temperature: tau > 0; the policy is ``softmax(Q / tau)`` (tau -> 0 is the hard max).
+        terminal_reward: ``(..., S)`` value of the state reached after the last decision
+            (finite horizon only; default 0).
+        tol: discounted only, error bound on ``v`` relative to ``max(1, |v|)``
+            (default 1e-10 in float64, 1e-5 in float32).
+        max_iters: discounted only; a :class:`ConvergenceWarning` reports non-convergence.
+
+    Returns:
+        :class:`Plan` with ``q``, ``v``, ``log_policy`` of shape ``(..., T, S, A)`` /
+        ``(..., T, S)`` (finite horizon) or ``(..., S, A)`` / ``(..., S)`` (discounted).
+    """
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"temperature is {temperature!r}, expected a finite number > 0")
+    if temperature == 1:
+        return _plan(mdp, reward, _soft_backup, terminal_reward, tol, max_iters)
+    tau = float(temperature)
+    scaled = None if terminal_reward is None else torch.as_tensor(terminal_reward) / tau
+    plan = _plan(mdp, broadcast_reward(mdp, reward) / tau, _soft_backup, scaled, tol, max_iters)
+    return plan._replace(q=plan.q * tau, v=plan.v * tau, residual=plan.residual * tau)
+
+
+def value_iteration(mdp: TabularMDP, reward: torch.Tensor,
+                    terminal_reward: torch.Tensor | None = None, tol: float | None = None,
+                    max_iters: int = 100_000) -> Plan:
+    """Hard value iteration: the optimal ``Q*`` and a greedy policy (ties split uniformly).
+
+    Shapes as in :func:`soft_value_iteration`; ``log_policy`` is ``-inf`` off the argmax.
+    ``q`` is differentiable in ``reward`` (almost everywhere), as the Boltzmann likelihood needs.
+    """
+    return _plan(mdp, reward, _hard_backup, terminal_reward, tol, max_iters)
+
+
+def _policy_probs(mdp: TabularMDP, policy) -> torch.Tensor:
+    """Action probabilities ``(..., T, S, A)`` or ``(..., S, A)`` from a Plan or a tensor."""
+    probs = policy.policy if isinstance(policy, Plan) else torch.as_tensor(
+        policy, dtype=mdp.dtype, device=mdp.device)
+    S, A = mdp.n_states, mdp.n_actions
+    need = 3 if mdp.finite_horizon else 2
+    if probs.dim() < need or tuple(probs.shape[-2:]) != (S, A) or (
+            mdp.finite_horizon and probs.shape[-3] != mdp.horizon):
+        want = f"(..., {mdp.horizon}, {S}, {A})" if mdp.finite_horizon else f"(..., {S}, {A})"
+        raise ValueError(f"policy must have shape {want}, got {tuple(probs.shape)}")
+    return probs
+
+
+def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
+              per_time: bool = False, tol: float | None = None,
+              max_iters: int = 100_000) -> torch.Tensor:
+    """Expected state-action visits of ``policy`` from ``initial`` (default ``mdp.initial``).
+
+    Args:
+        policy: a :class:`Plan`, or action probabilities ``(..., T, S, A)`` (finite horizon)
+            or ``(..., S, A)`` (discounted).
+        initial: ``(S,)`` start distribution.
+        per_time: finite horizon only: return ``(..., T, S, A)`` per-step visitation.
+
+    Returns:
+        ``(..., S, A)``: summed over the T steps (total mass T), or discounted
+        ``sum_t gamma^t Pr(s_t = s, a_t = a)`` (total mass ``1 / (1 - gamma)``).
+    """
+    pi = _policy_probs(mdp, policy)
+    mu = mdp.initial if initial is None else torch.as_tensor(initial, dtype=pi.dtype,
+                                                             device=pi.device)
+    if mdp.finite_horizon:
+        d = mu.expand(pi.shape[:-3] + mu.shape)
+        visits = []
+        for t in range(mdp.horizon):
+            visits.append(d.unsqueeze(-1) * pi[..., t, :, :])
+            d = _push(mdp, visits[-1])
+        per_step = torch.stack(visits, dim=-3)
+        return per_step if per_time else per_step.sum(-3)
+    if per_time:
+        raise ValueError("per_time applies to finite-horizon MDPs only")
+    tol = _default_tol(pi.dtype) if tol is None else tol
+    d = _solve_discounted(mdp, pi, mu.expand(pi.shape[:-2] + mu.shape), tol, max_iters,
+                          "the discounted occupancy")
+    return d.unsqueeze(-1) * pi
+
+
+def policy_value(mdp: TabularMDP, policy, reward: torch.Tensor, **kwargs) -> torch.Tensor:
+    """Expected return ``(...)`` of ``policy`` under ``reward`` from ``mdp.initial``.
+
+    Finite horizon: expected sum of the T rewards; discounted: expected discounted sum.
+    Keyword arguments go to :func:`occupancy`.
+    """
+    return (occupancy(mdp, policy, **kwargs) * broadcast_reward(mdp, reward)).sum((-2, -1))
+
+
+def feature_expectations(mdp: TabularMDP, policy, **kwargs) -> torch.Tensor:
+    """Expected (discounted) feature counts ``(..., d)`` of ``policy`` from ``mdp.initial``."""
+    d = occupancy(mdp, policy, **kwargs)
+    return torch.einsum("...sa,saf->...f", d, mdp.state_action_features())

@@ -1,0 +1,22 @@
+"""Test harness: float64, validation on, a clean Pyro param store, warnings as errors (pyproject)."""
+
+import os
+
+import matplotlib
+import pyro
+import pytest
+import torch
+
+matplotlib.use("Agg")
+os.environ.setdefault("BAYESIRL_FAST", "1")
+
+
+@pytest.fixture(autouse=True)
+def _harness():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    pyro.enable_validation(True)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    torch.set_default_dtype(old)
