@@ -1,5 +1,7 @@
 """bayesirl: Bayesian inverse reinforcement learning, posteriors over rewards."""
 
+from bayesirl import envs
+from bayesirl.demos import Demonstrations, rollouts
 from bayesirl.mdp import TabularMDP
 from bayesirl.planning import (
     Plan,
@@ -11,11 +13,14 @@ from bayesirl.planning import (
 )
 
 __all__ = [
+    "Demonstrations",
     "Plan",
     "TabularMDP",
+    "envs",
     "feature_expectations",
     "occupancy",
     "policy_value",
+    "rollouts",
     "soft_value_iteration",
     "value_iteration",
 ]

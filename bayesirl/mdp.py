@@ -13,12 +13,15 @@ K is the largest branching factor, so memory and compute scale with S * A * K, n
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from bayesirl._sparse import SparseMatmul, batch_first, batch_last, transition_csr
 
 __all__ = ["TabularMDP"]
 
@@ -269,11 +272,24 @@ class TabularMDP:
             return self.features
         return self.features.unsqueeze(1).expand(-1, self.n_actions, -1)
 
+    @functools.cached_property
+    def _csr(self):
+        return transition_csr(self.successors, self.transition_probs)
+
     def expected_next(self, v: torch.Tensor) -> torch.Tensor:
-        """``E[v(s') | s, a]`` for ``v: (..., S)``, returning ``(..., S, A)``."""
-        S, A, K = self.successors.shape
-        nxt = v.index_select(-1, self.successors.reshape(-1)).reshape(*v.shape[:-1], S, A, K)
-        return (nxt * self.transition_probs).sum(-1)
+        """``E[v(s') | s, a]`` for ``v: (..., S)``, returning ``(..., S, A)``. Differentiable."""
+        P, PT = self._csr
+        out = SparseMatmul.apply(batch_last(v, 1), P, PT)
+        return batch_first(out, v.shape[:-1], (self.n_states, self.n_actions))
+
+    def push(self, w: torch.Tensor) -> torch.Tensor:
+        """``sum_{s,a} w(s, a) P(s' | s, a)`` for ``w: (..., S, A)``, returning ``(..., S')``.
+
+        The transpose of :meth:`expected_next`: it moves state-action mass to next states.
+        """
+        P, PT = self._csr
+        out = SparseMatmul.apply(batch_last(w, 2), PT, P)
+        return batch_first(out, w.shape[:-2], (self.n_states,))
 
     def to(self, device=None, dtype=None) -> TabularMDP:
         """A copy on ``device`` with floating tensors cast to ``dtype``."""

@@ -81,17 +81,6 @@ def broadcast_reward(mdp: TabularMDP, reward: torch.Tensor) -> torch.Tensor:
                      f"got {tuple(reward.shape)}")
 
 
-def _push(mdp: TabularMDP, w: torch.Tensor) -> torch.Tensor:
-    """Transpose of :meth:`TabularMDP.expected_next`: ``sum_{s,a} w(s,a) P(s'|s,a)``.
-
-    ``w: (..., S, A)`` -> ``(..., S')``.
-    """
-    S = mdp.n_states
-    src = (w.unsqueeze(-1) * mdp.transition_probs).flatten(-3)
-    out = torch.zeros(*w.shape[:-2], S, dtype=src.dtype, device=src.device)
-    return out.index_add_(-1, mdp.successors.reshape(-1), src)
-
-
 def _soft_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(V, log_policy)`` of ``q: (..., S, A)`` under a log-sum-exp over actions."""
     v = torch.logsumexp(q, -1)
@@ -106,12 +95,77 @@ def _hard_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v, (best / best.sum(-1, keepdim=True)).log()
 
 
+class _SoftBackwardInduction(torch.autograd.Function):
+    """Finite-horizon soft DP, batch-last: ``r: (S, A, B)``, ``v_end: (S, B)``.
+
+    Returns ``v: (T, S, B)`` and ``log_policy: (T, S, A, B)``. Fused by hand so a backup costs a
+    few in-place passes and one sparse product each way, and only ``log_policy`` is saved.
+    The backward pass is the adjoint recursion, forward in time::
+
+        g_v_t  = G_v[t] + P^T g_q_{t-1},
+        g_q_t  = G_lp[t] + pi_t * (g_v_t - sum_a G_lp[t]),
+        g_r    = sum_t g_q_t,   g_v_end = P^T g_q_{T-1}.
+
+    With ``G_lp`` the observed action counts this is the maximum-causal-entropy identity:
+    the likelihood gradient is empirical minus expected visitation (Ziebart et al. 2010).
+    """
+
+    @staticmethod
+    def forward(ctx, r, v_end, mdp):
+        P, _ = mdp._csr
+        S, A, B = r.shape
+        T = mdp.horizon
+        log_policy = r.new_empty(T, S, A, B)
+        v = r.new_empty(T, S, B)
+        v_next = v_end
+        for t in reversed(range(T)):
+            q = log_policy[t]
+            torch.add(r, (P @ v_next).view(S, A, B), out=q)
+            # log-sum-exp over actions, leaving q - V in place
+            vt = torch.amax(q, 1, out=v[t])
+            q.sub_(vt.unsqueeze(1))
+            log_z = q.exp().sum(1).log_()
+            q.sub_(log_z.unsqueeze(1))
+            vt.add_(log_z)
+            v_next = vt
+        ctx.mdp = mdp
+        ctx.save_for_backward(log_policy)
+        return v, log_policy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_v, g_lp):
+        (log_policy,) = ctx.saved_tensors
+        _, PT = ctx.mdp._csr
+        T, S, A, B = log_policy.shape
+        g_r = torch.zeros_like(log_policy[0])
+        carry = log_policy.new_zeros(S, B)
+        for t in range(T):
+            g = carry if g_v is None else carry + g_v[t]
+            if g_lp is None:
+                g_q = log_policy[t].exp().mul_(g.unsqueeze(1))
+            else:
+                g_q = log_policy[t].exp().mul_((g - g_lp[t].sum(1)).unsqueeze(1)).add_(g_lp[t])
+            g_r += g_q
+            carry = PT @ g_q.view(S * A, B)
+        return g_r, carry, None
+
+
 def _backward_induction(mdp, r, backup, terminal):
     """Finite-horizon dynamic program over ``r: (..., S, A)``; returns a :class:`Plan`."""
     T = mdp.horizon
-    v = torch.zeros(r.shape[:-1], dtype=r.dtype, device=r.device) if terminal is None else (
-        terminal.expand(r.shape[:-1]))
+    batch = r.shape[:-2]
+    v_end = torch.zeros(batch + r.shape[-2:-1], dtype=r.dtype, device=r.device) if (
+        terminal is None) else terminal.expand(batch + r.shape[-2:-1])
+    if backup is _soft_backup:
+        S, A = r.shape[-2:]
+        v, log_policy = _SoftBackwardInduction.apply(
+            r.reshape(-1, S, A).permute(1, 2, 0), v_end.reshape(-1, S).T, mdp)
+        v = v.permute(2, 0, 1).reshape(*batch, T, S)
+        log_policy = log_policy.permute(3, 0, 1, 2).reshape(*batch, T, S, A)
+        return Plan(log_policy + v.unsqueeze(-1), v, log_policy, T, 0.0)
     qs = [None] * T
+    v = v_end
     for t in reversed(range(T)):
         qs[t] = r + mdp.expected_next(v)
         v = backup(qs[t])[0]
@@ -144,7 +198,7 @@ def _iterate(step, x, gamma, tol, max_iters, what):
 def _solve_discounted(mdp, pi, b, tol, max_iters, what):
     """Solve ``x = b + gamma P_pi^T x`` for ``x: (..., S)`` (discounted visitation-type sums)."""
     gamma = mdp.discount
-    return _iterate(lambda x: b + gamma * _push(mdp, pi * x.unsqueeze(-1)), b, gamma, tol,
+    return _iterate(lambda x: b + gamma * mdp.push(pi * x.unsqueeze(-1)), b, gamma, tol,
                     max_iters, what)[0]
 
 
@@ -283,7 +337,7 @@ def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
         visits = []
         for t in range(mdp.horizon):
             visits.append(d.unsqueeze(-1) * pi[..., t, :, :])
-            d = _push(mdp, visits[-1])
+            d = mdp.push(visits[-1])
         per_step = torch.stack(visits, dim=-3)
         return per_step if per_time else per_step.sum(-3)
     if per_time:
