@@ -1,9 +1,17 @@
 """bayesirl: Bayesian inverse reinforcement learning, posteriors over rewards."""
 
-from bayesirl import envs
-from bayesirl.demos import Demonstrations, rollouts
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import (
+import warnings as _warnings
+
+with _warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on import
+    _warnings.simplefilter("ignore", FutureWarning)
+    import arviz as _arviz  # noqa: F401
+
+from bayesirl import baselines, envs, metrics  # noqa: E402
+from bayesirl.demos import Demonstrations, rollouts  # noqa: E402
+from bayesirl.infer import infer  # noqa: E402
+from bayesirl.mdp import TabularMDP  # noqa: E402
+from bayesirl.model import irl_model  # noqa: E402
+from bayesirl.planning import (  # noqa: E402
     Plan,
     feature_expectations,
     occupancy,
@@ -11,13 +19,24 @@ from bayesirl.planning import (
     soft_value_iteration,
     value_iteration,
 )
+from bayesirl.posterior import RewardPosterior  # noqa: E402
+from bayesirl.rewards import GPReward, LinearReward, NeuralReward, TabularReward  # noqa: E402
 
 __all__ = [
     "Demonstrations",
+    "GPReward",
+    "LinearReward",
+    "NeuralReward",
     "Plan",
+    "RewardPosterior",
     "TabularMDP",
+    "TabularReward",
+    "baselines",
     "envs",
+    "metrics",
     "feature_expectations",
+    "infer",
+    "irl_model",
     "occupancy",
     "policy_value",
     "rollouts",

@@ -7,6 +7,11 @@ plain ``index_select`` would materialise ``(..., S, A, K)`` and backpropagate wi
 ``index_add``; at S = 1e5 with 64 batch columns that is about 5x slower (``benchmarks/planning.py``).
 
 Dense operands are batch-last, ``(S, B)`` and ``(S * A, B)``: the layout sparse products want.
+
+Tiny MDPs (``S * A * S <= DENSE_MAX``, a few hundred states) use a dense ``(S * A, S)`` matrix
+instead: a 2 MB matrix-vector product beats any sparse kernel there, and the CSR kernels start
+OpenMP threads that, on a loaded 2-core machine, cost milliseconds per call for microseconds of
+work. Large MDPs never materialise anything dense.
 """
 
 from __future__ import annotations
@@ -16,9 +21,16 @@ import warnings
 import torch
 
 
-def transition_csr(successors: torch.Tensor, probs: torch.Tensor):
-    """``(P, P^T)`` as CSR matrices of shapes ``(S * A, S)`` and ``(S, S * A)``."""
+DENSE_MAX = 2**18
+
+
+def transition_operators(successors: torch.Tensor, probs: torch.Tensor):
+    """``(P, P^T)`` of shapes ``(S * A, S)`` and ``(S, S * A)``: dense for tiny MDPs, else CSR."""
     S, A, K = probs.shape
+    if S * A * S <= DENSE_MAX:
+        P = torch.zeros(S, A, S, dtype=probs.dtype, device=probs.device)
+        P = P.scatter_add_(-1, successors, probs).reshape(S * A, S)
+        return P, P.T
     rows = torch.arange(S * A, device=probs.device).repeat_interleave(K)
     cols = successors.reshape(-1)
     vals = probs.reshape(-1)
@@ -29,6 +41,11 @@ def transition_csr(successors: torch.Tensor, probs: torch.Tensor):
         PT = torch.sparse_coo_tensor(torch.stack([cols, rows]), vals, (S, S * A),
                                      check_invariants=False).coalesce().to_sparse_csr()
     return P, PT
+
+
+def matmul(M, MT, x):
+    """``M @ x`` for ``x: (n, B)``; differentiable in ``x`` with ``MT`` as the adjoint."""
+    return M @ x if M.layout == torch.strided else SparseMatmul.apply(x, M, MT)
 
 
 class SparseMatmul(torch.autograd.Function):

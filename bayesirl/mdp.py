@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bayesirl._sparse import SparseMatmul, batch_first, batch_last, transition_csr
+from bayesirl._sparse import batch_first, batch_last, matmul, transition_operators
 
 __all__ = ["TabularMDP"]
 
@@ -273,13 +273,13 @@ class TabularMDP:
         return self.features.unsqueeze(1).expand(-1, self.n_actions, -1)
 
     @functools.cached_property
-    def _csr(self):
-        return transition_csr(self.successors, self.transition_probs)
+    def _operators(self):
+        return transition_operators(self.successors, self.transition_probs)
 
     def expected_next(self, v: torch.Tensor) -> torch.Tensor:
         """``E[v(s') | s, a]`` for ``v: (..., S)``, returning ``(..., S, A)``. Differentiable."""
-        P, PT = self._csr
-        out = SparseMatmul.apply(batch_last(v, 1), P, PT)
+        P, PT = self._operators
+        out = matmul(P, PT, batch_last(v, 1))
         return batch_first(out, v.shape[:-1], (self.n_states, self.n_actions))
 
     def push(self, w: torch.Tensor) -> torch.Tensor:
@@ -287,8 +287,8 @@ class TabularMDP:
 
         The transpose of :meth:`expected_next`: it moves state-action mass to next states.
         """
-        P, PT = self._csr
-        out = SparseMatmul.apply(batch_last(w, 2), PT, P)
+        P, PT = self._operators
+        out = matmul(PT, P, batch_last(w, 2))
         return batch_first(out, w.shape[:-2], (self.n_states,))
 
     def to(self, device=None, dtype=None) -> TabularMDP:

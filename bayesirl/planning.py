@@ -112,7 +112,7 @@ class _SoftBackwardInduction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, v_end, mdp):
-        P, _ = mdp._csr
+        P, _ = mdp._operators
         S, A, B = r.shape
         T = mdp.horizon
         log_policy = r.new_empty(T, S, A, B)
@@ -136,7 +136,7 @@ class _SoftBackwardInduction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, g_v, g_lp):
         (log_policy,) = ctx.saved_tensors
-        _, PT = ctx.mdp._csr
+        _, PT = ctx.mdp._operators
         T, S, A, B = log_policy.shape
         g_r = torch.zeros_like(log_policy[0])
         carry = log_policy.new_zeros(S, B)

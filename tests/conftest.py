@@ -9,6 +9,9 @@ import torch
 
 matplotlib.use("Agg")
 os.environ.setdefault("BAYESIRL_FAST", "1")
+# pytest -n 2 runs two workers on CI's two cores: one intra-op thread each avoids OpenMP
+# oversubscription, which makes small sparse kernels orders of magnitude slower
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

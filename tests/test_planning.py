@@ -131,7 +131,7 @@ def exact_occupancy(P, pi, mu, T):
     per_time, m1, m2 = np.zeros((T, S, A)), np.zeros((S, A)), np.zeros((S, A))
     for p, states, actions in trajectories(P, pi, mu, T):
         count = np.zeros((S, A))
-        for t, (s, a) in enumerate(zip(states, actions)):
+        for t, (s, a) in enumerate(zip(states, actions, strict=True)):
             per_time[t, s, a] += p
             count[s, a] += 1
         m1 += p * count
@@ -267,7 +267,7 @@ def test_occupancy_equals_trajectory_enumeration(T):
     np.testing.assert_allclose(np_(birl.occupancy(mdp, plan, initial=torch.as_tensor(start))),
                                total2, rtol=1e-12, atol=1e-14)
     # policy value and feature expectations are occupancy-weighted sums
-    value = sum(p * sum(np_(r)[s, a] for s, a in zip(ss, aa))
+    value = sum(p * sum(np_(r)[s, a] for s, a in zip(ss, aa, strict=True))
                 for p, ss, aa in trajectories(P, pi, mu, T))
     assert birl.policy_value(mdp, plan, r).item() == pytest.approx(value, rel=1e-12)
     phi = np_(mdp.features)
@@ -312,7 +312,7 @@ def test_likelihood_gradient_is_counts_minus_occupancy():
     plan = birl.soft_value_iteration(mdp, r)
     plan.log_policy[torch.arange(T), states, actions].sum().backward()
     counts = np.zeros((3, 2))
-    for s, a in zip(states, actions):
+    for s, a in zip(states, actions, strict=True):
         counts[s, a] += 1
     occ = birl.occupancy(mdp, plan, initial=torch.tensor([0.0, 0.0, 1.0]))
     np.testing.assert_allclose(np_(r.grad), counts - np_(occ), rtol=1e-10, atol=1e-12)
@@ -425,11 +425,14 @@ def _plan_fn(mdp, hard, **kwargs):
 @pytest.mark.parametrize("finite", [True, False], ids=["finite", "discounted"])
 @pytest.mark.parametrize("shape", [(2, 3), (2, 3, 2)], ids=["state", "state_action"])
 def test_gradcheck_reward(hard, finite, shape):
-    kw = dict(horizon=3) if finite else dict(discount=0.8)
+    kw = dict(horizon=3) if finite else dict(discount=0.7)
     mdp, _, _ = tiny(11, **kw)
     reward = torch.randn(shape, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    extra = {} if finite else dict(tol=1e-13)  # a tight fixed point for finite differences
-    assert torch.autograd.gradcheck(_plan_fn(mdp, hard, **extra), (reward,))
+    # discounted: a tight fixed point for finite differences, and the implicit (adjoint) backward
+    # checked on random projections (fast_mode) since each backward solves a fixed point
+    extra = {} if finite else dict(tol=1e-13)
+    assert torch.autograd.gradcheck(_plan_fn(mdp, hard, **extra), (reward,),
+                                    fast_mode=not finite)
 
 
 @pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
@@ -443,6 +446,40 @@ def test_gradcheck_terminal_reward(hard, tau):
     terminal = torch.randn(2, 3, generator=g).requires_grad_()
     kw = {} if hard else dict(temperature=tau)
     assert torch.autograd.gradcheck(_plan_fn(mdp, hard, **kw), (reward, terminal))
+
+
+@pytest.mark.parametrize("finite", [True, False], ids=["finite", "discounted"])
+def test_gradcheck_occupancy_and_policy_value(finite):
+    mdp, _, _ = tiny(13, **(dict(horizon=3) if finite else dict(discount=0.6)))
+    reward = torch.randn(2, 3, 2, generator=torch.Generator().manual_seed(2)).requires_grad_()
+
+    def f(r):
+        plan = birl.soft_value_iteration(mdp, r, tol=1e-13)
+        occ = birl.occupancy(mdp, plan, tol=1e-13)
+        return occ, birl.policy_value(mdp, plan, r, tol=1e-13)
+    assert torch.autograd.gradcheck(f, (reward,))
+
+
+@pytest.mark.parametrize("finite", [True, False], ids=["finite", "discounted"])
+def test_second_derivatives_soft(finite):
+    """Hessians of the soft value (Laplace approximations, Newton-type MAP) need double backward:
+    it must be right or raise, never silently wrong or zero."""
+    mdp, _, _ = tiny(11, **(dict(horizon=3) if finite else dict(discount=0.6)))
+    reward = torch.randn(3, 2, generator=torch.Generator().manual_seed(3)).requires_grad_()
+
+    def value(r):
+        return birl.soft_value_iteration(mdp, r, tol=1e-13).v
+
+    H = torch.autograd.functional.hessian(lambda r: value(r).sum(), reward.detach())
+    eps = 1e-5
+
+    def grad_at(r):
+        r = r.clone().requires_grad_()
+        return torch.autograd.grad(value(r).sum(), r)[0]
+    numeric = torch.stack([(grad_at(reward.detach() + eps * e) - grad_at(reward.detach() - eps * e))
+                           / (2 * eps) for e in torch.eye(6).reshape(6, 3, 2)]).reshape(3, 2, 3, 2)
+    torch.testing.assert_close(H, numeric, rtol=1e-5, atol=1e-7)
+    assert torch.autograd.gradgradcheck(value, (reward,))
 
 
 # ---------------------------------------------------------------------------- properties
@@ -523,8 +560,9 @@ def test_property_batched_equals_per_item(batch, problem, hard):
         one = plan_fn(mdp, r[idx])
         for name in ("q", "v", "policy"):
             torch.testing.assert_close(getattr(plan, name)[idx], getattr(one, name), **tol)
-        torch.testing.assert_close(occ[idx], birl.occupancy(mdp, one), **tol)
-        torch.testing.assert_close(value[idx], birl.policy_value(mdp, one, r[idx]), **tol)
+        occ_one = birl.occupancy(mdp, one)
+        torch.testing.assert_close(occ[idx], occ_one, **tol)
+        torch.testing.assert_close(value[idx], (occ_one * r[idx]).sum(), **tol)
 
 
 @pytest.mark.parametrize("batch", BATCH_SHAPES, ids=str)

@@ -1,0 +1,336 @@
+"""``infer()``: posterior inference over reward parameters with NUTS, HMC, SVI or MAP.
+
+MCMC runs Pyro's NUTS/HMC kernels on a *potential function* built directly from the reward
+model's independent priors and the pointwise likelihood (:mod:`bayesirl.model`), instead of
+re-tracing the Pyro model at every gradient: the density is the same as that of
+:func:`~bayesirl.model.irl_model` (a test checks it), minus the tracing overhead. SVI uses the
+Pyro model itself with an autoguide, so minibatches over demonstrations work. MAP maximises the
+same joint density with L-BFGS.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pyro
+import torch
+from pyro.distributions.transforms import biject_to
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer import autoguide as ag
+from pyro.infer.mcmc import HMC, NUTS
+from tqdm.auto import tqdm
+
+from bayesirl.demos import Demonstrations
+from bayesirl.mdp import TabularMDP
+from bayesirl.model import check_likelihood, check_rationality, demo_log_likelihood, irl_model
+from bayesirl.posterior import RewardPosterior
+from bayesirl.rewards import RewardModel
+
+__all__ = ["GUIDES", "METHODS", "infer"]
+
+METHODS = ("nuts", "hmc", "svi", "map")
+GUIDES = {"normal": ag.AutoNormal, "mvn": ag.AutoMultivariateNormal,
+          "lowrank": ag.AutoLowRankMultivariateNormal}
+
+
+class Target:
+    """The unnormalised posterior over named reward parameters (and the rationality).
+
+    ``log_joint(params)`` and ``log_likelihood(params)`` accept parameters with any leading
+    batch shape; ``potential(u)`` takes unconstrained values (a dict, as Pyro's kernels want)
+    and includes the log-Jacobian of the transforms to each prior's support.
+    """
+
+    def __init__(self, mdp, demos, reward_model, likelihood, rationality):
+        self.mdp, self.demos, self.reward_model = mdp, demos, reward_model
+        self.likelihood, self.rationality = likelihood, rationality
+        self.priors = dict(reward_model.priors())
+        if isinstance(rationality, torch.distributions.Distribution):
+            self.priors["rationality"] = rationality
+        self.transforms = {k: biject_to(p.support) for k, p in self.priors.items()}
+
+    def beta(self, params):
+        return params.get("rationality", self.rationality)
+
+    def log_likelihood(self, params) -> torch.Tensor:
+        """``(..., N)`` per-demonstration log-likelihood."""
+        reward = self.reward_model.reward(params)
+        return demo_log_likelihood(self.mdp, self.demos, reward, self.likelihood,
+                                   self.beta(params))
+
+    def log_prior(self, params) -> torch.Tensor:
+        return sum(p.log_prob(params[k]) for k, p in self.priors.items())
+
+    def constrain(self, u):
+        return {k: self.transforms[k](v) for k, v in u.items()}
+
+    def unconstrain(self, params):
+        return {k: self.transforms[k].inv(v) for k, v in params.items()}
+
+    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
+        params = self.constrain(u)
+        logp = self.log_prior(params) + self.log_likelihood(params).sum(-1)
+        if jacobian:
+            for k, t in self.transforms.items():
+                logp = logp + _sum_event(t.log_abs_det_jacobian(u[k], params[k]),
+                                         self.priors[k].event_dim)
+        return -logp
+
+    def init_unconstrained(self):
+        """A point in unconstrained space: each prior's transformed median-like centre."""
+        like = torch.zeros((), dtype=self.mdp.dtype, device=self.mdp.device)
+        out = {}
+        for k, p in self.priors.items():
+            shape = p.batch_shape + p.event_shape
+            out[k] = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        return out
+
+
+def _sum_event(x, event_dim):
+    return x.sum(tuple(range(-event_dim, 0))) if event_dim else x
+
+
+def _fit_map(target: Target, u0, max_iter: int = 200, jacobian: bool = False):
+    """L-BFGS on the (negative) joint density; ``jacobian=False`` is the MAP of AutoDelta."""
+    u = {k: v.clone().requires_grad_(True) for k, v in u0.items()}
+    opt = torch.optim.LBFGS(list(u.values()), lr=1.0, max_iter=max_iter,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-9,
+                            tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = target.potential(u, jacobian=jacobian)
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    return {k: v.detach() for k, v in u.items()}, float(loss.detach())
+
+
+class _Recorder:
+    """Wraps a Pyro HMC/NUTS kernel to record per-draw sample stats.
+
+    Records the Hamiltonian after momentum resampling (``energy``, for E-BFMI), the number of
+    leapfrog steps and tree depth, divergences and the step size.
+    """
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.n_leapfrog = 0
+        self.r_unscaled = None
+        sample_r = kernel._sample_r
+
+        def _sample_r(name):
+            r, r_unscaled = sample_r(name)
+            self.r_unscaled = r_unscaled
+            return r, r_unscaled
+
+        kernel._sample_r = _sample_r
+        if isinstance(kernel, NUTS):
+            build = kernel._build_basetree
+
+            def _build_basetree(*args, **kwargs):
+                self.n_leapfrog += 1
+                return build(*args, **kwargs)
+
+            kernel._build_basetree = _build_basetree
+
+    def step(self, params):
+        kernel = self.kernel
+        n_div = len(kernel._divergences)
+        self.n_leapfrog = 0
+        pe_before = kernel._potential_energy_last
+        params = kernel.sample(params)
+        stats = {"step_size": float(kernel.step_size),
+                 "diverging": len(kernel._divergences) > n_div}
+        if self.r_unscaled is not None and pe_before is not None:
+            stats["energy"] = float(pe_before + kernel._kinetic_energy(self.r_unscaled))
+        stats["lp"] = -float(kernel._potential_energy_last)
+        if isinstance(kernel, NUTS):
+            stats["n_steps"] = self.n_leapfrog
+            stats["tree_depth"] = int(math.floor(math.log2(max(self.n_leapfrog, 1)))) + 1
+        return params, stats
+
+
+def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, init,
+              kernel_options):
+    kernel_cls = NUTS if method == "nuts" else HMC
+    chains, stats, incomplete = [], [], False
+    for c in range(num_chains):
+        pyro.set_rng_seed(seed + c)
+        u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
+        kernel = kernel_cls(potential_fn=target.potential, full_mass=False, **kernel_options)
+        kernel.initial_params = u0
+        kernel.setup(warmup)
+        rec = _Recorder(kernel)
+        params = kernel.initial_params
+        draws, chain_stats = [], []
+        bar = tqdm(total=warmup + num_samples, desc=f"{method} chain {c + 1}/{num_chains}",
+                   disable=not progress, leave=False)
+        try:
+            for i in range(warmup + num_samples):
+                params, st = rec.step(params)
+                if i >= warmup:
+                    draws.append({k: v.detach().clone() for k, v in params.items()})
+                    chain_stats.append(st)
+                bar.update()
+                if i % 20 == 0:
+                    bar.set_postfix(step_size=f"{st['step_size']:.2g}")
+        except KeyboardInterrupt:
+            incomplete = True
+        finally:
+            bar.close()
+            kernel.cleanup()
+        if draws:
+            chains.append(draws)
+            stats.append(chain_stats)
+        if incomplete:
+            break
+    if not chains:
+        raise KeyboardInterrupt("inference interrupted before any draw was made")
+    n = min(len(d) for d in chains)  # an interrupted chain truncates all to a common length
+    u = {k: torch.stack([torch.stack([d[k] for d in draws[:n]]) for draws in chains])
+         for k in chains[0][0]}
+    sample_stats = {k: torch.tensor([[s[k] for s in st[:n]] for st in stats])
+                    for k in stats[0][0]}
+    return target.constrain(u), sample_stats, incomplete
+
+
+def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size, num_samples,
+             seed, progress, init):
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+
+    def model():
+        return irl_model(mdp, demos, reward_model, target.likelihood, target.rationality,
+                         subsample_size)
+
+    init_values = target.constrain(init)
+    auto = GUIDES[guide](model, init_loc_fn=pyro.infer.autoguide.init_to_value(
+        values=init_values))
+    svi = SVI(model, auto, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
+    losses = []
+    bar = tqdm(range(steps), desc=f"svi ({guide})", disable=not progress, leave=False)
+    incomplete = False
+    try:
+        for i in bar:
+            loss = svi.step()
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the ELBO became {loss} at step {i}; lower lr "
+                                         f"(is {lr})")
+            losses.append(loss)
+            if i % 50 == 0:
+                bar.set_postfix(elbo=f"{-loss:.4g}")
+    except KeyboardInterrupt:
+        incomplete = True
+    with torch.no_grad():
+        draws = [auto() for _ in range(num_samples)]
+    params = {k: torch.stack([d[k] for d in draws]).unsqueeze(0) for k in target.priors}
+    return params, losses, incomplete
+
+
+def _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains, guide, lr,
+              steps):
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    if not isinstance(demos, Demonstrations):
+        raise TypeError(f"demos must be Demonstrations, got {type(demos).__name__}")
+    if not isinstance(reward_model, RewardModel):
+        raise TypeError("reward_model must be a bayesirl reward model (LinearReward, "
+                        f"TabularReward, GPReward, NeuralReward), got {type(reward_model).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"method is {method!r}, expected one of {METHODS}")
+    for name, value, low in (("num_samples", num_samples, 1), ("warmup", warmup, 0),
+                             ("num_chains", num_chains, 1), ("steps", steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} is {value!r}, expected an integer >= {low}")
+    if guide not in GUIDES:
+        raise ValueError(f"guide is {guide!r}, expected one of {tuple(GUIDES)}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr is {lr!r}, expected a finite number > 0")
+    if demos.device != mdp.device:
+        raise ValueError(f"demos are on {demos.device} but the MDP is on {mdp.device}; "
+                         "move one with .to(device)")
+    demos.validate(mdp)
+    reward_model.check(mdp)
+
+
+def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
+          method: str = "nuts", *, likelihood: str = "soft", rationality=1.0,
+          num_samples: int = 1000, warmup: int | None = None, num_chains: int = 2,
+          seed: int = 0, progress: bool = True, strict: bool = False,
+          target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10,
+          guide: str = "mvn", steps: int = 2000, lr: float = 0.01,
+          subsample_size: int | None = None, map_init: bool = True) -> RewardPosterior:
+    """Infer the posterior over the reward parameters of ``reward_model``.
+
+    Args:
+        mdp, demos: the problem; demos are validated against the MDP.
+        reward_model: a :class:`~bayesirl.rewards.RewardModel` carrying the prior.
+        method: ``"nuts"``, ``"hmc"``, ``"svi"`` or ``"map"``.
+        likelihood: ``"soft"`` (maximum causal entropy) or ``"boltzmann"``.
+        rationality: beta > 0, or a prior on it (e.g. ``dist.LogNormal(0., 1.)``).
+        num_samples: draws per chain (MCMC) or from the fitted guide (SVI).
+        warmup: MCMC adaptation steps (default ``num_samples``).
+        num_chains: MCMC chains, run one after another with seeds ``seed + c``.
+        seed: all randomness comes from here.
+        progress: tqdm progress bars.
+        strict: turn convergence warnings (R-hat, ESS, divergences, E-BFMI) into errors.
+        target_accept, max_tree_depth: NUTS settings; ``num_steps``: HMC leapfrog steps.
+        guide: SVI autoguide, ``"normal"``, ``"mvn"`` or ``"lowrank"``.
+        steps, lr, subsample_size: SVI optimisation; minibatches of demonstrations.
+        map_init: start chains (and SVI) near the MAP fit, jittered per chain.
+
+    Returns:
+        A :class:`~bayesirl.posterior.RewardPosterior`; ``post.samples["theta"]`` has shape
+        ``(num_chains * num_samples, ...)``.
+    """
+    warmup = num_samples if warmup is None else warmup
+    _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains, guide, lr,
+              steps)
+    likelihood = check_likelihood(likelihood)
+    rationality = check_rationality(rationality)
+    if subsample_size is not None and not (isinstance(subsample_size, int)
+                                           and 1 <= subsample_size <= demos.n):
+        raise ValueError(f"subsample_size is {subsample_size!r}, expected an integer in "
+                         f"[1, {demos.n}]")
+    target = Target(mdp, demos, reward_model, likelihood, rationality)
+    settings = {"likelihood": likelihood, "seed": seed, "num_samples": num_samples,
+                "rationality": repr(rationality)}
+    start = time.perf_counter()
+    pyro.set_rng_seed(seed)
+    init = target.init_unconstrained()
+    if map_init or method == "map":
+        init, _ = _fit_map(target, init)
+    extra = {}
+    incomplete = False
+    if method == "map":
+        params = {k: v.unsqueeze(0).unsqueeze(0) for k, v in target.constrain(init).items()}
+        sample_stats = {}
+    elif method == "svi":
+        params, losses, incomplete = _run_svi(mdp, demos, reward_model, target, guide, steps,
+                                              lr, subsample_size, num_samples, seed, progress,
+                                              init)
+        sample_stats = {}
+        extra["elbo"] = [-x for x in losses]
+        settings.update(guide=guide, steps=steps, lr=lr, subsample_size=subsample_size)
+    else:
+        options = ({"target_accept_prob": target_accept, "max_tree_depth": max_tree_depth}
+                   if method == "nuts" else {"num_steps": num_steps,
+                                             "target_accept_prob": target_accept})
+        params, sample_stats, incomplete = _run_mcmc(target, method, num_samples, warmup,
+                                                     num_chains, seed, progress, init, options)
+        settings.update(warmup=warmup, num_chains=num_chains, **options)
+    settings["seconds"] = time.perf_counter() - start
+    for k, v in params.items():
+        if not torch.isfinite(v).all():
+            raise FloatingPointError(f"inference produced non-finite draws of {k!r}; the "
+                                     "posterior is not usable (check the prior scales and "
+                                     "the reward magnitudes)")
+    post = RewardPosterior.from_params(target, params, method=method, settings=settings,
+                                       sample_stats=sample_stats, extra=extra,
+                                       incomplete=incomplete)
+    if method in ("nuts", "hmc"):
+        post.check_convergence(strict=strict)
+    return post

@@ -1,0 +1,315 @@
+"""RewardPosterior: draws of reward parameters and rewards, with ArviZ and netCDF round trips.
+
+Draws are kept per chain, ``(chains, draws, ...)``; the user-facing accessors flatten the chains:
+``post.samples["theta"]`` is ``(chains * draws, d)`` and ``post.reward()`` is
+``(chains * draws, S, A)``. Rewards are stored alongside the parameters, so a loaded posterior
+(or one built with :meth:`RewardPosterior.from_draws` from any sampler's output) supports every
+reward-level tool without the reward model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import arviz as az
+import numpy as np
+import torch
+
+from bayesirl.demos import Demonstrations, rollouts
+from bayesirl.diagnostics import check_convergence
+from bayesirl.mdp import TabularMDP
+from bayesirl.model import action_log_probs, demo_log_likelihood
+from bayesirl.planning import broadcast_reward
+
+__all__ = ["RewardPosterior"]
+
+_FORMAT = "bayesirl.RewardPosterior/1"
+_CHUNK = 64  # reward draws planned at once
+
+
+def _chunked(fn, x, *rest):
+    """Apply ``fn`` over the leading dim of ``x`` (and ``rest``) in chunks; concatenate."""
+    outs = [fn(x[i:i + _CHUNK], *(r[i:i + _CHUNK] for r in rest))
+            for i in range(0, x.shape[0], _CHUNK)]
+    return torch.cat(outs)
+
+
+class RewardPosterior:
+    """Posterior draws over rewards.
+
+    Attributes:
+        mdp: the MDP (None for a loaded posterior given no ``mdp``).
+        rewards: ``(chains, draws, S, A)`` reward draws.
+        params: dict of parameter draws ``(chains, draws, ...)`` per site.
+        log_lik: ``(chains, draws, N)`` pointwise log-likelihood, or None.
+        demos: the demonstrations conditioned on, or None.
+        method, settings: how the draws were made; ``incomplete`` marks an interrupted run.
+    """
+
+    def __init__(self, mdp, rewards, params=None, log_lik=None, demos=None, method="draws",
+                 settings=None, sample_stats=None, extra=None, incomplete=False, dims=None,
+                 coords=None, fingerprint=None):
+        self.mdp = mdp
+        self.rewards = rewards
+        self.params = dict(params or {})
+        self.log_lik = log_lik
+        self.demos = demos
+        self.method = method
+        self.settings = dict(settings or {})
+        self.sample_stats = dict(sample_stats or {})
+        self.extra = dict(extra or {})
+        self.incomplete = bool(incomplete)
+        self.dims = dict(dims or {})
+        self.coords = dict(coords or {})
+        self.fingerprint = fingerprint or (mdp.fingerprint() if mdp is not None else None)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_params(cls, target, params, method, settings, sample_stats=None, extra=None,
+                    incomplete=False):
+        """Build from parameter draws ``(chains, draws, ...)`` of an inference ``Target``."""
+        mdp = target.mdp
+        C, D = next(iter(params.values())).shape[:2]
+        flat = {k: v.reshape(C * D, *v.shape[2:]) for k, v in params.items()}
+        names = list(flat)
+        with torch.no_grad():
+            def reward_of(*vals):
+                return broadcast_reward(mdp, target.reward_model.reward(dict(zip(names, vals))))
+
+            def loglik_of(*vals):
+                return target.log_likelihood(dict(zip(names, vals)))
+
+            vals = [flat[k] for k in names]
+            rewards = _chunked(reward_of, *vals)
+            log_lik = _chunked(loglik_of, *vals)
+        dims = dict(target.reward_model.dims)
+        if "rationality" in params:
+            dims["rationality"] = ()
+        return cls(mdp, rewards.reshape(C, D, *rewards.shape[1:]), params,
+                   log_lik.reshape(C, D, -1), target.demos, method, settings, sample_stats,
+                   extra, incomplete, dims, target.reward_model.coords())
+
+    @classmethod
+    def from_draws(cls, mdp: TabularMDP, reward_draws, demos: Demonstrations | None = None,
+                   likelihood: str = "soft", rationality: float = 1.0) -> RewardPosterior:
+        """A posterior from explicit reward draws ``(draws, S)`` or ``(draws, S, A)``.
+
+        Any sampler's output works; with ``demos`` the pointwise log-likelihood is computed
+        (under ``likelihood`` and ``rationality``) so LOO and predictive checks apply.
+        """
+        if not isinstance(mdp, TabularMDP):
+            raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+        r = torch.as_tensor(reward_draws, dtype=mdp.dtype, device=mdp.device)
+        S, A = mdp.n_states, mdp.n_actions
+        if r.dim() not in (2, 3) or r.shape[1] != S or (r.dim() == 3 and r.shape[2] != A) or (
+                r.shape[0] < 1):
+            raise ValueError(f"reward_draws must have shape (draws, {S}) or (draws, {S}, {A}), "
+                             f"got {tuple(r.shape)}")
+        if not torch.isfinite(r).all():
+            raise ValueError("reward_draws contains non-finite values")
+        rewards = broadcast_reward(mdp, r).unsqueeze(0)
+        log_lik = None
+        if demos is not None:
+            demos.validate(mdp)
+            log_lik = _chunked(lambda x: demo_log_likelihood(mdp, demos, x, likelihood,
+                                                             rationality), rewards[0])[None]
+        return cls(mdp, rewards, log_lik=log_lik, demos=demos,
+                   settings={"likelihood": likelihood, "rationality": repr(rationality)})
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def num_chains(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        """Draws per chain."""
+        return self.rewards.shape[1]
+
+    @property
+    def samples(self) -> dict[str, torch.Tensor]:
+        """Parameter draws with chains flattened: ``(chains * draws, ...)``."""
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
+
+    def reward(self) -> torch.Tensor:
+        """Reward draws ``(chains * draws, S, A)``."""
+        return self.rewards.reshape(-1, *self.rewards.shape[2:])
+
+    def mean_reward(self) -> torch.Tensor:
+        """Posterior mean reward ``(S, A)``."""
+        return self.reward().mean(0)
+
+    def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Equal-tailed ``prob`` interval of the reward: ``(lower, upper)``, each ``(S, A)``."""
+        if not 0 < prob < 1:
+            raise ValueError(f"prob is {prob!r}, expected a number in (0, 1)")
+        q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=self.rewards.dtype)
+        lo, hi = torch.quantile(self.reward(), q.to(self.rewards.device), dim=0)
+        return lo, hi
+
+    def _need_mdp(self, what):
+        if self.mdp is None:
+            raise ValueError(f"{what} needs the MDP: load with RewardPosterior.load(path, mdp)")
+        return self.mdp
+
+    def _beta_draws(self):
+        if "rationality" in self.params:
+            return self.params["rationality"].reshape(-1)
+        return torch.full((self.reward().shape[0],), float(self.settings.get("rationality",
+                                                                             "1.0")),
+                          dtype=self.rewards.dtype, device=self.rewards.device)
+
+    def policy(self) -> torch.Tensor:
+        """Posterior-averaged expert policy ``E[pi | demos]``: ``(T, S, A)`` or ``(S, A)``."""
+        mdp = self._need_mdp("policy()")
+        likelihood = self.settings.get("likelihood", "soft")
+        with torch.no_grad():
+            probs = _chunked(lambda r, b: action_log_probs(mdp, r, likelihood, b).exp(),
+                             self.reward(), self._beta_draws())
+        return probs.mean(0)
+
+    def predictive(self, n: int, seed: int = 0, length: int | None = None) -> Demonstrations:
+        """``n`` posterior-predictive demonstrations: each from the expert policy of a random
+        posterior draw (drawn with ``seed``)."""
+        mdp = self._need_mdp("predictive()")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n is {n!r}, expected an integer >= 1")
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(self.reward().shape[0], (n,), generator=g)
+        likelihood = self.settings.get("likelihood", "soft")
+        trajs = []
+        for j, i in enumerate(idx.tolist()):
+            with torch.no_grad():
+                pi = action_log_probs(mdp, self.reward()[i], likelihood,
+                                      self._beta_draws()[i]).exp()
+            d = rollouts(mdp, pi, 1, seed=seed * 100_003 + j, length=length)
+            trajs.append(d)
+        return _concat(trajs)
+
+    # ------------------------------------------------------------------ ArviZ
+    def to_arviz(self) -> az.InferenceData:
+        """ArviZ InferenceData: posterior (params and ``reward``), sample_stats, log_likelihood
+        (per demonstration, site ``actions``), observed_data, with named dims and coords."""
+        S, A = self.rewards.shape[-2:]
+        mdp = self.mdp
+        coords = {"state": list(mdp.state_names) if mdp is not None and mdp.state_names
+                  else list(range(S)),
+                  "action": list(mdp.action_names) if mdp is not None and mdp.action_names
+                  else list(range(A)),
+                  **self.coords}
+        posterior = {k: v.detach().cpu().numpy() for k, v in self.params.items()}
+        posterior["reward"] = self.rewards.detach().cpu().numpy()
+        dims = {k: list(v) for k, v in self.dims.items()}
+        dims["reward"] = ["state", "action"]
+        kwargs = {}
+        if self.log_lik is not None:
+            kwargs["log_likelihood"] = {"actions": self.log_lik.detach().cpu().numpy()}
+            dims["actions"] = ["demo"]
+        if self.sample_stats:
+            kwargs["sample_stats"] = {k: v.cpu().numpy() for k, v in self.sample_stats.items()}
+        attrs = {"bayesirl_format": _FORMAT, "method": self.method,
+                 "settings": json.dumps(self.settings), "incomplete": int(self.incomplete),
+                 "mdp_fingerprint": self.fingerprint or "",
+                 "param_dims": json.dumps(self.dims),
+                 "param_coords": json.dumps(self.coords)}
+        if "elbo" in self.extra:
+            attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
+        idata = az.from_dict(posterior=posterior, coords=coords, dims=dims, **kwargs)
+        idata.posterior.attrs.update(attrs)
+        if self.demos is not None:  # its own call: "actions" is (demo, step) here, not (demo,)
+            observed = {k: getattr(self.demos, k).cpu().numpy()
+                        for k in ("states", "actions", "mask")}
+            idata.extend(az.from_dict(observed_data=observed,
+                                      dims={k: ["demo", "step"] for k in observed}))
+        return idata
+
+    def summary(self, var_names=None, **kwargs):
+        """ArviZ summary table of the parameters (default: every site but ``reward``)."""
+        names = var_names if var_names is not None else (list(self.params) or ["reward"])
+        return az.summary(self.to_arviz(), var_names=names, **kwargs)
+
+    def check_convergence(self, strict: bool = False) -> list[str]:
+        """Warn (or raise with ``strict``) on R-hat > 1.01, bulk ESS < 400, divergences and
+        E-BFMI < 0.3. Returns the problems found."""
+        names = list(self.params) or ["reward"]
+        return check_convergence(self.to_arviz(), names, strict=strict)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path) -> None:
+        """Write a netCDF file atomically (a temporary file renamed into place)."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=folder)
+        os.close(fd)
+        try:
+            self.to_arviz().to_netcdf(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path, mdp: TabularMDP | None = None) -> RewardPosterior:
+        """Read a posterior written by :meth:`save`; with ``mdp``, check it is the same MDP."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no posterior file at {path}")
+        try:
+            idata = az.from_netcdf(path)
+        except Exception as e:  # h5py/netCDF raise many types for a truncated or foreign file
+            raise ValueError(f"{path} is not a readable netCDF posterior file ({e})") from e
+        post = getattr(idata, "posterior", None)
+        if post is None or post.attrs.get("bayesirl_format") != _FORMAT or "reward" not in post:
+            raise ValueError(f"{path} is not a bayesirl posterior (expected attribute "
+                             f"bayesirl_format={_FORMAT!r} and a 'reward' variable)")
+        attrs = post.attrs
+        if mdp is not None and attrs["mdp_fingerprint"] and (
+                mdp.fingerprint() != attrs["mdp_fingerprint"]):
+            raise ValueError(f"{path} was made on a different MDP (fingerprint "
+                             f"{attrs['mdp_fingerprint']}, this MDP {mdp.fingerprint()})")
+        dtype = mdp.dtype if mdp is not None else torch.float64
+
+        def tensor(x):
+            return torch.as_tensor(np.asarray(x)).to(dtype)
+
+        params = {k: tensor(post[k].values) for k in post.data_vars if k != "reward"}
+        log_lik = None
+        if hasattr(idata, "log_likelihood"):
+            log_lik = tensor(idata.log_likelihood["actions"].values)
+        demos = None
+        if hasattr(idata, "observed_data"):
+            obs = idata.observed_data
+            demos = Demonstrations(torch.as_tensor(obs["states"].values),
+                                   torch.as_tensor(obs["actions"].values),
+                                   torch.as_tensor(obs["mask"].values))
+        stats = {}
+        if hasattr(idata, "sample_stats"):
+            stats = {k: torch.as_tensor(idata.sample_stats[k].values)
+                     for k in idata.sample_stats.data_vars}
+        extra = {"elbo": list(np.atleast_1d(attrs["elbo"]))} if "elbo" in attrs else {}
+        dims = {k: tuple(v) for k, v in json.loads(attrs["param_dims"]).items()}
+        return cls(mdp, tensor(post["reward"].values), params, log_lik, demos, attrs["method"],
+                   json.loads(attrs["settings"]), stats, extra, bool(attrs["incomplete"]),
+                   dims, json.loads(attrs["param_coords"]), attrs["mdp_fingerprint"] or None)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.params.items())
+        flag = ", incomplete" if self.incomplete else ""
+        return (f"RewardPosterior(method={self.method!r}, chains={self.num_chains}, "
+                f"draws={self.num_draws}, params=[{params}]{flag})")
+
+
+def _concat(parts: list[Demonstrations]) -> Demonstrations:
+    """Stack single demonstrations of possibly different lengths into one padded set."""
+    T = max(p.max_length for p in parts)
+
+    def pad(x):
+        return torch.nn.functional.pad(x, (0, T - x.shape[1]))
+
+    final = None if any(p.final_states is None for p in parts) else torch.cat(
+        [p.final_states for p in parts])
+    return Demonstrations(torch.cat([pad(p.states) for p in parts]),
+                          torch.cat([pad(p.actions) for p in parts]),
+                          torch.cat([pad(p.mask) for p in parts]), final)

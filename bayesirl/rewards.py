@@ -1,0 +1,290 @@
+"""Reward models: priors over reward parameters and the map from parameters to rewards.
+
+A reward model is a prior ``p(params)`` plus a deterministic map ``params -> reward``:
+
+- :meth:`RewardModel.priors` gives one independent torch distribution per named site;
+- :meth:`RewardModel.reward` maps a dict of parameter values with any leading batch shape
+  ``(...)`` to a reward ``(..., S)`` (state reward) or ``(..., S, A)``;
+- calling the model inside a Pyro model samples every site and returns the reward.
+
+Because the priors are independent and the map is pure, inference can evaluate the joint density
+without tracing the Pyro model (see :mod:`bayesirl.infer`), and a posterior can recompute rewards
+from saved draws. Each model names the dims of its sites (``dims``) for ArviZ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+from pyro.distributions.torch_distribution import TorchDistributionMixin
+import torch
+
+__all__ = ["GPReward", "LinearReward", "NeuralReward", "RewardModel", "TabularReward"]
+
+
+def _check_prior(name: str, prior, shape: tuple[int, ...]) -> dist.Distribution:
+    """Expand a scalar (or matching) torch distribution to ``shape`` as one event."""
+    if not isinstance(prior, torch.distributions.Distribution):
+        raise TypeError(f"{name} must be a torch distribution (e.g. dist.Normal(0., 1.)), "
+                        f"got {type(prior).__name__}")
+    if prior.event_shape != ():
+        raise ValueError(f"{name} must be a univariate distribution (event_shape ()), got "
+                         f"event_shape {tuple(prior.event_shape)}")
+    batch = tuple(prior.batch_shape)
+    if batch not in ((), shape) and batch != shape[-len(batch):]:
+        raise ValueError(f"{name} has batch_shape {batch}, expected () or {shape}")
+    for attr in ("loc", "scale", "rate", "concentration"):
+        value = getattr(prior, attr, None)
+        if isinstance(value, torch.Tensor) and not torch.isfinite(value).all():
+            raise ValueError(f"{name}.{attr} is {value.tolist()}, expected finite values")
+    if not isinstance(prior, TorchDistributionMixin):
+        prior = _wrap(prior)
+    return prior.expand(shape).to_event(len(shape)) if shape else prior
+
+
+def _wrap(prior: torch.distributions.Distribution) -> dist.Distribution:
+    """Give a plain torch distribution Pyro's ``expand``/``to_event`` (same density)."""
+    cls = getattr(dist, type(prior).__name__, None)
+    if cls is None:
+        raise TypeError(f"prior {type(prior).__name__} has no Pyro counterpart; use "
+                        "pyro.distributions")
+    params = {k: getattr(prior, k) for k in prior.arg_constraints if k in prior.__dict__}
+    return cls(**params)
+
+
+def is_improper(prior: dist.Distribution) -> bool:
+    """True for a prior with no normalisable density (``dist.ImproperUniform``)."""
+    base = prior
+    while isinstance(base, (dist.Independent, dist.ExpandedDistribution)):
+        base = base.base_dist
+    return isinstance(base, dist.ImproperUniform)
+
+
+class RewardModel:
+    """Base class: independent priors on named sites, a pure map to rewards."""
+
+    #: ArviZ dims of each site (after the sample dims), e.g. ``{"theta": ("feature",)}``.
+    dims: dict[str, tuple[str, ...]] = {}
+
+    def priors(self) -> dict[str, dist.Distribution]:
+        raise NotImplementedError
+
+    def reward(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def coords(self) -> dict[str, list]:
+        """Coordinates of the dims in :attr:`dims` (other than state/action)."""
+        return {}
+
+    def check(self, mdp) -> None:
+        """Raise ValueError when this model does not fit ``mdp`` (called by ``infer``)."""
+
+    def __call__(self) -> torch.Tensor:
+        return self.reward({name: pyro.sample(name, prior)
+                            for name, prior in self.priors().items()})
+
+
+def _features(name, features) -> torch.Tensor:
+    phi = torch.as_tensor(features)
+    if not phi.dtype.is_floating_point:
+        phi = phi.to(torch.get_default_dtype())
+    if phi.dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (S, d) or (S, A, d), got {tuple(phi.shape)}")
+    if not torch.isfinite(phi).all():
+        raise ValueError(f"{name} contains non-finite values")
+    return phi
+
+
+class LinearReward(RewardModel):
+    r"""Linear reward ``r = phi . theta`` with a prior on the weights.
+
+    ``theta`` are *reward* weights: larger ``phi . theta`` is better. The maximum causal entropy
+    derivation (Ziebart et al. 2010) writes a cost ``r = -theta^T phi``; flip the sign to compare.
+
+    Args:
+        features: ``(S, d)`` state features (a state reward ``(S,)``) or ``(S, A, d)``.
+        prior: a univariate torch distribution, applied to each of the d weights (or with
+            batch shape ``(d,)``); ``dist.Laplace`` for sparsity. Default ``Normal(0, 1)``.
+        feature_names: d names for ArviZ coordinates (default the MDP's, else ``f0..``).
+
+    Site ``theta: (d,)``, dims ``("feature",)``.
+    """
+
+    dims = {"theta": ("feature",)}
+
+    def __init__(self, features, prior=None, feature_names=None):
+        self.features = _features("features", features)
+        d = self.features.shape[-1]
+        self.prior = _check_prior("prior", dist.Normal(0.0, 1.0) if prior is None else prior,
+                                  (d,))
+        self.feature_names = None if feature_names is None else [str(n) for n in feature_names]
+        if self.feature_names is not None and len(self.feature_names) != d:
+            raise ValueError(f"feature_names has {len(self.feature_names)} names, expected {d}")
+
+    def priors(self):
+        return {"theta": self.prior}
+
+    def reward(self, params):
+        theta = params["theta"]
+        phi = self.features.to(theta)
+        return torch.einsum("...d,sd->...s" if phi.dim() == 2 else "...d,sad->...sa", theta, phi)
+
+    def coords(self):
+        names = self.feature_names or [f"f{i}" for i in range(self.features.shape[-1])]
+        return {"feature": names}
+
+    def check(self, mdp):
+        S, A = mdp.n_states, mdp.n_actions
+        if self.features.shape[0] != S or (self.features.dim() == 3
+                                           and self.features.shape[1] != A):
+            raise ValueError(f"LinearReward features have shape {tuple(self.features.shape)}, "
+                             f"but the MDP has S={S} states and A={A} actions")
+        if is_improper(self.prior):
+            centred = self.features.reshape(-1, self.features.shape[-1])
+            centred = centred - centred.mean(0)
+            rank = int(torch.linalg.matrix_rank(centred))
+            if rank < centred.shape[1]:
+                raise ValueError(
+                    "prior is improper but the features have a direction u with phi . u "
+                    f"constant over states and actions (centred rank {rank} < "
+                    f"{centred.shape[1]}): the likelihood cannot identify it, so the posterior "
+                    "is improper; use a proper prior or drop the constant direction")
+
+
+class TabularReward(RewardModel):
+    """One reward parameter per state (``n_actions=None``) or per state-action pair.
+
+    Site ``theta: (S,)`` dims ``("state",)``, or ``(S, A)`` dims ``("state", "action")``.
+    """
+
+    def __init__(self, n_states: int, n_actions: int | None = None, prior=None):
+        for name, value in (("n_states", n_states), ("n_actions", n_actions)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"{name} is {value!r}, expected an integer >= 1")
+        self.shape = (n_states,) if n_actions is None else (n_states, n_actions)
+        self.prior = _check_prior("prior", dist.Normal(0.0, 1.0) if prior is None else prior,
+                                  self.shape)
+        self.dims = {"theta": ("state",) if n_actions is None else ("state", "action")}
+
+    def priors(self):
+        return {"theta": self.prior}
+
+    def reward(self, params):
+        return params["theta"]
+
+    def check(self, mdp):
+        want = (mdp.n_states,) if len(self.shape) == 1 else (mdp.n_states, mdp.n_actions)
+        if self.shape != want:
+            raise ValueError(f"TabularReward has shape {self.shape}, but the MDP needs {want}")
+
+
+class GPReward(RewardModel):
+    r"""Gaussian-process prior over state rewards (the idea of GPIRL, Levine et al. 2011).
+
+    ``r = L z`` with ``z ~ N(0, I)`` and ``L L^T = K + jitter I``, the RBF kernel
+    ``K_ij = variance * exp(-|x_i - x_j|^2 / (2 lengthscale^2))`` on state coordinates or
+    features ``x: (S, D)``. The whitened parameterisation keeps NUTS well conditioned.
+
+    Args:
+        coords: ``(S, D)`` inputs of the kernel (grid coordinates or state features).
+        lengthscale, variance: positive floats (fixed) or priors on positive reals.
+        jitter: added to the kernel diagonal.
+
+    Sites: ``z: (S,)`` dims ``("state",)``; ``lengthscale``, ``variance`` when given priors.
+    """
+
+    def __init__(self, coords, lengthscale=1.0, variance=1.0, jitter: float = 1e-6):
+        self.x = _features("coords", coords)
+        if self.x.dim() != 2:
+            raise ValueError(f"coords must have shape (S, D), got {tuple(self.x.shape)}")
+        self.hyper = {}
+        for name, value in (("lengthscale", lengthscale), ("variance", variance)):
+            if isinstance(value, torch.distributions.Distribution):
+                if value.support.check(torch.tensor(-1.0)) or not value.support.check(
+                        torch.tensor(1.0)):
+                    raise ValueError(f"{name} prior must have positive support, got "
+                                     f"{value.support}")
+                self.hyper[name] = _check_prior(name, value, ())
+            elif not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} is {value!r}, expected a number > 0 or a prior")
+        self.lengthscale, self.variance, self.jitter = lengthscale, variance, jitter
+        S = self.x.shape[0]
+        self.dims = {"z": ("state",), **{k: () for k in self.hyper}}
+        self._z_prior = dist.Normal(torch.zeros(S), 1.0).to_event(1)
+
+    def priors(self):
+        return {"z": self._z_prior, **self.hyper}
+
+    def _chol(self, lengthscale, variance, like):
+        x = self.x.to(like)
+        d2 = (x.unsqueeze(-2) - x.unsqueeze(-3)).pow(2).sum(-1)
+        ls = torch.as_tensor(lengthscale, dtype=like.dtype, device=like.device)[..., None, None]
+        var = torch.as_tensor(variance, dtype=like.dtype, device=like.device)[..., None, None]
+        K = var * torch.exp(-0.5 * d2 / ls**2)
+        K = K + self.jitter * torch.eye(x.shape[0], dtype=like.dtype, device=like.device)
+        return torch.linalg.cholesky(K)
+
+    def reward(self, params):
+        z = params["z"]
+        L = self._chol(params.get("lengthscale", self.lengthscale),
+                       params.get("variance", self.variance), z)
+        return (L @ z.unsqueeze(-1)).squeeze(-1)
+
+    def check(self, mdp):
+        if self.x.shape[0] != mdp.n_states:
+            raise ValueError(f"GPReward coords have {self.x.shape[0]} rows, but the MDP has "
+                             f"{mdp.n_states} states")
+
+
+class NeuralReward(RewardModel):
+    """Bayesian neural network reward on state features: ``phi (S, d) -> r (S,)``.
+
+    A tanh MLP with independent ``Normal(0, prior_scale / sqrt(fan_in))`` priors on every weight
+    and ``Normal(0, prior_scale)`` on biases. Sites ``w0, b0, w1, b1, ...``.
+
+    Args:
+        features: ``(S, d)`` state features.
+        hidden: widths of the hidden layers.
+        prior_scale: positive float.
+    """
+
+    def __init__(self, features, hidden=(32, 32), prior_scale: float = 1.0):
+        self.features = _features("features", features)
+        if self.features.dim() != 2:
+            raise ValueError("NeuralReward takes state features (S, d), got "
+                             f"{tuple(self.features.shape)}")
+        if not (isinstance(prior_scale, (int, float)) and math.isfinite(prior_scale)
+                and prior_scale > 0):
+            raise ValueError(f"prior_scale is {prior_scale!r}, expected a number > 0")
+        widths = [self.features.shape[1], *[int(h) for h in hidden], 1]
+        if any(w < 1 for w in widths):
+            raise ValueError(f"hidden is {hidden!r}, expected positive widths")
+        self._priors = {}
+        self.dims = {}
+        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+            self._priors[f"w{i}"] = _check_prior(
+                f"w{i}", dist.Normal(0.0, prior_scale / math.sqrt(n_in)), (n_in, n_out))
+            self._priors[f"b{i}"] = _check_prior(f"b{i}", dist.Normal(0.0, prior_scale),
+                                                 (n_out,))
+            self.dims[f"w{i}"] = (f"w{i}_in", f"w{i}_out")
+            self.dims[f"b{i}"] = (f"b{i}_out",)
+        self.n_layers = len(widths) - 1
+
+    def priors(self):
+        return dict(self._priors)
+
+    def reward(self, params):
+        h = self.features.to(params["w0"])
+        for i in range(self.n_layers):
+            h = h @ params[f"w{i}"] + params[f"b{i}"].unsqueeze(-2)
+            if i < self.n_layers - 1:
+                h = torch.tanh(h)
+        return h.squeeze(-1)
+
+    def check(self, mdp):
+        if self.features.shape[0] != mdp.n_states:
+            raise ValueError(f"NeuralReward features have {self.features.shape[0]} rows, but "
+                             f"the MDP has {mdp.n_states} states")
