@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 
@@ -41,6 +42,23 @@ def transition_operators(successors: torch.Tensor, probs: torch.Tensor):
         PT = torch.sparse_coo_tensor(torch.stack([cols, rows]), vals, (S, S * A),
                                      check_invariants=False).coalesce().to_sparse_csr()
     return P, PT
+
+
+def numpy_operators(successors: torch.Tensor, probs: torch.Tensor):
+    """``(P, P^T)`` for NumPy kernels on the CPU: dense arrays for tiny MDPs, else SciPy CSR
+    (whose product with a dense ``(S, B)`` array runs about 3x faster than torch's CSR ``mm``,
+    which zero-fills and re-lays-out its output)."""
+    import scipy.sparse
+
+    S, A, K = probs.shape
+    if S * A * S <= DENSE_MAX:
+        P = transition_operators(successors, probs)[0].numpy()
+        return P, np.ascontiguousarray(P.T)
+    rows = np.repeat(np.arange(S * A), K)
+    P = scipy.sparse.csr_matrix((probs.reshape(-1).numpy(), (rows, successors.reshape(-1).numpy())),
+                                shape=(S * A, S))
+    P.sum_duplicates()
+    return P, P.T.tocsr()
 
 
 def matmul(M, MT, x):

@@ -21,7 +21,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bayesirl._sparse import batch_first, batch_last, matmul, transition_operators
+from bayesirl._sparse import (
+    batch_first,
+    batch_last,
+    matmul,
+    numpy_operators,
+    transition_operators,
+)
 
 __all__ = ["TabularMDP"]
 
@@ -275,6 +281,10 @@ class TabularMDP:
     @functools.cached_property
     def _operators(self):
         return transition_operators(self.successors, self.transition_probs)
+
+    @functools.cached_property
+    def _numpy_operators(self):
+        return numpy_operators(self.successors, self.transition_probs)
 
     def expected_next(self, v: torch.Tensor) -> torch.Tensor:
         """``E[v(s') | s, a]`` for ``v: (..., S)``, returning ``(..., S, A)``. Differentiable."""

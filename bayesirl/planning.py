@@ -26,6 +26,7 @@ import math
 import warnings
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from bayesirl.mdp import TabularMDP
@@ -69,6 +70,11 @@ class Plan(NamedTuple):
         return self.log_policy.exp()
 
 
+def _check_mdp(mdp) -> None:
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+
+
 def broadcast_reward(mdp: TabularMDP, reward: torch.Tensor) -> torch.Tensor:
     """Return ``reward`` as ``(..., S, A)``; a state reward ``(..., S)`` broadcasts over actions."""
     S, A = mdp.n_states, mdp.n_actions
@@ -95,11 +101,62 @@ def _hard_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v, (best / best.sum(-1, keepdim=True)).log()
 
 
+def _soft_dp_forward(xp, P, r, v_end, log_policy, v, buf):
+    """Backward induction into ``log_policy: (T, S, A, B)`` and ``v: (T, S, B)``, in place.
+
+    ``xp`` is ``numpy`` or ``torch``: the same code runs on either array type; ``buf`` is an
+    ``(S, A, B)`` scratch array, so a backup allocates nothing of that size.
+    """
+    T, S, A, B = log_policy.shape
+    v_next = v_end
+    for t in reversed(range(T)):
+        q = xp.add((P @ v_next).reshape(S, A, B), r, out=log_policy[t])
+        vt = xp.amax(q, 1, out=v[t])  # log-sum-exp over actions, leaving q - V in place
+        q -= vt[:, None]
+        log_z = xp.log(xp.exp(q, out=buf).sum(1))
+        q -= log_z[:, None]
+        vt += log_z
+        v_next = vt
+
+
+def _soft_dp_backward(xp, PT, log_policy, g_v, g_lp, g_r, carry, buf):
+    """Adjoint of :func:`_soft_dp_forward`, accumulating into ``g_r``; returns ``g_v_end``."""
+    T, S, A, B = log_policy.shape
+    for t in range(T):
+        g = carry if g_v is None else carry + g_v[t]
+        g_q = xp.exp(log_policy[t], out=buf)
+        if g_lp is None:
+            g_q *= g[:, None]
+        else:
+            g_q *= (g - g_lp[t].sum(1))[:, None]
+            g_q += g_lp[t]
+        g_r += g_q
+        carry = PT @ g_q.reshape(S * A, B)
+    return carry
+
+
+def _kernel_operands(mdp, *tensors):
+    """On the CPU the kernels run in NumPy/SciPy (a third of torch's per-op overhead, which
+    dominates small MDPs, and a faster CSR product for large ones); elsewhere in torch.
+    Returns ``(xp, (P, P^T), operands)``, the operands sharing memory with the tensors."""
+    if mdp.device.type == "cpu":
+        return np, mdp._numpy_operators, [None if t is None else t.detach().numpy()
+                                          for t in tensors]
+    return torch, mdp._operators, list(tensors)
+
+
+def _no_double_backward():
+    if torch.is_grad_enabled():
+        raise RuntimeError("second derivatives of soft value iteration are not implemented "
+                           "(the fused finite-horizon DP and the implicit discounted fixed "
+                           "point are differentiable once)")
+
+
 class _SoftBackwardInduction(torch.autograd.Function):
     """Finite-horizon soft DP, batch-last: ``r: (S, A, B)``, ``v_end: (S, B)``.
 
     Returns ``v: (T, S, B)`` and ``log_policy: (T, S, A, B)``. Fused by hand so a backup costs a
-    few in-place passes and one sparse product each way, and only ``log_policy`` is saved.
+    few in-place passes and one (sparse) product each way, and only ``log_policy`` is saved.
     The backward pass is the adjoint recursion, forward in time::
 
         g_v_t  = G_v[t] + P^T g_q_{t-1},
@@ -112,43 +169,27 @@ class _SoftBackwardInduction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, v_end, mdp):
-        P, _ = mdp._operators
         S, A, B = r.shape
-        T = mdp.horizon
-        log_policy = r.new_empty(T, S, A, B)
-        v = r.new_empty(T, S, B)
-        v_next = v_end
-        for t in reversed(range(T)):
-            q = log_policy[t]
-            torch.add(r, (P @ v_next).view(S, A, B), out=q)
-            # log-sum-exp over actions, leaving q - V in place
-            vt = torch.amax(q, 1, out=v[t])
-            q.sub_(vt.unsqueeze(1))
-            log_z = q.exp().sum(1).log_()
-            q.sub_(log_z.unsqueeze(1))
-            vt.add_(log_z)
-            v_next = vt
+        log_policy = r.new_empty(mdp.horizon, S, A, B)
+        v = r.new_empty(mdp.horizon, S, B)
+        xp, (P, _), args = _kernel_operands(mdp, r.contiguous(), v_end.contiguous(),
+                                            log_policy, v, r.new_empty(S, A, B))
+        _soft_dp_forward(xp, P, *args)
         ctx.mdp = mdp
         ctx.save_for_backward(log_policy)
         return v, log_policy
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g_v, g_lp):
+        _no_double_backward()
         (log_policy,) = ctx.saved_tensors
-        _, PT = ctx.mdp._operators
         T, S, A, B = log_policy.shape
         g_r = torch.zeros_like(log_policy[0])
-        carry = log_policy.new_zeros(S, B)
-        for t in range(T):
-            g = carry if g_v is None else carry + g_v[t]
-            if g_lp is None:
-                g_q = log_policy[t].exp().mul_(g.unsqueeze(1))
-            else:
-                g_q = log_policy[t].exp().mul_((g - g_lp[t].sum(1)).unsqueeze(1)).add_(g_lp[t])
-            g_r += g_q
-            carry = PT @ g_q.view(S * A, B)
-        return g_r, carry, None
+        xp, (_, PT), args = _kernel_operands(
+            ctx.mdp, log_policy, g_v, g_lp, g_r, log_policy.new_zeros(S, B),
+            log_policy.new_empty(S, A, B))
+        g_v_end = _soft_dp_backward(xp, PT, *args)
+        return g_r, torch.as_tensor(g_v_end), None
 
 
 def _backward_induction(mdp, r, backup, terminal):
@@ -218,6 +259,7 @@ class _ImplicitFixedPoint(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        _no_double_backward()
         (pi,) = ctx.saved_tensors
         u = _solve_discounted(ctx.mdp, pi, g, ctx.tol, ctx.max_iters, "the adjoint fixed point")
         return pi * u.unsqueeze(-1), None, None, None, None, None
@@ -243,16 +285,23 @@ def _default_tol(dtype):
 
 
 def _plan(mdp, reward, backup, terminal_reward, tol, max_iters):
-    if not isinstance(mdp, TabularMDP):
-        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
     r = broadcast_reward(mdp, reward)
     if mdp.finite_horizon:
         terminal = None
         if terminal_reward is not None:
+            S = mdp.n_states
             terminal = torch.as_tensor(terminal_reward, dtype=r.dtype, device=r.device)
-            if terminal.shape[-1:] != (mdp.n_states,):
-                raise ValueError(f"terminal_reward must have shape (..., {mdp.n_states}), "
+            if terminal.shape[-1:] != (S,):
+                raise ValueError(f"terminal_reward must have shape (..., {S}), "
                                  f"got {tuple(terminal.shape)}")
+            try:
+                batch = torch.broadcast_shapes(r.shape[:-2], terminal.shape[:-1])
+            except RuntimeError as e:
+                raise ValueError(f"terminal_reward batch shape {tuple(terminal.shape[:-1])} "
+                                 "does not broadcast with the reward's "
+                                 f"{tuple(r.shape[:-2])}") from e
+            r = r.expand(*batch, *r.shape[-2:])
+            terminal = terminal.expand(*batch, S)
         return _backward_induction(mdp, r, backup, terminal)
     if terminal_reward is not None:
         raise ValueError("terminal_reward applies to finite-horizon MDPs only (this one is "
@@ -279,8 +328,11 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
         :class:`Plan` with ``q``, ``v``, ``log_policy`` of shape ``(..., T, S, A)`` /
         ``(..., T, S)`` (finite horizon) or ``(..., S, A)`` / ``(..., S)`` (discounted).
     """
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-            and temperature > 0):
+    _check_mdp(mdp)
+    if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
+        temperature = temperature.item()
+    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float, np.floating))
+                                             and math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature is {temperature!r}, expected a finite number > 0")
     if temperature == 1:
         return _plan(mdp, reward, _soft_backup, terminal_reward, tol, max_iters)
@@ -298,6 +350,7 @@ def value_iteration(mdp: TabularMDP, reward: torch.Tensor,
     Shapes as in :func:`soft_value_iteration`; ``log_policy`` is ``-inf`` off the argmax.
     ``q`` is differentiable in ``reward`` (almost everywhere), as the Boltzmann likelihood needs.
     """
+    _check_mdp(mdp)
     return _plan(mdp, reward, _hard_backup, terminal_reward, tol, max_iters)
 
 
@@ -329,9 +382,12 @@ def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
         ``(..., S, A)``: summed over the T steps (total mass T), or discounted
         ``sum_t gamma^t Pr(s_t = s, a_t = a)`` (total mass ``1 / (1 - gamma)``).
     """
+    _check_mdp(mdp)
     pi = _policy_probs(mdp, policy)
     mu = mdp.initial if initial is None else torch.as_tensor(initial, dtype=pi.dtype,
                                                              device=pi.device)
+    if mu.shape != (mdp.n_states,):
+        raise ValueError(f"initial must have shape ({mdp.n_states},), got {tuple(mu.shape)}")
     if mdp.finite_horizon:
         d = mu.expand(pi.shape[:-3] + mu.shape)
         visits = []
@@ -354,10 +410,12 @@ def policy_value(mdp: TabularMDP, policy, reward: torch.Tensor, **kwargs) -> tor
     Finite horizon: expected sum of the T rewards; discounted: expected discounted sum.
     Keyword arguments go to :func:`occupancy`.
     """
+    _check_mdp(mdp)
     return (occupancy(mdp, policy, **kwargs) * broadcast_reward(mdp, reward)).sum((-2, -1))
 
 
 def feature_expectations(mdp: TabularMDP, policy, **kwargs) -> torch.Tensor:
     """Expected (discounted) feature counts ``(..., d)`` of ``policy`` from ``mdp.initial``."""
+    _check_mdp(mdp)
     d = occupancy(mdp, policy, **kwargs)
     return torch.einsum("...sa,saf->...f", d, mdp.state_action_features())

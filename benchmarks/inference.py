@@ -1,0 +1,255 @@
+"""Inference speed: min-ESS per second of bayesirl's NUTS beside the baselines users have today.
+
+Problem (issue "Bayesian reward inference", section 6): an 8x8 gridworld (slip 0.1, horizon 30,
+8 block features, 20 demonstrations from a known theta, Normal(0, 1) prior, soft likelihood).
+Every sampler targets the same posterior, in one run, one thread:
+
+- ``bayesirl``: ``birl.infer(method="nuts")``;
+- ``pyro-naive``: the obvious Pyro model a user would write (reward -> soft value iteration
+  in a Python loop of torch ops -> ``pyro.factor``), sampled with Pyro's NUTS;
+- ``policywalk``: PolicyWalk (Ramachandran & Amir 2007), random-walk Metropolis in theta that
+  re-plans at every proposal, its step size tuned during warmup to 0.234 acceptance;
+- ``numpyro``: the same model in NumPyro, when the optional ``bench`` extra is installed.
+
+min-ESS/s is the smallest bulk ESS over the theta coordinates (ArviZ) divided by the sampling
+time, and by the total time including warmup. A second table runs the 144-parameter tabular
+task (12x12 gridworld, 50 demonstrated state-action pairs, N(0, 10^2) prior, Boltzmann
+likelihood) for bayesirl's NUTS and PolicyWalk, as seconds per effective sample. A third line
+reports SVI (MVN guide): seconds until its posterior means are within 0.1 posterior sd of
+NUTS's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+
+import bayesirl as birl
+from bayesirl.diagnostics import InferenceWarning
+
+warnings.filterwarnings("ignore", category=InferenceWarning)
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def gridworld_problem(n_demos=20):
+    mdp = birl.envs.gridworld(size=8, slip=0.1, horizon=30, block=(4, 2), seed=0,
+                              dtype=torch.float64)
+    theta = torch.linspace(-1.0, 1.0, mdp.n_features, dtype=torch.float64)
+    reward = mdp.features @ theta
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, reward), n=n_demos, seed=0)
+    return mdp, demos
+
+
+def min_ess(draws: np.ndarray) -> float:
+    """Smallest bulk ESS over coordinates of ``draws: (chains, draws, d)``."""
+    import arviz as az
+    return float(min(az.ess(draws[..., i]) for i in range(draws.shape[-1])))
+
+
+# ---------------------------------------------------------------- samplers under comparison
+def run_bayesirl(mdp, demos, model, num_samples, warmup, likelihood="soft"):
+    t0 = time.perf_counter()
+    post = birl.infer(mdp, demos, model, method="nuts", num_samples=num_samples, warmup=warmup,
+                      num_chains=1, seed=0, progress=False, likelihood=likelihood)
+    total = time.perf_counter() - t0
+    return post.params["theta"].numpy(), total, post.settings
+
+
+def run_pyro_naive(mdp, demos, num_samples, warmup):
+    """The straightforward Pyro model: dense soft VI loop, one pyro.factor."""
+    P = mdp.transition_matrix()
+    phi = mdp.features
+    T, d = mdp.horizon, phi.shape[-1]
+    steps = torch.arange(demos.max_length)
+
+    def model():
+        theta = pyro.sample("theta", dist.Normal(torch.zeros(d), 1.0).to_event(1))
+        r = phi @ theta
+        v = torch.zeros(mdp.n_states)
+        log_pis = []
+        for _ in range(T):
+            q = r[:, None] + torch.einsum("sat,t->sa", P, v)
+            v = torch.logsumexp(q, -1)
+            log_pis.append(q - v[:, None])
+        log_pi = torch.stack(log_pis[::-1])
+        lp = log_pi[steps, demos.states, demos.actions]
+        pyro.factor("demos", (lp * demos.mask).sum())
+
+    pyro.set_rng_seed(0)
+    kernel = pyro.infer.NUTS(model)
+    mcmc = pyro.infer.MCMC(kernel, num_samples=num_samples, warmup_steps=warmup,
+                           disable_progbar=True)
+    t0 = time.perf_counter()
+    mcmc.run()
+    total = time.perf_counter() - t0
+    return mcmc.get_samples(group_by_chain=True)["theta"].numpy(), total
+
+
+def run_policywalk(log_post, d, num_samples, warmup, seed=0):
+    """Random-walk Metropolis; the step is tuned in warmup (Robbins-Monro to 0.234)."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.zeros(d, dtype=torch.float64)
+    lp = log_post(theta)
+    log_step = math.log(0.5 / math.sqrt(d))
+    draws, accepted = [], 0
+    t0 = time.perf_counter()
+    t_sampling = None
+    for i in range(warmup + num_samples):
+        if i == warmup:
+            t_sampling = time.perf_counter()
+        prop = theta + math.exp(log_step) * torch.randn(d, generator=g, dtype=torch.float64)
+        lp_prop = log_post(prop)
+        accept = math.log(float(torch.rand((), generator=g))) < float(lp_prop - lp)
+        if accept:
+            theta, lp = prop, lp_prop
+        if i < warmup:
+            log_step += (float(accept) - 0.234) / math.sqrt(i + 1)
+        else:
+            accepted += accept
+            draws.append(theta.numpy().copy())
+    end = time.perf_counter()
+    return np.stack(draws)[None], end - t0, end - t_sampling
+
+
+def log_post_fn(mdp, demos, model, likelihood):
+    from bayesirl.infer import Target
+    target = Target(mdp, demos, model, likelihood, 1.0)
+
+    def log_post(theta):
+        with torch.no_grad():
+            return -target.potential({"theta": theta}, jacobian=False)
+    return log_post
+
+
+def run_numpyro(mdp, demos, num_samples, warmup):
+    try:
+        import jax
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as ndist
+        from numpyro.infer import MCMC, NUTS
+    except ImportError:
+        return None
+    P = jnp.asarray(mdp.transition_matrix().numpy())
+    phi = jnp.asarray(mdp.features.numpy())
+    states, actions = jnp.asarray(demos.states.numpy()), jnp.asarray(demos.actions.numpy())
+    mask = jnp.asarray(demos.mask.numpy())
+    T = mdp.horizon
+
+    def model():
+        theta = numpyro.sample("theta", ndist.Normal(jnp.zeros(phi.shape[1]), 1.0).to_event(1))
+        r = phi @ theta
+
+        def backup(v, _):
+            q = r[:, None] + jnp.einsum("sat,t->sa", P, v)
+            v = jax.nn.logsumexp(q, -1)
+            return v, q - v[:, None]
+
+        _, log_pis = jax.lax.scan(backup, jnp.zeros(P.shape[0]), None, length=T)
+        log_pi = log_pis[::-1]
+        lp = log_pi[jnp.arange(states.shape[1]), states, actions]
+        numpyro.factor("demos", (lp * mask).sum())
+
+    mcmc = MCMC(NUTS(model), num_warmup=warmup, num_samples=num_samples, progress_bar=False)
+    t0 = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(0))
+    draws = np.asarray(mcmc.get_samples(group_by_chain=True)["theta"])
+    return draws, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- tables
+def _row(name, draws, total, sampling=None):
+    ess = min_ess(draws)
+    sampling = total if sampling is None else sampling
+    return {"sampler": name, "min_ess": ess, "seconds": total,
+            "ess_per_s": ess / total, "ess_per_s_sampling": ess / sampling}
+
+
+def table_gridworld(quick: bool):
+    n, w = (150, 150) if quick else (1000, 1000)
+    mdp, demos = gridworld_problem()
+    model = birl.LinearReward(mdp.features)
+    rows = []
+    draws, total, settings = run_bayesirl(mdp, demos, model, n, w)
+    rows.append(_row("bayesirl NUTS", draws, total))
+    draws, total = run_pyro_naive(mdp, demos, n, w)
+    rows.append(_row("pyro-naive NUTS", draws, total))
+    pw_n = 4 * n
+    draws, total, sampling = run_policywalk(log_post_fn(mdp, demos, model, "soft"),
+                                            mdp.n_features, pw_n, pw_n)
+    rows.append(_row("PolicyWalk", draws, total, sampling))
+    result = run_numpyro(mdp, demos, n, w)
+    if result is not None:
+        rows.append(_row("NumPyro NUTS", *result))
+    print(f"8x8 gridworld, 8 features, horizon 30, 20 demos; {n} warmup + {n} draws "
+          f"(PolicyWalk {pw_n} + {pw_n}); 1 chain, {torch.get_num_threads()} thread(s)")
+    print(f"{'sampler':<18}{'min ESS':>9}{'seconds':>9}{'ESS/s':>9}{'ESS/s incl. warmup':>20}")
+    for r in rows:
+        print(f"{r['sampler']:<18}{r['min_ess']:>9.0f}{r['seconds']:>9.1f}"
+              f"{r['ess_per_s_sampling']:>9.2f}{r['ess_per_s']:>20.2f}")
+    base = rows[0]["ess_per_s"]
+    for r in rows[1:]:
+        print(f"bayesirl / {r['sampler']}: {base / r['ess_per_s']:.1f}x (incl. warmup)")
+    return rows
+
+
+def table_tabular(quick: bool):
+    mdp = birl.envs.gridworld(size=12, slip=0.1, horizon=20, block=3, seed=1,
+                              dtype=torch.float64)
+    plan = birl.soft_value_iteration(mdp, 3 * mdp.reward)
+    demos = birl.rollouts(mdp, plan, n=5, seed=0, length=10)  # 50 state-action pairs
+    model = birl.TabularReward(mdp.n_states, prior=dist.Normal(0.0, 10.0))
+    n = 100 if quick else 300
+    draws, total, _ = run_bayesirl(mdp, demos, model, n, n, likelihood="boltzmann")
+    rows = [_row("bayesirl NUTS", draws, total)]
+    pw_n = 10 * n
+    draws, total, sampling = run_policywalk(log_post_fn(mdp, demos, model, "boltzmann"),
+                                            mdp.n_states, pw_n, pw_n)
+    rows.append(_row("PolicyWalk", draws, total, sampling))
+    print("\n12x12 gridworld, tabular reward (144 parameters), 50 state-action pairs, "
+          "N(0, 10^2) prior, Boltzmann likelihood")
+    print(f"{'sampler':<18}{'min ESS':>9}{'seconds':>9}{'s per ESS':>11}")
+    for r in rows:
+        print(f"{r['sampler']:<18}{r['min_ess']:>9.1f}{r['seconds']:>9.1f}"
+              f"{r['seconds'] / max(r['min_ess'], 1e-9):>11.2f}")
+    print(f"bayesirl / PolicyWalk (ESS/s): {rows[0]['ess_per_s'] / rows[1]['ess_per_s']:.0f}x")
+    return rows
+
+
+def svi_time_to_nuts(quick: bool):
+    mdp, demos = gridworld_problem()
+    model = birl.LinearReward(mdp.features)
+    ref = birl.infer(mdp, demos, model, method="nuts", num_samples=500 if quick else 1000,
+                     num_chains=1, seed=1, progress=False)
+    mean, sd = ref.samples["theta"].mean(0), ref.samples["theta"].std(0)
+    for steps in (100, 200, 400, 800, 1600):
+        t0 = time.perf_counter()
+        post = birl.infer(mdp, demos, model, method="svi", guide="mvn", steps=steps, lr=0.02,
+                          num_samples=1000, seed=0, progress=False)
+        seconds = time.perf_counter() - t0
+        err = float(((post.samples["theta"].mean(0) - mean).abs() / sd).max())
+        if err < 0.1:
+            print(f"\nSVI (MVN guide): {steps} steps, {seconds:.1f} s to means within "
+                  f"{err:.3f} sd of NUTS's")
+            return seconds
+    print(f"\nSVI (MVN guide): means still {err:.3f} sd from NUTS's after {steps} steps")
+    return None
+
+
+def main(quick: bool = False, threads: int = 1):
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(torch.float64)
+    table_gridworld(quick)
+    table_tabular(quick)
+    svi_time_to_nuts(quick)
+
+
+if __name__ == "__main__":
+    import sys
+    main("--quick" in sys.argv)
