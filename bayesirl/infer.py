@@ -11,6 +11,7 @@ same joint density with L-BFGS.
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import pyro
@@ -160,7 +161,7 @@ def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, i
     for c in range(num_chains):
         pyro.set_rng_seed(seed + c)
         u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
-        kernel = kernel_cls(potential_fn=target.potential, full_mass=False, **kernel_options)
+        kernel = kernel_cls(potential_fn=target.potential, **kernel_options)
         kernel.initial_params = u0
         kernel.setup(warmup)
         rec = _Recorder(kernel)
@@ -197,8 +198,29 @@ def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, i
     return target.constrain(u), sample_stats, incomplete
 
 
+def _save_checkpoint(path, step, losses, guide, optim):
+    """Atomically write everything SVI needs to resume exactly: parameters, optimiser moments,
+    the step, the ELBO trace and the RNG states."""
+    state = {"format": "bayesirl.svi-checkpoint/1", "step": step, "losses": list(losses),
+             "guide": guide.state_dict(), "optim": optim.get_state(),
+             "rng": pyro.util.get_rng_state()}
+    tmp = f"{path}.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path):
+    try:  # our own file: it holds Pyro constraint objects, which weights_only refuses
+        state = torch.load(path, weights_only=False)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} is not readable ({e})") from e
+    if not isinstance(state, dict) or state.get("format") != "bayesirl.svi-checkpoint/1":
+        raise ValueError(f"checkpoint {path} is not a bayesirl SVI checkpoint")
+    return state
+
+
 def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size, num_samples,
-             seed, progress, init):
+             seed, progress, init, checkpoint, checkpoint_every):
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
 
@@ -209,9 +231,19 @@ def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size,
     init_values = target.constrain(init)
     auto = GUIDES[guide](model, init_loc_fn=pyro.infer.autoguide.init_to_value(
         values=init_values))
-    svi = SVI(model, auto, pyro.optim.Adam({"lr": lr}), Trace_ELBO())
-    losses = []
-    bar = tqdm(range(steps), desc=f"svi ({guide})", disable=not progress, leave=False)
+    optim = pyro.optim.Adam({"lr": lr})
+    svi = SVI(model, auto, optim, Trace_ELBO())
+    losses, start = [], 0
+    if checkpoint is not None and os.path.exists(checkpoint):
+        state = _load_checkpoint(checkpoint)
+        auto()  # create the guide's parameters, then overwrite them
+        with torch.no_grad():
+            for name, value in auto.named_parameters():
+                value.copy_(state["guide"][name])
+        optim.set_state(state["optim"])
+        pyro.util.set_rng_state(state["rng"])
+        losses, start = state["losses"], state["step"]
+    bar = tqdm(range(start, steps), desc=f"svi ({guide})", disable=not progress, leave=False)
     incomplete = False
     try:
         for i in bar:
@@ -222,6 +254,8 @@ def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size,
             losses.append(loss)
             if i % 50 == 0:
                 bar.set_postfix(elbo=f"{-loss:.4g}")
+            if checkpoint is not None and (i + 1) % checkpoint_every == 0:
+                _save_checkpoint(checkpoint, i + 1, losses, auto, optim)
     except KeyboardInterrupt:
         incomplete = True
     with torch.no_grad():
@@ -238,7 +272,8 @@ def _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains,
         raise TypeError(f"demos must be Demonstrations, got {type(demos).__name__}")
     if not isinstance(reward_model, RewardModel):
         raise TypeError("reward_model must be a bayesirl reward model (LinearReward, "
-                        f"TabularReward, GPReward, NeuralReward), got {type(reward_model).__name__}")
+                        "TabularReward, GPReward, NeuralReward), got "
+                        f"{type(reward_model).__name__}")
     if method not in METHODS:
         raise ValueError(f"method is {method!r}, expected one of {METHODS}")
     for name, value, low in (("num_samples", num_samples, 1), ("warmup", warmup, 0),
@@ -262,7 +297,8 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
           seed: int = 0, progress: bool = True, strict: bool = False,
           target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10,
           guide: str = "mvn", steps: int = 2000, lr: float = 0.01,
-          subsample_size: int | None = None, map_init: bool = True) -> RewardPosterior:
+          subsample_size: int | None = None, checkpoint=None, checkpoint_every: int = 100,
+          map_init: bool = True, dense_mass: bool | None = None) -> RewardPosterior:
     """Infer the posterior over the reward parameters of ``reward_model``.
 
     Args:
@@ -280,6 +316,11 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         target_accept, max_tree_depth: NUTS settings; ``num_steps``: HMC leapfrog steps.
         guide: SVI autoguide, ``"normal"``, ``"mvn"`` or ``"lowrank"``.
         steps, lr, subsample_size: SVI optimisation; minibatches of demonstrations.
+        checkpoint, checkpoint_every: SVI writes its state to the file ``checkpoint`` every
+            ``checkpoint_every`` steps; a run given an existing checkpoint resumes from it and
+            ends where an uninterrupted run would.
+        dense_mass: NUTS/HMC adapt a dense mass matrix (default: when there are <= 50
+            parameters; correlated rewards, e.g. one-hot features, need it).
         map_init: start chains (and SVI) near the MAP fit, jittered per chain.
 
     Returns:
@@ -309,16 +350,24 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         params = {k: v.unsqueeze(0).unsqueeze(0) for k, v in target.constrain(init).items()}
         sample_stats = {}
     elif method == "svi":
+        if not (isinstance(checkpoint_every, int) and checkpoint_every >= 1):
+            raise ValueError(f"checkpoint_every is {checkpoint_every!r}, expected an integer "
+                             ">= 1")
         params, losses, incomplete = _run_svi(mdp, demos, reward_model, target, guide, steps,
                                               lr, subsample_size, num_samples, seed, progress,
-                                              init)
+                                              init, None if checkpoint is None
+                                              else os.fspath(checkpoint), checkpoint_every)
         sample_stats = {}
         extra["elbo"] = [-x for x in losses]
         settings.update(guide=guide, steps=steps, lr=lr, subsample_size=subsample_size)
     else:
+        n_params = sum(p.batch_shape.numel() * p.event_shape.numel()
+                       for p in target.priors.values())
+        dense = n_params <= 50 if dense_mass is None else bool(dense_mass)
         options = ({"target_accept_prob": target_accept, "max_tree_depth": max_tree_depth}
                    if method == "nuts" else {"num_steps": num_steps,
                                              "target_accept_prob": target_accept})
+        options["full_mass"] = dense
         params, sample_stats, incomplete = _run_mcmc(target, method, num_samples, warmup,
                                                      num_chains, seed, progress, init, options)
         settings.update(warmup=warmup, num_chains=num_chains, **options)
