@@ -10,7 +10,9 @@ same joint density with L-BFGS.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import multiprocessing
 import os
 import time
 
@@ -154,47 +156,70 @@ class _Recorder:
         return params, stats
 
 
+def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progress, init,
+               kernel_options):
+    """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``."""
+    pyro.set_rng_seed(seed + c)
+    u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
+    kernel = (NUTS if method == "nuts" else HMC)(potential_fn=target.potential,
+                                                 **kernel_options)
+    kernel.initial_params = u0
+    kernel.setup(warmup)
+    rec = _Recorder(kernel)
+    params = kernel.initial_params
+    draws, stats, interrupted = [], [], False
+    bar = tqdm(total=warmup + num_samples, desc=f"{method} chain {c + 1}/{num_chains}",
+               disable=not progress, leave=False, position=c)
+    try:
+        for i in range(warmup + num_samples):
+            params, st = rec.step(params)
+            if i >= warmup:
+                draws.append({k: v.detach().clone() for k, v in params.items()})
+                stats.append(st)
+            bar.update()
+            if i % 20 == 0:
+                bar.set_postfix(step_size=f"{st['step_size']:.2g}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        kernel.cleanup()
+    return draws, stats, interrupted
+
+
+def _chain_in_process(*args):
+    torch.set_num_threads(1)  # one chain per core
+    return _run_chain(*args)
+
+
 def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, init,
-              kernel_options):
-    kernel_cls = NUTS if method == "nuts" else HMC
-    chains, stats, incomplete = [], [], False
-    for c in range(num_chains):
-        pyro.set_rng_seed(seed + c)
-        u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
-        kernel = kernel_cls(potential_fn=target.potential, **kernel_options)
-        kernel.initial_params = u0
-        kernel.setup(warmup)
-        rec = _Recorder(kernel)
-        params = kernel.initial_params
-        draws, chain_stats = [], []
-        bar = tqdm(total=warmup + num_samples, desc=f"{method} chain {c + 1}/{num_chains}",
-                   disable=not progress, leave=False)
-        try:
-            for i in range(warmup + num_samples):
-                params, st = rec.step(params)
-                if i >= warmup:
-                    draws.append({k: v.detach().clone() for k, v in params.items()})
-                    chain_stats.append(st)
-                bar.update()
-                if i % 20 == 0:
-                    bar.set_postfix(step_size=f"{st['step_size']:.2g}")
-        except KeyboardInterrupt:
-            incomplete = True
-        finally:
-            bar.close()
-            kernel.cleanup()
-        if draws:
-            chains.append(draws)
-            stats.append(chain_stats)
-        if incomplete:
-            break
-    if not chains:
+              kernel_options, parallel):
+    args = (target, method, num_chains, num_samples, warmup, seed, progress, init,
+            kernel_options)
+    results = []
+    if parallel:
+        ctx = multiprocessing.get_context("spawn")  # fork is unsafe with OpenMP threads
+        with concurrent.futures.ProcessPoolExecutor(num_chains, mp_context=ctx) as pool:
+            futures = [pool.submit(_chain_in_process, *args[:2], c, *args[2:])
+                       for c in range(num_chains)]
+            try:
+                results = [f.result() for f in futures]
+            except KeyboardInterrupt:  # Ctrl-C reached the workers too: collect their draws
+                results = [f.result() for f in futures]
+    else:
+        for c in range(num_chains):
+            results.append(_run_chain(*args[:2], c, *args[2:]))
+            if results[-1][2]:
+                break
+    incomplete = any(r[2] for r in results)
+    results = [r for r in results if r[0]]
+    if not results:
         raise KeyboardInterrupt("inference interrupted before any draw was made")
-    n = min(len(d) for d in chains)  # an interrupted chain truncates all to a common length
-    u = {k: torch.stack([torch.stack([d[k] for d in draws[:n]]) for draws in chains])
-         for k in chains[0][0]}
-    sample_stats = {k: torch.tensor([[s[k] for s in st[:n]] for st in stats])
-                    for k in stats[0][0]}
+    n = min(len(r[0]) for r in results)  # an interrupted chain truncates all to its length
+    u = {k: torch.stack([torch.stack([d[k] for d in r[0][:n]]) for r in results])
+         for k in results[0][0][0]}
+    sample_stats = {k: torch.tensor([[s[k] for s in r[1][:n]] for r in results])
+                    for k in results[0][1][0]}
     return target.constrain(u), sample_stats, incomplete
 
 
@@ -298,7 +323,8 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
           target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10,
           guide: str = "mvn", steps: int = 2000, lr: float = 0.01,
           subsample_size: int | None = None, checkpoint=None, checkpoint_every: int = 100,
-          map_init: bool = True, dense_mass: bool | None = None) -> RewardPosterior:
+          map_init: bool = True, dense_mass: bool | None = None,
+          parallel: bool | None = None) -> RewardPosterior:
     """Infer the posterior over the reward parameters of ``reward_model``.
 
     Args:
@@ -309,7 +335,11 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         rationality: beta > 0, or a prior on it (e.g. ``dist.LogNormal(0., 1.)``).
         num_samples: draws per chain (MCMC) or from the fitted guide (SVI).
         warmup: MCMC adaptation steps (default ``num_samples``).
-        num_chains: MCMC chains, run one after another with seeds ``seed + c``.
+        num_chains: MCMC chains, chain c seeded with ``seed + c`` (the same draws whether
+            chains run one after another or in parallel).
+        parallel: run chains in parallel processes (default: when there are several chains,
+            several cores and at least 1000 iterations in all); an interrupted parallel run
+            keeps the draws each chain made, like a sequential one.
         seed: all randomness comes from here.
         progress: tqdm progress bars.
         strict: turn convergence warnings (R-hat, ESS, divergences, E-BFMI) into errors.
@@ -368,8 +398,12 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
                    if method == "nuts" else {"num_steps": num_steps,
                                              "target_accept_prob": target_accept})
         options["full_mass"] = dense
+        if parallel is None:
+            parallel = (num_chains > 1 and (os.cpu_count() or 1) > 1
+                        and num_chains * (num_samples + warmup) >= 1000)
         params, sample_stats, incomplete = _run_mcmc(target, method, num_samples, warmup,
-                                                     num_chains, seed, progress, init, options)
+                                                     num_chains, seed, progress, init, options,
+                                                     parallel)
         settings.update(warmup=warmup, num_chains=num_chains, **options)
     settings["seconds"] = time.perf_counter() - start
     for k, v in params.items():

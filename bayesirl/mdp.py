@@ -40,7 +40,8 @@ def _as_tensor(name, value, dtype=None, device=None, integer=False):
         try:
             t = torch.as_tensor(np.asarray(value))
         except (TypeError, ValueError) as e:
-            raise TypeError(f"{name} must be an array of numbers, got {type(value).__name__}") from e
+            raise TypeError(f"{name} must be an array of numbers, "
+                            f"got {type(value).__name__}") from e
     if integer:
         if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
             if t.dtype.is_floating_point and torch.isfinite(t).all() and (t == t.round()).all():
@@ -277,6 +278,11 @@ class TabularMDP:
         if self.features.dim() == 3:
             return self.features
         return self.features.unsqueeze(1).expand(-1, self.n_actions, -1)
+
+    def __getstate__(self):
+        # cached transition operators are rebuilt on demand, not pickled (parallel chains)
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_operators", "_numpy_operators")}
 
     @functools.cached_property
     def _operators(self):

@@ -87,3 +87,14 @@ def test_seeded_nuts_reproduces(problem):
         a = birl.infer(mdp, demos, model, **kw)
         b = birl.infer(mdp, demos, model, **kw)
     assert torch.equal(a.samples["theta"], b.samples["theta"])
+
+
+def test_parallel_chains_equal_sequential_chains(problem):
+    """Chains in spawned processes draw exactly what the same chains draw one after another."""
+    mdp, demos, model = problem
+    kw = dict(method="nuts", num_samples=10, warmup=10, num_chains=2, seed=1, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InferenceWarning)
+        seq = birl.infer(mdp, demos, model, parallel=False, **kw)
+        par = birl.infer(mdp, demos, model, parallel=True, **kw)
+    assert torch.equal(seq.samples["theta"], par.samples["theta"])
