@@ -2,9 +2,11 @@
 
 ``P``, the ``(S * A, S')`` matrix of a :class:`~bayesirl.mdp.TabularMDP`, is kept as CSR in both
 orientations, so the expectation ``E[v(s') | s, a]`` and its transpose (pushing state-action mass
-forward to next states) are each one sparse-dense product, and each is the other's backward. A
+forward to next states) are each one sparse-dense product, and each is the other's backward.
+A
 plain ``index_select`` would materialise ``(..., S, A, K)`` and backpropagate with a scattered
-``index_add``; at S = 1e5 with 64 batch columns that is about 5x slower (``benchmarks/planning.py``).
+``index_add``; at S = 1e5 with 64 batch columns that is about 5x slower
+(``benchmarks/planning.py``).
 
 Dense operands are batch-last, ``(S, B)`` and ``(S * A, B)``: the layout sparse products want.
 
@@ -20,7 +22,6 @@ import warnings
 
 import numpy as np
 import torch
-
 
 DENSE_MAX = 2**18
 

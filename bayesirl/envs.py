@@ -428,3 +428,72 @@ def sampler(source, horizon=None) -> EnvSampler:
     if not (callable(getattr(source, "reset", None)) and callable(getattr(source, "step", None))):
         raise TypeError(f"source must be a TabularMDP or a Gymnasium env, got {source!r}")
     return _gym_sampler(source, horizon)
+
+
+# ---------------------------------------------------------------------------- lava world
+LAVA_FEATURES = ("goal", "lava", "red", "green", "blue", "yellow", "purple", "orange")
+_LAVA_WEIGHTS = {"goal": 2.0, "lava": -10.0}
+
+
+def _grid_cells(name, cells, size):
+    """Flat indices of ``cells``, an iterable of ``(row, col)`` pairs inside the grid."""
+    try:
+        pairs = [(int(r), int(c)) for r, c in cells]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be (row, col) pairs, got {cells!r}") from e
+    for i, (r, c) in enumerate(pairs):
+        if not (0 <= r < size and 0 <= c < size):
+            raise ValueError(f"{name}[{i}] is {(r, c)}, expected a cell of the {size} x {size} "
+                             "grid")
+    return np.array([r * size + c for r, c in pairs], dtype=np.int64)
+
+
+def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.25, seed=0,
+               dtype=None):
+    """A ``size x size`` gridworld with a goal, a lava region and coloured terrain: 8 features.
+
+    After the 9 x 9, 8-feature, gamma 0.9 worlds of Brown & Niekum, "Efficient probabilistic
+    performance bounds for inverse reinforcement learning" (AAAI 2018). Dynamics are those of
+    :func:`gridworld` (``stay, up, down, left, right``; ``slip`` to a random other action).
+    Features ``(S, 8)`` are one-hot cell types named :data:`LAVA_FEATURES`: ``goal``, ``lava``
+    and six terrain colours; the other ("open") cells have no feature, so their reward is 0.
+    Each cell that is neither goal nor lava is coloured with probability ``terrain``, the colour
+    uniform. True weights: goal +2, lava -10, colours Uniform(-0.5, 0) (seeded); ``mdp.reward``
+    is ``(S,)``.
+
+    Defaults: the goal in the top-right corner ``(0, size - 1)`` and the lava a 3 x 2 block
+    against the right wall, rows ``size // 2 .. size // 2 + 2``, columns ``size - 2, size - 1``:
+    from the cells below it the straight way up crosses the lava and going around costs 2 or 4
+    steps, while demonstrations started in the top rows reach the goal far from it.
+    ``lava`` and ``goal`` take ``(row, col)`` cells.
+    The initial distribution is uniform over the cells that are not lava.
+    """
+    size = _check_int("size", size, low=3)
+    slip = _check_unit("slip", slip)
+    g = size // 2
+    goal_cell = _grid_cells("goal", [(0, size - 1) if goal is None else goal], size)
+    lava_cells = _grid_cells("lava", [(r, c) for r in range(g, min(g + 3, size))
+                                      for c in (size - 2, size - 1)] if lava is None else lava,
+                             size)
+    if np.isin(goal_cell, lava_cells).any():
+        raise ValueError(f"goal {goal!r} is a lava cell")
+    rng = np.random.default_rng(seed)
+    S = size * size
+    kind = np.full(S, -1)                                  # -1: open
+    coloured = rng.random(S) < _check_unit("terrain", terrain)
+    kind[coloured] = rng.integers(2, len(LAVA_FEATURES), size=int(coloured.sum()))
+    kind[lava_cells], kind[goal_cell] = 1, 0
+    features = np.zeros((S, len(LAVA_FEATURES)))
+    features[kind >= 0, kind[kind >= 0]] = 1.0
+    theta = np.concatenate([[_LAVA_WEIGHTS["goal"], _LAVA_WEIGHTS["lava"]],
+                            rng.uniform(-0.5, 0.0, size=len(LAVA_FEATURES) - 2)])
+    initial = np.where(kind == 1, 0.0, 1.0)
+    succ, probs = _grid_dynamics(size, size, slip)
+    return TabularMDP(
+        successors=torch.as_tensor(succ), transition_probs=_tensor(probs, dtype),
+        initial=_tensor(initial / initial.sum(), dtype), discount=discount,
+        features=_tensor(features, dtype), feature_names=LAVA_FEATURES,
+        reward=_tensor(features @ theta, dtype), shape=(size, size), action_names=GRID_ACTIONS)
+
+
+__all__ += ["lava_world"]

@@ -290,7 +290,7 @@ def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size,
 
 
 def _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains, guide, lr,
-              steps):
+              steps, seed, target_accept, max_tree_depth, num_steps):
     if not isinstance(mdp, TabularMDP):
         raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
     if not isinstance(demos, Demonstrations):
@@ -305,6 +305,13 @@ def _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains,
                              ("num_chains", num_chains, 1), ("steps", steps, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} is {value!r}, expected an integer >= {low}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed is {seed!r}, expected an integer in [0, 2**32)")
+    for name, value in (("max_tree_depth", max_tree_depth), ("num_steps", num_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} is {value!r}, expected an integer >= 1")
+    if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
+        raise ValueError(f"target_accept is {target_accept!r}, expected a number in (0, 1)")
     if guide not in GUIDES:
         raise ValueError(f"guide is {guide!r}, expected one of {tuple(GUIDES)}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -359,7 +366,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
     """
     warmup = num_samples if warmup is None else warmup
     _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains, guide, lr,
-              steps)
+              steps, seed, target_accept, max_tree_depth, num_steps)
     likelihood = check_likelihood(likelihood)
     rationality = check_rationality(rationality)
     if subsample_size is not None and not (isinstance(subsample_size, int)
@@ -414,6 +421,10 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
     post = RewardPosterior.from_params(target, params, method=method, settings=settings,
                                        sample_stats=sample_stats, extra=extra,
                                        incomplete=incomplete)
+    for name, value in (("reward", post.rewards), ("log-likelihood", post.log_lik)):
+        if not torch.isfinite(value).all():
+            raise FloatingPointError(f"inference produced non-finite {name} values at some "
+                                     "draws; the posterior is not usable")
     if method in ("nuts", "hmc"):
         post.check_convergence(strict=strict)
     return post

@@ -12,7 +12,8 @@ Shape contract (rightmost dims; everything to their left is batch and broadcasts
 Soft value iteration is the maximum causal entropy backup (Ziebart et al. 2010; Levine 2018,
 "Reinforcement learning and control as probabilistic inference")::
 
-    Q_t(s, a) = r(s, a) + sum_s' P(s' | s, a) V_{t+1}(s'),   V_t(s) = tau log sum_a exp(Q_t(s, a) / tau),
+    Q_t(s, a) = r(s, a) + sum_s' P(s' | s, a) V_{t+1}(s'),
+    V_t(s) = tau log sum_a exp(Q_t(s, a) / tau),
     pi_t(a | s) = exp((Q_t(s, a) - V_t(s)) / tau),           V_{T+1} = terminal_reward (default 0),
 
 and for a discount gamma the stationary fixed point with ``gamma`` in front of the expectation.

@@ -76,10 +76,11 @@ class RewardPosterior:
         names = list(flat)
         with torch.no_grad():
             def reward_of(*vals):
-                return broadcast_reward(mdp, target.reward_model.reward(dict(zip(names, vals))))
+                params = dict(zip(names, vals, strict=True))
+                return broadcast_reward(mdp, target.reward_model.reward(params))
 
             def loglik_of(*vals):
-                return target.log_likelihood(dict(zip(names, vals)))
+                return target.log_likelihood(dict(zip(names, vals, strict=True)))
 
             vals = [flat[k] for k in names]
             rewards = _chunked(reward_of, *vals)
@@ -89,7 +90,7 @@ class RewardPosterior:
             dims["rationality"] = ()
         return cls(mdp, rewards.reshape(C, D, *rewards.shape[1:]), params,
                    log_lik.reshape(C, D, -1), target.demos, method, settings, sample_stats,
-                   extra, incomplete, dims, target.reward_model.coords())
+                   extra, incomplete, dims, target.reward_model.coords(mdp))
 
     @classmethod
     def from_draws(cls, mdp: TabularMDP, reward_draws, demos: Demonstrations | None = None,
@@ -109,7 +110,9 @@ class RewardPosterior:
                              f"got {tuple(r.shape)}")
         if not torch.isfinite(r).all():
             raise ValueError("reward_draws contains non-finite values")
-        rewards = broadcast_reward(mdp, r).unsqueeze(0)
+        if r.dim() == 2:  # (draws, S): explicit, as broadcast_reward reads (S, S) as (S, A)
+            r = r.unsqueeze(-1).expand(-1, S, A)
+        rewards = r.unsqueeze(0)
         log_lik = None
         if demos is not None:
             demos.validate(mdp)
@@ -221,8 +224,11 @@ class RewardPosterior:
         if self.demos is not None:  # its own call: "actions" is (demo, step) here, not (demo,)
             observed = {k: getattr(self.demos, k).cpu().numpy()
                         for k in ("states", "actions", "mask")}
-            idata.extend(az.from_dict(observed_data=observed,
-                                      dims={k: ["demo", "step"] for k in observed}))
+            obs_dims = {k: ["demo", "step"] for k in observed}
+            if self.demos.final_states is not None:
+                observed["final_states"] = self.demos.final_states.cpu().numpy()
+                obs_dims["final_states"] = ["demo"]
+            idata.extend(az.from_dict(observed_data=observed, dims=obs_dims))
         return idata
 
     def summary(self, var_names=None, **kwargs):
@@ -281,9 +287,11 @@ class RewardPosterior:
         demos = None
         if hasattr(idata, "observed_data"):
             obs = idata.observed_data
+            final = obs["final_states"].values if "final_states" in obs else None
             demos = Demonstrations(torch.as_tensor(obs["states"].values),
                                    torch.as_tensor(obs["actions"].values),
-                                   torch.as_tensor(obs["mask"].values))
+                                   torch.as_tensor(obs["mask"].values),
+                                   None if final is None else torch.as_tensor(final))
         stats = {}
         if hasattr(idata, "sample_stats"):
             stats = {k: torch.as_tensor(idata.sample_stats[k].values)

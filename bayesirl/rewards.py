@@ -18,8 +18,8 @@ import math
 
 import pyro
 import pyro.distributions as dist
-from pyro.distributions.torch_distribution import TorchDistributionMixin
 import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 
 __all__ = ["GPReward", "LinearReward", "NeuralReward", "RewardModel", "TabularReward"]
 
@@ -74,8 +74,9 @@ class RewardModel:
     def reward(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def coords(self) -> dict[str, list]:
-        """Coordinates of the dims in :attr:`dims` (other than state/action)."""
+    def coords(self, mdp=None) -> dict[str, list]:
+        """Coordinates of the dims in :attr:`dims` (other than state/action); ``mdp`` may
+        supply names the model lacks."""
         return {}
 
     def check(self, mdp) -> None:
@@ -131,9 +132,13 @@ class LinearReward(RewardModel):
         phi = self.features.to(theta)
         return torch.einsum("...d,sd->...s" if phi.dim() == 2 else "...d,sad->...sa", theta, phi)
 
-    def coords(self):
-        names = self.feature_names or [f"f{i}" for i in range(self.features.shape[-1])]
-        return {"feature": names}
+    def coords(self, mdp=None):
+        names = self.feature_names
+        if names is None and mdp is not None and mdp.feature_names is not None and (
+                mdp.features.shape == self.features.shape
+                and torch.equal(mdp.features, self.features.to(mdp.features))):
+            names = list(mdp.feature_names)  # the MDP's own features: use its names
+        return {"feature": names or [f"f{i}" for i in range(self.features.shape[-1])]}
 
     def check(self, mdp):
         S, A = mdp.n_states, mdp.n_actions
@@ -264,7 +269,7 @@ class NeuralReward(RewardModel):
             raise ValueError(f"hidden is {hidden!r}, expected positive widths")
         self._priors = {}
         self.dims = {}
-        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             self._priors[f"w{i}"] = _check_prior(
                 f"w{i}", dist.Normal(0.0, prior_scale / math.sqrt(n_in)), (n_in, n_out))
             self._priors[f"b{i}"] = _check_prior(f"b{i}", dist.Normal(0.0, prior_scale),

@@ -1,4 +1,6 @@
-"""Test harness: float64, validation on, a clean Pyro param store, warnings as errors (pyproject)."""
+"""Test harness: float64, validation on, a clean Pyro param store, warnings as errors.
+
+The warnings-as-errors setting and the ``slow`` marker live in pyproject.toml."""
 
 import os
 

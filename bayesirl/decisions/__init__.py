@@ -1,0 +1,34 @@
+"""Decisions under reward uncertainty: what to do, how badly it can go, what to ask next.
+
+- :func:`robust_policy` (BROIL: expected return traded against its CVaR, one linear program)
+  and :func:`bayes_optimal_policy` (optimal for the posterior-mean reward), in :mod:`.robust`;
+- :func:`value_at_risk_bound`: high-confidence bound on a policy's value-at-risk of expected
+  value difference (Brown & Niekum 2018), in :mod:`.bounds`;
+- :func:`active_query`: the states whose expert action is most uncertain (Lopes, Melo &
+  Montesano 2009), in :mod:`.active`;
+- :func:`posterior_predictive_check`: replicated demonstrations against the observed ones, in
+  :mod:`.checks`.
+
+Every function takes a :class:`~bayesirl.RewardPosterior` or a tensor of reward draws
+``(D, S)`` / ``(D, S, A)``.
+"""
+
+from bayesirl.decisions.active import CRITERIA, Query, active_query
+from bayesirl.decisions.bounds import VaRBound, value_at_risk_bound
+from bayesirl.decisions.checks import STATISTICS, PredictiveCheck, posterior_predictive_check
+from bayesirl.decisions.robust import RobustPolicy, bayes_optimal_policy, cvar, robust_policy
+
+__all__ = [
+    "CRITERIA",
+    "STATISTICS",
+    "PredictiveCheck",
+    "Query",
+    "RobustPolicy",
+    "VaRBound",
+    "active_query",
+    "bayes_optimal_policy",
+    "cvar",
+    "posterior_predictive_check",
+    "robust_policy",
+    "value_at_risk_bound",
+]

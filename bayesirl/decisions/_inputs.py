@@ -1,0 +1,133 @@
+"""Input handling shared by the decision tools: reward draws, weights, probabilities, policies.
+
+Everything here validates at the boundary (the public functions call it once) and returns plain
+tensors that the rest of :mod:`bayesirl.decisions` trusts.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+from bayesirl.mdp import TabularMDP
+from bayesirl.model import action_log_probs
+from bayesirl.planning import Plan
+
+_CHUNK = 64  # reward draws planned at once
+
+
+def check_mdp(mdp) -> TabularMDP:
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
+    return mdp
+
+
+def check_open_unit(name: str, value) -> float:
+    """A number strictly inside (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(value) and 0 < value < 1):
+        raise ValueError(f"{name} is {value!r}, expected a number in (0, 1)")
+    return float(value)
+
+
+def check_unit(name: str, value) -> float:
+    """A number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(value) and 0 <= value <= 1):
+        raise ValueError(f"{name} is {value!r}, expected a number in [0, 1]")
+    return float(value)
+
+
+def check_count(name: str, value, low: int = 1, high: int | None = None) -> int:
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        span = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} is {value!r}, expected an integer {span}")
+    return int(value)
+
+
+def is_posterior(value) -> bool:
+    """Anything with a ``.reward()`` method (a :class:`~bayesirl.RewardPosterior`) counts."""
+    return not isinstance(value, torch.Tensor) and callable(getattr(value, "reward", None))
+
+
+def reward_draws(mdp: TabularMDP, posterior, weights=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(R (D, S, A), p (D,))`` from a posterior or a draws tensor ``(D, S)`` / ``(D, S, A)``.
+
+    ``weights`` (``(D,)``, non-negative, any positive sum) are normalised; default uniform.
+    """
+    r = posterior.reward() if is_posterior(posterior) else posterior
+    try:
+        r = torch.as_tensor(r, dtype=mdp.dtype, device=mdp.device).detach()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError("posterior must be a RewardPosterior or a tensor of reward draws, got "
+                        f"{type(posterior).__name__}") from e
+    S, A = mdp.n_states, mdp.n_actions
+    if r.dim() not in (2, 3) or r.shape[0] < 1 or r.shape[1] != S or (
+            r.dim() == 3 and r.shape[2] != A):
+        raise ValueError(f"posterior reward draws must have shape (draws, {S}) or "
+                         f"(draws, {S}, {A}), got {tuple(r.shape)}")
+    if not torch.isfinite(r).all():
+        idx = tuple(int(i) for i in (~torch.isfinite(r)).nonzero()[0])
+        raise ValueError(f"posterior reward draws{list(idx)} is {r[idx].item()}, "
+                         "expected a finite number")
+    if r.dim() == 2:
+        r = r.unsqueeze(-1).expand(-1, -1, A)
+    D = r.shape[0]
+    if weights is None:
+        return r, torch.full((D,), 1.0 / D, dtype=r.dtype, device=r.device)
+    w = torch.as_tensor(weights, dtype=r.dtype, device=r.device).detach()
+    if tuple(w.shape) != (D,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        shown = w.tolist() if w.numel() <= 6 else f"shape {tuple(w.shape)}"
+        raise ValueError(f"weights is {shown}, expected {D} non-negative finite numbers (one per "
+                         "draw) with a positive sum")
+    return r, w / w.sum()
+
+
+def expert_probs(mdp: TabularMDP, posterior, R: torch.Tensor, index=None) -> torch.Tensor:
+    """The expert's action probabilities under the draws ``R[index]`` (default all):
+    ``(D, T, S, A)`` or ``(D, S, A)``.
+
+    A posterior's likelihood (``"soft"`` or ``"boltzmann"``) and rationality draws are used;
+    a bare tensor of draws means the soft (maximum causal entropy) expert with rationality 1.
+    """
+    likelihood, beta = "soft", torch.ones(R.shape[0], dtype=R.dtype, device=R.device)
+    if is_posterior(posterior):
+        settings = getattr(posterior, "settings", None) or {}
+        likelihood = settings.get("likelihood", "soft")
+        params = getattr(posterior, "params", None) or {}
+        if "rationality" in params:
+            beta = params["rationality"].reshape(-1).to(R)
+        else:
+            beta = beta * float(settings.get("rationality", "1.0"))
+    if index is not None:
+        R, beta = R[index], beta[index]
+    with torch.no_grad():
+        return torch.cat([action_log_probs(mdp, R[i:i + _CHUNK], likelihood,
+                                           beta[i:i + _CHUNK]).exp()
+                          for i in range(0, R.shape[0], _CHUNK)])
+
+
+def policy_probs(mdp: TabularMDP, policy, name: str = "policy") -> torch.Tensor:
+    """One policy's probabilities ``(T, S, A)`` or ``(S, A)`` from a :class:`Plan` or a tensor."""
+    probs = policy.policy if isinstance(policy, Plan) else policy
+    try:
+        probs = torch.as_tensor(probs, dtype=mdp.dtype, device=mdp.device).detach()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name} must be a Plan or a tensor of action probabilities, got "
+                        f"{type(policy).__name__}") from e
+    S, A = mdp.n_states, mdp.n_actions
+    want = (mdp.horizon, S, A) if mdp.finite_horizon else (S, A)
+    if tuple(probs.shape) != want:
+        raise ValueError(f"{name} must have shape {want} (one policy), got {tuple(probs.shape)}")
+    sums = probs.sum(-1)
+    bad = ~torch.isfinite(probs).all(-1) | (probs < 0).any(-1) | ((sums - 1).abs() > 1e-6)
+    if bad.any():
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"{name}{list(idx)} is {probs[idx].tolist()}, expected probabilities "
+                         "that are >= 0 and sum to 1")
+    return probs

@@ -1,0 +1,188 @@
+"""Tests of the command line (bayesirl.cli): help, exit codes, one-line errors, outputs."""
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+import bayesirl as birl
+from bayesirl import cli
+from bayesirl.spec import tomllib
+
+TINY = """\
+# a tiny problem for the CLI tests
+name = "tiny"
+[environment]
+name = "gridworld"
+size = 3
+block = 1
+horizon = 4
+[demonstrations]
+n = 4
+[inference]
+method = "{method}"
+num_samples = 10
+warmup = 10
+steps = 20
+max_tree_depth = 4
+"""
+
+
+def write_tiny(tmp_path, method="map", name="tiny.toml"):
+    path = tmp_path / name
+    path.write_text(TINY.format(method=method))
+    return path
+
+
+@pytest.mark.parametrize("argv, options", [
+    (["--help"], ["run", "demo", "Exit codes"]),
+    (["run", "--help"], ["SPEC.toml", "--out", "--method", "--num-samples", "--seed",
+                         "--quiet", "nuts", "svi", "map"]),
+    (["demo", "--help"], ["--out", "--quiet", "gridworld"]),
+])
+def test_help_lists_every_option(capsys, argv, options):
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    for option in options:
+        assert option in out
+
+
+def test_every_option_has_help_text():
+    parser = cli._parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    for name, sub in subparsers.choices.items():
+        for action in sub._actions:
+            assert action.help, f"bayesirl {name} {action.option_strings or action.dest}"
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    assert "run" in capsys.readouterr().out
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_spec_exits_2_with_one_line_naming_the_key(tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(TINY.format(method="map").replace("size = 3", "sise = 3"))
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = one_line_error(capsys)
+    assert "environment.sise" in err and "allowed keys" in err and "bad.toml" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "missing.toml"], "no such spec file"),
+    (["run", "{spec}", "--num-samples", "0"], "--num-samples"),
+    (["run", "{spec}", "--method", "gibbs"], "--method"),
+    (["run", "{spec}", "--seed", "-1"], "--seed"),
+    (["run"], "SPEC.toml"),
+    (["walk"], "walk"),
+])
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, expected):
+    spec = write_tiny(tmp_path)
+    argv = [a.replace("{spec}", str(spec)) for a in argv]
+    assert cli.main(argv) == 2
+    assert expected in one_line_error(capsys)
+
+
+def test_bad_value_found_at_build_exits_2(tmp_path, capsys):
+    path = tmp_path / "block.toml"
+    path.write_text(TINY.format(method="map").replace("block = 1", "block = 2"))
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "block is 2" in one_line_error(capsys)
+
+
+def test_run_map_writes_outputs_and_skips_diagnostics(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", str(write_tiny(tmp_path)), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "posterior summary" in stdout and "MAP: a point estimate" in stdout
+    for name in ("posterior.nc", "summary.csv", "reward.png", "policy.png", "report.md"):
+        assert (out / name).is_file(), name
+    assert not (out / "diagnostics.png").exists()
+    report = (out / "report.md").read_text()
+    assert "diagnostics: skipped: MAP is a single point" in report
+    assert "![reward](reward.png)" in report and "```toml" in report
+    post = birl.RewardPosterior.load(out / "posterior.nc")
+    assert post.method == "map" and post.num_draws == 1
+
+
+def test_run_nuts_with_overrides(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli.main(["run", str(write_tiny(tmp_path)), "--out", str(out), "--method", "nuts",
+                     "--num-samples", "8", "--seed", "3", "--quiet"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "posterior summary" not in captured.out  # --quiet
+    assert "wrote" in captured.out
+    post = birl.RewardPosterior.load(out / "posterior.nc")
+    assert post.method == "nuts" and post.num_draws == 8 and post.num_chains == 2
+    assert post.settings["seed"] == 3
+    for name in ("diagnostics.png", "recovery.png"):
+        assert (out / name).is_file()
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith(",mean,sd") and "r_hat" in summary[0]
+    assert len(summary) == 1 + 9  # one row per theta (9 one-hot cells)
+    report = (out / "report.md").read_text()
+    for part in ("## Timing", "| inference |", "## Posterior summary", "## Diagnostics",
+                 "![diagnostics](diagnostics.png)", "R-hat"):
+        assert part in report
+
+
+def test_run_svi_writes_elbo_diagnostics(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(["run", str(write_tiny(tmp_path, "svi")), "--out", str(out)]) == 0
+    assert "SVI: final ELBO" in capsys.readouterr().out
+    assert (out / "diagnostics.png").is_file()
+    post = birl.RewardPosterior.load(out / "posterior.nc")
+    assert post.method == "svi" and len(post.extra["elbo"]) == 20
+
+
+def test_default_out_folder_is_named_after_the_spec(tmp_path, monkeypatch):
+    spec = write_tiny(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", str(spec), "--quiet"]) == 0
+    assert (tmp_path / "bayesirl-output" / "tiny" / "posterior.nc").is_file()
+
+
+def test_inference_failure_exits_1(tmp_path, capsys, monkeypatch):
+    infer_module = importlib.import_module("bayesirl.infer")  # bayesirl.infer is the function
+
+    def boom(*args, **kwargs):
+        raise FloatingPointError("the ELBO became nan at step 3")
+
+    monkeypatch.setattr(infer_module, "infer", boom)
+    assert cli.main(["run", str(write_tiny(tmp_path)), "--out", str(tmp_path / "o")]) == 1
+    err = one_line_error(capsys)
+    assert "inference failed" in err and "ELBO became nan" in err
+
+
+def test_demo_runs_the_gridworld_spec(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BAYESIRL_FAST", "1")
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--quiet"]) == 0
+    for name in ("posterior.nc", "summary.csv", "reward.png", "policy.png", "diagnostics.png",
+                 "report.md"):
+        assert (out / name).is_file(), name
+    post = birl.RewardPosterior.load(out / "posterior.nc")
+    assert post.method == "nuts" and post.samples["theta"].shape[-1] == 16
+
+
+def test_demo_spec_is_found_and_the_embedded_copy_matches_it():
+    path = cli.default_spec_path()
+    assert path == Path(cli.__file__).resolve().parent.parent / "models" / "gridworld.toml"
+    assert tomllib.loads(path.read_text()) == tomllib.loads(cli.DEFAULT_SPEC)
+    assert path.read_text() == cli.DEFAULT_SPEC
+
+
+def test_demo_falls_back_to_the_embedded_spec(monkeypatch):
+    monkeypatch.setattr(cli, "default_spec_path", lambda: None)
+    spec = cli._demo_spec()
+    assert spec.name == "gridworld" and spec.inference.method == "nuts"
+    assert spec.source is None and spec.text == cli.DEFAULT_SPEC

@@ -1,0 +1,300 @@
+"""Tests of bayesirl.plots: what is drawn (image data, colorbars, arrows, lines), not only that
+it runs. Rendering uses Agg (conftest)."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.lines import Line2D
+from matplotlib.quiver import Quiver
+
+import bayesirl as birl
+from bayesirl import plots
+from bayesirl.envs import GRID_ACTIONS
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return birl.envs.gridworld(size=4, block=2, horizon=5, seed=0, dtype=torch.float64)
+
+
+def fake_posterior(mdp, n=40, seed=0, state_action=False):
+    """A posterior of known draws: reward = truth + noise whose sd grows with the state."""
+    g = torch.Generator().manual_seed(seed)
+    S, A = mdp.n_states, mdp.n_actions
+    shape = (n, S, A) if state_action else (n, S)
+    sd = torch.linspace(0.1, 1.0, S, dtype=torch.float64)
+    sd = sd[:, None] if state_action else sd
+    truth = mdp.reward if not state_action else mdp.reward[:, None].expand(S, A)
+    draws = truth + sd * torch.randn(shape, generator=g, dtype=torch.float64)
+    return birl.RewardPosterior.from_draws(mdp, draws)
+
+
+def colorbar_label(ax):
+    return ax.images[0].colorbar.ax.get_ylabel()
+
+
+def test_reward_heatmap_is_the_reward_on_the_grid(grid):
+    ax = plots.plot_reward(grid)
+    img = ax.images[0].get_array()
+    np.testing.assert_allclose(np.asarray(img), grid.reward.numpy().reshape(4, 4))
+    assert colorbar_label(ax) == "reward"
+    assert ax.get_title() == "true reward"
+    assert ax.get_xlabel() == "column" and ax.get_ylabel() == "row"
+    assert ax.get_xlim() == (-0.5, 3.5) and ax.get_ylim() == (3.5, -0.5)  # row 0 on top
+
+
+def test_posterior_mean_sd_and_width_maps(grid):
+    post = fake_posterior(grid)
+    draws = post.reward()[..., 0].numpy()
+    ax = plots.plot_reward(post, stat="mean")
+    np.testing.assert_allclose(ax.images[0].get_array(), draws.mean(0).reshape(4, 4))
+    assert ax.get_title() == "posterior mean reward" and colorbar_label(ax) == "reward"
+    ax = plots.plot_reward(post, stat="sd")
+    np.testing.assert_allclose(ax.images[0].get_array(), draws.std(0, ddof=1).reshape(4, 4))
+    assert colorbar_label(ax) == "posterior sd of reward"
+    ax = plots.plot_reward(post, stat="width", prob=0.8)
+    lo, hi = np.quantile(draws, [0.1, 0.9], axis=0)
+    np.testing.assert_allclose(ax.images[0].get_array(), (hi - lo).reshape(4, 4))
+    assert colorbar_label(ax) == "80% interval width of reward"
+
+
+def test_state_action_reward_is_reduced_with_a_note(grid):
+    r = torch.arange(16 * 5, dtype=torch.float64).reshape(16, 5)
+    ax = plots.plot_reward(grid, r)
+    np.testing.assert_allclose(ax.images[0].get_array(), r.max(1).values.reshape(4, 4))
+    assert "(max over actions)" in ax.get_title()
+    ax = plots.plot_reward(grid, r, over_actions="mean")
+    np.testing.assert_allclose(ax.images[0].get_array(), r.mean(1).reshape(4, 4))
+    assert "(mean over actions)" in ax.get_title()
+
+
+def test_reward_bars_for_non_grid_mdp():
+    mdp = birl.envs.random_mdp(n_states=6, n_actions=2, horizon=3, dtype=torch.float64)
+    ax = plots.plot_reward(mdp)
+    heights = [p.get_height() for p in ax.patches]
+    np.testing.assert_allclose(heights, mdp.reward.numpy())
+    assert ax.get_xlabel() == "state" and ax.get_ylabel() == "reward"
+    post = fake_posterior(mdp)
+    ax = plots.plot_reward(post, stat="sd")
+    sd = post.reward()[..., 0].std(0).numpy()
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], sd)
+    assert ax.get_ylabel() == "posterior sd of reward"
+
+
+def test_reward_points_for_many_states():
+    mdp = birl.envs.random_mdp(n_states=60, n_actions=2, horizon=3, dtype=torch.float64)
+    ax = plots.plot_reward(mdp)
+    x, y = ax.get_lines()[0].get_data()
+    np.testing.assert_allclose(x, np.arange(60))
+    np.testing.assert_allclose(y, mdp.reward.numpy())
+    post = fake_posterior(mdp)
+    ax = plots.plot_reward(post)
+    x, y = ax.containers[0].lines[0].get_data()
+    np.testing.assert_allclose(y, post.reward()[..., 0].mean(0).numpy())
+    assert "90% interval" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_reward_errors(grid):
+    with pytest.raises(ValueError, match="stat is 'median'"):
+        plots.plot_reward(grid, stat="median")
+    with pytest.raises(ValueError, match="needs posterior draws"):
+        plots.plot_reward(grid, stat="sd")
+    with pytest.raises(ValueError, match=r"reward must have shape \(\.\.\., 16\)"):
+        plots.plot_reward(grid, torch.zeros(7))
+
+
+def test_reward_panels_mean_and_sd_side_by_side(grid):
+    post = fake_posterior(grid)
+    axes = plots.plot_reward_panels(post)
+    assert len(axes) == 2
+    assert [colorbar_label(a) for a in axes] == ["reward", "posterior sd of reward"]
+    axes = plots.plot_reward_panels(post, show_true=True)
+    assert [a.get_title() for a in axes] == ["true reward", "posterior mean reward",
+                                            "posterior sd of reward"]
+
+
+def quiver_of(ax):
+    (q,) = [c for c in ax.collections if isinstance(c, Quiver)]
+    return q
+
+
+def test_policy_arrows_have_lengths_proportional_to_probabilities(grid):
+    S, A = grid.n_states, grid.n_actions
+    probs = torch.softmax(torch.randn(S, A, generator=torch.Generator().manual_seed(1),
+                                      dtype=torch.float64) * 2, -1)
+    ax = plots.plot_policy(grid, probs, min_prob=0.05)
+    q = quiver_of(ax)
+    p = probs.numpy()
+    moving = [a for a, name in enumerate(GRID_ACTIONS) if name != "stay"]
+    shown = p[:, moving] >= 0.05
+    assert q.N == shown.sum()
+    lengths = np.hypot(q.U, q.V)
+    expected = p[:, moving][shown]  # quiver order: action by action, states in order
+    order = np.concatenate([p[:, a][p[:, a] >= 0.05] for a in moving])
+    np.testing.assert_allclose(np.sort(expected), np.sort(order))
+    np.testing.assert_allclose(lengths / order, np.full(len(order), lengths[0] / order[0]))
+    # the most likely action drawn (stay included) would get 0.45 cells
+    assert lengths.max() == pytest.approx(0.45 * p[:, moving].max() / p.max())
+    # directions: "up" is -row (drawn upward since row 0 is on top), "right" is +column
+    up = np.flatnonzero((q.V < 0) & (q.U == 0))
+    assert len(up) == (p[:, 1] >= 0.05).sum()
+    # stay is a dot whose area is proportional to its probability
+    (dots,) = [c for c in ax.collections if c is not q]
+    stay = p[:, 0][p[:, 0] >= 0.05]
+    np.testing.assert_allclose(dots.get_sizes() / stay, dots.get_sizes()[0] / stay[0])
+    assert ax.get_xlim() == (-0.5, 3.5) and ax.get_ylim() == (3.5, -0.5)
+
+
+def test_policy_directions_point_the_right_way(grid):
+    probs = torch.zeros(16, 5, dtype=torch.float64)
+    probs[:, 4] = 1.0  # everyone goes right
+    probs[5] = torch.tensor([0.0, 1.0, 0.0, 0.0, 0.0])  # state 5 goes up
+    q = quiver_of(plots.plot_policy(grid, probs))
+    assert q.N == 16
+    np.testing.assert_allclose(q.U[q.U != 0], 0.45)
+    (i,) = np.flatnonzero(q.V != 0)
+    assert (q.X[i], q.Y[i], q.V[i]) == (1, 1, -0.45)
+
+
+def test_time_indexed_policy_uses_step_t_and_uncertainty_sets_alpha(grid):
+    plan = birl.soft_value_iteration(grid, grid.reward * 3)
+    ax = plots.plot_policy(grid, plan, t=2, min_prob=0.0)
+    q = quiver_of(ax)
+    p2 = plan.log_policy.exp()[2].numpy()
+    np.testing.assert_allclose(np.sort(np.hypot(q.U, q.V)),
+                               np.sort(0.45 * p2[:, 1:].ravel() / p2.max()))
+    assert "(t = 2)" in ax.get_title(loc="left")
+    u = np.linspace(0, 1, 16)
+    q = quiver_of(plots.plot_policy(grid, plan, uncertainty=u, min_prob=0.0))
+    alphas = q.get_facecolors()[:, 3]
+    assert alphas.max() == pytest.approx(1.0) and alphas.min() == pytest.approx(0.15)
+
+
+def test_policy_of_posterior_with_sd_uncertainty(grid):
+    post = fake_posterior(grid)
+    ax = plots.plot_policy(grid, post, uncertainty="sd", background=post.mean_reward()[:, 0])
+    assert "faint = uncertain" in ax.get_title(loc="left")
+    assert colorbar_label(ax) == "posterior mean reward"
+    alphas = quiver_of(ax).get_facecolors()[:, 3]
+    assert alphas.min() < 0.5 < alphas.max()
+
+
+def test_policy_image_for_non_grid_mdp():
+    mdp = birl.envs.random_mdp(n_states=6, n_actions=3, horizon=3, dtype=torch.float64)
+    probs = torch.full((6, 3), 1 / 3, dtype=torch.float64)
+    ax = plots.plot_policy(mdp, probs)
+    np.testing.assert_allclose(ax.images[0].get_array(), probs.numpy())
+    assert colorbar_label(ax) == "action probability"
+    assert ax.get_xlabel() == "action" and ax.get_ylabel() == "state"
+
+
+def test_policy_with_gym_directions():
+    mdp = birl.envs.gridworld(size=2, block=1, horizon=2).replace(action_names=None)
+    assert mdp.action_names is None
+    probs = torch.zeros(4, 5)
+    probs[:, 2] = 1.0
+    q = quiver_of(plots.plot_policy(mdp, probs, directions=GRID_ACTIONS))
+    np.testing.assert_allclose(q.V, 0.45)  # "down" is +row
+    with pytest.raises(ValueError, match="directions is"):
+        plots.plot_policy(mdp, probs, directions=("north",) * 5)
+
+
+def test_recovery_plot_points_intervals_and_identity(grid):
+    post = fake_posterior(grid)
+    ax = plots.plot_recovery(grid.reward, post, prob=0.9)
+    lines = [ln for ln in ax.get_lines() if ln.get_label() == "identity"]
+    assert len(lines) == 1 and isinstance(lines[0], Line2D)
+    (x0, y0), (x1, y1) = lines[0].get_xydata()[:2] if len(lines[0].get_xydata()) > 1 else (
+        (0, 0), (1, 1))
+    assert (y1 - y0) == pytest.approx(x1 - x0)  # slope 1
+    container = ax.containers[0]
+    x, y = container.lines[0].get_data()
+    np.testing.assert_allclose(x, grid.reward.numpy())
+    np.testing.assert_allclose(y, post.reward()[..., 0].mean(0).numpy())
+    assert ax.get_xlabel() == "true reward" and ax.get_ylabel() == "inferred reward"
+    lo, hi = ax.get_xlim()
+    assert lo <= grid.reward.min() and hi >= grid.reward.max()
+    assert ax.get_xlim() == ax.get_ylim()
+
+
+def test_recovery_from_draws_centred():
+    true = np.array([1.0, 2.0, 3.0])
+    draws = true + 5.0 + np.zeros((10, 3))
+    ax = plots.plot_recovery(true, draws, center=True, label="theta")
+    x, y = ax.containers[0].lines[0].get_data()
+    np.testing.assert_allclose(x, [-1, 0, 1])
+    np.testing.assert_allclose(y, [-1, 0, 1])
+    assert ax.get_xlabel() == "true theta (centred)"
+    with pytest.raises(ValueError, match="draws have shape"):
+        plots.plot_recovery(true, np.zeros((10, 4)))
+
+
+@pytest.fixture(scope="module")
+def mcmc_post():
+    """A two-chain posterior of known draws over theta (2 features), as MCMC would give."""
+    mdp = birl.envs.gridworld(size=2, block=1, horizon=3, seed=0, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    theta = torch.randn(2, 50, 4, generator=g, dtype=torch.float64) * torch.tensor(
+        [1.0, 0.5, 0.2, 2.0], dtype=torch.float64)
+    rewards = torch.einsum("cnd,sd->cns", theta, mdp.features)[..., None].expand(-1, -1, -1, 5)
+    return birl.RewardPosterior(mdp, rewards, params={"theta": theta}, method="nuts",
+                                dims={"theta": ("feature",)},
+                                coords={"feature": ["a", "b", "c", "d"]})
+
+
+@pytest.mark.parametrize("kind", ["trace", "rank", "forest"])
+def test_plot_posterior_wraps_arviz(mcmc_post, kind):
+    axes = np.asarray(plots.plot_posterior(mcmc_post, kind=kind))
+    assert axes.size >= 1
+    text = " ".join(a.get_title() + " " + " ".join(t.get_text() for t in a.get_yticklabels())
+                    for a in axes.ravel())
+    assert "theta" in text
+    with pytest.raises(ValueError, match="kind is 'pair'"):
+        plots.plot_posterior(mcmc_post, kind="pair")
+
+
+def test_plot_diagnostics_rows_per_parameter(mcmc_post):
+    axes = plots.plot_diagnostics(mcmc_post, max_params=2)
+    assert axes.shape == (2, 3)
+    titles = [a.get_title() for a in axes[:, 0]]
+    assert set(titles) <= {"theta[a]", "theta[b]", "theta[c]", "theta[d]"}
+    assert len(set(titles)) == 2
+    assert axes[-1, 2].get_xlabel() == "rank (all chains)"
+    assert len(axes[0, 1].get_lines()) >= 2  # one trace per chain
+
+
+def test_plot_diagnostics_of_a_stuck_chain(mcmc_post):
+    stuck = birl.RewardPosterior(mcmc_post.mdp, mcmc_post.rewards,
+                                 params={"theta": mcmc_post.params["theta"].clone()},
+                                 method="nuts", dims=mcmc_post.dims, coords=mcmc_post.coords)
+    stuck.params["theta"][1] = stuck.params["theta"][1, :1]  # chain 2 never moves
+    axes = plots.plot_diagnostics(stuck, max_params=4)
+    assert axes.shape == (4, 3)
+
+
+def test_plot_elbo():
+    class Fit:
+        extra = {"elbo": list(np.linspace(-100, -10, 200))}
+
+    ax = plots.plot_elbo(Fit())
+    x, y = ax.get_lines()[0].get_data()
+    assert len(x) == 200 and y[-1] == pytest.approx(-10)
+    assert ax.get_xlabel() == "SVI step" and ax.get_ylabel() == "ELBO (nats)"
+    with pytest.raises(ValueError, match="no ELBO"):
+        plots.plot_elbo(type("Fit", (), {"extra": {}})())
+
+
+def test_functions_draw_on_given_axes(grid):
+    fig, axes = plt.subplots(1, 3)
+    post = fake_posterior(grid)
+    assert plots.plot_reward(grid, ax=axes[0]) is axes[0]
+    assert plots.plot_policy(grid, post, ax=axes[1]) is axes[1]
+    assert plots.plot_recovery(grid.reward, post, ax=axes[2]) is axes[2]
+    assert len(fig.axes) == 3 + 1 + 0  # one colorbar axes added

@@ -1,0 +1,335 @@
+"""Tests of bayesirl.posterior: accessors, ArviZ conversion, netCDF round trips, from_draws."""
+
+import contextlib
+import os
+import warnings
+
+import arviz as az
+import numpy as np
+import pytest
+import torch
+
+import bayesirl as birl
+from bayesirl.demos import Demonstrations
+from bayesirl.diagnostics import InferenceWarning
+from bayesirl.infer import Target
+from bayesirl.model import action_log_probs, demo_log_likelihood
+from bayesirl.posterior import RewardPosterior
+from bayesirl.testing import grid_posterior, simulate_demos, tiny_chain_mdp
+
+
+@contextlib.contextmanager
+def float64():
+    """Module-scoped fixtures run outside the per-test float64 harness of conftest."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+@pytest.fixture(scope="module")
+def problem():
+    with float64():
+        mdp = tiny_chain_mdp()
+        return mdp, simulate_demos(mdp, mdp.reward, 12, seed=0)
+
+
+@pytest.fixture(scope="module")
+def nuts_post(problem):
+    """A short two-chain NUTS run (few draws: it warns about ESS, which is not tested here)."""
+    mdp, demos = problem
+    with float64(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", InferenceWarning)
+        return birl.infer(mdp, demos, birl.LinearReward(mdp.features), num_samples=20,
+                          warmup=50, num_chains=2, seed=1, progress=False)
+
+
+def svi_like_post(mdp, demos, draws=7, seed=0):
+    """A posterior from explicit parameter draws (no sampler), as SVI would build it: exact
+    posterior draws from the grid oracle."""
+    target = Target(mdp, demos, birl.LinearReward(mdp.features), "soft", 1.0)
+    grid = grid_posterior(mdp, demos, birl.LinearReward(mdp.features), grid=41)
+    theta = grid.sample(draws, torch.Generator().manual_seed(seed))[None]
+    return RewardPosterior.from_params(target, {"theta": theta}, method="svi",
+                                       settings={"likelihood": "soft", "guide": "mvn",
+                                                 "lr": 0.01, "rationality": "1.0"},
+                                       extra={"elbo": [-10.5, -9.25, -9.0]})
+
+
+# ---------------------------------------------------------------------------- accessors
+def test_shapes_and_flattening(nuts_post, problem):
+    mdp, demos = problem
+    post = nuts_post
+    assert post.num_chains == 2 and post.num_draws == 20
+    assert post.params["theta"].shape == (2, 20, 2)
+    assert post.samples["theta"].shape == (40, 2)
+    torch.testing.assert_close(post.samples["theta"][20:], post.params["theta"][1])
+    assert post.rewards.shape == (2, 20, 3, 2)
+    assert post.reward().shape == (40, 3, 2)
+    # rewards are the reward model's map of the draws, broadcast over actions
+    expect = post.samples["theta"] @ mdp.features.T
+    torch.testing.assert_close(post.reward(), expect[..., None].expand(40, 3, 2))
+    torch.testing.assert_close(post.mean_reward(), post.reward().mean(0))
+    assert post.log_lik.shape == (2, 20, demos.n)
+    torch.testing.assert_close(post.log_lik.reshape(40, -1),
+                               demo_log_likelihood(mdp, demos, post.reward()))
+    assert "nuts" in repr(post)
+
+
+def test_credible_interval(nuts_post):
+    lo, hi = nuts_post.credible_interval(0.9)
+    assert lo.shape == hi.shape == (3, 2)
+    mean = nuts_post.mean_reward()
+    assert (lo <= mean).all() and (mean <= hi).all()
+    lo50, hi50 = nuts_post.credible_interval(0.5)
+    assert (lo <= lo50).all() and (hi50 <= hi).all()
+    r = nuts_post.reward()
+    torch.testing.assert_close(lo, torch.quantile(r, 0.05, dim=0))
+    for prob in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=f"prob is {prob}"):
+            nuts_post.credible_interval(prob)
+
+
+def test_policy_is_posterior_average(nuts_post, problem):
+    mdp, _ = problem
+    pi = nuts_post.policy()
+    assert pi.shape == (mdp.horizon, 3, 2)
+    torch.testing.assert_close(pi.sum(-1), torch.ones(mdp.horizon, 3))
+    loop = sum(action_log_probs(mdp, r).exp() for r in nuts_post.reward()) / 40
+    torch.testing.assert_close(pi, loop)
+
+
+def test_predictive(nuts_post, problem):
+    mdp, _ = problem
+    d = nuts_post.predictive(5, seed=3)
+    assert isinstance(d, Demonstrations)
+    assert d.states.shape == d.actions.shape == (5, mdp.horizon)
+    d.validate(mdp)
+    again = nuts_post.predictive(5, seed=3)
+    assert torch.equal(d.states, again.states) and torch.equal(d.actions, again.actions)
+    assert nuts_post.predictive(2, length=2).states.shape == (2, 2)
+    for n in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"n is {n!r}"):
+            nuts_post.predictive(n)
+
+
+def test_predictive_discounted():
+    mdp = tiny_chain_mdp(discount=0.6)
+    post = RewardPosterior.from_draws(mdp, torch.randn(4, 3, generator=torch.Generator()))
+    assert post.predictive(3, length=5).states.shape == (3, 5)
+    assert post.policy().shape == (3, 2)
+
+
+# ---------------------------------------------------------------------------- ArviZ
+def test_to_arviz_groups_dims_coords(nuts_post, problem):
+    mdp, demos = problem
+    idata = nuts_post.to_arviz()
+    assert {"posterior", "log_likelihood", "observed_data", "sample_stats"} <= set(
+        idata.groups())
+    post = idata.posterior
+    assert post["theta"].dims == ("chain", "draw", "feature")
+    assert post["reward"].dims == ("chain", "draw", "state", "action")
+    assert list(post.coords["feature"].values) == list(mdp.feature_names)
+    assert list(post.coords["state"].values) == list(mdp.state_names)
+    assert list(post.coords["action"].values) == list(mdp.action_names)
+    np.testing.assert_array_equal(post["theta"].values, nuts_post.params["theta"].numpy())
+    ll = idata.log_likelihood["actions"]
+    assert ll.dims == ("chain", "draw", "demo")
+    np.testing.assert_array_equal(ll.values, nuts_post.log_lik.numpy())
+    obs = idata.observed_data
+    assert obs["states"].dims == ("demo", "step")
+    np.testing.assert_array_equal(obs["actions"].values, demos.actions.numpy())
+    stats = idata.sample_stats
+    assert {"diverging", "energy", "lp", "step_size", "n_steps", "tree_depth"} <= set(
+        stats.data_vars)
+    assert stats["diverging"].dims == ("chain", "draw")
+    assert stats["diverging"].dtype == bool
+    # the lp stat is the log joint density of the draw (identity transforms: no Jacobian)
+    target = Target(mdp, demos, birl.LinearReward(mdp.features), "soft", 1.0)
+    theta = nuts_post.params["theta"]
+    lp = target.log_prior({"theta": theta}) + target.log_likelihood({"theta": theta}).sum(-1)
+    np.testing.assert_allclose(stats["lp"].values, lp.numpy(), rtol=1e-8)
+
+
+def test_to_arviz_without_sampler_stats(problem):
+    mdp, demos = problem
+    post = svi_like_post(mdp, demos, draws=400)
+    idata = post.to_arviz()
+    assert "sample_stats" not in idata.groups()
+    assert {"posterior", "log_likelihood", "observed_data"} <= set(idata.groups())
+    loo = az.loo(idata)
+    assert np.isfinite(loo.elpd_loo)
+
+
+def test_summary(nuts_post):
+    table = nuts_post.summary()
+    assert list(table.index) == ["theta[phi0]", "theta[phi1]"]
+    assert {"mean", "sd", "r_hat", "ess_bulk"} <= set(table.columns)
+
+
+# ---------------------------------------------------------------------------- files
+def assert_same(a: RewardPosterior, b: RewardPosterior):
+    assert a.method == b.method
+    assert a.settings == b.settings
+    assert a.fingerprint == b.fingerprint
+    assert a.incomplete == b.incomplete
+    assert a.dims == b.dims and a.coords == b.coords
+    assert a.extra == b.extra
+    assert set(a.params) == set(b.params)
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]), k
+    assert torch.equal(a.rewards, b.rewards)
+    assert (a.log_lik is None) == (b.log_lik is None)
+    if a.log_lik is not None:
+        assert torch.equal(a.log_lik, b.log_lik)
+    assert set(a.sample_stats) == set(b.sample_stats)
+    for k in a.sample_stats:
+        assert torch.equal(a.sample_stats[k], b.sample_stats[k]), k
+    assert (a.demos is None) == (b.demos is None)
+    if a.demos is not None:
+        for k in ("states", "actions", "mask"):
+            assert torch.equal(getattr(a.demos, k), getattr(b.demos, k)), k
+        assert (a.demos.final_states is None) == (b.demos.final_states is None)
+        if a.demos.final_states is not None:
+            assert torch.equal(a.demos.final_states, b.demos.final_states)
+
+
+def test_save_load_round_trip_nuts(nuts_post, problem, tmp_path):
+    mdp, _ = problem
+    path = tmp_path / "post.nc"
+    nuts_post.save(path)
+    loaded = RewardPosterior.load(path, mdp)
+    assert loaded.mdp is mdp
+    assert_same(nuts_post, loaded)
+    torch.testing.assert_close(loaded.policy(), nuts_post.policy())
+    # saving the loaded posterior again gives the same content
+    loaded.save(tmp_path / "again.nc")
+    assert_same(nuts_post, RewardPosterior.load(tmp_path / "again.nc", mdp))
+    assert sorted(os.listdir(tmp_path)) == ["again.nc", "post.nc"]  # no temporary files left
+
+
+def test_save_load_round_trip_svi_and_from_draws(problem, tmp_path):
+    mdp, demos = problem
+    post = svi_like_post(mdp, demos)
+    post.save(str(tmp_path / "svi.nc"))
+    assert_same(post, RewardPosterior.load(str(tmp_path / "svi.nc"), mdp))
+    drawn = RewardPosterior.from_draws(mdp, torch.randn(5, 3, 2, dtype=torch.float64),
+                                       demos=demos)
+    drawn.save(tmp_path / "draws.nc")
+    assert_same(drawn, RewardPosterior.load(tmp_path / "draws.nc", mdp))
+
+
+def test_load_without_mdp(nuts_post, tmp_path):
+    nuts_post.save(tmp_path / "post.nc")
+    loaded = RewardPosterior.load(tmp_path / "post.nc")
+    assert loaded.mdp is None
+    assert loaded.fingerprint == nuts_post.fingerprint
+    torch.testing.assert_close(loaded.mean_reward(), nuts_post.mean_reward())
+    with pytest.raises(ValueError, match=r"policy\(\) needs the MDP"):
+        loaded.policy()
+
+
+def test_load_with_different_mdp_raises(nuts_post, tmp_path):
+    nuts_post.save(tmp_path / "post.nc")
+    for other in (tiny_chain_mdp(horizon=4), tiny_chain_mdp(discount=0.9),
+                  tiny_chain_mdp(slip=0.1)):
+        with pytest.raises(ValueError, match="was made on a different MDP"):
+            RewardPosterior.load(tmp_path / "post.nc", other)
+
+
+def test_load_truncated_and_foreign_files_raise(nuts_post, tmp_path):
+    path = tmp_path / "post.nc"
+    nuts_post.save(path)
+    data = path.read_bytes()
+    truncated = tmp_path / "truncated.nc"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated.nc is not a readable netCDF"):
+        RewardPosterior.load(truncated)
+    garbage = tmp_path / "garbage.nc"
+    garbage.write_bytes(b"not a netcdf file at all")
+    with pytest.raises(ValueError, match="not a readable netCDF"):
+        RewardPosterior.load(garbage)
+    foreign = tmp_path / "foreign.nc"
+    az.from_dict(posterior={"x": np.zeros((1, 3))}).to_netcdf(str(foreign))
+    with pytest.raises(ValueError, match="foreign.nc is not a bayesirl posterior"):
+        RewardPosterior.load(foreign)
+    with pytest.raises(FileNotFoundError, match="no posterior file"):
+        RewardPosterior.load(tmp_path / "missing.nc")
+
+
+def test_save_is_atomic(nuts_post, problem, tmp_path, monkeypatch):
+    """A save that fails midway leaves the previous file intact and no temporary file."""
+    mdp, demos = problem
+    path = tmp_path / "post.nc"
+    nuts_post.save(path)
+    before = path.read_bytes()
+    written = []
+
+    def broken_to_netcdf(self, filename, *args, **kwargs):
+        with open(filename, "wb") as f:  # half a file, then a crash
+            f.write(before[: len(before) // 3])
+        written.append(filename)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(az.InferenceData, "to_netcdf", broken_to_netcdf)
+    other = svi_like_post(mdp, demos)
+    with pytest.raises(OSError, match="disk full"):
+        other.save(path)
+    assert written and os.path.abspath(written[0]) != os.path.abspath(path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["post.nc"]
+    monkeypatch.undo()
+    assert_same(nuts_post, RewardPosterior.load(path, mdp))
+
+
+# ---------------------------------------------------------------------------- from_draws
+def test_from_draws_state_and_state_action(problem):
+    mdp, demos = problem
+    g = torch.Generator().manual_seed(4)
+    r_s = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    post = RewardPosterior.from_draws(mdp, r_s)
+    assert post.rewards.shape == (1, 6, 3, 2)
+    torch.testing.assert_close(post.reward(), r_s[..., None].expand(6, 3, 2))
+    assert post.params == {} and post.log_lik is None
+    r_sa = torch.randn(6, 3, 2, generator=g, dtype=torch.float64)
+    post = RewardPosterior.from_draws(mdp, r_sa, demos=demos)
+    torch.testing.assert_close(post.reward(), r_sa)
+    torch.testing.assert_close(post.log_lik[0], demo_log_likelihood(mdp, demos, r_sa))
+    idata = post.to_arviz()
+    assert list(idata.posterior.data_vars) == ["reward"]
+    assert post.summary().shape[0] == 6
+    # numpy input works
+    RewardPosterior.from_draws(mdp, r_sa.numpy())
+
+
+def test_from_draws_square_mdp_state_reward():
+    """With S == A and as many draws as states, (draws, S) is still a state reward."""
+    P = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    mdp = birl.TabularMDP.from_dense(P, horizon=2)
+    r = torch.tensor([[1.0, -1.0], [0.5, 2.0]])
+    post = RewardPosterior.from_draws(mdp, r)
+    assert post.rewards.shape == (1, 2, 2, 2)
+    torch.testing.assert_close(post.reward(), r[..., None].expand(2, 2, 2))
+
+
+@pytest.mark.parametrize("draws,match", [
+    (torch.zeros(3), r"reward_draws must have shape \(draws, 3\) or \(draws, 3, 2\), got \(3,\)"),
+    (torch.zeros(5, 4), r"got \(5, 4\)"),
+    (torch.zeros(5, 3, 3), r"got \(5, 3, 3\)"),
+    (torch.zeros(5, 3, 2, 1), r"got \(5, 3, 2, 1\)"),
+    (torch.zeros(0, 3), r"got \(0, 3\)"),
+    (torch.tensor([[0.0, float("nan"), 1.0]]), "non-finite"),
+], ids=["1d", "wrong-S", "wrong-A", "4d", "empty", "nan"])
+def test_from_draws_bad_shapes(draws, match):
+    with pytest.raises(ValueError, match=match):
+        RewardPosterior.from_draws(tiny_chain_mdp(), draws)
+
+
+def test_from_draws_bad_mdp_and_demos(problem):
+    with pytest.raises(TypeError, match="mdp must be a TabularMDP"):
+        RewardPosterior.from_draws("mdp", torch.zeros(2, 3))
+    mdp, demos = problem
+    with pytest.raises(ValueError, match="horizon"):
+        RewardPosterior.from_draws(tiny_chain_mdp(horizon=2), torch.zeros(2, 3), demos=demos)
