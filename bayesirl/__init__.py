@@ -6,7 +6,7 @@ with _warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on imp
     _warnings.simplefilter("ignore", FutureWarning)
     import arviz as _arviz  # noqa: F401
 
-from bayesirl import baselines, envs, metrics  # noqa: E402
+from bayesirl import baselines, decisions, diagnostics, envs, metrics, plots  # noqa: E402
 from bayesirl.demos import Demonstrations, rollouts  # noqa: E402
 from bayesirl.infer import infer  # noqa: E402
 from bayesirl.mdp import TabularMDP  # noqa: E402
@@ -32,8 +32,11 @@ __all__ = [
     "TabularMDP",
     "TabularReward",
     "baselines",
+    "decisions",
+    "diagnostics",
     "envs",
     "metrics",
+    "plots",
     "feature_expectations",
     "infer",
     "irl_model",
