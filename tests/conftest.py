@@ -4,10 +4,14 @@ The warnings-as-errors setting and the ``slow`` marker live in pyproject.toml.""
 
 import os
 
-import matplotlib
-import pyro
-import pytest
-import torch
+# one BLAS thread per pytest worker (set before NumPy loads OpenBLAS): pytest -n 2 on two cores
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import matplotlib  # noqa: E402
+import pyro  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 matplotlib.use("Agg")
 os.environ.setdefault("BAYESIRL_FAST", "1")
