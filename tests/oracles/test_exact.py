@@ -158,7 +158,7 @@ def test_map_equals_grid_mode(kind, likelihood, n_features):
 def test_nuts_smoke_matches_quadrature():
     """Default-run smoke test: one short chain, |mean - exact| < 4 MCSE per coordinate."""
     mdp, demos, model, g = problem("finite", "soft")
-    post = run_quietly(mdp, demos, model, num_samples=200, warmup=150, num_chains=1, seed=0)
+    post = run_quietly(mdp, demos, model, num_samples=200, warmup=100, num_chains=1, seed=0)
     z, _, _ = mcmc_errors(post, g)
     assert (np.abs(z) < 4).all(), z
 
