@@ -5,8 +5,10 @@ is tabulated on a grid; each method must reproduce it:
 
 - NUTS / HMC: |mean - exact| < 3 MCSE per coordinate (MCSE from ArviZ; under a correct sampler
   the z-score is ~N(0, 1), so the false-failure rate is 0.27% per coordinate; the smoke test of
-  the default run uses 4 MCSE, 0.006%), and sd within 10% of the exact sd (with bulk ESS >= 500
-  the sd estimate's relative standard error is <= 3.2%, so 10% is > 3 standard errors);
+  the default run uses 4 MCSE, 0.006%; the piecewise-smooth Boltzmann posteriors 5 MCSE, see
+  ``test_nuts_matches_quadrature``), and sd within 10% of the exact sd (with bulk and sd ESS
+  >= 400, asserted, the sd estimate's relative standard error is <= 3.5%, so 10% is >= 2.8
+  standard errors: a false-failure rate <= 0.5% per coordinate);
 - SVI with a full-rank Gaussian guide: means within 0.2 exact posterior sd (these posteriors are
   close to Gaussian, so the guide's bias is small; the Monte Carlo error of 2000 guide draws is
   0.02 sd);
@@ -47,10 +49,12 @@ def problem(kind, likelihood, n_features=2):
 
 
 def mcmc_errors(post, grid, name="theta"):
-    """``(z, sd_ratio, ess)``: (mean - exact) / MCSE, sd / exact sd, bulk ESS per coordinate."""
+    """``(z, sd_ratio, ess)``: (mean - exact) / MCSE, sd / exact sd, and the smaller of the
+    bulk ESS and the ESS of the sd estimate, per coordinate."""
     idata = post.to_arviz()
     mcse = az.mcse(idata, var_names=[name])[name].values.reshape(-1)
-    ess = az.ess(idata, var_names=[name])[name].values.reshape(-1)
+    ess = np.minimum(az.ess(idata, var_names=[name])[name].values.reshape(-1),
+                     az.ess(idata, var_names=[name], method="sd")[name].values.reshape(-1))
     draws = post.samples[name].reshape(post.samples[name].shape[0], -1)
     z = (draws.mean(0) - grid.mean).numpy() / mcse
     return z, (draws.std(0) / grid.sd).numpy(), ess
@@ -160,13 +164,15 @@ def test_nuts_smoke_matches_quadrature():
     mdp, demos, model, g = problem("finite", "soft")
     post = run_quietly(mdp, demos, model, num_samples=200, warmup=100, num_chains=1, seed=0)
     z, _, _ = mcmc_errors(post, g)
+    print(f"z = {z}")
     assert (np.abs(z) < 4).all(), z
 
 
-def check_mcmc(post, g, min_ess=500):
+def check_mcmc(post, g, min_ess=400, z_max=3.0):
     z, ratio, ess = mcmc_errors(post, g)
-    assert (ess >= min_ess).all(), ess  # makes the 10% sd tolerance > 3 standard errors
-    assert (np.abs(z) < 3).all(), z
+    print(f"z = {z}, sd / exact = {ratio}, ess = {ess}")  # shown by pytest -rP
+    assert (ess >= min_ess).all(), ess  # makes the 10% sd tolerance >= 2.8 standard errors
+    assert (np.abs(z) < z_max).all(), z
     assert (np.abs(ratio - 1) < 0.1).all(), ratio
     return z, ratio, ess
 
@@ -176,24 +182,31 @@ def check_mcmc(post, g, min_ess=500):
     ("finite", "soft", 2, 500, 1000),
     ("finite", "boltzmann", 2, 500, 1000),
     ("finite", "soft", 1, 300, 1000),
-    ("discounted", "soft", 2, 200, 400),
+    ("discounted", "soft", 2, 200, 600),
     ("discounted", "boltzmann", 2, 300, 600),
 ])
 def test_nuts_matches_quadrature(kind, likelihood, n_features, warmup, draws):
+    """Boltzmann posteriors are only piecewise smooth (Q* has kinks where the greedy action
+    changes) and there ArviZ's MCSE is optimistic: over 9 seeded NUTS runs of the discounted
+    Boltzmann case the z-scores of theta[1] had sd 1.6, not 1 (one run at -3.45, the others
+    within +-2.6; a random-walk Metropolis from exact draws agreed with the grid). Their bound
+    is therefore 3 * 1.6 ~ 5 MCSE (the same 0.3% per coordinate under that spread)."""
     mdp, demos, model, g = problem(kind, likelihood, n_features)
     post = run_quietly(mdp, demos, model, likelihood=likelihood, num_samples=draws,
                        warmup=warmup, num_chains=2, seed=1)
-    check_mcmc(post, g)
+    check_mcmc(post, g, z_max=3.0 if likelihood == "soft" else 5.0)
 
 
 @pytest.mark.slow
 def test_hmc_fixed_steps_matches_quadrature():
     mdp, demos, model, g = problem("finite", "soft")
-    # 3 steps of the adapted step size (~1.2 in whitened units) is about half a period of
-    # the near-Gaussian posterior; 5 would be about a full period, whose draws barely move
-    post = run_quietly(mdp, demos, model, method="hmc", num_steps=3, num_samples=800,
+    # Pyro's HMC keeps the trajectory length num_steps * 1.0 fixed while it adapts the step
+    # size, so num_steps sets the integration time in whitened units: for this near-Gaussian
+    # posterior 3 (~ pi, half a period) maps x to about -x (the mean mixes, the sd does not)
+    # and 5 or 6 (~ 2 pi) barely moves; 2 mixes both
+    post = run_quietly(mdp, demos, model, method="hmc", num_steps=2, num_samples=800,
                        warmup=300, num_chains=2, seed=2)
-    assert post.settings["num_steps"] == 3
+    assert post.settings["num_steps"] == 2
     check_mcmc(post, g)
 
 
@@ -206,8 +219,9 @@ def test_svi_mvn_matches_quadrature(kind, likelihood):
     post = birl.infer(mdp, demos, model, method="svi", guide="mvn", likelihood=likelihood,
                       steps=1500, lr=0.02, num_samples=2000, seed=3, progress=False)
     err = (post.samples["theta"].mean(0) - g.mean) / g.sd
-    assert (err.abs() < 0.2).all(), err
     ratio = post.samples["theta"].std(0) / g.sd
+    print(f"(mean - exact) / sd = {err}, sd / exact = {ratio}")
+    assert (err.abs() < 0.2).all(), err
     assert (ratio - 1).abs().lt(0.25).all(), ratio
 
 
