@@ -278,8 +278,7 @@ def print_table(table, cfg, baseline_evd):
             print(f"{m:<13}{n:>5}{row['evd']:>11.2f}{rng:>16}"
                   f"{post:>18}{row['transfer']:>14.2f}{row['epic']:>7.3f}{row['secs']:>9.1f}")
     if any(r["epic_nan"] for r in table.values()):
-        print("EPIC means leave out seeds whose learned reward was constant (EPIC nan; projection:"
-              " the mixture's main component was the uniform policy pi_0, weight vector 0)")
+        print("EPIC means leave out seeds whose learned reward was constant (EPIC nan)")
 
 
 def verdict(table, cfg):

@@ -248,6 +248,25 @@ def test_projection_distance_decreases_monotonically(stochastic, fitted):
     assert torch.equal(birl.value_iteration(mdp, res.reward).policy, info["policies"][main])
 
 
+def test_projection_never_returns_the_zero_reward_of_the_uniform_start():
+    """Near-random experts (soft policy of 0.3 * reward): the uniform pi_0 carries most of the
+    mixture, yet the returned reward is a learned w_j (unit norm), not the start's w_0 = 0."""
+    mdp = envs.gridworld(size=6, slip=0.1, horizon=15, block=2, seed=0, dtype=torch.float64)
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, 0.3 * mdp.reward), n=50, seed=0)
+    res = projection_irl(mdp, demos, max_iters=10)
+    lam = res.info["mixture_weights"]
+    assert int(lam.argmax()) == 0                       # pi_0 wins the mixture here
+    main = res.info["main"]
+    assert main > 0 and float(lam[main]) == float(lam[1:].max())
+    assert float(res.theta.norm()) == pytest.approx(1.0)
+    assert torch.equal(birl.value_iteration(mdp, res.reward).policy, res.info["policies"][main])
+    zero_evd = expected_value_difference(mdp, mdp.reward, torch.zeros_like(mdp.reward))
+    assert float(expected_value_difference(mdp, mdp.reward, res.reward)) < 0.1 * float(zero_evd)
+    # the experts indistinguishable from pi_0 (within eps): nothing to learn, theta = 0
+    same = projection_irl(mdp, demos, eps=1e6)
+    assert same.info["main"] == 0 and not same.theta.any()
+
+
 # ---------------------------------------------------------------------------- max margin
 @pytest.mark.parametrize("margin", ["loss", "unit"])
 def test_max_margin_constraints_hold_at_the_solution(margin, stochastic, fitted):
