@@ -223,7 +223,7 @@ def _policy_draws(posterior, t: int, max_draws: int = 200) -> np.ndarray:
         raise ValueError("the posterior has no MDP: load it with RewardPosterior.load(path, "
                          "mdp) to plot its policy")
     likelihood = posterior.settings.get("likelihood", "soft")
-    rewards, beta = posterior.reward(), posterior._beta_draws()
+    rewards, beta = posterior.reward(), posterior.rationality
     idx = torch.linspace(0, rewards.shape[0] - 1, min(max_draws, rewards.shape[0])).round()
     idx = idx.long().unique()
     if mdp.finite_horizon and not 0 <= t < mdp.horizon:

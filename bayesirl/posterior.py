@@ -157,7 +157,11 @@ class RewardPosterior:
             raise ValueError(f"{what} needs the MDP: load with RewardPosterior.load(path, mdp)")
         return self.mdp
 
-    def _beta_draws(self):
+    @property
+    def rationality(self) -> torch.Tensor:
+        """The expert's rationality beta per draw, ``(chains * draws,)``, aligned with
+        :meth:`reward`: the inferred draws (``samples["rationality"]``) when the likelihood had
+        a prior on it, otherwise the fixed value of the run repeated."""
         if "rationality" in self.params:
             return self.params["rationality"].reshape(-1)
         return torch.full((self.reward().shape[0],), float(self.settings.get("rationality",
@@ -170,7 +174,7 @@ class RewardPosterior:
         likelihood = self.settings.get("likelihood", "soft")
         with torch.no_grad():
             probs = _chunked(lambda r, b: action_log_probs(mdp, r, likelihood, b).exp(),
-                             self.reward(), self._beta_draws())
+                             self.reward(), self.rationality)
         return probs.mean(0)
 
     def predictive(self, n: int, seed: int = 0, length: int | None = None) -> Demonstrations:
@@ -186,7 +190,7 @@ class RewardPosterior:
         for j, i in enumerate(idx.tolist()):
             with torch.no_grad():
                 pi = action_log_probs(mdp, self.reward()[i], likelihood,
-                                      self._beta_draws()[i]).exp()
+                                      self.rationality[i]).exp()
             d = rollouts(mdp, pi, 1, seed=seed * 100_003 + j, length=length)
             trajs.append(d)
         return _concat(trajs)

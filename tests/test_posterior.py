@@ -122,6 +122,30 @@ def test_predictive_discounted():
     assert post.policy().shape == (3, 2)
 
 
+def test_rationality_draws_inferred_or_fixed(problem, tmp_path):
+    import pyro.distributions as dist
+
+    mdp, demos = problem
+    model = birl.LinearReward(mdp.features)
+    target = Target(mdp, demos, model, "boltzmann", dist.LogNormal(0.0, 1.0))
+    g = torch.Generator().manual_seed(0)
+    beta = torch.rand(2, 3, generator=g, dtype=torch.float64) + 0.5          # (chains, draws)
+    theta = torch.randn(2, 3, mdp.n_features, generator=g, dtype=torch.float64)
+    post = RewardPosterior.from_params(target, {"theta": theta, "rationality": beta}, "nuts",
+                                       {"likelihood": "boltzmann", "rationality": "LogNormal"})
+    assert torch.equal(post.rationality, beta.reshape(-1))        # aligned with post.reward()
+    loop = sum(action_log_probs(mdp, r, "boltzmann", b).exp()
+               for r, b in zip(post.reward(), beta.reshape(-1), strict=True)) / 6
+    torch.testing.assert_close(post.policy(), loop)
+    post.save(tmp_path / "beta.nc")
+    torch.testing.assert_close(RewardPosterior.load(tmp_path / "beta.nc").rationality,
+                               beta.reshape(-1))
+    fixed = RewardPosterior.from_draws(mdp, torch.randn(4, 3, dtype=torch.float64),
+                                       rationality=2.5)
+    assert torch.equal(fixed.rationality, torch.full((4,), 2.5, dtype=torch.float64))
+    assert torch.equal(svi_like_post(mdp, demos).rationality, torch.ones(7, dtype=torch.float64))
+
+
 # ---------------------------------------------------------------------------- ArviZ
 def test_to_arviz_groups_dims_coords(nuts_post, problem):
     mdp, demos = problem
