@@ -205,6 +205,42 @@ def test_accepts_posterior_and_state_rewards():
     assert torch.allclose(a.policy, b.policy) and a.objective == pytest.approx(b.objective)
 
 
+def test_posterior_must_belong_to_the_mdp():
+    mdp, R = risky_safe(finite=False)
+    post = birl.RewardPosterior.from_draws(mdp, R)
+    plan = birl.value_iteration(mdp, R[0])
+    demos = birl.rollouts(mdp, plan, n=2, length=3)
+    tools = [lambda m: dec.robust_policy(m, post, lam=0.0, alpha=0.9),
+             lambda m: dec.bayes_optimal_policy(m, post),
+             lambda m: dec.value_at_risk_bound(m, post, torch.full((3, 2), 0.5)),
+             lambda m: dec.active_query(m, post),
+             lambda m: dec.posterior_predictive_check(m, post, demos, n_sims=5)]
+    # other dynamics, same sizes: the message names both MDPs and both fingerprints
+    moved = tiny(seed=0, S=3, A=2, discount=0.5)
+    for tool in tools:
+        with pytest.raises(ValueError, match="transition probabilities differ") as err:
+            tool(moved)
+        msg = str(err.value)
+        assert repr(mdp) in msg and repr(moved) in msg
+        assert mdp.fingerprint() in msg and moved.fingerprint() in msg
+    with pytest.raises(ValueError, match=re.escape("numbers of states differ (3 vs 4)")):
+        dec.bayes_optimal_policy(tiny(S=4, discount=0.5), post)
+    with pytest.raises(ValueError, match=re.escape("numbers of actions differ (2 vs 3)")):
+        dec.bayes_optimal_policy(tiny(A=3, discount=0.5), post)
+    # deployment choices may differ: start, time, dtype, the sparse layout of the same table
+    padded = TabularMDP(  # one more successor slot per (s, a), with probability 0
+        successors=torch.cat([torch.zeros_like(mdp.successors[..., :1]), mdp.successors], -1),
+        transition_probs=torch.cat([torch.zeros_like(mdp.transition_probs[..., :1]),
+                                    mdp.transition_probs], -1),
+        initial=mdp.initial, discount=0.5)
+    for other in (mdp.replace(initial=torch.tensor([0.0, 0.5, 0.5])), mdp.replace(horizon=2),
+                  mdp.to(dtype=torch.float32), padded):
+        for tool in tools[:2]:
+            tool(other)
+    # the draws themselves go anywhere with the right sizes (reward transfer)
+    dec.bayes_optimal_policy(moved, post.reward())
+
+
 # ---------------------------------------------------------------------------- VaR bound
 def test_order_statistic_definition():
     for n, alpha, delta in [(59, 0.95, 0.05), (200, 0.95, 0.05), (1000, 0.99, 0.01), (10, 0.5,

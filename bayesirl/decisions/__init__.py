@@ -10,7 +10,10 @@
   :mod:`.checks`.
 
 Every function takes a :class:`~bayesirl.RewardPosterior` or a tensor of reward draws
-``(D, S)`` / ``(D, S, A)``.
+``(D, S)`` / ``(D, S, A)``. A posterior must have been inferred on the MDP passed alongside it
+(same states, actions and transitions; the initial distribution, horizon or discount may
+differ), else a ``ValueError`` names both MDPs; pass ``posterior.reward()`` to use the draws
+with other dynamics.
 """
 
 from bayesirl.decisions.active import CRITERIA, Query, active_query

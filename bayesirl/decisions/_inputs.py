@@ -55,11 +55,62 @@ def is_posterior(value) -> bool:
     return not isinstance(value, torch.Tensor) and callable(getattr(value, "reward", None))
 
 
+def _transitions(mdp: TabularMDP) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transitions as sorted keys ``(s * A + a) * S + s'`` with their probabilities
+    (float64, CPU), zero entries dropped and duplicates summed: independent of the successor
+    order and padding of the sparse layout."""
+    S, A, _ = mdp.successors.shape
+    keys = (torch.arange(S * A).reshape(S, A, 1) * S + mdp.successors.cpu()).reshape(-1)
+    keys, inverse = torch.unique(keys, return_inverse=True)
+    probs = torch.zeros(len(keys), dtype=torch.float64).index_add_(
+        0, inverse, mdp.transition_probs.detach().cpu().double().reshape(-1))
+    keep = probs > 0
+    return keys[keep], probs[keep]
+
+
+def same_dynamics(a: TabularMDP, b: TabularMDP, atol: float = 1e-6) -> bool:
+    """Same states, actions and transition probabilities (to ``atol``, so a float32 copy
+    matches), whatever the sparse layout; initial distribution, time and features may differ."""
+    if a.successors is b.successors and a.transition_probs is b.transition_probs:
+        return True
+    if (a.n_states, a.n_actions) != (b.n_states, b.n_actions):
+        return False
+    (ka, pa), (kb, pb) = _transitions(a), _transitions(b)
+    return torch.equal(ka, kb) and bool(((pa - pb).abs() <= atol).all())
+
+
+def check_posterior_mdp(mdp: TabularMDP, posterior) -> None:
+    """Raise a ValueError naming both MDPs when a posterior was inferred on other dynamics.
+
+    Decisions may change what is a deployment choice (initial distribution, horizon or
+    discount, features); the states, actions and transitions must be the posterior's, since
+    its reward draws and rationality describe the expert of that world. Posteriors without an
+    MDP (loaded without one) are checked on the shape of their reward draws only.
+    """
+    other = getattr(posterior, "mdp", None)
+    if other is None or other is mdp or same_dynamics(mdp, other):
+        return
+    if other.n_states != mdp.n_states:
+        why = f"their numbers of states differ ({other.n_states} vs {mdp.n_states})"
+    elif other.n_actions != mdp.n_actions:
+        why = f"their numbers of actions differ ({other.n_actions} vs {mdp.n_actions})"
+    else:
+        why = "their transition probabilities differ"
+    raise ValueError(f"posterior was inferred on {other!r} (fingerprint {other.fingerprint()}) "
+                     f"but mdp is {mdp!r} (fingerprint {mdp.fingerprint()}): {why}; expected "
+                     "the posterior's MDP (its initial distribution, horizon or discount may "
+                     "differ), or pass posterior.reward() to use the reward draws with other "
+                     "dynamics")
+
+
 def reward_draws(mdp: TabularMDP, posterior, weights=None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(R (D, S, A), p (D,))`` from a posterior or a draws tensor ``(D, S)`` / ``(D, S, A)``.
 
-    ``weights`` (``(D,)``, non-negative, any positive sum) are normalised; default uniform.
+    A posterior must belong to ``mdp`` (:func:`check_posterior_mdp`). ``weights`` (``(D,)``,
+    non-negative, any positive sum) are normalised; default uniform.
     """
+    if is_posterior(posterior):
+        check_posterior_mdp(mdp, posterior)
     r = posterior.reward() if is_posterior(posterior) else posterior
     try:
         r = torch.as_tensor(r, dtype=mdp.dtype, device=mdp.device).detach()
@@ -92,18 +143,16 @@ def expert_probs(mdp: TabularMDP, posterior, R: torch.Tensor, index=None) -> tor
     """The expert's action probabilities under the draws ``R[index]`` (default all):
     ``(D, T, S, A)`` or ``(D, S, A)``.
 
-    A posterior's likelihood (``"soft"`` or ``"boltzmann"``) and rationality draws are used;
-    a bare tensor of draws means the soft (maximum causal entropy) expert with rationality 1.
+    A posterior's likelihood (``"soft"`` or ``"boltzmann"``) and rationality draws
+    (``posterior.rationality``) are used; a bare tensor of draws means the soft (maximum causal
+    entropy) expert with rationality 1.
     """
     likelihood, beta = "soft", torch.ones(R.shape[0], dtype=R.dtype, device=R.device)
     if is_posterior(posterior):
         settings = getattr(posterior, "settings", None) or {}
         likelihood = settings.get("likelihood", "soft")
-        params = getattr(posterior, "params", None) or {}
-        if "rationality" in params:
-            beta = params["rationality"].reshape(-1).to(R)
-        else:
-            beta = beta * float(settings.get("rationality", "1.0"))
+        if getattr(posterior, "rationality", None) is not None:
+            beta = torch.as_tensor(posterior.rationality).reshape(-1).to(R)
     if index is not None:
         R, beta = R[index], beta[index]
     with torch.no_grad():
