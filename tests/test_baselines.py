@@ -99,15 +99,15 @@ def test_evd_below_a_tenth_of_random(name, stochastic, fitted):
 
 
 # ---------------------------------------------------------------------------- MCE
-def test_mce_matches_expert_features(stochastic, fitted):
+def test_mce_matches_expert_features(stochastic):
     mdp, demos, _ = stochastic
     mu_e = demos.feature_expectations(mdp)
-    res = fitted("mce")
+    res = mce_irl(mdp, demos, l2=0.0)
     assert res.info["converged"] and torch.allclose(res.info["expert_features"], mu_e)
     mu = expected_features(mdp, res.reward, demos.empirical_initial(mdp.n_states))
     assert (mu - mu_e).abs().max() < 1e-3
     assert res.history["feature_distance"][-1] < 1e-3
-    res = mce_irl(mdp, demos, initial="mdp")
+    res = mce_irl(mdp, demos, initial="mdp", l2=0.0)
     assert (expected_features(mdp, res.reward, None) - mu_e).abs().max() < 1e-3
 
 
@@ -116,10 +116,10 @@ def test_mce_state_action_features_and_map(stochastic):
     phi = torch.cat([mdp.state_action_features(), torch.eye(mdp.n_actions).expand(
         mdp.n_states, -1, -1)], -1)                                        # (S, A, 9 + 5)
     sa = mdp.replace(features=phi, feature_names=None)
-    res = mce_irl(sa, demos)
+    res = mce_irl(sa, demos, l2=0.0)
     mu = expected_features(sa, res.reward, demos.empirical_initial(sa.n_states))
     assert (mu - demos.feature_expectations(sa)).abs().max() < 1e-3
-    # with l2 > 0: the MAP under theta ~ N(0, I / l2) is stationary, mu - mu_E + l2 theta = 0
+    # with l2 > 0: the MAP under theta ~ N(0, I / (N l2)) is stationary, mu - mu_E + l2 theta = 0
     res = mce_irl(sa, demos, l2=0.5)
     mu = expected_features(sa, res.reward, demos.empirical_initial(sa.n_states))
     assert (mu - demos.feature_expectations(sa) + 0.5 * res.theta).abs().max() < 1e-5
@@ -128,7 +128,7 @@ def test_mce_state_action_features_and_map(stochastic):
 
 def test_mce_dual_is_the_log_likelihood_on_deterministic_dynamics(deterministic):
     mdp, demos, _ = deterministic
-    res = mce_irl(mdp, demos)
+    res = mce_irl(mdp, demos, l2=0.0)
     nll = -held_out_log_likelihood(mdp, res.reward, demos).mean()
     assert res.history["loss"][-1] == pytest.approx(float(nll), abs=1e-9)
     assert all(b <= a + 1e-9 for a, b in itertools.pairwise(res.history["loss"]))
@@ -138,7 +138,7 @@ def test_mce_discounted():
     mdp = envs.gridworld(size=4, slip=0.1, discount=0.7, block=2, seed=3, dtype=torch.float64)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=60, seed=3,
                           length=30)
-    res = mce_irl(mdp, demos, initial="mdp")
+    res = mce_irl(mdp, demos, initial="mdp", l2=0.0)
     mu = expected_features(mdp, res.reward, None)
     assert (mu - res.info["expert_features"]).abs().max() < 1e-3
     # discounted counts are rescaled to mass 1 / (1 - gamma) per demonstration
@@ -148,10 +148,10 @@ def test_mce_discounted():
 def test_mce_adam_agrees_with_lbfgs():
     mdp = envs.gridworld(size=4, slip=0.1, horizon=8, block=2, seed=3, dtype=torch.float64)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=60, seed=3)
-    res = mce_irl(mdp, demos)
-    adam = mce_irl(mdp, demos, method="adam", lr=0.2, max_iters=400, tol=1e-4)
+    res = mce_irl(mdp, demos, l2=0.0)
+    adam = mce_irl(mdp, demos, l2=0.0, method="adam", lr=0.2, max_iters=400, tol=1e-4)
     assert adam.info["converged"] and adam.info["iterations"] < 400
-    # one-hot cell features: theta is identified up to a constant
+    # one-hot cell features and l2 = 0: theta is identified up to a constant
     assert torch.allclose(adam.theta - adam.theta.mean(), res.theta - res.theta.mean(), atol=1e-2)
 
 
@@ -160,10 +160,29 @@ def test_unbounded_dual_warns_and_l2_cures_it():
     mdp = envs.gridworld(size=4, slip=0.0, horizon=4, block=1, seed=0, dtype=torch.float64)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=3, seed=0)
     assert (demos.feature_expectations(mdp) == 0).any()
-    with pytest.warns(birl.planning.ConvergenceWarning, match="set l2 > 0"):
-        res = mce_irl(mdp, demos, max_iters=15)
+    with pytest.warns(birl.planning.ConvergenceWarning, match=r"raise l2 \(now 0\)"):
+        res = mce_irl(mdp, demos, l2=0.0, max_iters=15)
     assert not res.info["converged"]
     assert mce_irl(mdp, demos, l2=0.1).info["converged"]
+
+
+@pytest.mark.parametrize("algorithm", [mce_irl, maxent_irl])
+def test_default_l2_converges_on_unvisited_block_features(algorithm):
+    """8x8 gridworld, one-hot 2x2 block features, 20 demos leave a block unvisited: with l2 = 0
+    the weights drift to |theta| ~ 1e29 without converging; the default l2 converges (no
+    warning: warnings are errors in this suite) to the stationary point of the penalised dual,
+    with the constant direction of one-hot features pinned at mean 0."""
+    mdp = envs.gridworld(size=8, slip=0.1, horizon=30, block=2, seed=0, dtype=torch.float64)
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=20, seed=0)
+    mu_e = demos.feature_expectations(mdp)
+    assert (mu_e == 0).any()
+    res = algorithm(mdp, demos)
+    assert res.info["converged"] and res.info["iterations"] < 100
+    assert res.history["grad_norm"][-1] < 1e-5 and res.theta.abs().max() < 10
+    assert abs(float(res.theta.mean())) < 1e-6
+    if algorithm is mce_irl:
+        mu = expected_features(mdp, res.reward, demos.empirical_initial(mdp.n_states))
+        assert (mu - mu_e + 0.01 * res.theta).abs().max() < 1e-5
 
 
 # ---------------------------------------------------------------------------- MaxEnt

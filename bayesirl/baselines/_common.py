@@ -205,8 +205,8 @@ def fit_linear(mdp, counts, start, dual, *, l2, method, max_iters, tol, lr, prog
             f"{desc} did not converge: gradient sup-norm {sup:.3g} > tol={tol:g} after {iters} "
             f"iterations ({message}), |theta|_inf = {float(theta.abs().max()):.3g}. A large "
             "|theta| means the experts' feature expectations lie on the boundary of what "
-            "policies achieve (e.g. features the demonstrations never visit) and no maximiser "
-            "exists: set l2 > 0. Otherwise raise max_iters or tol.",
+            "policies achieve (e.g. features the demonstrations never visit), where with l2 = 0 "
+            f"no maximiser exists: raise l2 (now {l2:g}). Otherwise raise max_iters or tol.",
             ConvergenceWarning, stacklevel=3)
     return theta, history, {"converged": converged, "iterations": iters, "message": message,
                             "grad": point[1]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from bayesirl.baselines import _common
-from bayesirl.baselines.mce import fit
+from bayesirl.baselines.mce import DEFAULT_L2, fit
 from bayesirl.baselines.result import IRLResult
 from bayesirl.demos import Demonstrations
 from bayesirl.mdp import TabularMDP
@@ -47,7 +47,7 @@ def path_dual(mdp, reward, counts, start):
         return float(start @ v - (counts * reward).sum()), occ
 
 
-def maxent_irl(mdp, demos, *, horizon: int | None = None, l2: float = 0.0,
+def maxent_irl(mdp, demos, *, horizon: int | None = None, l2: float = DEFAULT_L2,
                initial: str = "empirical", method: str = "lbfgs", max_iters: int = 500,
                tol: float = 1e-6, lr: float = 0.05, progress: bool = False) -> IRLResult:
     """Maximum entropy IRL (Ziebart et al. 2008): maximum likelihood in the path model
@@ -76,7 +76,9 @@ def maxent_irl(mdp, demos, *, horizon: int | None = None, l2: float = 0.0,
             demonstrations' padded length. Demonstrations are cut to T steps and must all have
             at least T.
         l2, initial, method, max_iters, tol, lr, progress: as in
-            :func:`~bayesirl.baselines.mce_irl` (sign convention there too: ``r = phi . theta``).
+            :func:`~bayesirl.baselines.mce_irl`, with the same default ``l2 = 0.01`` (the
+            same unbounded dual on unvisited indicator features; the sign convention is there
+            too: ``r = phi . theta``).
 
     Returns:
         :class:`IRLResult` like :func:`~bayesirl.baselines.mce_irl`.

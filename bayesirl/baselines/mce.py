@@ -7,8 +7,11 @@ from bayesirl.baselines.result import IRLResult
 
 __all__ = ["mce_irl"]
 
+#: Default L2 penalty of MCE and MaxEnt IRL; see :func:`mce_irl` for why it is not 0.
+DEFAULT_L2 = 1e-2
 
-def mce_irl(mdp, demos, *, l2: float = 0.0, initial: str = "empirical", method: str = "lbfgs",
+
+def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical", method: str = "lbfgs",
             max_iters: int = 500, tol: float = 1e-6, lr: float = 0.05,
             progress: bool = False) -> IRLResult:
     """Maximum causal entropy IRL: the linear reward whose soft-optimal policy matches the
@@ -24,7 +27,23 @@ def mce_irl(mdp, demos, *, l2: float = 0.0, initial: str = "empirical", method: 
     ``r(s, a) = phi(s, a) . theta``; its gradient is expected minus empirical feature counts,
     ``mu(theta) - mu_E + l2 theta``, with ``mu(theta)`` from the soft policy's occupancy. At the
     optimum with ``l2 = 0`` the soft policy matches ``mu_E`` (to ``tol``, sup-norm). With
-    ``l2 > 0`` the result is the MAP estimate under the prior ``theta ~ N(0, I / l2)``.
+    ``l2 > 0`` the result is the MAP estimate under the prior ``theta ~ N(0, I / (N l2))``
+    (``L`` is the mean over the N demonstrations), and the soft policy matches
+    ``mu_E - l2 theta``.
+
+    Why the default ``l2 = 0.01`` and not 0: with indicator (one-hot) features the maximiser of
+    the unpenalised dual often does not exist. A feature the demonstrations never switch on
+    (a cell or block no demonstration visits) has ``mu_E = 0``, which only ``theta -> -inf``
+    attains, and the weights drift without bound (on an 8x8 gridworld with 2x2 block features,
+    horizon 30, 20 demonstrations: ``|theta| ~ 1e29`` and no convergence with ``l2 = 0``).
+    One-hot features also sum to a constant, so adding ``c`` to every weight leaves the policy
+    unchanged; any ``l2 > 0`` picks the smallest-norm solution (weights of mean 0). Measured
+    on gridworlds (4 finite-horizon and 2 discounted, block and cell features, 5 to 100
+    demonstrations), ``l2 = 0.01`` converged everywhere in 15 to 96 iterations, with an EVD
+    equal to or lower than ``l2 = 1e-3`` or ``1e-4`` (which took up to 233 and 500+
+    iterations); where ``l2 = 0`` converges, the bias is a feature mismatch
+    ``|mu - mu_E|_2 = l2 |theta|_2`` of about 0.02 with the same EVD. Pass ``l2=0`` for exact
+    feature matching (the classic MCE estimate) when every feature is visited.
 
     Sign convention: the derivation (Ziebart 2010) writes costs, ``r = -theta_cost^T phi``;
     bayesirl's ``theta`` are reward weights, ``r = phi . theta``, so ``theta = -theta_cost``.
@@ -38,14 +57,15 @@ def mce_irl(mdp, demos, *, l2: float = 0.0, initial: str = "empirical", method: 
         mdp: a :class:`~bayesirl.TabularMDP` with state ``(S, d)`` or state-action ``(S, A, d)``
             features.
         demos: :class:`~bayesirl.Demonstrations`, validated against ``mdp``.
-        l2: L2 penalty >= 0 on ``theta`` (a Gaussian prior).
+        l2: L2 penalty >= 0 on ``theta`` (a Gaussian prior); default 0.01 (above), 0 for the
+            unpenalised estimate.
         initial: start distribution of the expected counts: ``"empirical"`` (the demonstrations'
             first states; the dual is then the demonstrations' conditional log-likelihood on
             deterministic dynamics) or ``"mdp"`` (``mdp.initial``).
         method: ``"lbfgs"`` (scipy L-BFGS-B with the analytic gradient) or ``"adam"``.
         max_iters: optimiser iterations. A ConvergenceWarning reports stopping above ``tol``;
-            the usual cause is an unbounded dual (features the demonstrations never visit,
-            ``|theta| -> inf``), cured by ``l2 > 0``.
+            the usual cause with ``l2 = 0`` is an unbounded dual (features the demonstrations
+            never visit, ``|theta| -> inf``), cured by ``l2 > 0``.
         tol: stop when the gradient's sup-norm is at most ``tol``.
         lr: Adam's learning rate (``method="adam"`` only).
         progress: show a tqdm bar.
