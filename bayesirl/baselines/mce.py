@@ -11,8 +11,8 @@ __all__ = ["mce_irl"]
 DEFAULT_L2 = 1e-2
 
 
-def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical", method: str = "lbfgs",
-            max_iters: int = 500, tol: float = 1e-6, lr: float = 0.05,
+def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical",
+            method: str = "lbfgs", max_iters: int = 500, tol: float = 1e-6, lr: float = 0.05,
             progress: bool = False) -> IRLResult:
     """Maximum causal entropy IRL: the linear reward whose soft-optimal policy matches the
     experts' feature expectations.
