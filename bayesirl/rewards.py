@@ -193,10 +193,17 @@ class GPReward(RewardModel):
     ``K_ij = variance * exp(-|x_i - x_j|^2 / (2 lengthscale^2))`` on state coordinates or
     features ``x: (S, D)``. The whitened parameterisation keeps NUTS well conditioned.
 
+    With both hyperparameters fixed, ``L`` is factored once, in float64, at construction
+    (a ValueError names ``jitter`` if ``K + jitter I`` is not positive definite) and cast, once
+    per dtype and device, to the dtype and device of ``z`` on use; with a prior on either
+    hyperparameter it is refactored for each draw's values. :meth:`predict` carries a reward
+    to new inputs (transfer to another world).
+
     Args:
-        coords: ``(S, D)`` inputs of the kernel (grid coordinates or state features).
+        coords: ``(S, D)`` inputs of the kernel (grid coordinates or state features); constants.
         lengthscale, variance: positive floats (fixed) or priors on positive reals.
-        jitter: added to the kernel diagonal.
+        jitter: a finite number >= 0 added to the kernel diagonal; 0 only when no two rows of
+            ``coords`` are equal (``K`` is then singular).
 
     Sites: ``z: (S,)`` dims ``("state",)``; ``lengthscale``, ``variance`` when given priors.
     """
@@ -215,28 +222,94 @@ class GPReward(RewardModel):
                 self.hyper[name] = _check_prior(name, value, ())
             elif not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} is {value!r}, expected a number > 0 or a prior")
-        self.lengthscale, self.variance, self.jitter = lengthscale, variance, jitter
+        if not (isinstance(jitter, (int, float)) and not isinstance(jitter, bool)
+                and math.isfinite(jitter) and jitter >= 0):
+            raise ValueError(f"jitter is {jitter!r}, expected a finite number >= 0 (added to "
+                             "the kernel diagonal, e.g. 1e-6)")
+        if jitter == 0:
+            _, which, counts = torch.unique(self.x, dim=0, return_inverse=True,
+                                            return_counts=True)
+            if (counts > 1).any():
+                i, j = (which == int((counts > 1).nonzero()[0, 0])).nonzero()[:2, 0].tolist()
+                raise ValueError(f"jitter is {jitter!r} but coords rows {i} and {j} are equal, "
+                                 "so the kernel matrix is singular: expected jitter > 0 "
+                                 "(e.g. 1e-6)")
+        self.lengthscale, self.variance, self.jitter = lengthscale, variance, float(jitter)
         S = self.x.shape[0]
         self.dims = {"z": ("state",), **{k: () for k in self.hyper}}
         self._z_prior = dist.Normal(torch.zeros(S), 1.0).to_event(1)
+        self._fixed = None if self.hyper else self._fixed_factor()
+        self._cast = {}  # (dtype, device) -> self._fixed there
+
+    def __getstate__(self):
+        return {**self.__dict__, "_cast": {}}  # per-device copies: rebuilt on first use
 
     def priors(self):
         return {"z": self._z_prior, **self.hyper}
 
+    @staticmethod
+    def _rbf(x1, x2, lengthscale, variance):
+        """``(..., n1, n2)`` kernel between ``x1 (n1, D)`` and ``x2 (n2, D)``; the
+        hyperparameters are numbers or tensors of batch shape ``(...)``."""
+        ls = torch.as_tensor(lengthscale, dtype=x1.dtype, device=x1.device)[..., None, None]
+        var = torch.as_tensor(variance, dtype=x1.dtype, device=x1.device)[..., None, None]
+        d2 = (x1.unsqueeze(-2) - x2.unsqueeze(-3)).pow(2).sum(-1)
+        return var * torch.exp(-0.5 * d2 / ls**2)
+
     def _chol(self, lengthscale, variance, like):
         x = self.x.to(like)
-        d2 = (x.unsqueeze(-2) - x.unsqueeze(-3)).pow(2).sum(-1)
-        ls = torch.as_tensor(lengthscale, dtype=like.dtype, device=like.device)[..., None, None]
-        var = torch.as_tensor(variance, dtype=like.dtype, device=like.device)[..., None, None]
-        K = var * torch.exp(-0.5 * d2 / ls**2)
-        K = K + self.jitter * torch.eye(x.shape[0], dtype=like.dtype, device=like.device)
-        return torch.linalg.cholesky(K)
+        K = self._rbf(x, x, lengthscale, variance)
+        return torch.linalg.cholesky(
+            K + self.jitter * torch.eye(x.shape[0], dtype=like.dtype, device=like.device))
+
+    def _fixed_factor(self):
+        x = self.x.detach().double()
+        K = self._rbf(x, x, self.lengthscale, self.variance)
+        L, info = torch.linalg.cholesky_ex(
+            K + self.jitter * torch.eye(x.shape[0], dtype=x.dtype, device=x.device))
+        if info:
+            raise ValueError(
+                f"jitter is {self.jitter!r}, too small: K + jitter I is not positive definite "
+                f"(Cholesky fails at row {int(info) - 1}; lengthscale {self.lengthscale!r}, "
+                f"variance {self.variance!r}); expected a larger jitter, e.g. 1e-6 * variance")
+        return L
+
+    def _factor(self, params, like):
+        """``L`` for ``params`` in the dtype and device of ``like``: the cached factor when the
+        hyperparameters are fixed (and not overridden in ``params``), else computed."""
+        if self._fixed is not None and not {"lengthscale", "variance"} & params.keys():
+            key = (like.dtype, like.device)
+            if key not in self._cast:
+                self._cast[key] = self._fixed.to(dtype=like.dtype, device=like.device)
+            return self._cast[key]
+        return self._chol(params.get("lengthscale", self.lengthscale),
+                          params.get("variance", self.variance), like)
 
     def reward(self, params):
         z = params["z"]
-        L = self._chol(params.get("lengthscale", self.lengthscale),
-                       params.get("variance", self.variance), z)
-        return (L @ z.unsqueeze(-1)).squeeze(-1)
+        return (self._factor(params, z) @ z.unsqueeze(-1)).squeeze(-1)
+
+    def predict(self, params, new_coords) -> torch.Tensor:
+        """The GP's conditional mean reward at new inputs, ``(..., S_new)``.
+
+        Given the whitened values ``z`` (the reward ``f = L z`` at the training inputs ``x``),
+        the mean at ``new_coords`` ``(S_new, D)`` is ``K(x_new, x) (K + jitter I)^-1 f =
+        K(x_new, x) L^-T z``: a learned reward carried to another world whose states have
+        inputs ``new_coords``. Batched like :meth:`reward` over the leading dims of
+        ``params`` (posterior draws, each with its own hyperparameters when they have priors);
+        average over draws for the posterior mean. At the training inputs it gives
+        ``f - jitter L^-T z``, the reward up to the jitter.
+        """
+        x_new = _features("new_coords", new_coords)
+        if x_new.dim() != 2 or x_new.shape[1] != self.x.shape[1]:
+            raise ValueError(f"new_coords must have shape (S_new, {self.x.shape[1]}) like "
+                             f"coords, got {tuple(x_new.shape)}")
+        z = params["z"]
+        alpha = torch.linalg.solve_triangular(self._factor(params, z).mT, z.unsqueeze(-1),
+                                              upper=True)                  # (..., S, 1)
+        k = self._rbf(x_new.to(z), self.x.to(z), params.get("lengthscale", self.lengthscale),
+                      params.get("variance", self.variance))              # (..., S_new, S)
+        return (k @ alpha).squeeze(-1)
 
     def check(self, mdp):
         if self.x.shape[0] != mdp.n_states:

@@ -477,9 +477,11 @@ REWARD_MODELS = [
      bug("LinearReward accepts complex features, dropping the imaginary part with only "
          "torch's UserWarning")),
     ("gp-jitter-negative", lambda: birl.GPReward(torch.ones(3, 1), jitter=-1.0), ValueError,
-     "jitter is -1.0",
-     bug("GPReward does not validate jitter: -1, nan or 0 (with repeated coords) are accepted "
-         "and reward() later leaks torch.linalg.LinAlgError from the Cholesky factorisation")),
+     "jitter is -1.0"),
+    ("gp-jitter-nan", lambda: birl.GPReward(torch.ones(3, 1), jitter=NAN), ValueError,
+     "jitter is nan"),
+    ("gp-jitter-0-repeated-coords", lambda: birl.GPReward(torch.ones(3, 1), jitter=0.0),
+     ValueError, "jitter is 0.0 but coords rows 0 and 1 are equal"),
     ("neural-hidden-str", lambda: birl.NeuralReward(torch.ones(3, 2), hidden="ab"), ValueError,
      "hidden is 'ab'",
      bug("NeuralReward(hidden='ab') leaks int()'s \"invalid literal for int()\", hidden=4 "

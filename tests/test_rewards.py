@@ -113,6 +113,83 @@ def test_gp_hyperparameters_batch_with_z():
         torch.testing.assert_close(r[i], fixed.reward({"z": z[i]}))
 
 
+def test_gp_fixed_hyperparameters_factor_once_per_dtype():
+    """Fixed hyperparameters: the Cholesky factor is cached (never recomputed per call), cast to
+    the dtype of z; with a hyperprior every call factors its own draw's kernel."""
+    x = torch.tensor([[0.0], [1.0], [3.0]])
+    model = GPReward(x, lengthscale=1.5, variance=2.0)
+    want = model.reward({"z": torch.eye(S, dtype=torch.float64)})
+
+    def fail(*args):
+        raise AssertionError("refactored the fixed kernel")
+    model._chol = fail
+    for dtype in (torch.float64, torch.float32, torch.float64):
+        z = torch.eye(S, dtype=dtype)
+        r = model.reward({"z": z})
+        assert r.dtype == dtype
+        torch.testing.assert_close(r, want.to(dtype))
+    assert set(model._cast) == {(torch.float64, z.device), (torch.float32, z.device)}
+    # overriding a hyperparameter in params bypasses the cache
+    with pytest.raises(AssertionError, match="refactored"):
+        model.reward({"z": z, "lengthscale": torch.tensor(0.5, dtype=torch.float64)})
+    sampled = GPReward(x, lengthscale=dist.LogNormal(0.0, 0.5), variance=2.0)
+    z = torch.ones(S, dtype=torch.float64)
+    a, b = (sampled.reward({"z": z, "lengthscale": torch.tensor(v, dtype=torch.float64)})
+            for v in (0.5, 3.0))
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(b, GPReward(x, lengthscale=3.0, variance=2.0).reward({"z": z}))
+
+
+def test_gp_predict_is_the_conditional_mean():
+    """predict = K(x_new, x) (K + jitter I)^-1 L z, batched over draws and hyperparameters."""
+    x = torch.tensor([[0.0, 0.0], [1.0, 0.5], [3.0, -1.0]], dtype=torch.float64)
+    x_new = torch.tensor([[0.5, 0.0], [2.0, 2.0], [10.0, 10.0], [1.0, 0.5]], dtype=torch.float64)
+    z = torch.randn(5, S, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+
+    def kernel(a, b, ls, var):
+        return var * torch.exp(-0.5 * torch.cdist(a, b).pow(2) / ls**2)
+
+    model = GPReward(x, lengthscale=1.5, variance=2.0, jitter=1e-4)
+    K = kernel(x, x, 1.5, 2.0) + 1e-4 * torch.eye(S, dtype=torch.float64)
+    f = model.reward({"z": z})                                            # (5, S) = L z
+    want = (kernel(x_new, x, 1.5, 2.0) @ torch.linalg.solve(K, f.T)).T
+    got = model.predict({"z": z}, x_new)
+    assert got.shape == (5, 4)
+    torch.testing.assert_close(got, want)
+    assert float(got[:, 2].abs().max()) < 1e-10            # far from the data: the prior mean
+    torch.testing.assert_close(got[:, 3], f[:, 1], atol=1e-3, rtol=0)   # a training input
+    torch.testing.assert_close(model.predict({"z": z[0]}, x_new), got[0])
+    # hyperparameters per draw, as in a posterior with hyperpriors
+    hyper = GPReward(x, lengthscale=dist.LogNormal(0.0, 0.5), variance=dist.Gamma(2.0, 2.0),
+                     jitter=1e-4)
+    ls = torch.tensor([0.5, 1.0, 2.0, 4.0, 1.5], dtype=torch.float64)
+    var = torch.tensor([1.0, 0.5, 2.0, 1.5, 2.0], dtype=torch.float64)
+    got = hyper.predict({"z": z, "lengthscale": ls, "variance": var}, x_new)
+    for i in range(5):
+        fixed = GPReward(x, lengthscale=float(ls[i]), variance=float(var[i]), jitter=1e-4)
+        torch.testing.assert_close(got[i], fixed.predict({"z": z[i]}, x_new))
+    with pytest.raises(ValueError, match=r"new_coords must have shape \(S_new, 2\)"):
+        model.predict({"z": z}, torch.zeros(4, 3))
+
+
+@pytest.mark.parametrize("coords,jitter,match", [
+    ([[0.0], [1.0], [2.0]], -1.0, "jitter is -1.0, expected a finite number >= 0"),
+    ([[0.0], [1.0], [2.0]], float("inf"), "jitter is inf"),
+    ([[0.0], [1.0], [2.0]], "1e-6", "jitter is '1e-6'"),
+    ([[0.0], [1.0], [0.0]], 0.0, "jitter is 0.0 but coords rows 0 and 2 are equal"),
+    ([[0.0], [1e-9], [2.0]], 0, "jitter is 0.0, too small: K \\+ jitter I is not positive"),
+])
+def test_gp_bad_jitter(coords, jitter, match):
+    with pytest.raises(ValueError, match=match):
+        GPReward(torch.tensor(coords), jitter=jitter)
+
+
+def test_gp_jitter_zero_with_distinct_coords():
+    x = torch.tensor([[0.0], [1.0], [3.0]], dtype=torch.float64)
+    L = GPReward(x, jitter=0.0).reward({"z": torch.eye(S, dtype=torch.float64)}).T
+    torch.testing.assert_close(L @ L.T, torch.exp(-0.5 * torch.cdist(x, x).pow(2)))
+
+
 def test_neural_reward_shapes_and_sites():
     model = NeuralReward(state_features(), hidden=(4, 3))
     pri = model.priors()
