@@ -256,23 +256,24 @@ class GPReward(RewardModel):
         d2 = (x1.unsqueeze(-2) - x2.unsqueeze(-3)).pow(2).sum(-1)
         return var * torch.exp(-0.5 * d2 / ls**2)
 
-    def _chol(self, lengthscale, variance, like):
+    def _covariance(self, lengthscale, variance, like):
+        """``K + jitter I`` ``(..., S, S)`` in the dtype and device of ``like``."""
         x = self.x.to(like)
-        K = self._rbf(x, x, lengthscale, variance)
-        return torch.linalg.cholesky(
-            K + self.jitter * torch.eye(x.shape[0], dtype=like.dtype, device=like.device))
+        return self._rbf(x, x, lengthscale, variance) + self.jitter * torch.eye(
+            x.shape[0], dtype=like.dtype, device=like.device)
+
+    def _chol(self, lengthscale, variance, like):
+        return torch.linalg.cholesky(self._covariance(lengthscale, variance, like))
 
     def _fixed_factor(self):
-        x = self.x.detach().double()
-        K = self._rbf(x, x, self.lengthscale, self.variance)
         L, info = torch.linalg.cholesky_ex(
-            K + self.jitter * torch.eye(x.shape[0], dtype=x.dtype, device=x.device))
+            self._covariance(self.lengthscale, self.variance, self.x.detach().double()))
         if info:
             raise ValueError(
                 f"jitter is {self.jitter!r}, too small: K + jitter I is not positive definite "
                 f"(Cholesky fails at row {int(info) - 1}; lengthscale {self.lengthscale!r}, "
                 f"variance {self.variance!r}); expected a larger jitter, e.g. 1e-6 * variance")
-        return L
+        return L.detach()  # coords are constants: no graph kept across calls
 
     def _factor(self, params, like):
         """``L`` for ``params`` in the dtype and device of ``like``: the cached factor when the
