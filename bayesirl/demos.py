@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesirl.mdp import TabularMDP, _as_tensor, _first_bad, _fmt_index
+from bayesirl.planning import _check_mdp
 
 __all__ = ["Demonstrations", "rollouts"]
 
@@ -237,8 +238,10 @@ class Demonstrations:
 
         Rejects state/action indices out of range, a first state with ``mdp.initial`` probability
         0, an observed transition ``s_t, a_t -> s_{t+1}`` (or ``-> final_states``) with
-        probability 0, and demonstrations longer than a finite MDP's horizon.
+        probability 0, and demonstrations longer than a finite MDP's horizon; ``TypeError``
+        when ``mdp`` is not a :class:`TabularMDP`.
         """
+        _check_mdp(mdp)
         S, A = mdp.n_states, mdp.n_actions
         succ, probs = mdp.successors.to(self.device), mdp.transition_probs.to(self.device)
         _check_range("states", self.states, S, "a state")  # padding is 0, always in range

@@ -12,8 +12,9 @@
 - :func:`sampler`: a reset/step :class:`EnvSampler` view of a Gymnasium environment or of a
   :class:`TabularMDP`, for sample-based algorithms that must not read the transition tables.
 
-Every builder takes an explicit ``seed`` (``np.random.default_rng(seed)``; no global random
-state) and returns float tensors in ``dtype`` (default ``torch.get_default_dtype()``).
+Every builder takes an explicit ``seed``, an int >= 0 (``np.random.default_rng(seed)``; no global
+random state) and returns float tensors in ``dtype``, a floating torch dtype (default
+``torch.get_default_dtype()``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numbers
 import numpy as np
 import torch
 
-from bayesirl.mdp import TabularMDP
+from bayesirl.mdp import TabularMDP, _check_int
 
 __all__ = ["EnvSampler", "from_gymnasium", "gridworld", "objectworld", "random_mdp", "sampler"]
 
@@ -33,14 +34,6 @@ _DEFAULT_DISCOUNT = 0.9
 
 
 # ---------------------------------------------------------------------------- validation helpers
-def _check_int(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} is {value}, expected an integer >= {low}")
-    return int(value)
-
-
 def _check_unit(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
         raise ValueError(f"{name} is {value!r}, expected a number in [0, 1]")
@@ -57,8 +50,25 @@ def _time(horizon, discount):
     return horizon, discount
 
 
+def _rng(seed):
+    """The builders' only source of randomness: a numpy Generator from an int ``seed >= 0``."""
+    return np.random.default_rng(_check_int("seed", seed, low=0))
+
+
+def _float_dtype(dtype):
+    """``dtype`` (default ``torch.get_default_dtype()``), checked to be a floating torch dtype."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float64), got {dtype!r} "
+                        f"({type(dtype).__name__})")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype is {dtype}, expected a floating dtype (torch.float32 or "
+                         "torch.float64): probabilities and features are real numbers")
+    return dtype
+
+
 def _tensor(x, dtype):
-    dtype = dtype or torch.get_default_dtype()
     return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=dtype)
 
 
@@ -118,7 +128,8 @@ def gridworld(size=8, slip=0.1, horizon=None, discount=None, block=2, seed=0, dt
     slip = _check_unit("slip", slip)
     horizon, discount = _time(horizon, discount)
     bh, bw = _block_shape(block, size)
-    rng = np.random.default_rng(seed)
+    dtype = _float_dtype(dtype)
+    rng = _rng(seed)
     r, c = np.divmod(np.arange(size * size), size)
     mcols = size // bw
     d = (size // bh) * mcols
@@ -163,9 +174,10 @@ def objectworld(size=32, n_colors=2, density=0.05, determinism=0.7, discount=0.9
     n_colors = _check_int("n_colors", n_colors, low=2)
     density = _check_unit("density", density)
     determinism = _check_unit("determinism", determinism)
+    dtype = _float_dtype(dtype)
     if horizon is not None:
         discount = None
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     n_obj = round(density * size * size)
     cells = rng.choice(size * size, size=n_obj, replace=False)
     colors = rng.integers(0, n_colors, size=(n_obj, 2))                  # (outer, inner)
@@ -211,7 +223,8 @@ def random_mdp(n_states=100, n_actions=4, branching=3, n_features=8, horizon=Non
     if K > S:
         raise ValueError(f"branching is {K}, expected at most n_states={S}")
     horizon, discount = _time(horizon, discount)
-    rng = np.random.default_rng(seed)
+    dtype = _float_dtype(dtype)
+    rng = _rng(seed)
     succ = _distinct_successors(rng, S, K, S * A).reshape(S, A, K)
     probs = rng.dirichlet(np.ones(K), size=(S, A))
     features = rng.standard_normal((S, d))
@@ -311,6 +324,7 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
     ``shape`` (CliffWalking) when it matches S. Neither horizon nor discount means
     ``discount=0.9``.
     """
+    dtype = _float_dtype(dtype)
     env = _make_env(env)
     u = getattr(env, "unwrapped", env)
     if not hasattr(u, "P"):
@@ -470,6 +484,7 @@ def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.2
     """
     size = _check_int("size", size, low=3)
     slip = _check_unit("slip", slip)
+    dtype = _float_dtype(dtype)
     g = size // 2
     goal_cell = _grid_cells("goal", [(0, size - 1) if goal is None else goal], size)
     lava_cells = _grid_cells("lava", [(r, c) for r in range(g, min(g + 3, size))
@@ -477,7 +492,7 @@ def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.2
                              size)
     if np.isin(goal_cell, lava_cells).any():
         raise ValueError(f"goal {goal!r} is a lava cell")
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed)
     S = size * size
     kind = np.full(S, -1)                                  # -1: open
     coloured = rng.random(S) < _check_unit("terrain", terrain)

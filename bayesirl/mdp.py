@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,35 @@ def _as_tensor(name, value, dtype=None, device=None, integer=False):
     if not t.dtype.is_floating_point:
         t = t.to(torch.get_default_dtype())
     return t.to(device=device, dtype=dtype or t.dtype)
+
+
+def _check_int(name, value, low=1) -> int:
+    """``value`` as an int ``>= low``; bools, floats and strings are rejected, naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < low:
+        raise ValueError(f"{name} is {value}, expected an integer >= {low}")
+    return int(value)
+
+
+def _positive_ints(values) -> tuple[int, ...] | None:
+    """``values`` as a tuple of ints >= 1, or None when it is not a sequence of those."""
+    try:
+        return tuple(_check_int("value", x) for x in values)
+    except (TypeError, ValueError):
+        return None
+
+
+def _names(name, values, n) -> tuple[str, ...]:
+    """``values`` as a tuple of ``n`` strings, naming ``name`` when it is not a sequence."""
+    try:
+        names = tuple(str(x) for x in values)
+    except TypeError as e:
+        raise TypeError(f"{name} must be a sequence of {n} names, got {values!r} "
+                        f"({type(values).__name__})") from e
+    if len(names) != n:
+        raise ValueError(f"{name} has {len(names)} names, expected {n}")
+    return names
 
 
 def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
@@ -157,11 +187,7 @@ class TabularMDP:
             raise ValueError("give exactly one of horizon (finite) or discount (infinite), got "
                              f"horizon={self.horizon!r}, discount={self.discount!r}")
         if self.horizon is not None:
-            if isinstance(self.horizon, bool) or not float(self.horizon).is_integer():
-                raise TypeError(f"horizon must be an integer, got {self.horizon!r}")
-            if int(self.horizon) < 1:
-                raise ValueError(f"horizon is {self.horizon}, expected an integer >= 1")
-            set_(self, "horizon", int(self.horizon))
+            set_(self, "horizon", _check_int("horizon", self.horizon))
         else:
             g = self.discount
             if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g):
@@ -180,11 +206,7 @@ class TabularMDP:
             set_(self, "features", phi)
             d = phi.shape[-1]
             if self.feature_names is not None:
-                names = tuple(str(n) for n in self.feature_names)
-                if len(names) != d:
-                    raise ValueError(f"feature_names has {len(names)} names, expected {d} "
-                                     "(one per feature)")
-                set_(self, "feature_names", names)
+                set_(self, "feature_names", _names("feature_names", self.feature_names, d))
         elif self.feature_names is not None:
             raise ValueError("feature_names given without features")
 
@@ -197,18 +219,14 @@ class TabularMDP:
             set_(self, "reward", r)
 
         if self.shape is not None:
-            shape = tuple(int(x) for x in self.shape)
-            if len(shape) != 2 or shape[0] * shape[1] != S:
-                raise ValueError(f"shape is {self.shape}, expected (rows, cols) with "
+            shape = _positive_ints(self.shape)
+            if shape is None or len(shape) != 2 or shape[0] * shape[1] != S:
+                raise ValueError(f"shape is {self.shape!r}, expected (rows, cols) with "
                                  f"rows * cols == {S}")
             set_(self, "shape", shape)
         for field, n in (("state_names", S), ("action_names", A)):
-            names = getattr(self, field)
-            if names is not None:
-                names = tuple(str(x) for x in names)
-                if len(names) != n:
-                    raise ValueError(f"{field} has {len(names)} names, expected {n}")
-                set_(self, field, names)
+            if getattr(self, field) is not None:
+                set_(self, field, _names(field, getattr(self, field), n))
 
     # ------------------------------------------------------------------ construction
     @classmethod

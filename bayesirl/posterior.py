@@ -19,9 +19,14 @@ import torch
 
 from bayesirl.demos import Demonstrations, rollouts
 from bayesirl.diagnostics import check_convergence
-from bayesirl.mdp import TabularMDP
-from bayesirl.model import action_log_probs, demo_log_likelihood
-from bayesirl.planning import broadcast_reward
+from bayesirl.mdp import TabularMDP, _as_tensor
+from bayesirl.model import (
+    action_log_probs,
+    check_likelihood,
+    check_rationality,
+    demo_log_likelihood,
+)
+from bayesirl.planning import _check_mdp, broadcast_reward
 
 __all__ = ["RewardPosterior"]
 
@@ -98,11 +103,17 @@ class RewardPosterior:
         """A posterior from explicit reward draws ``(draws, S)`` or ``(draws, S, A)``.
 
         Any sampler's output works; with ``demos`` the pointwise log-likelihood is computed
-        (under ``likelihood`` and ``rationality``) so LOO and predictive checks apply.
+        (under ``likelihood`` and ``rationality``, a fixed number > 0) so LOO and predictive
+        checks apply.
         """
-        if not isinstance(mdp, TabularMDP):
-            raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
-        r = torch.as_tensor(reward_draws, dtype=mdp.dtype, device=mdp.device)
+        _check_mdp(mdp)
+        if demos is not None and not isinstance(demos, Demonstrations):
+            raise TypeError(f"demos must be Demonstrations or None, got {type(demos).__name__}")
+        likelihood = check_likelihood(likelihood)
+        if isinstance(check_rationality(rationality), torch.distributions.Distribution):
+            raise TypeError("rationality must be a number > 0 here (reward draws carry no "
+                            f"rationality draws), got {type(rationality).__name__}")
+        r = _as_tensor("reward_draws", reward_draws, mdp.dtype, mdp.device)
         S, A = mdp.n_states, mdp.n_actions
         if r.dim() not in (2, 3) or r.shape[1] != S or (r.dim() == 3 and r.shape[2] != A) or (
                 r.shape[0] < 1):
@@ -263,6 +274,8 @@ class RewardPosterior:
     @classmethod
     def load(cls, path, mdp: TabularMDP | None = None) -> RewardPosterior:
         """Read a posterior written by :meth:`save`; with ``mdp``, check it is the same MDP."""
+        if mdp is not None:
+            _check_mdp(mdp)
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no posterior file at {path}")

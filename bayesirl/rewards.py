@@ -20,6 +20,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
+from torch.distributions import constraints
+
+from bayesirl.mdp import _as_tensor, _positive_ints
 
 __all__ = ["GPReward", "LinearReward", "NeuralReward", "RewardModel", "TabularReward"]
 
@@ -39,6 +42,16 @@ def _check_prior(name: str, prior, shape: tuple[int, ...]) -> dist.Distribution:
         value = getattr(prior, attr, None)
         if isinstance(value, torch.Tensor) and not torch.isfinite(value).all():
             raise ValueError(f"{name}.{attr} is {value.tolist()}, expected finite values")
+    try:
+        supports = prior.arg_constraints
+    except NotImplementedError:  # a custom distribution that declares none
+        supports = {}
+    for attr, support in supports.items():  # validate_args=False skips these checks
+        value = getattr(prior, attr, None)
+        if (isinstance(value, torch.Tensor) and not constraints.is_dependent(support)
+                and not support.check(value).all()):
+            want = "> 0" if support is constraints.positive else f"in {support}"
+            raise ValueError(f"{name}.{attr} is {value.tolist()}, expected values {want}")
     if not isinstance(prior, TorchDistributionMixin):
         prior = _wrap(prior)
     return prior.expand(shape).to_event(len(shape)) if shape else prior
@@ -60,6 +73,13 @@ def is_improper(prior: dist.Distribution) -> bool:
     while isinstance(base, (dist.Independent, dist.ExpandedDistribution)):
         base = base.base_dist
     return isinstance(base, dist.ImproperUniform)
+
+
+def _unidentified(direction: str, remedy: str) -> ValueError:
+    """The error for an improper prior along a direction of the parameters that the likelihood
+    cannot see (the soft and Boltzmann policies ignore it): the posterior would be improper."""
+    return ValueError(f"prior is improper but {direction}: the likelihood cannot identify it, "
+                      f"so the posterior is improper; {remedy}")
 
 
 class RewardModel:
@@ -88,9 +108,7 @@ class RewardModel:
 
 
 def _features(name, features) -> torch.Tensor:
-    phi = torch.as_tensor(features)
-    if not phi.dtype.is_floating_point:
-        phi = phi.to(torch.get_default_dtype())
+    phi = _as_tensor(name, features)  # TypeError for strings, ragged lists, complex values
     if phi.dim() not in (2, 3):
         raise ValueError(f"{name} must have shape (S, d) or (S, A, d), got {tuple(phi.shape)}")
     if not torch.isfinite(phi).all():
@@ -151,11 +169,10 @@ class LinearReward(RewardModel):
             centred = centred - centred.mean(0)
             rank = int(torch.linalg.matrix_rank(centred))
             if rank < centred.shape[1]:
-                raise ValueError(
-                    "prior is improper but the features have a direction u with phi . u "
-                    f"constant over states and actions (centred rank {rank} < "
-                    f"{centred.shape[1]}): the likelihood cannot identify it, so the posterior "
-                    "is improper; use a proper prior or drop the constant direction")
+                raise _unidentified(
+                    "the features have a direction u with phi . u constant over states and "
+                    f"actions (centred rank {rank} < {centred.shape[1]})",
+                    "use a proper prior or drop the constant direction")
 
 
 class TabularReward(RewardModel):
@@ -184,6 +201,11 @@ class TabularReward(RewardModel):
         want = (mdp.n_states,) if len(self.shape) == 1 else (mdp.n_states, mdp.n_actions)
         if self.shape != want:
             raise ValueError(f"TabularReward has shape {self.shape}, but the MDP needs {want}")
+        if is_improper(self.prior):  # a constant added to every reward leaves policies alone
+            raise _unidentified(
+                f"theta {self.shape} has the direction (1, ..., 1): adding a constant to every "
+                "reward leaves the expert's policy unchanged", "use a proper prior "
+                "(e.g. dist.Normal(0., 1.))")
 
 
 class GPReward(RewardModel):
@@ -338,9 +360,11 @@ class NeuralReward(RewardModel):
         if not (isinstance(prior_scale, (int, float)) and math.isfinite(prior_scale)
                 and prior_scale > 0):
             raise ValueError(f"prior_scale is {prior_scale!r}, expected a number > 0")
-        widths = [self.features.shape[1], *[int(h) for h in hidden], 1]
-        if any(w < 1 for w in widths):
-            raise ValueError(f"hidden is {hidden!r}, expected positive widths")
+        widths = _positive_ints(hidden)
+        if widths is None:
+            raise ValueError(f"hidden is {hidden!r}, expected positive widths: a sequence of "
+                             "ints >= 1, e.g. (32, 32)")
+        widths = [self.features.shape[1], *widths, 1]
         self._priors = {}
         self.dims = {}
         for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
