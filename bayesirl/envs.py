@@ -311,6 +311,17 @@ def _grid_shape(unwrapped, S):
     return None
 
 
+def _map_names(unwrapped, S):
+    """State names like ``"H(1,1)"``, the map letter then the cell, from a character map
+    ``desc`` of S cells (FrozenLake: S start, F frozen, H hole, G goal); None without one."""
+    desc = getattr(unwrapped, "desc", None)
+    if desc is None or np.ndim(desc) != 2 or np.size(desc) != S:
+        return None
+    letters = [[x.decode("ascii", "replace") if isinstance(x, bytes) else str(x) for x in row]
+               for row in np.asarray(desc)]
+    return tuple(f"{ch}({r},{c})" for r, row in enumerate(letters) for c, ch in enumerate(row))
+
+
 def from_gymnasium(env, horizon=None, discount=None, features=None, feature_names=None,
                    initial=None, dtype=None):
     """A :class:`TabularMDP` from a toy-text Gymnasium environment's table ``env.unwrapped.P``.
@@ -321,8 +332,10 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
     duplicate ``(s, a, s')`` entries are summed. ``mdp.reward: (S, A)`` is the expected immediate
     reward. Features default to one-hot states ``(S, S)``. ``initial: (S,)`` defaults to
     ``env.unwrapped.initial_state_distrib``. Grid ``shape`` comes from ``desc`` (FrozenLake) or
-    ``shape`` (CliffWalking) when it matches S. Neither horizon nor discount means
-    ``discount=0.9``.
+    ``shape`` (CliffWalking) when it matches S. A character map ``desc`` (FrozenLake) also gives
+    the state names: the cell's letter then the cell, ``"S(0,0)"``, ``"H(1,1)"``, ``"G(3,3)"``
+    (:func:`bayesirl.plots.map_marks` reads them to mark holes and the goal on plots).
+    Neither horizon nor discount means ``discount=0.9``.
     """
     dtype = _float_dtype(dtype)
     env = _make_env(env)
@@ -345,7 +358,7 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
         successors=torch.as_tensor(succ), transition_probs=_tensor(probs, dtype),
         initial=_tensor(initial, dtype), horizon=horizon, discount=discount,
         features=_tensor(features, dtype), feature_names=feature_names,
-        reward=_tensor(reward, dtype), shape=_grid_shape(u, S))
+        reward=_tensor(reward, dtype), shape=_grid_shape(u, S), state_names=_map_names(u, S))
 
 
 # ---------------------------------------------------------------------------- sampler view

@@ -4,20 +4,25 @@ Every function takes ``ax=None`` (or ``axes=None``) and returns what it drew on;
 it makes a new figure with :func:`matplotlib.pyplot.subplots`. Grid MDPs (``mdp.shape`` set)
 are drawn as images with row 0 at the top, so the action "up" points up; states are
 ``s = row * cols + col``. Other MDPs get bar plots (rewards) or a state x action image
-(policies).
+(policies). On grids, :func:`plot_reward` and :func:`plot_policy` mark special cells with a
+letter (``marks``): by default those of the MDP's map (:func:`map_marks`, e.g. FrozenLake's
+start, holes and goal), or any cells you give.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import re
 import warnings
+from collections import Counter
 
 import numpy as np
 import torch
 
 __all__ = [
     "GYM_DIRECTIONS",
+    "map_marks",
     "plot_diagnostics",
     "plot_elbo",
     "plot_policy",
@@ -25,6 +30,7 @@ __all__ = [
     "plot_recovery",
     "plot_reward",
     "plot_reward_panels",
+    "plot_visits",
 ]
 
 #: (d_row, d_col) of the action names that :func:`plot_policy` draws as arrows
@@ -36,6 +42,7 @@ _ARROW = 0.45   # arrow length, in cells, of an action taken with probability 1
 _DOT = 120.0    # marker area (points^2) of "stay" taken with probability 1
 _MAX_BARS = 40  # non-grid MDPs with more states get points instead of bars
 _STAT_LABELS = {"mean": "reward", "sd": "posterior sd of reward"}
+_MAP_NAME = re.compile(r"(\S)\((\d+),(\d+)\)")  # "H(1,1)": map letter, row, column
 
 
 def _new_axes(ax, ncols=1, figsize=None):
@@ -107,7 +114,8 @@ def _stat(draws: np.ndarray, stat: str, prob: float) -> np.ndarray:
 
 
 def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
-                over_actions: str = "max", prob: float = 0.9, cmap=None, title=None):
+                over_actions: str = "max", prob: float = 0.9, cmap=None, title=None,
+                marks="auto"):
     """Reward map: a heatmap on grid MDPs, else one bar per state (points beyond 40 states)
     with the central ``prob`` interval of posterior draws.
 
@@ -120,6 +128,9 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
         over_actions: how a state-action reward becomes a map: ``"max"`` or ``"mean"`` over
             actions (the title says which); state rewards are drawn as they are.
         cmap, title: matplotlib colormap and title (defaults depend on ``stat``).
+        marks: letters drawn on grid cells (``ax.texts``): ``"auto"`` (the MDP's map,
+            :func:`map_marks`: FrozenLake's ``S``, ``H``, ``G``), ``None``, or a dict
+            ``{state or (row, col): label}``, e.g. ``{s: "L" for s in lava}``.
 
     Returns the axes. The colorbar (``ax.images[0].colorbar``) is labelled "reward",
     "posterior sd of reward" or "90% interval width of reward".
@@ -129,6 +140,7 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
     if not 0 < prob < 1:
         raise ValueError(f"prob is {prob!r}, expected a number in (0, 1)")
     mdp, draws, source = _reward_draws(mdp_or_posterior, reward)
+    marks = _marks(mdp, marks)
     values, note = _reduce_actions(_stat(draws, stat, prob), over_actions)
     label = _STAT_LABELS.get(stat, f"{prob:.0%} interval width of reward")
     if title is None:
@@ -144,6 +156,7 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
                        interpolation="nearest")
         ax.figure.colorbar(im, ax=ax, label=label, shrink=0.9)
         _grid_axes(ax, rows, cols)
+        _draw_marks(ax, mdp, marks)
     else:
         S = values.shape[0]
         x = np.arange(S)
@@ -184,6 +197,78 @@ def _grid_axes(ax, rows, cols):
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("column")
     ax.set_ylabel("row")
+
+
+def map_marks(mdp) -> dict[int, str]:
+    """The special cells of a grid MDP's map: ``{state: letter}``.
+
+    Read from state names of the form ``"H(1,1)"`` (the cell's map letter, then its row and
+    column), which :func:`bayesirl.envs.from_gymnasium` gives FrozenLake's states; every letter
+    but the most common one (the plain cells) is special: FrozenLake's start ``S``, holes ``H``
+    and goal ``G``. Empty for MDPs without such names or without a grid ``shape``.
+    """
+    names = getattr(mdp, "state_names", None)
+    if mdp.shape is None or not names:
+        return {}
+    cols = mdp.shape[1]
+    letters = []
+    for s, name in enumerate(names):
+        m = _MAP_NAME.fullmatch(str(name))
+        if m is None or (int(m[2]), int(m[3])) != divmod(s, cols):
+            return {}
+        letters.append(m[1])
+    plain = Counter(letters).most_common(1)[0][0]
+    return {s: ch for s, ch in enumerate(letters) if ch != plain}
+
+
+def _marks(mdp, marks) -> dict[int, str]:
+    """``marks`` ("auto", None or ``{state or (row, col): label}``) as ``{state: label}``."""
+    if isinstance(marks, str) and marks == "auto":
+        return map_marks(mdp)
+    if marks is None:
+        return {}
+    if not isinstance(marks, dict):
+        raise TypeError(f"marks must be 'auto', None or a dict {{state or (row, col): label}}, "
+                        f"got {type(marks).__name__}")
+    if marks and mdp.shape is None:
+        raise ValueError("marks are drawn on grid MDPs (mdp.shape set); this MDP has no grid "
+                         "shape, pass marks=None")
+    rows, cols = mdp.shape or (0, 0)
+    out = {}
+    for key, label in marks.items():
+        cell = tuple(key) if isinstance(key, (tuple, list)) else None
+        if cell is not None and len(cell) == 2 and all(
+                isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in cell) and (
+                0 <= cell[0] < rows and 0 <= cell[1] < cols):
+            state = int(cell[0]) * cols + int(cell[1])
+        elif isinstance(key, (int, np.integer)) and not isinstance(key, bool) and (
+                0 <= key < mdp.n_states):
+            state = int(key)
+        else:
+            raise ValueError(f"marks key {key!r} is not a state in [0, {mdp.n_states}) or a "
+                             f"(row, col) cell of the {rows} x {cols} grid")
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"marks[{key!r}] is {label!r}, expected a non-empty string")
+        out[state] = label
+    return out
+
+
+def _draw_marks(ax, mdp, marks: dict[int, str], corner: bool = False) -> None:
+    """Each mark as bold white text with a dark outline, centred in its cell (``corner``: in
+    the top-left corner, clear of policy arrows)."""
+    from matplotlib import patheffects
+
+    if not marks:
+        return
+    rows, cols = mdp.shape
+    size = max(6.0, min(14.0, 160.0 / max(rows, cols))) * (0.8 if corner else 1.0)
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    for s, label in marks.items():
+        r, c = divmod(s, cols)
+        x, y = (c - 0.42, r - 0.42) if corner else (c, r)
+        ax.text(x, y, label, ha="left" if corner else "center",
+                va="top" if corner else "center", fontsize=size, fontweight="bold",
+                color="white", path_effects=outline, zorder=4)
 
 
 def plot_reward_panels(posterior, axes=None, show_true: bool = False, over_actions="max"):
@@ -250,7 +335,8 @@ def _directions(mdp, directions):
 
 
 def plot_policy(mdp, policy, ax=None, uncertainty=None, t: int = 0, background=None,
-                directions=None, min_prob: float = 0.02, title=None, max_draws: int = 200):
+                directions=None, min_prob: float = 0.02, title=None, max_draws: int = 200,
+                marks="auto"):
     """Action probabilities: arrows on grid MDPs, a state x action image otherwise.
 
     Args:
@@ -265,6 +351,8 @@ def plot_policy(mdp, policy, ax=None, uncertainty=None, t: int = 0, background=N
         directions: action names from ``stay, up, down, left, right`` in action order
             (default ``mdp.action_names``; :data:`GYM_DIRECTIONS` has Gymnasium's grids).
         min_prob: arrows (and dots) for smaller probabilities are not drawn.
+        marks: letters in the top-left corner of grid cells, as in :func:`plot_reward`
+            (default: the MDP's map, e.g. FrozenLake's holes and goal).
 
     On grids each move action with probability ``p >= min_prob`` is one arrow from the cell
     centre (one ``matplotlib.quiver.Quiver`` in ``ax.collections``) whose length is
@@ -273,6 +361,7 @@ def plot_policy(mdp, policy, ax=None, uncertainty=None, t: int = 0, background=N
     Returns the axes.
     """
     S, A = mdp.n_states, mdp.n_actions
+    marks = _marks(mdp, marks)
     if isinstance(uncertainty, str) and (uncertainty != "sd" or not _is_posterior(policy)):
         raise ValueError(f"uncertainty is {uncertainty!r}; 'sd' needs a RewardPosterior "
                          "policy, else pass an array")
@@ -354,8 +443,50 @@ def plot_policy(mdp, policy, ax=None, uncertainty=None, t: int = 0, background=N
     ax.grid(which="minor", color="0.85", lw=0.5)
     ax.tick_params(which="minor", length=0)
     _grid_axes(ax, rows, cols)
+    _draw_marks(ax, mdp, marks, corner=True)
     ax.set_title(title or "expert policy" + when
                  + (" (faint = uncertain)" if uncertainty is not None else ""), loc="left")
+    return ax
+
+
+def plot_visits(mdp, policy, ax=None, vmax=None, marks="auto", title=None):
+    """Where a policy goes: its expected visits per state from ``mdp.initial``
+    (:func:`bayesirl.occupancy` summed over actions, and over the steps of a finite horizon;
+    discounted visits otherwise).
+
+    Args:
+        policy: a plan or probabilities ``(S, A)`` / ``(T, S, A)``.
+        vmax: clip the colour scale there (e.g. 1, so that a path shows next to the cell where
+            the agent then stays); the colorbar says so.
+        marks: as in :func:`plot_reward`.
+
+    A grid MDP gets an image (``ax.images[0]``, colorbar "expected visits"), others bars.
+    Returns the axes.
+    """
+    from bayesirl.planning import occupancy
+
+    marks = _marks(mdp, marks)
+    if not hasattr(policy, "log_policy"):
+        policy = torch.as_tensor(policy, dtype=mdp.dtype, device=mdp.device)
+    visits = _numpy(occupancy(mdp, policy).sum(-1))
+    label = "expected visits" if mdp.finite_horizon else "expected discounted visits"
+    clipped = vmax is not None and visits.max() > vmax
+    ax = _new_axes(ax)
+    if mdp.shape is not None:
+        rows, cols = mdp.shape
+        im = ax.imshow(visits.reshape(rows, cols), cmap="Purples", vmin=0, vmax=vmax,
+                       origin="upper", interpolation="nearest")
+        ax.figure.colorbar(im, ax=ax, shrink=0.9, extend="max" if clipped else "neither",
+                           label=label + (f" (clipped at {vmax:g})" if clipped else ""))
+        _grid_axes(ax, rows, cols)
+        _draw_marks(ax, mdp, marks)
+    else:
+        ax.bar(np.arange(mdp.n_states), visits, color="C4", width=0.8)
+        ax.set_xlabel("state")
+        ax.set_ylabel(label)
+        if vmax is not None:
+            ax.set_ylim(0, vmax)
+    ax.set_title(title or "where the policy goes")
     return ax
 
 

@@ -220,6 +220,9 @@ def test_from_gymnasium_frozenlake(slippery, K):
     desc = env.unwrapped.desc.flatten()
     assert terminal == {s for s in range(16) if desc[s] in (b"H", b"G")}
     assert mdp.reward[14, 2].item() == pytest.approx(1 / 3 if slippery else 1.0)
+    # state names from the map: letter, then (row, col)
+    assert mdp.state_names[:6] == ("S(0,0)", "F(0,1)", "F(0,2)", "F(0,3)", "F(1,0)", "H(1,1)")
+    assert mdp.state_names[15] == "G(3,3)"
 
 
 def test_from_gymnasium_cliffwalking_and_taxi():
@@ -228,6 +231,7 @@ def test_from_gymnasium_cliffwalking_and_taxi():
     assert cliff.discount == 0.9 and cliff.features.dtype == torch.float32
     assert table_check(cliff, gymnasium.make(CLIFF)) == {47}
     assert cliff.reward[36, 1] == -100 and cliff.initial[36] == 1
+    assert cliff.state_names is None  # no character map
     env = gymnasium.make(TAXI)
     taxi = envs.from_gymnasium(env, discount=0.95)
     assert (taxi.n_states, taxi.n_actions, taxi.shape) == (500, 6, None)

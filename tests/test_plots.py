@@ -206,6 +206,75 @@ def test_policy_with_gym_directions():
         plots.plot_policy(mdp, probs, directions=("north",) * 5)
 
 
+def texts_of(ax):
+    return sorted((t.get_text(), tuple(np.round(t.get_position(), 2))) for t in ax.texts)
+
+
+def test_frozenlake_marks_start_holes_and_goal():
+    pytest.importorskip("gymnasium")
+    mdp = birl.envs.from_gymnasium("FrozenLake-v1", horizon=5, dtype=torch.float64)
+    marks = plots.map_marks(mdp)
+    assert marks == {0: "S", 5: "H", 7: "H", 11: "H", 12: "H", 15: "G"}
+    cells = sorted((label, (s % 4, s // 4)) for s, label in marks.items())     # (x=col, y=row)
+    post = birl.RewardPosterior.from_draws(mdp, torch.randn(
+        10, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    for ax in (plots.plot_reward(post), plots.plot_reward(post, stat="sd")):
+        assert texts_of(ax) == cells
+        assert {t.get_ha() for t in ax.texts} == {"center"}
+    ax = plots.plot_policy(mdp, post, directions=plots.GYM_DIRECTIONS["FrozenLake"])
+    assert texts_of(ax) == [(label, (round(x - 0.42, 2), round(y - 0.42, 2)))
+                            for label, (x, y) in cells]
+    assert len(plots.plot_reward(post, marks=None).texts) == 0
+
+
+def test_marks_given_by_the_user(grid):
+    ax = plots.plot_reward(grid, marks={(1, 2): "L", 0: "A", np.int64(15): "G"})
+    assert texts_of(ax) == [("A", (0, 0)), ("G", (3, 3)), ("L", (2, 1))]
+    assert len(plots.plot_reward(grid).texts) == 0          # gridworld has no map: nothing marked
+    assert plots.map_marks(grid) == {}
+    probs = torch.full((grid.n_states, 5), 0.2, dtype=torch.float64)
+    ax = plots.plot_policy(grid, probs, marks={5: "X"})
+    assert texts_of(ax) == [("X", (0.58, 0.58))]
+
+
+@pytest.mark.parametrize("marks, error, match", [
+    ({16: "X"}, ValueError, r"marks key 16 is not a state in \[0, 16\)"),
+    ({(4, 0): "X"}, ValueError, r"marks key \(4, 0\) .* 4 x 4 grid"),
+    ({True: "X"}, ValueError, "marks key True"),
+    ({0: ""}, ValueError, r"marks\[0\] is ''"),
+    ({0: 1}, ValueError, r"marks\[0\] is 1, expected a non-empty string"),
+    ([0, 1], TypeError, "marks must be 'auto', None or a dict"),
+])
+def test_bad_marks(grid, marks, error, match):
+    with pytest.raises(error, match=match):
+        plots.plot_reward(grid, marks=marks)
+
+
+def test_marks_need_a_grid():
+    mdp = birl.envs.random_mdp(n_states=6, n_actions=3, horizon=3, dtype=torch.float64)
+    assert len(plots.plot_reward(mdp).texts) == 0           # "auto": nothing to mark
+    with pytest.raises(ValueError, match="marks are drawn on grid MDPs"):
+        plots.plot_reward(mdp, marks={0: "X"})
+
+
+def test_visits_map_is_the_occupancy(grid):
+    plan = birl.soft_value_iteration(grid, grid.reward)
+    visits = birl.occupancy(grid, plan).sum(-1).numpy()
+    ax = plots.plot_visits(grid, plan)
+    np.testing.assert_allclose(ax.images[0].get_array(), visits.reshape(4, 4))
+    assert colorbar_label(ax) == "expected visits"
+    ax = plots.plot_visits(grid, plan.log_policy.exp(), vmax=0.5, marks={0: "S"})
+    assert ax.images[0].get_clim() == (0.0, 0.5)
+    assert colorbar_label(ax) == "expected visits (clipped at 0.5)"
+    assert texts_of(ax) == [("S", (0, 0))]
+    mdp = birl.envs.random_mdp(n_states=6, n_actions=3, discount=0.5, dtype=torch.float64)
+    plan = birl.soft_value_iteration(mdp, mdp.reward)
+    ax = plots.plot_visits(mdp, plan)
+    heights = [bar.get_height() for bar in ax.patches]
+    np.testing.assert_allclose(heights, birl.occupancy(mdp, plan).sum(-1).numpy())
+    assert ax.get_ylabel() == "expected discounted visits"
+
+
 def test_recovery_plot_points_intervals_and_identity(grid):
     post = fake_posterior(grid)
     ax = plots.plot_recovery(grid.reward, post, prob=0.9)
