@@ -4,7 +4,9 @@
 bar, prints the posterior summary and the convergence diagnostics, and writes to ``--out``:
 ``posterior.nc`` (ArviZ netCDF, read back by :meth:`RewardPosterior.load`), ``summary.csv``,
 ``reward.png``, ``policy.png``, ``diagnostics.png`` (MCMC trace and rank plots, or the ELBO of an
-SVI fit), ``recovery.png`` (when the true reward is known) and ``report.md``.
+SVI fit), ``recovery.png`` (when the true reward is known) and ``report.md``; a spec with a
+``[decisions]`` table also gets ``decisions.csv`` and ``decisions.png``: the policy optimal for
+the posterior-mean reward against the robust (BROIL) policy.
 
 Exit codes: 0 success, 2 a bad spec or bad arguments (one line on stderr), 1 inference failed.
 ``BAYESIRL_FAST=1`` shrinks the sample counts so that any spec runs in seconds.
@@ -22,7 +24,15 @@ import time
 import warnings
 from pathlib import Path
 
-from bayesirl.spec import METHODS, SpecError, apply_overrides, build, fast_mode, load_spec
+from bayesirl.spec import (
+    METHODS,
+    SpecError,
+    apply_overrides,
+    build,
+    deployment_mdp,
+    fast_mode,
+    load_spec,
+)
 
 __all__ = ["DEFAULT_SPEC", "default_spec_path", "main"]
 
@@ -126,10 +136,12 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run inference on a problem spec and write the posterior, plots and a "
                     "report",
         description="Run the inference a TOML spec describes ([environment], "
-                    "[demonstrations], [reward], [likelihood], [inference]); print the "
-                    "posterior summary and diagnostics; write posterior.nc, summary.csv, "
-                    "reward.png, policy.png, diagnostics.png, recovery.png (when the true "
-                    "reward is known) and report.md to --out.")
+                    "[demonstrations], [reward], [likelihood], [inference], optionally "
+                    "[decisions]); print the posterior summary and diagnostics; write "
+                    "posterior.nc, summary.csv, reward.png, policy.png, diagnostics.png, "
+                    "recovery.png (when the true reward is known), decisions.csv and "
+                    "decisions.png (with [decisions]: posterior-mean against robust policy) "
+                    "and report.md to --out.")
     run.add_argument("spec", metavar="SPEC.toml", type=Path, help="the problem specification")
     _add_output_options(run)
     run.add_argument("--method", choices=METHODS, default=None,
@@ -294,7 +306,52 @@ def _figures(post, spec, out: Path) -> dict[str, str]:
     return made
 
 
-def _report(spec, built, post, summary, diagnostics, figures, timing, out: Path) -> None:
+def _decisions(post, spec, mdp, out: Path):
+    """The policy optimal for the posterior-mean reward against the robust BROIL policy on
+    ``mdp`` (the deployment MDP): their returns under the posterior draws (mean and CVaR) and
+    under the true reward, as a table (also ``decisions.csv``), and both policies side by side
+    in ``decisions.png``. Returns ``(table, figure file)``."""
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from bayesirl import decisions, plots
+    from bayesirl.planning import policy_value
+
+    d = spec.decisions
+    robust_name = f"robust (BROIL, alpha = {d.alpha:g}, lam = {d.lam:g})"
+    policies = {"posterior-mean reward": decisions.bayes_optimal_policy(mdp, post).policy,
+                robust_name: decisions.robust_policy(mdp, post, alpha=d.alpha,
+                                                     lam=d.lam).policy}
+    rows = {}
+    for name, pi in policies.items():
+        returns = policy_value(mdp, pi, post.reward())
+        rows[name] = {"posterior mean return": float(returns.mean()),
+                      f"CVaR {d.alpha:g} of return": decisions.cvar(returns, d.alpha)}
+        if mdp.reward is not None:
+            rows[name]["true return"] = float(policy_value(mdp, pi, mdp.reward))
+    table = pd.DataFrame(rows).T
+    table.to_csv(out / "decisions.csv")
+    marks = plots.map_marks(mdp)
+    if d.start is not None and mdp.shape is not None:
+        marks.update({int(s): "S" for s in mdp.initial.nonzero().reshape(-1)})
+    grid = mdp.shape is not None
+    fig = Figure(figsize=(15.0, 4.6) if grid else (16.0, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    if mdp.reward is not None:
+        plots.plot_reward(mdp, ax=axes[0], marks=marks)
+    else:
+        plots.plot_reward(post, ax=axes[0], marks=marks)
+    for ax, (name, pi) in zip(axes[1:], policies.items(), strict=True):
+        plots.plot_visits(mdp, pi, ax=ax, vmax=1.0, marks=marks,
+                          title=f"where the {name.split(' (')[0]} policy goes")
+    fig.suptitle("started " + (f"from decisions.start{' (S)' if grid else ''}" if d.start
+                               else "from the MDP's initial distribution"))
+    fig.savefig(out / "decisions.png", dpi=110)
+    return table, "decisions.png"
+
+
+def _report(spec, built, post, summary, diagnostics, figures, timing, out: Path,
+            decision_table=None) -> None:
     mdp, demos, _, kwargs = built
     settings = {k: v for k, v in post.settings.items() if k != "seconds"}
     lines = [f"# bayesirl report: {spec.name}", ""]
@@ -313,6 +370,17 @@ def _report(spec, built, post, summary, diagnostics, figures, timing, out: Path)
     lines += [f"| {k} | {v:.1f} |" for k, v in timing.items()]
     lines += ["", "## Posterior summary", "", _markdown_table(summary), "",
               "## Diagnostics", ""] + [f"- {d}" for d in diagnostics]
+    if decision_table is not None:
+        start = spec.decisions.start
+        lines += ["", "## Decisions under reward uncertainty", "",
+                  "The policy optimal for the posterior-mean reward (it maximises the posterior "
+                  "expected return) against the robust BROIL policy (Brown, Niekum & Petrik "
+                  "2020), which trades expected return for its CVaR, the mean of the worst "
+                  f"{1 - spec.decisions.alpha:.0%} of returns over the posterior draws; "
+                  "started " + ("from decisions.start " + str([list(v) if isinstance(
+                      v, tuple) else v for v in start]) if start else
+                                "from the MDP's initial distribution") + ".", "",
+                  _markdown_table(decision_table)]
     lines += ["", "## Figures", ""]
     for name, file in figures.items():
         if file.endswith(".png"):
@@ -334,6 +402,7 @@ def _run(spec, out: Path | None, quiet: bool) -> int:
     start = time.perf_counter()
     built = build(spec)  # SpecError -> exit 2 in main
     mdp, demos, reward_model, kwargs = built
+    deploy = deployment_mdp(spec, mdp)
     t_build = time.perf_counter() - start
     out = out if out is not None else Path("bayesirl-output") / spec.name
     _say(quiet, f"spec {spec.name}: {spec.description or spec.source or ''}".rstrip(": "),
@@ -383,13 +452,22 @@ def _run(spec, out: Path | None, quiet: bool) -> int:
         post.save(out / "posterior.nc")
         summary.to_csv(out / "summary.csv")
         figures = _figures(post, spec, out)
+        decision_table = None
+        if spec.decisions is not None:
+            decision_table, figures["decisions"] = _decisions(post, spec, deploy, out)
     except OSError as e:
         print(f"bayesirl: cannot write the outputs to {out}: {e}", file=sys.stderr)
         return 1
     timing = {"build (environment, demonstrations)": t_build, "inference": t_infer,
               "outputs (files, figures)": time.perf_counter() - t0,
               "total": time.perf_counter() - start}
-    _report(spec, built, post, summary, diagnostics, figures, timing, out)
+    if decision_table is not None and not quiet:
+        import pandas as pd
+
+        with pd.option_context("display.width", 120, "display.precision", 3):
+            print("\ndecisions (see decisions.png):")
+            print(decision_table.to_string())
+    _report(spec, built, post, summary, diagnostics, figures, timing, out, decision_table)
     files = ["posterior.nc", "summary.csv", "report.md"]
     files += [f for f in figures.values() if f.endswith(".png")]
     print(f"wrote {', '.join(files)} to {out} (total {timing['total']:.1f} s)")

@@ -476,7 +476,7 @@ def _grid_cells(name, cells, size):
 
 
 def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.25, seed=0,
-               dtype=None):
+               dtype=None, horizon=None):
     """A ``size x size`` gridworld with a goal, a lava region and coloured terrain: 8 features.
 
     After the 9 x 9, 8-feature, gamma 0.9 worlds of Brown & Niekum, "Efficient probabilistic
@@ -493,7 +493,8 @@ def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.2
     from the cells below it the straight way up crosses the lava and going around costs 2 or 4
     steps, while demonstrations started in the top rows reach the goal far from it.
     ``lava`` and ``goal`` take ``(row, col)`` cells.
-    The initial distribution is uniform over the cells that are not lava.
+    The initial distribution is uniform over the cells that are not lava. ``horizon`` given
+    means a finite horizon of that many decisions (the discount is then dropped).
     """
     size = _check_int("size", size, low=3)
     slip = _check_unit("slip", slip)
@@ -519,7 +520,8 @@ def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.2
     succ, probs = _grid_dynamics(size, size, slip)
     return TabularMDP(
         successors=torch.as_tensor(succ), transition_probs=_tensor(probs, dtype),
-        initial=_tensor(initial / initial.sum(), dtype), discount=discount,
+        initial=_tensor(initial / initial.sum(), dtype), horizon=horizon,
+        discount=None if horizon is not None else discount,
         features=_tensor(features, dtype), feature_names=LAVA_FEATURES,
         reward=_tensor(features @ theta, dtype), shape=(size, size), action_names=GRID_ACTIONS)
 

@@ -469,15 +469,16 @@ def plot_visits(mdp, policy, ax=None, vmax=None, marks="auto", title=None):
     if not hasattr(policy, "log_policy"):
         policy = torch.as_tensor(policy, dtype=mdp.dtype, device=mdp.device)
     visits = _numpy(occupancy(mdp, policy).sum(-1))
-    label = "expected visits" if mdp.finite_horizon else "expected discounted visits"
     clipped = vmax is not None and visits.max() > vmax
+    label = ("expected visits" if mdp.finite_horizon else "expected discounted visits") + (
+        f" (clipped at {vmax:g})" if clipped else "")
     ax = _new_axes(ax)
     if mdp.shape is not None:
         rows, cols = mdp.shape
         im = ax.imshow(visits.reshape(rows, cols), cmap="Purples", vmin=0, vmax=vmax,
                        origin="upper", interpolation="nearest")
         ax.figure.colorbar(im, ax=ax, shrink=0.9, extend="max" if clipped else "neither",
-                           label=label + (f" (clipped at {vmax:g})" if clipped else ""))
+                           label=label)
         _grid_axes(ax, rows, cols)
         _draw_marks(ax, mdp, marks)
     else:

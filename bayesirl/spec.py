@@ -1,10 +1,11 @@
 """Problem specifications: a TOML file -> validated dataclasses -> MDP, demos, reward model.
 
-A spec has five tables (all but ``[environment]`` optional) and two optional top-level strings,
+A spec has six tables (all but ``[environment]`` optional) and two optional top-level strings,
 ``name`` (default: the file's stem) and ``description``::
 
     name = "gridworld"
-    [environment]            # name = gridworld | objectworld | random_mdp | gymnasium + options,
+    [environment]            # name = gridworld | objectworld | random_mdp | lava_world |
+                             # gymnasium + options,
     name = "gridworld"       # or file = "mdp.npz" (transitions (S, A, S'), features, initial,
     size = 8                 # horizon or discount, optional reward, shape)
     horizon = 20
@@ -17,6 +18,11 @@ A spec has five tables (all but ``[environment]`` optional) and two optional top
     rationality = { prior = "lognormal", loc = 0.0, scale = 0.5 }
     [inference]              # method = nuts | hmc | svi | map and its settings
     method = "nuts"
+    [decisions]              # compare the posterior-mean and robust (BROIL) policies:
+    alpha = 0.95             # CVaR level in (0, 1) and lam in [0, 1], the weight of the
+    lam = 0.0                # expected return; start = states or [row, col] cells to deploy
+                             # from (default the MDP's initial distribution); no table: no
+                             # comparison
 
 Relative file paths resolve against the spec's folder. Every problem is reported as one
 :class:`SpecError` (a ``ValueError``) whose message names the ``table.key`` (or the CSV column),
@@ -50,6 +56,7 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli packag
 
 __all__ = [
     "Built",
+    "DecisionsSpec",
     "DemonstrationsSpec",
     "EnvironmentSpec",
     "InferenceSpec",
@@ -60,6 +67,7 @@ __all__ = [
     "SpecError",
     "apply_overrides",
     "build",
+    "deployment_mdp",
     "fast_mode",
     "load_demos",
     "load_mdp_npz",
@@ -145,13 +153,30 @@ def _choice(*options):
     return check
 
 
+def _is_int_pair(value, low: int) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value)
+
+
 def _block(where, value):
-    if isinstance(value, list) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+    if _is_int_pair(value, 1):
         return tuple(value)
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
     _fail(where, value, "a positive integer or a [rows, cols] pair of positive integers")
+
+
+def _cell(where, value):
+    if not _is_int_pair(value, 0):
+        _fail(where, value, "a [row, col] pair of integers >= 0, e.g. [0, 8]")
+    return tuple(value)
+
+
+def _cells(where, value):
+    if not isinstance(value, list) or not value or not all(_is_int_pair(v, 0) for v in value):
+        _fail(where, value, "a non-empty list of [row, col] pairs of integers >= 0, e.g. "
+                            "[[4, 7], [4, 8]]")
+    return [tuple(v) for v in value]
 
 
 def _int_list(where, value):
@@ -284,6 +309,8 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "random_mdp": {"n_states": _int(1), "n_actions": _int(1), "branching": _int(1),
                    "n_features": _int(1), "horizon": _HORIZON, "discount": _DISCOUNT,
                    "seed": _SEED},
+    "lava_world": {"size": _int(3), "slip": _PROB, "horizon": _HORIZON, "discount": _DISCOUNT,
+                   "terrain": _PROB, "goal": _cell, "lava": _cells, "seed": _SEED},
     "gymnasium": {"id": _str, "horizon": _HORIZON, "discount": _DISCOUNT, "kwargs": _table},
 }
 _ENV_FILE_KEYS = {"file": _path, "horizon": _HORIZON, "discount": _DISCOUNT}
@@ -370,6 +397,54 @@ _INFERENCE_SCHEMA = {
 
 
 @dataclass(frozen=True)
+class DecisionsSpec:
+    """``[decisions]``: compare the policy optimal for the posterior-mean reward with the
+    robust BROIL policy maximising ``lam * E[return] + (1 - lam) * CVaR_alpha[return]`` over
+    the posterior (:func:`bayesirl.decisions.robust_policy`)."""
+
+    alpha: float = 0.95
+    lam: float = 0.0
+    start: tuple | None = None
+
+
+def _states_or_cells(where, value):
+    if not isinstance(value, list) or not value or not all(
+            _is_int_pair(v, 0) or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+            for v in value):
+        _fail(where, value, "a non-empty list of state indices or [row, col] cells, e.g. "
+                            "[[7, 7], [7, 8]]")
+    return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+
+
+_DECISIONS_SCHEMA = {"alpha": _real(0.0, 1.0, low_open=True, high_open=True), "lam": _PROB,
+                     "start": _states_or_cells}
+
+
+def deployment_mdp(spec: Spec, mdp):
+    """The MDP the ``[decisions]`` policies are compared on: ``mdp`` started uniformly from
+    ``decisions.start`` (states or grid cells), or ``mdp`` itself without a start."""
+    start = spec.decisions.start if spec.decisions is not None else None
+    if start is None:
+        return mdp
+    rows, cols = mdp.shape or (0, 0)
+    initial = torch.zeros(mdp.n_states, dtype=mdp.dtype, device=mdp.device)
+    try:
+        for i, v in enumerate(start):
+            if isinstance(v, tuple):
+                if mdp.shape is None or not (v[0] < rows and v[1] < cols):
+                    grid = "a grid" if mdp.shape is None else f"the {rows} x {cols} grid"
+                    _fail(f"decisions.start[{i}]", list(v), f"a [row, col] cell of {grid} (or "
+                                                            "a state index)")
+                v = v[0] * cols + v[1]
+            elif v >= mdp.n_states:
+                _fail(f"decisions.start[{i}]", v, f"a state index in [0, {mdp.n_states})")
+            initial[v] = 1.0
+    except SpecError as e:
+        raise _prefix(str(spec.source) if spec.source is not None else spec.name, e) from None
+    return mdp.replace(initial=initial / initial.sum())
+
+
+@dataclass(frozen=True)
 class Spec:
     """A validated problem specification (see the module docstring for the format)."""
 
@@ -379,6 +454,7 @@ class Spec:
     reward: RewardSpec = RewardSpec()
     likelihood: LikelihoodSpec = LikelihoodSpec()
     inference: InferenceSpec = InferenceSpec()
+    decisions: DecisionsSpec | None = None
     description: str = ""
     source: Path | None = None
     text: str = ""
@@ -457,7 +533,7 @@ def _parse_likelihood(table) -> LikelihoodSpec:
     return LikelihoodSpec(**_check_keys("likelihood", table, schema))
 
 
-_TABLES = ("environment", "demonstrations", "reward", "likelihood", "inference")
+_TABLES = ("environment", "demonstrations", "reward", "likelihood", "inference", "decisions")
 
 
 def parse_spec(data: dict, base: Path | str = ".", name: str = "spec", text: str = "",
@@ -475,7 +551,7 @@ def parse_spec(data: dict, base: Path | str = ".", name: str = "spec", text: str
             _str(key, value)
     if "environment" not in data:
         raise SpecError("[environment] is missing, expected a table with name = \"gridworld\" "
-                        "(or objectworld, random_mdp, gymnasium) or file = \"mdp.npz\"")
+                        f"(or {', '.join(list(ENVIRONMENTS)[1:])}) or file = \"mdp.npz\"")
     inference = InferenceSpec(**_check_keys("inference", data.get("inference", {}),
                                             _INFERENCE_SCHEMA))
     return Spec(name=data.get("name", name),
@@ -483,7 +559,11 @@ def parse_spec(data: dict, base: Path | str = ".", name: str = "spec", text: str
                 demonstrations=_parse_demonstrations(data.get("demonstrations", {}), base),
                 reward=_parse_reward(data.get("reward", {})),
                 likelihood=_parse_likelihood(data.get("likelihood", {})),
-                inference=inference, description=data.get("description", ""),
+                inference=inference,
+                decisions=DecisionsSpec(**_check_keys("decisions", data["decisions"],
+                                                      _DECISIONS_SCHEMA))
+                if "decisions" in data else None,
+                description=data.get("description", ""),
                 source=source, text=text)
 
 

@@ -4,6 +4,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+import torch
 
 import bayesirl as birl
 from bayesirl import cli
@@ -142,6 +143,61 @@ def test_run_svi_writes_elbo_diagnostics(tmp_path, capsys):
     assert (out / "diagnostics.png").is_file()
     post = birl.RewardPosterior.load(out / "posterior.nc")
     assert post.method == "svi" and len(post.extra["elbo"]) == 20
+
+
+def test_decisions_compare_the_mean_and_robust_policies(tmp_path, capsys):
+    import pandas as pd
+
+    path = tmp_path / "decide.toml"
+    path.write_text(TINY.format(method="svi") + "[decisions]\nalpha = 0.9\nlam = 0.0\n"
+                    "start = [[2, 2], 0]\n")
+    out = tmp_path / "out"
+    assert cli.main(["run", str(path), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "decisions (see decisions.png)" in stdout
+    table = pd.read_csv(out / "decisions.csv", index_col=0)
+    assert list(table.index) == ["posterior-mean reward",
+                                 "robust (BROIL, alpha = 0.9, lam = 0)"]
+    assert list(table.columns) == ["posterior mean return", "CVaR 0.9 of return",
+                                   "true return"]
+    mean, robust = table.iloc[0], table.iloc[1]
+    # each policy is best at what it optimises: expected return, and CVaR (lam = 0)
+    assert mean["posterior mean return"] >= robust["posterior mean return"] - 1e-9
+    assert robust["CVaR 0.9 of return"] >= mean["CVaR 0.9 of return"] - 1e-9
+    # the returns are those from decisions.start (cells (2, 2) and state 0, equally likely)
+    post = birl.RewardPosterior.load(out / "posterior.nc")
+    mdp = birl.envs.gridworld(size=3, block=1, horizon=4, dtype=post.rewards.dtype)
+    start = torch.zeros(9, dtype=mdp.dtype)
+    start[[0, 8]] = 0.5
+    plan = birl.decisions.bayes_optimal_policy(mdp, post.reward())
+    value = birl.policy_value(mdp.replace(initial=start), plan, post.reward()).mean()
+    assert float(value) == pytest.approx(mean["posterior mean return"], rel=1e-6)
+    report = (out / "report.md").read_text()
+    assert "## Decisions under reward uncertainty" in report
+    assert "from decisions.start [[2, 2], 0]" in report
+    assert "![decisions](decisions.png)" in report and (out / "decisions.png").is_file()
+
+
+def test_decisions_on_a_non_grid_mdp(tmp_path):
+    path = tmp_path / "garnet.toml"
+    path.write_text(TINY.format(method="svi").replace(
+        'name = "gridworld"\nsize = 3\nblock = 1\n',
+        'name = "random_mdp"\nn_states = 6\nn_actions = 2\nbranching = 2\nn_features = 2\n')
+        + "[decisions]\nstart = [0, 3]\n")
+    assert "random_mdp" in path.read_text()
+    out = tmp_path / "out"
+    assert cli.main(["run", str(path), "--out", str(out), "--quiet"]) == 0
+    assert (out / "decisions.png").is_file() and (out / "decisions.csv").is_file()
+
+
+def test_decisions_start_outside_the_grid_exits_2(tmp_path, capsys):
+    path = tmp_path / "start.toml"
+    path.write_text(TINY.format(method="map") + "[decisions]\nstart = [[0, 3]]\n")
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("bayesirl: error: ") and "start.toml" in err
+    assert "decisions.start[0] is [0, 3]" in err and "3 x 3 grid" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_default_out_folder_is_named_after_the_spec(tmp_path, monkeypatch):

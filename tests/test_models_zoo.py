@@ -14,7 +14,8 @@ SPECS = sorted(MODELS.glob("*.toml"))
 
 def test_the_zoo_has_the_documented_specs():
     names = {p.stem for p in SPECS}
-    assert {"gridworld", "objectworld", "frozenlake", "random_mdp_svi", "boltzmann"} <= names
+    assert {"gridworld", "objectworld", "frozenlake", "random_mdp_svi", "boltzmann",
+            "lava"} <= names
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
@@ -39,3 +40,6 @@ def test_spec_runs_through_the_cli(path, tmp_path, monkeypatch, capsys):
     assert post.reward().shape[0] >= 2
     if post.method in ("nuts", "hmc", "svi"):
         assert (out / "diagnostics.png").is_file()
+    if load_spec(path).decisions is not None:
+        for name in ("decisions.csv", "decisions.png"):
+            assert (out / name).is_file(), name

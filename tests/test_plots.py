@@ -273,6 +273,9 @@ def test_visits_map_is_the_occupancy(grid):
     heights = [bar.get_height() for bar in ax.patches]
     np.testing.assert_allclose(heights, birl.occupancy(mdp, plan).sum(-1).numpy())
     assert ax.get_ylabel() == "expected discounted visits"
+    ax = plots.plot_visits(mdp, plan, vmax=0.1)
+    assert ax.get_ylim() == (0.0, 0.1)
+    assert ax.get_ylabel() == "expected discounted visits (clipped at 0.1)"
 
 
 def test_recovery_plot_points_intervals_and_identity(grid):

@@ -222,6 +222,29 @@ def test_npz_demos_and_simulated_demos_from_file_mdp(tmp_path):
     assert load_mdp_npz(tmp_path / "mdp.npz", discount=0.5).discount == 0.5
 
 
+def test_lava_world_and_decisions(tmp_path):
+    from bayesirl.spec import DecisionsSpec, deployment_mdp
+
+    spec = load_spec(spec_with(tmp_path, {
+        "environment": {"name": "lava_world", "size": 5, "horizon": 4, "goal": [0, 0],
+                        "lava": [[2, 2], [2, 3]], "terrain": 0.0, "seed": 1},
+        "decisions": {"alpha": 0.9, "start": [[4, 4], 3]}}))
+    assert spec.decisions == DecisionsSpec(alpha=0.9, lam=0.0, start=((4, 4), 3))
+    mdp, demos, _, _ = build(spec)
+    assert (mdp.shape, mdp.horizon, mdp.discount) == ((5, 5), 4, None)
+    expected = birl.envs.lava_world(size=5, goal=(0, 0), lava=[(2, 2), (2, 3)], terrain=0.0,
+                                    seed=1, horizon=4)
+    torch.testing.assert_close(mdp.reward, expected.reward.to(mdp.reward))
+    assert demos.n == 3
+    deploy = deployment_mdp(spec, mdp)
+    assert deploy.initial.nonzero().reshape(-1).tolist() == [3, 24]
+    assert deploy.initial[[3, 24]].tolist() == [0.5, 0.5]
+    assert deployment_mdp(load_spec(spec_with(tmp_path)), mdp) is mdp   # no [decisions]
+    with pytest.raises(SpecError, match=r"decisions\.start\[1\] is 25, expected a state index "
+                                        r"in \[0, 25\)"):
+        deployment_mdp(load_spec(spec_with(tmp_path, {"decisions.start": [0, 25]})), mdp)
+
+
 # --------------------------------------------------------------------------- bad specs
 BAD_SPECS = [
     # (changes, substrings the one-line message must contain)
@@ -281,6 +304,16 @@ BAD_SPECS = [
                                                 "no such file"]),
     ({"demonstrations": {"file": "d.json"}}, ["demonstrations.file", "'d.json'", ".csv"]),
     ({"name": 3}, ["name is 3", "string"]),
+    ({"environment": {"name": "lava_world", "goal": [0, -1]}},
+     ["environment.goal", "[0, -1]", "[row, col] pair"]),
+    ({"environment": {"name": "lava_world", "lava": [4, 7]}},
+     ["environment.lava", "[4, 7]", "list of [row, col] pairs"]),
+    ({"environment": {"name": "lava_world", "block": 2}},
+     ["environment.block", "allowed keys", "goal, horizon, lava"]),
+    ({"decisions.alpha": 1.0}, ["decisions.alpha", "1.0", "(0, 1)"]),
+    ({"decisions.lam": 2}, ["decisions.lam", "2", "[0, 1]"]),
+    ({"decisions.start": [[1, 2, 3]]}, ["decisions.start", "[[1, 2, 3]]", "[row, col] cells"]),
+    ({"decisions.robust": True}, ["decisions.robust", "allowed keys: alpha, lam, start"]),
 ]
 
 
@@ -322,6 +355,8 @@ BAD_BUILDS = [
         "name": "random_mdp", "n_states": 5, "horizon": 3}}, ["reward.inputs", "'coords'"]),
     ({"environment": {"name": "gymnasium", "id": "NoSuchEnv-v9"}},
      ["environment.id", "'NoSuchEnv-v9'", "gymnasium.make failed"]),
+    ({"environment": {"name": "lava_world", "size": 5, "horizon": 4, "goal": [0, 5]}},
+     ["environment (lava_world)", "goal[0] is (0, 5)", "5 x 5 grid"]),
 ]
 
 
