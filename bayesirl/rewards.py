@@ -22,7 +22,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import constraints
 
-from bayesirl.mdp import _as_tensor, _positive_ints
+from bayesirl.mdp import _as_tensor, _names, _positive_ints
 
 __all__ = ["GPReward", "LinearReward", "NeuralReward", "RewardModel", "TabularReward"]
 
@@ -138,9 +138,8 @@ class LinearReward(RewardModel):
         d = self.features.shape[-1]
         self.prior = _check_prior("prior", dist.Normal(0.0, 1.0) if prior is None else prior,
                                   (d,))
-        self.feature_names = None if feature_names is None else [str(n) for n in feature_names]
-        if self.feature_names is not None and len(self.feature_names) != d:
-            raise ValueError(f"feature_names has {len(self.feature_names)} names, expected {d}")
+        self.feature_names = (None if feature_names is None
+                              else list(_names("feature_names", feature_names, d)))
 
     def priors(self):
         return {"theta": self.prior}

@@ -427,6 +427,8 @@ REWARD_MODELS = [
      r"prior has batch_shape \(3,\), expected \(\) or \(2,\)"),
     ("linear-feature-names", lambda: birl.LinearReward(torch.ones(3, 2), feature_names="abc"),
      ValueError, "feature_names has 3 names, expected 2"),
+    ("linear-feature-names-int", lambda: birl.LinearReward(torch.ones(3, 2), feature_names=3),
+     TypeError, r"feature_names must be a sequence of 2 names, got 3 \(int\)"),
     ("tabular-states-0", lambda: birl.TabularReward(0), ValueError,
      "n_states is 0, expected an integer >= 1"),
     ("tabular-actions-float", lambda: birl.TabularReward(3, 2.0), ValueError,
