@@ -3,10 +3,10 @@
 ``P``, the ``(S * A, S')`` matrix of a :class:`~bayesirl.mdp.TabularMDP`, is kept as CSR in both
 orientations, so the expectation ``E[v(s') | s, a]`` and its transpose (pushing state-action mass
 forward to next states) are each one sparse-dense product, and each is the other's backward.
-A
-plain ``index_select`` would materialise ``(..., S, A, K)`` and backpropagate with a scattered
+A plain ``index_select`` would materialise ``(..., S, A, K)`` and backpropagate with a scattered
 ``index_add``; at S = 1e5 with 64 batch columns that is about 5x slower
-(``benchmarks/planning.py``).
+(``benchmarks/planning.py``). These operators serve ``expected_next``/``push`` and the
+accelerator path of the finite-horizon DP; on the CPU that DP is compiled (:mod:`bayesirl._cpu_dp`).
 
 Dense operands are batch-last, ``(S, B)`` and ``(S * A, B)``: the layout sparse products want.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 
 DENSE_MAX = 2**18
@@ -43,23 +42,6 @@ def transition_operators(successors: torch.Tensor, probs: torch.Tensor):
         PT = torch.sparse_coo_tensor(torch.stack([cols, rows]), vals, (S, S * A),
                                      check_invariants=False).coalesce().to_sparse_csr()
     return P, PT
-
-
-def numpy_operators(successors: torch.Tensor, probs: torch.Tensor):
-    """``(P, P^T)`` for NumPy kernels on the CPU: dense arrays for tiny MDPs, else SciPy CSR
-    (whose product with a dense ``(S, B)`` array runs about 3x faster than torch's CSR ``mm``,
-    which zero-fills and re-lays-out its output)."""
-    import scipy.sparse
-
-    S, A, K = probs.shape
-    if S * A * S <= DENSE_MAX:
-        P = transition_operators(successors, probs)[0].numpy()
-        return P, np.ascontiguousarray(P.T)
-    rows = np.repeat(np.arange(S * A), K)
-    P = scipy.sparse.csr_matrix((probs.reshape(-1).numpy(), (rows, successors.reshape(-1).numpy())),
-                                shape=(S * A, S))
-    P.sum_duplicates()
-    return P, P.T.tocsr()
 
 
 def matmul(M, MT, x):

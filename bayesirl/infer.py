@@ -110,7 +110,8 @@ def _fit_map(target: Target, u0, max_iter: int = 200, jacobian: bool = False):
 
     def unflatten(x):
         flat = torch.as_tensor(x, dtype=like.dtype, device=like.device)
-        return {k: p.reshape(shape) for k, p, shape in zip(names, flat.split(sizes), shapes)}
+        return {k: p.reshape(shape)
+                for k, p, shape in zip(names, flat.split(sizes), shapes, strict=True)}
 
     def loss_and_grad(x):
         u = {k: v.clone().requires_grad_(True) for k, v in unflatten(x).items()}

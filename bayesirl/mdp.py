@@ -26,7 +26,6 @@ from bayesirl._sparse import (
     batch_first,
     batch_last,
     matmul,
-    numpy_operators,
     transition_operators,
 )
 
@@ -300,15 +299,11 @@ class TabularMDP:
     def __getstate__(self):
         # cached transition operators are rebuilt on demand, not pickled (parallel chains)
         return {k: v for k, v in self.__dict__.items()
-                if k not in ("_operators", "_numpy_operators")}
+                if k != "_operators"}
 
     @functools.cached_property
     def _operators(self):
         return transition_operators(self.successors, self.transition_probs)
-
-    @functools.cached_property
-    def _numpy_operators(self):
-        return numpy_operators(self.successors, self.transition_probs)
 
     def expected_next(self, v: torch.Tensor) -> torch.Tensor:
         """``E[v(s') | s, a]`` for ``v: (..., S)``, returning ``(..., S, A)``. Differentiable."""

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
+from bayesirl import _buffers, _cpu_dp
 from bayesirl.mdp import TabularMDP
 
 __all__ = [
@@ -48,27 +48,45 @@ class ConvergenceWarning(UserWarning):
     """A discounted fixed point stopped at ``max_iters`` before reaching its tolerance."""
 
 
-class Plan(NamedTuple):
+class Plan:
     """Result of (soft) value iteration.
 
     Attributes:
-        q: ``(..., T, S, A)`` finite horizon, ``(..., S, A)`` discounted.
+        q: ``(..., T, S, A)`` finite horizon, ``(..., S, A)`` discounted. For the soft finite
+            horizon it is ``log_policy + v`` computed on first access (a full-size tensor that
+            the likelihood never needs), so access it where its gradient is wanted.
         v: ``(..., T, S)`` finite horizon, ``(..., S)`` discounted.
         log_policy: same shape as ``q``; ``-inf`` for actions a hard policy never takes.
         num_iters: backups performed (T for a finite horizon).
         residual: sup-norm of the last update of ``v`` (0 for a finite horizon).
     """
 
-    q: torch.Tensor
-    v: torch.Tensor
-    log_policy: torch.Tensor
-    num_iters: int
-    residual: float
+    __slots__ = ("_q", "v", "log_policy", "num_iters", "residual")
+
+    def __init__(self, q: torch.Tensor | None, v: torch.Tensor, log_policy: torch.Tensor,
+                 num_iters: int, residual: float):
+        self._q, self.v, self.log_policy = q, v, log_policy
+        self.num_iters, self.residual = num_iters, residual
+
+    @property
+    def q(self) -> torch.Tensor:
+        if self._q is None:
+            self._q = self.log_policy + self.v.unsqueeze(-1)
+        return self._q
 
     @property
     def policy(self) -> torch.Tensor:
         """Action probabilities, same shape as ``log_policy``."""
         return self.log_policy.exp()
+
+    def _replace(self, **changes) -> Plan:
+        fields = dict(q=self._q, v=self.v, log_policy=self.log_policy,
+                      num_iters=self.num_iters, residual=self.residual)
+        return Plan(**{**fields, **changes})
+
+    def __repr__(self) -> str:
+        return (f"Plan(log_policy={tuple(self.log_policy.shape)}, v={tuple(self.v.shape)}, "
+                f"num_iters={self.num_iters}, residual={self.residual:.3g})")
 
 
 def _check_mdp(mdp) -> None:
@@ -102,30 +120,30 @@ def _hard_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v, (best / best.sum(-1, keepdim=True)).log()
 
 
-def _soft_dp_forward(xp, P, r, v_end, log_policy, v, buf):
-    """Backward induction into ``log_policy: (T, S, A, B)`` and ``v: (T, S, B)``, in place.
-
-    ``xp`` is ``numpy`` or ``torch``: the same code runs on either array type; ``buf`` is an
-    ``(S, A, B)`` scratch array, so a backup allocates nothing of that size.
-    """
+def _soft_dp_forward_torch(P, r, v_end, log_policy, v, buf):
+    """Backward induction in torch (the accelerator path), batch-last and in place:
+    ``r: (S, A, B)``, ``v_end: (S, B)`` into ``log_policy: (T, S, A, B)``, ``v: (T, S, B)``;
+    ``buf`` is an ``(S, A, B)`` scratch tensor. Same arithmetic as :mod:`bayesirl._cpu_dp`."""
     T, S, A, B = log_policy.shape
     v_next = v_end
     for t in reversed(range(T)):
-        q = xp.add((P @ v_next).reshape(S, A, B), r, out=log_policy[t])
-        vt = xp.amax(q, 1, out=v[t])  # log-sum-exp over actions, leaving q - V in place
+        q = torch.add((P @ v_next).reshape(S, A, B), r, out=log_policy[t])
+        vt = torch.amax(q, 1, out=v[t])  # log-sum-exp over actions, leaving q - V in place
         q -= vt[:, None]
-        log_z = xp.log(xp.exp(q, out=buf).sum(1))
+        log_z = torch.exp(q, out=buf).sum(1).log_()
         q -= log_z[:, None]
         vt += log_z
         v_next = vt
 
 
-def _soft_dp_backward(xp, PT, log_policy, g_v, g_lp, g_r, carry, buf):
-    """Adjoint of :func:`_soft_dp_forward`, accumulating into ``g_r``; returns ``g_v_end``."""
+def _soft_dp_backward_torch(PT, log_policy, g_v, g_lp, g_r, buf):
+    """Adjoint of :func:`_soft_dp_forward_torch` (batch-last), accumulating into ``g_r``;
+    returns ``g_v_end: (S, B)``."""
     T, S, A, B = log_policy.shape
+    carry = torch.zeros_like(log_policy[0, :, 0])
     for t in range(T):
         g = carry if g_v is None else carry + g_v[t]
-        g_q = xp.exp(log_policy[t], out=buf)
+        g_q = torch.exp(log_policy[t], out=buf)
         if g_lp is None:
             g_q *= g[:, None]
         else:
@@ -136,14 +154,10 @@ def _soft_dp_backward(xp, PT, log_policy, g_v, g_lp, g_r, carry, buf):
     return carry
 
 
-def _kernel_operands(mdp, *tensors):
-    """On the CPU the kernels run in NumPy/SciPy (a third of torch's per-op overhead, which
-    dominates small MDPs, and a faster CSR product for large ones); elsewhere in torch.
-    Returns ``(xp, (P, P^T), operands)``, the operands sharing memory with the tensors."""
-    if mdp.device.type == "cpu":
-        return np, mdp._numpy_operators, [None if t is None else t.detach().numpy()
-                                          for t in tensors]
-    return torch, mdp._operators, list(tensors)
+def _use_cpu_kernel(x: torch.Tensor) -> bool:
+    """CPU tensors take the compiled kernel of :mod:`bayesirl._cpu_dp`; others the torch one.
+    (A test patches this to check the torch kernel on the CPU.)"""
+    return x.device.type == "cpu"
 
 
 def _no_double_backward():
@@ -153,11 +167,20 @@ def _no_double_backward():
                            "point are differentiable once)")
 
 
-class _SoftBackwardInduction(torch.autograd.Function):
-    """Finite-horizon soft DP, batch-last: ``r: (S, A, B)``, ``v_end: (S, B)``.
+def _cpu_empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
+    """A CPU output tensor whose memory is reused across calls (see :mod:`bayesirl._buffers`)."""
+    return torch.from_numpy(_buffers.empty(shape, like.detach().numpy().dtype))
 
-    Returns ``v: (T, S, B)`` and ``log_policy: (T, S, A, B)``. Fused by hand so a backup costs a
-    few in-place passes and one (sparse) product each way, and only ``log_policy`` is saved.
+
+def _numpy(x: torch.Tensor | None):
+    return None if x is None else x.detach().contiguous().numpy()
+
+
+class _SoftBackwardInduction(torch.autograd.Function):
+    """Finite-horizon soft DP, batch-first: ``r: (B, S, A)``, ``v_end: (B, S)``.
+
+    Returns ``v: (B, T, S)`` and ``log_policy: (B, T, S, A)``. Fused by hand so a backup costs
+    about one pass over memory each way, and only ``log_policy`` is saved.
     The backward pass is the adjoint recursion, forward in time::
 
         g_v_t  = G_v[t] + P^T g_q_{t-1},
@@ -170,12 +193,19 @@ class _SoftBackwardInduction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, v_end, mdp):
-        S, A, B = r.shape
-        log_policy = r.new_empty(mdp.horizon, S, A, B)
-        v = r.new_empty(mdp.horizon, S, B)
-        xp, (P, _), args = _kernel_operands(mdp, r.contiguous(), v_end.contiguous(),
-                                            log_policy, v, r.new_empty(S, A, B))
-        _soft_dp_forward(xp, P, *args)
+        B, S, A = r.shape
+        T = mdp.horizon
+        if _use_cpu_kernel(r):
+            log_policy, v = _cpu_empty(r, B, T, S, A), _cpu_empty(r, B, T, S)
+            _cpu_dp.soft_dp_forward(_numpy(mdp.successors), _numpy(mdp.transition_probs),
+                                    _numpy(r), _numpy(v_end), log_policy.numpy(), v.numpy())
+        else:
+            log_policy, v = r.new_empty(B, T, S, A), r.new_empty(B, T, S)
+            lp_, v_ = r.new_empty(T, S, A, B), r.new_empty(T, S, B)
+            _soft_dp_forward_torch(mdp._operators[0], r.permute(1, 2, 0), v_end.T, lp_, v_,
+                                   r.new_empty(S, A, B))
+            log_policy.copy_(lp_.permute(3, 0, 1, 2))
+            v.copy_(v_.permute(2, 0, 1))
         ctx.mdp = mdp
         ctx.save_for_backward(log_policy)
         return v, log_policy
@@ -184,13 +214,22 @@ class _SoftBackwardInduction(torch.autograd.Function):
     def backward(ctx, g_v, g_lp):
         _no_double_backward()
         (log_policy,) = ctx.saved_tensors
-        T, S, A, B = log_policy.shape
-        g_r = torch.zeros_like(log_policy[0])
-        xp, (_, PT), args = _kernel_operands(
-            ctx.mdp, log_policy, g_v, g_lp, g_r, log_policy.new_zeros(S, B),
-            log_policy.new_empty(S, A, B))
-        g_v_end = _soft_dp_backward(xp, PT, *args)
-        return g_r, torch.as_tensor(g_v_end), None
+        mdp = ctx.mdp
+        B, T, S, A = log_policy.shape
+        if _use_cpu_kernel(log_policy):
+            g_r = _cpu_empty(log_policy, B, S, A)
+            g_v_end = torch.from_numpy(_cpu_dp.soft_dp_backward(
+                _numpy(mdp.successors), _numpy(mdp.transition_probs), log_policy.numpy(),
+                _numpy(g_v), _numpy(g_lp), g_r.numpy(), *(log_policy.new_empty(B, S).numpy()
+                                                           for _ in range(2))))
+            return g_r, g_v_end, None
+        g_r_ = log_policy.new_zeros(S, A, B)
+        g_v_end = _soft_dp_backward_torch(
+            mdp._operators[1], log_policy.permute(1, 2, 3, 0).contiguous(),
+            None if g_v is None else g_v.permute(1, 2, 0).contiguous(),
+            None if g_lp is None else g_lp.permute(1, 2, 3, 0).contiguous(),
+            g_r_, log_policy.new_empty(S, A, B))
+        return g_r_.permute(2, 0, 1).contiguous(), g_v_end.T.contiguous(), None
 
 
 def _backward_induction(mdp, r, backup, terminal):
@@ -202,10 +241,8 @@ def _backward_induction(mdp, r, backup, terminal):
     if backup is _soft_backup:
         S, A = r.shape[-2:]
         v, log_policy = _SoftBackwardInduction.apply(
-            r.reshape(-1, S, A).permute(1, 2, 0), v_end.reshape(-1, S).T, mdp)
-        v = v.permute(2, 0, 1).reshape(*batch, T, S)
-        log_policy = log_policy.permute(3, 0, 1, 2).reshape(*batch, T, S, A)
-        return Plan(log_policy + v.unsqueeze(-1), v, log_policy, T, 0.0)
+            r.reshape(-1, S, A).contiguous(), v_end.reshape(-1, S).contiguous(), mdp)
+        return Plan(None, v.reshape(*batch, T, S), log_policy.reshape(*batch, T, S, A), T, 0.0)
     qs = [None] * T
     v = v_end
     for t in reversed(range(T)):
