@@ -68,8 +68,8 @@ rationality = 1.0
 
 [inference]
 method = "nuts"
-num_samples = 200
-warmup = 200
+num_samples = 500
+warmup = 300
 num_chains = 2
 seed = 0
 """
