@@ -95,24 +95,19 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 1")
-    return value
+def _int_at_least(minimum: int):
+    """An argparse ``type`` accepting integers ``>= minimum``."""
 
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text} is not an integer >= {minimum}")
+        return value
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is not an integer >= 0")
-    return value
+    return parse
 
 
 def _add_output_options(p):
@@ -147,10 +142,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--method", choices=METHODS, default=None,
                      help="override inference.method: nuts, hmc (MCMC), svi (variational) or "
                           "map (a point estimate)")
-    run.add_argument("--num-samples", metavar="N", type=_positive_int, default=None,
+    run.add_argument("--num-samples", metavar="N", type=_int_at_least(1), default=None,
                      help="override inference.num_samples: draws per chain (MCMC) or from the "
                           "fitted guide (SVI)")
-    run.add_argument("--seed", metavar="S", type=_seed, default=None,
+    run.add_argument("--seed", metavar="S", type=_int_at_least(0), default=None,
                      help="override inference.seed (all randomness of the inference)")
     demo = sub.add_parser(
         "demo", help="run the default spec (8x8 gridworld, linear reward, NUTS) end to end",
