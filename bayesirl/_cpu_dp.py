@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 
 _BLOCK_BYTES = 2**18  # transitions of one block of states: (C, A, K) indices and probabilities
 
@@ -94,16 +95,16 @@ def _backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next, C):
     return carry
 
 
-def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next):
+def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r):
     """Adjoint of :func:`soft_dp_forward`, forward in time::
 
         g_q_t = G_lp[t] + pi_t * (G_v[t] + P^T g_q_{t-1} - sum_a G_lp[t]),
         g_r = sum_t g_q_t,   g_v_end = P^T g_q_{T-1}.
 
     ``g_v: (B, T, S)`` and ``g_lp: (B, T, S, A)`` are the output gradients (either may be
-    None); writes ``dL/dr`` into ``g_r: (B, S, A)``; ``carry`` and ``carry_next`` are
-    ``(B, S)`` scratch arrays, one of which is returned holding ``dL/dv_end``.
+    None); writes ``dL/dr`` into ``g_r: (B, S, A)`` and returns ``dL/dv_end: (B, S)``.
     """
-    S, A, K = succ.shape
+    B, _, S, _ = log_policy.shape
+    carry, carry_next = (np.empty((B, S), log_policy.dtype) for _ in range(2))
     return _backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next,
-                     block_size(S, A, K))
+                     block_size(*succ.shape))

@@ -220,8 +220,7 @@ class _SoftBackwardInduction(torch.autograd.Function):
             g_r = _cpu_empty(log_policy, B, S, A)
             g_v_end = torch.from_numpy(_cpu_dp.soft_dp_backward(
                 _numpy(mdp.successors), _numpy(mdp.transition_probs), log_policy.numpy(),
-                _numpy(g_v), _numpy(g_lp), g_r.numpy(), *(log_policy.new_empty(B, S).numpy()
-                                                           for _ in range(2))))
+                _numpy(g_v), _numpy(g_lp), g_r.numpy()))
             return g_r, g_v_end, None
         g_r_ = log_policy.new_zeros(S, A, B)
         g_v_end = _soft_dp_backward_torch(
