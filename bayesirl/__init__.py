@@ -1,17 +1,12 @@
 """bayesirl: Bayesian inverse reinforcement learning, posteriors over rewards."""
 
-import warnings as _warnings
-
-with _warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on import
-    _warnings.simplefilter("ignore", FutureWarning)
-    import arviz as _arviz  # noqa: F401
-
-from bayesirl import baselines, decisions, diagnostics, envs, metrics, plots  # noqa: E402
-from bayesirl.demos import Demonstrations, rollouts  # noqa: E402
-from bayesirl.infer import infer  # noqa: E402
-from bayesirl.mdp import TabularMDP  # noqa: E402
-from bayesirl.model import irl_model  # noqa: E402
-from bayesirl.planning import (  # noqa: E402
+# _arviz first: it imports ArviZ (0.x or 1.x) without its import-time announcements
+from bayesirl import _arviz, baselines, decisions, diagnostics, envs, metrics, plots  # noqa: F401
+from bayesirl.demos import Demonstrations, rollouts
+from bayesirl.infer import infer
+from bayesirl.mdp import TabularMDP
+from bayesirl.model import irl_model
+from bayesirl.planning import (
     Plan,
     feature_expectations,
     occupancy,
@@ -19,8 +14,8 @@ from bayesirl.planning import (  # noqa: E402
     soft_value_iteration,
     value_iteration,
 )
-from bayesirl.posterior import RewardPosterior  # noqa: E402
-from bayesirl.rewards import GPReward, LinearReward, NeuralReward, TabularReward  # noqa: E402
+from bayesirl.posterior import RewardPosterior
+from bayesirl.rewards import GPReward, LinearReward, NeuralReward, TabularReward
 
 __all__ = [
     "Demonstrations",

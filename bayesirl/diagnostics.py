@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import warnings
 
-import arviz as az
 import numpy as np
+
+from bayesirl._arviz import az, bfmi
 
 __all__ = ["ConvergenceError", "InferenceWarning", "check_convergence"]
 
@@ -63,9 +64,9 @@ def convergence_problems(idata, var_names) -> list[str]:
             problems.append(f"{n_div} divergent transitions: raise target_accept or "
                             "reparameterise")
     if stats is not None and "energy" in stats and n_draws >= 4:
-        bfmi = az.bfmi(idata)
-        if np.nanmin(bfmi) < BFMI_MIN:
-            problems.append(f"E-BFMI is {float(np.nanmin(bfmi)):.2f} (< {BFMI_MIN}) in a chain:"
+        e_bfmi = bfmi(idata)
+        if np.nanmin(e_bfmi) < BFMI_MIN:
+            problems.append(f"E-BFMI is {float(np.nanmin(e_bfmi)):.2f} (< {BFMI_MIN}) in a chain:"
                             " the momentum resampling explores the energy poorly")
     return problems
 

@@ -20,6 +20,8 @@ from collections import Counter
 import numpy as np
 import torch
 
+from bayesirl import _arviz
+
 __all__ = [
     "GYM_DIRECTIONS",
     "map_marks",
@@ -569,29 +571,27 @@ def _idata(posterior):
 
 
 def plot_posterior(posterior, kind: str = "trace", var_names=None, axes=None, **kwargs):
-    """A thin layer over ArviZ: ``kind="trace"`` (``az.plot_trace``), ``"rank"``
-    (``az.plot_rank``) or ``"forest"`` (``az.plot_forest``, chains combined).
+    """A thin layer over ArviZ: ``kind="trace"`` (``az.plot_trace``; ``az.plot_trace_dist`` on
+    ArviZ >= 1.0), ``"rank"`` (``az.plot_rank``) or ``"forest"`` (``az.plot_forest``, chains
+    combined).
 
-    ``posterior`` is a :class:`RewardPosterior` or an ``arviz.InferenceData``; ``var_names``
-    defaults to every parameter site (not the derived ``reward``). Extra keyword arguments go
-    to ArviZ. Returns ArviZ's axes.
+    ``posterior`` is a :class:`RewardPosterior` or ArviZ data (``arviz.InferenceData``, or
+    ``xarray.DataTree`` on ArviZ >= 1.0); ``var_names`` defaults to every parameter site (not
+    the derived ``reward``). Extra keyword arguments go to ArviZ, whose arguments differ
+    between 0.x and 1.x. Returns the array of matplotlib axes drawn on. ``axes`` (the axes to
+    draw on) needs ArviZ 0.x: ArviZ 1.x's plots always make their own figure.
     """
-    import arviz as az
-
+    if kind not in ("trace", "rank", "forest"):
+        raise ValueError(f"kind is {kind!r}, expected 'trace', 'rank' or 'forest'")
     idata = _idata(posterior)
     if var_names is None:
         params = getattr(posterior, "params", None)
         var_names = list(params) if params else [v for v in idata.posterior.data_vars
                                                  if v != "reward"] or ["reward"]
+    if kind == "forest":
+        kwargs.setdefault("combined", True)
     with _quiet_arviz():
-        if kind == "trace":
-            return az.plot_trace(idata, var_names=var_names, axes=axes, **kwargs)
-        if kind == "rank":
-            return az.plot_rank(idata, var_names=var_names, ax=axes, **kwargs)
-        if kind == "forest":
-            kwargs.setdefault("combined", True)
-            return az.plot_forest(idata, var_names=var_names, ax=axes, **kwargs)
-    raise ValueError(f"kind is {kind!r}, expected 'trace', 'rank' or 'forest'")
+        return _arviz.plot(kind, idata, var_names, axes=axes, **kwargs)
 
 
 def _scalar_draws(posterior) -> dict[str, np.ndarray]:
@@ -614,12 +614,12 @@ def _scalar_draws(posterior) -> dict[str, np.ndarray]:
 def plot_diagnostics(posterior, max_params: int = 6, axes=None):
     """MCMC diagnostics of the ``max_params`` scalar parameters with the largest R-hat (and the
     rationality, when inferred): one row each with the marginal density per chain, the trace and
-    the rank histogram.
+    the rank histogram (ranks among all chains' draws; a uniform histogram per chain is what
+    mixing chains give).
 
+    Drawn with matplotlib (R-hat from ArviZ), so it draws on given ``axes`` with any ArviZ.
     Returns the ``(k, 3)`` array of axes.
     """
-    import arviz as az
-
     draws = _scalar_draws(posterior)
     if not draws:
         raise ValueError("the posterior has no parameter draws")
@@ -628,8 +628,9 @@ def plot_diagnostics(posterior, max_params: int = 6, axes=None):
         raise ValueError(f"diagnostics need several draws per chain, got {D}")
     names = list(draws)
     if C > 1:
-        data = az.from_dict(posterior=draws)
-        rhat = az.rhat(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a chain that never moved
+            rhat = _arviz.az.rhat(_arviz.from_groups({"posterior": draws}))
         score = [float(np.nan_to_num(rhat[n].values, nan=np.inf)) for n in names]
         names = [n for _, n in sorted(zip(score, names, strict=True), key=lambda x: -x[0])]
     if "rationality" in names:  # the quantity a Boltzmann spec is about: always shown
@@ -643,12 +644,8 @@ def plot_diagnostics(posterior, max_params: int = 6, axes=None):
         _, axes = plt.subplots(k, 3, figsize=(12, 1.9 * k + 0.6), squeeze=False,
                                layout="constrained")
     axes = np.asarray(axes).reshape(k, 3)
-    data = az.from_dict(posterior={n: draws[n] for n in names})
-    with _quiet_arviz():
-        az.plot_trace(data, var_names=names, axes=axes[:, :2], compact=False)
-        for i, n in enumerate(names):
-            az.plot_rank(data, var_names=[n], ax=axes[i, 2])
     for i, n in enumerate(names):
+        _chain_panels(axes[i], np.asarray(draws[n], dtype=float))
         axes[i, 2].set_title(f"{n} (rank)", fontsize="medium")
         axes[i, 0].set_title(n, fontsize="medium")
         axes[i, 1].set_title(f"{n} (trace)", fontsize="medium")
@@ -656,6 +653,31 @@ def plot_diagnostics(posterior, max_params: int = 6, axes=None):
         axes[i, 2].set_ylabel("chain", fontsize="medium")
     axes[-1, 1].set_xlabel("draw")
     return axes
+
+
+def _chain_panels(row, values: np.ndarray) -> None:
+    """Density (Gaussian kernel, Silverman's bandwidth of the pooled draws), trace and rank
+    histogram of ``values: (chains, draws)`` on the three axes of ``row``, a colour a chain."""
+    from scipy.stats import rankdata
+
+    C, D = values.shape
+    sd = float(values.std())
+    bw = 1.06 * (sd if sd > 0 else 1.0) * (C * D) ** -0.2
+    grid = np.linspace(values.min() - 3 * bw, values.max() + 3 * bw, 200)
+    ranks = rankdata(values.ravel()).reshape(C, D)
+    bins = np.linspace(0.5, C * D + 0.5, max(2, min(20, D // 5)) + 1)
+    expected = D / (len(bins) - 1)
+    for c in range(C):
+        colour = f"C{c % 10}"
+        z = (grid[:, None] - values[c][None, :]) / bw
+        row[0].plot(grid, np.exp(-0.5 * z ** 2).mean(1) / (bw * math.sqrt(2 * math.pi)),
+                    color=colour, lw=1)
+        row[1].plot(np.arange(D), values[c], color=colour, lw=0.7)
+        counts, _ = np.histogram(ranks[c], bins=bins)
+        row[2].bar(bins[:-1], 0.45 * counts / expected, width=np.diff(bins), bottom=c,
+                   align="edge", color=colour, alpha=0.8, edgecolor="white", lw=0.5)
+        row[2].axhline(c + 0.45, color="k", ls="--", lw=0.7)
+    row[2].set_yticks(np.arange(C) + 0.45, [str(c) for c in range(C)])
 
 
 def plot_elbo(posterior, ax=None, skip: float = 0.0):

@@ -13,10 +13,10 @@ import json
 import os
 import tempfile
 
-import arviz as az
 import numpy as np
 import torch
 
+from bayesirl._arviz import az, from_groups, load_netcdf
 from bayesirl.demos import Demonstrations, rollouts
 from bayesirl.diagnostics import check_convergence
 from bayesirl.mdp import TabularMDP, _as_tensor
@@ -207,9 +207,15 @@ class RewardPosterior:
         return _concat(trajs)
 
     # ------------------------------------------------------------------ ArviZ
-    def to_arviz(self) -> az.InferenceData:
-        """ArviZ InferenceData: posterior (params and ``reward``), sample_stats, log_likelihood
-        (per demonstration, site ``actions``), observed_data, with named dims and coords."""
+    def to_arviz(self):
+        """ArviZ data: ``arviz.InferenceData`` on ArviZ 0.x, ``xarray.DataTree`` on ArviZ >= 1.0
+        (the same groups, variables, dims and coords either way; both go to any ``az.*``).
+
+        Groups: posterior (the parameter sites and ``reward``, dims ``(chain, draw, ...)``
+        named like ``feature``, ``state``, ``action``, with coords), sample_stats (MCMC only),
+        log_likelihood (site ``actions``, one value per demonstration: ``(chain, draw, demo)``,
+        for ``az.loo`` and ``az.compare``), observed_data (the demonstrations) and the
+        settings as attributes of the posterior group."""
         S, A = self.rewards.shape[-2:]
         mdp = self.mdp
         coords = {"state": list(mdp.state_names) if mdp is not None and mdp.state_names
@@ -219,14 +225,23 @@ class RewardPosterior:
                   **self.coords}
         posterior = {k: v.detach().cpu().numpy() for k, v in self.params.items()}
         posterior["reward"] = self.rewards.detach().cpu().numpy()
-        dims = {k: list(v) for k, v in self.dims.items()}
-        dims["reward"] = ["state", "action"]
-        kwargs = {}
+        post_dims = {k: list(v) for k, v in self.dims.items()}
+        post_dims["reward"] = ["state", "action"]
+        groups = {"posterior": posterior}
+        dims = {"posterior": post_dims}
         if self.log_lik is not None:
-            kwargs["log_likelihood"] = {"actions": self.log_lik.detach().cpu().numpy()}
-            dims["actions"] = ["demo"]
+            groups["log_likelihood"] = {"actions": self.log_lik.detach().cpu().numpy()}
+            dims["log_likelihood"] = {"actions": ["demo"]}
         if self.sample_stats:
-            kwargs["sample_stats"] = {k: v.cpu().numpy() for k, v in self.sample_stats.items()}
+            groups["sample_stats"] = {k: v.cpu().numpy() for k, v in self.sample_stats.items()}
+        if self.demos is not None:  # "actions" is (demo, step) here, (demo,) in log_likelihood
+            observed = {k: getattr(self.demos, k).cpu().numpy()
+                        for k in ("states", "actions", "mask")}
+            dims["observed_data"] = {k: ["demo", "step"] for k in observed}
+            if self.demos.final_states is not None:
+                observed["final_states"] = self.demos.final_states.cpu().numpy()
+                dims["observed_data"]["final_states"] = ["demo"]
+            groups["observed_data"] = observed
         attrs = {"bayesirl_format": _FORMAT, "method": self.method,
                  "settings": json.dumps(self.settings), "incomplete": int(self.incomplete),
                  "mdp_fingerprint": self.fingerprint or "",
@@ -234,17 +249,7 @@ class RewardPosterior:
                  "param_coords": json.dumps(self.coords)}
         if "elbo" in self.extra:
             attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
-        idata = az.from_dict(posterior=posterior, coords=coords, dims=dims, **kwargs)
-        idata.posterior.attrs.update(attrs)
-        if self.demos is not None:  # its own call: "actions" is (demo, step) here, not (demo,)
-            observed = {k: getattr(self.demos, k).cpu().numpy()
-                        for k in ("states", "actions", "mask")}
-            obs_dims = {k: ["demo", "step"] for k in observed}
-            if self.demos.final_states is not None:
-                observed["final_states"] = self.demos.final_states.cpu().numpy()
-                obs_dims["final_states"] = ["demo"]
-            idata.extend(az.from_dict(observed_data=observed, dims=obs_dims))
-        return idata
+        return from_groups(groups, coords=coords, dims=dims, attrs={"posterior": attrs})
 
     def summary(self, var_names=None, **kwargs):
         """ArviZ summary table of the parameters (default: every site but ``reward``)."""
@@ -280,7 +285,7 @@ class RewardPosterior:
         if not os.path.exists(path):
             raise FileNotFoundError(f"no posterior file at {path}")
         try:
-            idata = az.from_netcdf(path)
+            idata = load_netcdf(path)
         except Exception as e:  # h5py/netCDF raise many types for a truncated or foreign file
             raise ValueError(f"{path} is not a readable netCDF posterior file ({e})") from e
         post = getattr(idata, "posterior", None)

@@ -16,7 +16,6 @@ import math
 import re
 import warnings
 
-import arviz as az
 import hypothesis.extra.numpy as hnp
 import numpy as np
 import pyro.distributions as dist
@@ -26,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bayesirl as birl
+from bayesirl._arviz import from_groups
 from bayesirl.demos import Demonstrations
 from bayesirl.diagnostics import ConvergenceError, InferenceWarning
 from bayesirl.testing import simulate_demos, tiny_chain_mdp
@@ -559,7 +559,7 @@ def saved(tmp_path_factory):
     (folder / "truncated.nc").write_bytes(raw[: len(raw) // 2])
     (folder / "empty.nc").write_bytes(b"")
     (folder / "text.nc").write_text("not a netCDF file")
-    az.from_dict(posterior={"x": np.zeros((1, 5))}).to_netcdf(folder / "foreign.nc")
+    from_groups({"posterior": {"x": np.zeros((1, 5))}}).to_netcdf(folder / "foreign.nc")
     np.savez(folder / "arrays.npz", a=np.zeros(3))
     return folder
 

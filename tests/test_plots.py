@@ -10,6 +10,7 @@ from matplotlib.quiver import Quiver
 
 import bayesirl as birl
 from bayesirl import plots
+from bayesirl._arviz import ARVIZ_1
 from bayesirl.envs import GRID_ACTIONS
 
 
@@ -327,6 +328,9 @@ def test_plot_posterior_wraps_arviz(mcmc_post, kind):
     assert axes.size >= 1
     text = " ".join(a.get_title() + " " + " ".join(t.get_text() for t in a.get_yticklabels())
                     for a in axes.ravel())
+    if ARVIZ_1:  # ArviZ 1.x names the site in the y label (trace) or in text artists (forest)
+        text += " ".join(a.get_ylabel() + " " + " ".join(t.get_text() for t in a.texts)
+                         for a in axes.ravel())
     assert "theta" in text
     with pytest.raises(ValueError, match="kind is 'pair'"):
         plots.plot_posterior(mcmc_post, kind="pair")

@@ -30,6 +30,7 @@ import pytest
 import torch
 
 import bayesirl as birl
+from bayesirl._arviz import ARVIZ_1
 from bayesirl.diagnostics import InferenceWarning
 from bayesirl.testing import grid_posterior, simulate_demos, tiny_chain_mdp
 
@@ -293,9 +294,14 @@ def test_loo_prefers_correct_reward_model():
              for name, m in (("linear", right), ("misspecified", wrong))}
     loo = az.loo(posts["linear"].to_arviz(), pointwise=True)
     assert loo.n_data_points == demos.n
-    assert np.isfinite(loo.elpd_loo)
-    table = az.compare({k: p.to_arviz() for k, p in posts.items()})
+    assert np.isfinite(loo.elpd if ARVIZ_1 else loo.elpd_loo)  # ArviZ 1.x renamed the field
+    unrounded = {"round_to": "none"} if ARVIZ_1 else {}  # ArviZ 1.x rounds the table itself
+    table = az.compare({k: p.to_arviz() for k, p in posts.items()}, **unrounded)
     assert table.index[0] == "linear"
     best, other = table.loc["linear"], table.loc["misspecified"]
-    assert other["elpd_diff"] > 2 * other["dse"], table
-    assert best["elpd_loo"] > other["elpd_loo"]
+    # ArviZ 0.x: elpd_diff = best - this model (>= 0), column elpd_loo; ArviZ 1.x: elpd_diff =
+    # this model - best (<= 0), column elpd
+    gap = -other["elpd_diff"] if ARVIZ_1 else other["elpd_diff"]
+    assert gap > 2 * other["dse"], table
+    elpd = "elpd" if ARVIZ_1 else "elpd_loo"
+    assert best[elpd] > other[elpd]
