@@ -31,22 +31,36 @@ def block_size(S: int, A: int, K: int) -> int:
 
 
 @_jit
+def _q_state(succ, prob, r_b, v_next, s, q_out):
+    """``q_out[a] = r_b[s, a] + sum_k prob[s, a, k] v_next[succ[s, a, k]]``; returns max_a."""
+    m = -math.inf
+    for a in range(succ.shape[1]):
+        q = r_b[s, a]
+        for k in range(succ.shape[2]):
+            q += prob[s, a, k] * v_next[succ[s, a, k]]
+        q_out[a] = q
+        m = max(m, q)
+    return m
+
+
+@_jit
+def _scatter_state(succ, prob, g_q, s, carry_b):
+    """``carry_b[s'] += sum_a P(s' | s, a) g_q[a]``: the transpose of :func:`_q_state`."""
+    for a in range(succ.shape[1]):
+        for k in range(succ.shape[2]):
+            carry_b[succ[s, a, k]] += prob[s, a, k] * g_q[a]
+
+
+@_jit
 def _forward(succ, prob, r, v_end, log_policy, v, C):
     B, T, S, A = log_policy.shape
-    K = succ.shape[2]
     for t in range(T - 1, -1, -1):
         for s0 in range(0, S, C):
             for b in range(B):
                 v_next = v_end[b] if t == T - 1 else v[b, t + 1]
                 lp = log_policy[b, t]
                 for s in range(s0, min(S, s0 + C)):
-                    m = -math.inf
-                    for a in range(A):
-                        q = r[b, s, a]
-                        for k in range(K):
-                            q += prob[s, a, k] * v_next[succ[s, a, k]]
-                        lp[s, a] = q
-                        m = max(m, q)
+                    m = _q_state(succ, prob, r[b], v_next, s, lp[s])
                     z = 0.0
                     for a in range(A):
                         z += math.exp(lp[s, a] - m)
@@ -67,9 +81,8 @@ def soft_dp_forward(succ, prob, r, v_end, log_policy, v):
 
 
 @_jit
-def _backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next, C):
+def _backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next, g_q, C):
     B, T, S, A = log_policy.shape
-    K = succ.shape[2]
     g_r[...] = 0
     carry[...] = 0
     for t in range(T):
@@ -85,14 +98,18 @@ def _backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next, C):
                         for a in range(A):
                             w -= g_lp[b, t, s, a]
                     for a in range(A):
-                        g_q = math.exp(lp[s, a]) * w
+                        g_q[a] = math.exp(lp[s, a]) * w
                         if g_lp is not None:
-                            g_q += g_lp[b, t, s, a]
-                        g_r[b, s, a] += g_q
-                        for k in range(K):
-                            carry_next[b, succ[s, a, k]] += prob[s, a, k] * g_q
+                            g_q[a] += g_lp[b, t, s, a]
+                        g_r[b, s, a] += g_q[a]
+                    _scatter_state(succ, prob, g_q, s, carry_next[b])
         carry, carry_next = carry_next, carry
     return carry
+
+
+def _adjoint_buffers(B, S, A, dtype):
+    """Scratch of the adjoint passes: two ``(B, S)`` carries and one ``(A,)`` row of g_q."""
+    return np.empty((B, S), dtype), np.empty((B, S), dtype), np.empty(A, dtype)
 
 
 def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r):
@@ -104,7 +121,65 @@ def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r):
     ``g_v: (B, T, S)`` and ``g_lp: (B, T, S, A)`` are the output gradients (either may be
     None); writes ``dL/dr`` into ``g_r: (B, S, A)`` and returns ``dL/dv_end: (B, S)``.
     """
-    B, _, S, _ = log_policy.shape
-    carry, carry_next = (np.empty((B, S), log_policy.dtype) for _ in range(2))
-    return _backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next,
-                     block_size(*succ.shape))
+    B, _, S, A = log_policy.shape
+    return _backward(succ, prob, log_policy, g_v, g_lp, g_r,
+                     *_adjoint_buffers(B, S, A, log_policy.dtype), block_size(*succ.shape))
+
+
+@_jit
+def _hard_forward(succ, prob, r, v_end, q, v, C):
+    B, T, S, A = q.shape
+    for t in range(T - 1, -1, -1):
+        for s0 in range(0, S, C):
+            for b in range(B):
+                v_next = v_end[b] if t == T - 1 else v[b, t + 1]
+                for s in range(s0, min(S, s0 + C)):
+                    v[b, t, s] = _q_state(succ, prob, r[b], v_next, s, q[b, t, s])
+
+
+def hard_dp_forward(succ, prob, r, v_end, q, v):
+    """Hard backward induction: fills ``q (B, T, S, A)`` and ``v = max_a q`` ``(B, T, S)``.
+    Arguments as in :func:`soft_dp_forward`."""
+    S, A, K = succ.shape
+    _hard_forward(succ, prob, r, v_end, q, v, block_size(S, A, K))
+
+
+@_jit
+def _hard_backward(succ, prob, q, v, g_v, g_qo, g_r, carry, carry_next, g_q, rtol, C):
+    B, T, S, A = q.shape
+    g_r[...] = 0
+    carry[...] = 0
+    for t in range(T):
+        carry_next[...] = 0
+        for s0 in range(0, S, C):
+            for b in range(B):
+                for s in range(s0, min(S, s0 + C)):
+                    w = carry[b, s]
+                    if g_v is not None:
+                        w += g_v[b, t, s]
+                    top = v[b, t, s] - rtol * max(1.0, abs(v[b, t, s]))
+                    n = 0
+                    for a in range(A):
+                        n += q[b, t, s, a] >= top
+                    for a in range(A):
+                        g_q[a] = w / n if q[b, t, s, a] >= top else 0.0
+                        if g_qo is not None:
+                            g_q[a] += g_qo[b, t, s, a]
+                        g_r[b, s, a] += g_q[a]
+                    _scatter_state(succ, prob, g_q, s, carry_next[b])
+        carry, carry_next = carry_next, carry
+    return carry
+
+
+def hard_dp_backward(succ, prob, q, v, g_v, g_q, g_r, rtol):
+    """Adjoint of :func:`hard_dp_forward`: ``v_t = max_a q_t`` passes its gradient to the
+    maximising actions, split evenly among ties within ``rtol * max(1, |v|)``::
+
+        g_q_t = G_q[t] + w_t * (G_v[t] + P^T g_q_{t-1}),   g_r = sum_t g_q_t,
+
+    ``w_t`` the tie-split greedy policy. Writes ``dL/dr`` into ``g_r (B, S, A)`` and returns
+    ``dL/dv_end (B, S)``.
+    """
+    B, _, S, A = q.shape
+    return _hard_backward(succ, prob, q, v, g_v, g_q, g_r,
+                          *_adjoint_buffers(B, S, A, q.dtype), rtol, block_size(*succ.shape))

@@ -56,16 +56,17 @@ class Plan:
             horizon it is ``log_policy + v`` computed on first access (a full-size tensor that
             the likelihood never needs), so access it where its gradient is wanted.
         v: ``(..., T, S)`` finite horizon, ``(..., S)`` discounted.
-        log_policy: same shape as ``q``; ``-inf`` for actions a hard policy never takes.
+        log_policy: same shape as ``q``; ``-inf`` for actions a hard policy never takes
+            (for the hard finite horizon on the CPU, computed on first access).
         num_iters: backups performed (T for a finite horizon).
         residual: sup-norm of the last update of ``v`` (0 for a finite horizon).
     """
 
-    __slots__ = ("_q", "v", "log_policy", "num_iters", "residual")
+    __slots__ = ("_q", "v", "_log_policy", "num_iters", "residual")
 
-    def __init__(self, q: torch.Tensor | None, v: torch.Tensor, log_policy: torch.Tensor,
+    def __init__(self, q: torch.Tensor | None, v: torch.Tensor, log_policy: torch.Tensor | None,
                  num_iters: int, residual: float):
-        self._q, self.v, self.log_policy = q, v, log_policy
+        self._q, self.v, self._log_policy = q, v, log_policy
         self.num_iters, self.residual = num_iters, residual
 
     @property
@@ -75,12 +76,18 @@ class Plan:
         return self._q
 
     @property
+    def log_policy(self) -> torch.Tensor:
+        if self._log_policy is None:  # a hard plan's greedy policy, not needed by Boltzmann
+            self._log_policy = _hard_backup(self._q.detach())[1]
+        return self._log_policy
+
+    @property
     def policy(self) -> torch.Tensor:
         """Action probabilities, same shape as ``log_policy``."""
         return self.log_policy.exp()
 
     def _replace(self, **changes) -> Plan:
-        fields = dict(q=self._q, v=self.v, log_policy=self.log_policy,
+        fields = dict(q=self._q, v=self.v, log_policy=self._log_policy,
                       num_iters=self.num_iters, residual=self.residual)
         return Plan(**{**fields, **changes})
 
@@ -112,10 +119,15 @@ def _soft_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return v, q - v.unsqueeze(-1)
 
 
+def _tie_rtol(dtype) -> float:
+    """Actions within ``rtol * max(1, |V|)`` of the max are tied (the hard policy's ties)."""
+    return 1e-9 if dtype == torch.float64 else 1e-5
+
+
 def _hard_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(V, log_policy)`` of ``q`` under a max; ties share probability uniformly."""
     v = q.amax(-1)
-    tol = (1e-9 if q.dtype == torch.float64 else 1e-5) * v.abs().clamp(min=1.0)
+    tol = _tie_rtol(q.dtype) * v.abs().clamp(min=1.0)
     best = (q >= (v - tol).unsqueeze(-1)).to(q.dtype)
     return v, (best / best.sum(-1, keepdim=True)).log()
 
@@ -231,6 +243,38 @@ class _SoftBackwardInduction(torch.autograd.Function):
         return g_r_.permute(2, 0, 1).contiguous(), g_v_end.T.contiguous(), None
 
 
+class _HardBackwardInduction(torch.autograd.Function):
+    """Finite-horizon hard DP on the CPU, batch-first: ``r: (B, S, A)``, ``v_end: (B, S)``.
+
+    Returns ``q: (B, T, S, A)`` and ``v = max_a q: (B, T, S)``, both differentiable (almost
+    everywhere): the adjoint sends ``dL/dv_t`` to the maximising actions, ties split evenly
+    (:func:`bayesirl._cpu_dp.hard_dp_backward`). The Boltzmann likelihood's planner.
+    """
+
+    @staticmethod
+    def forward(ctx, r, v_end, mdp):
+        B, S, A = r.shape
+        T = mdp.horizon
+        q, v = _cpu_empty(r, B, T, S, A), _cpu_empty(r, B, T, S)
+        _cpu_dp.hard_dp_forward(_numpy(mdp.successors), _numpy(mdp.transition_probs),
+                                _numpy(r), _numpy(v_end), q.numpy(), v.numpy())
+        ctx.mdp = mdp
+        ctx.save_for_backward(q, v)
+        return q, v
+
+    @staticmethod
+    def backward(ctx, g_q, g_v):
+        _no_double_backward()
+        q, v = ctx.saved_tensors
+        mdp = ctx.mdp
+        B, T, S, A = q.shape
+        g_r = _cpu_empty(q, B, S, A)
+        g_v_end = torch.from_numpy(_cpu_dp.hard_dp_backward(
+            _numpy(mdp.successors), _numpy(mdp.transition_probs), q.numpy(), v.numpy(),
+            _numpy(g_v), _numpy(g_q), g_r.numpy(), _tie_rtol(q.dtype)))
+        return g_r, g_v_end, None
+
+
 def _backward_induction(mdp, r, backup, terminal):
     """Finite-horizon dynamic program over ``r: (..., S, A)``; returns a :class:`Plan`."""
     T = mdp.horizon
@@ -242,6 +286,12 @@ def _backward_induction(mdp, r, backup, terminal):
         v, log_policy = _SoftBackwardInduction.apply(
             r.reshape(-1, S, A).contiguous(), v_end.reshape(-1, S).contiguous(), mdp)
         return Plan(None, v.reshape(*batch, T, S), log_policy.reshape(*batch, T, S, A), T, 0.0)
+    if backup is _hard_backup and _use_cpu_kernel(r):
+        S, A = r.shape[-2:]
+        q, v = _HardBackwardInduction.apply(
+            r.reshape(-1, S, A).contiguous(), v_end.reshape(-1, S).contiguous(), mdp)
+        q, v = q.reshape(*batch, T, S, A), v.reshape(*batch, T, S)
+        return Plan(q, v, None, T, 0.0)
     qs = [None] * T
     v = v_end
     for t in reversed(range(T)):

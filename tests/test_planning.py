@@ -846,6 +846,39 @@ def test_torch_kernel_equals_compiled_cpu_kernel(monkeypatch, dense, outputs):
         torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("outputs", ["both", "v", "q"])
+def test_hard_torch_loop_equals_compiled_cpu_kernel(monkeypatch, outputs):
+    """Hard backward induction (the Boltzmann likelihood's planner): the torch loop of backups
+    (the accelerator path) against the compiled CPU kernel, values and gradients."""
+    from bayesirl import planning
+
+    mdp = envs.gridworld(size=6, slip=0.2, horizon=6, dtype=torch.float64)
+    S, A = mdp.n_states, mdp.n_actions
+    r0, term0 = random_reward(3, (2, S, A)), random_reward(4, (S,))
+    G = random_reward(5, (2, 6, S, A))
+    results = []
+    for compiled in (True, False):
+        monkeypatch.setattr(planning, "_use_cpu_kernel", lambda x, c=compiled: c)
+        r, term = r0.clone().requires_grad_(), term0.clone().requires_grad_()
+        plan = birl.value_iteration(mdp, r, terminal_reward=term)
+        loss = {"both": (plan.q * G).sum() + plan.v.square().sum(),
+                "v": plan.v.square().sum(), "q": (plan.q * G).sum()}[outputs]
+        loss.backward()
+        results.append((plan.q.detach(), plan.v.detach(), plan.log_policy, r.grad, term.grad))
+    assert results[0][3].abs().sum() > 0 and results[0][4].abs().sum() > 0
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def test_hard_compiled_gradient_splits_ties():
+    """With every action tied (zero reward, symmetric dynamics) dL/dv reaches each action's
+    reward in equal shares, as the tie-split greedy policy says."""
+    mdp = TabularMDP.from_dense(torch.full((2, 3, 2), 0.5, dtype=torch.float64), horizon=1)
+    r = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    birl.value_iteration(mdp, r).v.sum().backward()
+    torch.testing.assert_close(r.grad, torch.full((2, 3), 1 / 3, dtype=torch.float64))
+
+
 # ---------------------------------------------------------------------------- CUDA
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
