@@ -19,15 +19,16 @@ import time
 import pyro
 import scipy.optimize
 import torch
-from pyro.distributions.transforms import biject_to
 from pyro.infer import SVI, Trace_ELBO
 from pyro.infer import autoguide as ag
 from pyro.infer.mcmc import HMC, NUTS
 from tqdm.auto import tqdm
 
+from bayesirl import _metric
+from bayesirl._target import Target
 from bayesirl.demos import Demonstrations
 from bayesirl.mdp import TabularMDP
-from bayesirl.model import check_likelihood, check_rationality, demo_log_likelihood, irl_model
+from bayesirl.model import check_likelihood, check_rationality, irl_model
 from bayesirl.posterior import RewardPosterior
 from bayesirl.rewards import RewardModel
 
@@ -36,63 +37,6 @@ __all__ = ["GUIDES", "METHODS", "infer"]
 METHODS = ("nuts", "hmc", "svi", "map")
 GUIDES = {"normal": ag.AutoNormal, "mvn": ag.AutoMultivariateNormal,
           "lowrank": ag.AutoLowRankMultivariateNormal}
-
-
-class Target:
-    """The unnormalised posterior over named reward parameters (and the rationality).
-
-    ``log_joint(params)`` and ``log_likelihood(params)`` accept parameters with any leading
-    batch shape; ``potential(u)`` takes unconstrained values (a dict, as Pyro's kernels want)
-    and includes the log-Jacobian of the transforms to each prior's support.
-    """
-
-    def __init__(self, mdp, demos, reward_model, likelihood, rationality):
-        self.mdp, self.demos, self.reward_model = mdp, demos, reward_model
-        self.likelihood, self.rationality = likelihood, rationality
-        self.priors = dict(reward_model.priors())
-        if isinstance(rationality, torch.distributions.Distribution):
-            self.priors["rationality"] = rationality
-        self.transforms = {k: biject_to(p.support) for k, p in self.priors.items()}
-
-    def beta(self, params):
-        return params.get("rationality", self.rationality)
-
-    def log_likelihood(self, params) -> torch.Tensor:
-        """``(..., N)`` per-demonstration log-likelihood."""
-        reward = self.reward_model.reward(params)
-        return demo_log_likelihood(self.mdp, self.demos, reward, self.likelihood,
-                                   self.beta(params))
-
-    def log_prior(self, params) -> torch.Tensor:
-        return sum(p.log_prob(params[k]) for k, p in self.priors.items())
-
-    def constrain(self, u):
-        return {k: self.transforms[k](v) for k, v in u.items()}
-
-    def unconstrain(self, params):
-        return {k: self.transforms[k].inv(v) for k, v in params.items()}
-
-    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
-        params = self.constrain(u)
-        logp = self.log_prior(params) + self.log_likelihood(params).sum(-1)
-        if jacobian:
-            for k, t in self.transforms.items():
-                logp = logp + _sum_event(t.log_abs_det_jacobian(u[k], params[k]),
-                                         self.priors[k].event_dim)
-        return -logp
-
-    def init_unconstrained(self):
-        """A point in unconstrained space: each prior's transformed median-like centre."""
-        like = torch.zeros((), dtype=self.mdp.dtype, device=self.mdp.device)
-        out = {}
-        for k, p in self.priors.items():
-            shape = p.batch_shape + p.event_shape
-            out[k] = torch.zeros(shape, dtype=like.dtype, device=like.device)
-        return out
-
-
-def _sum_event(x, event_dim):
-    return x.sum(tuple(range(-event_dim, 0))) if event_dim else x
 
 
 def _fit_map(target: Target, u0, max_iter: int = 200, jacobian: bool = False):
@@ -171,15 +115,27 @@ class _Recorder:
         return params, stats
 
 
+def _set_metric(kernel, inverse_mass) -> None:
+    """Start ``kernel``'s adaptation from ``inverse_mass`` (flattened over the sorted site
+    names, as Pyro's one mass-matrix block is) and find a step size for it."""
+    adapter = kernel._adapter
+    (block,) = adapter.mass_matrix_adapter.inverse_mass_matrix
+    adapter.mass_matrix_adapter.inverse_mass_matrix = {block: inverse_mass}
+    adapter.reset_step_size_adaptation(kernel._initial_params)
+
+
 def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progress, init,
-               kernel_options):
-    """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``."""
+               kernel_options, inverse_mass):
+    """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``.
+    ``inverse_mass``: the initial metric (None: Pyro's identity)."""
     pyro.set_rng_seed(seed + c)
     u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
     kernel = (NUTS if method == "nuts" else HMC)(potential_fn=target.potential,
                                                  **kernel_options)
     kernel.initial_params = u0
     kernel.setup(warmup)
+    if inverse_mass is not None:
+        _set_metric(kernel, inverse_mass)
     rec = _Recorder(kernel)
     params = kernel.initial_params
     draws, stats, interrupted = [], [], False
@@ -208,9 +164,9 @@ def _chain_in_process(*args):
 
 
 def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, init,
-              kernel_options, parallel):
+              kernel_options, inverse_mass, parallel):
     args = (target, method, num_chains, num_samples, warmup, seed, progress, init,
-            kernel_options)
+            kernel_options, inverse_mass)
     results = []
     if parallel:
         ctx = multiprocessing.get_context("spawn")  # fork is unsafe with OpenMP threads
@@ -373,7 +329,10 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
             ends where an uninterrupted run would.
         dense_mass: NUTS/HMC adapt a dense mass matrix (default: when there are <= 50
             parameters; correlated rewards, e.g. one-hot features, need it).
-        map_init: start chains (and SVI) near the MAP fit, jittered per chain.
+        map_init: start chains (and SVI) near the MAP fit, jittered per chain; NUTS/HMC
+            also start their metric adaptation from the Laplace approximation there (the
+            inverse Hessian, by finite differences of the gradient; up to 1000 parameters),
+            recorded as ``settings["initial_metric"]``.
 
     Returns:
         A :class:`~bayesirl.posterior.RewardPosterior`; ``post.samples["theta"]`` has shape
@@ -420,12 +379,18 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
                    if method == "nuts" else {"num_steps": num_steps,
                                              "target_accept_prob": target_accept})
         options["full_mass"] = dense
+        inverse_mass = None
+        if map_init and warmup > 0:
+            T = mdp.horizon if mdp.finite_horizon else 1
+            inverse_mass = _metric.laplace_inverse_mass(
+                target.potential, init, T * mdp.n_states * mdp.n_actions, dense)
+        settings["initial_metric"] = "identity" if inverse_mass is None else "laplace"
         if parallel is None:
             parallel = (num_chains > 1 and (os.cpu_count() or 1) > 1
                         and num_chains * (num_samples + warmup) >= 1000)
         params, sample_stats, incomplete = _run_mcmc(target, method, num_samples, warmup,
                                                      num_chains, seed, progress, init, options,
-                                                     parallel)
+                                                     inverse_mass, parallel)
         settings.update(warmup=warmup, num_chains=num_chains, **options)
     settings["seconds"] = time.perf_counter() - start
     for k, v in params.items():
