@@ -111,8 +111,8 @@ def time_bayesirl(mdp, B: int, repeats: int) -> float:
     """Seconds per backup of bayesirl's soft value iteration, forward + backward."""
     S, A, T = mdp.n_states, mdp.n_actions, mdp.horizon
     g = torch.Generator().manual_seed(0)
-    reward = torch.rand(B, S, A, generator=g).requires_grad_()
-    G = torch.randn(B, T, S, A, generator=g)
+    reward = torch.rand(B, S, A, generator=g, dtype=mdp.dtype).requires_grad_()
+    G = torch.randn(B, T, S, A, generator=g, dtype=mdp.dtype)
 
     def step():
         reward.grad = None
@@ -143,8 +143,8 @@ def time_dense(mdp, B: int, T: int, repeats: int) -> float:
     S, A = mdp.n_states, mdp.n_actions
     P2 = mdp.transition_matrix().reshape(S * A, S)
     g = torch.Generator().manual_seed(0)
-    reward = torch.rand(B, S, A, generator=g).requires_grad_()
-    G = torch.randn(B, T, S, A, generator=g)
+    reward = torch.rand(B, S, A, generator=g, dtype=mdp.dtype).requires_grad_()
+    G = torch.randn(B, T, S, A, generator=g, dtype=mdp.dtype)
 
     def step(horizon=T):
         reward.grad = None

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl.diagnostics import InferenceWarning
 from bayesirl import _metric
+from bayesirl.diagnostics import InferenceWarning
 from bayesirl.infer import _run_chain
 from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
