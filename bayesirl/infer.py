@@ -24,7 +24,6 @@ from pyro.infer import autoguide as ag
 from pyro.infer.mcmc import HMC, NUTS
 from tqdm.auto import tqdm
 
-from bayesirl import _metric
 from bayesirl._target import Target
 from bayesirl.demos import Demonstrations
 from bayesirl.mdp import TabularMDP
@@ -115,27 +114,15 @@ class _Recorder:
         return params, stats
 
 
-def _set_metric(kernel, inverse_mass) -> None:
-    """Start ``kernel``'s adaptation from ``inverse_mass`` (flattened over the sorted site
-    names, as Pyro's one mass-matrix block is) and find a step size for it."""
-    adapter = kernel._adapter
-    (block,) = adapter.mass_matrix_adapter.inverse_mass_matrix
-    adapter.mass_matrix_adapter.inverse_mass_matrix = {block: inverse_mass}
-    adapter.reset_step_size_adaptation(kernel._initial_params)
-
-
 def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progress, init,
-               kernel_options, inverse_mass):
-    """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``.
-    ``inverse_mass``: the initial metric (None: Pyro's identity)."""
+               kernel_options):
+    """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``."""
     pyro.set_rng_seed(seed + c)
     u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
     kernel = (NUTS if method == "nuts" else HMC)(potential_fn=target.potential,
                                                  **kernel_options)
     kernel.initial_params = u0
     kernel.setup(warmup)
-    if inverse_mass is not None:
-        _set_metric(kernel, inverse_mass)
     rec = _Recorder(kernel)
     params = kernel.initial_params
     draws, stats, interrupted = [], [], False
@@ -164,9 +151,9 @@ def _chain_in_process(*args):
 
 
 def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, init,
-              kernel_options, inverse_mass, parallel):
+              kernel_options, parallel):
     args = (target, method, num_chains, num_samples, warmup, seed, progress, init,
-            kernel_options, inverse_mass)
+            kernel_options)
     results = []
     if parallel:
         ctx = multiprocessing.get_context("spawn")  # fork is unsafe with OpenMP threads
@@ -329,10 +316,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
             ends where an uninterrupted run would.
         dense_mass: NUTS/HMC adapt a dense mass matrix (default: when there are <= 50
             parameters; correlated rewards, e.g. one-hot features, need it).
-        map_init: start chains (and SVI) near the MAP fit, jittered per chain; NUTS/HMC
-            also start their metric adaptation from the Laplace approximation there (the
-            inverse Hessian, by finite differences of the gradient; up to 1000 parameters),
-            recorded as ``settings["initial_metric"]``.
+        map_init: start chains (and SVI) near the MAP fit, jittered per chain.
 
     Returns:
         A :class:`~bayesirl.posterior.RewardPosterior`; ``post.samples["theta"]`` has shape
@@ -379,18 +363,12 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
                    if method == "nuts" else {"num_steps": num_steps,
                                              "target_accept_prob": target_accept})
         options["full_mass"] = dense
-        inverse_mass = None
-        if map_init and warmup > 0:
-            T = mdp.horizon if mdp.finite_horizon else 1
-            inverse_mass = _metric.laplace_inverse_mass(
-                target.potential, init, T * mdp.n_states * mdp.n_actions, dense)
-        settings["initial_metric"] = "identity" if inverse_mass is None else "laplace"
         if parallel is None:
             parallel = (num_chains > 1 and (os.cpu_count() or 1) > 1
                         and num_chains * (num_samples + warmup) >= 1000)
         params, sample_stats, incomplete = _run_mcmc(target, method, num_samples, warmup,
                                                      num_chains, seed, progress, init, options,
-                                                     inverse_mass, parallel)
+                                                     parallel)
         settings.update(warmup=warmup, num_chains=num_chains, **options)
     settings["seconds"] = time.perf_counter() - start
     for k, v in params.items():
