@@ -10,12 +10,15 @@ the groups as attributes (``data.posterior``, ``data.log_likelihood``, ...) whos
 - listing the groups: ``InferenceData.groups()`` versus ``DataTree.children``;
 - ``az.bfmi``: an array on 0.x, a tree with an ``energy`` variable on 1.x;
 - reading netCDF: ``az.from_netcdf`` versus ``xarray.open_datatree``;
-- plots: ArviZ 1.x's plots make their own figure and return a ``PlotCollection``
-  (``plot_trace`` is the trace alone; ``plot_trace_dist`` is 0.x's density-and-trace).
+- plots: ArviZ 1.x's plots return a ``PlotCollection`` and take no axes; ``plot`` lays them
+  out on given axes by handing arviz_plots' grid maker the axes (``plot_trace`` is the trace
+  alone there; ``plot_trace_dist`` is 0.x's density-and-trace).
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
 
 import numpy as np
@@ -81,20 +84,96 @@ def load_netcdf(path):
 
 
 _PLOTS_1 = {"trace": "plot_trace_dist", "rank": "plot_rank", "forest": "plot_forest"}
+_ONTO_AXES = threading.Lock()  # one plot at a time swaps arviz_plots' grid maker for axes
 
 
 def plot(kind: str, data, var_names, axes=None, **kwargs):
     """``az.plot_trace`` / ``plot_rank`` / ``plot_forest`` (``kind``: trace, rank, forest);
-    returns the matplotlib axes. ArviZ 1.x draws its own figure (``axes`` must be None) and
-    returns a ``PlotCollection``: this returns the axes of its figure, a 1-d array."""
+    returns the matplotlib axes.
+
+    ArviZ 1.x (arviz_plots) has no ``ax``/``axes`` argument and returns a ``PlotCollection``;
+    without ``axes`` this returns the axes of the figure it made, a 1-d array. With ``axes``
+    the plot is laid out on them instead (see :func:`_onto_axes`): as many axes as ArviZ's grid
+    has plots, e.g. ``(n_variables, 2)`` for the trace, one per scalar component for the rank
+    plot and two (labels, intervals) for the forest; this returns ``axes`` as an array.
+    """
     if not ARVIZ_1:
         if kind == "trace":
             return az.plot_trace(data, var_names=var_names, axes=axes, **kwargs)
         return getattr(az, f"plot_{kind}")(data, var_names=var_names, ax=axes, **kwargs)
-    if axes is not None:
-        raise ValueError("axes= needs ArviZ 0.x: the plots of ArviZ >= 1.0 draw their own "
-                         "figure (leave axes out; the returned axes hold the figure)")
+    function = getattr(az, _PLOTS_1[kind])
     kwargs.setdefault("backend", "matplotlib")
-    collection = getattr(az, _PLOTS_1[kind])(data, var_names=var_names, **kwargs)
-    figure = collection.viz["figure"].item()  # a PlotCollection; its figure holds the axes
-    return np.asarray(figure.axes, dtype=object)
+    if axes is None:
+        collection = function(data, var_names=var_names, **kwargs)
+        figure = collection.viz["figure"].item()  # a PlotCollection; its figure holds the axes
+        return np.asarray(figure.axes, dtype=object)
+    if kwargs["backend"] != "matplotlib":
+        raise ValueError(f"axes= are matplotlib axes; got backend={kwargs['backend']!r}")
+    if "plot_collection" in kwargs:
+        raise ValueError("pass axes= or plot_collection=, not both")
+    given = np.atleast_1d(np.asarray(axes, dtype=object))
+    with _onto_axes(given, _PLOTS_1[kind]):
+        function(data, var_names=var_names, **kwargs)
+    return given
+
+
+@contextlib.contextmanager
+def _onto_axes(given: np.ndarray, name: str):
+    """Make arviz_plots lay its next grid of plots out on ``given`` axes.
+
+    Every arviz_plots plot makes its figure with the backend's ``create_plotting_grid(number,
+    rows, cols, ...)`` (through ``PlotCollection.grid`` / ``wrap``); meanwhile that returns the
+    given axes, reshaped to ``(rows, cols)``, with the figure of the first. Sizes (``figsize``,
+    ``width_ratios``) are the given axes' own; ``sharex`` / ``sharey`` are applied to them.
+    Plots made meanwhile by other threads get their own figure as usual.
+    """
+    from arviz_plots.backend import matplotlib as backend
+
+    flat = given.ravel()
+    made = []
+    thread = threading.get_ident()
+
+    def onto_given(number, rows=1, cols=1, *, squeeze=True, sharex=False, sharey=False,
+                   **figure_kwargs):
+        if threading.get_ident() != thread:  # another thread's plot: a figure of its own
+            return make_grid(number, rows, cols, squeeze=squeeze, sharex=sharex,
+                             sharey=sharey, **figure_kwargs)
+        if made:
+            raise RuntimeError(f"az.{name} asked for a second grid of plots")
+        if flat.size != rows * cols:
+            raise ValueError(f"az.{name} lays this out on {rows} x {cols} axes; axes= has "
+                             f"{flat.size} (shape {given.shape})")
+        grid = flat.reshape(rows, cols)
+        _share(grid, "x", sharex)
+        _share(grid, "y", sharey)
+        for ax in flat[number:]:
+            ax.set_axis_off()
+        made.append(grid)
+        return flat[0].figure, grid if not squeeze else np.squeeze(grid)
+
+    with _ONTO_AXES:
+        make_grid = backend.create_plotting_grid
+        backend.create_plotting_grid = onto_given
+        try:
+            yield
+        finally:
+            backend.create_plotting_grid = make_grid
+
+
+def _share(grid: np.ndarray, axis: str, how) -> None:
+    """``sharex`` / ``sharey`` of :func:`matplotlib.pyplot.subplots` on existing axes (those
+    that already share that axis with another are left as they are)."""
+    if how in (True, "all"):
+        groups = [grid.ravel()]
+    elif how == "row":
+        groups = list(grid)
+    elif how == "col":
+        groups = list(grid.T)
+    else:
+        return
+    for group in groups:
+        first = group[0]
+        for ax in group[1:]:
+            shared = getattr(ax, f"get_shared_{axis}_axes")()
+            if not shared.joined(ax, first) and len(shared.get_siblings(ax)) == 1:
+                getattr(ax, f"share{axis}")(first)

@@ -578,8 +578,15 @@ def plot_posterior(posterior, kind: str = "trace", var_names=None, axes=None, **
     ``posterior`` is a :class:`RewardPosterior` or ArviZ data (``arviz.InferenceData``, or
     ``xarray.DataTree`` on ArviZ >= 1.0); ``var_names`` defaults to every parameter site (not
     the derived ``reward``). Extra keyword arguments go to ArviZ, whose arguments differ
-    between 0.x and 1.x. Returns the array of matplotlib axes drawn on. ``axes`` (the axes to
-    draw on) needs ArviZ 0.x: ArviZ 1.x's plots always make their own figure.
+    between 0.x and 1.x. Returns the array of matplotlib axes drawn on.
+
+    ``axes``: matplotlib axes to draw on (default: a new figure), laid out as ArviZ lays the
+    plot out. For the trace, an array ``(n_variables, 2)`` (density, trace) with either ArviZ;
+    for the rank plot, one per scalar component. The forest plot takes one axes on ArviZ 0.x
+    and two on 1.x (labels, intervals; their y axes are shared). ArviZ 1.x has no axes
+    argument: its plot is laid out on these in place of a figure of its own (any number of
+    axes of the right size, in row-major order; a wrong number raises ``ValueError`` naming
+    the rows x columns it needs), and ``axes`` is returned as an array.
     """
     if kind not in ("trace", "rank", "forest"):
         raise ValueError(f"kind is {kind!r}, expected 'trace', 'rank' or 'forest'")

@@ -336,6 +336,41 @@ def test_plot_posterior_wraps_arviz(mcmc_post, kind):
         plots.plot_posterior(mcmc_post, kind="pair")
 
 
+@pytest.mark.parametrize("kind, shape", [
+    ("trace", (1, 2)),                           # one variable: density and trace
+    ("rank", (2, 2)),                            # one plot per component of theta
+    ("forest", (1, 2) if ARVIZ_1 else (1, 1)),   # 1.x: labels beside the intervals
+])
+def test_plot_posterior_draws_on_given_axes(mcmc_post, kind, shape):
+    fig, grid = plt.subplots(*shape, squeeze=False)
+    other = fig.add_axes((0.0, 0.0, 0.05, 0.05))  # not given: must stay empty
+    given = grid if grid.size > 1 else grid[0, 0]
+    figures = plt.get_fignums()
+    axes = plots.plot_posterior(mcmc_post, kind=kind, axes=given)
+    assert plt.get_fignums() == figures  # no figure of ArviZ's own
+    assert list(np.ravel(axes)) == list(grid.ravel())
+    assert all(ax.figure is fig for ax in np.ravel(axes))
+    for ax in grid.ravel():  # every given axes is drawn on
+        assert ax.get_lines() or ax.collections or ax.texts
+    assert not (other.get_lines() or other.collections or other.texts)
+    if kind == "forest" and ARVIZ_1:  # the labels line up with the intervals
+        assert grid[0, 0].get_ylim() == grid[0, 1].get_ylim()
+    # a plot after that gets a figure of its own again
+    assert np.ravel(plots.plot_posterior(mcmc_post, kind=kind))[0].figure is not fig
+
+
+@pytest.mark.skipif(not ARVIZ_1, reason="ArviZ 0.x checks the axes itself")
+def test_plot_posterior_given_the_wrong_number_of_axes(mcmc_post):
+    _, axes = plt.subplots(1, 3)
+    with pytest.raises(ValueError, match=r"az\.plot_trace_dist lays this out on 1 x 2 axes; "
+                                         r"axes= has 3"):
+        plots.plot_posterior(mcmc_post, kind="trace", axes=axes)
+    with pytest.raises(ValueError, match="matplotlib axes; got backend='bokeh'"):
+        plots.plot_posterior(mcmc_post, kind="trace", axes=axes[:2], backend="bokeh")
+    axes = plots.plot_posterior(mcmc_post, kind="trace")  # the grid maker is restored
+    assert len(axes) == 2
+
+
 def test_plot_diagnostics_rows_per_parameter(mcmc_post):
     axes = plots.plot_diagnostics(mcmc_post, max_params=2)
     assert axes.shape == (2, 3)
