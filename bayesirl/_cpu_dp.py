@@ -22,6 +22,7 @@ at batch 64 in float32 (benchmarks/planning.py).
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 
 import numba
@@ -80,12 +81,45 @@ def _forward(succ, prob, r, v_end, log_policy, v, C):
                         lp[s, a] -= value
 
 
-def soft_dp_forward(succ, prob, r, v_end, log_policy, v):
+def _batch_parts(B: int, threads: int) -> list[slice]:
+    """Split ``B`` reward rows over up to ``threads`` threads, each part at least
+    :data:`WIDE_BATCH` rows (so that each runs the wide kernel)."""
+    n = max(1, min(threads, B // WIDE_BATCH))
+    edges = [B * i // n for i in range(n + 1)]
+    return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _in_threads(fn, parts: list[slice]) -> list:
+    """``[fn(part) for part in parts]``, the first in this thread and the others in a pool
+    (the kernels release the GIL)."""
+    global _pool
+    if len(parts) == 1:
+        return [fn(parts[0])]
+    if _pool is None or _pool._max_workers < len(parts) - 1:
+        _pool = concurrent.futures.ThreadPoolExecutor(len(parts) - 1,
+                                                      thread_name_prefix="bayesirl-dp")
+    futures = [_pool.submit(fn, part) for part in parts[1:]]
+    first = fn(parts[0])
+    return [first] + [f.result() for f in futures]
+
+
+def soft_dp_forward(succ, prob, r, v_end, log_policy, v, threads: int = 1):
     """Backward induction, filling ``log_policy (B, T, S, A)`` and ``v (B, T, S)``.
 
     ``succ, prob: (S, A, K)`` the sparse transitions, ``r: (B, S, A)``, ``v_end: (B, S)`` the
     value of the state reached after the last step. All C-contiguous, one floating dtype.
+    ``threads``: batches of at least twice :data:`WIDE_BATCH` rows are split over threads.
     """
+    def run(part):
+        _soft_forward_rows(succ, prob, r[part], v_end[part], log_policy[part], v[part])
+
+    _in_threads(run, _batch_parts(log_policy.shape[0], threads))
+
+
+def _soft_forward_rows(succ, prob, r, v_end, log_policy, v):
     B, _, S, A = log_policy.shape
     if B >= WIDE_BATCH:
         dt = log_policy.dtype
@@ -128,7 +162,7 @@ def _adjoint_buffers(B, S, A, dtype):
     return np.empty((B, S), dtype), np.empty((B, S), dtype), np.empty(A, dtype)
 
 
-def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r):
+def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r, threads: int = 1):
     """Adjoint of :func:`soft_dp_forward`, forward in time::
 
         g_q_t = G_lp[t] + pi_t * (G_v[t] + P^T g_q_{t-1} - sum_a G_lp[t]),
@@ -137,6 +171,15 @@ def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r):
     ``g_v: (B, T, S)`` and ``g_lp: (B, T, S, A)`` are the output gradients (either may be
     None); writes ``dL/dr`` into ``g_r: (B, S, A)`` and returns ``dL/dv_end: (B, S)``.
     """
+    def run(part):
+        return _soft_backward_rows(succ, prob, log_policy[part],
+                                   None if g_v is None else g_v[part],
+                                   None if g_lp is None else g_lp[part], g_r[part])
+
+    return np.concatenate(_in_threads(run, _batch_parts(log_policy.shape[0], threads)))
+
+
+def _soft_backward_rows(succ, prob, log_policy, g_v, g_lp, g_r):
     B, _, S, A = log_policy.shape
     dt = log_policy.dtype
     if B >= WIDE_BATCH:
@@ -290,7 +333,7 @@ def _transpose(x, out):
 def _forward_wide(succ, prob, r, v_end, log_policy, v, rT, v_a, v_b, q, m, z):
     """:func:`_forward` with the batch innermost: ``rT (S, A, B)`` holds ``r`` transposed,
     ``v_a, v_b (S, B)`` the values of two consecutive steps, ``q (TILE, A, B)`` one tile's
-    log-policy before it is transposed out, ``m, z (B,)`` the running max and sum."""
+    Q-values, written out as ``q - v``, ``m, z (B,)`` the running max and sum."""
     B, T, S, A = log_policy.shape
     _transpose(v_end, v_a)
     _transpose(r.reshape(B, S * A), rT.reshape(S * A, B))
@@ -318,14 +361,12 @@ def _forward_wide(succ, prob, r, v_end, log_policy, v, rT, v_a, v_b, q, m, z):
                         z[b] += fast_exp(q[i, a, b] - m[b])
                 for b in range(B):
                     v_now[s, b] = m[b] + math.log(z[b])
-                for a in range(A):
-                    for b in range(B):
-                        q[i, a, b] -= v_now[s, b]
             for b in range(B):
                 for i in range(n):
-                    v[b, t, s0 + i] = v_now[s0 + i, b]
+                    value = v_now[s0 + i, b]
+                    v[b, t, s0 + i] = value
                     for a in range(A):
-                        log_policy[b, t, s0 + i, a] = q[i, a, b]
+                        log_policy[b, t, s0 + i, a] = q[i, a, b] - value
         v_next, v_now = v_now, v_next
 
 

@@ -201,6 +201,8 @@ class _SoftBackwardInduction(torch.autograd.Function):
 
     With ``G_lp`` the observed action counts this is the maximum-causal-entropy identity:
     the likelihood gradient is empirical minus expected visitation (Ziebart et al. 2010).
+    On the CPU a batch of at least ``2 * _cpu_dp.WIDE_BATCH`` rows is split over up to
+    ``torch.get_num_threads()`` threads.
     """
 
     @staticmethod
@@ -210,7 +212,8 @@ class _SoftBackwardInduction(torch.autograd.Function):
         if _use_cpu_kernel(r):
             log_policy, v = _cpu_empty(r, B, T, S, A), _cpu_empty(r, B, T, S)
             _cpu_dp.soft_dp_forward(_numpy(mdp.successors), _numpy(mdp.transition_probs),
-                                    _numpy(r), _numpy(v_end), log_policy.numpy(), v.numpy())
+                                    _numpy(r), _numpy(v_end), log_policy.numpy(), v.numpy(),
+                                    threads=torch.get_num_threads())
         else:
             log_policy, v = r.new_empty(B, T, S, A), r.new_empty(B, T, S)
             lp_, v_ = r.new_empty(T, S, A, B), r.new_empty(T, S, B)
@@ -232,7 +235,7 @@ class _SoftBackwardInduction(torch.autograd.Function):
             g_r = _cpu_empty(log_policy, B, S, A)
             g_v_end = torch.from_numpy(_cpu_dp.soft_dp_backward(
                 _numpy(mdp.successors), _numpy(mdp.transition_probs), log_policy.numpy(),
-                _numpy(g_v), _numpy(g_lp), g_r.numpy()))
+                _numpy(g_v), _numpy(g_lp), g_r.numpy(), threads=torch.get_num_threads()))
             return g_r, g_v_end, None
         g_r_ = log_policy.new_zeros(S, A, B)
         g_v_end = _soft_dp_backward_torch(

@@ -918,6 +918,29 @@ def test_wide_batch_kernel_equals_narrow_kernel(monkeypatch, dtype, outputs):
             assert (a - x).norm() <= 32 * torch.finfo(torch.float32).eps * x.norm()
 
 
+def test_batch_split_over_threads_gives_identical_results():
+    """Rows of a batch are independent, so splitting them over threads changes no bit."""
+    from bayesirl import _cpu_dp
+
+    assert _cpu_dp._batch_parts(20, 3) == [slice(0, 10), slice(10, 20)]   # >= 8 rows each
+    assert _cpu_dp._batch_parts(15, 4) == [slice(0, 15)]
+    assert _cpu_dp._batch_parts(64, 1) == [slice(0, 64)]
+    mdp = envs.gridworld(size=9, slip=0.2, horizon=4, block=3, dtype=torch.float64)
+    succ, prob = mdp.successors.numpy(), mdp.transition_probs.numpy()
+    S, A = mdp.n_states, mdp.n_actions
+    r = 3 * random_reward(1, (20, S, A)).numpy()
+    v_end = random_reward(2, (20, S)).numpy()
+    G = random_reward(3, (20, 4, S, A)).numpy()
+    out = []
+    for threads in (1, 3):
+        lp, v, g_r = np.empty((20, 4, S, A)), np.empty((20, 4, S)), np.empty((20, S, A))
+        _cpu_dp.soft_dp_forward(succ, prob, r, v_end, lp, v, threads=threads)
+        g_v_end = _cpu_dp.soft_dp_backward(succ, prob, lp, v, G, g_r, threads=threads)
+        out.append((lp, v, g_r, g_v_end))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fast_exp_is_within_two_ulp_and_keeps_nan(dtype):
     import numba
