@@ -15,6 +15,7 @@ unused arrays are kept; :func:`clear` drops them.
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import numpy as np
@@ -23,6 +24,7 @@ MIN_BYTES = 2**24        # smaller arrays come quickly from malloc's own free li
 MAX_FREE_BYTES = 2**31   # unused arrays kept for reuse, at most
 
 _held: list[tuple[np.ndarray, weakref.ref]] = []  # (array, its handed-out view), oldest first
+_lock = threading.Lock()  # the planners' batch parts ask from several threads at once
 
 
 def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -31,6 +33,11 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
     if int(np.prod(shape)) * dtype.itemsize < MIN_BYTES:
         return np.empty(shape, dtype)
+    with _lock:
+        return _reuse_or_allocate(shape, dtype)
+
+
+def _reuse_or_allocate(shape, dtype) -> np.ndarray:
     for i, (arr, ref) in enumerate(_held):
         if ref() is None and arr.shape == shape and arr.dtype == dtype:
             view = arr[...]
@@ -52,4 +59,5 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 def clear() -> None:
     """Forget every kept array (arrays still in use stay valid and are freed as usual)."""
-    _held.clear()
+    with _lock:
+        _held.clear()

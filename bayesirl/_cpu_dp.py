@@ -31,6 +31,8 @@ from llvmlite import ir as llvm_ir
 from numba import literal_unroll, types
 from numba.extending import intrinsic, overload
 
+from bayesirl import _buffers
+
 _BLOCK_BYTES = 2**18  # transitions of one block of states: (C, A, K) indices and probabilities
 
 _jit = numba.njit(cache=True, nogil=True)
@@ -81,10 +83,11 @@ def _forward(succ, prob, r, v_end, log_policy, v, C):
                         lp[s, a] -= value
 
 
-def _batch_parts(B: int, threads: int) -> list[slice]:
+def _batch_parts(B: int, threads: int, state_actions: int) -> list[slice]:
     """Split ``B`` reward rows over up to ``threads`` threads, each part at least
-    :data:`WIDE_BATCH` rows (so that each runs the wide kernel)."""
-    n = max(1, min(threads, B // WIDE_BATCH))
+    :data:`WIDE_BATCH` rows (so that each runs the wide kernel) and
+    :data:`MIN_THREAD_WORK` state-action-rows per backup (smaller ones lose to the pool)."""
+    n = max(1, min(threads, B // WIDE_BATCH, state_actions * B // MIN_THREAD_WORK))
     edges = [B * i // n for i in range(n + 1)]
     return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
@@ -116,16 +119,17 @@ def soft_dp_forward(succ, prob, r, v_end, log_policy, v, threads: int = 1):
     def run(part):
         _soft_forward_rows(succ, prob, r[part], v_end[part], log_policy[part], v[part])
 
-    _in_threads(run, _batch_parts(log_policy.shape[0], threads))
+    B, _, S, A = log_policy.shape
+    _in_threads(run, _batch_parts(B, threads, S * A))
 
 
 def _soft_forward_rows(succ, prob, r, v_end, log_policy, v):
     B, _, S, A = log_policy.shape
     if B >= WIDE_BATCH:
         dt = log_policy.dtype
-        _forward_wide(succ, prob, r, v_end, log_policy, v, np.empty((S, A, B), dt),
-                      np.empty((S, B), dt), np.empty((S, B), dt), np.empty((TILE, A, B), dt),
-                      np.empty(B, dt), np.empty(B, dt))
+        _forward_wide(succ, prob, r, v_end, log_policy, v, _buffers.empty((S, A, B), dt),
+                      _buffers.empty((S, B), dt), _buffers.empty((S, B), dt),
+                      np.empty((TILE, A, B), dt), np.empty(B, dt), np.empty(B, dt))
     else:
         _forward(succ, prob, r, v_end, log_policy, v, block_size(*succ.shape))
 
@@ -176,15 +180,17 @@ def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r, threads: int = 1):
                                    None if g_v is None else g_v[part],
                                    None if g_lp is None else g_lp[part], g_r[part])
 
-    return np.concatenate(_in_threads(run, _batch_parts(log_policy.shape[0], threads)))
+    B, _, S, A = log_policy.shape
+    return np.concatenate(_in_threads(run, _batch_parts(B, threads, S * A)))
 
 
 def _soft_backward_rows(succ, prob, log_policy, g_v, g_lp, g_r):
     B, _, S, A = log_policy.shape
     dt = log_policy.dtype
     if B >= WIDE_BATCH:
-        return _backward_wide(succ, prob, log_policy, g_v, g_lp, g_r, np.empty((S, A, B), dt),
-                              np.empty((S, B), dt), np.empty((S, B), dt),
+        return _backward_wide(succ, prob, log_policy, g_v, g_lp, g_r,
+                              _buffers.empty((S, A, B), dt), _buffers.empty((S, B), dt),
+                              _buffers.empty((S, B), dt),
                               np.empty((TILE, A, B), dt), np.empty((TILE, A, B), dt),
                               np.empty((TILE, B), dt), np.empty((A, B), dt), np.empty(B, dt))
     return _backward(succ, prob, log_policy, g_v, g_lp, g_r, *_adjoint_buffers(B, S, A, dt),
@@ -255,6 +261,7 @@ def hard_dp_backward(succ, prob, q, v, g_v, g_q, g_r, rtol):
 # scratch tiles; the reward, the values and the carries live batch-last for the whole call.
 
 WIDE_BATCH = 8  # from here on the batch-innermost kernels are faster (2-3x at B = 8 to 64)
+MIN_THREAD_WORK = 2**16  # S * A * rows per backup of a batch part run in its own thread
 TILE = 64        # states per transposed tile
 
 

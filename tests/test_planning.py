@@ -918,13 +918,16 @@ def test_wide_batch_kernel_equals_narrow_kernel(monkeypatch, dtype, outputs):
             assert (a - x).norm() <= 32 * torch.finfo(torch.float32).eps * x.norm()
 
 
-def test_batch_split_over_threads_gives_identical_results():
+def test_batch_split_over_threads_gives_identical_results(monkeypatch):
     """Rows of a batch are independent, so splitting them over threads changes no bit."""
     from bayesirl import _cpu_dp
 
-    assert _cpu_dp._batch_parts(20, 3) == [slice(0, 10), slice(10, 20)]   # >= 8 rows each
-    assert _cpu_dp._batch_parts(15, 4) == [slice(0, 15)]
-    assert _cpu_dp._batch_parts(64, 1) == [slice(0, 64)]
+    big = _cpu_dp.MIN_THREAD_WORK
+    assert _cpu_dp._batch_parts(20, 3, big) == [slice(0, 10), slice(10, 20)]  # >= 8 rows each
+    assert _cpu_dp._batch_parts(15, 4, big) == [slice(0, 15)]
+    assert _cpu_dp._batch_parts(64, 1, big) == [slice(0, 64)]
+    assert _cpu_dp._batch_parts(64, 2, big // 64) == [slice(0, 64)]           # too little work
+    monkeypatch.setattr(_cpu_dp, "MIN_THREAD_WORK", 1)
     mdp = envs.gridworld(size=9, slip=0.2, horizon=4, block=3, dtype=torch.float64)
     succ, prob = mdp.successors.numpy(), mdp.transition_probs.numpy()
     S, A = mdp.n_states, mdp.n_actions
