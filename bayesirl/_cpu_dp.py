@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
+import os
+import threading
 
 import numba
 import numpy as np
@@ -93,17 +95,19 @@ def _batch_parts(B: int, threads: int, state_actions: int) -> list[slice]:
 
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _in_threads(fn, parts: list[slice]) -> list:
     """``[fn(part) for part in parts]``, the first in this thread and the others in a pool
-    (the kernels release the GIL)."""
+    (the kernels release the GIL). The pool starts its threads as they are first needed."""
     global _pool
     if len(parts) == 1:
         return [fn(parts[0])]
-    if _pool is None or _pool._max_workers < len(parts) - 1:
-        _pool = concurrent.futures.ThreadPoolExecutor(len(parts) - 1,
-                                                      thread_name_prefix="bayesirl-dp")
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1,
+                                                          thread_name_prefix="bayesirl-dp")
     futures = [_pool.submit(fn, part) for part in parts[1:]]
     first = fn(parts[0])
     return [first] + [f.result() for f in futures]
