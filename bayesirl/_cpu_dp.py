@@ -67,22 +67,25 @@ def _scatter_state(succ, prob, g_q, s, carry_b):
 
 
 @_jit
-def _forward(succ, prob, r, v_end, log_policy, v, C):
-    B, T, S, A = log_policy.shape
+def _forward(succ, prob, r, v_end, out, v, C, soft):
+    """The backward induction of both DPs: ``out`` receives the log-policy (``soft``) or the
+    Q-values (hard), ``v`` the log-sum-exp or the max over actions."""
+    B, T, S, A = out.shape
     for t in range(T - 1, -1, -1):
         for s0 in range(0, S, C):
             for b in range(B):
                 v_next = v_end[b] if t == T - 1 else v[b, t + 1]
-                lp = log_policy[b, t]
+                q = out[b, t]
                 for s in range(s0, min(S, s0 + C)):
-                    m = _q_state(succ, prob, r[b], v_next, s, lp[s])
-                    z = 0.0
-                    for a in range(A):
-                        z += math.exp(lp[s, a] - m)
-                    value = m + math.log(z)
+                    value = _q_state(succ, prob, r[b], v_next, s, q[s])
+                    if soft:
+                        z = 0.0
+                        for a in range(A):
+                            z += math.exp(q[s, a] - value)
+                        value += math.log(z)
+                        for a in range(A):
+                            q[s, a] -= value
                     v[b, t, s] = value
-                    for a in range(A):
-                        lp[s, a] -= value
 
 
 def _batch_parts(B: int, threads: int, state_actions: int) -> list[slice]:
@@ -135,30 +138,42 @@ def _soft_forward_rows(succ, prob, r, v_end, log_policy, v):
                       _buffers.empty((S, B), dt), _buffers.empty((S, B), dt),
                       np.empty((TILE, A, B), dt), np.empty(B, dt), np.empty(B, dt))
     else:
-        _forward(succ, prob, r, v_end, log_policy, v, block_size(*succ.shape))
+        _forward(succ, prob, r, v_end, log_policy, v, block_size(*succ.shape), True)
 
 
 @_jit
-def _backward(succ, prob, log_policy, g_v, g_lp, g_r, carry, carry_next, g_q, C):
-    B, T, S, A = log_policy.shape
+def _backward(succ, prob, out, v, g_v, g_out, g_r, carry, carry_next, g_q, rtol, C):
+    """The adjoint of :func:`_forward`. ``v is None``: the soft DP, ``out`` the log-policy,
+    ``dv_t / dq_t = pi_t``; else the hard DP, ``out`` the Q-values, ``dv_t / dq_t`` the
+    greedy policy with ties (within ``rtol * max(1, |v|)``) split evenly."""
+    B, T, S, A = out.shape
     g_r[...] = 0
     carry[...] = 0
     for t in range(T):
         carry_next[...] = 0
         for s0 in range(0, S, C):
             for b in range(B):
-                lp = log_policy[b, t]
+                o = out[b, t]
                 for s in range(s0, min(S, s0 + C)):
                     w = carry[b, s]
                     if g_v is not None:
                         w += g_v[b, t, s]
-                    if g_lp is not None:
+                    if v is None:
+                        if g_out is not None:  # d log pi / dq also moves v
+                            for a in range(A):
+                                w -= g_out[b, t, s, a]
                         for a in range(A):
-                            w -= g_lp[b, t, s, a]
+                            g_q[a] = math.exp(o[s, a]) * w
+                    else:
+                        top = v[b, t, s] - rtol * max(1.0, abs(v[b, t, s]))
+                        n = 0
+                        for a in range(A):
+                            n += o[s, a] >= top
+                        for a in range(A):
+                            g_q[a] = w / n if o[s, a] >= top else 0.0
                     for a in range(A):
-                        g_q[a] = math.exp(lp[s, a]) * w
-                        if g_lp is not None:
-                            g_q[a] += g_lp[b, t, s, a]
+                        if g_out is not None:
+                            g_q[a] += g_out[b, t, s, a]
                         g_r[b, s, a] += g_q[a]
                     _scatter_state(succ, prob, g_q, s, carry_next[b])
         carry, carry_next = carry_next, carry
@@ -197,53 +212,15 @@ def _soft_backward_rows(succ, prob, log_policy, g_v, g_lp, g_r):
                               _buffers.empty((S, B), dt),
                               np.empty((TILE, A, B), dt), np.empty((TILE, A, B), dt),
                               np.empty((TILE, B), dt), np.empty((A, B), dt), np.empty(B, dt))
-    return _backward(succ, prob, log_policy, g_v, g_lp, g_r, *_adjoint_buffers(B, S, A, dt),
-                     block_size(*succ.shape))
-
-
-@_jit
-def _hard_forward(succ, prob, r, v_end, q, v, C):
-    B, T, S, A = q.shape
-    for t in range(T - 1, -1, -1):
-        for s0 in range(0, S, C):
-            for b in range(B):
-                v_next = v_end[b] if t == T - 1 else v[b, t + 1]
-                for s in range(s0, min(S, s0 + C)):
-                    v[b, t, s] = _q_state(succ, prob, r[b], v_next, s, q[b, t, s])
+    return _backward(succ, prob, log_policy, None, g_v, g_lp, g_r,
+                     *_adjoint_buffers(B, S, A, dt), 0.0, block_size(*succ.shape))
 
 
 def hard_dp_forward(succ, prob, r, v_end, q, v):
     """Hard backward induction: fills ``q (B, T, S, A)`` and ``v = max_a q`` ``(B, T, S)``.
     Arguments as in :func:`soft_dp_forward`."""
     S, A, K = succ.shape
-    _hard_forward(succ, prob, r, v_end, q, v, block_size(S, A, K))
-
-
-@_jit
-def _hard_backward(succ, prob, q, v, g_v, g_qo, g_r, carry, carry_next, g_q, rtol, C):
-    B, T, S, A = q.shape
-    g_r[...] = 0
-    carry[...] = 0
-    for t in range(T):
-        carry_next[...] = 0
-        for s0 in range(0, S, C):
-            for b in range(B):
-                for s in range(s0, min(S, s0 + C)):
-                    w = carry[b, s]
-                    if g_v is not None:
-                        w += g_v[b, t, s]
-                    top = v[b, t, s] - rtol * max(1.0, abs(v[b, t, s]))
-                    n = 0
-                    for a in range(A):
-                        n += q[b, t, s, a] >= top
-                    for a in range(A):
-                        g_q[a] = w / n if q[b, t, s, a] >= top else 0.0
-                        if g_qo is not None:
-                            g_q[a] += g_qo[b, t, s, a]
-                        g_r[b, s, a] += g_q[a]
-                    _scatter_state(succ, prob, g_q, s, carry_next[b])
-        carry, carry_next = carry_next, carry
-    return carry
+    _forward(succ, prob, r, v_end, q, v, block_size(S, A, K), False)
 
 
 def hard_dp_backward(succ, prob, q, v, g_v, g_q, g_r, rtol):
@@ -256,8 +233,8 @@ def hard_dp_backward(succ, prob, q, v, g_v, g_q, g_r, rtol):
     ``dL/dv_end (B, S)``.
     """
     B, _, S, A = q.shape
-    return _hard_backward(succ, prob, q, v, g_v, g_q, g_r,
-                          *_adjoint_buffers(B, S, A, q.dtype), rtol, block_size(*succ.shape))
+    return _backward(succ, prob, q, v, g_v, g_q, g_r, *_adjoint_buffers(B, S, A, q.dtype), rtol,
+                     block_size(*succ.shape))
 
 
 # --------------------------------------------------------------- wide batches: batch innermost
