@@ -30,7 +30,13 @@ import torch
 
 from bayesirl.demos import Demonstrations
 from bayesirl.mdp import TabularMDP
-from bayesirl.planning import broadcast_reward, soft_value_iteration, value_iteration
+from bayesirl._demo_likelihood import DemoLogLikelihood
+from bayesirl.planning import (
+    _use_cpu_kernel,
+    broadcast_reward,
+    soft_value_iteration,
+    value_iteration,
+)
 
 __all__ = ["LIKELIHOODS", "action_log_probs", "demo_log_likelihood", "irl_model"]
 
@@ -103,8 +109,19 @@ def demo_log_likelihood(mdp: TabularMDP, demos: Demonstrations, reward: torch.Te
 
     ``reward: (..., S, A)`` or ``(..., S)``; ``rationality`` a float or a ``(...)`` tensor.
     """
-    log_policy = action_log_probs(mdp, reward, likelihood, rationality)
-    return _step_log_probs(mdp, demos, log_policy).sum(-1)
+    r = broadcast_reward(mdp, reward)
+    if not (mdp.finite_horizon and _use_cpu_kernel(r)):
+        log_policy = action_log_probs(mdp, reward, likelihood, rationality)
+        return _step_log_probs(mdp, demos, log_policy).sum(-1)
+    beta = torch.as_tensor(rationality, dtype=r.dtype, device=r.device)
+    batch = torch.broadcast_shapes(r.shape[:-2], beta.shape)
+    S, A = r.shape[-2:]
+    boltzmann = likelihood == "boltzmann"
+    if not boltzmann:  # the soft DP plans on beta r directly
+        r, beta = beta[..., None, None] * r, torch.ones((), dtype=r.dtype)
+    r = r.expand(*batch, S, A).reshape(-1, S, A)
+    ll = DemoLogLikelihood.apply(r, beta.expand(batch).reshape(-1), mdp, demos, boltzmann)
+    return ll.reshape(*batch, demos.n)
 
 
 def irl_model(mdp: TabularMDP, demos: Demonstrations, reward_model, likelihood: str = "soft",

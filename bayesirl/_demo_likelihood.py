@@ -1,0 +1,142 @@
+"""The per-demonstration log-likelihood of a finite-horizon MDP on the CPU, as one autograd node.
+
+MCMC evaluates ``reward -> plan -> log pi_t(a_t | s_t) at the demonstrations -> sum`` and its
+gradient thousands of times on small MDPs, where the planner itself takes a fraction of a
+millisecond and a chain of tensor operations around it (a log-softmax over every ``(t, s)``
+row, a gather, a mask, a sum, each with its backward) would cost more than the planning.
+:class:`DemoLogLikelihood` plans with the compiled DPs of :mod:`bayesirl._cpu_dp`, reads only
+the demonstrated ``(t, s)`` rows, and in the backward pass puts the gradient of those rows
+straight into the DP's adjoint:
+
+- soft: ``dL/d log pi_t(., s_t) = onehot(a_t)`` (the adjoint then gives empirical minus
+  expected visitation, the maximum causal entropy identity);
+- Boltzmann, ``log pi = log_softmax(beta q)``: ``dL/dq_t(., s_t) = beta (onehot(a_t) - pi)``
+  and ``dL/dbeta = q_t(a_t) - E_pi[q_t]``, into the hard DP's adjoint.
+
+The density is that of :func:`bayesirl.model.demo_log_likelihood`'s generic path (a test
+checks values and gradients against it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from bayesirl import _cpu_dp
+from bayesirl.planning import _tie_rtol
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def _terms(out, states, actions, mask, beta, boltzmann, ll):
+    """``ll[b, n] = sum_t mask * log pi_t(a | s)`` from ``out (B, T, S, A)`` (the log-policy,
+    or with ``boltzmann`` the Q-values of which ``log_softmax(beta[b] q)`` is the policy);
+    ``states, actions, mask: (N, L)``, ``beta: (B,)``."""
+    B, N, L = out.shape[0], states.shape[0], states.shape[1]
+    A = out.shape[3]
+    for b in range(B):
+        for n in range(N):
+            total = 0.0
+            for t in range(L):
+                if not mask[n, t]:
+                    continue
+                row = out[b, t, states[n, t]]
+                if boltzmann:
+                    m = -math.inf
+                    for a in range(A):
+                        m = max(m, beta[b] * row[a])
+                    z = 0.0
+                    for a in range(A):
+                        z += math.exp(beta[b] * row[a] - m)
+                    total += beta[b] * row[actions[n, t]] - m - math.log(z)
+                else:
+                    total += row[actions[n, t]]
+            ll[b, n] = total
+
+
+@_jit
+def _term_grads(out, states, actions, mask, beta, boltzmann, g_ll, g_out, g_beta):
+    """The adjoint of :func:`_terms`: adds ``dL/d out`` into the zeroed ``g_out (B, T, S, A)``
+    and (Boltzmann) ``dL/d beta`` into the zeroed ``g_beta (B,)``, for ``g_ll = dL/d ll``."""
+    B, N, L = out.shape[0], states.shape[0], states.shape[1]
+    A = out.shape[3]
+    p = np.empty(A, out.dtype)
+    for b in range(B):
+        for n in range(N):
+            g = g_ll[b, n]
+            for t in range(L):
+                if not mask[n, t]:
+                    continue
+                s, a_obs = states[n, t], actions[n, t]
+                if boltzmann:
+                    row = out[b, t, s]
+                    m = -math.inf
+                    for a in range(A):
+                        m = max(m, beta[b] * row[a])
+                    z = 0.0
+                    for a in range(A):
+                        p[a] = math.exp(beta[b] * row[a] - m)
+                        z += p[a]
+                    mean_q = 0.0
+                    for a in range(A):
+                        p[a] /= z
+                        mean_q += p[a] * row[a]
+                        g_out[b, t, s, a] -= g * beta[b] * p[a]
+                    g_out[b, t, s, a_obs] += g * beta[b]
+                    g_beta[b] += g * (row[a_obs] - mean_q)
+                else:
+                    g_out[b, t, s, a_obs] += g
+
+
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().contiguous().numpy()
+
+
+class DemoLogLikelihood(torch.autograd.Function):
+    """``(r (B, S, A), beta (B,)) -> (B, N)`` per-demonstration log-likelihood.
+
+    Soft: ``r`` is already scaled by the rationality and ``beta`` is ignored (ones).
+    Boltzmann: ``log pi = log_softmax(beta q*)`` with the hard optimal ``q*`` of ``r``.
+    """
+
+    @staticmethod
+    def forward(ctx, r, beta, mdp, demos, boltzmann):
+        B, S, A = r.shape
+        T = mdp.horizon
+        dt = r.detach().numpy().dtype
+        succ, prob = _np(mdp.successors), _np(mdp.transition_probs)
+        out, v = np.empty((B, T, S, A), dt), np.empty((B, T, S), dt)
+        v_end = np.zeros((B, S), dt)
+        if boltzmann:
+            _cpu_dp.hard_dp_forward(succ, prob, _np(r), v_end, out, v)
+        else:
+            _cpu_dp.soft_dp_forward(succ, prob, _np(r), v_end, out, v,
+                                    threads=torch.get_num_threads())
+        index = (_np(demos.states), _np(demos.actions), _np(demos.mask))
+        ll = np.empty((B, demos.n), dt)
+        _terms(out, *index, _np(beta), boltzmann, ll)
+        ctx.arrays = (succ, prob, out, v, index, _np(beta))
+        ctx.boltzmann, ctx.rtol = boltzmann, _tie_rtol(r.dtype)
+        return torch.from_numpy(ll)
+
+    @staticmethod
+    def backward(ctx, g_ll):
+        if torch.is_grad_enabled():
+            raise RuntimeError("second derivatives of the demonstration log-likelihood are "
+                               "not implemented")
+        succ, prob, out, v, index, beta = ctx.arrays
+        B, _, S, A = out.shape
+        g_out, g_beta = np.zeros_like(out), np.zeros_like(beta)
+        _term_grads(out, *index, beta, ctx.boltzmann, _np(g_ll), g_out, g_beta)
+        g_r = np.empty((B, S, A), out.dtype)
+        if ctx.boltzmann:
+            _cpu_dp.hard_dp_backward(succ, prob, out, v, None, g_out, g_r, ctx.rtol)
+        else:
+            _cpu_dp.soft_dp_backward(succ, prob, out, None, g_out, g_r,
+                                     threads=torch.get_num_threads())
+        return torch.from_numpy(g_r), torch.from_numpy(g_beta), None, None, None
+
