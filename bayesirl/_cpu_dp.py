@@ -306,15 +306,88 @@ def _fast_exp(x):
     return None
 
 
+# An 8x8 block transpose in registers: 8 unaligned vector loads, the 24-shuffle network of
+# unpacklo/hi (32-bit), then 64-bit, then 128-bit interleaves, 8 vector stores. Scalar loops
+# (LLVM does not vectorise a transpose) move one element per instruction.
+_SHUFFLES = ((0, 8, 1, 9, 4, 12, 5, 13), (2, 10, 3, 11, 6, 14, 7, 15),
+             (0, 1, 8, 9, 4, 5, 12, 13), (2, 3, 10, 11, 6, 7, 14, 15),
+             (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15))
+
+
+@intrinsic
+def _transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
+    """``dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]`` for
+    ``i, j < 8``: ``src, dst`` flat float arrays of one dtype, offsets in elements. NO bounds
+    checks: the caller keeps every index in range (:func:`_transpose_strided`)."""
+    ok = (isinstance(src, types.Array) and isinstance(dst, types.Array)
+          and src.dtype in (types.float32, types.float64) and dst.dtype == src.dtype
+          and src.ndim == dst.ndim == 1)
+    if not ok:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = llvm_ir.IntType(64)
+        vec = llvm_ir.VectorType(context.get_value_type(signature.args[0].dtype), 8)
+        lo, hi, lo2, hi2, lo4, hi4 = (
+            llvm_ir.Constant(llvm_ir.VectorType(llvm_ir.IntType(32), 8), m) for m in _SHUFFLES)
+        offsets = [builder.sext(a, i64) if a.type != i64 else a
+                   for a in (args[1], args[2], args[4], args[5])]
+
+        src_data = context.make_array(signature.args[0])(context, builder, args[0]).data
+        dst_data = context.make_array(signature.args[3])(context, builder, args[3]).data
+        s_at, s_stride, d_at, d_stride = offsets
+
+        def pointer(data, at, stride, i):
+            ptr = builder.gep(data, [builder.add(at, builder.mul(stride, i64(i)))])
+            return builder.bitcast(ptr, vec.as_pointer())
+
+        x = [builder.load(pointer(src_data, s_at, s_stride, i), align=1) for i in range(8)]
+        t = []
+        for k in range(0, 8, 2):
+            t += [builder.shuffle_vector(x[k], x[k + 1], lo),
+                  builder.shuffle_vector(x[k], x[k + 1], hi)]
+        u = []
+        for g in (0, 4):
+            for a, b in ((t[g], t[g + 2]), (t[g + 1], t[g + 3])):
+                u += [builder.shuffle_vector(a, b, lo2), builder.shuffle_vector(a, b, hi2)]
+        y = ([builder.shuffle_vector(u[j], u[j + 4], lo4) for j in range(4)]
+             + [builder.shuffle_vector(u[j], u[j + 4], hi4) for j in range(4)])
+        for j in range(8):
+            builder.store(y[j], pointer(dst_data, d_at, d_stride, j), align=1)
+        return context.get_dummy_value()
+
+    return types.none(src, src_at, src_stride, dst, dst_at, dst_stride), codegen
+
+
+@_jit
+def _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols):
+    """``dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]`` for
+    ``i < rows, j < cols`` (flat arrays): 8x8 register blocks, column blocks outermost so
+    that the destination is written eight rows at a time; scalar edges."""
+    if not (0 <= src_at and src_at + (rows - 1) * src_stride + cols <= src.size
+            and 0 <= dst_at and dst_at + (cols - 1) * dst_stride + rows <= dst.size):
+        raise IndexError("transpose out of bounds")
+    r8, c8 = rows - rows % 8, cols - cols % 8
+    for j0 in range(0, c8, 8):
+        for i0 in range(0, r8, 8):
+            _transpose8(src, src_at + i0 * src_stride + j0, src_stride,
+                        dst, dst_at + j0 * dst_stride + i0, dst_stride)
+        for i in range(r8, rows):
+            for j in range(j0, j0 + 8):
+                dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
+    for j in range(c8, cols):
+        for i in range(rows):
+            dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
+
+
 @_jit
 def _transpose(x, out):
-    """``out[n, b] = x[b, n]`` for ``x (B, N)``, in blocks of :data:`TILE` columns whose
-    ``(TILE, B)`` destination stays in cache."""
+    """``out[n, b] = x[b, n]`` for C-contiguous ``x (B, N)``, in slabs of :data:`TILE`
+    columns whose ``(TILE, B)`` destination stays in cache."""
     B, N = x.shape
+    xf, of = x.reshape(-1), out.reshape(-1)
     for n0 in range(0, N, TILE):
-        for b in range(B):
-            for n in range(n0, min(N, n0 + TILE)):
-                out[n, b] = x[b, n]
+        _transpose_strided(xf, n0, N, of, n0 * B, B, B, min(TILE, N - n0))
 
 
 @_jit
@@ -349,12 +422,14 @@ def _forward_wide(succ, prob, r, v_end, log_policy, v, rT, v_a, v_b, q, m, z):
                         z[b] += fast_exp(q[i, a, b] - m[b])
                 for b in range(B):
                     v_now[s, b] = m[b] + math.log(z[b])
-            for b in range(B):
-                for i in range(n):
-                    value = v_now[s0 + i, b]
-                    v[b, t, s0 + i] = value
-                    for a in range(A):
-                        log_policy[b, t, s0 + i, a] = q[i, a, b] - value
+            for i in range(n):
+                for a in range(A):
+                    for b in range(B):
+                        q[i, a, b] -= v_now[s0 + i, b]
+            _transpose_strided(q.reshape(-1), 0, B, log_policy.reshape(-1),
+                               (t * S + s0) * A, T * S * A, n * A, B)
+            _transpose_strided(v_now.reshape(-1), s0 * B, B, v.reshape(-1), t * S + s0, T * S,
+                               n, B)
         v_next, v_now = v_now, v_next
 
 
@@ -371,12 +446,19 @@ def _backward_wide(succ, prob, log_policy, g_v, g_lp, g_r, g_rT, carry, carry_ne
         carry_next[...] = 0
         for s0 in range(0, S, TILE):
             n = min(TILE, S - s0)
-            for b in range(B):
-                for i in range(n):
-                    gv[i, b] = 0 if g_v is None else g_v[b, t, s0 + i]
-                    for a in range(A):
-                        lp[i, a, b] = log_policy[b, t, s0 + i, a]
-                        glp[i, a, b] = 0 if g_lp is None else g_lp[b, t, s0 + i, a]
+            at = (t * S + s0) * A
+            _transpose_strided(log_policy.reshape(-1), at, T * S * A, lp.reshape(-1), 0, B,
+                               B, n * A)
+            if g_lp is None:
+                glp[...] = 0
+            else:
+                _transpose_strided(g_lp.reshape(-1), at, T * S * A, glp.reshape(-1), 0, B, B,
+                                   n * A)
+            if g_v is None:
+                gv[...] = 0
+            else:
+                _transpose_strided(g_v.reshape(-1), t * S + s0, T * S, gv.reshape(-1), 0, B, B,
+                                   n)
             for i in range(n):
                 s = s0 + i
                 for b in range(B):

@@ -28,9 +28,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from bayesirl._demo_likelihood import DemoLogLikelihood
 from bayesirl.demos import Demonstrations
 from bayesirl.mdp import TabularMDP
-from bayesirl._demo_likelihood import DemoLogLikelihood
 from bayesirl.planning import (
     _use_cpu_kernel,
     broadcast_reward,
