@@ -918,6 +918,30 @@ def test_wide_batch_kernel_equals_narrow_kernel(monkeypatch, dtype, outputs):
             assert (a - x).norm() <= 32 * torch.finfo(torch.float32).eps * x.norm()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
+@pytest.mark.parametrize("rows, cols", [(8, 8), (16, 24), (11, 13), (3, 5), (1, 17)], ids=str)
+def test_register_transpose_of_strided_blocks(dtype, rows, cols):
+    """``_transpose_strided`` (8x8 register blocks and scalar edges) equals numpy's transpose
+    between strided windows of flat arrays, writes nothing outside its window, and refuses a
+    window that does not fit."""
+    from bayesirl._cpu_dp import _transpose_strided
+
+    rng = np.random.default_rng(rows * 100 + cols)
+    src_stride, dst_stride, src_at, dst_at = cols + 3, rows + 5, 7, 2
+    src = rng.standard_normal(src_at + rows * src_stride).astype(dtype)
+    dst = np.full(dst_at + cols * dst_stride + 4, -1.0, dtype)
+    _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols)
+    window = src[src_at:src_at + rows * src_stride].reshape(rows, src_stride)[:, :cols]
+    got = dst[dst_at:dst_at + cols * dst_stride].reshape(cols, dst_stride)
+    np.testing.assert_array_equal(got[:, :rows], window.T)
+    untouched = np.ones(dst.shape, bool)
+    untouched[dst_at:dst_at + cols * dst_stride] = False
+    untouched[dst_at:dst_at + cols * dst_stride] = np.tile(np.arange(dst_stride) >= rows, cols)
+    assert (dst[untouched] == -1).all()
+    with pytest.raises(IndexError, match="out of bounds"):
+        _transpose_strided(src, src_at, src_stride, dst, dst_at + 5, dst_stride, rows, cols)
+
+
 def test_batch_split_over_threads_gives_identical_results(monkeypatch):
     """Rows of a batch are independent, so splitting them over threads changes no bit."""
     from bayesirl import _cpu_dp
