@@ -939,7 +939,7 @@ def test_register_transpose_of_strided_blocks(dtype, rows, cols):
     untouched[dst_at:dst_at + cols * dst_stride] = np.tile(np.arange(dst_stride) >= rows, cols)
     assert (dst[untouched] == -1).all()
     with pytest.raises(IndexError, match="out of bounds"):
-        _transpose_strided(src, src_at, src_stride, dst, dst_at + 5, dst_stride, rows, cols)
+        _transpose_strided(src, src_at, src_stride, dst, dst_at + 10, dst_stride, rows, cols)
 
 
 def test_batch_split_over_threads_gives_identical_results(monkeypatch):
