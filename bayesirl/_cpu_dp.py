@@ -15,7 +15,10 @@ is the adjoint recursion (see ``planning._SoftBackwardInduction``).
 From :data:`WIDE_BATCH` reward rows on, the soft DP runs with the batch innermost instead
 (:func:`_forward_wide`, :func:`_backward_wide`): a successor's values are then one contiguous
 ``(B,)`` row, so gathers, scatters and exponentials are SIMD loops over the batch (a polynomial
-:func:`fast_exp`, since Numba's ``math.exp`` is a scalar libm call). These work in the working
+:func:`fast_exp`, since Numba's ``math.exp`` is a scalar libm call), and tiles of states move
+between the two layouts through 8x8 transposes in registers (:func:`_transpose_strided`: a
+scalar transpose moves one element per instruction and cost as much as the arithmetic at
+S = 1e5, batch 64). These work in the working
 precision throughout (the batch-first kernels take float64 exponentials and sums), 3-4x faster
 at batch 64 in float32 (benchmarks/planning.py).
 """
