@@ -445,6 +445,10 @@ def _backward_wide(succ, prob, log_policy, g_v, g_lp, g_r, g_rT, carry, carry_ne
     B, T, S, A = log_policy.shape
     g_rT[...] = 0
     carry[...] = 0
+    if g_lp is None:  # a missing output gradient is a zero tile, once for the whole call
+        glp[...] = 0
+    if g_v is None:
+        gv[...] = 0
     for t in range(T):
         carry_next[...] = 0
         for s0 in range(0, S, TILE):
@@ -452,14 +456,10 @@ def _backward_wide(succ, prob, log_policy, g_v, g_lp, g_r, g_rT, carry, carry_ne
             at = (t * S + s0) * A
             _transpose_strided(log_policy.reshape(-1), at, T * S * A, lp.reshape(-1), 0, B,
                                B, n * A)
-            if g_lp is None:
-                glp[...] = 0
-            else:
+            if g_lp is not None:
                 _transpose_strided(g_lp.reshape(-1), at, T * S * A, glp.reshape(-1), 0, B, B,
                                    n * A)
-            if g_v is None:
-                gv[...] = 0
-            else:
+            if g_v is not None:
                 _transpose_strided(g_v.reshape(-1), t * S + s0, T * S, gv.reshape(-1), 0, B, B,
                                    n)
             for i in range(n):

@@ -26,9 +26,24 @@ import numpy as np
 import torch
 
 from bayesirl import _cpu_dp
-from bayesirl.planning import _tie_rtol
+from bayesirl.planning import _no_double_backward, _numpy, _tie_rtol
 
 _jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def _boltzmann_row(row, beta, p):
+    """``log sum_a exp(beta row[a])``, with ``p`` filled with ``softmax(beta row)``."""
+    m = -math.inf
+    for a in range(row.size):
+        m = max(m, beta * row[a])
+    z = 0.0
+    for a in range(row.size):
+        p[a] = math.exp(beta * row[a] - m)
+        z += p[a]
+    for a in range(row.size):
+        p[a] /= z
+    return m + math.log(z)
 
 
 @_jit
@@ -37,24 +52,18 @@ def _terms(out, states, actions, mask, beta, boltzmann, ll):
     or with ``boltzmann`` the Q-values of which ``log_softmax(beta[b] q)`` is the policy);
     ``states, actions, mask: (N, L)``, ``beta: (B,)``."""
     B, N, L = out.shape[0], states.shape[0], states.shape[1]
-    A = out.shape[3]
+    p = np.empty(out.shape[3], out.dtype)
     for b in range(B):
         for n in range(N):
             total = 0.0
             for t in range(L):
                 if not mask[n, t]:
                     continue
-                row = out[b, t, states[n, t]]
+                row, a = out[b, t, states[n, t]], actions[n, t]
                 if boltzmann:
-                    m = -math.inf
-                    for a in range(A):
-                        m = max(m, beta[b] * row[a])
-                    z = 0.0
-                    for a in range(A):
-                        z += math.exp(beta[b] * row[a] - m)
-                    total += beta[b] * row[actions[n, t]] - m - math.log(z)
+                    total += beta[b] * row[a] - _boltzmann_row(row, beta[b], p)
                 else:
-                    total += row[actions[n, t]]
+                    total += row[a]
             ll[b, n] = total
 
 
@@ -74,26 +83,15 @@ def _term_grads(out, states, actions, mask, beta, boltzmann, g_ll, g_out, g_beta
                 s, a_obs = states[n, t], actions[n, t]
                 if boltzmann:
                     row = out[b, t, s]
-                    m = -math.inf
-                    for a in range(A):
-                        m = max(m, beta[b] * row[a])
-                    z = 0.0
-                    for a in range(A):
-                        p[a] = math.exp(beta[b] * row[a] - m)
-                        z += p[a]
+                    _boltzmann_row(row, beta[b], p)
                     mean_q = 0.0
                     for a in range(A):
-                        p[a] /= z
                         mean_q += p[a] * row[a]
                         g_out[b, t, s, a] -= g * beta[b] * p[a]
                     g_out[b, t, s, a_obs] += g * beta[b]
                     g_beta[b] += g * (row[a_obs] - mean_q)
                 else:
                     g_out[b, t, s, a_obs] += g
-
-
-def _np(x: torch.Tensor) -> np.ndarray:
-    return x.detach().contiguous().numpy()
 
 
 class DemoLogLikelihood(torch.autograd.Function):
@@ -108,30 +106,29 @@ class DemoLogLikelihood(torch.autograd.Function):
         B, S, A = r.shape
         T = mdp.horizon
         dt = r.detach().numpy().dtype
-        succ, prob = _np(mdp.successors), _np(mdp.transition_probs)
+        succ, prob = _numpy(mdp.successors), _numpy(mdp.transition_probs)
         out, v = np.empty((B, T, S, A), dt), np.empty((B, T, S), dt)
         v_end = np.zeros((B, S), dt)
         if boltzmann:
-            _cpu_dp.hard_dp_forward(succ, prob, _np(r), v_end, out, v)
+            _cpu_dp.hard_dp_forward(succ, prob, _numpy(r), v_end, out, v)
         else:
-            _cpu_dp.soft_dp_forward(succ, prob, _np(r), v_end, out, v,
+            _cpu_dp.soft_dp_forward(succ, prob, _numpy(r), v_end, out, v,
                                     threads=torch.get_num_threads())
-        index = (_np(demos.states), _np(demos.actions), _np(demos.mask))
+        index = (_numpy(demos.states), _numpy(demos.actions), _numpy(demos.mask))
+        beta = _numpy(beta)
         ll = np.empty((B, demos.n), dt)
-        _terms(out, *index, _np(beta), boltzmann, ll)
-        ctx.arrays = (succ, prob, out, v, index, _np(beta))
+        _terms(out, *index, beta, boltzmann, ll)
+        ctx.arrays = (succ, prob, out, v, index, beta)
         ctx.boltzmann, ctx.rtol = boltzmann, _tie_rtol(r.dtype)
         return torch.from_numpy(ll)
 
     @staticmethod
     def backward(ctx, g_ll):
-        if torch.is_grad_enabled():
-            raise RuntimeError("second derivatives of the demonstration log-likelihood are "
-                               "not implemented")
+        _no_double_backward()
         succ, prob, out, v, index, beta = ctx.arrays
         B, _, S, A = out.shape
         g_out, g_beta = np.zeros_like(out), np.zeros_like(beta)
-        _term_grads(out, *index, beta, ctx.boltzmann, _np(g_ll), g_out, g_beta)
+        _term_grads(out, *index, beta, ctx.boltzmann, _numpy(g_ll), g_out, g_beta)
         g_r = np.empty((B, S, A), out.dtype)
         if ctx.boltzmann:
             _cpu_dp.hard_dp_backward(succ, prob, out, v, None, g_out, g_r, ctx.rtol)
