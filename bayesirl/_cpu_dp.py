@@ -14,11 +14,11 @@ is the adjoint recursion (see ``planning._SoftBackwardInduction``).
 
 From :data:`WIDE_BATCH` reward rows on, the soft DP runs with the batch innermost instead
 (:func:`_forward_wide`, :func:`_backward_wide`): a successor's values are then one contiguous
-``(B,)`` row, so gathers, scatters and exponentials are SIMD loops over the batch (a polynomial
-:func:`fast_exp`, since Numba's ``math.exp`` is a scalar libm call), and tiles of states move
-between the two layouts through 8x8 transposes in registers (:func:`_transpose_strided`: a
-scalar transpose moves one element per instruction and cost as much as the arithmetic at
-S = 1e5, batch 64). These work in the working
+``(B,)`` row, so gathers, scatters, exponentials and logarithms are SIMD loops over the batch
+(polynomials :func:`fast_exp` and :func:`fast_log`, since Numba's ``math.exp`` and ``math.log``
+are scalar libm calls), and tiles of states move between the two layouts through 8x8
+transposes in registers (:func:`_transpose_strided`: a scalar transpose moves one element per
+instruction and cost as much as the arithmetic at S = 1e5, batch 64). These work in the working
 precision throughout (the batch-first kernels take float64 exponentials and sums), 3-4x faster
 at batch 64 in float32 (benchmarks/planning.py).
 """
@@ -256,13 +256,22 @@ def fast_exp(x):
     raise NotImplementedError  # only its numba overload below is ever called
 
 
+def fast_log(x):
+    """``log(x)`` as straight-line float code (no libm call) that LLVM vectorises: within
+    1 ulp of log for positive numbers (subnormals included), -inf for 0, inf for inf, NaN for
+    NaN and negative numbers (tests/test_planning.py measures it)."""
+    raise NotImplementedError  # only its numba overload below is ever called
+
+
 _BITCASTS = {types.int32: (types.float32, llvm_ir.FloatType()),
-             types.int64: (types.float64, llvm_ir.DoubleType())}
+             types.int64: (types.float64, llvm_ir.DoubleType()),
+             types.float32: (types.int32, llvm_ir.IntType(32)),
+             types.float64: (types.int64, llvm_ir.IntType(64))}
 
 
 @intrinsic
 def _bitcast(typingctx, x):
-    """Reinterpret the bits of an int32 as a float32, of an int64 as a float64."""
+    """Reinterpret the bits of an int32 as a float32, of an int64 as a float64, and back."""
     if x not in _BITCASTS:
         return None
     to, llvm_type = _BITCASTS[x]
@@ -271,6 +280,19 @@ def _bitcast(typingctx, x):
         return builder.bitcast(args[0], llvm_type)
 
     return to(x), codegen
+
+
+@intrinsic
+def _divide(typingctx, x, y):
+    """``x / y`` for floats of one type, without the zero check Numba puts on ``/`` (a
+    branch that stops LLVM from vectorising the loop around it)."""
+    if x != y or x not in (types.float32, types.float64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fdiv(*args)
+
+    return x(x, y), codegen
 
 
 def _exp_impl(ftype, itype, magic, lo, ln2_hi, ln2_lo, degree, bias, mantissa):
@@ -306,6 +328,54 @@ def _fast_exp(x):
         return _EXP32
     if x == types.float64:
         return _EXP64
+    return None
+
+
+def _log_impl(ftype, itype, mantissa, bias, scale_bits, ln2_hi, ln2_lo, terms):
+    """fdlibm's reduction ``x = 2^e m``, sqrt(1/2) <= m < sqrt(2), and
+    ``log(m) = f - f^2/2 + s (f^2/2 + R(s^2))`` with ``f = m - 1``, ``s = f / (2 + f)`` and R the
+    atanh series (|s| <= 0.172) to ``terms`` terms; subnormals are scaled up first."""
+    coef = tuple(ftype(2 / (2 * k + 1)) for k in range(terms, 0, -1))
+    tiny, scale = ftype(2.0 ** (1 - bias)), ftype(2.0 ** scale_bits)
+    sqrt2, ln2_hi, ln2_lo = ftype(math.sqrt(2)), ftype(ln2_hi), ftype(ln2_lo)
+    low_bits, one_bits = itype((1 << mantissa) - 1), itype(bias << mantissa)
+    bias, scale_bits = itype(bias), itype(scale_bits)
+    zero, half, two = ftype(0.0), ftype(0.5), ftype(2.0)
+    inf, nan = ftype(np.inf), ftype(np.nan)
+
+    def impl(x):
+        small = x < tiny
+        i = _bitcast(x * scale if small else x)
+        e = itype(itype(i >> mantissa) - bias - (scale_bits if small else itype(0)))
+        m = _bitcast(itype((i & low_bits) | one_bits))  # [1, 2)
+        big = m > sqrt2
+        f = (m * half if big else m) - ftype(1.0)
+        k = ftype(itype(e + itype(1)) if big else e)
+        s = _divide(f, two + f)
+        z = s * s
+        r = coef[0]
+        for c in literal_unroll(coef[1:]):
+            r = r * z + c
+        r = r * z
+        hfsq = half * f * f
+        y = k * ln2_hi + (f - (hfsq - (s * (hfsq + r) + k * ln2_lo)))
+        finite = (x > zero) & (x < inf)
+        return y if finite else (-inf if x == zero else (x if x > zero else nan))
+
+    return impl
+
+
+_LOG32 = _log_impl(np.float32, np.int32, 23, 127, 25, 0.693359375, -2.12194440e-4, 5)
+_LOG64 = _log_impl(np.float64, np.int64, 52, 1023, 54, 6.93147180369123816490e-01,
+                   1.90821492927058770002e-10, 11)
+
+
+@overload(fast_log, inline="always")
+def _fast_log(x):
+    if x == types.float32:
+        return _LOG32
+    if x == types.float64:
+        return _LOG64
     return None
 
 
@@ -424,7 +494,7 @@ def _forward_wide(succ, prob, r, v_end, log_policy, v, rT, v_a, v_b, q, m, z):
                     for b in range(B):
                         z[b] += fast_exp(q[i, a, b] - m[b])
                 for b in range(B):
-                    v_now[s, b] = m[b] + math.log(z[b])
+                    v_now[s, b] = m[b] + fast_log(z[b])
             for i in range(n):
                 for a in range(A):
                     for b in range(B):

@@ -993,6 +993,37 @@ def test_fast_exp_is_within_two_ulp_and_keeps_nan(dtype):
     assert np.isnan(out[0]) and out[1] == 0 and out[2] == 0
 
 
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_log_is_within_one_ulp_and_keeps_special_values(dtype):
+    import numba
+
+    from bayesirl._cpu_dp import fast_log
+
+    @numba.njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = fast_log(x[i])
+
+    info = np.finfo(dtype)
+    rng = np.random.default_rng(0)
+    wide = np.exp(rng.uniform(np.log(float(info.smallest_subnormal)), np.log(float(info.max)),
+                              10**5))
+    x = np.concatenate([rng.uniform(1, 64, 10**5), rng.uniform(0.5, 2, 10**5), wide,
+                        [1.0, 2.0, 0.5, np.sqrt(2), info.tiny, info.max,
+                         info.smallest_subnormal]]).astype(dtype)
+    x = x[(x > 0) & np.isfinite(x)]
+    out = np.empty_like(x)
+    apply(x, out)
+    exact = np.log(x.astype(np.longdouble))
+    ulps = np.abs(out - exact) / np.spacing(np.abs(exact).astype(dtype)).astype(np.longdouble)
+    assert ulps.max() <= 1, float(ulps.max())
+    special = np.array([np.nan, np.inf, 0.0, -1.0, -np.inf], dtype)
+    out = np.empty_like(special)
+    apply(special, out)
+    assert np.isnan(out[0]) and out[1] == np.inf and out[2] == -np.inf
+    assert np.isnan(out[3:]).all()
+
 # ---------------------------------------------------------------------------- CUDA
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
