@@ -435,11 +435,16 @@ def _transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
 @_jit
 def _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols):
     """``dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]`` for
-    ``i < rows, j < cols`` (flat arrays): 8x8 register blocks, column blocks outermost so
-    that the destination is written eight rows at a time; scalar edges."""
+    ``i < rows, j < cols`` (flat arrays): 8x8 register blocks, scalar edges. The side with the
+    larger stride (far apart rows, in memory the window does not cover) is walked eight of
+    its rows at a time from start to end, which the hardware prefetchers follow; sweeping
+    all its rows eight elements at a time instead cost 1.3x in the backward's read-in."""
     if not (0 <= src_at and src_at + (rows - 1) * src_stride + cols <= src.size
             and 0 <= dst_at and dst_at + (cols - 1) * dst_stride + rows <= dst.size):
         raise IndexError("transpose out of bounds")
+    if src_stride > dst_stride:
+        _transpose_source_rows(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols)
+        return
     r8, c8 = rows - rows % 8, cols - cols % 8
     for j0 in range(0, c8, 8):
         for i0 in range(0, r8, 8):
@@ -450,6 +455,23 @@ def _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, c
                 dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
     for j in range(c8, cols):
         for i in range(rows):
+            dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
+
+
+@_jit
+def _transpose_source_rows(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols):
+    """:func:`_transpose_strided` with the source's row blocks outermost (eight source rows
+    read from start to end at a time)."""
+    r8, c8 = rows - rows % 8, cols - cols % 8
+    for i0 in range(0, r8, 8):
+        for j0 in range(0, c8, 8):
+            _transpose8(src, src_at + i0 * src_stride + j0, src_stride,
+                        dst, dst_at + j0 * dst_stride + i0, dst_stride)
+        for j in range(c8, cols):
+            for i in range(i0, i0 + 8):
+                dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
+    for i in range(r8, rows):
+        for j in range(cols):
             dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
 
 

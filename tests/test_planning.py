@@ -920,14 +920,20 @@ def test_wide_batch_kernel_equals_narrow_kernel(monkeypatch, dtype, outputs):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=str)
 @pytest.mark.parametrize("rows, cols", [(8, 8), (16, 24), (11, 13), (3, 5), (1, 17)], ids=str)
-def test_register_transpose_of_strided_blocks(dtype, rows, cols):
+@pytest.mark.parametrize("far", ["source", "destination"])
+def test_register_transpose_of_strided_blocks(dtype, rows, cols, far):
     """``_transpose_strided`` (8x8 register blocks and scalar edges) equals numpy's transpose
-    between strided windows of flat arrays, writes nothing outside its window, and refuses a
+    between strided windows of flat arrays, in both loop orders (the side with the larger
+    stride walked row block by row block), writes nothing outside its window, and refuses a
     window that does not fit."""
     from bayesirl._cpu_dp import _transpose_strided
 
     rng = np.random.default_rng(rows * 100 + cols)
     src_stride, dst_stride, src_at, dst_at = cols + 3, rows + 5, 7, 2
+    if far == "source":
+        src_stride += dst_stride
+    else:
+        dst_stride += src_stride
     src = rng.standard_normal(src_at + rows * src_stride).astype(dtype)
     dst = np.full(dst_at + cols * dst_stride + 4, -1.0, dtype)
     _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols)
@@ -938,8 +944,10 @@ def test_register_transpose_of_strided_blocks(dtype, rows, cols):
     untouched[dst_at:dst_at + cols * dst_stride] = False
     untouched[dst_at:dst_at + cols * dst_stride] = np.tile(np.arange(dst_stride) >= rows, cols)
     assert (dst[untouched] == -1).all()
-    with pytest.raises(IndexError, match="out of bounds"):
-        _transpose_strided(src, src_at, src_stride, dst, dst_at + 10, dst_stride, rows, cols)
+    last = dst_at + (cols - 1) * dst_stride + rows  # one past the window's last element
+    with pytest.raises(IndexError, match="out of bounds"):  # the window one element too late
+        _transpose_strided(src, src_at, src_stride, dst, dst_at + dst.size - last + 1,
+                           dst_stride, rows, cols)
 
 
 def test_batch_split_over_threads_gives_identical_results(monkeypatch):
