@@ -94,6 +94,41 @@ def _term_grads(out, states, actions, mask, beta, boltzmann, g_ll, g_out, g_beta
                     g_out[b, t, s, a_obs] += g
 
 
+def log_likelihood(r, beta, mdp, demos, boltzmann):
+    """``ll (B, N)`` for NumPy ``r (B, S, A)``, ``beta (B,)``, and what
+    :func:`log_likelihood_grad` needs (the plan and the demonstrations' indices)."""
+    B, S, A = r.shape
+    T = mdp.horizon
+    succ, prob = _numpy(mdp.successors), _numpy(mdp.transition_probs)
+    out, v = np.empty((B, T, S, A), r.dtype), np.empty((B, T, S), r.dtype)
+    v_end = np.zeros((B, S), r.dtype)
+    if boltzmann:
+        _cpu_dp.hard_dp_forward(succ, prob, r, v_end, out, v)
+    else:
+        _cpu_dp.soft_dp_forward(succ, prob, r, v_end, out, v, threads=torch.get_num_threads())
+    index = (_numpy(demos.states), _numpy(demos.actions), _numpy(demos.mask))
+    ll = np.empty((B, demos.n), r.dtype)
+    _terms(out, *index, beta, boltzmann, ll)
+    return ll, (succ, prob, out, v, index, beta, boltzmann)
+
+
+def log_likelihood_grad(saved, g_ll):
+    """``(dL/dr (B, S, A), dL/dbeta (B,))`` for ``g_ll = dL/d ll (B, N)``, ``saved`` from
+    :func:`log_likelihood`."""
+    succ, prob, out, v, index, beta, boltzmann = saved
+    B, _, S, A = out.shape
+    g_out, g_beta = np.zeros_like(out), np.zeros_like(beta)
+    _term_grads(out, *index, beta, boltzmann, g_ll, g_out, g_beta)
+    g_r = np.empty((B, S, A), out.dtype)
+    if boltzmann:
+        rtol = _tie_rtol(torch.float64 if out.dtype == np.float64 else torch.float32)
+        _cpu_dp.hard_dp_backward(succ, prob, out, v, None, g_out, g_r, rtol)
+    else:
+        _cpu_dp.soft_dp_backward(succ, prob, out, None, g_out, g_r,
+                                 threads=torch.get_num_threads())
+    return g_r, g_beta
+
+
 class DemoLogLikelihood(torch.autograd.Function):
     """``(r (B, S, A), beta (B,)) -> (B, N)`` per-demonstration log-likelihood.
 
@@ -103,37 +138,11 @@ class DemoLogLikelihood(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, r, beta, mdp, demos, boltzmann):
-        B, S, A = r.shape
-        T = mdp.horizon
-        dt = r.detach().numpy().dtype
-        succ, prob = _numpy(mdp.successors), _numpy(mdp.transition_probs)
-        out, v = np.empty((B, T, S, A), dt), np.empty((B, T, S), dt)
-        v_end = np.zeros((B, S), dt)
-        if boltzmann:
-            _cpu_dp.hard_dp_forward(succ, prob, _numpy(r), v_end, out, v)
-        else:
-            _cpu_dp.soft_dp_forward(succ, prob, _numpy(r), v_end, out, v,
-                                    threads=torch.get_num_threads())
-        index = (_numpy(demos.states), _numpy(demos.actions), _numpy(demos.mask))
-        beta = _numpy(beta)
-        ll = np.empty((B, demos.n), dt)
-        _terms(out, *index, beta, boltzmann, ll)
-        ctx.arrays = (succ, prob, out, v, index, beta)
-        ctx.boltzmann, ctx.rtol = boltzmann, _tie_rtol(r.dtype)
+        ll, ctx.saved = log_likelihood(_numpy(r), _numpy(beta), mdp, demos, boltzmann)
         return torch.from_numpy(ll)
 
     @staticmethod
     def backward(ctx, g_ll):
         _no_double_backward()
-        succ, prob, out, v, index, beta = ctx.arrays
-        B, _, S, A = out.shape
-        g_out, g_beta = np.zeros_like(out), np.zeros_like(beta)
-        _term_grads(out, *index, beta, ctx.boltzmann, _numpy(g_ll), g_out, g_beta)
-        g_r = np.empty((B, S, A), out.dtype)
-        if ctx.boltzmann:
-            _cpu_dp.hard_dp_backward(succ, prob, out, v, None, g_out, g_r, ctx.rtol)
-        else:
-            _cpu_dp.soft_dp_backward(succ, prob, out, None, g_out, g_r,
-                                     threads=torch.get_num_threads())
+        g_r, g_beta = log_likelihood_grad(ctx.saved, _numpy(g_ll))
         return torch.from_numpy(g_r), torch.from_numpy(g_beta), None, None, None
-

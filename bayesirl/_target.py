@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pyro.distributions.transforms import biject_to
 
+from bayesirl._fused import LinearNormalPotential
 from bayesirl.model import demo_log_likelihood
 
 
@@ -23,6 +24,7 @@ class Target:
         if isinstance(rationality, torch.distributions.Distribution):
             self.priors["rationality"] = rationality
         self.transforms = {k: biject_to(p.support) for k, p in self.priors.items()}
+        self.fused = LinearNormalPotential.of(self)
 
     def beta(self, params):
         return params.get("rationality", self.rationality)
@@ -43,11 +45,17 @@ class Target:
         return {k: self.transforms[k].inv(v) for k, v in params.items()}
 
     def log_abs_det_jacobian(self, u, params) -> torch.Tensor:
-        """``log |d params / d u|`` summed over the sites."""
-        return sum(_sum_event(t.log_abs_det_jacobian(u[k], params[k]), self.priors[k].event_dim)
+        """``log |d params / d u|`` summed over the sites (a transform's own log-Jacobian is
+        already summed over its ``domain.event_dim`` rightmost dims)."""
+        return sum(_sum_event(t.log_abs_det_jacobian(u[k], params[k]),
+                              self.priors[k].event_dim - t.domain.event_dim)
                    for k, t in self.transforms.items())
 
     def potential(self, u, jacobian: bool = True) -> torch.Tensor:
+        if self.fused is not None:  # a linear reward with a Normal prior: one fused node
+            value = self.fused(u)
+            if value is not None:
+                return value
         params = self.constrain(u)
         logp = self.log_prior(params) + self.log_likelihood(params).sum(-1)
         if jacobian:

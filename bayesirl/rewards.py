@@ -102,6 +102,13 @@ class RewardModel:
     def check(self, mdp) -> None:
         """Raise ValueError when this model does not fit ``mdp`` (called by ``infer``)."""
 
+    def linear_map(self):
+        """``(site, phi)`` when the reward is linear in one site, ``reward == phi @ theta``
+        with ``phi: (S, d)`` or ``(S, A, d)`` (``phi`` None: ``reward == theta``); None
+        otherwise. MCMC then computes the potential's gradient by hand (``bayesirl._fused``).
+        """
+        return None
+
     def __call__(self) -> torch.Tensor:
         return self.reward({name: pyro.sample(name, prior)
                             for name, prior in self.priors().items()})
@@ -149,6 +156,9 @@ class LinearReward(RewardModel):
         phi = self.features.to(theta)
         return torch.einsum("...d,sd->...s" if phi.dim() == 2 else "...d,sad->...sa", theta, phi)
 
+    def linear_map(self):
+        return "theta", self.features
+
     def coords(self, mdp=None):
         names = self.feature_names
         if names is None and mdp is not None and mdp.feature_names is not None and (
@@ -195,6 +205,9 @@ class TabularReward(RewardModel):
 
     def reward(self, params):
         return params["theta"]
+
+    def linear_map(self):
+        return "theta", None
 
     def check(self, mdp):
         want = (mdp.n_states,) if len(self.shape) == 1 else (mdp.n_states, mdp.n_actions)

@@ -11,8 +11,10 @@ Every sampler targets the same posterior, in one run, one thread:
   re-plans at every proposal, its step size tuned during warmup to 0.234 acceptance;
 - ``numpyro``: the same model in NumPyro, when the optional ``bench`` extra is installed.
 
-min-ESS/s is the smallest bulk ESS over the theta coordinates (ArviZ) divided by the sampling
-time, and by the total time including warmup. A second table runs the 144-parameter tabular
+min-ESS/s is the smallest bulk ESS over the theta coordinates (ArviZ; chains pooled) divided
+by the sampling time, and by the total time including warmup. bayesirl runs infer()'s default
+two chains one after the other, and PolicyWalk is given the same wall time: one chain's min ESS
+is too noisy a statistic to compare samplers by. A second table runs the 144-parameter tabular
 task (12x12 gridworld, 50 demonstrated state-action pairs, N(0, 10^2) prior, Boltzmann
 likelihood) for bayesirl's NUTS (infer()'s default 2 chains, in parallel processes) and
 PolicyWalk (one chain, given the same wall time), as seconds per effective sample, wall clock
@@ -56,11 +58,12 @@ def min_ess(draws: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- samplers under comparison
-def run_bayesirl(mdp, demos, model, num_samples, warmup, likelihood="soft", num_chains=1):
-    """``num_chains > 1`` run in parallel processes, one per core."""
+def run_bayesirl(mdp, demos, model, num_samples, warmup, likelihood="soft", num_chains=1,
+                 parallel=False):
+    """``num_chains`` chains, one after another or (``parallel``) in processes, one per core."""
     t0 = time.perf_counter()
     post = birl.infer(mdp, demos, model, method="nuts", num_samples=num_samples, warmup=warmup,
-                      num_chains=num_chains, parallel=num_chains > 1, seed=0, progress=False,
+                      num_chains=num_chains, parallel=parallel, seed=0, progress=False,
                       likelihood=likelihood)
     total = time.perf_counter() - t0
     return post.params["theta"].numpy(), total, post.settings
@@ -122,6 +125,14 @@ def run_policywalk(log_post, d, num_samples, warmup, seed=0):
     return np.stack(draws)[None], end - t0, end - t_sampling
 
 
+def run_policywalk_for(seconds, log_post, d, min_steps):
+    """PolicyWalk given ``seconds`` of wall time (half warmup, from a pilot's speed), and at
+    least ``min_steps`` + ``min_steps`` steps."""
+    _, pilot, _ = run_policywalk(log_post, d, 100, 100)
+    n = max(min_steps, int(seconds / (pilot / 200) / 2))
+    return n, run_policywalk(log_post, d, n, n)
+
+
 def log_post_fn(mdp, demos, model, likelihood):
     from bayesirl.infer import Target
     target = Target(mdp, demos, model, likelihood, 1.0)
@@ -181,19 +192,23 @@ def table_gridworld(quick: bool):
     mdp, demos = gridworld_problem()
     model = birl.LinearReward(mdp.features)
     rows = []
-    draws, total, settings = run_bayesirl(mdp, demos, model, n, w)
+    # bayesirl runs infer()'s default 2 chains, one after the other on one core, and
+    # PolicyWalk gets the same wall time: the min ESS of one 1000-draw chain varies by 2x
+    # with the seed (254-480 for bayesirl's NUTS over seeds 0-3), and PolicyWalk's of a
+    # 4000-step chain was 14, too few to estimate a rate from
+    draws, total, settings = run_bayesirl(mdp, demos, model, n, w, num_chains=2)
     rows.append(_row("bayesirl NUTS", draws, total))
-    draws, total = run_pyro_naive(mdp, demos, n, w)
-    rows.append(_row("pyro-naive NUTS", draws, total))
-    pw_n = 4 * n
-    draws, total, sampling = run_policywalk(log_post_fn(mdp, demos, model, "soft"),
-                                            mdp.n_features, pw_n, pw_n)
-    rows.append(_row("PolicyWalk", draws, total, sampling))
+    pw_n, (pw_draws, pw_total, sampling) = run_policywalk_for(
+        total, log_post_fn(mdp, demos, model, "soft"), mdp.n_features, 4 * n)
+    draws, seconds = run_pyro_naive(mdp, demos, n, w)
+    rows.append(_row("pyro-naive NUTS", draws, seconds))
+    rows.append(_row("PolicyWalk", pw_draws, pw_total, sampling))
     result = run_numpyro(mdp, demos, n, w)
     if result is not None:
         rows.append(_row("NumPyro NUTS", *result))
-    print(f"8x8 gridworld, 8 features, horizon 30, 20 demos; {n} warmup + {n} draws "
-          f"(PolicyWalk {pw_n} + {pw_n}); 1 chain, {torch.get_num_threads()} thread(s)")
+    print(f"8x8 gridworld, 8 features, horizon 30, 20 demos; {n} warmup + {n} draws, bayesirl "
+          f"2 chains one after the other, others 1 chain (PolicyWalk {pw_n} + {pw_n}, the same "
+          f"wall time as bayesirl's); {torch.get_num_threads()} thread(s)")
     print(f"{'sampler':<18}{'min ESS':>9}{'seconds':>9}{'ESS/s':>9}{'ESS/s incl. warmup':>20}")
     for r in rows:
         print(f"{r['sampler']:<18}{r['min_ess']:>9.0f}{r['seconds']:>9.1f}"
@@ -215,15 +230,13 @@ def table_tabular(quick: bool):
     # this 2-core machine); the "per core" column divides by the cores used
     chains = min(2, os.cpu_count() or 1)
     draws, total, _ = run_bayesirl(mdp, demos, model, n, n, likelihood="boltzmann",
-                                   num_chains=chains)
+                                   num_chains=chains, parallel=chains > 1)
     rows = [_row("bayesirl NUTS", draws, total)]
-    # PolicyWalk (one chain, one core) gets the same wall time as NUTS (half warmup), at
-    # least 10x NUTS's draws: its chain barely moves in 144 dimensions, and on a short run
-    # the ESS estimate of a near-constant chain says little
-    log_post = log_post_fn(mdp, demos, model, "boltzmann")
-    _, pilot, _ = run_policywalk(log_post, mdp.n_states, 100, 100)
-    pw_n = max(10 * n, int(total / (pilot / 200) / 2))
-    draws, pw_total, sampling = run_policywalk(log_post, mdp.n_states, pw_n, pw_n)
+    # PolicyWalk (one chain, one core) gets the same wall time as NUTS, at least 10x NUTS's
+    # draws: its chain barely moves in 144 dimensions, and on a short run the ESS estimate
+    # of a near-constant chain says little
+    pw_n, (draws, pw_total, sampling) = run_policywalk_for(
+        total, log_post_fn(mdp, demos, model, "boltzmann"), mdp.n_states, 10 * n)
     rows.append(_row("PolicyWalk", draws, pw_total, sampling))
     rows[0]["cores"], rows[1]["cores"] = chains, 1
     print(f"\n12x12 gridworld, tabular reward (144 parameters), 50 state-action pairs, "
