@@ -34,6 +34,7 @@ from bayesirl.rewards import RewardModel
 __all__ = ["GUIDES", "METHODS", "infer"]
 
 METHODS = ("nuts", "hmc", "svi", "map")
+SVI_LR_DECAY = 1 / 20  # SVI's Adam step at the last step, relative to the first
 GUIDES = {"normal": ag.AutoNormal, "mvn": ag.AutoMultivariateNormal,
           "lowrank": ag.AutoLowRankMultivariateNormal}
 
@@ -214,7 +215,9 @@ def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size,
     init_values = target.constrain(init)
     auto = GUIDES[guide](model, init_loc_fn=pyro.infer.autoguide.init_to_value(
         values=init_values))
-    optim = pyro.optim.Adam({"lr": lr})
+    # the final iterate of a constant-step Adam jitters by about lr * sqrt(1 / (1 - beta_2))
+    # around the optimum (the ELBO's gradient is one noisy draw): decay to lr / 20
+    optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": SVI_LR_DECAY ** (1 / steps)})
     svi = SVI(model, auto, optim, Trace_ELBO())
     losses, start = [], 0
     if checkpoint is not None and os.path.exists(checkpoint):
@@ -310,7 +313,8 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         strict: turn convergence warnings (R-hat, ESS, divergences, E-BFMI) into errors.
         target_accept, max_tree_depth: NUTS settings; ``num_steps``: HMC leapfrog steps.
         guide: SVI autoguide, ``"normal"``, ``"mvn"`` or ``"lowrank"``.
-        steps, lr, subsample_size: SVI optimisation; minibatches of demonstrations.
+        steps, lr, subsample_size: SVI optimisation (Adam, its step decayed geometrically
+            from ``lr`` to ``lr / 20`` over the steps); minibatches of demonstrations.
         checkpoint, checkpoint_every: SVI writes its state to the file ``checkpoint`` every
             ``checkpoint_every`` steps; a run given an existing checkpoint resumes from it and
             ends where an uninterrupted run would.
