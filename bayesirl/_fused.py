@@ -5,11 +5,12 @@ and its gradient at every leapfrog step. On the generic path (:meth:`Target.pote
 reward model, :class:`~bayesirl._demo_likelihood.DemoLogLikelihood`, the prior's
 ``log_prob``, the transforms and their Jacobian) that is a graph of some twenty tensor
 operations, whose construction and backward cost more than the planning itself on an 8x8
-gridworld. When the reward is linear in one site (:meth:`RewardModel.linear_map`: LinearReward,
-TabularReward) on real support with a Normal prior, the rationality is a fixed number and the
-MDP is finite-horizon on the CPU, :class:`FusedPotential` computes the value and, when a
-gradient is wanted, ``dU/dtheta = (theta - mu) / sigma^2 - phi^T dL/dr`` in NumPy around the
-compiled DP, in one node. Values and gradients equal the generic path's (tests/test_infer.py).
+gridworld. When the reward is linear in one site (:meth:`RewardModel.linear_map`:
+LinearReward, TabularReward, GPReward with fixed hyperparameters) with a Normal prior (real
+support: no transform), the rationality is a fixed number and the MDP is finite-horizon on the
+CPU, :class:`LinearNormalPotential` computes the value and, when a gradient is wanted,
+``dU/dtheta = (theta - mu) / sigma^2 - phi^T dL/dr`` in NumPy around the compiled DP, in one
+node. Values and gradients equal the generic path's (tests/test_target.py).
 """
 
 from __future__ import annotations

@@ -165,6 +165,13 @@ def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, i
                 results = [f.result() for f in futures]
             except KeyboardInterrupt:  # Ctrl-C reached the workers too: collect their draws
                 results = [f.result() for f in futures]
+            except concurrent.futures.process.BrokenProcessPool as e:
+                raise RuntimeError(
+                    "a chain's process died before returning its draws. Parallel chains run "
+                    "in processes started with 'spawn', which re-import the script that "
+                    "called infer(): in a script, call infer() under `if __name__ == "
+                    "\"__main__\":`, or pass parallel=False to run the chains one after "
+                    "another. (A process killed for lack of memory ends the same way.)") from e
     else:
         for c in range(num_chains):
             results.append(_run_chain(*args[:2], c, *args[2:]))

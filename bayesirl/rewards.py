@@ -324,6 +324,9 @@ class GPReward(RewardModel):
         z = params["z"]
         return (self._factor(params, z) @ z.unsqueeze(-1)).squeeze(-1)
 
+    def linear_map(self):
+        return None if self._fixed is None else ("z", self._fixed)  # r = L z
+
     def predict(self, params, new_coords) -> torch.Tensor:
         """The GP's conditional mean reward at new inputs, ``(..., S_new)``.
 

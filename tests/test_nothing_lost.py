@@ -1,6 +1,8 @@
 """Nothing lost: exact SVI resume from checkpoints, interrupted MCMC keeps its draws, seeds."""
 
 import importlib
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -20,13 +22,25 @@ def problem():
     return mdp, demos, birl.LinearReward(mdp.features)
 
 
-def test_svi_resumes_to_the_uninterrupted_result(problem, tmp_path):
+def test_svi_resumes_to_the_uninterrupted_result(problem, tmp_path, monkeypatch):
+    """A run interrupted after step 25 resumes from its step-20 checkpoint and ends exactly
+    where the uninterrupted run does (optimiser moments, decayed step size, RNG and all)."""
     mdp, demos, model = problem
     kw = dict(method="svi", steps=40, num_samples=10, progress=False, seed=3)
     full = birl.infer(mdp, demos, model, **kw)
     ck = tmp_path / "svi.ckpt"
-    birl.infer(mdp, demos, model, **{**kw, "steps": 20}, checkpoint=ck, checkpoint_every=10)
-    assert ck.exists()
+    step, calls = infer_module.SVI.step, []
+
+    def interrupted_step(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 25:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(infer_module.SVI, "step", interrupted_step)
+        cut = birl.infer(mdp, demos, model, **kw, checkpoint=ck, checkpoint_every=10)
+    assert cut.incomplete and len(cut.extra["elbo"]) == 25 and ck.exists()
     resumed = birl.infer(mdp, demos, model, **kw, checkpoint=ck, checkpoint_every=10)
     assert resumed.extra["elbo"] == full.extra["elbo"]
     assert torch.equal(resumed.samples["theta"], full.samples["theta"])
@@ -87,6 +101,27 @@ def test_seeded_nuts_reproduces(problem):
         a = birl.infer(mdp, demos, model, **kw)
         b = birl.infer(mdp, demos, model, **kw)
     assert torch.equal(a.samples["theta"], b.samples["theta"])
+
+
+def test_a_script_without_a_main_guard_is_told_what_to_do(tmp_path):
+    """Spawned chain processes re-import the calling script; without ``if __name__ ==
+    "__main__"`` each child starts inference again and dies. The user gets the remedy, not
+    only concurrent.futures' BrokenProcessPool."""
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import warnings\n"
+        "import bayesirl as birl\n"
+        "warnings.simplefilter('ignore')\n"
+        "mdp = birl.envs.gridworld(size=4, slip=0.1, horizon=5, block=2, seed=0)\n"
+        "demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=5, seed=0)\n"
+        "birl.infer(mdp, demos, birl.LinearReward(mdp.features), num_samples=5, warmup=5,\n"
+        "           num_chains=2, parallel=True, progress=False)\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: a chain's process died"), run.stderr[-2000:]
+    assert 'if __name__ == "__main__":' in last and "parallel=False" in last
 
 
 def test_parallel_chains_equal_sequential_chains(problem):

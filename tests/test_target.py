@@ -27,6 +27,7 @@ def _linear_models(mdp):
         "tabular-state": birl.TabularReward(mdp.n_states, prior=dist.Normal(0.0, 10.0)),
         "tabular-state-action": birl.TabularReward(mdp.n_states, mdp.n_actions,
                                                    prior=dist.Normal(-1.0, 3.0)),
+        "gp-fixed": birl.GPReward(mdp.features, lengthscale=2.0, variance=3.0),
     }
 
 
@@ -37,7 +38,7 @@ def _value_and_grad(target, u):
 
 
 @pytest.mark.parametrize("name", ["linear-state", "linear-state-action", "tabular-state",
-                                  "tabular-state-action"])
+                                  "tabular-state-action", "gp-fixed"])
 @pytest.mark.parametrize("likelihood", ["soft", "boltzmann"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 def test_fused_potential_equals_the_generic_one(name, likelihood, dtype):
@@ -80,7 +81,8 @@ def test_fused_potential_only_where_it_applies():
         Target(mdp, demos, birl.LinearReward(mdp.features, prior=dist.Laplace(0.0, 1.0)),
                "soft", 1.0),                                       # not a Normal prior
         Target(mdp, demos, linear, "soft", dist.LogNormal(0.0, 1.0)),  # inferred rationality
-        Target(mdp, demos, birl.GPReward(mdp.features), "soft", 1.0),  # not linear
+        Target(mdp, demos, birl.GPReward(mdp.features, lengthscale=dist.LogNormal(0.0, 1.0)),
+               "soft", 1.0),                                       # not linear in one site
         Target(*_problem(discount=0.9), linear, "soft", 1.0),          # discounted
     ]
     assert all(t.fused is None for t in not_fused)
