@@ -34,7 +34,6 @@ from bayesirl.rewards import RewardModel
 __all__ = ["GUIDES", "METHODS", "infer"]
 
 METHODS = ("nuts", "hmc", "svi", "map")
-SVI_LR_DECAY = 1 / 20  # SVI's Adam step at the last step, relative to the first
 GUIDES = {"normal": ag.AutoNormal, "mvn": ag.AutoMultivariateNormal,
           "lowrank": ag.AutoLowRankMultivariateNormal}
 
@@ -210,8 +209,8 @@ def _load_checkpoint(path):
     return state
 
 
-def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size, num_samples,
-             seed, progress, init, checkpoint, checkpoint_every):
+def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, lr_decay, subsample_size,
+             num_samples, seed, progress, init, checkpoint, checkpoint_every):
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
 
@@ -222,9 +221,9 @@ def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size,
     init_values = target.constrain(init)
     auto = GUIDES[guide](model, init_loc_fn=pyro.infer.autoguide.init_to_value(
         values=init_values))
-    # the final iterate of a constant-step Adam jitters by about lr * sqrt(1 / (1 - beta_2))
-    # around the optimum (the ELBO's gradient is one noisy draw): decay to lr / 20
-    optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": SVI_LR_DECAY ** (1 / steps)})
+    # the final iterate of a constant-step Adam jitters around the optimum (the ELBO's
+    # gradient is one noisy draw): the step decays geometrically to lr * lr_decay
+    optim = pyro.optim.ClippedAdam({"lr": lr, "lrd": lr_decay ** (1 / steps)})
     svi = SVI(model, auto, optim, Trace_ELBO())
     losses, start = [], 0
     if checkpoint is not None and os.path.exists(checkpoint):
@@ -258,7 +257,7 @@ def _run_svi(mdp, demos, reward_model, target, guide, steps, lr, subsample_size,
 
 
 def _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains, guide, lr,
-              steps, seed, target_accept, max_tree_depth, num_steps):
+              lr_decay, steps, seed, target_accept, max_tree_depth, num_steps):
     if not isinstance(mdp, TabularMDP):
         raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
     if not isinstance(demos, Demonstrations):
@@ -284,6 +283,10 @@ def _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains,
         raise ValueError(f"guide is {guide!r}, expected one of {tuple(GUIDES)}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr is {lr!r}, expected a finite number > 0")
+    if isinstance(lr_decay, bool) or not (isinstance(lr_decay, (int, float))
+                                          and 0 < lr_decay <= 1):
+        raise ValueError(f"lr_decay is {lr_decay!r}, expected a number in (0, 1] (the SVI "
+                         "step at the last step relative to lr; 1 keeps it constant)")
     if demos.device != mdp.device:
         raise ValueError(f"demos are on {demos.device} but the MDP is on {mdp.device}; "
                          "move one with .to(device)")
@@ -296,7 +299,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
           num_samples: int = 1000, warmup: int | None = None, num_chains: int = 2,
           seed: int = 0, progress: bool = True, strict: bool = False,
           target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10,
-          guide: str = "mvn", steps: int = 2000, lr: float = 0.01,
+          guide: str = "mvn", steps: int = 2000, lr: float = 0.01, lr_decay: float = 0.05,
           subsample_size: int | None = None, checkpoint=None, checkpoint_every: int = 100,
           map_init: bool = True, dense_mass: bool | None = None,
           parallel: bool | None = None) -> RewardPosterior:
@@ -320,8 +323,11 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         strict: turn convergence warnings (R-hat, ESS, divergences, E-BFMI) into errors.
         target_accept, max_tree_depth: NUTS settings; ``num_steps``: HMC leapfrog steps.
         guide: SVI autoguide, ``"normal"``, ``"mvn"`` or ``"lowrank"``.
-        steps, lr, subsample_size: SVI optimisation (Adam, its step decayed geometrically
-            from ``lr`` to ``lr / 20`` over the steps); minibatches of demonstrations.
+        steps, lr, lr_decay, subsample_size: SVI optimisation: Adam (Pyro's ClippedAdam,
+            gradients clipped to norm 10), its step decayed geometrically from ``lr`` to
+            ``lr * lr_decay`` over the steps (the final iterate of a constant step jitters
+            around the optimum; a short run that has not yet converged wants
+            ``lr_decay=1``); minibatches of demonstrations.
         checkpoint, checkpoint_every: SVI writes its state to the file ``checkpoint`` every
             ``checkpoint_every`` steps; a run given an existing checkpoint resumes from it and
             ends where an uninterrupted run would.
@@ -335,7 +341,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
     """
     warmup = num_samples if warmup is None else warmup
     _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains, guide, lr,
-              steps, seed, target_accept, max_tree_depth, num_steps)
+              lr_decay, steps, seed, target_accept, max_tree_depth, num_steps)
     likelihood = check_likelihood(likelihood)
     rationality = check_rationality(rationality)
     if subsample_size is not None and not (isinstance(subsample_size, int)
@@ -360,12 +366,13 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
             raise ValueError(f"checkpoint_every is {checkpoint_every!r}, expected an integer "
                              ">= 1")
         params, losses, incomplete = _run_svi(mdp, demos, reward_model, target, guide, steps,
-                                              lr, subsample_size, num_samples, seed, progress,
-                                              init, None if checkpoint is None
+                                              lr, lr_decay, subsample_size, num_samples, seed,
+                                              progress, init, None if checkpoint is None
                                               else os.fspath(checkpoint), checkpoint_every)
         sample_stats = {}
         extra["elbo"] = [-x for x in losses]
-        settings.update(guide=guide, steps=steps, lr=lr, subsample_size=subsample_size)
+        settings.update(guide=guide, steps=steps, lr=lr, lr_decay=lr_decay,
+                        subsample_size=subsample_size)
     else:
         n_params = sum(p.batch_shape.numel() * p.event_shape.numel()
                        for p in target.priors.values())

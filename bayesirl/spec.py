@@ -381,6 +381,7 @@ class InferenceSpec:
     guide: str = "mvn"
     steps: int = 2000
     lr: float = 0.01
+    lr_decay: float = 0.05
     subsample_size: int | None = None
     target_accept: float = 0.8
     max_tree_depth: int = 10
@@ -390,7 +391,7 @@ class InferenceSpec:
 _INFERENCE_SCHEMA = {
     "method": _choice(*METHODS), "num_samples": _int(1), "warmup": _int(0),
     "num_chains": _int(1), "seed": _SEED, "guide": _choice(*GUIDES), "steps": _int(1),
-    "lr": _POSITIVE, "subsample_size": _int(1),
+    "lr": _POSITIVE, "lr_decay": _real(0.0, 1.0, low_open=True), "subsample_size": _int(1),
     "target_accept": _real(0.0, 1.0, low_open=True, high_open=True),
     "max_tree_depth": _int(1), "num_steps": _int(1),
 }

@@ -4,6 +4,7 @@ convergence diagnostics it reports (bayesirl.diagnostics).
 Accuracy against the exact posterior lives in tests/oracles/test_exact.py.
 """
 
+import importlib
 import re
 import warnings
 
@@ -25,6 +26,7 @@ from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
 FAST_NUTS = {"method": "nuts", "num_samples": 10, "warmup": 10, "num_chains": 2}
 FAST_SVI = {"method": "svi", "steps": 30, "num_samples": 10}
+infer_module = importlib.import_module("bayesirl.infer")  # the module behind birl.infer
 
 
 @pytest.fixture
@@ -61,6 +63,24 @@ def test_svi_seeded_runs_are_identical(problem, guide):
     assert a.settings["guide"] == guide
     c = run(problem, seed=6, guide=guide, **FAST_SVI)
     assert not torch.equal(a.params["theta"], c.params["theta"])
+
+
+def test_svi_step_decays_geometrically_to_lr_times_lr_decay(problem, monkeypatch):
+    """Every parameter's Adam step, read after the run, is lr * lr_decay; lr_decay=1 keeps it
+    constant."""
+    made = []
+    adam = infer_module.pyro.optim.ClippedAdam
+
+    def recording(args):
+        made.append(adam(args))
+        return made[-1]
+
+    monkeypatch.setattr(infer_module.pyro.optim, "ClippedAdam", recording)
+    for lr_decay in (0.05, 1.0):
+        post = run(problem, seed=0, lr=0.2, lr_decay=lr_decay, **FAST_SVI)
+        assert post.settings["lr_decay"] == lr_decay
+        steps = [g["lr"] for o in made[-1].optim_objs.values() for g in o.param_groups]
+        assert steps and all(abs(x - 0.2 * lr_decay) < 1e-12 for x in steps), steps
 
 
 def test_svi_subsampling_runs(problem):
@@ -102,6 +122,11 @@ BAD_ARGUMENTS = [
     ("lr-inf", {"lr": float("inf")}, ValueError, "lr is inf"),
     ("lr-0", {"lr": 0.0}, ValueError, "lr is 0.0"),
     ("lr-str", {"lr": "0.1"}, ValueError, "lr is '0.1'"),
+    ("lr_decay-0", {"lr_decay": 0.0}, ValueError,
+     r"lr_decay is 0.0, expected a number in \(0, 1\]"),
+    ("lr_decay-big", {"lr_decay": 1.5}, ValueError, "lr_decay is 1.5"),
+    ("lr_decay-nan", {"lr_decay": float("nan")}, ValueError, "lr_decay is nan"),
+    ("lr_decay-bool", {"lr_decay": True}, ValueError, "lr_decay is True"),
     ("rationality-0", {"rationality": 0.0}, ValueError,
      "rationality is 0.0, expected a number > 0"),
     ("rationality-neg", {"rationality": -2}, ValueError, "rationality is -2"),
