@@ -42,7 +42,9 @@ class LinearNormalPotential:
 
     def __init__(self, target, site, phi, loc, scale):
         self.target, self.site = target, site
-        self.phi = None if phi is None else _numpy(phi.to(target.mdp.dtype))
+        # own copies: a NumPy view of a tensor's memory came out of a spawned chain process's
+        # unpickling as garbage (torch's multiprocessing reductions)
+        self.phi = None if phi is None else _numpy(phi.to(target.mdp.dtype)).copy()
         self.loc, self.scale = loc, scale
         self.log_norm = float(np.log(scale).sum() + 0.5 * loc.size * math.log(2 * math.pi))
         S, A = target.mdp.n_states, target.mdp.n_actions
@@ -70,6 +72,8 @@ class LinearNormalPotential:
         return _Potential.apply(theta, self, torch.is_grad_enabled() and theta.requires_grad)
 
     def value_and_grad(self, theta: np.ndarray, grad: bool):
+        """``(U, dU/dtheta)`` for ``theta`` of the prior's shape (``(d,)``, ``(S,)`` or
+        ``(S, A)``): a float and an array of ``theta``'s shape, or None without ``grad``."""
         t = self.target
         beta = float(t.rationality)
         flat = theta.reshape(-1) if self.phi is None else self.phi @ theta

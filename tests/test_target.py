@@ -1,6 +1,9 @@
 """The posterior density MCMC samples: the fused potential of linear rewards with a Normal prior
 equals the generic one, and the generic one's Jacobian is right for every site shape."""
 
+import concurrent.futures
+import multiprocessing
+
 import numpy as np
 import pyro.distributions as dist
 import pytest
@@ -114,3 +117,23 @@ def test_jacobian_is_summed_once_per_draw(shape):
                           dtype=torch.float64)}
     got = target.log_abs_det_jacobian(u, target.constrain(u))
     np.testing.assert_allclose(got.numpy(), u["s"].reshape(3, -1).sum(-1).numpy(), rtol=1e-12)
+
+
+def _value_in_process(target, u):
+    return _value_and_grad(target, u)
+
+
+@pytest.mark.parametrize("name", ["linear-state", "gp-fixed"])
+def test_fused_potential_is_the_same_in_a_spawned_chain_process(name):
+    """Parallel chains unpickle the target in a fresh process; the fused potential there
+    equals the parent's (its arrays once came out as garbage)."""
+    mdp, demos = _problem()
+    target = Target(mdp, demos, _linear_models(mdp)[name], "soft", 1.0)
+    u = {k: torch.full(v.shape, 0.3, dtype=torch.float64)
+         for k, v in target.init_unconstrained().items()}
+    here = _value_and_grad(target, u)
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        there = pool.submit(_value_in_process, target, u).result()
+    for a, b in zip(here, there, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
