@@ -74,21 +74,45 @@ def _forward(succ, prob, r, v_end, out, v, C, soft):
     """The backward induction of both DPs: ``out`` receives the log-policy (``soft``) or the
     Q-values (hard), ``v`` the log-sum-exp or the max over actions."""
     B, T, S, A = out.shape
+    ex = np.empty(C * A if soft else 0)  # exp(q - max) of a block, then log sums (float64)
     for t in range(T - 1, -1, -1):
         for s0 in range(0, S, C):
+            end = min(S, s0 + C)
             for b in range(B):
                 v_next = v_end[b] if t == T - 1 else v[b, t + 1]
-                q = out[b, t]
-                for s in range(s0, min(S, s0 + C)):
-                    value = _q_state(succ, prob, r[b], v_next, s, q[s])
+                q, vt = out[b, t], v[b, t]
+                for s in range(s0, end):
+                    m = _q_state(succ, prob, r[b], v_next, s, q[s])
+                    vt[s] = m
                     if soft:
-                        z = 0.0
                         for a in range(A):
-                            z += math.exp(q[s, a] - value)
-                        value += math.log(z)
-                        for a in range(A):
-                            q[s, a] -= value
-                    v[b, t, s] = value
+                            ex[(s - s0) * A + a] = q[s, a] - m
+                if soft:
+                    _soft_normalise(q, vt, s0, end, ex)
+
+
+@_jit
+def _soft_normalise(q, vt, s0, end, ex):
+    """States ``s0 <= s < end`` of one step: ``vt[s] += log sum_a exp(ex)`` and
+    ``q[s] -= vt[s]``, for ``ex`` holding ``q - max`` (``vt`` the max). The exponentials and
+    logarithms run as flat loops over the block, which LLVM vectorises (libm's are scalar
+    calls, and a loop over a state's few actions is too short to vectorise)."""
+    A, n = q.shape[1], end - s0
+    for i in range(n * A):
+        ex[i] = fast_exp(ex[i])
+    for k in range(n):
+        z = ex[k * A]
+        for a in range(1, A):
+            z += ex[k * A + a]
+        ex[k] = z  # k * A >= k: a state's sum overwrites only sums already taken
+    for k in range(n):
+        ex[k] = fast_log(ex[k])
+    for k in range(n):
+        s = s0 + k
+        value = vt[s] + ex[k]
+        vt[s] = value
+        for a in range(A):
+            q[s, a] -= value
 
 
 def _batch_parts(B: int, threads: int, state_actions: int) -> list[slice]:
@@ -152,12 +176,18 @@ def _backward(succ, prob, out, v, g_v, g_out, g_r, carry, carry_next, g_q, rtol,
     B, T, S, A = out.shape
     g_r[...] = 0
     carry[...] = 0
+    pi = np.empty(C * A if v is None else 0, out.dtype)  # soft: a block's policy
     for t in range(T):
         carry_next[...] = 0
         for s0 in range(0, S, C):
+            end = min(S, s0 + C)
             for b in range(B):
                 o = out[b, t]
-                for s in range(s0, min(S, s0 + C)):
+                if v is None:  # one flat loop, which LLVM vectorises
+                    flat = o.reshape(-1)
+                    for i in range((end - s0) * A):
+                        pi[i] = fast_exp(flat[s0 * A + i])
+                for s in range(s0, end):
                     w = carry[b, s]
                     if g_v is not None:
                         w += g_v[b, t, s]
@@ -166,7 +196,7 @@ def _backward(succ, prob, out, v, g_v, g_out, g_r, carry, carry_next, g_q, rtol,
                             for a in range(A):
                                 w -= g_out[b, t, s, a]
                         for a in range(A):
-                            g_q[a] = math.exp(o[s, a]) * w
+                            g_q[a] = pi[(s - s0) * A + a] * w
                     else:
                         top = v[b, t, s] - rtol * max(1.0, abs(v[b, t, s]))
                         n = 0
