@@ -404,7 +404,8 @@ def _draw(cdf, rng):
 
 def _mdp_sampler(mdp, horizon):
     initial_cdf = mdp.initial.detach().cpu().double().cumsum(0).numpy()
-    succ = mdp.successors.cpu().numpy()
+    succ = mdp.successors.cpu().numpy().copy()  # own memory: pickling the MDP for parallel
+    # chains moves its tensors' storage to shared memory, leaving views dangling
     cdf = mdp.transition_probs.detach().cpu().double().cumsum(-1).numpy()
     reward = np.zeros((mdp.n_states, mdp.n_actions))
     if mdp.reward is not None:
