@@ -299,7 +299,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
           num_samples: int = 1000, warmup: int | None = None, num_chains: int = 2,
           seed: int = 0, progress: bool = True, strict: bool = False,
           target_accept: float = 0.8, max_tree_depth: int = 10, num_steps: int = 10,
-          guide: str = "mvn", steps: int = 2000, lr: float = 0.01, lr_decay: float = 0.05,
+          guide: str = "mvn", steps: int = 2000, lr: float = 0.01, lr_decay: float = 1.0,
           subsample_size: int | None = None, checkpoint=None, checkpoint_every: int = 100,
           map_init: bool = True, dense_mass: bool | None = None,
           parallel: bool | None = None) -> RewardPosterior:
@@ -325,9 +325,11 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         guide: SVI autoguide, ``"normal"``, ``"mvn"`` or ``"lowrank"``.
         steps, lr, lr_decay, subsample_size: SVI optimisation: Adam (Pyro's ClippedAdam,
             gradients clipped to norm 10), its step decayed geometrically from ``lr`` to
-            ``lr * lr_decay`` over the steps (the final iterate of a constant step jitters
-            around the optimum; a short run that has not yet converged wants
-            ``lr_decay=1``); minibatches of demonstrations.
+            ``lr * lr_decay`` over the steps. The default 1 keeps it constant; a long run
+            that has converged ends closer to the optimum with e.g. ``lr_decay=0.05`` (a
+            constant step's final iterate jitters around it), but a decayed step also
+            slows a short run, whose guide scales may then stay too narrow; minibatches of
+            demonstrations.
         checkpoint, checkpoint_every: SVI writes its state to the file ``checkpoint`` every
             ``checkpoint_every`` steps; a run given an existing checkpoint resumes from it and
             ends where an uninterrupted run would.

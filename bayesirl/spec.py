@@ -381,7 +381,7 @@ class InferenceSpec:
     guide: str = "mvn"
     steps: int = 2000
     lr: float = 0.01
-    lr_decay: float = 0.05
+    lr_decay: float = 1.0
     subsample_size: int | None = None
     target_accept: float = 0.8
     max_tree_depth: int = 10

@@ -17,12 +17,10 @@ Methods, all on the discrete indicator features ``(S, 4 * size)`` unless said ot
   without converging, 5+ minutes per fit at size 16);
 - ``deep_maxent`` (Wulfmeier et al. 2016), ``max_iters`` capped;
 - ``bayes_linear``: ``birl.infer(LinearReward(features, Normal(0, 1)), method="svi",
-  guide="mvn", map_init=False, lr=0.1, lr_decay=1)`` (a constant step: the run is too short
-  to converge, and a decaying step cost 0.2-0.7 EVD in the quick run), rationality 1 in the
-  likelihood (the model is *not* told the demonstrator's rationality 5; the weights absorb
-  it). SVI starts at the prior centre: the L-BFGS MAP start (``map_init=True``) costs ~40
-  soft-VI gradients, more than the whole short SVI run, and gave the same posterior-mean EVD
-  on a size-16 check (0.97 vs 1.00);
+  guide="mvn", map_init=False, lr=0.1)``, rationality 1 in the likelihood (the model is *not*
+  told the demonstrator's rationality 5; the weights absorb it). SVI starts at the prior
+  centre: the L-BFGS MAP start (``map_init=True``) costs ~40 soft-VI gradients, more than the
+  whole short SVI run, and gave the same posterior-mean EVD on a size-16 check (0.97 vs 1.00);
 - ``bayes_gp``: ``GPReward`` on the continuous objectworld features (the 4 distances to the
   nearest object of each outer/inner colour; same layout, same true reward), fixed RBF
   hyperparameters (lengthscale 2, variance 4, jitter 1e-5), ``guide="normal"``, otherwise as
@@ -142,7 +140,7 @@ def fit_all(mdp, cmdp, demos, cfg, seed):
             return net(w.features).squeeze(-1)
     out["deep_maxent"] = (res.reward, deep_transfer, secs)
 
-    svi = {"method": "svi", "steps": cfg["svi_steps"], "lr": cfg["svi_lr"], "lr_decay": 1.0,
+    svi = {"method": "svi", "steps": cfg["svi_steps"], "lr": cfg["svi_lr"],
            "num_samples": cfg["draws"], "seed": seed, "progress": False, "map_init": False}
     model = birl.LinearReward(mdp.features, prior=dist.Normal(0.0, 1.0))
     post, secs = timed("bayes_linear", lambda: birl.infer(mdp, demos, model, guide="mvn", **svi))
