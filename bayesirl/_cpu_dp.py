@@ -472,36 +472,19 @@ def _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, c
     if not (0 <= src_at and src_at + (rows - 1) * src_stride + cols <= src.size
             and 0 <= dst_at and dst_at + (cols - 1) * dst_stride + rows <= dst.size):
         raise IndexError("transpose out of bounds")
-    if src_stride > dst_stride:
-        _transpose_source_rows(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols)
-        return
+    rows_outer = src_stride > dst_stride
     r8, c8 = rows - rows % 8, cols - cols % 8
-    for j0 in range(0, c8, 8):
-        for i0 in range(0, r8, 8):
+    outer, inner = (r8, c8) if rows_outer else (c8, r8)
+    for p in range(0, outer, 8):
+        for q in range(0, inner, 8):
+            i0, j0 = (p, q) if rows_outer else (q, p)
             _transpose8(src, src_at + i0 * src_stride + j0, src_stride,
                         dst, dst_at + j0 * dst_stride + i0, dst_stride)
-        for i in range(r8, rows):
-            for j in range(j0, j0 + 8):
-                dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
-    for j in range(c8, cols):
-        for i in range(rows):
-            dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
-
-
-@_jit
-def _transpose_source_rows(src, src_at, src_stride, dst, dst_at, dst_stride, rows, cols):
-    """:func:`_transpose_strided` with the source's row blocks outermost (eight source rows
-    read from start to end at a time)."""
-    r8, c8 = rows - rows % 8, cols - cols % 8
-    for i0 in range(0, r8, 8):
-        for j0 in range(0, c8, 8):
-            _transpose8(src, src_at + i0 * src_stride + j0, src_stride,
-                        dst, dst_at + j0 * dst_stride + i0, dst_stride)
-        for j in range(c8, cols):
-            for i in range(i0, i0 + 8):
-                dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
-    for i in range(r8, rows):
+    for i in range(r8, rows):  # scalar edges
         for j in range(cols):
+            dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
+    for j in range(c8, cols):
+        for i in range(r8):
             dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]
 
 
