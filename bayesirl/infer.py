@@ -25,6 +25,7 @@ from pyro.infer.mcmc import HMC, NUTS
 from tqdm.auto import tqdm
 
 from bayesirl._target import Target
+from bayesirl._value_space import ValueSpaceTarget, ineligible
 from bayesirl.demos import Demonstrations
 from bayesirl.mdp import TabularMDP
 from bayesirl.model import check_likelihood, check_rationality, irl_model
@@ -34,6 +35,7 @@ from bayesirl.rewards import RewardModel
 __all__ = ["GUIDES", "METHODS", "infer"]
 
 METHODS = ("nuts", "hmc", "svi", "map")
+SPACES = ("auto", "reward", "value")
 GUIDES = {"normal": ag.AutoNormal, "mvn": ag.AutoMultivariateNormal,
           "lowrank": ag.AutoLowRankMultivariateNormal}
 
@@ -302,7 +304,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
           guide: str = "mvn", steps: int = 2000, lr: float = 0.01, lr_decay: float = 1.0,
           subsample_size: int | None = None, checkpoint=None, checkpoint_every: int = 100,
           map_init: bool = True, dense_mass: bool | None = None,
-          parallel: bool | None = None) -> RewardPosterior:
+          parallel: bool | None = None, space: str = "auto") -> RewardPosterior:
     """Infer the posterior over the reward parameters of ``reward_model``.
 
     Args:
@@ -336,12 +338,21 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         dense_mass: NUTS/HMC adapt a dense mass matrix (default: when there are <= 50
             parameters; correlated rewards, e.g. one-hot features, need it).
         map_init: start chains (and SVI) near the MAP fit, jittered per chain.
+        space: where NUTS/HMC move. ``"reward"``: the reward parameters (unconstrained).
+            ``"value"``: the soft values of a :class:`~bayesirl.rewards.TabularReward` on a
+            discounted MDP with the soft likelihood and a fixed rationality, mapped to rewards
+            by the Bellman equation, with no planning per gradient (ValueWalk's idea; see
+            :mod:`bayesirl._value_space`); a ValueError says why a problem does not qualify.
+            ``"auto"`` (default): value space where it applies, else reward space. The
+            posterior is the same; ``post.settings["space"]`` records the choice.
 
     Returns:
         A :class:`~bayesirl.posterior.RewardPosterior`; ``post.samples["theta"]`` has shape
         ``(num_chains * num_samples, ...)``.
     """
     warmup = num_samples if warmup is None else warmup
+    if space not in SPACES:
+        raise ValueError(f"space is {space!r}, expected one of {SPACES}")
     _validate(mdp, demos, reward_model, method, num_samples, warmup, num_chains, guide, lr,
               lr_decay, steps, seed, target_accept, max_tree_depth, num_steps)
     likelihood = check_likelihood(likelihood)
@@ -386,10 +397,16 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         if parallel is None:
             parallel = (num_chains > 1 and (os.cpu_count() or 1) > 1
                         and num_chains * (num_samples + warmup) >= 1000)
-        params, sample_stats, incomplete = _run_mcmc(target, method, num_samples, warmup,
-                                                     num_chains, seed, progress, init, options,
-                                                     parallel)
-        settings.update(warmup=warmup, num_chains=num_chains, **options)
+        why_not = ineligible(target)
+        if space == "value" and why_not is not None:
+            raise ValueError(f"space='value' does not apply: {why_not}")
+        space = "reward" if space == "reward" or why_not is not None else "value"
+        sampled = target if space == "reward" else ValueSpaceTarget(
+            target, target.constrain(init)["theta"])
+        params, sample_stats, incomplete = _run_mcmc(
+            sampled, method, num_samples, warmup, num_chains, seed, progress,
+            init if space == "reward" else sampled.init_unconstrained(), options, parallel)
+        settings.update(warmup=warmup, num_chains=num_chains, space=space, **options)
     settings["seconds"] = time.perf_counter() - start
     for k, v in params.items():
         if not torch.isfinite(v).all():

@@ -15,12 +15,13 @@ min-ESS/s is the smallest bulk ESS over the theta coordinates (ArviZ; chains poo
 by the sampling time, and by the total time including warmup. bayesirl runs infer()'s default
 two chains one after the other, and PolicyWalk is given the same wall time: one chain's min ESS
 is too noisy a statistic to compare samplers by. A second table runs the 144-parameter tabular
-task (12x12 gridworld, 50 demonstrated state-action pairs, N(0, 10^2) prior, Boltzmann
-likelihood) for bayesirl's NUTS (infer()'s default 2 chains, in parallel processes) and
-PolicyWalk (one chain, given the same wall time), as seconds per effective sample, wall clock
-and per core. A third line
-reports SVI (MVN guide): seconds until its posterior means are within 0.1 posterior sd of
-NUTS's.
+task (12x12 gridworld, horizon 20, 50 demonstrated state-action pairs, N(0, 10^2) prior,
+Boltzmann likelihood) for bayesirl's NUTS (infer()'s default 2 chains, in parallel processes)
+and PolicyWalk (one chain, given the same wall time), as seconds per effective sample, wall
+clock and per core. A third table runs the same task discounted (gamma 0.9) with the soft
+likelihood, where bayesirl's NUTS samples the soft values instead of the rewards
+(``space="value"``, ValueWalk's idea). A last line reports SVI (MVN guide): seconds until its
+posterior means are within 0.1 posterior sd of NUTS's.
 """
 
 from __future__ import annotations
@@ -219,28 +220,29 @@ def table_gridworld(quick: bool):
     return rows
 
 
-def table_tabular(quick: bool):
-    mdp = birl.envs.gridworld(size=12, slip=0.1, horizon=20, block=3, seed=1,
-                              dtype=torch.float64)
+def _tabular_problem(**time):
+    mdp = birl.envs.gridworld(size=12, slip=0.1, block=3, seed=1, dtype=torch.float64, **time)
     plan = birl.soft_value_iteration(mdp, 3 * mdp.reward)
     demos = birl.rollouts(mdp, plan, n=5, seed=0, length=10)  # 50 state-action pairs
-    model = birl.TabularReward(mdp.n_states, prior=dist.Normal(0.0, 10.0))
+    return mdp, demos, birl.TabularReward(mdp.n_states, prior=dist.Normal(0.0, 10.0))
+
+
+def _tabular_table(title, mdp, demos, model, likelihood, quick):
+    """bayesirl's NUTS (infer()'s default 2 chains, in parallel processes: one per core of
+    this 2-core machine; the "per core" column divides by the cores used) beside PolicyWalk
+    (one chain, one core) given the same wall time and at least 10x NUTS's draws: its chain
+    barely moves in 144 dimensions, and on a short run the ESS estimate of a near-constant
+    chain says little. Returns ``(rows, infer()'s settings)``."""
     n = 100 if quick else 300
-    # bayesirl runs infer()'s default of 2 chains, in parallel processes (one per core of
-    # this 2-core machine); the "per core" column divides by the cores used
     chains = min(2, os.cpu_count() or 1)
-    draws, total, _ = run_bayesirl(mdp, demos, model, n, n, likelihood="boltzmann",
-                                   num_chains=chains, parallel=chains > 1)
+    draws, total, settings = run_bayesirl(mdp, demos, model, n, n, likelihood=likelihood,
+                                          num_chains=chains, parallel=chains > 1)
     rows = [_row("bayesirl NUTS", draws, total)]
-    # PolicyWalk (one chain, one core) gets the same wall time as NUTS, at least 10x NUTS's
-    # draws: its chain barely moves in 144 dimensions, and on a short run the ESS estimate
-    # of a near-constant chain says little
     pw_n, (draws, pw_total, sampling) = run_policywalk_for(
-        total, log_post_fn(mdp, demos, model, "boltzmann"), mdp.n_states, 10 * n)
+        total, log_post_fn(mdp, demos, model, likelihood), mdp.n_states, 10 * n)
     rows.append(_row("PolicyWalk", draws, pw_total, sampling))
     rows[0]["cores"], rows[1]["cores"] = chains, 1
-    print(f"\n12x12 gridworld, tabular reward (144 parameters), 50 state-action pairs, "
-          f"N(0, 10^2) prior, Boltzmann likelihood; NUTS {chains} chain(s) x ({n} + {n}), "
+    print(f"\n{title}; NUTS ({settings['space']} space) {chains} chain(s) x ({n} + {n}), "
           f"PolicyWalk {pw_n} + {pw_n}")
     print(f"{'sampler':<18}{'cores':>6}{'min ESS':>9}{'seconds':>9}{'s per ESS':>11}"
           f"{'core-s per ESS':>16}")
@@ -251,7 +253,47 @@ def table_tabular(quick: bool):
     ratio = rows[0]["ess_per_s"] / rows[1]["ess_per_s"]
     print(f"bayesirl / PolicyWalk (ESS/s): {ratio:.0f}x wall clock, {ratio / chains:.0f}x per "
           "core")
+    return rows, settings
+
+
+def table_tabular(quick: bool):
+    rows, _ = _tabular_table(
+        "12x12 gridworld, horizon 20, tabular reward (144 parameters), 50 state-action pairs, "
+        "N(0, 10^2) prior, Boltzmann likelihood", *_tabular_problem(horizon=20), "boltzmann",
+        quick)
     return rows
+
+
+def table_tabular_values(quick: bool):
+    """The tabular task on the discounted gridworld (gamma 0.9) with the soft likelihood,
+    where infer() samples the soft values (space="value": no planning per gradient) rather
+    than the rewards. Reward-space NUTS solves a soft Bellman fixed point and its adjoint at
+    every gradient; its cost per gradient is printed beside value space's instead of a run,
+    which would take hours."""
+    mdp, demos, model = _tabular_problem(discount=0.9)
+    rows, settings = _tabular_table(
+        "12x12 gridworld, discounted (gamma 0.9), tabular reward (144 parameters), 50 "
+        "state-action pairs, N(0, 10^2) prior, soft likelihood", mdp, demos, model, "soft",
+        quick)
+    assert settings["space"] == "value"
+    from bayesirl._target import Target
+    from bayesirl._value_space import ValueSpaceTarget
+    target = Target(mdp, demos, model, "soft", 1.0)
+    values = ValueSpaceTarget(target, torch.zeros(mdp.n_states, dtype=torch.float64))
+    ms = [_ms_per_gradient(values.potential, values.init_unconstrained()),
+          _ms_per_gradient(target.potential, {"theta": torch.zeros(mdp.n_states)})]
+    print(f"potential + gradient: value space {ms[0]:.2f} ms, reward space {ms[1]:.1f} ms "
+          f"({ms[1] / ms[0]:.0f}x)")
+    return rows
+
+
+def _ms_per_gradient(potential, u, n=20):
+    u = {k: v.clone().requires_grad_() for k, v in u.items()}
+    torch.autograd.grad(potential(u), list(u.values()))
+    t0 = time.perf_counter()
+    for _ in range(n):
+        torch.autograd.grad(potential(u), list(u.values()))
+    return (time.perf_counter() - t0) / n * 1e3
 
 
 def svi_time_to_nuts(quick: bool):
@@ -287,6 +329,7 @@ def main(quick: bool = False, threads: int = 1):
     torch.set_default_dtype(torch.float64)
     table_gridworld(quick)
     table_tabular(quick)
+    table_tabular_values(quick)
     svi_time_to_nuts(quick)
 
 

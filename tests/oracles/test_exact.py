@@ -198,6 +198,31 @@ def test_nuts_matches_quadrature(kind, likelihood, n_features, warmup, draws):
     check_mcmc(post, g, z_max=3.0 if likelihood == "soft" else 5.0)
 
 
+def _value_space_problem():
+    """2 states, 2 actions, discounted, a 2-d tabular reward: NUTS runs in value space."""
+    P = torch.tensor([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]]])
+    mdp = birl.TabularMDP.from_dense(P, discount=0.7)
+    model = birl.TabularReward(2, prior=dist.Normal(0.0, 1.0))
+    demos = simulate_demos(mdp, torch.tensor([1.0, -0.5]), N_DEMOS, seed=4, length=4)
+    return mdp, demos, model, grid_posterior(mdp, demos, model)
+
+
+@pytest.mark.parametrize("draws", [300, pytest.param(1000, marks=pytest.mark.slow)])
+def test_value_space_nuts_matches_quadrature(draws):
+    """The default run checks means within 4 MCSE (as the smoke test above); the slow run
+    checks means within 3 MCSE and sds within 10%, as test_nuts_matches_quadrature."""
+    mdp, demos, model, g = _value_space_problem()
+    post = run_quietly(mdp, demos, model, num_samples=draws, warmup=draws // 2,
+                       num_chains=2, parallel=False, seed=0)
+    assert post.settings["space"] == "value"
+    if draws >= 1000:
+        check_mcmc(post, g)
+    else:
+        z, _, _ = mcmc_errors(post, g)
+        print(f"z = {z}")
+        assert (np.abs(z) < 4).all(), z
+
+
 @pytest.mark.slow
 def test_hmc_fixed_steps_matches_quadrature():
     mdp, demos, model, g = problem("finite", "soft")

@@ -1,0 +1,123 @@
+"""MCMC in value space (bayesirl._value_space): the Bellman map from values to rewards inverts
+planning, the density is the reward posterior times the map's Jacobian, and infer() picks value
+space only where it is exact. Its draws against quadrature: tests/oracles/test_exact.py."""
+
+import warnings
+
+import numpy as np
+import pyro.distributions as dist
+import pytest
+import torch
+
+import bayesirl as birl
+from bayesirl._target import Target
+from bayesirl._value_space import ValueSpaceTarget, ineligible
+from bayesirl.diagnostics import InferenceWarning
+
+
+def _problem(n_actions=None, beta=2.0):
+    mdp = birl.envs.gridworld(size=4, slip=0.2, block=2, seed=3, discount=0.8,
+                              dtype=torch.float64)
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, 2 * mdp.reward), n=6, seed=1,
+                          length=8)
+    model = birl.TabularReward(mdp.n_states, n_actions and mdp.n_actions,
+                               prior=dist.Normal(0.5, 3.0))
+    return Target(mdp, demos, model, "soft", beta)
+
+
+def _start(target):
+    g = torch.Generator().manual_seed(1)
+    shape = target.reward_model.shape
+    return torch.randn(shape, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
+def test_bellman_map_inverts_planning(n_actions):
+    """Rewards of random values, planned again, give those values back; the start values
+    give the start reward back."""
+    target = _problem(n_actions)
+    theta0 = _start(target)
+    vs = ValueSpaceTarget(target, theta0)
+    assert torch.allclose(vs.constrain(vs.init_unconstrained())["theta"], theta0, atol=1e-8)
+    w = torch.randn(3, vs.chol.shape[0], generator=torch.Generator().manual_seed(2),
+                    dtype=torch.float64)
+    theta = vs.constrain({"w": w})["theta"]                                 # (3, ...)
+    assert theta.shape == (3, *target.reward_model.shape)
+    for i in range(3):
+        assert torch.allclose(vs._values_of(theta[i]), vs.params_of(w[i]), atol=1e-8)
+
+
+@pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
+def test_density_is_reward_posterior_times_jacobian(n_actions):
+    """-potential(w) = log p(r) + log p(demos | r) + log |det dr/dV| (+ a constant in w),
+    with the reward-space density from Target and the Jacobian from autograd."""
+    target = _problem(n_actions, beta=2.0)
+    vs = ValueSpaceTarget(target, _start(target))
+    gen = torch.Generator().manual_seed(3)
+    values = []
+    for _ in range(3):
+        w = 0.7 * torch.randn(vs.chol.shape[0], generator=gen, dtype=torch.float64)
+        p = vs.params_of(w).reshape(-1)
+        theta = vs.constrain({"w": w})["theta"]
+        reward_space = -target.potential({"theta": theta}, jacobian=False)
+        jac = torch.autograd.functional.jacobian(
+            lambda q: vs._bellman(q.reshape(vs.v0.shape))[0].reshape(-1), p)
+        log_det = torch.linalg.slogdet(jac)[1]
+        values.append(float(-vs.potential({"w": w}) - reward_space - log_det))
+    np.testing.assert_allclose(values, values[0], atol=1e-8)  # constant: -log det L
+
+
+def test_whitening_makes_the_gauss_newton_precision_the_identity():
+    target = _problem()
+    vs = ValueSpaceTarget(target, _start(target))
+    w = vs.init_unconstrained()["w"].requires_grad_()
+    hess = torch.autograd.functional.hessian(lambda x: vs.potential({"w": x}), w)
+    # the exact Hessian adds curvature the Gauss-Newton form leaves out (the log-sum-exp in
+    # the reward, the log-determinant): close to the identity, not equal
+    eig = torch.linalg.eigvalsh(hess)
+    assert 0.3 < float(eig.min()) and float(eig.max()) < 3.0, eig
+
+
+def test_ineligible_names_the_reason():
+    target = _problem()
+    assert ineligible(target) is None
+    mdp, demos = target.mdp, target.demos
+    model = target.reward_model
+    finite = birl.envs.gridworld(size=4, slip=0.2, block=2, seed=3, horizon=5)
+    cases = {
+        "Boltzmann": Target(mdp, demos, model, "boltzmann", 1.0),
+        "finite-horizon": Target(finite, demos, model, "soft", 1.0),
+        "LinearReward": Target(mdp, demos, birl.LinearReward(mdp.features), "soft", 1.0),
+        "rationality has a prior": Target(mdp, demos, model, "soft", dist.LogNormal(0., 1.)),
+        "no finite variance": Target(mdp, demos, birl.TabularReward(
+            mdp.n_states, prior=dist.Cauchy(0.0, 1.0)), "soft", 1.0),
+        "support": Target(mdp, demos, birl.TabularReward(
+            mdp.n_states, prior=dist.HalfNormal(1.0)), "soft", 1.0),
+    }
+    for phrase, t in cases.items():
+        assert phrase in ineligible(t), (phrase, ineligible(t))
+
+
+def _run(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InferenceWarning)
+        return birl.infer(*args, progress=False, **kwargs)
+
+
+def test_infer_space_option():
+    target = _problem()
+    mdp, demos, model = target.mdp, target.demos, target.reward_model
+    auto = _run(mdp, demos, model, num_samples=20, warmup=20, num_chains=1, rationality=2.0)
+    assert auto.settings["space"] == "value"
+    assert auto.samples["theta"].shape == (20, mdp.n_states)
+    assert torch.isfinite(auto.log_lik).all()
+    # reward space plans a discounted fixed point per gradient: a few draws, no MAP fit
+    kw = dict(num_samples=2, warmup=2, num_chains=1, map_init=False)
+    assert _run(mdp, demos, model, space="reward", **kw).settings["space"] == "reward"
+    boltzmann = _run(mdp, demos, model, likelihood="boltzmann", **kw)
+    assert boltzmann.settings["space"] == "reward"
+    with pytest.raises(ValueError, match="space='value' does not apply: the likelihood is "
+                                         "Boltzmann"):
+        _run(mdp, demos, model, likelihood="boltzmann", space="value", **kw)
+    with pytest.raises(ValueError, match="space is 'values', expected one of"):
+        _run(mdp, demos, model, space="values", **kw)
