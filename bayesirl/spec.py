@@ -323,6 +323,7 @@ REWARD_MODELS: dict[str, dict[str, Any]] = {
     "neural": {"hidden": _int_list, "prior_scale": _POSITIVE},
 }
 METHODS = ("nuts", "hmc", "svi", "map")
+SPACES = ("auto", "reward", "value")
 GUIDES = ("normal", "mvn", "lowrank")
 
 
@@ -386,6 +387,7 @@ class InferenceSpec:
     target_accept: float = 0.8
     max_tree_depth: int = 10
     num_steps: int = 10
+    space: str = "auto"
 
 
 _INFERENCE_SCHEMA = {
@@ -393,7 +395,7 @@ _INFERENCE_SCHEMA = {
     "num_chains": _int(1), "seed": _SEED, "guide": _choice(*GUIDES), "steps": _int(1),
     "lr": _POSITIVE, "lr_decay": _real(0.0, 1.0, low_open=True), "subsample_size": _int(1),
     "target_accept": _real(0.0, 1.0, low_open=True, high_open=True),
-    "max_tree_depth": _int(1), "num_steps": _int(1),
+    "max_tree_depth": _int(1), "num_steps": _int(1), "space": _choice(*SPACES),
 }
 
 

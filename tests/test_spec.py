@@ -94,13 +94,14 @@ def test_defaults_fill_optional_tables(tmp_path):
 
 def test_build_returns_problem_ready_for_infer(tmp_path):
     mdp, demos, model, kwargs = build(load_spec(spec_with(tmp_path, {
-        "inference.num_samples": 7, "inference.lr_decay": 0.5})), fast=False)
+        "inference.num_samples": 7, "inference.lr_decay": 0.5,
+        "inference.space": "reward"})), fast=False)
     assert mdp.n_states == 16 and mdp.horizon == 5
     assert demos.n == 3 and demos.max_length == 5
     assert isinstance(model, birl.LinearReward) and model.features.shape == (16, 4)
     assert kwargs["method"] == "map" and kwargs["num_samples"] == 7 and kwargs["warmup"] == 7
     assert kwargs["likelihood"] == "soft" and kwargs["rationality"] == 1.0
-    assert kwargs["lr_decay"] == 0.5
+    assert kwargs["lr_decay"] == 0.5 and kwargs["space"] == "reward"
     post = birl.infer(mdp, demos, model, progress=False, **kwargs)
     assert post.samples["theta"].shape == (1, 4)
 
@@ -294,6 +295,7 @@ BAD_SPECS = [
     ({"inference.num_samples": 0}, ["inference.num_samples", "0", ">= 1"]),
     ({"inference.lr": "fast"}, ["inference.lr", "'fast'", "> 0"]),
     ({"inference.lr_decay": 0.0}, ["inference.lr_decay", "0.0", "(0, 1]"]),
+    ({"inference.space": "values"}, ["inference.space", "values", "value"]),
     ({"inference.guide": "flow"}, ["inference.guide", "'flow'", "'mvn'"]),
     ({"inference.target_accept": 1.0}, ["inference.target_accept", "1.0", "(0, 1)"]),
     ({"inference.chains": 2}, ["inference.chains", "allowed keys", "num_chains"]),
@@ -465,3 +467,11 @@ def test_parse_spec_from_dict_matches_load_spec(tmp_path):
     path = spec_with(tmp_path)
     spec = parse_spec(tomllib.loads(path.read_text()), tmp_path, "spec")
     assert spec.environment == load_spec(path).environment
+
+
+def test_spec_choices_match_infer():
+    import importlib
+    infer_module = importlib.import_module("bayesirl.infer")  # the package's infer is the function
+    from bayesirl import spec
+    assert spec.METHODS == infer_module.METHODS and spec.SPACES == infer_module.SPACES
+    assert spec.GUIDES == tuple(infer_module.GUIDES)
