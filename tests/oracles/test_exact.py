@@ -207,15 +207,19 @@ def _value_space_problem():
     return mdp, demos, model, grid_posterior(mdp, demos, model)
 
 
-@pytest.mark.parametrize("draws", [300, pytest.param(1000, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("draws", [300, pytest.param(6000, marks=pytest.mark.slow)])
 def test_value_space_nuts_matches_quadrature(draws):
     """The default run checks means within 4 MCSE (as the smoke test above); the slow run
-    checks means within 3 MCSE and sds within 10%, as test_nuts_matches_quadrature."""
+    means within 3 MCSE and sds within 10%, as test_nuts_matches_quadrature, from 2 x 6000
+    draws. Over six seeded runs of 2 x 1000 draws the z-scores spread with sd 1.7 (one at
+    -3.1), where reward space's spread with sd 1.1 on this problem: ArviZ's MCSE is optimistic
+    for these chains at that length. Two runs of 2 x 6000 draws (seeds 0 and 10) put every
+    mean within 1.2 MCSE of the exact one, 0.02 posterior sd."""
     mdp, demos, model, g = _value_space_problem()
-    post = run_quietly(mdp, demos, model, num_samples=draws, warmup=draws // 2,
-                       num_chains=2, parallel=False, seed=0)
+    post = run_quietly(mdp, demos, model, num_samples=draws, warmup=min(draws // 2, 1000),
+                       num_chains=2, seed=0)
     assert post.settings["space"] == "value"
-    if draws >= 1000:
+    if draws > 300:
         check_mcmc(post, g)
     else:
         z, _, _ = mcmc_errors(post, g)
