@@ -98,6 +98,12 @@ def test_ineligible_names_the_reason():
         assert phrase in ineligible(t), (phrase, ineligible(t))
 
 
+def test_ineligible_beyond_the_dense_log_determinant(monkeypatch):
+    from bayesirl import _value_space
+    monkeypatch.setattr(_value_space, "_MAX_STATES", 15)
+    assert "the MDP has 16 states" in ineligible(_problem())
+
+
 def _run(*args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)
