@@ -3,7 +3,9 @@
 MCMC runs Pyro's NUTS/HMC kernels on a *potential function* built directly from the reward
 model's independent priors and the pointwise likelihood (:mod:`bayesirl.model`), instead of
 re-tracing the Pyro model at every gradient: the density is the same as that of
-:func:`~bayesirl.model.irl_model` (a test checks it), minus the tracing overhead. SVI uses the
+:func:`~bayesirl.model.irl_model` (a test checks it), minus the tracing overhead. For a tabular
+reward on a discounted MDP with the soft likelihood they move the soft values instead of the
+rewards (:mod:`bayesirl._value_space`), which needs no planning per gradient. SVI uses the
 Pyro model itself with an autoguide, so minibatches over demonstrations work. MAP maximises the
 same joint density with L-BFGS.
 """
