@@ -97,18 +97,14 @@ class ValueSpaceTarget:
     """
 
     def __init__(self, target, theta0: torch.Tensor):
-        self.target, self.mdp = target, target.mdp
+        self.mdp = target.mdp
         self.prior = target.priors["theta"]
         self.shape = tuple(target.reward_model.shape)
         self.state_only = len(self.shape) == 1
         self.beta = float(target.rationality)
         self.gamma = float(self.mdp.discount)
-        d = target.demos
-        S, A = self.mdp.n_states, self.mdp.n_actions
-        counts = torch.zeros(S * A, dtype=self.mdp.dtype, device=self.mdp.device)
-        idx = (d.states * A + d.actions)[d.mask]
-        self.counts = counts.index_add(0, idx, torch.ones_like(idx, dtype=counts.dtype)
-                                       ).reshape(S, A)                  # demonstrated (s, a)
+        self.counts = target.demos.counts(self.mdp.n_states, self.mdp.n_actions,
+                                          dtype=self.mdp.dtype)        # demonstrated (s, a)
         self.v0 = self._values_of(theta0.detach())
         self.chol = self._whitening()
 
@@ -128,9 +124,8 @@ class ValueSpaceTarget:
         future = self.gamma * self.mdp.expected_next(torch.logsumexp(p, -1))
         return (p - future) / self.beta, p
 
-    def _log_det(self, logits):
-        """``log |det d reward / d p|`` where the expert's policy is ``softmax(logits)``."""
-        pi = torch.softmax(logits, -1)
+    def _log_det(self, pi):
+        """``log |det d reward / d p|`` where the expert's policy is ``pi: (S, A)``."""
         eye = torch.eye(self.mdp.n_states, dtype=pi.dtype, device=pi.device)
         logdet = torch.linalg.slogdet(eye - self.gamma * _policy_matrix(self.mdp, pi))[1]
         return logdet - math.prod(self.shape) * math.log(self.beta)
@@ -176,5 +171,6 @@ class ValueSpaceTarget:
         """``-log`` of the value-space density at ``u["w"]: (n,)``, up to the constant
         ``log det L``."""
         reward, logits = self._bellman(self.params_of(u["w"]))
-        loglik = (self.counts * torch.log_softmax(logits, -1)).sum()
-        return -(self.prior.log_prob(reward).sum() + self._log_det(logits) + loglik)
+        log_pi = torch.log_softmax(logits, -1)
+        loglik = (self.counts * log_pi).sum()
+        return -(self.prior.log_prob(reward).sum() + self._log_det(log_pi.exp()) + loglik)
