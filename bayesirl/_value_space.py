@@ -1,51 +1,63 @@
-r"""MCMC in value space: tabular rewards on discounted MDPs, soft likelihood (ValueWalk's idea).
+r"""MCMC in value space: tabular rewards on discounted MDPs (ValueWalk's idea).
 
-Sampling a tabular reward ``r`` on a discounted MDP means solving a soft Bellman fixed point
-(and its adjoint) at every gradient. Bajgar et al. (2024, "Walking the Values in Bayesian
-Inverse Reinforcement Learning") sample the values instead: the Bellman equation maps values
-to rewards in one step, with no planning. With ``gamma`` the discount,
-``E V (s, a) = sum_s' P(s'|s, a) V(s')`` and ``beta`` the rationality (the soft DP plans on
-``beta r``):
+Sampling a tabular reward ``r`` on a discounted MDP means solving a Bellman fixed point (and
+its adjoint) at every gradient. Bajgar et al. (2024, "Walking the Values in Bayesian Inverse
+Reinforcement Learning") sample the values instead: the Bellman equation maps values to rewards
+in one step, with no planning. With ``gamma`` the discount,
+``E V (s, a) = sum_s' P(s'|s, a) V(s')`` and ``beta`` the rationality:
 
-- state reward, parameters ``V: (S,)``: ``r = (V - logsumexp_a gamma E V) / beta`` and the
-  expert's ``log pi = log_softmax(gamma E V)``;
-- state-action reward, parameters ``Q: (S, A)``: ``r = (Q - gamma E logsumexp_a Q) / beta``
-  and ``log pi = log_softmax(Q)``.
+- soft likelihood (the DP plans on ``beta r``), state reward ``V: (S,)``:
+  ``r = (V - logsumexp_a gamma E V) / beta``, ``log pi = log_softmax(gamma E V)``;
+  state-action reward ``Q: (S, A)``: ``r = (Q - gamma E logsumexp_a Q) / beta``,
+  ``log pi = log_softmax(Q)``;
+- Boltzmann likelihood (``pi ∝ exp(beta Q*)``, hard ``Q*``), state reward ``V``:
+  ``r = V - gamma max_a E V``, ``log pi = log_softmax(beta gamma E V)``; state-action reward
+  ``Q``: ``r = Q - gamma E max_a Q``, ``log pi = log_softmax(beta Q)``.
 
-Each map is a smooth bijection (one soft Bellman fixed point per reward) whose Jacobian
-determinant is ``det(I - gamma P_pi) / beta^n``: ``P_pi (S, S)`` moves states along the
-expert's soft policy, ``n`` counts the parameters, and the ``(SA, SA)`` determinant of the
-state-action map equals the ``(S, S)`` one by Sylvester's identity. The density sampled is
-``p(r(V)) |det dr/dV| p(demos | V)``, the reward posterior carried to value space.
+Each map is a bijection (one Bellman fixed point per reward) whose Jacobian determinant is
+``det(I - gamma P_pi)`` (over ``beta^n`` for the soft maps): ``P_pi (S, S)`` moves states
+along the expert's soft policy, or along the greedy policy for Boltzmann; ``n`` counts the
+parameters, and the ``(SA, SA)`` determinant of the state-action map equals the ``(S, S)`` one
+by Sylvester's identity. The density sampled is ``p(r(V)) |det dr/dV| p(demos | V)``, the
+reward posterior carried to value space.
+
+Under Boltzmann the log-determinant is constant while the greedy policy is and jumps where it
+changes (by up to 1.9 along one random line through a 144-state gridworld's posterior; its
+posterior sd there is 3.6, so it cannot be dropped). The greedy policy changes on hyperplanes
+in ``V``, so :class:`~bayesirl._refraction.RefractiveNUTS` integrates the jumps exactly
+(reflection and refraction); plain NUTS's step size collapsed to 1e-5 on them. The jump of
+one state's action is a rank-one change of ``I - gamma P_pi``: the matrix determinant lemma
+gives it and Sherman-Morrison updates the inverse, O(S^2) per crossing.
 
 The sampler works on whitened coordinates ``w``, ``V = V0 + L w``: ``V0`` holds the values of
 the starting reward (the MAP) and ``L L^T`` inverts the Gauss-Newton precision at ``V0``,
 ``J^T diag(1 / Var prior) J + Jz^T W Jz`` (``J = dr/dV``; ``z`` the softmax's logits, linear
 in ``V``; ``W`` the demonstrated states' softmax covariances, times their visit counts). The
 prior correlates neighbouring values strongly, which a diagonal mass matrix could not undo.
-
-Not the Boltzmann likelihood (``pi ∝ exp(beta Q*)``, hard ``Q*``): there ``P_pi`` follows the
-greedy policy, and the log-determinant jumps, by up to 1.9 along one random line through a
-144-state gridworld's posterior, wherever the greedy action changes. NUTS's step size
-collapsed to 1e-5 on it; dropping the term would sample a different posterior.
 """
 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
+import numpy as np
 import torch
 
-from bayesirl.planning import soft_value_iteration
+from bayesirl._refraction import ArgmaxRegions
+from bayesirl.planning import soft_value_iteration, value_iteration
 from bayesirl.rewards import TabularReward
 
 __all__ = ["ValueSpaceTarget"]
 
 _MAX_STATES = 2048  # a dense (S, S) log-determinant per gradient
+_REFRESH = 64        # Sherman-Morrison updates before an inverse is recomputed from scratch
+_CACHED_POLICIES = 8
 
 
-def ineligible(target) -> str | None:
-    """Why ``target`` cannot be sampled in value space, or None when it can."""
+def ineligible(target, method: str = "nuts") -> str | None:
+    """Why ``target`` cannot be sampled in value space by ``method`` ("nuts" or "hmc"), or
+    None when it can."""
     mdp = target.mdp
     if not isinstance(target.reward_model, TabularReward):
         return (f"the reward model is {type(target.reward_model).__name__}; value space needs "
@@ -53,10 +65,10 @@ def ineligible(target) -> str | None:
     if mdp.finite_horizon:
         return ("the MDP is finite-horizon; value space needs a discounted MDP (one value per "
                 "state, not per time step)")
-    if target.likelihood == "boltzmann":
+    if target.likelihood == "boltzmann" and method != "nuts":
         return ("the likelihood is Boltzmann: the Jacobian determinant det(I - gamma P_pi) "
-                "follows the greedy policy and jumps wherever the greedy action changes, which "
-                "NUTS cannot integrate across")
+                "jumps wherever the greedy action changes, which only method='nuts' "
+                "integrates across (by refraction), not method='hmc'")
     if isinstance(target.rationality, torch.distributions.Distribution):
         return "the rationality has a prior; value space needs a fixed rationality"
     prior = target.priors["theta"]
@@ -87,13 +99,74 @@ def _policy_matrix(mdp, pi: torch.Tensor) -> torch.Tensor:
     return out.reshape(S, S)
 
 
+class _GreedyLogDet:
+    """The jump term ``-log |det(I - gamma P_pi)|`` of the Boltzmann value-space potential,
+    for deterministic policies ``pi: (S,)`` (the regions of
+    :class:`~bayesirl._refraction.ArgmaxRegions`), with the inverse of ``I - gamma P_pi``
+    cached per policy. Switching state ``s`` to action ``a`` changes row ``s`` by
+    ``u = -gamma (P(.|s, a) - P(.|s, pi(s)))``: the determinant by the factor
+    ``1 + u^T M^-1 e_s`` and the inverse by Sherman-Morrison; an inverse updated
+    :data:`_REFRESH` times is recomputed from scratch instead."""
+
+    def __init__(self, mdp):
+        self.mdp = mdp
+        # copies, not views: pickling for a chain's process moves the tensors' storage
+        self.succ = np.array(mdp.successors.cpu().numpy())
+        self.prob = np.array(mdp.transition_probs.detach().cpu().numpy(), dtype=np.float64)
+        self.gamma = float(mdp.discount)
+        self._cache = OrderedDict()  # policy bytes -> (log det, inverse, updates)
+
+    def _entry(self, policy: np.ndarray):
+        key = policy.tobytes()
+        entry = self._cache.get(key)
+        if entry is None:
+            S = len(policy)
+            pi = np.zeros((S, self.prob.shape[1]))
+            pi[np.arange(S), policy] = 1.0
+            pm = _policy_matrix(self.mdp, torch.as_tensor(pi, device=self.mdp.device)
+                                .to(self.mdp.transition_probs.dtype))
+            m = np.eye(S) - self.gamma * pm.cpu().double().numpy()
+            entry = (np.linalg.slogdet(m)[1], np.linalg.inv(m), 0)
+            self._store(key, entry)
+        return entry
+
+    def _store(self, key, entry):
+        self._cache[key] = entry
+        self._cache.move_to_end(key)
+        if len(self._cache) > _CACHED_POLICIES:
+            self._cache.popitem(last=False)
+
+    def value(self, policy: np.ndarray) -> float:
+        return -float(self._entry(policy)[0])
+
+    def change(self, policy: np.ndarray, s: int, a: int):
+        logdet, inv, updates = self._entry(policy)
+        new, old = (self.succ[s, a], self.prob[s, a]), (self.succ[s, policy[s]],
+                                                        self.prob[s, policy[s]])
+        ratio = 1.0 - self.gamma * (new[1] @ inv[new[0], s] - old[1] @ inv[old[0], s])
+
+        def commit():
+            switched = policy.copy()
+            switched[s] = a
+            if updates + 1 < _REFRESH:
+                u_inv = -self.gamma * (new[1] @ inv[new[0]] - old[1] @ inv[old[0]])
+                self._store(switched.tobytes(), (logdet + math.log(abs(ratio)),
+                                                 inv - np.outer(inv[:, s], u_inv / ratio),
+                                                 updates + 1))
+            return switched
+
+        return -math.log(abs(ratio)), commit
+
+
 class ValueSpaceTarget:
-    """The posterior of a :class:`~bayesirl._target.Target` with a tabular reward, a soft
-    likelihood and a discounted MDP, in whitened value coordinates ``w: (n,)`` (see the module doc).
+    """The posterior of a :class:`~bayesirl._target.Target` with a tabular reward and a
+    discounted MDP, in whitened value coordinates ``w: (n,)`` (see the module doc).
 
     ``potential(u)``, ``constrain(u)`` and ``init_unconstrained()`` are what MCMC uses of a
     target; ``constrain`` maps ``u["w"]: (..., n)`` to ``{"theta": (..., S) or (..., S, A)}``.
     ``theta0`` is the reward the sampler starts at (the MAP); check :func:`ineligible` first.
+    ``regions`` is None for the soft likelihood; for Boltzmann, the greedy policy's regions
+    that :class:`~bayesirl._refraction.RefractiveNUTS` refracts at.
     """
 
     def __init__(self, target, theta0: torch.Tensor):
@@ -103,26 +176,49 @@ class ValueSpaceTarget:
         self.state_only = len(self.shape) == 1
         self.beta = float(target.rationality)
         self.gamma = float(self.mdp.discount)
+        self.boltzmann = target.likelihood == "boltzmann"
         self.counts = target.demos.counts(self.mdp.n_states, self.mdp.n_actions,
                                           dtype=self.mdp.dtype)        # demonstrated (s, a)
         self.v0 = self._values_of(theta0.detach())
         self.chol = self._whitening()
+        self.regions = self._regions() if self.boltzmann else None
 
     # ------------------------------------------------------------ values <-> rewards
     def _values_of(self, theta):
         """The parameters ``V (S,)`` or ``Q (S, A)`` whose Bellman map gives ``theta``."""
-        plan = soft_value_iteration(self.mdp, self.beta * theta)  # the DP plans on beta r
+        plan = (value_iteration(self.mdp, theta) if self.boltzmann
+                else soft_value_iteration(self.mdp, self.beta * theta))  # soft plans on beta r
         return (plan.v if self.state_only else plan.q).detach()
 
     def _bellman(self, p):
         """``(reward, logits)`` of parameters ``p: (..., S)`` or ``(..., S, A)``: the reward
         of :attr:`shape` and the logits ``(..., S, A)`` whose softmax is the expert's
         policy."""
+        backup = ((lambda q: q.max(-1).values) if self.boltzmann
+                  else (lambda q: torch.logsumexp(q, -1)))
         if self.state_only:
-            logits = self.gamma * self.mdp.expected_next(p)                 # (..., S, A)
-            return (p - torch.logsumexp(logits, -1)) / self.beta, logits
-        future = self.gamma * self.mdp.expected_next(torch.logsumexp(p, -1))
-        return (p - future) / self.beta, p
+            future = self.gamma * self.mdp.expected_next(p)                 # (..., S, A)
+            if self.boltzmann:
+                return p - backup(future), self.beta * future
+            return (p - backup(future)) / self.beta, future
+        reward = p - self.gamma * self.mdp.expected_next(backup(p))
+        return (reward, self.beta * p) if self.boltzmann else (reward / self.beta, p)
+
+    def _regions(self) -> ArgmaxRegions:
+        """The greedy policy's regions in ``w``: its scores are ``E V`` (state reward) or
+        ``Q``, affine in ``w``. Actions whose transitions copy a lower-numbered action's score
+        the same by construction, so they are left out."""
+        if self.state_only:
+            g0 = self.mdp.expected_next(self.v0).cpu().double()                  # (S, A)
+            K = self.mdp.expected_next(self.chol.T).cpu().double().permute(1, 2, 0)
+            P = self.mdp.transition_matrix().cpu()                              # (S, A, S)
+            copies = (P[:, :, None] == P[:, None]).all(-1).tril(-1).any(-1)     # (S, A)
+            valid = ~copies
+        else:
+            g0 = self.v0.cpu().double()
+            K = self.chol.detach().cpu().double().reshape(*self.shape, -1)
+            valid = torch.ones(self.shape, dtype=torch.bool)
+        return ArgmaxRegions(g0.numpy(), K.numpy(), valid.numpy(), _GreedyLogDet(self.mdp))
 
     def _log_det(self, pi):
         """``log |det d reward / d p|`` where the expert's policy is ``pi: (S, A)``."""
@@ -169,8 +265,12 @@ class ValueSpaceTarget:
 
     def potential(self, u) -> torch.Tensor:
         """``-log`` of the value-space density at ``u["w"]: (n,)``, up to the constant
-        ``log det L``."""
-        reward, logits = self._bellman(self.params_of(u["w"]))
+        ``log det L``. Under Boltzmann the log-determinant is the region's constant."""
+        w = u["w"]
+        reward, logits = self._bellman(self.params_of(w))
         log_pi = torch.log_softmax(logits, -1)
-        loglik = (self.counts * log_pi).sum()
-        return -(self.prior.log_prob(reward).sum() + self._log_det(log_pi.exp()) + loglik)
+        value = -(self.prior.log_prob(reward).sum() + (self.counts * log_pi).sum())
+        if self.boltzmann:
+            region = self.regions.region(w.detach().cpu().double().numpy())
+            return value + self.regions.jump.value(region)
+        return value - self._log_det(log_pi.exp())

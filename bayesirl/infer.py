@@ -4,10 +4,11 @@ MCMC runs Pyro's NUTS/HMC kernels on a *potential function* built directly from 
 model's independent priors and the pointwise likelihood (:mod:`bayesirl.model`), instead of
 re-tracing the Pyro model at every gradient: the density is the same as that of
 :func:`~bayesirl.model.irl_model` (a test checks it), minus the tracing overhead. For a tabular
-reward on a discounted MDP with the soft likelihood they move the soft values instead of the
-rewards (:mod:`bayesirl._value_space`), which needs no planning per gradient. SVI uses the
-Pyro model itself with an autoguide, so minibatches over demonstrations work. MAP maximises the
-same joint density with L-BFGS.
+reward on a discounted MDP they move the values instead of the rewards
+(:mod:`bayesirl._value_space`), which needs no planning per gradient; with the Boltzmann
+likelihood NUTS there refracts at the greedy policy's jumps (:mod:`bayesirl._refraction`).
+SVI uses the Pyro model itself with an autoguide, so minibatches over demonstrations work. MAP
+maximises the same joint density with L-BFGS.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pyro.infer import autoguide as ag
 from pyro.infer.mcmc import HMC, NUTS
 from tqdm.auto import tqdm
 
+from bayesirl._refraction import RefractiveNUTS
 from bayesirl._target import Target
 from bayesirl._value_space import ValueSpaceTarget, ineligible
 from bayesirl.demos import Demonstrations
@@ -123,8 +125,12 @@ def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progres
     """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``."""
     pyro.set_rng_seed(seed + c)
     u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
-    kernel = (NUTS if method == "nuts" else HMC)(potential_fn=target.potential,
-                                                 **kernel_options)
+    regions = getattr(target, "regions", None)  # value space, Boltzmann: refract at jumps
+    if regions is not None:
+        kernel = RefractiveNUTS(target.potential, regions, **kernel_options)
+    else:
+        kernel = (NUTS if method == "nuts" else HMC)(potential_fn=target.potential,
+                                                     **kernel_options)
     kernel.initial_params = u0
     kernel.setup(warmup)
     rec = _Recorder(kernel)
@@ -343,10 +349,12 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
             from 300 warmup draws made a 144-parameter run over 9x slower).
         map_init: start chains (and SVI) near the MAP fit, jittered per chain.
         space: where NUTS/HMC move. ``"reward"``: the reward parameters (unconstrained).
-            ``"value"``: the soft values of a :class:`~bayesirl.rewards.TabularReward` on a
-            discounted MDP with the soft likelihood and a fixed rationality, mapped to rewards
-            by the Bellman equation, with no planning per gradient (ValueWalk's idea; see
-            :mod:`bayesirl._value_space`); a ValueError says why a problem does not qualify.
+            ``"value"``: the values of a :class:`~bayesirl.rewards.TabularReward` on a
+            discounted MDP with a fixed rationality, mapped to rewards by the Bellman
+            equation, with no planning per gradient (ValueWalk's idea; see
+            :mod:`bayesirl._value_space`; with the Boltzmann likelihood, NUTS only, which
+            refracts at the greedy policy's jumps); a ValueError says why a problem does not
+            qualify.
             ``"auto"`` (default): value space where it applies, else reward space. The
             posterior is the same; ``post.settings["space"]`` records the choice.
 
@@ -391,7 +399,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         settings.update(guide=guide, steps=steps, lr=lr, lr_decay=lr_decay,
                         subsample_size=subsample_size)
     else:
-        why_not = ineligible(target)
+        why_not = ineligible(target, method)
         if space == "value" and why_not is not None:
             raise ValueError(f"space='value' does not apply: {why_not}")
         space = "reward" if space == "reward" or why_not is not None else "value"

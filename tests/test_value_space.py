@@ -1,6 +1,7 @@
 """MCMC in value space (bayesirl._value_space): the Bellman map from values to rewards inverts
-planning, the density is the reward posterior times the map's Jacobian, and infer() picks value
-space only where it is exact. Its draws against quadrature: tests/oracles/test_exact.py."""
+planning, the density is the reward posterior times the map's Jacobian (soft and Boltzmann),
+and infer() picks value space only where it is exact. Its draws against quadrature:
+tests/oracles/test_exact.py; the refracting NUTS kernel: tests/test_refraction.py."""
 
 import warnings
 
@@ -14,15 +15,17 @@ from bayesirl._target import Target
 from bayesirl._value_space import ValueSpaceTarget, ineligible
 from bayesirl.diagnostics import InferenceWarning
 
+LIKELIHOODS = ["soft", "boltzmann"]
 
-def _problem(n_actions=None, beta=2.0):
+
+def _problem(n_actions=None, beta=2.0, likelihood="soft"):
     mdp = birl.envs.gridworld(size=4, slip=0.2, block=2, seed=3, discount=0.8,
                               dtype=torch.float64)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, 2 * mdp.reward), n=6, seed=1,
                           length=8)
     model = birl.TabularReward(mdp.n_states, n_actions and mdp.n_actions,
                                prior=dist.Normal(0.5, 3.0))
-    return Target(mdp, demos, model, "soft", beta)
+    return Target(mdp, demos, model, likelihood, beta)
 
 
 def _start(target):
@@ -31,11 +34,12 @@ def _start(target):
     return torch.randn(shape, generator=g, dtype=torch.float64)
 
 
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
-def test_bellman_map_inverts_planning(n_actions):
-    """Rewards of random values, planned again, give those values back; the start values
-    give the start reward back."""
-    target = _problem(n_actions)
+def test_bellman_map_inverts_planning(n_actions, likelihood):
+    """Rewards of random values, planned again (soft or hard value iteration), give those
+    values back; the start values give the start reward back."""
+    target = _problem(n_actions, likelihood=likelihood)
     theta0 = _start(target)
     vs = ValueSpaceTarget(target, theta0)
     assert torch.allclose(vs.constrain(vs.init_unconstrained())["theta"], theta0, atol=1e-8)
@@ -47,11 +51,13 @@ def test_bellman_map_inverts_planning(n_actions):
         assert torch.allclose(vs._values_of(theta[i]), vs.params_of(w[i]), atol=1e-8)
 
 
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
 @pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
-def test_density_is_reward_posterior_times_jacobian(n_actions):
+def test_density_is_reward_posterior_times_jacobian(n_actions, likelihood):
     """-potential(w) = log p(r) + log p(demos | r) + log |det dr/dV| (+ a constant in w),
-    with the reward-space density from Target and the Jacobian from autograd."""
-    target = _problem(n_actions, beta=2.0)
+    with the reward-space density from Target and the Jacobian from autograd (under
+    Boltzmann the potential takes it from the cached greedy-policy inverse instead)."""
+    target = _problem(n_actions, beta=2.0, likelihood=likelihood)
     vs = ValueSpaceTarget(target, _start(target))
     gen = torch.Generator().manual_seed(3)
     values = []
@@ -78,14 +84,64 @@ def test_whitening_makes_the_gauss_newton_precision_the_identity():
     assert 0.3 < float(eig.min()) and float(eig.max()) < 3.0, eig
 
 
+def test_greedy_log_det_updates_match_fresh_determinants():
+    """The jump of switching one state's action (matrix determinant lemma) and the
+    Sherman-Morrison-updated inverses, over a walk of 200 switches (past the refresh after
+    64), agree with slogdet of I - gamma P_pi computed afresh."""
+    from bayesirl._value_space import _GreedyLogDet, _policy_matrix
+    mdp = _problem().mdp
+    jump = _GreedyLogDet(mdp)
+    gen = np.random.default_rng(0)
+    S, A = mdp.n_states, mdp.n_actions
+
+    def fresh(policy):
+        pi = torch.nn.functional.one_hot(torch.as_tensor(policy), A).double()
+        eye = torch.eye(S, dtype=torch.float64)
+        return -float(torch.linalg.slogdet(eye - mdp.discount * _policy_matrix(mdp, pi))[1])
+
+    policy = gen.integers(0, A, S)
+    for _ in range(200):
+        s, a = int(gen.integers(S)), int(gen.integers(A))
+        delta, commit = jump.change(policy, s, a)
+        before = jump.value(policy)
+        policy = commit()
+        np.testing.assert_allclose(before + delta, fresh(policy), atol=1e-9)
+        np.testing.assert_allclose(jump.value(policy), fresh(policy), atol=1e-9)
+
+
+@pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
+def test_boltzmann_regions_are_the_greedy_policy(n_actions):
+    """The region of w is a greedy action of the values at w, in every state; actions whose
+    transitions copy another's are left out of the state-reward regions."""
+    target = _problem(n_actions, likelihood="boltzmann")
+    vs = ValueSpaceTarget(target, _start(target))
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(5):
+        w = torch.randn(vs.chol.shape[0], generator=gen, dtype=torch.float64)
+        p = vs.params_of(w)
+        scores = vs.mdp.expected_next(p) if n_actions is None else p
+        region = torch.as_tensor(vs.regions.region(w.numpy()))
+        chosen = scores.gather(-1, region[:, None])[:, 0]
+        torch.testing.assert_close(chosen, scores.max(-1).values, rtol=0, atol=1e-12)
+    if n_actions is None:
+        P = vs.mdp.transition_matrix()
+        left_out = torch.as_tensor(vs.regions.invalid)
+        assert left_out.any()  # the 4x4 gridworld's walls make some moves copies
+        for s, a in left_out.nonzero().tolist():
+            assert any(torch.equal(P[s, a], P[s, b]) for b in range(a))
+
+
 def test_ineligible_names_the_reason():
     target = _problem()
     assert ineligible(target) is None
     mdp, demos = target.mdp, target.demos
     model = target.reward_model
+    assert ineligible(Target(mdp, demos, model, "boltzmann", 1.0)) is None
     finite = birl.envs.gridworld(size=4, slip=0.2, block=2, seed=3, horizon=5)
+    assert "only method='nuts'" in ineligible(Target(mdp, demos, model, "boltzmann", 1.0),
+                                              "hmc")
+    assert ineligible(target, "hmc") is None
     cases = {
-        "Boltzmann": Target(mdp, demos, model, "boltzmann", 1.0),
         "finite-horizon": Target(finite, demos, model, "soft", 1.0),
         "LinearReward": Target(mdp, demos, birl.LinearReward(mdp.features), "soft", 1.0),
         "rationality has a prior": Target(mdp, demos, model, "soft", dist.LogNormal(0., 1.)),
@@ -120,10 +176,26 @@ def test_infer_space_option():
     # reward space plans a discounted fixed point per gradient: a few draws, no MAP fit
     kw = dict(num_samples=2, warmup=2, num_chains=1, map_init=False)
     assert _run(mdp, demos, model, space="reward", **kw).settings["space"] == "reward"
-    boltzmann = _run(mdp, demos, model, likelihood="boltzmann", **kw)
-    assert boltzmann.settings["space"] == "reward"
+    boltzmann = _run(mdp, demos, model, likelihood="boltzmann", num_samples=20, warmup=20,
+                     num_chains=1)
+    assert boltzmann.settings["space"] == "value"
+    assert torch.isfinite(boltzmann.log_lik).all()
+    hmc = _run(mdp, demos, model, likelihood="boltzmann", method="hmc", num_steps=2, **kw)
+    assert hmc.settings["space"] == "reward"
     with pytest.raises(ValueError, match="space='value' does not apply: the likelihood is "
                                          "Boltzmann"):
-        _run(mdp, demos, model, likelihood="boltzmann", space="value", **kw)
+        _run(mdp, demos, model, likelihood="boltzmann", method="hmc", space="value", **kw)
     with pytest.raises(ValueError, match="space is 'values', expected one of"):
         _run(mdp, demos, model, space="values", **kw)
+
+
+def test_boltzmann_parallel_chains_equal_sequential_chains():
+    """The refracting kernel's numpy copies survive the pickling that sends the target to a
+    chain's process (which moves tensor storage to shared memory, leaving numpy views of it
+    dangling): spawned chains draw exactly what sequential ones draw."""
+    target = _problem(likelihood="boltzmann")
+    kw = dict(likelihood="boltzmann", num_samples=10, warmup=10, num_chains=2, seed=1)
+    seq = _run(target.mdp, target.demos, target.reward_model, parallel=False, **kw)
+    par = _run(target.mdp, target.demos, target.reward_model, parallel=True, **kw)
+    assert seq.settings["space"] == "value"
+    assert torch.equal(seq.samples["theta"], par.samples["theta"])

@@ -198,26 +198,42 @@ def test_nuts_matches_quadrature(kind, likelihood, n_features, warmup, draws):
     check_mcmc(post, g, z_max=3.0 if likelihood == "soft" else 5.0)
 
 
-def _value_space_problem():
-    """2 states, 2 actions, discounted, a 2-d tabular reward: NUTS runs in value space."""
-    P = torch.tensor([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]]])
-    mdp = birl.TabularMDP.from_dense(P, discount=0.7)
+@functools.cache
+def _value_space_problem(likelihood):
+    """2 states, 2 actions, discounted, a 2-d tabular reward: NUTS runs in value space.
+
+    Under Boltzmann the Jacobian's log-determinant follows the greedy policy, so the MDP is one
+    whose greedy policy flips inside the posterior: state 0 stays or leaves (0.99 / 0.01),
+    state 1's two actions are copies, and 5 demonstrations leave 72% of the mass on one
+    policy, 28% on the other. The log-determinant jumps by 0.95 between them; dropping it
+    would move the means by 0.15 sd (11 MCSE of the slow run), so the draws test refraction."""
+    if likelihood == "soft":
+        P, discount, n, true = ([[[0.9, 0.1], [0.2, 0.8]], [[0.7, 0.3], [0.1, 0.9]]], 0.7,
+                                N_DEMOS, [1.0, -0.5])
+    else:
+        P, discount, n, true = ([[[0.99, 0.01], [0.01, 0.99]], [[0.5, 0.5], [0.5, 0.5]]], 0.9,
+                                5, [0.3, 0.0])
+    mdp = birl.TabularMDP.from_dense(torch.tensor(P), discount=discount)
     model = birl.TabularReward(2, prior=dist.Normal(0.0, 1.0))
-    demos = simulate_demos(mdp, torch.tensor([1.0, -0.5]), N_DEMOS, seed=4, length=4)
-    return mdp, demos, model, grid_posterior(mdp, demos, model)
+    demos = simulate_demos(mdp, torch.tensor(true), n, seed=4, length=4, likelihood=likelihood)
+    return mdp, demos, model, grid_posterior(mdp, demos, model, likelihood=likelihood)
 
 
+@pytest.mark.parametrize("likelihood", ["soft", "boltzmann"])
 @pytest.mark.parametrize("draws", [300, pytest.param(6000, marks=pytest.mark.slow)])
-def test_value_space_nuts_matches_quadrature(draws):
+def test_value_space_nuts_matches_quadrature(draws, likelihood):
     """The default run checks means within 4 MCSE (as the smoke test above); the slow run
     means within 3 MCSE and sds within 10%, as test_nuts_matches_quadrature, from 2 x 6000
     draws. Over six seeded runs of 2 x 1000 draws the z-scores spread with sd 1.7 (one at
     -3.1), where reward space's spread with sd 1.1 on this problem: ArviZ's MCSE is optimistic
     for these chains at that length. Two runs of 2 x 6000 draws (seeds 0 and 10) put every
-    mean within 1.2 MCSE of the exact one, 0.02 posterior sd."""
-    mdp, demos, model, g = _value_space_problem()
-    post = run_quietly(mdp, demos, model, num_samples=draws, warmup=min(draws // 2, 1000),
-                       num_chains=2, seed=0)
+    mean within 1.2 MCSE of the exact one, 0.02 posterior sd.
+
+    Under Boltzmann the greedy policy's log-determinant jumps across the posterior and NUTS
+    refracts at the jumps (bayesirl._refraction)."""
+    mdp, demos, model, g = _value_space_problem(likelihood)
+    post = run_quietly(mdp, demos, model, likelihood=likelihood, num_samples=draws,
+                       warmup=min(draws // 2, 1000), num_chains=2, seed=0)
     assert post.settings["space"] == "value"
     if draws > 300:
         check_mcmc(post, g)
