@@ -15,13 +15,15 @@ min-ESS/s is the smallest bulk ESS over the theta coordinates (ArviZ; chains poo
 by the sampling time, and by the total time including warmup. bayesirl runs infer()'s default
 two chains one after the other, and PolicyWalk is given the same wall time: one chain's min ESS
 is too noisy a statistic to compare samplers by. A second table runs the 144-parameter tabular
-task (12x12 gridworld, horizon 20, 50 demonstrated state-action pairs, N(0, 10^2) prior,
-Boltzmann likelihood) for bayesirl's NUTS (infer()'s default 2 chains, in parallel processes)
-and PolicyWalk (one chain, given the same wall time), as seconds per effective sample, wall
-clock and per core. A third table runs the same task discounted (gamma 0.9) with the soft
-likelihood, where bayesirl's NUTS samples the soft values instead of the rewards
-(``space="value"``, ValueWalk's idea). A last line reports SVI (MVN guide): seconds until its
-posterior means are within 0.1 posterior sd of NUTS's.
+task (12x12 gridworld discounted at 0.9, as ValueWalk's, 50 demonstrated state-action pairs,
+N(0, 10^2) prior, Boltzmann likelihood) for bayesirl's NUTS (infer()'s default 2 chains, in
+parallel processes) and PolicyWalk (one chain, given the same wall time), as seconds per
+effective sample, wall clock and per core: bayesirl's NUTS samples the values instead of the
+rewards (``space="value"``, ValueWalk's idea) and refracts at the greedy policy's jumps. A
+third table runs the task with the soft likelihood, also in value space; a fourth on a
+finite horizon of 20 with the Boltzmann likelihood, in reward space (value space needs a
+discounted MDP). A last line reports SVI (MVN guide): seconds until its posterior means are
+within 0.1 posterior sd of NUTS's.
 """
 
 from __future__ import annotations
@@ -257,10 +259,23 @@ def _tabular_table(title, mdp, demos, model, likelihood, quick):
 
 
 def table_tabular(quick: bool):
-    rows, _ = _tabular_table(
+    """The issue's tabular task, discounted as ValueWalk's gridworld: infer() samples the
+    values (space="value") and NUTS refracts at the greedy policy's jumps."""
+    rows, settings = _tabular_table(
+        "12x12 gridworld, discounted (gamma 0.9), tabular reward (144 parameters), 50 "
+        "state-action pairs, N(0, 10^2) prior, Boltzmann likelihood",
+        *_tabular_problem(discount=0.9), "boltzmann", quick)
+    assert settings["space"] == "value"
+    return rows
+
+
+def table_tabular_finite(quick: bool):
+    """The tabular task on a finite horizon, where infer() samples the rewards."""
+    rows, settings = _tabular_table(
         "12x12 gridworld, horizon 20, tabular reward (144 parameters), 50 state-action pairs, "
         "N(0, 10^2) prior, Boltzmann likelihood", *_tabular_problem(horizon=20), "boltzmann",
         quick)
+    assert settings["space"] == "reward"
     return rows
 
 
@@ -330,6 +345,7 @@ def main(quick: bool = False, threads: int = 1):
     table_gridworld(quick)
     table_tabular(quick)
     table_tabular_values(quick)
+    table_tabular_finite(quick)
     svi_time_to_nuts(quick)
 
 
