@@ -82,8 +82,7 @@ class ArgmaxRegions:
         for _ in range(_MAX_CROSSINGS):
             gap = np.maximum(g[rows, region][:, None] - g, 0.0)
             closing = dg - dg[rows, region][:, None]
-            ok = (closing > 0) & ~self.invalid
-            ok[rows, region] = False
+            ok = (closing > 0) & ~self.invalid   # False at region: closing is exactly 0
             if skip is not None:
                 ok[skip] = False
             times = np.full((S, A), np.inf)
