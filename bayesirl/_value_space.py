@@ -212,7 +212,9 @@ class ValueSpaceTarget:
             g0 = self.mdp.expected_next(self.v0).cpu().double()                  # (S, A)
             K = self.mdp.expected_next(self.chol.T).cpu().double().permute(1, 2, 0)
             P = self.mdp.transition_matrix().cpu()                              # (S, A, S)
-            copies = (P[:, :, None] == P[:, None]).all(-1).tril(-1).any(-1)     # (S, A)
+            # equal up to rounding: 0.9 = 1 - 0.1 and 0.8 + 0.1 differ in the last bit
+            same = ((P[:, :, None] - P[:, None]).abs() <= 1e-12).all(-1)          # (S, A, A)
+            copies = same.tril(-1).any(-1)                                      # (S, A)
             valid = ~copies
         else:
             g0 = self.v0.cpu().double()
