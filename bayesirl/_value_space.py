@@ -34,10 +34,15 @@ the starting reward (the MAP) and ``L L^T`` inverts the Gauss-Newton precision a
 ``J^T diag(1 / Var prior) J + Jz^T W Jz`` (``J = dr/dV``; ``z`` the softmax's logits, linear
 in ``V``; ``W`` the demonstrated states' softmax covariances, times their visit counts). The
 prior correlates neighbouring values strongly, which a diagonal mass matrix could not undo.
+Far from the MAP that curvature can be wrong, so ``infer()`` re-whitens each chain halfway
+through its warmup on its own draws (:meth:`ValueSpaceTarget.rewhitened`): on the 144-state
+Boltzmann gridworld (300 warmup iterations) the chain seeded 1 went from a min ESS of 3.3
+to 29 in 300 draws, and chains seeded 0 to 3 reached 29 to 71.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 
@@ -87,6 +92,22 @@ def ineligible(target, method: str = "nuts") -> str | None:
         return (f"the MDP has {mdp.n_states} states; value space takes a dense log-determinant "
                 f"of (S, S) at every gradient, kept to S <= {_MAX_STATES}")
     return None
+
+
+def _ledoit_wolf(x: torch.Tensor) -> torch.Tensor:
+    """Ledoit & Wolf's (2004) covariance of the rows of ``x: (m, n)``: the sample covariance
+    shrunk toward ``mu I`` (``mu`` its mean variance) by the weight that minimises the
+    estimated Frobenius risk. Returns ``(n, n)``."""
+    m, n = x.shape
+    xc = x - x.mean(0)
+    sample = xc.T @ xc / m
+    mu = sample.diagonal().mean()
+    d2 = (sample - mu * torch.eye(n, dtype=x.dtype, device=x.device)).square().sum()
+    # the mean over draws of ||x_k x_k^T - sample||_F^2, without forming the (m, n, n) terms
+    b2 = ((xc.square().sum(1).square().sum() - m * sample.square().sum()) / m ** 2).clamp(
+        max=float(d2))
+    weight = float(b2 / d2) if float(d2) > 0 else 1.0
+    return weight * mu * torch.eye(n, dtype=x.dtype, device=x.device) + (1 - weight) * sample
 
 
 def _policy_matrix(mdp, pi: torch.Tensor) -> torch.Tensor:
@@ -251,6 +272,27 @@ class ValueSpaceTarget:
         precision = 0.5 * (precision + precision.T)
         cov = torch.cholesky_inverse(torch.linalg.cholesky(precision))
         return torch.linalg.cholesky(0.5 * (cov + cov.T))
+
+    def rewhitened(self, w: torch.Tensor) -> ValueSpaceTarget:
+        """The same posterior whitened by draws ``w: (m, n)`` instead of the Gauss-Newton
+        approximation at the MAP: centred at their mean, ``L`` the Cholesky factor of their
+        covariance shrunk toward a multiple of the identity (Ledoit-Wolf, in ``w``; ``m``
+        draws of ``n`` coordinates estimate a covariance badly when ``m`` is not much larger
+        than ``n``, and the shrinkage weighs that). Far from the MAP the Gauss-Newton
+        curvature misjudges the posterior: on a 144-state Boltzmann gridworld its values had
+        variances 0.04 to 15.5 in the MAP's whitened coordinates."""
+        mean, cov = w.mean(0), _ledoit_wolf(w)
+        new = copy.copy(self)
+        new.v0 = self.params_of(mean)
+        new.chol = self.chol @ torch.linalg.cholesky(cov)
+        new.regions = new._regions() if self.boltzmann else None
+        return new
+
+    def whiten(self, params: torch.Tensor) -> torch.Tensor:
+        """Whitened coordinates ``(..., n)`` of values ``params: (..., S)`` or
+        ``(..., S, A)``: the inverse of :meth:`params_of`."""
+        p = (params - self.v0).reshape(*params.shape[:params.dim() - self.v0.dim()], -1, 1)
+        return torch.linalg.solve_triangular(self.chol, p, upper=False).squeeze(-1)
 
     # ------------------------------------------------------------ what MCMC uses
     def params_of(self, w):

@@ -121,39 +121,75 @@ class _Recorder:
         return params, stats
 
 
-def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progress, init,
-               kernel_options):
-    """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``."""
-    pyro.set_rng_seed(seed + c)
-    u0 = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
+_MIN_PILOT = 100  # warmup iterations from which value space re-whitens halfway (_run_chain)
+
+
+def _kernel(target, method, kernel_options, params, warmup):
+    """A NUTS/HMC kernel on ``target`` set up for ``warmup`` adaptation steps from ``params``,
+    wrapped in a :class:`_Recorder`."""
     regions = getattr(target, "regions", None)  # value space, Boltzmann: refract at jumps
     if regions is not None:
         kernel = RefractiveNUTS(target.potential, regions, **kernel_options)
     else:
         kernel = (NUTS if method == "nuts" else HMC)(potential_fn=target.potential,
                                                      **kernel_options)
-    kernel.initial_params = u0
+    kernel.initial_params = params
     kernel.setup(warmup)
-    rec = _Recorder(kernel)
-    params = kernel.initial_params
+    return _Recorder(kernel)
+
+
+def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progress, init,
+               kernel_options):
+    """One NUTS/HMC chain seeded with ``seed + c``: ``(draws, stats, interrupted)``, the draws
+    constrained (a dict of ``(draws, ...)`` tensors).
+
+    A value-space target (one with ``rewhitened``) warms up in two stages when ``warmup >=``
+    :data:`_MIN_PILOT`: the first half's second half of draws re-whitens it, and adaptation
+    starts again for the second half (see :meth:`ValueSpaceTarget.rewhitened`)."""
+    pyro.set_rng_seed(seed + c)
+    params = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
+    pilot = warmup // 2 if hasattr(target, "rewhitened") and warmup >= _MIN_PILOT else 0
     draws, stats, interrupted = [], [], False
     bar = tqdm(total=warmup + num_samples, desc=f"{method} chain {c + 1}/{num_chains}",
                disable=not progress, leave=False, position=c)
+
+    def run(rec, n, keep):
+        nonlocal params
+        try:
+            for i in range(n):
+                params, st = rec.step(params)
+                if i >= keep:
+                    draws.append({k: v.detach().clone() for k, v in params.items()})
+                    stats.append(st)
+                bar.update()
+                if i % 20 == 0:
+                    bar.set_postfix(step_size=f"{st['step_size']:.2g}")
+        finally:
+            rec.kernel.cleanup()
+
     try:
-        for i in range(warmup + num_samples):
-            params, st = rec.step(params)
-            if i >= warmup:
-                draws.append({k: v.detach().clone() for k, v in params.items()})
-                stats.append(st)
-            bar.update()
-            if i % 20 == 0:
-                bar.set_postfix(step_size=f"{st['step_size']:.2g}")
+        if pilot:
+            try:
+                run(_kernel(target, method, kernel_options, params, pilot), pilot, pilot // 2)
+            except KeyboardInterrupt:  # the pilot's draws are warmup, never returned
+                draws.clear()
+                stats.clear()
+                raise
+            pilot_w = torch.stack([d["w"] for d in draws])
+            draws.clear()
+            stats.clear()
+            rewhitened = target.rewhitened(pilot_w)
+            params = {"w": rewhitened.whiten(target.params_of(params["w"]))}
+            target = rewhitened
+        rest = warmup - pilot
+        run(_kernel(target, method, kernel_options, params, rest), rest + num_samples, rest)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         bar.close()
-        kernel.cleanup()
-    return draws, stats, interrupted
+    constrained = (target.constrain({k: torch.stack([d[k] for d in draws]) for k in draws[0]})
+                   if draws else {})
+    return constrained, stats, interrupted
 
 
 def _chain_in_process(*args):
@@ -194,12 +230,11 @@ def _run_mcmc(target, method, num_samples, warmup, num_chains, seed, progress, i
     results = [r for r in results if r[0]]
     if not results:
         raise KeyboardInterrupt("inference interrupted before any draw was made")
-    n = min(len(r[0]) for r in results)  # an interrupted chain truncates all to its length
-    u = {k: torch.stack([torch.stack([d[k] for d in r[0][:n]]) for r in results])
-         for k in results[0][0][0]}
+    n = min(len(r[1]) for r in results)  # an interrupted chain truncates all to its length
+    params = {k: torch.stack([r[0][k][:n] for r in results]) for k in results[0][0]}
     sample_stats = {k: torch.tensor([[s[k] for s in r[1][:n]] for r in results])
                     for k in results[0][1][0]}
-    return target.constrain(u), sample_stats, incomplete
+    return params, sample_stats, incomplete
 
 
 def _save_checkpoint(path, step, losses, guide, optim):
@@ -358,7 +393,8 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
             equation, with no planning per gradient (ValueWalk's idea; see
             :mod:`bayesirl._value_space`; with the Boltzmann likelihood, NUTS only, which
             refracts at the greedy policy's jumps); a ValueError says why a problem does not
-            qualify.
+            qualify. There a warmup of at least 100 iterations re-whitens each chain halfway,
+            on its draws of the second quarter, and adaptation starts again.
             ``"auto"`` (default): value space where it applies, else reward space. The
             posterior is the same; ``post.settings["space"]`` records the choice.
 

@@ -3,6 +3,7 @@ planning, the density is the reward posterior times the map's Jacobian (soft and
 and infer() picks value space only where it is exact. Its draws against quadrature:
 tests/oracles/test_exact.py; the refracting NUTS kernel: tests/test_refraction.py."""
 
+import importlib
 import warnings
 
 import numpy as np
@@ -107,6 +108,94 @@ def test_greedy_log_det_updates_match_fresh_determinants():
         policy = commit()
         np.testing.assert_allclose(before + delta, fresh(policy), atol=1e-9)
         np.testing.assert_allclose(jump.value(policy), fresh(policy), atol=1e-9)
+
+
+def test_ledoit_wolf_beats_the_sample_covariance_with_few_draws():
+    """40 draws in 30 dimensions: the shrunk estimate is positive definite and nearer the true
+    covariance (Frobenius) than the singular-ish sample covariance; 20000 draws in 3
+    dimensions: hardly shrunk at all."""
+    from bayesirl._value_space import _ledoit_wolf
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.linspace(0.5, 2.0, 30, dtype=torch.float64)
+    mix = torch.linalg.qr(torch.randn(30, 30, generator=gen, dtype=torch.float64))[0]
+    root = mix * scale
+    true = root @ root.T
+    x = torch.randn(40, 30, generator=gen, dtype=torch.float64) @ root.T
+    xc = x - x.mean(0)
+    sample = xc.T @ xc / 40
+    shrunk = _ledoit_wolf(x)
+    assert float(torch.linalg.eigvalsh(shrunk).min()) > 0.05
+    assert torch.dist(shrunk, true) < 0.7 * torch.dist(sample, true)
+    x = torch.randn(20000, 3, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 2., 3.])
+    xc = x - x.mean(0)
+    torch.testing.assert_close(_ledoit_wolf(x), xc.T @ xc / 20000, rtol=0, atol=2e-3)
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+def test_rewhitened_is_the_same_posterior(likelihood):
+    """Re-whitening by draws changes coordinates only: whiten inverts params_of, the
+    potential at the same values moves by one constant (log det of the change of L), and
+    the Boltzmann regions at the same values are the same greedy policy."""
+    target = _problem(likelihood=likelihood)
+    vs = ValueSpaceTarget(target, _start(target))
+    gen = torch.Generator().manual_seed(4)
+    n = vs.chol.shape[0]
+    mix = torch.randn(n, n, generator=gen, dtype=torch.float64) / n ** 0.5
+    pilot = 1.0 + torch.randn(60, n, generator=gen, dtype=torch.float64) @ (torch.eye(n) + mix)
+    new = vs.rewhitened(pilot)
+    torch.testing.assert_close(new.v0, vs.params_of(pilot.mean(0)))
+    shifts = []
+    for _ in range(4):
+        w = torch.randn(n, generator=gen, dtype=torch.float64)
+        p = vs.params_of(w)
+        w_new = new.whiten(p)
+        torch.testing.assert_close(new.params_of(w_new), p)
+        torch.testing.assert_close(vs.whiten(p), w)
+        shifts.append(float(new.potential({"w": w_new}) - vs.potential({"w": w})))
+        if vs.boltzmann:
+            np.testing.assert_array_equal(new.regions.region(w_new.numpy()),
+                                          vs.regions.region(w.numpy()))
+    log_det_change = float(torch.linalg.slogdet(torch.linalg.solve(vs.chol, new.chol))[1])
+    np.testing.assert_allclose(shifts, shifts[0], atol=1e-8)
+    assert abs(log_det_change) > 1  # the pilot's covariance is not the old whitening's
+    torch.testing.assert_close(vs.whiten(vs.params_of(pilot[:3])), pilot[:3])
+
+
+def test_value_space_warmup_rewhitens_once_per_chain(monkeypatch):
+    """A chain with warmup >= _MIN_PILOT re-whitens after half its warmup, on the second
+    quarter's draws; one with less never does; Ctrl-C during that pilot returns nothing."""
+    infer_module = importlib.import_module("bayesirl.infer")  # birl.infer is the function
+    target = _problem()
+    mdp, demos, model = target.mdp, target.demos, target.reward_model
+    pilots = []
+    rewhitened = ValueSpaceTarget.rewhitened
+
+    def recording(self, w):
+        pilots.append(w.shape)
+        return rewhitened(self, w)
+
+    monkeypatch.setattr(ValueSpaceTarget, "rewhitened", recording)
+    kw = dict(rationality=2.0, num_samples=5, num_chains=2, parallel=False)
+    post = _run(mdp, demos, model, warmup=infer_module._MIN_PILOT, **kw)
+    n = mdp.n_states
+    half = infer_module._MIN_PILOT // 2
+    assert pilots == [(half - half // 2, n)] * 2
+    assert post.samples["theta"].shape == (10, n)
+    pilots.clear()
+    _run(mdp, demos, model, warmup=infer_module._MIN_PILOT - 1, **kw)
+    assert pilots == []
+    step = infer_module._Recorder.step
+    calls = {"n": 0}
+
+    def interrupting(self, params):
+        calls["n"] += 1
+        if calls["n"] > 10:  # inside the pilot
+            raise KeyboardInterrupt
+        return step(self, params)
+
+    monkeypatch.setattr(infer_module._Recorder, "step", interrupting)
+    with pytest.raises(KeyboardInterrupt, match="before any draw"):
+        _run(mdp, demos, model, warmup=infer_module._MIN_PILOT, **kw)
 
 
 @pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
