@@ -307,13 +307,17 @@ class ValueSpaceTarget:
         return {"w": torch.zeros(self.chol.shape[0], dtype=self.v0.dtype,
                                  device=self.v0.device)}
 
-    def potential(self, u) -> torch.Tensor:
+    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
         """``-log`` of the value-space density at ``u["w"]: (n,)``, up to the constant
-        ``log det L``. Under Boltzmann the log-determinant is the region's constant."""
+        ``log det L``. Under Boltzmann the log-determinant is the region's constant.
+        ``jacobian=False`` leaves it out: the reward posterior's density at the reward of
+        ``w``, whose maximum in ``w`` is the MAP reward (no planning per gradient)."""
         w = u["w"]
         reward, logits = self._bellman(self.params_of(w))
         log_pi = torch.log_softmax(logits, -1)
         value = -(self.prior.log_prob(reward).sum() + (self.counts * log_pi).sum())
+        if not jacobian:
+            return value
         if self.boltzmann:
             region = self.regions.region(w.detach().cpu().double().numpy())
             return value + self.regions.jump.value(region)

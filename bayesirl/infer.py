@@ -416,10 +416,15 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
     target = Target(mdp, demos, reward_model, likelihood, rationality)
     settings = {"likelihood": likelihood, "seed": seed, "num_samples": num_samples,
                 "rationality": repr(rationality)}
+    if method in ("nuts", "hmc"):
+        why_not = ineligible(target, method)
+        if space == "value" and why_not is not None:
+            raise ValueError(f"space='value' does not apply: {why_not}")
+        space = "reward" if space == "reward" or why_not is not None else "value"
     start = time.perf_counter()
     pyro.set_rng_seed(seed)
     init = target.init_unconstrained()
-    if map_init or method == "map":
+    if (map_init or method == "map") and space != "value":
         init, _ = _fit_map(target, init)
     extra = {}
     incomplete = False
@@ -439,12 +444,12 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
         settings.update(guide=guide, steps=steps, lr=lr, lr_decay=lr_decay,
                         subsample_size=subsample_size)
     else:
-        why_not = ineligible(target, method)
-        if space == "value" and why_not is not None:
-            raise ValueError(f"space='value' does not apply: {why_not}")
-        space = "reward" if space == "reward" or why_not is not None else "value"
-        sampled = target if space == "reward" else ValueSpaceTarget(
-            target, target.constrain(init)["theta"])
+        sampled = target
+        if space == "value":
+            sampled = ValueSpaceTarget(target, target.constrain(init)["theta"])
+            if map_init:  # the MAP found in value space, whitened there again
+                u, _ = _fit_map(sampled, sampled.init_unconstrained(), jacobian=False)
+                sampled = ValueSpaceTarget(target, sampled.constrain(u)["theta"])
         n_params = sum(p.batch_shape.numel() * p.event_shape.numel()
                        for p in target.priors.values())
         if dense_mass is None:  # value space is whitened already

@@ -110,6 +110,29 @@ def test_greedy_log_det_updates_match_fresh_determinants():
         np.testing.assert_allclose(jump.value(policy), fresh(policy), atol=1e-9)
 
 
+@pytest.mark.parametrize("likelihood", LIKELIHOODS)
+@pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
+def test_value_space_map_is_the_reward_map(n_actions, likelihood):
+    """Without the Jacobian the value-space potential is the reward posterior's at the reward
+    of w (any w), so its minimiser, found with no planning per gradient, is the reward-space
+    MAP (soft: smooth, to 1e-4; Boltzmann: L-BFGS stops at a kink of the max, to 1e-3 in the
+    objective)."""
+    from bayesirl.infer import _fit_map
+    target = _problem(n_actions, likelihood=likelihood)
+    vs = ValueSpaceTarget(target, torch.zeros(target.reward_model.shape, dtype=torch.float64))
+    gen = torch.Generator().manual_seed(6)
+    for _ in range(3):
+        w = torch.randn(vs.chol.shape[0], generator=gen, dtype=torch.float64)
+        torch.testing.assert_close(vs.potential({"w": w}, jacobian=False),
+                                   target.potential(vs.constrain({"w": w}), jacobian=False))
+    u, loss = _fit_map(vs, vs.init_unconstrained(), jacobian=False)
+    theta, reward_loss = _fit_map(target, target.init_unconstrained())
+    if likelihood == "soft":
+        torch.testing.assert_close(vs.constrain(u)["theta"], theta["theta"], rtol=0,
+                                   atol=1e-4)
+    assert abs(loss - reward_loss) < 1e-3 * abs(reward_loss)
+
+
 def test_ledoit_wolf_beats_the_sample_covariance_with_few_draws():
     """40 draws in 30 dimensions: the shrunk estimate is positive definite and nearer the true
     covariance (Frobenius) than the singular-ish sample covariance; 20000 draws in 3
