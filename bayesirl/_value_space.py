@@ -49,8 +49,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from bayesirl._fused import _normal, _Potential
 from bayesirl._refraction import ArgmaxRegions
-from bayesirl.planning import soft_value_iteration, value_iteration
+from bayesirl.planning import _numpy, soft_value_iteration, value_iteration
 from bayesirl.rewards import TabularReward
 
 __all__ = ["ValueSpaceTarget"]
@@ -203,6 +204,7 @@ class ValueSpaceTarget:
         self.v0 = self._values_of(theta0.detach())
         self.chol = self._whitening()
         self.regions = self._regions() if self.boltzmann else None
+        self.fused = self._fused()
 
     # ------------------------------------------------------------ values <-> rewards
     def _values_of(self, theta):
@@ -242,6 +244,64 @@ class ValueSpaceTarget:
             K = self.chol.detach().cpu().double().reshape(*self.shape, -1)
             valid = torch.ones(self.shape, dtype=torch.bool)
         return ArgmaxRegions(g0.numpy(), K.numpy(), valid.numpy(), _GreedyLogDet(self.mdp))
+
+    def _fused(self) -> dict | None:
+        """NumPy copies for :meth:`value_and_grad` (copies: pickling for a chain's process
+        moves tensor storage), or None where the potential stays on the autograd path: the
+        soft likelihood (plain NUTS), a prior other than Normal, an MDP off the CPU."""
+        normal = _normal(self.prior)
+        if not self.boltzmann or normal is None or self.v0.device.type != "cpu":
+            return None
+        loc, scale = normal
+        counts = _numpy(self.counts).copy()
+        return {"loc": loc, "inv_var": 1.0 / scale ** 2,
+                "log_norm": float(np.log(scale).sum() + 0.5 * loc.size * math.log(2 * math.pi)),
+                "v0": _numpy(self.v0).copy(), "chol": _numpy(self.chol).copy(),
+                "succ": _numpy(self.mdp.successors).copy(),
+                "prob": _numpy(self.mdp.transition_probs.to(self.v0.dtype)).copy(),
+                "counts": counts, "visits": counts.sum(-1, keepdims=True)}
+
+    def value_and_grad(self, w: np.ndarray, grad: bool):
+        """The Boltzmann potential at ``w: (n,)`` and its gradient ``(n,)`` (None without
+        ``grad``) in NumPy, in the region :attr:`regions` assigns ``w``: there the reward is
+        linear in the values, so with ``a*`` the greedy action, ``r = p - gamma E p[a*]``
+        (state reward) or ``Q - gamma E Q[., a*]``, and
+        ``dU/dp = (r - mu) / sigma^2`` pulled back through that linear map
+        ``+ beta (n_s pi - counts)`` pushed through the logits. Equals :meth:`potential` and
+        its autograd gradient (tests/test_value_space.py) at a quarter of the cost."""
+        f, gamma, beta = self.fused, self.gamma, self.beta
+        succ, prob = f["succ"], f["prob"]
+        S = succ.shape[0]
+        rows = np.arange(S)
+        region = self.regions.region(w)                                    # (S,)
+        p = f["v0"] + (f["chol"] @ w).reshape(f["v0"].shape)
+
+        def push(x):  # E^T x: (S, A) -> (S,), mass moved to next states
+            return np.bincount(succ.reshape(-1), (prob * x[..., None]).reshape(-1), S)
+
+        if self.state_only:
+            ev = (prob * p[succ]).sum(-1)                                  # (S, A)
+            reward, logits = p - gamma * ev[rows, region], beta * gamma * ev
+        else:
+            best = p[rows, region]                                         # (S,)
+            reward, logits = p - gamma * (prob * best[succ]).sum(-1), beta * p
+        z = logits - logits.max(-1, keepdims=True)
+        log_pi = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        err = reward - f["loc"]
+        value = (0.5 * float((err * err * f["inv_var"]).sum()) + f["log_norm"]
+                 - float((f["counts"] * log_pi).sum()) + self.regions.jump.value(region))
+        if not grad:
+            return value, None
+        d_reward = err * f["inv_var"]
+        d_logits = f["visits"] * np.exp(log_pi) - f["counts"]             # (S, A)
+        if self.state_only:
+            d_ev = beta * gamma * d_logits
+            d_ev[rows, region] -= gamma * d_reward
+            d_p = d_reward + push(d_ev)
+        else:
+            d_p = d_reward + beta * d_logits
+            d_p[rows, region] -= gamma * push(d_reward)
+        return value, f["chol"].T @ d_p.reshape(-1)
 
     def _log_det(self, pi):
         """``log |det d reward / d p|`` where the expert's policy is ``pi: (S, A)``."""
@@ -286,6 +346,7 @@ class ValueSpaceTarget:
         new.v0 = self.params_of(mean)
         new.chol = self.chol @ torch.linalg.cholesky(cov)
         new.regions = new._regions() if self.boltzmann else None
+        new.fused = new._fused()
         return new
 
     def whiten(self, params: torch.Tensor) -> torch.Tensor:
@@ -313,6 +374,8 @@ class ValueSpaceTarget:
         ``jacobian=False`` leaves it out: the reward posterior's density at the reward of
         ``w``, whose maximum in ``w`` is the MAP reward (no planning per gradient)."""
         w = u["w"]
+        if jacobian and self.fused is not None and w.dim() == 1 and w.dtype == self.v0.dtype:
+            return _Potential.apply(w, self, torch.is_grad_enabled() and w.requires_grad)
         reward, logits = self._bellman(self.params_of(w))
         log_pi = torch.log_softmax(logits, -1)
         value = -(self.prior.log_prob(reward).sum() + (self.counts * log_pi).sum())

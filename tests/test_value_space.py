@@ -133,6 +133,37 @@ def test_value_space_map_is_the_reward_map(n_actions, likelihood):
     assert abs(loss - reward_loss) < 1e-3 * abs(reward_loss)
 
 
+@pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])
+def test_fused_boltzmann_potential_equals_autograd(n_actions):
+    """The NumPy potential and gradient (Boltzmann, Normal prior) equal the autograd path's
+    at points spread over many greedy policies; a Laplace prior stays on autograd."""
+    import copy
+    target = _problem(n_actions, likelihood="boltzmann")
+    vs = ValueSpaceTarget(target, _start(target))
+    assert vs.fused is not None
+    plain = copy.copy(vs)
+    plain.fused = None
+    gen = torch.Generator().manual_seed(8)
+    policies = set()
+    for _ in range(6):
+        w = 2.0 * torch.randn(vs.chol.shape[0], generator=gen, dtype=torch.float64)
+        policies.add(vs.regions.region(w.numpy()).tobytes())
+        values, grads = [], []
+        for t in (vs, plain):
+            x = w.clone().requires_grad_()
+            u = t.potential({"w": x})
+            values.append(u)
+            grads.append(torch.autograd.grad(u, x)[0])
+        torch.testing.assert_close(values[0], values[1], rtol=0, atol=1e-9)
+        torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-9)
+    assert len(policies) == 6
+    laplace = Target(target.mdp, target.demos, birl.TabularReward(
+        target.mdp.n_states, n_actions and target.mdp.n_actions, prior=dist.Laplace(0.0, 3.0)),
+        "boltzmann", 2.0)
+    assert ValueSpaceTarget(laplace, _start(target)).fused is None
+    assert ValueSpaceTarget(_problem(n_actions), _start(target)).fused is None  # soft
+
+
 def test_ledoit_wolf_beats_the_sample_covariance_with_few_draws():
     """40 draws in 30 dimensions: the shrunk estimate is positive definite and nearer the true
     covariance (Frobenius) than the singular-ish sample covariance; 20000 draws in 3
