@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import threadpoolctl
 import torch
 from pyro.distributions.util import scalar_like
 from pyro.infer.mcmc import NUTS
@@ -33,6 +34,7 @@ from pyro.ops.integrator import potential_grad
 __all__ = ["ArgmaxRegions", "RefractiveNUTS"]
 
 _MAX_CROSSINGS = 100_000  # per drift; a drift through more boundaries is a bug, not a posterior
+_GRAM_MAX = 2048  # options (S A) up to which a drift keeps K M^-1 K^T: (S A)^2 floats, 32 MiB
 
 
 class ArgmaxRegions:
@@ -50,9 +52,11 @@ class ArgmaxRegions:
         self.S, self.A, self.n = K.shape
         self.g0 = np.array(g0, dtype=np.float64).reshape(-1)
         self.K = np.array(K, dtype=np.float64).reshape(self.S * self.A, self.n)
-        self.invalid = ~np.array(valid, dtype=bool)
+        self.valid = np.array(valid, dtype=bool)
+        self.invalid = ~self.valid
         self.jump = jump
         self._rows = np.arange(self.S)
+        self._gram_of = self._gram = None
 
     def scores(self, w: np.ndarray) -> np.ndarray:
         g = (self.g0 + self.K @ w).reshape(self.S, self.A)
@@ -62,6 +66,20 @@ class ArgmaxRegions:
     def region(self, w: np.ndarray) -> np.ndarray:
         """``(S,)`` argmax of each group at ``w``."""
         return self.scores(w).argmax(-1)
+
+    def gram(self, inverse_mass: np.ndarray) -> np.ndarray | None:
+        """``K M^-1 K^T: (S A, S A)``, the scores' velocities per unit of each score's
+        gradient as momentum, kept while the inverse mass stays the same (the adaptation
+        changes it a few times per warmup); None beyond :data:`_GRAM_MAX` options."""
+        if self.S * self.A > _GRAM_MAX:
+            return None
+        if self._gram_of is None or not np.array_equal(self._gram_of, inverse_mass):
+            # one BLAS thread: a threaded product sums in another order, and chains in
+            # processes (one thread) must draw what sequential chains draw, bit for bit
+            with threadpoolctl.threadpool_limits(1, user_api="blas"):
+                km = self.K * inverse_mass if inverse_mass.ndim == 1 else self.K @ inverse_mass
+                self._gram, self._gram_of = km @ self.K.T, inverse_mass.copy()
+        return self._gram
 
     def drift(self, w: np.ndarray, p: np.ndarray, t: float, inverse_mass: np.ndarray):
         """Move ``w`` along the velocity ``M^-1 p`` for time ``t`` (negative: backwards),
@@ -73,6 +91,7 @@ class ArgmaxRegions:
         sign = 1.0 if t >= 0 else -1.0
         p, left = sign * p, abs(t)            # a backward drift is a forward one with -p
         rows, S, A = self._rows, self.S, self.A
+        gram = self.gram(inverse_mass)
         g = self.scores(w)
         region = g.argmax(-1)
         v = times_minv(p)
@@ -82,11 +101,10 @@ class ArgmaxRegions:
         for _ in range(_MAX_CROSSINGS):
             gap = np.maximum(g[rows, region][:, None] - g, 0.0)
             closing = dg - dg[rows, region][:, None]
-            ok = (closing > 0) & ~self.invalid   # False at region: closing is exactly 0
+            ok = (closing > 0) & self.valid      # False at region: closing is exactly 0
             if skip is not None:
                 ok[skip] = False
-            times = np.full((S, A), np.inf)
-            times[ok] = gap[ok] / closing[ok]
+            times = np.divide(gap, closing, out=np.full((S, A), np.inf), where=ok)
             k = int(times.argmin())
             tk = float(times.flat[k])
             if tk >= left:
@@ -94,9 +112,13 @@ class ArgmaxRegions:
             s, a = divmod(k, A)
             w, g, left = w + tk * v, g + tk * dg, left - tk
             delta, commit = self.jump.change(region, s, a)
-            normal = (self.K[s * A + a] - self.K[s * A + region[s]])
+            i, j = s * A + a, s * A + int(region[s])
+            normal = self.K[i] - self.K[j]
             m_normal = times_minv(normal)
-            scale = math.sqrt(float(normal @ m_normal))
+            if gram is None:
+                scale = math.sqrt(float(normal @ m_normal))
+            else:
+                scale = math.sqrt(float(gram[i, i] + gram[j, j] - 2.0 * gram[i, j]))
             speed = float(v @ normal) / scale     # > 0: the drift moves into option a
             if speed * speed > 2.0 * delta:
                 new_speed = math.sqrt(speed * speed - 2.0 * delta)
@@ -109,7 +131,9 @@ class ArgmaxRegions:
                 reflected += 1
             step = (new_speed - speed) / scale
             p, v = p + step * normal, v + step * m_normal
-            dg = dg + step * (self.K @ m_normal).reshape(S, A)
+            # d G / d time moves by K M^-1 normal: rows of the (symmetric) Gram matrix
+            dg = dg + step * (self.K @ m_normal if gram is None
+                              else gram[i] - gram[j]).reshape(S, A)
         raise RuntimeError(f"a drift crossed more than {_MAX_CROSSINGS} region boundaries")
 
 

@@ -14,27 +14,30 @@ import torch
 from bayesirl._refraction import ArgmaxRegions, RefractiveNUTS
 
 
-class _Step:
-    """The jump term ``height * [w0 > 0]``: one group, option 1 scoring ``w0``."""
+class _Heights:
+    """The jump term ``sum_s height[s, region[s]]``: ``height (S, A)``, one value per option
+    of each group."""
 
     def __init__(self, height):
-        self.height = height
+        self.height = np.asarray(height, dtype=float)
 
     def value(self, region):
-        return self.height * float(region[0])
+        return float(self.height[np.arange(len(region)), region].sum())
 
     def change(self, region, s, a):
         def commit():
             new = region.copy()
             new[s] = a
             return new
-        return self.height * (a - region[s]), commit
+        return float(self.height[s, a] - self.height[s, region[s]]), commit
 
 
 def _half_plane(height, n=2):
     K = np.zeros((1, 2, n))
     K[0, 1, 0] = 1.0
-    return ArgmaxRegions(np.zeros((1, 2)), K, np.ones((1, 2), dtype=bool), _Step(height))
+    # the jump term height * [w0 > 0]: one group, option 1 scoring w0
+    return ArgmaxRegions(np.zeros((1, 2)), K, np.ones((1, 2), dtype=bool),
+                         _Heights([[0.0, height]]))
 
 
 def _energy(regions, w, p, minv):
@@ -106,11 +109,37 @@ def test_left_out_options_never_make_boundaries():
     K = np.zeros((1, 3, 2))
     K[0, 1, 0] = K[0, 2, 0] = 1.0
     valid = np.array([[True, True, False]])
-    regions = ArgmaxRegions(np.zeros((1, 3)), K, valid, _Step(0.5))
+    regions = ArgmaxRegions(np.zeros((1, 3)), K, valid, _Heights([[0.0, 0.5, 1.0]]))
     w1, p1, refracted, reflected = regions.drift(np.array([-1.0, 0.0]), np.array([2.0, 0.0]),
                                                  1.0, np.ones(2))
     assert (refracted, reflected) == (1, 0)
     assert regions.region(w1)[0] == 1
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["diagonal", "dense"])
+def test_drift_with_and_without_the_gram_matrix_agree(dense, monkeypatch):
+    """Many groups, many crossings (refractions and reflections): the drift that updates the
+    scores' velocities from the cached K M^-1 K^T equals the one that multiplies by K."""
+    import bayesirl._refraction as refraction
+    rng = np.random.default_rng(3)
+    S, A, n = 30, 4, 12
+    K = rng.standard_normal((S, A, n))
+    valid = np.ones((S, A), dtype=bool)
+    valid[::7, 3] = False
+    regions = ArgmaxRegions(rng.standard_normal((S, A)), K, valid,
+                            _Heights(0.3 * rng.standard_normal((S, A))))
+    root = rng.standard_normal((n, n)) / n ** 0.5 + np.eye(n)
+    minv = root @ root.T if dense else rng.uniform(0.5, 2.0, n)
+    moves = [(rng.standard_normal(n), rng.standard_normal(n)) for _ in range(20)]
+    fast = [regions.drift(w, p, 0.7, minv) for w, p in moves]
+    monkeypatch.setattr(refraction, "_GRAM_MAX", 0)
+    assert regions.gram(minv) is None
+    slow = [regions.drift(w, p, 0.7, minv) for w, p in moves]
+    assert sum(f[2] for f in fast) > 100 and sum(f[3] for f in fast) > 10
+    for f, s in zip(fast, slow, strict=True):
+        np.testing.assert_allclose(f[0], s[0], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(f[1], s[1], rtol=0, atol=1e-10)
+        assert f[2:] == s[2:]
 
 
 def test_nuts_samples_a_density_with_a_jump():
