@@ -14,6 +14,7 @@ maximises the same joint density with L-BFGS.
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import math
 import multiprocessing
 import os
@@ -146,6 +147,10 @@ def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progres
     A value-space target (one with ``rewhitened``) warms up in two stages when ``warmup >=``
     :data:`_MIN_PILOT`: the first half's second half of draws re-whitens it, and adaptation
     starts again for the second half (see :meth:`ValueSpaceTarget.rewhitened`)."""
+    if getattr(target, "regions", None) is not None:
+        # the jump's cache of inverses, updated along the path, starts empty in each chain
+        # as in a chain's own process: sequential chains draw what parallel ones do
+        target = copy.deepcopy(target)
     pyro.set_rng_seed(seed + c)
     params = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
     pilot = warmup // 2 if hasattr(target, "rewhitened") and warmup >= _MIN_PILOT else 0
