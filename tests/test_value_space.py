@@ -216,8 +216,9 @@ def test_rewhitened_is_the_same_posterior(likelihood):
 
 
 def test_value_space_warmup_rewhitens_once_per_chain(monkeypatch):
-    """A chain with warmup >= _MIN_PILOT re-whitens after half its warmup, on the second
-    quarter's draws; one with less never does; Ctrl-C during that pilot returns nothing."""
+    """A chain with warmup >= _MIN_PILOT re-whitens after two thirds of its warmup, on the
+    second third's draws, and adapts no mass matrix after; one with less warmup never
+    re-whitens; Ctrl-C during that pilot returns nothing."""
     infer_module = importlib.import_module("bayesirl.infer")  # birl.infer is the function
     target = _problem()
     mdp, demos, model = target.mdp, target.demos, target.reward_model
@@ -228,12 +229,21 @@ def test_value_space_warmup_rewhitens_once_per_chain(monkeypatch):
         pilots.append(w.shape)
         return rewhitened(self, w)
 
+    kernels = []
+    make_kernel = infer_module._kernel
+
+    def recording_kernel(target, method, options, params, warmup):
+        kernels.append((warmup, options.get("adapt_mass_matrix", True)))
+        return make_kernel(target, method, options, params, warmup)
+
     monkeypatch.setattr(ValueSpaceTarget, "rewhitened", recording)
+    monkeypatch.setattr(infer_module, "_kernel", recording_kernel)
     kw = dict(rationality=2.0, num_samples=5, num_chains=2, parallel=False)
     post = _run(mdp, demos, model, warmup=infer_module._MIN_PILOT, **kw)
     n = mdp.n_states
-    half = infer_module._MIN_PILOT // 2
-    assert pilots == [(half - half // 2, n)] * 2
+    pilot = 2 * infer_module._MIN_PILOT // 3
+    assert pilots == [(pilot - pilot // 2, n)] * 2
+    assert kernels == [(pilot, True), (infer_module._MIN_PILOT - pilot, False)] * 2
     assert post.samples["theta"].shape == (10, n)
     pilots.clear()
     _run(mdp, demos, model, warmup=infer_module._MIN_PILOT - 1, **kw)
