@@ -57,15 +57,24 @@ class ArgmaxRegions:
         self.jump = jump
         self._rows = np.arange(self.S)
         self._gram_of = self._gram = None
+        self._end = None  # (w, scores, region) where the last drift ended
 
     def scores(self, w: np.ndarray) -> np.ndarray:
         g = (self.g0 + self.K @ w).reshape(self.S, self.A)
         g[self.invalid] = -np.inf
         return g
 
+    def _scores_and_region(self, w: np.ndarray):
+        """Scores ``(S, A)`` and region ``(S,)`` at ``w``, those the last drift carried to its
+        end when it ended at ``w`` (the next potential and the next drift start there)."""
+        if self._end is not None and np.array_equal(self._end[0], w):
+            return self._end[1], self._end[2]
+        g = self.scores(w)
+        return g, g.argmax(-1)
+
     def region(self, w: np.ndarray) -> np.ndarray:
         """``(S,)`` argmax of each group at ``w``."""
-        return self.scores(w).argmax(-1)
+        return self._scores_and_region(w)[1].copy()
 
     def gram(self, inverse_mass: np.ndarray) -> np.ndarray | None:
         """``K M^-1 K^T: (S A, S A)``, the scores' velocities per unit of each score's
@@ -92,8 +101,7 @@ class ArgmaxRegions:
         p, left = sign * p, abs(t)            # a backward drift is a forward one with -p
         rows, S, A = self._rows, self.S, self.A
         gram = self.gram(inverse_mass)
-        g = self.scores(w)
-        region = g.argmax(-1)
+        g, region = self._scores_and_region(w)
         v = times_minv(p)
         dg = (self.K @ v).reshape(S, A)       # d G / d time
         skip = None                           # the boundary the drift stands on
@@ -108,7 +116,9 @@ class ArgmaxRegions:
             k = int(times.argmin())
             tk = float(times.flat[k])
             if tk >= left:
-                return w + left * v, sign * p, refracted, reflected
+                w = w + left * v
+                self._end = (w, g + left * dg, region)
+                return w.copy(), sign * p, refracted, reflected
             s, a = divmod(k, A)
             w, g, left = w + tk * v, g + tk * dg, left - tk
             delta, commit = self.jump.change(region, s, a)

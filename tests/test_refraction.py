@@ -136,6 +136,8 @@ def test_drift_with_and_without_the_gram_matrix_agree(dense, monkeypatch):
     assert regions.gram(minv) is None
     slow = [regions.drift(w, p, 0.7, minv) for w, p in moves]
     assert sum(f[2] for f in fast) > 100 and sum(f[3] for f in fast) > 10
+    w_end = fast[-1][0]  # the region where a drift ended is the argmax there
+    np.testing.assert_array_equal(regions.region(w_end), regions.scores(w_end).argmax(-1))
     for f, s in zip(fast, slow, strict=True):
         np.testing.assert_allclose(f[0], s[0], rtol=0, atol=1e-10)
         np.testing.assert_allclose(f[1], s[1], rtol=0, atol=1e-10)
