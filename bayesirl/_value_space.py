@@ -57,8 +57,8 @@ from bayesirl.rewards import TabularReward
 __all__ = ["ValueSpaceTarget"]
 
 _MAX_STATES = 2048  # a dense (S, S) log-determinant per gradient
-_REFRESH = 64        # Sherman-Morrison updates before an inverse is recomputed from scratch
-_CACHED_POLICIES = 8
+_REFRESH = 128       # Sherman-Morrison updates before an inverse is recomputed from scratch
+_CACHED_POLICIES = 32
 
 
 def ineligible(target, method: str = "nuts") -> str | None:

@@ -87,9 +87,9 @@ def test_whitening_makes_the_gauss_newton_precision_the_identity():
 
 def test_greedy_log_det_updates_match_fresh_determinants():
     """The jump of switching one state's action (matrix determinant lemma) and the
-    Sherman-Morrison-updated inverses, over a walk of 200 switches (past the refresh after
-    64), agree with slogdet of I - gamma P_pi computed afresh."""
-    from bayesirl._value_space import _GreedyLogDet, _policy_matrix
+    Sherman-Morrison-updated inverses, over a walk of 2.5 x _REFRESH switches (past two
+    refreshes), agree with slogdet of I - gamma P_pi computed afresh."""
+    from bayesirl._value_space import _REFRESH, _GreedyLogDet, _policy_matrix
     mdp = _problem().mdp
     jump = _GreedyLogDet(mdp)
     gen = np.random.default_rng(0)
@@ -101,7 +101,7 @@ def test_greedy_log_det_updates_match_fresh_determinants():
         return -float(torch.linalg.slogdet(eye - mdp.discount * _policy_matrix(mdp, pi))[1])
 
     policy = gen.integers(0, A, S)
-    for _ in range(200):
+    for _ in range(5 * _REFRESH // 2):
         s, a = int(gen.integers(S)), int(gen.integers(A))
         delta, commit = jump.change(policy, s, a)
         before = jump.value(policy)
