@@ -148,9 +148,11 @@ def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progres
     :data:`_MIN_PILOT`: the second half of the draws of a pilot, the first two thirds of
     the warmup, re-whitens it (see :meth:`ValueSpaceTarget.rewhitened`), and the last third
     adapts the step size again, not the mass matrix: the coordinates are whitened by the
-    pilot's covariance. (On the 144-state task, chains seeded 0-3 x (300 + 300): the slowest
-    reached a min ESS of 47 (Boltzmann) and 33 (soft), against 29 and 21 with a pilot of half
-    the warmup and a diagonal mass adapted after it.)"""
+    pilot's covariance. (On the 144-state task, chains seeded 0-3 x (300 + 300), when this
+    schedule was chosen: the slowest reached a min ESS of 47 (Boltzmann) and 33 (soft),
+    against 29 and 21 with a pilot of half the warmup and a diagonal mass adapted after it.
+    Chains differ a lot: the same four chains at a later commit, which changed rounding
+    only, reached 22-88.)"""
     if getattr(target, "regions", None) is not None:
         # the jump's cache of inverses, updated along the path, starts empty in each chain
         # as in a chain's own process: sequential chains draw what parallel ones do
