@@ -268,7 +268,8 @@ class ValueSpaceTarget:
         (state reward) or ``Q - gamma E Q[., a*]``, and
         ``dU/dp = (r - mu) / sigma^2`` pulled back through that linear map
         ``+ beta (n_s pi - counts)`` pushed through the logits. Equals :meth:`potential` and
-        its autograd gradient (tests/test_value_space.py) at a quarter of the cost."""
+        its autograd gradient (tests/test_value_space.py) at under half the cost (0.19 against
+        0.44 ms with Pyro's gradient call on the 144-state gridworld)."""
         f, gamma, beta = self.fused, self.gamma, self.beta
         succ, prob = f["succ"], f["prob"]
         S = succ.shape[0]

@@ -215,7 +215,8 @@ def test_rewhitened_is_the_same_posterior(likelihood):
     torch.testing.assert_close(vs.whiten(vs.params_of(pilot[:3])), pilot[:3])
 
 
-def test_value_space_warmup_rewhitens_once_per_chain(monkeypatch):
+@pytest.mark.parametrize("method", ["nuts", "hmc"])
+def test_value_space_warmup_rewhitens_once_per_chain(method, monkeypatch):
     """A chain with warmup >= _MIN_PILOT re-whitens after two thirds of its warmup, on the
     second third's draws, and adapts no mass matrix after; one with less warmup never
     re-whitens; Ctrl-C during that pilot returns nothing."""
@@ -238,7 +239,8 @@ def test_value_space_warmup_rewhitens_once_per_chain(monkeypatch):
 
     monkeypatch.setattr(ValueSpaceTarget, "rewhitened", recording)
     monkeypatch.setattr(infer_module, "_kernel", recording_kernel)
-    kw = dict(rationality=2.0, num_samples=5, num_chains=2, parallel=False)
+    kw = dict(rationality=2.0, num_samples=5, num_chains=2, parallel=False, method=method,
+              num_steps=3)
     post = _run(mdp, demos, model, warmup=infer_module._MIN_PILOT, **kw)
     n = mdp.n_states
     pilot = 2 * infer_module._MIN_PILOT // 3
