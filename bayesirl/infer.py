@@ -81,7 +81,10 @@ class _Recorder:
     """Wraps a Pyro HMC/NUTS kernel to record per-draw sample stats.
 
     Records the Hamiltonian after momentum resampling (``energy``, for E-BFMI), the number of
-    leapfrog steps and tree depth, divergences and the step size.
+    leapfrog steps and tree depth, divergences and the step size; for
+    :class:`~bayesirl._refraction.RefractiveNUTS` also the boundary crossings of the draw's
+    trajectory that refracted and that reflected (``n_refracted``, ``n_reflected``: many
+    reflections mean walls of the jump term that the momentum could not pay to cross).
     """
 
     def __init__(self, kernel):
@@ -110,9 +113,13 @@ class _Recorder:
         n_div = len(kernel._divergences)
         self.n_leapfrog = 0
         pe_before = kernel._potential_energy_last
+        crossings = getattr(kernel, "n_refracted", None), getattr(kernel, "n_reflected", None)
         params = kernel.sample(params)
         stats = {"step_size": float(kernel.step_size),
                  "diverging": len(kernel._divergences) > n_div}
+        if crossings[0] is not None:
+            stats["n_refracted"] = kernel.n_refracted - crossings[0]
+            stats["n_reflected"] = kernel.n_reflected - crossings[1]
         if self.r_unscaled is not None and pe_before is not None:
             stats["energy"] = float(pe_before + kernel._kinetic_energy(self.r_unscaled))
         stats["lp"] = -float(kernel._potential_energy_last)

@@ -338,6 +338,11 @@ def test_infer_space_option():
                      num_chains=1)
     assert boltzmann.settings["space"] == "value"
     assert torch.isfinite(boltzmann.log_lik).all()
+    # the refracting kernel's crossings per draw, beside the tree's leapfrog steps
+    crossed = boltzmann.sample_stats["n_refracted"] + boltzmann.sample_stats["n_reflected"]
+    assert crossed.shape == (1, 20) and int(crossed.sum()) > 0
+    assert "n_refracted" in boltzmann.to_arviz().sample_stats
+    assert "n_refracted" not in auto.sample_stats
     hmc = _run(mdp, demos, model, likelihood="boltzmann", method="hmc", num_steps=2, **kw)
     assert hmc.settings["space"] == "reward"
     with pytest.raises(ValueError, match="space='value' does not apply: the likelihood is "
