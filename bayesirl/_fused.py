@@ -35,6 +35,12 @@ def _normal(prior):
     return (_numpy(base.loc.expand(shape)).copy(), _numpy(base.scale.expand(shape)).copy())
 
 
+def _log_normaliser(scale: np.ndarray) -> float:
+    """``sum log sigma + (n / 2) log 2 pi``: minus the log density of independent Normals
+    with these scales at their means."""
+    return float(np.log(scale).sum() + 0.5 * scale.size * math.log(2 * math.pi))
+
+
 class LinearNormalPotential:
     """``U(theta)`` of a :class:`~bayesirl._target.Target` whose reward is linear in its one
     site ``theta`` (shape of the prior) with a Normal prior; see the module doc.
@@ -46,7 +52,7 @@ class LinearNormalPotential:
         # unpickling as garbage (torch's multiprocessing reductions)
         self.phi = None if phi is None else _numpy(phi.to(target.mdp.dtype)).copy()
         self.loc, self.scale = loc, scale
-        self.log_norm = float(np.log(scale).sum() + 0.5 * loc.size * math.log(2 * math.pi))
+        self.log_norm = _log_normaliser(scale)
         S, A = target.mdp.n_states, target.mdp.n_actions
         self.state_only = (self.phi is None and loc.shape == (S,)) or (
             self.phi is not None and self.phi.ndim == 2)

@@ -49,7 +49,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from bayesirl._fused import _normal, _Potential
+from bayesirl._fused import _log_normaliser, _normal, _Potential
 from bayesirl._refraction import ArgmaxRegions
 from bayesirl.planning import _numpy, soft_value_iteration, value_iteration
 from bayesirl.rewards import TabularReward
@@ -255,7 +255,7 @@ class ValueSpaceTarget:
         loc, scale = normal
         counts = _numpy(self.counts).copy()
         return {"loc": loc, "inv_var": 1.0 / scale ** 2,
-                "log_norm": float(np.log(scale).sum() + 0.5 * loc.size * math.log(2 * math.pi)),
+                "log_norm": _log_normaliser(scale),
                 "v0": _numpy(self.v0).copy(), "chol": _numpy(self.chol).copy(),
                 "succ": _numpy(self.mdp.successors).copy(),
                 "prob": _numpy(self.mdp.transition_probs.to(self.v0.dtype)).copy(),
