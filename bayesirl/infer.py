@@ -113,11 +113,12 @@ class _Recorder:
         n_div = len(kernel._divergences)
         self.n_leapfrog = 0
         pe_before = kernel._potential_energy_last
-        crossings = getattr(kernel, "n_refracted", None), getattr(kernel, "n_reflected", None)
+        refractive = isinstance(kernel, RefractiveNUTS)
+        crossings = (kernel.n_refracted, kernel.n_reflected) if refractive else None
         params = kernel.sample(params)
         stats = {"step_size": float(kernel.step_size),
                  "diverging": len(kernel._divergences) > n_div}
-        if crossings[0] is not None:
+        if refractive:
             stats["n_refracted"] = kernel.n_refracted - crossings[0]
             stats["n_reflected"] = kernel.n_reflected - crossings[1]
         if self.r_unscaled is not None and pe_before is not None:
@@ -161,8 +162,9 @@ def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progres
     Chains differ a lot: the same four chains at a later commit, which changed rounding
     only, reached 22-88.)"""
     if getattr(target, "regions", None) is not None:
-        # the jump's cache of inverses, updated along the path, starts empty in each chain
-        # as in a chain's own process: sequential chains draw what parallel ones do
+        # the regions' caches (the jump's inverses, updated along the path; where the last
+        # drift ended) start empty in each chain as in a chain's own process: sequential
+        # chains draw what parallel ones do
         target = copy.deepcopy(target)
     pyro.set_rng_seed(seed + c)
     params = {k: v + 0.1 * torch.randn_like(v) for k, v in init.items()}
@@ -171,14 +173,14 @@ def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progres
     bar = tqdm(total=warmup + num_samples, desc=f"{method} chain {c + 1}/{num_chains}",
                disable=not progress, leave=False, position=c)
 
-    def run(rec, n, keep):
+    def run(rec, n, keep, kept_draws, kept_stats):
         nonlocal params
         try:
             for i in range(n):
                 params, st = rec.step(params)
                 if i >= keep:
-                    draws.append({k: v.detach().clone() for k, v in params.items()})
-                    stats.append(st)
+                    kept_draws.append({k: v.detach().clone() for k, v in params.items()})
+                    kept_stats.append(st)
                 bar.update()
                 if i % 20 == 0:
                     bar.set_postfix(step_size=f"{st['step_size']:.2g}")
@@ -186,22 +188,17 @@ def _run_chain(target, method, c, num_chains, num_samples, warmup, seed, progres
             rec.kernel.cleanup()
 
     try:
-        if pilot:
-            try:
-                run(_kernel(target, method, kernel_options, params, pilot), pilot, pilot // 2)
-            except KeyboardInterrupt:  # the pilot's draws are warmup, never returned
-                draws.clear()
-                stats.clear()
-                raise
-            pilot_w = torch.stack([d["w"] for d in draws])
-            draws.clear()
-            stats.clear()
-            rewhitened = target.rewhitened(pilot_w)
+        if pilot:  # its draws are warmup, never returned
+            pilot_draws = []
+            run(_kernel(target, method, kernel_options, params, pilot), pilot, pilot // 2,
+                pilot_draws, [])
+            rewhitened = target.rewhitened(torch.stack([d["w"] for d in pilot_draws]))
             params = {"w": rewhitened.whiten(target.params_of(params["w"]))}
             target = rewhitened
             kernel_options = dict(kernel_options, adapt_mass_matrix=False)
         rest = warmup - pilot
-        run(_kernel(target, method, kernel_options, params, rest), rest + num_samples, rest)
+        run(_kernel(target, method, kernel_options, params, rest), rest + num_samples, rest,
+            draws, stats)
     except KeyboardInterrupt:
         interrupted = True
     finally:
