@@ -1,11 +1,20 @@
-"""bayesirl: Bayesian inverse reinforcement learning, posteriors over rewards."""
+"""bayesirl: Bayesian inverse reinforcement learning, posteriors over rewards.
 
-# _arviz first: it imports ArviZ (0.x or 1.x) without its import-time announcements
-from bayesirl import _arviz, baselines, decisions, diagnostics, envs, metrics, plots  # noqa: F401
-from bayesirl.demos import Demonstrations, rollouts
-from bayesirl.infer import infer
-from bayesirl.mdp import TabularMDP
-from bayesirl.model import irl_model
+The public facade, nothing else. Layers, bottom to top (each a subpackage; nothing imports
+upward): ``core`` (MDPs, demonstrations, environments), ``planning`` (soft and hard value
+iteration), ``model`` (reward models, likelihoods, the Pyro model), ``inference`` (``infer``),
+``posterior`` (RewardPosterior, diagnostics, ArviZ), then ``decisions``, ``baselines``,
+``metrics``, ``plots``, ``sbc`` and ``cli``.
+"""
+
+# arviz_io first: it imports ArviZ (0.x or 1.x) without its import-time announcements
+from bayesirl.posterior import arviz_io as _arviz  # noqa: F401  isort: skip
+from bayesirl import baselines, decisions, diagnostics, metrics, plots
+from bayesirl.core import envs
+from bayesirl.core.demos import Demonstrations, rollouts
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.inference import infer
+from bayesirl.model import GPReward, LinearReward, NeuralReward, TabularReward, irl_model
 from bayesirl.planning import (
     Plan,
     feature_expectations,
@@ -15,7 +24,6 @@ from bayesirl.planning import (
     value_iteration,
 )
 from bayesirl.posterior import RewardPosterior
-from bayesirl.rewards import GPReward, LinearReward, NeuralReward, TabularReward
 
 __all__ = [
     "Demonstrations",

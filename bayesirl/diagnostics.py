@@ -1,90 +1,30 @@
-"""Convergence diagnostics for MCMC posteriors (R-hat, ESS, divergences, E-BFMI) via ArviZ.
+"""Public namespace ``bayesirl.diagnostics``: convergence checks and simulation-based calibration.
 
-Thresholds follow Vehtari et al. (2021), "Rank-normalization, folding, and localization":
-R-hat <= 1.01 and bulk ESS >= 400 (100 per chain for 4 chains); Betancourt (2016) for
-E-BFMI >= 0.3. Simulation-based calibration (:func:`sbc`) is defined in :mod:`bayesirl.sbc`
-and re-exported here.
+A facade only: the checks live in :mod:`bayesirl.posterior.diagnostics` (a leaf over ArviZ) and
+calibration in :mod:`bayesirl.sbc` (which runs inference). Nothing inside the package imports
+this module, so gathering both here makes no import cycle.
 """
 
-from __future__ import annotations
+from bayesirl.posterior.diagnostics import (
+    BFMI_MIN,
+    ESS_MIN,
+    RHAT_MAX,
+    ConvergenceError,
+    InferenceWarning,
+    check_convergence,
+    convergence_problems,
+)
+from bayesirl.sbc import SBCResult, rank_uniformity, sbc
 
-import warnings
-
-import numpy as np
-
-from bayesirl._arviz import az, bfmi
-
-__all__ = ["ConvergenceError", "InferenceWarning", "check_convergence"]
-
-RHAT_MAX = 1.01
-ESS_MIN = 400
-BFMI_MIN = 0.3
-
-
-class InferenceWarning(UserWarning):
-    """MCMC diagnostics suggest the draws do not represent the posterior."""
-
-
-class ConvergenceError(RuntimeError):
-    """Raised instead of :class:`InferenceWarning` when ``strict=True``."""
-
-
-def convergence_problems(idata, var_names) -> list[str]:
-    """Human-readable problems found in ``idata`` (empty when none)."""
-    problems = []
-    post = idata.posterior
-    n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-    if n_draws >= 4:
-        with warnings.catch_warnings():
-            # constant draws give nan R-hat and ESS; an all-nan slice warns in nanmax/nanmin
-            warnings.simplefilter("ignore", RuntimeWarning)
-            worst_rhat = np.nan
-            if n_chains >= 2:  # ArviZ's R-hat needs two chains (it logs and returns nan)
-                rhat = az.rhat(idata, var_names=var_names)
-                worst_rhat = max((float(np.nanmax(rhat[v].values)) for v in rhat.data_vars),
-                                 default=np.nan)
-            ess = az.ess(idata, var_names=var_names, method="bulk")
-            worst_ess = min((float(np.nanmin(ess[v].values)) for v in ess.data_vars),
-                            default=np.nan)
-        stuck = [v for v in var_names if v in post and bool(
-            (post[v].max("draw") == post[v].min("draw")).any())]
-        if stuck:
-            problems.append(f"draws of {', '.join(stuck)} are constant within a chain: the "
-                            "sampler did not move (every proposal rejected)")
-        if worst_rhat > RHAT_MAX:
-            problems.append(f"R-hat is {worst_rhat:.3f} (> {RHAT_MAX}): chains disagree; run "
-                            "longer or reparameterise")
-        if worst_ess < ESS_MIN:
-            problems.append(f"bulk ESS is {worst_ess:.0f} (< {ESS_MIN}) with {n_chains} "
-                            f"chain(s) of {n_draws} draws: draw more samples")
-    stats = getattr(idata, "sample_stats", None)
-    if stats is not None and "diverging" in stats:
-        n_div = int(stats["diverging"].values.sum())
-        if n_div:
-            problems.append(f"{n_div} divergent transitions: raise target_accept or "
-                            "reparameterise")
-    if stats is not None and "energy" in stats and n_draws >= 4:
-        e_bfmi = bfmi(idata)
-        if np.nanmin(e_bfmi) < BFMI_MIN:
-            problems.append(f"E-BFMI is {float(np.nanmin(e_bfmi)):.2f} (< {BFMI_MIN}) in a chain:"
-                            " the momentum resampling explores the energy poorly")
-    return problems
-
-
-def check_convergence(idata, var_names, strict: bool = False) -> list[str]:
-    """Warn with :class:`InferenceWarning` (or raise :class:`ConvergenceError` when ``strict``)
-    for each convergence problem; returns the list of problems."""
-    problems = convergence_problems(idata, var_names)
-    if problems:
-        message = "MCMC convergence problems:\n- " + "\n- ".join(problems)
-        if strict:
-            raise ConvergenceError(message)
-        warnings.warn(message, InferenceWarning, stacklevel=3)
-    return problems
-
-
-# Simulation-based calibration lives in bayesirl/sbc.py and stays public here. No import cycle:
-# sbc.py imports InferenceWarning from this module only inside the function that uses it.
-from bayesirl.sbc import SBCResult, rank_uniformity, sbc  # noqa: E402
-
-__all__ += ["SBCResult", "rank_uniformity", "sbc"]
+__all__ = [
+    "BFMI_MIN",
+    "ESS_MIN",
+    "RHAT_MAX",
+    "ConvergenceError",
+    "InferenceWarning",
+    "SBCResult",
+    "check_convergence",
+    "convergence_problems",
+    "rank_uniformity",
+    "sbc",
+]

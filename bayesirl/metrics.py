@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from bayesirl.demos import Demonstrations
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import policy_value, soft_value_iteration, value_iteration
+from bayesirl.core.demos import Demonstrations
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.planning.bellman import policy_value, soft_value_iteration, value_iteration
 
 __all__ = ["epic_distance", "expected_value_difference", "held_out_log_likelihood"]
 

@@ -49,7 +49,7 @@ class SBCResult:
         n_under_thinned: simulations whose ``L`` draws kept an ESS per draw below 0.5 even
             after one longer rerun; their ranks are less trustworthy.
         n_warned: simulations whose inference emitted an
-            :class:`~bayesirl.diagnostics.InferenceWarning`.
+            :class:`~bayesirl.posterior.diagnostics.InferenceWarning`.
         seconds: wall time.
     """
 
@@ -133,7 +133,7 @@ def _default_bins(n_sims: int, L: int) -> int:
 
 
 def _sbc_check(n_sims, n_demos, n_draws, thin, alpha, method, likelihood):
-    from bayesirl.model import check_likelihood
+    from bayesirl.model.likelihood import check_likelihood
 
     for name, value in (("n_sims", n_sims), ("n_demos", n_demos), ("n_draws", n_draws)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -151,9 +151,9 @@ def _sbc_check(n_sims, n_demos, n_draws, thin, alpha, method, likelihood):
 def _sbc_draws(method, mdp, demos, reward_model, likelihood, rationality, L, seed, kwargs,
                generator):
     """Posterior draws ``{site: (chains, draws, *shape)}`` and how many warnings came up."""
-    from bayesirl.diagnostics import InferenceWarning
-    from bayesirl.infer import infer
-    from bayesirl.posterior import RewardPosterior
+    from bayesirl.inference.facade import infer
+    from bayesirl.posterior.diagnostics import InferenceWarning
+    from bayesirl.posterior.reward_posterior import RewardPosterior
 
     if method == "grid":
         from bayesirl.testing import grid_posterior
@@ -213,7 +213,7 @@ def _flat(params, shapes, lead):
 
 def _loglik(mdp, demos, reward_model, likelihood, rationality, params):
     """Full-data log-likelihood ``(n,)`` of flat-batched parameter draws ``{site: (n, ...)}``."""
-    from bayesirl.model import demo_log_likelihood
+    from bayesirl.model.likelihood import demo_log_likelihood
 
     n = next(iter(params.values())).shape[0]
     out = []
@@ -277,7 +277,7 @@ def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
     uniform on ``{0, ..., L}``; a chi-square test per quantity checks that.
 
     Args:
-        mdp_factory: a :class:`~bayesirl.mdp.TabularMDP`, or ``f(rng) -> TabularMDP`` called
+        mdp_factory: a :class:`~bayesirl.TabularMDP`, or ``f(rng) -> TabularMDP`` called
             with a ``numpy.random.Generator`` per simulation (the MDP may vary).
         reward_model: a reward model with a proper prior.
         n_sims: simulations (``>= 10 * bins`` for the chi-square approximation).
@@ -287,7 +287,7 @@ def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
             (exact draws by quadrature, :func:`bayesirl.testing.grid_posterior`, 1-d or 2-d
             parameters: checks that the simulator and the likelihood agree), or a callable
             ``f(mdp, demos, reward_model, *, likelihood, rationality, n_draws, seed, **kw)``
-            returning a :class:`~bayesirl.posterior.RewardPosterior` or a dict of independent
+            returning a :class:`~bayesirl.RewardPosterior` or a dict of independent
             draws ``{site: (draws, *shape)}``.
         infer_kwargs: passed to the method (e.g. ``num_samples``, ``warmup``; ``grid``,
             ``bounds`` for the grid). MCMC defaults to one chain.
@@ -308,10 +308,10 @@ def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
     """
     from tqdm.auto import tqdm
 
-    from bayesirl.demos import rollouts
-    from bayesirl.mdp import TabularMDP
-    from bayesirl.model import action_log_probs, check_rationality
-    from bayesirl.rewards import RewardModel, is_improper
+    from bayesirl.core.demos import rollouts
+    from bayesirl.core.mdp import TabularMDP
+    from bayesirl.model.likelihood import action_log_probs, check_rationality
+    from bayesirl.model.rewards import RewardModel, is_improper
 
     _sbc_check(n_sims, n_demos, n_draws, thin, alpha, method, likelihood)
     if not isinstance(reward_model, RewardModel):

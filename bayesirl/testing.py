@@ -23,16 +23,16 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import biject_to, constraints
 
-from bayesirl.demos import Demonstrations, rollouts
-from bayesirl.mdp import TabularMDP
-from bayesirl.model import (
+from bayesirl.core.demos import Demonstrations, rollouts
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.model.likelihood import (
     action_log_probs,
     check_likelihood,
     check_rationality,
     demo_log_likelihood,
 )
-from bayesirl.planning import broadcast_reward
-from bayesirl.rewards import LinearReward, RewardModel, _check_prior
+from bayesirl.model.rewards import LinearReward, RewardModel, _check_prior
+from bayesirl.planning.bellman import broadcast_reward
 
 __all__ = [
     "GridPosterior",

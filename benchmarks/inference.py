@@ -39,7 +39,7 @@ import pyro.distributions as dist
 import torch
 
 import bayesirl as birl
-from bayesirl.diagnostics import InferenceWarning
+from bayesirl.posterior.diagnostics import InferenceWarning
 
 warnings.filterwarnings("ignore", category=InferenceWarning)
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -137,7 +137,7 @@ def run_policywalk_for(seconds, log_post, d, min_steps):
 
 
 def log_post_fn(mdp, demos, model, likelihood):
-    from bayesirl.infer import Target
+    from bayesirl.inference.facade import Target
     target = Target(mdp, demos, model, likelihood, 1.0)
 
     def log_post(theta):
@@ -291,8 +291,8 @@ def table_tabular_values(quick: bool):
         "state-action pairs, N(0, 10^2) prior, soft likelihood", mdp, demos, model, "soft",
         quick)
     assert settings["space"] == "value"
-    from bayesirl._target import Target
-    from bayesirl._value_space import ValueSpaceTarget
+    from bayesirl.inference.target import Target
+    from bayesirl.inference.value_space import ValueSpaceTarget
     target = Target(mdp, demos, model, "soft", 1.0)
     values = ValueSpaceTarget(target, torch.zeros(mdp.n_states, dtype=torch.float64))
     ms = [_ms_per_gradient(values.potential, values.init_unconstrained()),

@@ -8,7 +8,7 @@ unidentified directions, bad sampler settings, unknown names, truncated or forei
 gaps are ``xfail(strict=True)`` rows whose reason says what leaks; they turn into failures (XPASS)
 once fixed. A hypothesis fuzz test checks that random malformed input never leaks anything but
 ValueError/TypeError. Finally: non-finite draws after inference are an error, and ``strict=True``
-turns convergence warnings into :class:`~bayesirl.diagnostics.ConvergenceError`.
+turns convergence warnings into :class:`~bayesirl.posterior.diagnostics.ConvergenceError`.
 """
 
 import importlib
@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bayesirl as birl
-from bayesirl._arviz import from_groups
-from bayesirl.demos import Demonstrations
-from bayesirl.diagnostics import ConvergenceError, InferenceWarning
+from bayesirl.core.demos import Demonstrations
+from bayesirl.posterior.arviz_io import from_groups
+from bayesirl.posterior.diagnostics import ConvergenceError, InferenceWarning
 from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
-infer_module = importlib.import_module("bayesirl.infer")  # birl.infer is the function
+infer_module = importlib.import_module("bayesirl.inference.facade")  # birl.infer is the function
 
 torch.set_num_threads(1)
 
@@ -616,7 +616,7 @@ LOAD_SPEC = [
 
 @pytest.mark.parametrize("text,match", table(LOAD_SPEC))
 def test_load_spec(tmp_path, text, match):
-    spec = pytest.importorskip("bayesirl.spec")
+    spec = pytest.importorskip("bayesirl.cli.spec")
     path = tmp_path / "spec.toml"
     if isinstance(text, bytes):
         path.write_bytes(text)

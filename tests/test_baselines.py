@@ -27,7 +27,7 @@ from bayesirl.baselines import (
 )
 from bayesirl.baselines.max_margin import solve_margin_lp
 from bayesirl.baselines.maxent import path_dual
-from bayesirl.mdp import TabularMDP
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.metrics import expected_value_difference, held_out_log_likelihood
 
 ALGORITHMS = {

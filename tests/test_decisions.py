@@ -21,9 +21,9 @@ from scipy.stats import binom, kstest
 import bayesirl as birl
 from bayesirl import decisions as dec
 from bayesirl import envs
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.decisions._solvers import flow_constraints
 from bayesirl.decisions.bounds import order_statistic
-from bayesirl.mdp import TabularMDP
 
 
 # ---------------------------------------------------------------------------- problems

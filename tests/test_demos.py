@@ -1,4 +1,4 @@
-"""Tests of bayesirl.demos: construction, validation, statistics, files and rollouts."""
+"""Tests of bayesirl.core.demos: construction, validation, statistics, files and rollouts."""
 
 import tempfile
 from pathlib import Path
@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from bayesirl.demos import Demonstrations, rollouts
-from bayesirl.mdp import TabularMDP
+from bayesirl.core.demos import Demonstrations, rollouts
+from bayesirl.core.mdp import TabularMDP
 
 
 def chain_mdp(horizon=3, **kwargs):

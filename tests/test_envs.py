@@ -1,4 +1,5 @@
-"""Tests of bayesirl.envs: grid worlds, objectworld, Garnet MDPs, Gymnasium tables, samplers."""
+"""Tests of bayesirl.core.envs: grid worlds, objectworld, Garnet MDPs, Gymnasium tables,
+samplers."""
 
 import math
 import re
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from bayesirl import envs
-from bayesirl.mdp import TabularMDP
+from bayesirl.core.mdp import TabularMDP
 
 TAXI = "Taxi-v4" if "Taxi-v4" in gymnasium.registry else "Taxi-v3"
 CLIFF = "CliffWalking-v1" if "CliffWalking-v1" in gymnasium.registry else "CliffWalking-v0"

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl.model import action_log_probs, demo_log_likelihood
-from bayesirl.planning import ConvergenceWarning
+from bayesirl.model.likelihood import action_log_probs, demo_log_likelihood
+from bayesirl.planning.bellman import ConvergenceWarning
 from bayesirl.testing import tiny_chain_mdp
 
 torch.set_num_threads(1)
@@ -154,7 +154,7 @@ def test_discount_0999_soft_finite_values_and_gradient():
     with torch.autograd.detect_anomaly():
         plan = birl.soft_value_iteration(mdp, mdp.features @ theta)
         demos = demos_of(mdp, plan.log_policy.detach())
-        ll = birl.model._step_log_probs(mdp, demos, plan.log_policy).sum()
+        ll = birl.model.likelihood._step_log_probs(mdp, demos, plan.log_policy).sum()
         (grad,) = torch.autograd.grad(ll, theta)
     check_policy(plan.log_policy.detach(), 1e-9)
     assert plan.residual * 0.999 / 0.001 <= 1e-10 * max(1.0, plan.v.abs().max().item())

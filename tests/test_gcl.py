@@ -12,7 +12,7 @@ import bayesirl as birl
 from bayesirl import envs
 from bayesirl.baselines import gcl
 from bayesirl.baselines.gcl import guided_cost_learning
-from bayesirl.mdp import TabularMDP
+from bayesirl.core.mdp import TabularMDP
 
 GOAL = 15  # FrozenLake 4x4
 
@@ -98,7 +98,7 @@ def test_importance_weights_recover_maxent_visits():
 
 # ---------------------------------------------------------------------------- unknown dynamics
 def test_never_reads_transition_tables(monkeypatch):
-    """Only bayesirl.envs's sampler may look at the tables of a TabularMDP passed as env."""
+    """Only bayesirl.core.envs's sampler may look at the tables of a TabularMDP passed as env."""
     mdp, reward = tiny_problem(horizon=4)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, reward), n=10, seed=0)
     inside = {"sampler": False}

@@ -1,5 +1,5 @@
-"""Tests of bayesirl.infer (reproducibility, input validation, strictness) and of the
-convergence diagnostics it reports (bayesirl.diagnostics).
+"""Tests of bayesirl.inference.facade (reproducibility, input validation, strictness) and of the
+convergence diagnostics it reports (bayesirl.posterior.diagnostics).
 
 Accuracy against the exact posterior lives in tests/oracles/test_exact.py.
 """
@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl._arviz import from_groups, group_names
-from bayesirl.demos import Demonstrations
-from bayesirl.diagnostics import (
+from bayesirl.core.demos import Demonstrations
+from bayesirl.posterior.arviz_io import from_groups, group_names
+from bayesirl.posterior.diagnostics import (
     ConvergenceError,
     InferenceWarning,
     check_convergence,
@@ -26,7 +26,7 @@ from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
 FAST_NUTS = {"method": "nuts", "num_samples": 10, "warmup": 10, "num_chains": 2}
 FAST_SVI = {"method": "svi", "steps": 30, "num_samples": 10}
-infer_module = importlib.import_module("bayesirl.infer")  # the module behind birl.infer
+infer_module = importlib.import_module("bayesirl.inference.facade")  # the module behind birl.infer
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import torch
 
 import bayesirl as birl
 from bayesirl import envs
-from bayesirl.mdp import TabularMDP
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.metrics import epic_distance, expected_value_difference, held_out_log_likelihood
 
 

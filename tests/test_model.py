@@ -1,4 +1,5 @@
-"""Tests of bayesirl.model: the Pyro model, the pointwise likelihood and the fast potential.
+"""Tests of bayesirl.model.likelihood: the Pyro model, the pointwise likelihood and the fast
+potential.
 
 References: the per-step likelihood is summed by a Python loop over demonstrations and steps
 (:func:`bayesirl.testing.loop_log_likelihood`) over policies from ``soft_value_iteration`` and
@@ -13,11 +14,11 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from bayesirl.demos import Demonstrations
-from bayesirl.infer import Target
-from bayesirl.model import action_log_probs, demo_log_likelihood, irl_model
-from bayesirl.planning import soft_value_iteration, value_iteration
-from bayesirl.rewards import GPReward, LinearReward
+from bayesirl.core.demos import Demonstrations
+from bayesirl.inference.target import Target
+from bayesirl.model.likelihood import action_log_probs, demo_log_likelihood, irl_model
+from bayesirl.model.rewards import GPReward, LinearReward
+from bayesirl.planning.bellman import soft_value_iteration, value_iteration
 from bayesirl.testing import (
     loop_log_likelihood,
     naive_log_policy,
@@ -122,7 +123,8 @@ def test_fused_likelihood_equals_generic_path(monkeypatch, likelihood, dtype, ba
     """Values and gradients of the fused CPU node equal the generic path (log-policy tensor,
     gather, mask, sum under plain autograd), on a 4x4 gridworld with ragged demonstrations.
     Batch (2, 9) is wide enough for the batch-innermost soft kernel."""
-    from bayesirl import envs, model
+    from bayesirl import envs
+    from bayesirl.model import likelihood as model
     mdp = envs.gridworld(size=4, slip=0.2, horizon=6, block=2, seed=0, dtype=dtype)
     full = simulate_demos(mdp, mdp.reward, 5, seed=1, length=6)
     demos = Demonstrations.from_arrays(full.states, full.actions,

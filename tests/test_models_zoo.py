@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 import bayesirl as birl
-from bayesirl import cli
-from bayesirl.spec import load_spec
+from bayesirl.cli import app as cli
+from bayesirl.cli.spec import load_spec
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 SPECS = sorted(MODELS.glob("*.toml"))

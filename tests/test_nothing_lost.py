@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl.diagnostics import InferenceWarning
+from bayesirl.posterior.diagnostics import InferenceWarning
 
-# `bayesirl.infer` is the function; the module behind it:
-infer_module = importlib.import_module("bayesirl.infer")
+# `bayesirl.inference.facade` is the function; the module behind it:
+infer_module = importlib.import_module("bayesirl.inference.facade")
 
 
 @pytest.fixture

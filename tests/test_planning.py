@@ -1,4 +1,4 @@
-"""Tests of bayesirl.planning: soft/hard value iteration, occupancy, policy value.
+"""Tests of bayesirl.planning.bellman: soft/hard value iteration, occupancy, policy value.
 
 Brute force is the reference (STYLE.md point 4): every dynamic program is checked on tiny MDPs
 (3 states, 2 actions, horizon <= 4) against exhaustive enumeration of action sequences or
@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 import bayesirl as birl
 from bayesirl import envs
-from bayesirl.demos import rollouts
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import ConvergenceWarning, broadcast_reward
+from bayesirl.core.demos import rollouts
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.planning.bellman import ConvergenceWarning, broadcast_reward
 
 BATCH_SHAPES = [(), (5,), (2, 4)]
 
@@ -825,7 +825,7 @@ def test_feature_expectations_without_features():
 def test_torch_kernel_equals_compiled_cpu_kernel(monkeypatch, dense, outputs):
     """The accelerator path (torch, batch-last) run on the CPU against the compiled CPU kernel:
     values, terminal values, and the gradients of each output alone and together."""
-    from bayesirl import planning
+    from bayesirl.planning import bellman as planning
 
     # 6x6 = 36 states stays under the dense-operator limit; 24x24 = 576 states uses CSR
     mdp = envs.gridworld(size=6 if dense else 24, slip=0.2, horizon=7, dtype=torch.float64)
@@ -850,7 +850,7 @@ def test_torch_kernel_equals_compiled_cpu_kernel(monkeypatch, dense, outputs):
 def test_hard_torch_loop_equals_compiled_cpu_kernel(monkeypatch, outputs):
     """Hard backward induction (the Boltzmann likelihood's planner): the torch loop of backups
     (the accelerator path) against the compiled CPU kernel, values and gradients."""
-    from bayesirl import planning
+    from bayesirl.planning import bellman as planning
 
     mdp = envs.gridworld(size=6, slip=0.2, horizon=6, dtype=torch.float64)
     S, A = mdp.n_states, mdp.n_actions
@@ -886,7 +886,7 @@ def test_wide_batch_kernel_equals_narrow_kernel(monkeypatch, dtype, outputs):
     states transposed in and out, a polynomial exp): in float64 the same values and gradients
     as the batch-first kernels, in float32 within float32 rounding of the float64 result, for a
     batch (11) and a state count (23 x 23) that fill neither SIMD registers nor tiles."""
-    from bayesirl import _cpu_dp
+    from bayesirl.planning import cpu_kernels as _cpu_dp
 
     S, A = 23 * 23, 5
     r0, term0 = 5 * random_reward(3, (11, S, A)), random_reward(4, (S,))
@@ -926,7 +926,7 @@ def test_register_transpose_of_strided_blocks(dtype, rows, cols, far):
     between strided windows of flat arrays, in both loop orders (the side with the larger
     stride walked row block by row block), writes nothing outside its window, and refuses a
     window that does not fit."""
-    from bayesirl._cpu_dp import _transpose_strided
+    from bayesirl.planning.cpu_kernels import _transpose_strided
 
     rng = np.random.default_rng(rows * 100 + cols)
     src_stride, dst_stride, src_at, dst_at = cols + 3, rows + 5, 7, 2
@@ -952,7 +952,7 @@ def test_register_transpose_of_strided_blocks(dtype, rows, cols, far):
 
 def test_batch_split_over_threads_gives_identical_results(monkeypatch):
     """Rows of a batch are independent, so splitting them over threads changes no bit."""
-    from bayesirl import _cpu_dp
+    from bayesirl.planning import cpu_kernels as _cpu_dp
 
     big = _cpu_dp.MIN_THREAD_WORK
     assert _cpu_dp._batch_parts(20, 3, big) == [slice(0, 10), slice(10, 20)]  # >= 8 rows each
@@ -990,7 +990,7 @@ def _elementwise(fn):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_fast_exp_is_within_two_ulp_and_keeps_nan(dtype):
-    from bayesirl._cpu_dp import fast_exp
+    from bayesirl.planning.cpu_kernels import fast_exp
 
     apply = _elementwise(fast_exp)
 
@@ -1010,7 +1010,7 @@ def test_fast_exp_is_within_two_ulp_and_keeps_nan(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_log_is_within_one_ulp_and_keeps_special_values(dtype):
-    from bayesirl._cpu_dp import fast_log
+    from bayesirl.planning.cpu_kernels import fast_log
 
     apply = _elementwise(fast_log)
 

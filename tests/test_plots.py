@@ -1,4 +1,5 @@
-"""Tests of bayesirl.plots: what is drawn (image data, colorbars, arrows, lines), not only that
+"""Tests of bayesirl.plots.figures: what is drawn (image data, colorbars, arrows, lines), not only
+that
 it runs. Rendering uses Agg (conftest)."""
 
 import matplotlib.pyplot as plt
@@ -10,8 +11,8 @@ from matplotlib.quiver import Quiver
 
 import bayesirl as birl
 from bayesirl import plots
-from bayesirl._arviz import ARVIZ_1
-from bayesirl.envs import GRID_ACTIONS
+from bayesirl.core.envs import GRID_ACTIONS
+from bayesirl.posterior.arviz_io import ARVIZ_1
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,5 @@
-"""Tests of bayesirl.posterior: accessors, ArviZ conversion, netCDF round trips, from_draws."""
+"""Tests of bayesirl.posterior.reward_posterior: accessors, ArviZ conversion, netCDF round trips,
+from_draws."""
 
 import contextlib
 import os
@@ -10,12 +11,12 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl._arviz import ARVIZ_1, from_groups, group_names
-from bayesirl.demos import Demonstrations
-from bayesirl.diagnostics import InferenceWarning
-from bayesirl.infer import Target
-from bayesirl.model import action_log_probs, demo_log_likelihood
-from bayesirl.posterior import RewardPosterior
+from bayesirl.core.demos import Demonstrations
+from bayesirl.inference.target import Target
+from bayesirl.model.likelihood import action_log_probs, demo_log_likelihood
+from bayesirl.posterior.arviz_io import ARVIZ_1, from_groups, group_names
+from bayesirl.posterior.diagnostics import InferenceWarning
+from bayesirl.posterior.reward_posterior import RewardPosterior
 from bayesirl.testing import grid_posterior, simulate_demos, tiny_chain_mdp
 
 

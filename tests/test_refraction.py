@@ -1,4 +1,5 @@
-"""NUTS across jumps (bayesirl._refraction): the refracting drift conserves kinetic energy plus
+"""NUTS across jumps (bayesirl.inference.refraction): the refracting drift conserves kinetic energy
+plus
 the jump, reflects when the momentum cannot pay, is reversible and volume-preserving, and
 NUTS built on it samples a density with a jump exactly. Value space's use of it:
 tests/test_value_space.py and tests/oracles/test_exact.py."""
@@ -11,7 +12,7 @@ import pyro
 import pytest
 import torch
 
-from bayesirl._refraction import ArgmaxRegions, RefractiveNUTS
+from bayesirl.inference.refraction import ArgmaxRegions, RefractiveNUTS
 
 
 class _Heights:
@@ -120,7 +121,7 @@ def test_left_out_options_never_make_boundaries():
 def test_drift_with_and_without_the_gram_matrix_agree(dense, monkeypatch):
     """Many groups, many crossings (refractions and reflections): the drift that updates the
     scores' velocities from the cached K M^-1 K^T equals the one that multiplies by K."""
-    import bayesirl._refraction as refraction
+    import bayesirl.inference.refraction as refraction
     rng = np.random.default_rng(3)
     S, A, n = 30, 4, 12
     K = rng.standard_normal((S, A, n))

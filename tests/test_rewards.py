@@ -1,4 +1,4 @@
-"""Tests of bayesirl.rewards: shapes over batch dims, priors, Pyro sites, prior validation."""
+"""Tests of bayesirl.model.rewards: shapes over batch dims, priors, Pyro sites, prior validation."""
 
 import math
 
@@ -10,7 +10,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import biject_to
 
-from bayesirl.rewards import GPReward, LinearReward, NeuralReward, TabularReward, is_improper
+from bayesirl.model.rewards import GPReward, LinearReward, NeuralReward, TabularReward, is_improper
 from bayesirl.testing import tiny_chain_mdp
 
 BATCH_SHAPES = [(), (5,), (2, 4)]

@@ -1,4 +1,4 @@
-"""Simulation-based calibration (bayesirl.diagnostics.sbc): Talts et al. (2018) ranks of the true
+"""Simulation-based calibration (bayesirl.sbc): Talts et al. (2018) ranks of the true
 parameters among posterior draws, plus the full-data log-likelihood rank of Modrak et al. (2023).
 
 Tiers:
@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl.diagnostics import SBCResult, rank_uniformity, sbc
+from bayesirl.sbc import SBCResult, rank_uniformity, sbc
 from bayesirl.testing import grid_posterior, tiny_chain_mdp
 
 torch.set_num_threads(1)

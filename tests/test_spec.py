@@ -1,4 +1,4 @@
-"""Tests of bayesirl.spec: TOML specs, their validation messages, files, build()."""
+"""Tests of bayesirl.cli.spec: TOML specs, their validation messages, files, build()."""
 
 import textwrap
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl.spec import (
+from bayesirl.cli.spec import (
     PRIOR_FAMILIES,
     SpecError,
     apply_overrides,
@@ -225,7 +225,7 @@ def test_npz_demos_and_simulated_demos_from_file_mdp(tmp_path):
 
 
 def test_lava_world_and_decisions(tmp_path):
-    from bayesirl.spec import DecisionsSpec, deployment_mdp
+    from bayesirl.cli.spec import DecisionsSpec, deployment_mdp
 
     spec = load_spec(spec_with(tmp_path, {
         "environment": {"name": "lava_world", "size": 5, "horizon": 4, "goal": [0, 0],
@@ -471,7 +471,7 @@ def test_parse_spec_from_dict_matches_load_spec(tmp_path):
 
 def test_spec_choices_match_infer():
     import importlib
-    infer_module = importlib.import_module("bayesirl.infer")  # the package's infer is the function
-    from bayesirl import spec
+    infer_module = importlib.import_module("bayesirl.inference.facade")
+    from bayesirl.cli import spec
     assert spec.METHODS == infer_module.METHODS and spec.SPACES == infer_module.SPACES
     assert spec.GUIDES == tuple(infer_module.GUIDES)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl import _fused
-from bayesirl._target import Target
+from bayesirl.inference.target import Target
+from bayesirl.model import fused as _fused
 
 
 def _problem(dtype=torch.float64, **horizon):

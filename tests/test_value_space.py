@@ -1,4 +1,5 @@
-"""MCMC in value space (bayesirl._value_space): the Bellman map from values to rewards inverts
+"""MCMC in value space (bayesirl.inference.value_space): the Bellman map from values to rewards
+inverts
 planning, the density is the reward posterior times the map's Jacobian (soft and Boltzmann),
 and infer() picks value space only where it is exact. Its draws against quadrature:
 tests/oracles/test_exact.py; the refracting NUTS kernel: tests/test_refraction.py."""
@@ -12,9 +13,9 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl._target import Target
-from bayesirl._value_space import ValueSpaceTarget, ineligible
-from bayesirl.diagnostics import InferenceWarning
+from bayesirl.inference.target import Target
+from bayesirl.inference.value_space import ValueSpaceTarget, ineligible
+from bayesirl.posterior.diagnostics import InferenceWarning
 
 LIKELIHOODS = ["soft", "boltzmann"]
 
@@ -89,7 +90,7 @@ def test_greedy_log_det_updates_match_fresh_determinants():
     """The jump of switching one state's action (matrix determinant lemma) and the
     Sherman-Morrison-updated inverses, over a walk of 2.5 x _REFRESH switches (past two
     refreshes), agree with slogdet of I - gamma P_pi computed afresh."""
-    from bayesirl._value_space import _REFRESH, _GreedyLogDet, _policy_matrix
+    from bayesirl.inference.value_space import _REFRESH, _GreedyLogDet, _policy_matrix
     mdp = _problem().mdp
     jump = _GreedyLogDet(mdp)
     gen = np.random.default_rng(0)
@@ -117,7 +118,7 @@ def test_value_space_map_is_the_reward_map(n_actions, likelihood):
     of w (any w), so its minimiser, found with no planning per gradient, is the reward-space
     MAP (soft: smooth, to 1e-4; Boltzmann: L-BFGS stops at a kink of the max, to 1e-3 in the
     objective)."""
-    from bayesirl.infer import _fit_map
+    from bayesirl.inference.facade import _fit_map
     target = _problem(n_actions, likelihood=likelihood)
     vs = ValueSpaceTarget(target, torch.zeros(target.reward_model.shape, dtype=torch.float64))
     gen = torch.Generator().manual_seed(6)
@@ -168,7 +169,7 @@ def test_ledoit_wolf_beats_the_sample_covariance_with_few_draws():
     """40 draws in 30 dimensions: the shrunk estimate is positive definite and nearer the true
     covariance (Frobenius) than the singular-ish sample covariance; 20000 draws in 3
     dimensions: hardly shrunk at all."""
-    from bayesirl._value_space import _ledoit_wolf
+    from bayesirl.inference.value_space import _ledoit_wolf
     gen = torch.Generator().manual_seed(0)
     scale = torch.linspace(0.5, 2.0, 30, dtype=torch.float64)
     mix = torch.linalg.qr(torch.randn(30, 30, generator=gen, dtype=torch.float64))[0]
@@ -220,7 +221,7 @@ def test_value_space_warmup_rewhitens_once_per_chain(method, monkeypatch):
     """A chain with warmup >= _MIN_PILOT re-whitens after two thirds of its warmup, on the
     second third's draws, and adapts no mass matrix after; one with less warmup never
     re-whitens; Ctrl-C during that pilot returns nothing."""
-    infer_module = importlib.import_module("bayesirl.infer")  # birl.infer is the function
+    infer_module = importlib.import_module("bayesirl.inference.facade")
     target = _problem()
     mdp, demos, model = target.mdp, target.demos, target.reward_model
     pilots = []
@@ -313,7 +314,7 @@ def test_ineligible_names_the_reason():
 
 
 def test_ineligible_beyond_the_dense_log_determinant(monkeypatch):
-    from bayesirl import _value_space
+    from bayesirl.inference import value_space as _value_space
     monkeypatch.setattr(_value_space, "_MAX_STATES", 15)
     assert "the MDP has 16 states" in ineligible(_problem())
 

@@ -19,9 +19,9 @@ import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl.demos import Demonstrations
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import (
+from bayesirl.core.demos import Demonstrations
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.planning.bellman import (
     ConvergenceWarning,
     feature_expectations,
     occupancy,

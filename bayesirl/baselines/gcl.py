@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl import envs
 from bayesirl.baselines._common import check_number
 from bayesirl.baselines.result import IRLResult
-from bayesirl.demos import Demonstrations
+from bayesirl.core import envs
+from bayesirl.core.demos import Demonstrations
 
 __all__ = ["guided_cost_learning"]
 
@@ -65,7 +65,7 @@ def _rollouts(sampler, log_policy, n, T, rng, seed):
     """``n`` episodes of ``T`` steps under ``pi = exp(log_policy): (S, A)``.
 
     An episode the environment ends early stays in its last state (absorbing, as in
-    :func:`bayesirl.envs.from_gymnasium`) while actions are still drawn from pi. Returns numpy
+    :func:`bayesirl.core.envs.from_gymnasium`) while actions are still drawn from pi. Returns numpy
     ``states, actions, next_states: (n, T)`` and the environment returns ``(n,)``.
     """
     pi = log_policy.exp().cpu().numpy()
@@ -166,13 +166,13 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
     r"""Guided cost learning (Finn, Levine & Abbeel, ICML 2016) with a linear reward.
 
     Sample-based MaxEnt IRL for *unknown* dynamics: the environment is only sampled through
-    ``reset``/``step`` (a TabularMDP is wrapped with :func:`bayesirl.envs.sampler`; its tables
+    ``reset``/``step`` (a TabularMDP is wrapped with :func:`bayesirl.core.envs.sampler`; its tables
     are never read). The reward is ``r_theta(s, a) = phi(s, a) . theta`` (bayesirl's reward
     weights; the paper learns a cost, ``c = -r``). Each iteration:
 
     1. sample ``n_samples`` episodes of ``horizon`` steps from the tabular soft policy
        ``pi = softmax(Q): (S, A)``; an episode the environment ends early stays in its last
-       state (absorbing, as :func:`bayesirl.envs.from_gymnasium` models terminal states; so
+       state (absorbing, as :func:`bayesirl.core.envs.from_gymnasium` models terminal states; so
        does any ``done`` of a given EnvSampler, e.g. at its own horizon);
     2. weight the background set, the samples plus (``mix_demos``, as in the paper) the
        demonstrations: ``w_j ∝ exp(R_theta(tau_j)) / q(tau_j)``, self-normalised in log space.
@@ -190,9 +190,9 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
        scored as if it stayed in ``s``.
 
     Args:
-        env: Gymnasium env with Discrete spaces, its id, an :class:`~bayesirl.envs.EnvSampler`,
-            or a :class:`~bayesirl.mdp.TabularMDP`.
-        demos: expert :class:`~bayesirl.demos.Demonstrations` ``(N, T)``; a demonstration
+        env: Gymnasium env with Discrete spaces, its id, an :class:`~bayesirl.core.envs.EnvSampler`,
+            or a :class:`~bayesirl.TabularMDP`.
+        demos: expert :class:`~bayesirl.core.demos.Demonstrations` ``(N, T)``; a demonstration
             shorter than the horizon contributes only its own steps.
         features: ``(S, A, d)`` or ``(S, d)``; default one-hot ``(s, a)`` (``d = S * A``).
         horizon: steps per sampled episode, at least ``demos.max_length`` (the default).

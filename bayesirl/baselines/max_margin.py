@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from bayesirl.baselines import _common
 from bayesirl.baselines.result import IRLResult
-from bayesirl.planning import ConvergenceWarning, occupancy
+from bayesirl.planning.bellman import ConvergenceWarning, occupancy
 
 __all__ = ["max_margin_irl"]
 

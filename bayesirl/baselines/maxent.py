@@ -7,8 +7,8 @@ import torch
 from bayesirl.baselines import _common
 from bayesirl.baselines.mce import DEFAULT_L2, fit
 from bayesirl.baselines.result import IRLResult
-from bayesirl.demos import Demonstrations
-from bayesirl.mdp import TabularMDP
+from bayesirl.core.demos import Demonstrations
+from bayesirl.core.mdp import TabularMDP
 
 __all__ = ["maxent_irl"]
 

@@ -11,9 +11,9 @@ import numbers
 
 import torch
 
-from bayesirl.mdp import TabularMDP
-from bayesirl.model import action_log_probs
-from bayesirl.planning import Plan
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.model.likelihood import action_log_probs
+from bayesirl.planning.bellman import Plan
 
 _CHUNK = 64  # reward draws planned at once
 

@@ -27,8 +27,8 @@ import scipy.sparse as sp
 import torch
 from scipy.optimize import linprog
 
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import ConvergenceWarning, occupancy, value_iteration
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.planning.bellman import ConvergenceWarning, occupancy, value_iteration
 
 HIGHS = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
 

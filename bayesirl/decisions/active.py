@@ -21,8 +21,8 @@ from typing import NamedTuple
 
 import torch
 
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.decisions._inputs import check_count, check_mdp, expert_probs, reward_draws
-from bayesirl.mdp import TabularMDP
 
 __all__ = ["CRITERIA", "Query", "active_query"]
 

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import torch
 from scipy.stats import binom
 
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.decisions._inputs import (
     _CHUNK,
     check_mdp,
@@ -31,8 +32,7 @@ from bayesirl.decisions._inputs import (
     policy_probs,
     reward_draws,
 )
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import occupancy, value_iteration
+from bayesirl.planning.bellman import occupancy, value_iteration
 
 __all__ = ["VaRBound", "value_at_risk_bound"]
 

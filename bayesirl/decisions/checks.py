@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import torch
 
+from bayesirl.core.demos import Demonstrations
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.decisions._inputs import (
     check_count,
     check_mdp,
@@ -33,8 +35,6 @@ from bayesirl.decisions._inputs import (
     is_posterior,
     reward_draws,
 )
-from bayesirl.demos import Demonstrations
-from bayesirl.mdp import TabularMDP
 
 __all__ = ["STATISTICS", "PredictiveCheck", "posterior_predictive_check"]
 

@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import torch
 
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.decisions._inputs import (
     check_mdp,
     check_open_unit,
@@ -46,8 +47,7 @@ from bayesirl.decisions._inputs import (
     reward_draws,
 )
 from bayesirl.decisions._solvers import solve_columns, solve_lp
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import Plan, occupancy, value_iteration
+from bayesirl.planning.bellman import Plan, occupancy, value_iteration
 
 __all__ = ["METHODS", "RobustPolicy", "bayes_optimal_policy", "cvar", "robust_policy"]
 

@@ -30,8 +30,8 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl._arviz import ARVIZ_1
-from bayesirl.diagnostics import InferenceWarning
+from bayesirl.posterior.arviz_io import ARVIZ_1
+from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.testing import grid_posterior, simulate_demos, tiny_chain_mdp
 
 KINDS = {"finite": {"horizon": 3}, "discounted": {"discount": 0.5}}
@@ -230,7 +230,7 @@ def test_value_space_nuts_matches_quadrature(draws, likelihood):
     mean within 1.2 MCSE of the exact one, 0.02 posterior sd.
 
     Under Boltzmann the greedy policy's log-determinant jumps across the posterior and NUTS
-    refracts at the jumps (bayesirl._refraction)."""
+    refracts at the jumps (bayesirl.inference.refraction)."""
     mdp, demos, model, g = _value_space_problem(likelihood)
     post = run_quietly(mdp, demos, model, likelihood=likelihood, num_samples=draws,
                        warmup=min(draws // 2, 1000), num_chains=2, seed=0)

@@ -29,8 +29,9 @@ import warnings
 import numpy as np
 import torch
 
-from bayesirl import _buffers, _cpu_dp
-from bayesirl.mdp import TabularMDP
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.planning import buffers as _buffers
+from bayesirl.planning import cpu_kernels as _cpu_dp
 
 __all__ = [
     "ConvergenceWarning",
@@ -135,7 +136,8 @@ def _hard_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _soft_dp_forward_torch(P, r, v_end, log_policy, v, buf):
     """Backward induction in torch (the accelerator path), batch-last and in place:
     ``r: (S, A, B)``, ``v_end: (S, B)`` into ``log_policy: (T, S, A, B)``, ``v: (T, S, B)``;
-    ``buf`` is an ``(S, A, B)`` scratch tensor. Same arithmetic as :mod:`bayesirl._cpu_dp`."""
+    ``buf`` is an ``(S, A, B)`` scratch tensor. Same arithmetic as
+    :mod:`bayesirl.planning.cpu_kernels`."""
     T, S, A, B = log_policy.shape
     v_next = v_end
     for t in reversed(range(T)):
@@ -167,8 +169,8 @@ def _soft_dp_backward_torch(PT, log_policy, g_v, g_lp, g_r, buf):
 
 
 def _use_cpu_kernel(x: torch.Tensor) -> bool:
-    """CPU tensors take the compiled kernel of :mod:`bayesirl._cpu_dp`; others the torch one.
-    (A test patches this to check the torch kernel on the CPU.)"""
+    """CPU tensors take the compiled kernel of :mod:`bayesirl.planning.cpu_kernels`; others the
+    torch one.     (A test patches this to check the torch kernel on the CPU.)"""
     return x.device.type == "cpu"
 
 
@@ -180,7 +182,7 @@ def _no_double_backward():
 
 
 def _cpu_empty(like: torch.Tensor, *shape: int) -> torch.Tensor:
-    """A CPU output tensor whose memory is reused across calls (see :mod:`bayesirl._buffers`)."""
+    """A CPU output tensor whose memory is reused across calls (see ``planning.buffers``)."""
     return torch.from_numpy(_buffers.empty(shape, like.detach().numpy().dtype))
 
 
@@ -251,7 +253,7 @@ class _HardBackwardInduction(torch.autograd.Function):
 
     Returns ``q: (B, T, S, A)`` and ``v = max_a q: (B, T, S)``, both differentiable (almost
     everywhere): the adjoint sends ``dL/dv_t`` to the maximising actions, ties split evenly
-    (:func:`bayesirl._cpu_dp.hard_dp_backward`). The Boltzmann likelihood's planner.
+    (:func:`bayesirl.planning.cpu_kernels.hard_dp_backward`). The Boltzmann likelihood's planner.
     """
 
     @staticmethod

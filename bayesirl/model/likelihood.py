@@ -28,10 +28,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayesirl._demo_likelihood import DemoLogLikelihood
-from bayesirl.demos import Demonstrations
-from bayesirl.mdp import TabularMDP
-from bayesirl.planning import (
+from bayesirl.core.demos import Demonstrations
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.model.likelihood_kernels import DemoLogLikelihood
+from bayesirl.planning.bellman import (
     _use_cpu_kernel,
     broadcast_reward,
     soft_value_iteration,

@@ -1,12 +1,12 @@
 """``infer()``: posterior inference over reward parameters with NUTS, HMC, SVI or MAP.
 
 MCMC runs Pyro's NUTS/HMC kernels on a *potential function* built directly from the reward
-model's independent priors and the pointwise likelihood (:mod:`bayesirl.model`), instead of
-re-tracing the Pyro model at every gradient: the density is the same as that of
-:func:`~bayesirl.model.irl_model` (a test checks it), minus the tracing overhead. For a tabular
+model's independent priors and the pointwise likelihood (:mod:`bayesirl.model.likelihood`),
+instead of re-tracing the Pyro model at every gradient: the density is the same as that of
+:func:`~bayesirl.irl_model` (a test checks it), minus the tracing overhead. For a tabular
 reward on a discounted MDP they move the values instead of the rewards
-(:mod:`bayesirl._value_space`), which needs no planning per gradient; with the Boltzmann
-likelihood NUTS there refracts at the greedy policy's jumps (:mod:`bayesirl._refraction`).
+(:mod:`bayesirl.inference.value_space`), which needs no planning per gradient; with the Boltzmann
+likelihood NUTS there refracts at the greedy policy's jumps (:mod:`bayesirl.inference.refraction`).
 SVI uses the Pyro model itself with an autoguide, so minibatches over demonstrations work. MAP
 maximises the same joint density with L-BFGS.
 """
@@ -29,14 +29,14 @@ from pyro.infer import autoguide as ag
 from pyro.infer.mcmc import HMC, NUTS
 from tqdm.auto import tqdm
 
-from bayesirl._refraction import RefractiveNUTS
-from bayesirl._target import Target
-from bayesirl._value_space import ValueSpaceTarget, ineligible
-from bayesirl.demos import Demonstrations
-from bayesirl.mdp import TabularMDP
-from bayesirl.model import check_likelihood, check_rationality, irl_model
-from bayesirl.posterior import RewardPosterior
-from bayesirl.rewards import RewardModel
+from bayesirl.core.demos import Demonstrations
+from bayesirl.core.mdp import TabularMDP
+from bayesirl.inference.refraction import RefractiveNUTS
+from bayesirl.inference.target import Target
+from bayesirl.inference.value_space import ValueSpaceTarget, ineligible
+from bayesirl.model.likelihood import check_likelihood, check_rationality, irl_model
+from bayesirl.model.rewards import RewardModel
+from bayesirl.posterior.reward_posterior import RewardPosterior
 
 __all__ = ["GUIDES", "METHODS", "infer"]
 
@@ -82,7 +82,7 @@ class _Recorder:
 
     Records the Hamiltonian after momentum resampling (``energy``, for E-BFMI), the number of
     leapfrog steps and tree depth, divergences and the step size; for
-    :class:`~bayesirl._refraction.RefractiveNUTS` also the boundary crossings of the draw's
+    :class:`~bayesirl.inference.refraction.RefractiveNUTS` also the boundary crossings of the draw's
     trajectory that refracted and that reflected (``n_refracted``, ``n_reflected``: many
     reflections mean walls of the jump term that the momentum could not pay to cross).
     """
@@ -372,7 +372,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
 
     Args:
         mdp, demos: the problem; demos are validated against the MDP.
-        reward_model: a :class:`~bayesirl.rewards.RewardModel` carrying the prior.
+        reward_model: a :class:`~bayesirl.model.rewards.RewardModel` carrying the prior.
         method: ``"nuts"``, ``"hmc"``, ``"svi"`` or ``"map"``.
         likelihood: ``"soft"`` (maximum causal entropy) or ``"boltzmann"``.
         rationality: beta > 0, or a prior on it (e.g. ``dist.LogNormal(0., 1.)``).
@@ -404,10 +404,10 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
             from 300 warmup draws made a 144-parameter run over 9x slower).
         map_init: start chains (and SVI) near the MAP fit, jittered per chain.
         space: where NUTS/HMC move. ``"reward"``: the reward parameters (unconstrained).
-            ``"value"``: the values of a :class:`~bayesirl.rewards.TabularReward` on a
+            ``"value"``: the values of a :class:`~bayesirl.model.rewards.TabularReward` on a
             discounted MDP with a fixed rationality, mapped to rewards by the Bellman
             equation, with no planning per gradient (ValueWalk's idea; see
-            :mod:`bayesirl._value_space`; with the Boltzmann likelihood, NUTS only, which
+            :mod:`bayesirl.inference.value_space`; with the Boltzmann likelihood, NUTS only, which
             refracts at the greedy policy's jumps); a ValueError says why a problem does not
             qualify. There a warmup of at least 100 iterations re-whitens each chain on its
             draws of the second third of the warmup, and the last third adapts the step size
@@ -416,7 +416,7 @@ def infer(mdp: TabularMDP, demos: Demonstrations, reward_model: RewardModel,
             posterior is the same; ``post.settings["space"]`` records the choice.
 
     Returns:
-        A :class:`~bayesirl.posterior.RewardPosterior`; ``post.samples["theta"]`` has shape
+        A :class:`~bayesirl.RewardPosterior`; ``post.samples["theta"]`` has shape
         ``(num_chains * num_samples, ...)``.
     """
     warmup = num_samples if warmup is None else warmup

@@ -24,7 +24,7 @@ reward posterior carried to value space.
 Under Boltzmann the log-determinant is constant while the greedy policy is and jumps where it
 changes (by up to 1.9 along one random line through a 144-state gridworld's posterior; its
 posterior sd there is 3.6, so it cannot be dropped). The greedy policy changes on hyperplanes
-in ``V``, so :class:`~bayesirl._refraction.RefractiveNUTS` integrates the jumps exactly
+in ``V``, so :class:`~bayesirl.inference.refraction.RefractiveNUTS` integrates the jumps exactly
 (reflection and refraction); plain NUTS's step size collapsed to 1e-5 on them. The jump of
 one state's action is a rank-one change of ``I - gamma P_pi``: the matrix determinant lemma
 gives it and Sherman-Morrison updates the inverse, O(S^2) per crossing.
@@ -49,10 +49,10 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from bayesirl._fused import _log_normaliser, _normal, _Potential
-from bayesirl._refraction import ArgmaxRegions
-from bayesirl.planning import _numpy, soft_value_iteration, value_iteration
-from bayesirl.rewards import TabularReward
+from bayesirl.inference.refraction import ArgmaxRegions
+from bayesirl.model.fused import _log_normaliser, _normal, _Potential
+from bayesirl.model.rewards import TabularReward
+from bayesirl.planning.bellman import _numpy, soft_value_iteration, value_iteration
 
 __all__ = ["ValueSpaceTarget"]
 
@@ -124,7 +124,7 @@ def _policy_matrix(mdp, pi: torch.Tensor) -> torch.Tensor:
 class _GreedyLogDet:
     """The jump term ``-log |det(I - gamma P_pi)|`` of the Boltzmann value-space potential,
     for deterministic policies ``pi: (S,)`` (the regions of
-    :class:`~bayesirl._refraction.ArgmaxRegions`), with the inverse of ``I - gamma P_pi``
+    :class:`~bayesirl.inference.refraction.ArgmaxRegions`), with the inverse of ``I - gamma P_pi``
     cached per policy. Switching state ``s`` to action ``a`` changes row ``s`` by
     ``u = -gamma (P(.|s, a) - P(.|s, pi(s)))``: the determinant by the factor
     ``1 + u^T M^-1 e_s`` and the inverse by Sherman-Morrison; an inverse updated
@@ -181,14 +181,14 @@ class _GreedyLogDet:
 
 
 class ValueSpaceTarget:
-    """The posterior of a :class:`~bayesirl._target.Target` with a tabular reward and a
+    """The posterior of a :class:`~bayesirl.inference.target.Target` with a tabular reward and a
     discounted MDP, in whitened value coordinates ``w: (n,)`` (see the module doc).
 
     ``potential(u)``, ``constrain(u)`` and ``init_unconstrained()`` are what MCMC uses of a
     target; ``constrain`` maps ``u["w"]: (..., n)`` to ``{"theta": (..., S) or (..., S, A)}``.
     ``theta0`` is the reward the sampler starts at (the MAP); check :func:`ineligible` first.
     ``regions`` is None for the soft likelihood; for Boltzmann, the greedy policy's regions
-    that :class:`~bayesirl._refraction.RefractiveNUTS` refracts at.
+    that :class:`~bayesirl.inference.refraction.RefractiveNUTS` refracts at.
     """
 
     def __init__(self, target, theta0: torch.Tensor):

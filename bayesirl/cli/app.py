@@ -1,6 +1,6 @@
 """The command line: ``bayesirl run SPEC.toml`` and ``bayesirl demo``.
 
-``run`` reads a problem specification (see :mod:`bayesirl.spec`), runs inference with a progress
+``run`` reads a problem specification (see :mod:`bayesirl.cli.spec`), runs inference with a progress
 bar, prints the posterior summary and the convergence diagnostics, and writes to ``--out``:
 ``posterior.nc`` (ArviZ netCDF, read back by :meth:`RewardPosterior.load`), ``summary.csv``,
 ``reward.png``, ``policy.png``, ``diagnostics.png`` (MCMC trace and rank plots, or the ELBO of an
@@ -24,7 +24,7 @@ import time
 import warnings
 from pathlib import Path
 
-from bayesirl.spec import (
+from bayesirl.cli.spec import (
     METHODS,
     SpecError,
     apply_overrides,
@@ -79,7 +79,7 @@ _MAX_ROWS = 24  # summary rows printed to the terminal (all go to summary.csv)
 
 def default_spec_path() -> Path | None:
     """``models/gridworld.toml`` of a source checkout (next to the package), or None."""
-    path = Path(__file__).resolve().parent.parent / "models" / "gridworld.toml"
+    path = Path(__file__).resolve().parents[2] / "models" / "gridworld.toml"
     return path if path.is_file() else None
 
 
@@ -202,7 +202,7 @@ def _summary(post):
 
 def _diagnostics(post, caught: list[str]) -> list[str]:
     """Human-readable diagnostics lines."""
-    from bayesirl.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX
+    from bayesirl.posterior.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX
 
     lines = list(caught)
     if post.incomplete:
@@ -231,7 +231,7 @@ def _diagnostics(post, caught: list[str]) -> list[str]:
 
 
 def _gym_directions(spec):
-    from bayesirl.plots import GYM_DIRECTIONS
+    from bayesirl.plots.figures import GYM_DIRECTIONS
 
     env = spec.environment
     if env.name != "gymnasium":
@@ -246,7 +246,7 @@ def _figures(post, spec, out: Path) -> dict[str, str]:
     """Write the PNGs; returns name -> file (or a reason it was skipped)."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
 
-    from bayesirl import plots
+    from bayesirl.plots import figures as plots
 
     mdp = post.mdp
     made = {}
@@ -309,8 +309,9 @@ def _decisions(post, spec, mdp, out: Path):
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from bayesirl import decisions, plots
-    from bayesirl.planning import policy_value
+    from bayesirl import decisions
+    from bayesirl.planning.bellman import policy_value
+    from bayesirl.plots import figures as plots
 
     d = spec.decisions
     robust_name = f"robust (BROIL, alpha = {d.alpha:g}, lam = {d.lam:g})"
@@ -390,8 +391,8 @@ def _report(spec, built, post, summary, diagnostics, figures, timing, out: Path,
 def _run(spec, out: Path | None, quiet: bool) -> int:
     import torch
 
-    from bayesirl.diagnostics import InferenceWarning
-    from bayesirl.infer import infer
+    from bayesirl.inference.facade import infer
+    from bayesirl.posterior.diagnostics import InferenceWarning
 
     torch.set_default_dtype(torch.float64)
     start = time.perf_counter()
@@ -473,7 +474,7 @@ def _demo_spec():
     path = default_spec_path()
     if path is not None:
         return load_spec(path)
-    from bayesirl.spec import parse_spec, tomllib
+    from bayesirl.cli.spec import parse_spec, tomllib
 
     return parse_spec(tomllib.loads(DEFAULT_SPEC), Path.cwd(), "gridworld", DEFAULT_SPEC)
 

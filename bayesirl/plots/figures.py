@@ -20,7 +20,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from bayesirl import _arviz
+from bayesirl.posterior import arviz_io as _arviz
 
 __all__ = [
     "GYM_DIRECTIONS",
@@ -122,7 +122,7 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
     with the central ``prob`` interval of posterior draws.
 
     Args:
-        mdp_or_posterior: a :class:`~bayesirl.posterior.RewardPosterior` (its reward draws), or
+        mdp_or_posterior: a :class:`~bayesirl.RewardPosterior` (its reward draws), or
             an MDP with ``reward`` (``(S,)``, ``(S, A)`` or draws ``(n, S[, A])``; default the
             MDP's true reward).
         stat: ``"mean"``, ``"sd"`` (posterior sd) or ``"width"`` (width of the central ``prob``
@@ -205,7 +205,7 @@ def map_marks(mdp) -> dict[int, str]:
     """The special cells of a grid MDP's map: ``{state: letter}``.
 
     Read from state names of the form ``"H(1,1)"`` (the cell's map letter, then its row and
-    column), which :func:`bayesirl.envs.from_gymnasium` gives FrozenLake's states; every letter
+    column), which :func:`bayesirl.core.envs.from_gymnasium` gives FrozenLake's states; every letter
     but the most common one (the plain cells) is special: FrozenLake's start ``S``, holes ``H``
     and goal ``G``. Empty for MDPs without such names or without a grid ``shape``.
     """
@@ -303,7 +303,7 @@ def _policy_probs(policy) -> np.ndarray:
 def _policy_draws(posterior, t: int, max_draws: int = 200) -> np.ndarray:
     """Expert action probabilities ``(n, S, A)`` at step ``t`` under at most ``max_draws``
     evenly spaced posterior reward draws."""
-    from bayesirl.model import action_log_probs
+    from bayesirl.model.likelihood import action_log_probs
 
     mdp = posterior.mdp
     if mdp is None:
@@ -465,7 +465,7 @@ def plot_visits(mdp, policy, ax=None, vmax=None, marks="auto", title=None):
     A grid MDP gets an image (``ax.images[0]``, colorbar "expected visits"), others bars.
     Returns the axes.
     """
-    from bayesirl.planning import occupancy
+    from bayesirl.planning.bellman import occupancy
 
     marks = _marks(mdp, marks)
     if not hasattr(policy, "log_policy"):

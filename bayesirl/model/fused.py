@@ -2,7 +2,7 @@
 
 NUTS evaluates ``U(theta) = -log N(theta; mu, sigma) - sum_n log p(demo_n | r = phi theta)``
 and its gradient at every leapfrog step. On the generic path (:meth:`Target.potential`: the
-reward model, :class:`~bayesirl._demo_likelihood.DemoLogLikelihood`, the prior's
+reward model, :class:`~bayesirl.model.likelihood_kernels.DemoLogLikelihood`, the prior's
 ``log_prob``, the transforms and their Jacobian) that is a graph of some twenty tensor
 operations, whose construction and backward cost more than the planning itself on an 8x8
 gridworld. When the reward is linear in one site (:meth:`RewardModel.linear_map`:
@@ -21,8 +21,8 @@ import numpy as np
 import pyro.distributions as dist
 import torch
 
-from bayesirl._demo_likelihood import log_likelihood, log_likelihood_grad
-from bayesirl.planning import _no_double_backward, _numpy, _use_cpu_kernel
+from bayesirl.model.likelihood_kernels import log_likelihood, log_likelihood_grad
+from bayesirl.planning.bellman import _no_double_backward, _numpy, _use_cpu_kernel
 
 
 def _normal(prior):
@@ -42,8 +42,8 @@ def _log_normaliser(scale: np.ndarray) -> float:
 
 
 class LinearNormalPotential:
-    """``U(theta)`` of a :class:`~bayesirl._target.Target` whose reward is linear in its one
-    site ``theta`` (shape of the prior) with a Normal prior; see the module doc.
+    """``U(theta)`` of a :class:`~bayesirl.inference.target.Target` whose reward is linear in
+    its one site ``theta`` (shape of the prior) with a Normal prior; see the module doc.
     :meth:`of` builds it, or returns None when the target does not qualify."""
 
     def __init__(self, target, site, phi, loc, scale):

@@ -16,17 +16,17 @@ import tempfile
 import numpy as np
 import torch
 
-from bayesirl._arviz import az, from_groups, load_netcdf
-from bayesirl.demos import Demonstrations, rollouts
-from bayesirl.diagnostics import check_convergence
-from bayesirl.mdp import TabularMDP, _as_tensor
-from bayesirl.model import (
+from bayesirl.core.demos import Demonstrations, rollouts
+from bayesirl.core.mdp import TabularMDP, _as_tensor
+from bayesirl.model.likelihood import (
     action_log_probs,
     check_likelihood,
     check_rationality,
     demo_log_likelihood,
 )
-from bayesirl.planning import _check_mdp, broadcast_reward
+from bayesirl.planning.bellman import _check_mdp, broadcast_reward
+from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
+from bayesirl.posterior.diagnostics import check_convergence
 
 __all__ = ["RewardPosterior"]
 

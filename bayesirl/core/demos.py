@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl.mdp import TabularMDP, _as_tensor, _first_bad, _fmt_index
-from bayesirl.planning import _check_mdp
+from bayesirl.core.mdp import TabularMDP, _as_tensor, _first_bad, _fmt_index
+from bayesirl.planning.bellman import _check_mdp
 
 __all__ = ["Demonstrations", "rollouts"]
 

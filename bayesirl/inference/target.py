@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from pyro.distributions.transforms import biject_to
 
-from bayesirl._fused import LinearNormalPotential
-from bayesirl.model import demo_log_likelihood
+from bayesirl.model.fused import LinearNormalPotential
+from bayesirl.model.likelihood import demo_log_likelihood
 
 
 class Target:

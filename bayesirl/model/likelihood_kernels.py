@@ -4,16 +4,16 @@ MCMC evaluates ``reward -> plan -> log pi_t(a_t | s_t) at the demonstrations -> 
 gradient thousands of times on small MDPs, where the planner itself takes a fraction of a
 millisecond and a chain of tensor operations around it (a log-softmax over every ``(t, s)``
 row, a gather, a mask, a sum, each with its backward) would cost more than the planning.
-:class:`DemoLogLikelihood` plans with the compiled DPs of :mod:`bayesirl._cpu_dp`, reads only
-the demonstrated ``(t, s)`` rows, and in the backward pass puts the gradient of those rows
-straight into the DP's adjoint:
+:class:`DemoLogLikelihood` plans with the compiled DPs of :mod:`bayesirl.planning.cpu_kernels`,
+reads only the demonstrated ``(t, s)`` rows, and in the backward pass puts the gradient of
+those rows straight into the DP's adjoint:
 
 - soft: ``dL/d log pi_t(., s_t) = onehot(a_t)`` (the adjoint then gives empirical minus
   expected visitation, the maximum causal entropy identity);
 - Boltzmann, ``log pi = log_softmax(beta q)``: ``dL/dq_t(., s_t) = beta (onehot(a_t) - pi)``
   and ``dL/dbeta = q_t(a_t) - E_pi[q_t]``, into the hard DP's adjoint.
 
-The density is that of :func:`bayesirl.model.demo_log_likelihood`'s generic path (a test
+The density is that of :func:`bayesirl.model.likelihood.demo_log_likelihood`'s generic path (a test
 checks values and gradients against it).
 """
 
@@ -25,8 +25,8 @@ import numba
 import numpy as np
 import torch
 
-from bayesirl import _cpu_dp
-from bayesirl.planning import _no_double_backward, _numpy, _tie_rtol
+from bayesirl.planning import cpu_kernels as _cpu_dp
+from bayesirl.planning.bellman import _no_double_backward, _numpy, _tie_rtol
 
 _jit = numba.njit(cache=True, nogil=True)
 

@@ -12,7 +12,7 @@ volume-preserving and conserves ``K + U_jump``, so the jump costs NUTS no accept
 
 Here regions come from groups of affine scores: ``G(w) = g0 + K w`` with ``g0: (S, A)`` and
 ``K: (S, A, n)``; the region of ``w`` is the argmax of each group, ``(S,)`` (the greedy
-policy of value space, :mod:`bayesirl._value_space`). Boundaries are where two scores of a
+policy of value space, :mod:`bayesirl.inference.value_space`). Boundaries are where two scores of a
 group tie, hyperplanes in ``w``, so the time of the next crossing along a straight drift is
 exact. The jump term is an object with ``value(region) -> float`` and ``change(region, s, a)
 -> (delta, commit)``: ``delta`` the change of the potential if group ``s`` switches to

@@ -631,7 +631,7 @@ def _scalar(path, arrays, key, kind):
 
 
 def load_mdp_npz(path, horizon: int | None = None, discount: float | None = None):
-    """A :class:`~bayesirl.mdp.TabularMDP` from an ``.npz`` file.
+    """A :class:`~bayesirl.TabularMDP` from an ``.npz`` file.
 
     Arrays: ``transitions (S, A, S')`` (required), ``features (S, d)`` or ``(S, A, d)``,
     ``initial (S,)`` (default uniform), a scalar ``horizon`` or ``discount`` (or give one as an
@@ -639,7 +639,7 @@ def load_mdp_npz(path, horizon: int | None = None, discount: float | None = None
     simulated demonstrations), ``shape (2,)`` (a grid, for plots), ``feature_names``,
     ``state_names``, ``action_names`` (string arrays).
     """
-    from bayesirl.mdp import TabularMDP
+    from bayesirl.core.mdp import TabularMDP
 
     path = Path(path)
     arrays = _read_npz(path)
@@ -684,7 +684,7 @@ _CSV_COLUMNS = ("episode", "step", "state", "action")
 
 
 def _load_csv(path: Path):
-    from bayesirl.demos import Demonstrations
+    from bayesirl.core.demos import Demonstrations
 
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -747,7 +747,7 @@ def load_demos(path):
     """Demonstrations from ``.npz`` (:meth:`Demonstrations.save`) or ``.csv`` with columns
     ``episode, step, state, action`` (one row per step; steps 0, 1, ... in each episode; rows
     in any order; demonstrations ordered by episode id; other columns ignored)."""
-    from bayesirl.demos import Demonstrations
+    from bayesirl.core.demos import Demonstrations
 
     path = Path(path)
     if not path.is_file():
@@ -779,7 +779,7 @@ class Built(NamedTuple):
 
 
 def _build_environment(env: EnvironmentSpec):
-    from bayesirl import envs
+    from bayesirl.core import envs
 
     options = dict(env.options)
     if env.file is not None:
@@ -809,8 +809,8 @@ def _build_environment(env: EnvironmentSpec):
 
 
 def _build_demos(spec: Spec, mdp):
-    from bayesirl.demos import rollouts
-    from bayesirl.model import action_log_probs
+    from bayesirl.core.demos import rollouts
+    from bayesirl.model.likelihood import action_log_probs
 
     d = spec.demonstrations
     if d.file is not None:
@@ -844,7 +844,7 @@ def _grid_coords(mdp) -> torch.Tensor:
 
 
 def _build_reward(spec: Spec, mdp):
-    from bayesirl.rewards import GPReward, LinearReward, NeuralReward, TabularReward
+    from bayesirl.model.rewards import GPReward, LinearReward, NeuralReward, TabularReward
 
     r = spec.reward
     prior = r.prior.distribution() if r.prior is not None else None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bayesirl._sparse import (
+from bayesirl.core.sparse import (
     batch_first,
     batch_last,
     matmul,

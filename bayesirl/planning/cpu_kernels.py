@@ -36,7 +36,7 @@ from llvmlite import ir as llvm_ir
 from numba import literal_unroll, types
 from numba.extending import intrinsic, overload
 
-from bayesirl import _buffers
+from bayesirl.planning import buffers as _buffers
 
 _BLOCK_BYTES = 2**18  # transitions of one block of states: (C, A, K) indices and probabilities
 

@@ -1,12 +1,13 @@
 """Sparse transition operators with hand-written adjoints.
 
-``P``, the ``(S * A, S')`` matrix of a :class:`~bayesirl.mdp.TabularMDP`, is kept as CSR in both
+``P``, the ``(S * A, S')`` matrix of a :class:`~bayesirl.TabularMDP`, is kept as CSR in both
 orientations, so the expectation ``E[v(s') | s, a]`` and its transpose (pushing state-action mass
 forward to next states) are each one sparse-dense product, and each is the other's backward.
 A plain ``index_select`` would materialise ``(..., S, A, K)`` and backpropagate with a scattered
 ``index_add``; at S = 1e5 with 64 batch columns that is about 5x slower
 (``benchmarks/planning.py``). These operators serve ``expected_next``/``push`` and the
-accelerator path of the finite-horizon DP; on the CPU that DP is compiled (:mod:`bayesirl._cpu_dp`).
+accelerator path of the finite-horizon DP; on the CPU that DP is compiled
+(:mod:`bayesirl.planning.cpu_kernels`).
 
 Dense operands are batch-last, ``(S, B)`` and ``(S * A, B)``: the layout sparse products want.
 

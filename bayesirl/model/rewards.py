@@ -8,8 +8,8 @@ A reward model is a prior ``p(params)`` plus a deterministic map ``params -> rew
 - calling the model inside a Pyro model samples every site and returns the reward.
 
 Because the priors are independent and the map is pure, inference can evaluate the joint density
-without tracing the Pyro model (see :mod:`bayesirl.infer`), and a posterior can recompute rewards
-from saved draws. Each model names the dims of its sites (``dims``) for ArviZ.
+without tracing the Pyro model (see :mod:`bayesirl.inference`), and a posterior can recompute
+rewards from saved draws. Each model names the dims of its sites (``dims``) for ArviZ.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import constraints
 
-from bayesirl.mdp import _as_tensor, _names, _positive_ints
+from bayesirl.core.mdp import _as_tensor, _names, _positive_ints
 
 __all__ = ["GPReward", "LinearReward", "NeuralReward", "RewardModel", "TabularReward"]
 
@@ -105,7 +105,7 @@ class RewardModel:
     def linear_map(self):
         """``(site, phi)`` when the reward is linear in one site, ``reward == phi @ theta``
         with ``phi: (S, d)`` or ``(S, A, d)`` (``phi`` None: ``reward == theta``); None
-        otherwise. MCMC then computes the potential's gradient by hand (``bayesirl._fused``).
+        otherwise. MCMC then computes the potential's gradient by hand (``bayesirl.model.fused``).
         """
         return None
 

@@ -24,7 +24,7 @@ import numbers
 import numpy as np
 import torch
 
-from bayesirl.mdp import TabularMDP, _check_int
+from bayesirl.core.mdp import TabularMDP, _check_int
 
 __all__ = ["EnvSampler", "from_gymnasium", "gridworld", "objectworld", "random_mdp", "sampler"]
 
@@ -334,7 +334,7 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
     ``env.unwrapped.initial_state_distrib``. Grid ``shape`` comes from ``desc`` (FrozenLake) or
     ``shape`` (CliffWalking) when it matches S. A character map ``desc`` (FrozenLake) also gives
     the state names: the cell's letter then the cell, ``"S(0,0)"``, ``"H(1,1)"``, ``"G(3,3)"``
-    (:func:`bayesirl.plots.map_marks` reads them to mark holes and the goal on plots).
+    (:func:`bayesirl.plots.figures.map_marks` reads them to mark holes and the goal on plots).
     Neither horizon nor discount means ``discount=0.9``.
     """
     dtype = _float_dtype(dtype)
