@@ -231,7 +231,7 @@ def _diagnostics(post, caught: list[str]) -> list[str]:
 
 
 def _gym_directions(spec):
-    from bayesirl.plots.figures import GYM_DIRECTIONS
+    from bayesirl.core.envs import GYM_DIRECTIONS
 
     env = spec.environment
     if env.name != "gymnasium":
@@ -246,7 +246,7 @@ def _figures(post, spec, out: Path) -> dict[str, str]:
     """Write the PNGs; returns name -> file (or a reason it was skipped)."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
 
-    from bayesirl.plots import figures as plots
+    from bayesirl import plots
 
     mdp = post.mdp
     made = {}
@@ -309,9 +309,8 @@ def _decisions(post, spec, mdp, out: Path):
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from bayesirl import decisions
+    from bayesirl import decisions, plots
     from bayesirl.planning.bellman import policy_value
-    from bayesirl.plots import figures as plots
 
     d = spec.decisions
     robust_name = f"robust (BROIL, alpha = {d.alpha:g}, lam = {d.lam:g})"

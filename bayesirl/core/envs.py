@@ -20,13 +20,17 @@ random state) and returns float tensors in ``dtype``, a floating torch dtype (de
 from __future__ import annotations
 
 import numbers
+import re
+from collections import Counter
 
 import numpy as np
 import torch
 
-from bayesirl.core.mdp import TabularMDP, _check_int
+from bayesirl._validation import check_int, check_probability
+from bayesirl.core.mdp import TabularMDP
 
-__all__ = ["EnvSampler", "from_gymnasium", "gridworld", "objectworld", "random_mdp", "sampler"]
+__all__ = ["GYM_DIRECTIONS", "EnvSampler", "from_gymnasium", "gym_directions", "gridworld",
+           "map_marks", "objectworld", "random_mdp", "sampler"]
 
 GRID_ACTIONS = ("stay", "up", "down", "left", "right")
 _MOVES = np.array([(0, 0), (-1, 0), (1, 0), (0, -1), (0, 1)])  # (d_row, d_col) per action
@@ -34,11 +38,6 @@ _DEFAULT_DISCOUNT = 0.9
 
 
 # ---------------------------------------------------------------------------- validation helpers
-def _check_unit(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
-        raise ValueError(f"{name} is {value!r}, expected a number in [0, 1]")
-    return float(value)
-
 
 def _time(horizon, discount):
     """At most one of horizon/discount; neither means ``discount=0.9``."""
@@ -52,7 +51,7 @@ def _time(horizon, discount):
 
 def _rng(seed):
     """The builders' only source of randomness: a numpy Generator from an int ``seed >= 0``."""
-    return np.random.default_rng(_check_int("seed", seed, low=0))
+    return np.random.default_rng(check_int("seed", seed, low=0))
 
 
 def _float_dtype(dtype):
@@ -103,7 +102,7 @@ def _grid_mdp(size, slip, horizon, discount, features, names, reward, dtype):
 def _block_shape(block, size):
     pair = (block, block) if isinstance(block, numbers.Integral) else block
     try:
-        bh, bw = (_check_int("block", b) for b in pair)
+        bh, bw = (check_int("block", b) for b in pair)
     except (TypeError, ValueError) as e:
         raise ValueError(f"block is {block!r}, expected a positive int or a (rows, cols) pair "
                          "of positive ints") from e
@@ -124,8 +123,8 @@ def gridworld(size=8, slip=0.1, horizon=None, discount=None, block=2, seed=0, dt
     Give at most one of ``horizon``/``discount``; neither means ``discount=0.9``.
     Initial distribution uniform.
     """
-    size = _check_int("size", size)
-    slip = _check_unit("slip", slip)
+    size = check_int("size", size)
+    slip = check_probability("slip", slip)
     horizon, discount = _time(horizon, discount)
     bh, bw = _block_shape(block, size)
     dtype = _float_dtype(dtype)
@@ -170,10 +169,10 @@ def objectworld(size=32, n_colors=2, density=0.05, determinism=0.7, discount=0.9
     -1 within 3 of outer color 0 only; 0 elsewhere. ``horizon`` given means finite horizon (the
     discount is then dropped). Initial distribution uniform.
     """
-    size = _check_int("size", size)
-    n_colors = _check_int("n_colors", n_colors, low=2)
-    density = _check_unit("density", density)
-    determinism = _check_unit("determinism", determinism)
+    size = check_int("size", size)
+    n_colors = check_int("n_colors", n_colors, low=2)
+    density = check_probability("density", density)
+    determinism = check_probability("determinism", determinism)
     dtype = _float_dtype(dtype)
     if horizon is not None:
         discount = None
@@ -216,10 +215,10 @@ def random_mdp(n_states=100, n_actions=4, branching=3, n_features=8, horizon=Non
     ``features @ theta`` with ``theta ~ N(0, I)``. Give at most one of ``horizon``/``discount``;
     neither means ``discount=0.9``. Initial distribution uniform.
     """
-    S = _check_int("n_states", n_states)
-    A = _check_int("n_actions", n_actions)
-    K = _check_int("branching", branching)
-    d = _check_int("n_features", n_features)
+    S = check_int("n_states", n_states)
+    A = check_int("n_actions", n_actions)
+    K = check_int("branching", branching)
+    d = check_int("n_features", n_features)
     if K > S:
         raise ValueError(f"branching is {K}, expected at most n_states={S}")
     horizon, discount = _time(horizon, discount)
@@ -334,7 +333,7 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
     ``env.unwrapped.initial_state_distrib``. Grid ``shape`` comes from ``desc`` (FrozenLake) or
     ``shape`` (CliffWalking) when it matches S. A character map ``desc`` (FrozenLake) also gives
     the state names: the cell's letter then the cell, ``"S(0,0)"``, ``"H(1,1)"``, ``"G(3,3)"``
-    (:func:`bayesirl.plots.figures.map_marks` reads them to mark holes and the goal on plots).
+    (:func:`map_marks` reads them back, to mark holes and the goal on plots).
     Neither horizon nor discount means ``discount=0.9``.
     """
     dtype = _float_dtype(dtype)
@@ -359,6 +358,44 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
         initial=_tensor(initial, dtype), horizon=horizon, discount=discount,
         features=_tensor(features, dtype), feature_names=feature_names,
         reward=_tensor(reward, dtype), shape=_grid_shape(u, S), state_names=_map_names(u, S))
+
+
+#: action names, in action-index order, of toy-text Gymnasium grids (their MDPs carry none);
+#: keys are id prefixes ("FrozenLake" matches "FrozenLake-v1" and "FrozenLake8x8-v1")
+GYM_DIRECTIONS = {"FrozenLake": ("left", "down", "right", "up"),
+                  "CliffWalking": ("up", "right", "down", "left")}
+_MAP_NAME = re.compile(r"(\S)\((\d+),(\d+)\)")  # "H(1,1)": map letter, row, column
+
+
+def gym_directions(env_id) -> tuple[str, ...] | None:
+    """The action names of a Gymnasium grid id (:data:`GYM_DIRECTIONS`, matched by prefix), or
+    None for ids whose actions are not moves on a grid."""
+    for prefix, names in GYM_DIRECTIONS.items():
+        if str(env_id).startswith(prefix):
+            return names
+    return None
+
+
+def map_marks(mdp) -> dict[int, str]:
+    """The special cells of a grid MDP's map: ``{state: letter}``.
+
+    Read from state names of the form ``"H(1,1)"`` (the cell's map letter, then its row and
+    column), which :func:`from_gymnasium` gives FrozenLake's states; every letter but the most
+    common one (the plain cells) is special: FrozenLake's start ``S``, holes ``H`` and goal
+    ``G``. Empty for MDPs without such names or without a grid ``shape``.
+    """
+    names = getattr(mdp, "state_names", None)
+    if mdp.shape is None or not names:
+        return {}
+    cols = mdp.shape[1]
+    letters = []
+    for s, name in enumerate(names):
+        m = _MAP_NAME.fullmatch(str(name))
+        if m is None or (int(m[2]), int(m[3])) != divmod(s, cols):
+            return {}
+        letters.append(m[1])
+    plain = Counter(letters).most_common(1)[0][0]
+    return {s: ch for s, ch in enumerate(letters) if ch != plain}
 
 
 # ---------------------------------------------------------------------------- sampler view
@@ -449,7 +486,7 @@ def sampler(source, horizon=None) -> EnvSampler:
     without one). For a Gymnasium env, ``done = terminated or truncated`` (or ``horizon`` steps).
     """
     if horizon is not None:
-        horizon = _check_int("horizon", horizon)
+        horizon = check_int("horizon", horizon)
     if isinstance(source, TabularMDP):
         return _mdp_sampler(source, horizon)
     source = _make_env(source)
@@ -497,8 +534,8 @@ def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.2
     The initial distribution is uniform over the cells that are not lava. ``horizon`` given
     means a finite horizon of that many decisions (the discount is then dropped).
     """
-    size = _check_int("size", size, low=3)
-    slip = _check_unit("slip", slip)
+    size = check_int("size", size, low=3)
+    slip = check_probability("slip", slip)
     dtype = _float_dtype(dtype)
     g = size // 2
     goal_cell = _grid_cells("goal", [(0, size - 1) if goal is None else goal], size)
@@ -510,7 +547,7 @@ def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.2
     rng = _rng(seed)
     S = size * size
     kind = np.full(S, -1)                                  # -1: open
-    coloured = rng.random(S) < _check_unit("terrain", terrain)
+    coloured = rng.random(S) < check_probability("terrain", terrain)
     kind[coloured] = rng.integers(2, len(LAVA_FEATURES), size=int(coloured.sum()))
     kind[lava_cells], kind[goal_cell] = 1, 0
     features = np.zeros((S, len(LAVA_FEATURES)))

@@ -1,0 +1,231 @@
+"""Reward figures: maps with posterior uncertainty, mean and sd side by side, recovery of a truth.
+
+Every function takes ``ax=None`` (or ``axes=None``) and returns what it drew on; without axes
+it makes a new figure with :func:`matplotlib.pyplot.subplots`. Grid MDPs (``mdp.shape`` set)
+are drawn as images with row 0 at the top; states are ``s = row * cols + col``. Other MDPs get
+bar plots. On grids, :func:`plot_reward` marks special cells with a letter (``marks``): by
+default those of the MDP's map (:func:`bayesirl.core.envs.map_marks`, e.g. FrozenLake's start,
+holes and goal), or any cells you give.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayesirl.plots.common import (
+    as_numpy,
+    draw_marks,
+    grid_axes,
+    is_posterior,
+    new_axes,
+    resolve_marks,
+)
+
+__all__ = ["plot_recovery", "plot_reward", "plot_reward_panels"]
+
+_MAX_BARS = 40  # non-grid MDPs with more states get points instead of bars
+_STAT_LABELS = {"mean": "reward", "sd": "posterior sd of reward"}
+
+
+def _reward_draws(obj, reward):
+    """``(mdp, draws (n, S, A) or None, single (S, A) or None, source)`` of a plot input."""
+    if is_posterior(obj):
+        if obj.mdp is None:
+            raise ValueError("the posterior has no MDP: load it with RewardPosterior.load(path, "
+                             "mdp) to plot it")
+        return obj.mdp, as_numpy(obj.reward()), "posterior"
+    mdp = obj
+    if not hasattr(mdp, "n_states"):
+        raise TypeError(f"expected a TabularMDP or a RewardPosterior, got {type(obj).__name__}")
+    S, A = mdp.n_states, mdp.n_actions
+    source = "reward"
+    if reward is None:
+        if mdp.reward is None:
+            raise ValueError("the MDP has no true reward; pass reward=")
+        reward, source = mdp.reward, "true"
+    r = as_numpy(reward)
+    if r.ndim >= 1 and r.shape[-1] == S:
+        r = np.repeat(r[..., None], A, -1)
+    elif not (r.ndim >= 2 and r.shape[-2:] == (S, A)):
+        raise ValueError(f"reward must have shape (..., {S}) or (..., {S}, {A}), got {r.shape}")
+    draws = r.reshape(-1, S, A)
+    if draws.shape[0] > 1:
+        source = "posterior" if source == "reward" else source
+    return mdp, draws, source
+
+
+def _reduce_actions(values: np.ndarray, over_actions: str) -> tuple[np.ndarray, str]:
+    """``(S, A) -> (S,)``: exact when constant over actions, else max/mean with a note."""
+    if np.allclose(values, values[:, :1], rtol=1e-9, atol=1e-12):
+        return values[:, 0], ""
+    if over_actions not in ("max", "mean"):
+        raise ValueError(f"over_actions is {over_actions!r}, expected 'max' or 'mean'")
+    reduce = np.max if over_actions == "max" else np.mean
+    return reduce(values, axis=1), f" ({over_actions} over actions)"
+
+
+def _stat(draws: np.ndarray, stat: str, prob: float) -> np.ndarray:
+    if stat == "mean":
+        return draws.mean(0)
+    if draws.shape[0] < 2:
+        raise ValueError(f"stat={stat!r} needs posterior draws (got a single reward)")
+    if stat == "sd":
+        return draws.std(0, ddof=1)
+    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    return hi - lo
+
+
+def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
+                over_actions: str = "max", prob: float = 0.9, cmap=None, title=None,
+                marks="auto"):
+    """Reward map: a heatmap on grid MDPs, else one bar per state (points beyond 40 states)
+    with the central ``prob`` interval of posterior draws.
+
+    Args:
+        mdp_or_posterior: a :class:`~bayesirl.RewardPosterior` (its reward draws), or
+            an MDP with ``reward`` (``(S,)``, ``(S, A)`` or draws ``(n, S[, A])``; default the
+            MDP's true reward).
+        stat: ``"mean"``, ``"sd"`` (posterior sd) or ``"width"`` (width of the central ``prob``
+            interval); the last two need draws.
+        over_actions: how a state-action reward becomes a map: ``"max"`` or ``"mean"`` over
+            actions (the title says which); state rewards are drawn as they are.
+        cmap, title: matplotlib colormap and title (defaults depend on ``stat``).
+        marks: letters drawn on grid cells (``ax.texts``): ``"auto"`` (the MDP's map,
+            :func:`~bayesirl.core.envs.map_marks`: FrozenLake's ``S``, ``H``, ``G``), ``None``,
+            or a dict ``{state or (row, col): label}``, e.g. ``{s: "L" for s in lava}``.
+
+    Returns the axes. The colorbar (``ax.images[0].colorbar``) is labelled "reward",
+    "posterior sd of reward" or "90% interval width of reward".
+    """
+    if stat not in ("mean", "sd", "width"):
+        raise ValueError(f"stat is {stat!r}, expected 'mean', 'sd' or 'width'")
+    if not 0 < prob < 1:
+        raise ValueError(f"prob is {prob!r}, expected a number in (0, 1)")
+    mdp, draws, source = _reward_draws(mdp_or_posterior, reward)
+    marks = resolve_marks(mdp, marks)
+    values, note = _reduce_actions(_stat(draws, stat, prob), over_actions)
+    label = _STAT_LABELS.get(stat, f"{prob:.0%} interval width of reward")
+    if title is None:
+        title = {"mean": {"posterior": "posterior mean reward", "true": "true reward"}.get(
+            source, "reward"), "sd": "posterior sd of reward",
+            "width": f"{prob:.0%} interval width"}[stat] + note
+    ax = new_axes(ax)
+    if cmap is None:
+        cmap = "viridis" if stat == "mean" else "magma"
+    if mdp.shape is not None:
+        rows, cols = mdp.shape
+        im = ax.imshow(values.reshape(rows, cols), cmap=cmap, origin="upper",
+                       interpolation="nearest")
+        ax.figure.colorbar(im, ax=ax, label=label, shrink=0.9)
+        grid_axes(ax, rows, cols)
+        draw_marks(ax, mdp, marks)
+    else:
+        S = values.shape[0]
+        x = np.arange(S)
+        color = "C0" if stat == "mean" else "C3"
+        if stat == "mean" and draws.shape[0] > 1:
+            q = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+            lo, hi = (_reduce_actions(x, over_actions)[0] for x in q)
+            lo, hi = np.minimum(lo, values), np.maximum(hi, values)
+            if S <= _MAX_BARS:
+                ax.bar(x, values, color=color, width=0.8, label="posterior mean")
+            ax.errorbar(x, values, yerr=[values - lo, hi - values],
+                        fmt="none" if S <= _MAX_BARS else "o", ms=2.5, color=color,
+                        ecolor="k" if S <= _MAX_BARS else color, elinewidth=0.8,
+                        capsize=2 if S <= _MAX_BARS else 0,
+                        label=("" if S <= _MAX_BARS else "posterior mean, ")
+                        + f"{prob:.0%} interval")
+            ax.legend(loc="best", fontsize="small")
+        elif S <= _MAX_BARS:
+            ax.bar(x, values, color=color, width=0.8)
+        else:  # a stem plot: bars would blur into each other
+            ax.vlines(x, 0.0, values, color=color, lw=0.8)
+            ax.plot(x, values, "o", ms=2.5, color=color)
+        ax.axhline(0.0, color="k", lw=0.6)
+        ax.set_xlabel("state")
+        ax.set_ylabel(label)
+        ax.set_xlim(-0.6, S - 0.4)
+    ax.set_title(title)
+    return ax
+
+
+
+
+def plot_reward_panels(posterior, axes=None, show_true: bool = False, over_actions="max"):
+    """Posterior mean and posterior sd of the reward side by side (and the true reward first
+    with ``show_true`` when the MDP has one). Returns the array of axes."""
+    mdp = posterior.mdp
+    with_true = show_true and mdp is not None and mdp.reward is not None
+    n = 3 if with_true else 2
+    axes = new_axes(axes, ncols=n, figsize=(4.6 * n, 3.9) if mdp is not None and
+                     mdp.shape is not None else (5.5 * n, 3.6))
+    axes = np.asarray(axes).ravel()
+    if len(axes) != n:
+        raise ValueError(f"axes has {len(axes)} axes, expected {n}")
+    i = 0
+    if with_true:
+        plot_reward(mdp, ax=axes[0], over_actions=over_actions)
+        i = 1
+    plot_reward(posterior, ax=axes[i], stat="mean", over_actions=over_actions)
+    plot_reward(posterior, ax=axes[i + 1], stat="sd", over_actions=over_actions)
+    return axes
+
+
+
+
+def plot_recovery(true, posterior_or_draws, ax=None, prob: float = 0.9, center: bool = False,
+                  label: str = "reward"):
+    """True versus inferred values with central ``prob`` intervals and the identity line.
+
+    Args:
+        true: true values: a reward ``(S,)`` / ``(S, A)``, or parameters ``(d,)``.
+        posterior_or_draws: a :class:`RewardPosterior` (its reward draws, or its ``theta`` draws
+            when ``true`` has the length of theta but not of the reward) or draws
+            ``(n, *true.shape)``.
+        center: subtract the mean over entries from the truth and from every draw (soft-optimal
+            rewards are identified only up to a constant).
+        label: what is compared, for the axis labels.
+
+    Returns the axes; the identity line is the ``Line2D`` labelled "identity".
+    """
+    t = as_numpy(true)
+    if is_posterior(posterior_or_draws):
+        post = posterior_or_draws
+        S, A = post.rewards.shape[-2:]
+        theta = post.samples.get("theta")
+        if t.shape == (S,) or t.shape == (S, A):
+            draws = as_numpy(post.reward())
+            draws = draws[..., 0] if t.shape == (S,) else draws
+            if t.shape == (S,) and not np.allclose(as_numpy(post.reward()), draws[..., None]):
+                raise ValueError("true is a state reward (S,) but the posterior rewards vary "
+                                 "over actions; pass true with shape (S, A)")
+        elif theta is not None and t.shape == tuple(theta.shape[1:]):
+            draws = as_numpy(theta)
+        else:
+            raise ValueError(f"true has shape {t.shape}, expected ({S},), ({S}, {A}) or the "
+                             "shape of theta")
+    else:
+        draws = as_numpy(posterior_or_draws)
+        if draws.shape[1:] != t.shape:
+            raise ValueError(f"draws have shape {draws.shape}, expected (n, *{t.shape})")
+    t, draws = t.reshape(-1), draws.reshape(draws.shape[0], -1)
+    if center:
+        t = t - t.mean()
+        draws = draws - draws.mean(1, keepdims=True)
+    mean = draws.mean(0)
+    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    ax = new_axes(ax)
+    ax.errorbar(t, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=4, color="C0", ecolor="C0",
+                elinewidth=1, alpha=0.8, label=f"posterior mean, {prob:.0%} interval")
+    lim = [min(t.min(), lo.min()), max(t.max(), hi.max())]
+    pad = 0.05 * (lim[1] - lim[0] or 1.0)
+    ax.axline((lim[0], lim[0]), slope=1, color="0.4", ls="--", lw=1, label="identity")
+    ax.set_xlim(lim[0] - pad, lim[1] + pad)
+    ax.set_ylim(lim[0] - pad, lim[1] + pad)
+    ax.set_aspect("equal", adjustable="box")
+    centred = " (centred)" if center else ""
+    ax.set_xlabel(f"true {label}{centred}")
+    ax.set_ylabel(f"inferred {label}{centred}")
+    ax.set_title(f"recovery of the {label}")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
