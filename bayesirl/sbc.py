@@ -156,7 +156,7 @@ def _sbc_draws(method, mdp, demos, reward_model, likelihood, rationality, L, see
     from bayesirl.posterior.reward_posterior import RewardPosterior
 
     if method == "grid":
-        from bayesirl.testing import grid_posterior
+        from bayesirl.inference.quadrature import grid_posterior
 
         g = grid_posterior(mdp, demos, reward_model, likelihood=likelihood,
                            rationality=rationality, **kwargs)
@@ -284,8 +284,9 @@ def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
         n_demos, demo_length: demonstrations per data set and their length (default the
             horizon; required for a discounted MDP).
         method: ``"nuts"``, ``"hmc"``, ``"svi"`` (through :func:`bayesirl.infer`), ``"grid"``
-            (exact draws by quadrature, :func:`bayesirl.testing.grid_posterior`, 1-d or 2-d
-            parameters: checks that the simulator and the likelihood agree), or a callable
+            (exact draws by quadrature,
+            :func:`bayesirl.inference.quadrature.grid_posterior`, 1-d or 2-d parameters:
+            checks that the simulator and the likelihood agree), or a callable
             ``f(mdp, demos, reward_model, *, likelihood, rationality, n_draws, seed, **kw)``
             returning a :class:`~bayesirl.RewardPosterior` or a dict of independent
             draws ``{site: (draws, *shape)}``.

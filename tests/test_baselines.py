@@ -340,7 +340,7 @@ BAD_OPTIONS = [
     (maxent_irl, {"horizon": 0}, "horizon is 0"),
     (maxent_irl, {"lr": -0.1}, "lr is -0.1"),
     (projection_irl, {"eps": 0}, "eps is 0"),
-    (projection_irl, {"max_iters": 2.5}, "max_iters is 2.5"),
+    (projection_irl, {"max_iters": 2.5}, "max_iters must be an integer, got 2.5"),
     (max_margin_irl, {"C": 0}, "C is 0"),
     (max_margin_irl, {"margin": "hinge"}, "margin is 'hinge'"),
     (deep_maxent_irl, {"hidden": (0,)}, r"hidden is \(0,\)"),

@@ -211,7 +211,7 @@ def bad_demos(field):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"n_samples": 0}, "n_samples is 0"),
-    ({"n_samples": 2.5}, "n_samples is 2.5"),
+    ({"n_samples": 2.5}, "n_samples must be an integer, got 2.5"),
     ({"n_iters": 0}, "n_iters is 0"),
     ({"lr": -1.0}, "lr is -1.0"),
     ({"policy_lr": 1.5}, "policy_lr is 1.5"),

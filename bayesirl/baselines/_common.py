@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
 
 import numpy as np
@@ -19,6 +17,7 @@ import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
+from bayesirl._validation import check_choice
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.planning.bellman import (
@@ -53,27 +52,6 @@ def check_problem(mdp, demos) -> tuple[TabularMDP, Demonstrations]:
                              f"expected the MDP's horizon {mdp.horizon} (feature matching "
                              "compares full-horizon feature counts)")
     return mdp, demos
-
-
-def check_number(name, value, low=0.0, strict=True, integer=False, high=math.inf):
-    """``value`` as a float (or int) with ``low < value`` (``<=`` unless ``strict``) and
-    ``value <= high``; a ValueError names ``name`` otherwise."""
-    kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if strict else value >= low) and value <= high
-    if not ok:
-        what = "an integer" if integer else "a finite number"
-        bound = f"{'>' if strict else '>='} {low:g}" + ("" if high == math.inf else
-                                                        f" and <= {high:g}")
-        raise ValueError(f"{name} is {value!r}, expected {what} {bound}")
-    return int(value) if integer else float(value)
-
-
-def check_choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} is {value!r}, expected one of {', '.join(map(repr, options))}")
-    return value
 
 
 # ---------------------------------------------------------------------------- expert statistics

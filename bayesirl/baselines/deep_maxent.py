@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from bayesirl._validation import check_int, check_number
 from bayesirl.baselines import _common
 from bayesirl.baselines.result import IRLResult
 
@@ -61,10 +62,10 @@ def deep_maxent_irl(mdp, demos, *, hidden=(32, 32), lr: float = 1e-2,
     if isinstance(hidden, (int, str)) or not all(
             isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise ValueError(f"hidden is {hidden!r}, expected a sequence of positive ints")
-    lr = _common.check_number("lr", lr)
-    weight_decay = _common.check_number("weight_decay", weight_decay, strict=False)
-    max_iters = _common.check_number("max_iters", max_iters, integer=True)
-    tol = _common.check_number("tol", tol)
+    lr = check_number("lr", lr, 0.0, low_open=True)
+    weight_decay = check_number("weight_decay", weight_decay, 0.0)
+    max_iters = check_int("max_iters", max_iters)
+    tol = check_number("tol", tol, 0.0, low_open=True)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed is {seed!r}, expected an int")
     counts = _common.expert_counts(mdp, demos)

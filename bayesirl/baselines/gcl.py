@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl.baselines._common import check_number
+from bayesirl._validation import check_int, check_number
 from bayesirl.baselines.result import IRLResult
 from bayesirl.core import envs
 from bayesirl.core.demos import Demonstrations
@@ -214,21 +214,21 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
         of the demonstrations' actions under the sampler); ``info`` with ``"policy": (S, A)`` the
         final sampler, ``"discount"``, ``"horizon"``.
     """
-    n_iters = check_number("n_iters", n_iters, integer=True)
-    n_samples = check_number("n_samples", n_samples, integer=True)
-    lr = check_number("lr", lr)
-    policy_lr = check_number("policy_lr", policy_lr, high=1.0)
-    policy_sweeps = check_number("policy_sweeps", policy_sweeps, integer=True)
-    l2 = check_number("l2", l2, strict=False)
+    n_iters = check_int("n_iters", n_iters)
+    n_samples = check_int("n_samples", n_samples)
+    lr = check_number("lr", lr, 0.0, low_open=True)
+    policy_lr = check_number("policy_lr", policy_lr, 0.0, 1.0, low_open=True)
+    policy_sweeps = check_int("policy_sweeps", policy_sweeps)
+    l2 = check_number("l2", l2, 0.0)
     if horizon is not None:
-        horizon = check_number("horizon", horizon, integer=True)
+        horizon = check_int("horizon", horizon)
     sampler = _as_sampler(env, horizon)
     S, A = sampler.n_states, sampler.n_actions
     _check_demos(demos, S, A, horizon)
     demos = demos.to("cpu")
     T = demos.max_length if horizon is None else horizon
     gamma = 1 - 1 / T if discount is None else check_number(
-        "discount", discount, strict=False, high=1 - 1e-12)
+        "discount", discount, 0.0, 1.0, high_open=True)
     phi = _features(features, S, A)
     dtype = torch.get_default_dtype()
     rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
+from bayesirl._validation import check_choice, check_int, check_number
 from bayesirl.baselines import _common
 from bayesirl.baselines.result import IRLResult
 from bayesirl.planning.bellman import ConvergenceWarning, occupancy
@@ -73,10 +74,10 @@ def max_margin_irl(mdp, demos, *, C: float = 1.0, margin: str = "loss", tol: flo
         ``loss_vector`` ``(S, A)`` (``l``, zeros for ``"unit"``), ``converged``.
     """
     mdp, demos = _common.check_problem(mdp, demos)
-    C = _common.check_number("C", C)
-    _common.check_choice("margin", margin, ("loss", "unit"))
-    tol = _common.check_number("tol", tol)
-    max_iters = _common.check_number("max_iters", max_iters, integer=True)
+    C = check_number("C", C, 0.0, low_open=True)
+    check_choice("margin", margin, ("loss", "unit"))
+    tol = check_number("tol", tol, 0.0, low_open=True)
+    max_iters = check_int("max_iters", max_iters)
     counts = _common.expert_counts(mdp, demos)
     mu_e = _common.expert_features(mdp, counts)
     loss = 1 - counts / counts.max() if margin == "loss" else torch.zeros_like(counts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bayesirl.baselines import _common
+from bayesirl._validation import check_int
 from bayesirl.baselines.mce import DEFAULT_L2, fit
 from bayesirl.baselines.result import IRLResult
 from bayesirl.core.demos import Demonstrations
@@ -88,7 +88,7 @@ def maxent_irl(mdp, demos, *, horizon: int | None = None, l2: float = DEFAULT_L2
     if isinstance(demos, Demonstrations) and (horizon is not None or not mdp.finite_horizon):
         if horizon is None:
             horizon = demos.max_length
-        horizon = _common.check_number("horizon", horizon, integer=True)
+        horizon = check_int("horizon", horizon)
         if int(demos.lengths.min()) < horizon:
             i = int((demos.lengths < horizon).nonzero()[0, 0])
             raise ValueError(f"demos: demonstration {i} has length {int(demos.lengths[i])}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bayesirl._validation import check_choice, check_int, check_number
 from bayesirl.baselines import _common
 from bayesirl.baselines.result import IRLResult
 
@@ -82,11 +83,11 @@ def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical",
 def fit(mdp, demos, dual, desc, *, l2, initial, method, max_iters, tol, lr, progress):
     """Validate, then minimise ``dual`` over linear rewards (shared with MaxEnt IRL)."""
     mdp, demos = _common.check_problem(mdp, demos)
-    l2 = _common.check_number("l2", l2, strict=False)
-    _common.check_choice("method", method, ("lbfgs", "adam"))
-    max_iters = _common.check_number("max_iters", max_iters, integer=True)
-    tol = _common.check_number("tol", tol)
-    lr = _common.check_number("lr", lr)
+    l2 = check_number("l2", l2, 0.0)
+    check_choice("method", method, ("lbfgs", "adam"))
+    max_iters = check_int("max_iters", max_iters)
+    tol = check_number("tol", tol, 0.0, low_open=True)
+    lr = check_number("lr", lr, 0.0, low_open=True)
     counts = _common.expert_counts(mdp, demos)
     start = _common.start_distribution(mdp, demos, initial)
     theta, history, info = _common.fit_linear(

@@ -7,6 +7,7 @@ import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
+from bayesirl._validation import check_int, check_number
 from bayesirl.baselines import _common
 from bayesirl.baselines.result import IRLResult
 
@@ -85,8 +86,8 @@ def projection_irl(mdp, demos, *, eps: float = 1e-3, max_iters: int = 100,
         ``converged``.
     """
     mdp, demos = _common.check_problem(mdp, demos)
-    eps = _common.check_number("eps", eps)
-    max_iters = _common.check_number("max_iters", max_iters, integer=True)
+    eps = check_number("eps", eps, 0.0, low_open=True)
+    max_iters = check_int("max_iters", max_iters)
     mu_e = _common.expert_features(mdp, _common.expert_counts(mdp, demos))
     d = mu_e.shape[0]
     plan, mu = _common.greedy(mdp, mu_e.new_zeros(mdp.n_states, mdp.n_actions))

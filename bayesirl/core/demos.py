@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl.core.mdp import TabularMDP, _as_tensor, _first_bad, _fmt_index
-from bayesirl.planning.bellman import _check_mdp
+from bayesirl._validation import as_tensor, check_int, first_bad, fmt_index
+from bayesirl.core.mdp import TabularMDP, check_mdp
 
 __all__ = ["Demonstrations", "rollouts"]
 
@@ -44,15 +44,10 @@ def _check_range(name: str, t: torch.Tensor, n: int, what: str) -> None:
     """Raise naming demonstration i and step t when an ``(N, T)`` index array has ``t >= n``."""
     bad = t >= n
     if bad.any():
-        i, s = _first_bad(bad)
+        i, s = first_bad(bad)
         raise ValueError(f"demonstration {i}, step {s}: {name}[{i}, {s}] is {t[i, s].item()}, "
                          f"expected {what} index in [0, {n})")
 
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} is {value!r}, expected an integer >= 1")
-    return value
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,9 +71,9 @@ class Demonstrations:
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise fields once, here
-        states = _as_tensor("states", self.states, integer=True)
+        states = as_tensor("states", self.states, integer=True)
         device = states.device
-        actions = _as_tensor("actions", self.actions, device=device, integer=True)
+        actions = as_tensor("actions", self.actions, device=device, integer=True)
         mask = _as_mask(self.mask, device)
         if states.dim() != 2:
             raise ValueError(f"states must have shape (N, T), got {tuple(states.shape)}")
@@ -89,30 +84,30 @@ class Demonstrations:
         if states.shape[0] == 0:
             raise ValueError("demonstrations are empty (N == 0), expected at least one")
         if states.shape[1] == 0 or not mask[:, 0].all():
-            i = 0 if states.shape[1] == 0 else _first_bad(~mask[:, 0])[0]
+            i = 0 if states.shape[1] == 0 else first_bad(~mask[:, 0])[0]
             raise ValueError(f"mask[{i}] has no True entry: demonstration {i} has length 0, "
                              "expected length >= 1")
         gap = mask[:, 1:] & ~mask[:, :-1]
         if gap.any():
-            i, t = _first_bad(gap)
+            i, t = first_bad(gap)
             raise ValueError(f"mask[{i}, {t + 1}] is True after mask[{i}, {t}] is False, "
                              "expected each row's True entries to form a prefix")
         for name, t in (("states", states), ("actions", actions)):
             neg = mask & (t < 0)
             if neg.any():
-                idx = _first_bad(neg)
-                raise ValueError(f"{name}{_fmt_index(idx)} is {t[idx].item()}, "
+                idx = first_bad(neg)
+                raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, "
                                  "expected a non-negative index")
         set_(self, "states", states.masked_fill(~mask, 0))
         set_(self, "actions", actions.masked_fill(~mask, 0))
         set_(self, "mask", mask)
         if self.final_states is not None:
-            final = _as_tensor("final_states", self.final_states, device=device, integer=True)
+            final = as_tensor("final_states", self.final_states, device=device, integer=True)
             if tuple(final.shape) != (states.shape[0],):
                 raise ValueError(f"final_states must have shape ({states.shape[0]},), one per "
                                  f"demonstration, got {tuple(final.shape)}")
             if (final < 0).any():
-                i = _first_bad(final < 0)[0]
+                i = first_bad(final < 0)[0]
                 raise ValueError(f"final_states[{i}] is {final[i].item()}, "
                                  "expected a non-negative index")
             set_(self, "final_states", final)
@@ -121,19 +116,19 @@ class Demonstrations:
     @classmethod
     def from_arrays(cls, states, actions, lengths=None, final_states=None) -> Demonstrations:
         """From ``states, actions: (N, T)`` int arrays and ``lengths: (N,)`` (default: all T)."""
-        states = _as_tensor("states", states, integer=True)
+        states = as_tensor("states", states, integer=True)
         if lengths is None:
             mask = torch.ones(states.shape, dtype=torch.bool, device=states.device)
         else:
             if states.dim() != 2:
                 raise ValueError(f"states must have shape (N, T), got {tuple(states.shape)}")
             N, T = states.shape
-            lengths = _as_tensor("lengths", lengths, device=states.device, integer=True)
+            lengths = as_tensor("lengths", lengths, device=states.device, integer=True)
             if tuple(lengths.shape) != (N,):
                 raise ValueError(f"lengths must have shape ({N},), got {tuple(lengths.shape)}")
             bad = (lengths < 1) | (lengths > T)
             if bad.any():
-                i = _first_bad(bad)[0]
+                i = first_bad(bad)[0]
                 raise ValueError(f"lengths[{i}] is {lengths[i].item()}, "
                                  f"expected an integer in [1, {T}]")
             mask = torch.arange(T, device=states.device) < lengths[:, None]
@@ -153,8 +148,8 @@ class Demonstrations:
         for i, pair in enumerate(trajectories):
             if len(pair) != 2:
                 raise ValueError(f"trajectories[{i}] must be a (states, actions) pair")
-            s = _as_tensor(f"trajectories[{i}] states", pair[0], integer=True).reshape(-1)
-            a = _as_tensor(f"trajectories[{i}] actions", pair[1], integer=True).reshape(-1)
+            s = as_tensor(f"trajectories[{i}] states", pair[0], integer=True).reshape(-1)
+            a = as_tensor(f"trajectories[{i}] actions", pair[1], integer=True).reshape(-1)
             if len(a) == 0 or len(s) not in (len(a), len(a) + 1):
                 raise ValueError(f"trajectories[{i}] has {len(s)} states and {len(a)} actions, "
                                  "expected L >= 1 actions and L or L + 1 states")
@@ -241,24 +236,24 @@ class Demonstrations:
         probability 0, and demonstrations longer than a finite MDP's horizon; ``TypeError``
         when ``mdp`` is not a :class:`TabularMDP`.
         """
-        _check_mdp(mdp)
+        check_mdp(mdp)
         S, A = mdp.n_states, mdp.n_actions
         succ, probs = mdp.successors.to(self.device), mdp.transition_probs.to(self.device)
         _check_range("states", self.states, S, "a state")  # padding is 0, always in range
         _check_range("actions", self.actions, A, "an action")
         final = self.final_states
         if final is not None and (final >= S).any():
-            i = _first_bad(final >= S)[0]
+            i = first_bad(final >= S)[0]
             raise ValueError(f"final_states[{i}] is {final[i].item()}, "
                              f"expected a state index in [0, {S})")
         if mdp.finite_horizon and (self.lengths > mdp.horizon).any():
-            i = _first_bad(self.lengths > mdp.horizon)[0]
+            i = first_bad(self.lengths > mdp.horizon)[0]
             raise ValueError(f"demonstration {i} has length {self.lengths[i].item()}, expected "
                              f"at most the MDP's horizon {mdp.horizon}")
         s0 = self.states[:, 0]
         bad = mdp.initial.to(self.device)[s0] <= 0
         if bad.any():
-            i = _first_bad(bad)[0]
+            i = first_bad(bad)[0]
             raise ValueError(f"demonstration {i}, step 0: initial state {s0[i].item()} has "
                              "probability 0 under mdp.initial")
         # next state of every step; the last real step goes to final_states when known
@@ -272,7 +267,7 @@ class Demonstrations:
         p = ((succ[s, a] == nxt[..., None]) * probs[s, a]).sum(-1)  # (N, T)
         bad = has_next & (p <= 0)
         if bad.any():
-            i, t = _first_bad(bad)
+            i, t = first_bad(bad)
             raise ValueError(f"demonstration {i}, step {t}: transition {s[i, t].item()} "
                              f"--({a[i, t].item()})--> {nxt[i, t].item()} has probability 0 "
                              "under the MDP")
@@ -362,13 +357,13 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
         :class:`Demonstrations` with ``states, actions: (n, length)`` and ``final_states: (n,)``.
     """
     S, A, dev = mdp.n_states, mdp.n_actions, mdp.device
-    _positive_int("n", n)
+    check_int("n", n)
     if length is None and not mdp.finite_horizon:
         raise ValueError("length is required for a discounted MDP (it has no horizon)")
-    length = _positive_int("length", mdp.horizon if length is None else length)
+    length = check_int("length", mdp.horizon if length is None else length)
     if mdp.finite_horizon and length > mdp.horizon:
         raise ValueError(f"length is {length}, expected at most the MDP's horizon {mdp.horizon}")
-    pi = policy.log_policy.exp() if hasattr(policy, "log_policy") else _as_tensor("policy", policy)
+    pi = policy.log_policy.exp() if hasattr(policy, "log_policy") else as_tensor("policy", policy)
     pi = pi.detach().to(dev)
     if pi.dim() not in (2, 3) or tuple(pi.shape[-2:]) != (S, A):
         raise ValueError(f"policy must have shape ({S}, {A}) or (T, {S}, {A}), "
@@ -379,8 +374,8 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
     sums, tol = pi.sum(-1), (1e-6 if pi.dtype == torch.float64 else 1e-4)
     bad = (~torch.isfinite(pi) | (pi < 0)).any(-1) | ~((sums - 1).abs() <= tol)
     if bad.any():
-        idx = _first_bad(bad)
-        raise ValueError(f"policy{_fmt_index(idx)} is {pi[idx].tolist()}, expected probabilities "
+        idx = first_bad(bad)
+        raise ValueError(f"policy{fmt_index(idx)} is {pi[idx].tolist()}, expected probabilities "
                          "that are >= 0 and sum to 1")
     if initial is None:
         mu = mdp.initial
@@ -389,7 +384,7 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
             raise ValueError(f"initial is {initial}, expected a state index in [0, {S})")
         mu = torch.nn.functional.one_hot(torch.tensor(initial), S).to(mdp.dtype)
     else:
-        mu = _as_tensor("initial", initial, dtype=mdp.dtype)
+        mu = as_tensor("initial", initial, dtype=mdp.dtype)
         if tuple(mu.shape) != (S,) or not torch.isfinite(mu).all() or (mu < 0).any() \
                 or abs(mu.sum().item() - 1) > 1e-4:
             raise ValueError(f"initial must be a state index or a distribution of shape ({S},),"

@@ -15,13 +15,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
-import numbers
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from bayesirl._validation import (
+    as_tensor,
+    check_finite,
+    check_int,
+    check_names,
+    check_number,
+    first_bad,
+    fmt_index,
+    positive_ints,
+)
 from bayesirl.core.sparse import (
     batch_first,
     batch_last,
@@ -29,77 +36,7 @@ from bayesirl.core.sparse import (
     transition_operators,
 )
 
-__all__ = ["TabularMDP"]
-
-
-def _as_tensor(name, value, dtype=None, device=None, integer=False):
-    """Convert array-likes to a tensor, naming ``name`` when that is impossible."""
-    if isinstance(value, torch.Tensor):
-        t = value
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(value))
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"{name} must be an array of numbers, "
-                            f"got {type(value).__name__}") from e
-    if integer:
-        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
-            if t.dtype.is_floating_point and torch.isfinite(t).all() and (t == t.round()).all():
-                t = t.long()
-            else:
-                raise TypeError(f"{name} must hold integer indices, got dtype {t.dtype}")
-        return t.to(device=device, dtype=torch.long)
-    if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64, torch.int16,
-                                                       torch.int8, torch.uint8, torch.bool)):
-        raise TypeError(f"{name} must be real-valued, got dtype {t.dtype}")
-    if not t.dtype.is_floating_point:
-        t = t.to(torch.get_default_dtype())
-    return t.to(device=device, dtype=dtype or t.dtype)
-
-
-def _check_int(name, value, low=1) -> int:
-    """``value`` as an int ``>= low``; bools, floats and strings are rejected, naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < low:
-        raise ValueError(f"{name} is {value}, expected an integer >= {low}")
-    return int(value)
-
-
-def _positive_ints(values) -> tuple[int, ...] | None:
-    """``values`` as a tuple of ints >= 1, or None when it is not a sequence of those."""
-    try:
-        return tuple(_check_int("value", x) for x in values)
-    except (TypeError, ValueError):
-        return None
-
-
-def _names(name, values, n) -> tuple[str, ...]:
-    """``values`` as a tuple of ``n`` strings, naming ``name`` when it is not a sequence."""
-    try:
-        names = tuple(str(x) for x in values)
-    except TypeError as e:
-        raise TypeError(f"{name} must be a sequence of {n} names, got {values!r} "
-                        f"({type(values).__name__})") from e
-    if len(names) != n:
-        raise ValueError(f"{name} has {len(names)} names, expected {n}")
-    return names
-
-
-def _first_bad(mask: torch.Tensor) -> tuple[int, ...]:
-    """Index of the first True entry of ``mask``."""
-    return tuple(int(i) for i in mask.nonzero()[0])
-
-
-def _fmt_index(idx: tuple[int, ...]) -> str:
-    return "[" + ", ".join(str(i) for i in idx) + "]"
-
-
-def _check_finite(name: str, t: torch.Tensor) -> None:
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        idx = _first_bad(bad)
-        raise ValueError(f"{name}{_fmt_index(idx)} is {t[idx].item()}, expected a finite number")
+__all__ = ["TabularMDP", "check_mdp"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,7 +73,7 @@ class TabularMDP:
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise fields once, here
-        probs = _as_tensor("transition_probs", self.transition_probs)
+        probs = as_tensor("transition_probs", self.transition_probs)
         if probs.dim() != 3:
             raise ValueError(
                 f"transition_probs must have shape (S, A, K), got {tuple(probs.shape)}")
@@ -144,39 +81,39 @@ class TabularMDP:
         if S < 1 or A < 1 or K < 1:
             raise ValueError(f"transition_probs must be non-empty, got shape {tuple(probs.shape)}")
         dtype, device = probs.dtype, probs.device
-        succ = _as_tensor("successors", self.successors, device=device, integer=True)
+        succ = as_tensor("successors", self.successors, device=device, integer=True)
         if tuple(succ.shape) != (S, A, K):
             raise ValueError(f"successors must have shape {(S, A, K)} like transition_probs, "
                              f"got {tuple(succ.shape)}")
         out = (succ < 0) | (succ >= S)
         if out.any():
-            idx = _first_bad(out)
-            raise ValueError(f"successors{_fmt_index(idx)} is {succ[idx].item()}, "
+            idx = first_bad(out)
+            raise ValueError(f"successors{fmt_index(idx)} is {succ[idx].item()}, "
                              f"expected a state index in [0, {S})")
-        _check_finite("transition_probs", probs)
+        check_finite("transition_probs", probs)
         neg = probs < 0
         if neg.any():
-            idx = _first_bad(neg)
-            raise ValueError(f"transition_probs{_fmt_index(idx)} is {probs[idx].item():.6g}, "
+            idx = first_bad(neg)
+            raise ValueError(f"transition_probs{fmt_index(idx)} is {probs[idx].item():.6g}, "
                              "expected a probability >= 0")
         tol = _sum_tolerance(dtype)
         sums = probs.sum(-1)
         bad = (sums - 1).abs() > tol
         if bad.any():
-            idx = _first_bad(bad)
-            raise ValueError(f"transition_probs{_fmt_index(idx)} sums to {sums[idx].item():.6g}, "
+            idx = first_bad(bad)
+            raise ValueError(f"transition_probs{fmt_index(idx)} sums to {sums[idx].item():.6g}, "
                              "expected 1")
         set_(self, "transition_probs", probs)
         set_(self, "successors", succ)
 
-        initial = _as_tensor("initial", self.initial, dtype, device)
+        initial = as_tensor("initial", self.initial, dtype, device)
         if tuple(initial.shape) != (S,):
             raise ValueError(f"initial must have shape ({S},) (one entry per state), "
                              f"got {tuple(initial.shape)}")
-        _check_finite("initial", initial)
+        check_finite("initial", initial)
         if (initial < 0).any():
-            idx = _first_bad(initial < 0)
-            raise ValueError(f"initial{_fmt_index(idx)} is {initial[idx].item():.6g}, "
+            idx = first_bad(initial < 0)
+            raise ValueError(f"initial{fmt_index(idx)} is {initial[idx].item():.6g}, "
                              "expected a probability >= 0")
         if abs(initial.sum().item() - 1) > tol:
             raise ValueError(f"initial sums to {initial.sum().item():.6g}, expected 1")
@@ -186,46 +123,42 @@ class TabularMDP:
             raise ValueError("give exactly one of horizon (finite) or discount (infinite), got "
                              f"horizon={self.horizon!r}, discount={self.discount!r}")
         if self.horizon is not None:
-            set_(self, "horizon", _check_int("horizon", self.horizon))
+            set_(self, "horizon", check_int("horizon", self.horizon))
         else:
-            g = self.discount
-            if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g):
-                raise ValueError(f"discount is {g!r}, expected a number in [0, 1)")
-            if not 0 <= g < 1:
-                raise ValueError(f"discount is {g}, expected a number in [0, 1)")
-            set_(self, "discount", float(g))
+            set_(self, "discount", check_number("discount", self.discount, 0.0, 1.0,
+                                                high_open=True))
 
         if self.features is not None:
-            phi = _as_tensor("features", self.features, dtype, device)
+            phi = as_tensor("features", self.features, dtype, device)
             if phi.dim() not in (2, 3) or phi.shape[0] != S or (phi.dim() == 3
                                                                  and phi.shape[1] != A):
                 raise ValueError(f"features must have shape ({S}, d) or ({S}, {A}, d), "
                                  f"got {tuple(phi.shape)}")
-            _check_finite("features", phi)
+            check_finite("features", phi)
             set_(self, "features", phi)
             d = phi.shape[-1]
             if self.feature_names is not None:
-                set_(self, "feature_names", _names("feature_names", self.feature_names, d))
+                set_(self, "feature_names", check_names("feature_names", self.feature_names, d))
         elif self.feature_names is not None:
             raise ValueError("feature_names given without features")
 
         if self.reward is not None:
-            r = _as_tensor("reward", self.reward, dtype, device)
+            r = as_tensor("reward", self.reward, dtype, device)
             if tuple(r.shape) not in ((S,), (S, A)):
                 raise ValueError(f"reward must have shape ({S},) or ({S}, {A}), "
                                  f"got {tuple(r.shape)}")
-            _check_finite("reward", r)
+            check_finite("reward", r)
             set_(self, "reward", r)
 
         if self.shape is not None:
-            shape = _positive_ints(self.shape)
+            shape = positive_ints(self.shape)
             if shape is None or len(shape) != 2 or shape[0] * shape[1] != S:
                 raise ValueError(f"shape is {self.shape!r}, expected (rows, cols) with "
                                  f"rows * cols == {S}")
             set_(self, "shape", shape)
         for field, n in (("state_names", S), ("action_names", A)):
             if getattr(self, field) is not None:
-                set_(self, field, _names(field, getattr(self, field), n))
+                set_(self, field, check_names(field, getattr(self, field), n))
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -236,19 +169,19 @@ class TabularMDP:
         representation keeps only the non-zero entries. Other keyword arguments are those of
         :class:`TabularMDP`; ``initial`` defaults to the uniform distribution.
         """
-        P = _as_tensor("transitions", transitions)
+        P = as_tensor("transitions", transitions)
         if P.dim() != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
             raise ValueError(f"transitions must have shape (S, A, S), got {tuple(P.shape)}")
-        _check_finite("transitions", P)
+        check_finite("transitions", P)
         if (P < 0).any():
-            idx = _first_bad(P < 0)
-            raise ValueError(f"transitions{_fmt_index(idx)} is {P[idx].item():.6g}, "
+            idx = first_bad(P < 0)
+            raise ValueError(f"transitions{fmt_index(idx)} is {P[idx].item():.6g}, "
                              "expected a probability >= 0")
         sums = P.sum(-1)
         bad = (sums - 1).abs() > _sum_tolerance(P.dtype)
         if bad.any():
-            idx = _first_bad(bad)
-            raise ValueError(f"transitions{_fmt_index(idx)} sums to {sums[idx].item():.6g}, "
+            idx = first_bad(bad)
+            raise ValueError(f"transitions{fmt_index(idx)} sums to {sums[idx].item():.6g}, "
                              "expected 1")
         S = P.shape[0]
         K = max(int((P > 0).sum(-1).max()), 1)
@@ -359,3 +292,10 @@ class TabularMDP:
 
 def _sum_tolerance(dtype: torch.dtype) -> float:
     return 1e-6 if dtype == torch.float64 else 1e-4
+
+
+def check_mdp(mdp, name: str = "mdp") -> TabularMDP:
+    """``mdp`` if it is a :class:`TabularMDP`; the one home of that rule (TypeError otherwise)."""
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"{name} must be a TabularMDP, got {type(mdp).__name__}")
+    return mdp

@@ -6,11 +6,9 @@ tensors that the rest of :mod:`bayesirl.decisions` trusts.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
+from bayesirl._validation import is_posterior
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs
 from bayesirl.planning.bellman import Plan
@@ -18,41 +16,9 @@ from bayesirl.planning.bellman import Plan
 _CHUNK = 64  # reward draws planned at once
 
 
-def check_mdp(mdp) -> TabularMDP:
-    if not isinstance(mdp, TabularMDP):
-        raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
-    return mdp
 
 
-def check_open_unit(name: str, value) -> float:
-    """A number strictly inside (0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            math.isfinite(value) and 0 < value < 1):
-        raise ValueError(f"{name} is {value!r}, expected a number in (0, 1)")
-    return float(value)
 
-
-def check_unit(name: str, value) -> float:
-    """A number in [0, 1]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-            math.isfinite(value) and 0 <= value <= 1):
-        raise ValueError(f"{name} is {value!r}, expected a number in [0, 1]")
-    return float(value)
-
-
-def check_count(name: str, value, low: int = 1, high: int | None = None) -> int:
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        span = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} is {value!r}, expected an integer {span}")
-    return int(value)
-
-
-def is_posterior(value) -> bool:
-    """Anything with a ``.reward()`` method (a :class:`~bayesirl.RewardPosterior`) counts."""
-    return not isinstance(value, torch.Tensor) and callable(getattr(value, "reward", None))
 
 
 def _transitions(mdp: TabularMDP) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,8 +21,9 @@ from typing import NamedTuple
 
 import torch
 
-from bayesirl.core.mdp import TabularMDP
-from bayesirl.decisions._inputs import check_count, check_mdp, expert_probs, reward_draws
+from bayesirl._validation import check_int
+from bayesirl.core.mdp import TabularMDP, check_mdp
+from bayesirl.decisions._inputs import expert_probs, reward_draws
 
 __all__ = ["CRITERIA", "Query", "active_query"]
 
@@ -77,7 +78,7 @@ def active_query(mdp: TabularMDP, posterior, k: int = 1, criterion: str = "entro
         raise ValueError(f"criterion is {criterion!r}, expected one of {CRITERIA}")
     S = mdp.n_states
     skip = _excluded(exclude, S, mdp.device)
-    k = check_count("k", k, 1, S - int(skip.sum()))
+    k = check_int("k", k, 1, S - int(skip.sum()))
     R, p = reward_draws(mdp, posterior, weights)
     probs = expert_probs(mdp, posterior, R)                       # (D, [T,] S, A)
     mean = torch.einsum("d,d...->...", p, probs)

@@ -24,14 +24,9 @@ from typing import NamedTuple
 import torch
 from scipy.stats import binom
 
-from bayesirl.core.mdp import TabularMDP
-from bayesirl.decisions._inputs import (
-    _CHUNK,
-    check_mdp,
-    check_open_unit,
-    policy_probs,
-    reward_draws,
-)
+from bayesirl._validation import check_probability
+from bayesirl.core.mdp import TabularMDP, check_mdp
+from bayesirl.decisions._inputs import _CHUNK, policy_probs, reward_draws
 from bayesirl.planning.bellman import occupancy, value_iteration
 
 __all__ = ["VaRBound", "value_at_risk_bound"]
@@ -91,8 +86,8 @@ def value_at_risk_bound(mdp: TabularMDP, posterior, policy, alpha: float = 0.95,
         :class:`VaRBound` ``(bound, var, evd, order)``.
     """
     mdp = check_mdp(mdp)
-    alpha = check_open_unit("alpha", alpha)
-    delta = check_open_unit("delta", delta)
+    alpha = check_probability("alpha", alpha, open_low=True, open_high=True)
+    delta = check_probability("delta", delta, open_low=True, open_high=True)
     R, _ = reward_draws(mdp, posterior)
     pi = policy_probs(mdp, policy)
     with torch.no_grad():

@@ -26,15 +26,10 @@ from typing import NamedTuple
 
 import torch
 
+from bayesirl._validation import check_int, is_posterior
 from bayesirl.core.demos import Demonstrations
-from bayesirl.core.mdp import TabularMDP
-from bayesirl.decisions._inputs import (
-    check_count,
-    check_mdp,
-    expert_probs,
-    is_posterior,
-    reward_draws,
-)
+from bayesirl.core.mdp import TabularMDP, check_mdp
+from bayesirl.decisions._inputs import expert_probs, reward_draws
 
 __all__ = ["STATISTICS", "PredictiveCheck", "posterior_predictive_check"]
 
@@ -182,7 +177,7 @@ def posterior_predictive_check(mdp: TabularMDP, posterior, demos: Demonstrations
         raise ValueError("statistic='feature_counts' needs an MDP with features")
     if alternative not in _ALTERNATIVES:
         raise ValueError(f"alternative is {alternative!r}, expected one of {_ALTERNATIVES}")
-    n_sims = check_count("n_sims", n_sims)
+    n_sims = check_int("n_sims", n_sims)
     R, p = reward_draws(mdp, posterior)
     g = torch.Generator(device=mdp.device).manual_seed(seed)
     idx = torch.multinomial(p, n_sims, replacement=True, generator=g)

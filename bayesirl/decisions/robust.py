@@ -37,15 +37,9 @@ from typing import NamedTuple
 
 import torch
 
-from bayesirl.core.mdp import TabularMDP
-from bayesirl.decisions._inputs import (
-    check_mdp,
-    check_open_unit,
-    check_unit,
-    is_posterior,
-    policy_probs,
-    reward_draws,
-)
+from bayesirl._validation import check_probability, is_posterior
+from bayesirl.core.mdp import TabularMDP, check_mdp
+from bayesirl.decisions._inputs import policy_probs, reward_draws
 from bayesirl.decisions._solvers import solve_columns, solve_lp
 from bayesirl.planning.bellman import Plan, occupancy, value_iteration
 
@@ -83,7 +77,7 @@ def cvar(values, alpha: float, weights=None) -> float:
     ``1 - alpha`` quantile counts with the part of its weight inside the tail, so this equals
     ``max_sigma sigma - E[(sigma - X)_+] / (1 - alpha)`` exactly.
     """
-    alpha = check_open_unit("alpha", alpha)
+    alpha = check_probability("alpha", alpha, open_low=True, open_high=True)
     x = torch.as_tensor(values, dtype=torch.float64).detach().cpu().reshape(-1)
     p = torch.ones_like(x) if weights is None else torch.as_tensor(
         weights, dtype=torch.float64).detach().cpu().reshape(-1)
@@ -179,8 +173,8 @@ def robust_policy(mdp: TabularMDP, posterior, alpha: float = 0.95, lam: float = 
         :class:`RobustPolicy`. Scalars are Python floats.
     """
     mdp = check_mdp(mdp)
-    alpha = check_open_unit("alpha", alpha)
-    lam = check_unit("lam", lam)
+    alpha = check_probability("alpha", alpha, open_low=True, open_high=True)
+    lam = check_probability("lam", lam)
     if method not in METHODS:
         raise ValueError(f"method is {method!r}, expected one of {METHODS}")
     R, p = reward_draws(mdp, posterior, weights)

@@ -22,7 +22,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import constraints
 
-from bayesirl.core.mdp import _as_tensor, _names, _positive_ints
+from bayesirl._validation import as_tensor, check_names, positive_ints
 
 __all__ = ["GPReward", "LinearReward", "NeuralReward", "RewardModel", "TabularReward"]
 
@@ -115,7 +115,7 @@ class RewardModel:
 
 
 def _features(name, features) -> torch.Tensor:
-    phi = _as_tensor(name, features)  # TypeError for strings, ragged lists, complex values
+    phi = as_tensor(name, features)  # TypeError for strings, ragged lists, complex values
     if phi.dim() not in (2, 3):
         raise ValueError(f"{name} must have shape (S, d) or (S, A, d), got {tuple(phi.shape)}")
     if not torch.isfinite(phi).all():
@@ -146,7 +146,7 @@ class LinearReward(RewardModel):
         self.prior = _check_prior("prior", dist.Normal(0.0, 1.0) if prior is None else prior,
                                   (d,))
         self.feature_names = (None if feature_names is None
-                              else list(_names("feature_names", feature_names, d)))
+                              else list(check_names("feature_names", feature_names, d)))
 
     def priors(self):
         return {"theta": self.prior}
@@ -375,7 +375,7 @@ class NeuralReward(RewardModel):
         if not (isinstance(prior_scale, (int, float)) and math.isfinite(prior_scale)
                 and prior_scale > 0):
             raise ValueError(f"prior_scale is {prior_scale!r}, expected a number > 0")
-        widths = _positive_ints(hidden)
+        widths = positive_ints(hidden)
         if widths is None:
             raise ValueError(f"hidden is {hidden!r}, expected positive widths: a sequence of "
                              "ints >= 1, e.g. (32, 32)")

@@ -9,8 +9,8 @@ Grid cells are ``s = row * cols + col`` with row 0 drawn at the top.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
+from bayesirl._validation import is_posterior, to_numpy
 from bayesirl.core.envs import map_marks
 
 __all__ = ["as_numpy", "draw_marks", "grid_axes", "is_posterior", "new_axes", "resolve_marks"]
@@ -27,17 +27,9 @@ def new_axes(ax, ncols=1, figsize=None):
     return ax
 
 
-def is_posterior(obj) -> bool:
-    """Anything with a ``.reward()`` method (a :class:`~bayesirl.RewardPosterior`) counts; an
-    MDP's ``reward`` is a tensor or None, never callable."""
-    return not isinstance(obj, torch.Tensor) and callable(getattr(obj, "reward", None))
-
-
 def as_numpy(x) -> np.ndarray:
     """A tensor or array-like as a float64 NumPy array (detached, on the CPU)."""
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=float)
+    return to_numpy(x, np.float64)
 
 
 

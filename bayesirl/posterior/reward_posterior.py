@@ -16,8 +16,9 @@ import tempfile
 import numpy as np
 import torch
 
+from bayesirl._validation import as_tensor
 from bayesirl.core.demos import Demonstrations, rollouts
-from bayesirl.core.mdp import TabularMDP, _as_tensor
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import (
     action_log_probs,
     check_likelihood,
@@ -113,7 +114,7 @@ class RewardPosterior:
         if isinstance(check_rationality(rationality), torch.distributions.Distribution):
             raise TypeError("rationality must be a number > 0 here (reward draws carry no "
                             f"rationality draws), got {type(rationality).__name__}")
-        r = _as_tensor("reward_draws", reward_draws, mdp.dtype, mdp.device)
+        r = as_tensor("reward_draws", reward_draws, mdp.dtype, mdp.device)
         S, A = mdp.n_states, mdp.n_actions
         if r.dim() not in (2, 3) or r.shape[1] != S or (r.dim() == 3 and r.shape[2] != A) or (
                 r.shape[0] < 1):

@@ -1,0 +1,178 @@
+"""The one home of argument checks: numbers, integers, probabilities, tensors and index errors.
+
+Every check names the argument, the offending value (or index) and what was expected, so that a
+user sees one line saying what to fix instead of a traceback from deep inside torch. Checks run
+once where input enters (constructors, ``infer``, public functions), not in inner loops.
+
+A wrong *type* (a string or a float where an integer is expected) raises
+:class:`ArgumentTypeError`, which is both a ``TypeError`` and a ``ValueError``: callers written
+against either keep working, and the message is the same one line.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ArgumentTypeError",
+    "as_tensor",
+    "check_choice",
+    "check_finite",
+    "check_int",
+    "check_number",
+    "check_probability",
+    "first_bad",
+    "fmt_index",
+    "is_posterior",
+    "check_names",
+    "positive_ints",
+    "to_numpy",
+]
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a TypeError that ``except ValueError`` also catches)."""
+
+
+def _is_real(value) -> bool:
+    """A real number (Python or NumPy scalar, not a bool) that is finite."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
+
+
+def check_int(name: str, value, low: int | None = 1, high: int | None = None) -> int:
+    """``value`` as an int in ``[low, high]`` (either bound None for none).
+
+    Python and NumPy integers pass; bools, floats (even whole ones) and strings raise
+    :class:`ArgumentTypeError`; integers out of range raise ``ValueError``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be an integer, got {value!r} "
+                                f"({type(value).__name__})")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = (f"[{low}, {high}]" if low is not None and high is not None
+                else f">= {low}" if low is not None else f"<= {high}")
+        raise ValueError(f"{name} is {value}, expected an integer {span}")
+    return int(value)
+
+
+def check_number(name: str, value, low: float = -math.inf, high: float = math.inf, *,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float within the bounds (``low_open``/``high_open`` exclude
+    them). NumPy scalars count as numbers (``np.float32(0.9)`` is 0.9 to float32 precision)."""
+    ok = _is_real(value)
+    if ok:
+        v = float(value)
+        ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        if low == -math.inf and high == math.inf:
+            span = "a finite number"
+        elif high == math.inf:
+            span = f"a number {'>' if low_open else '>='} {low:g}"
+        elif low == -math.inf:
+            span = f"a number {'<' if high_open else '<='} {high:g}"
+        else:
+            span = (f"a number in {'(' if low_open else '['}{low:g}, "
+                    f"{high:g}{')' if high_open else ']'}")
+        raise ValueError(f"{name} is {value!r}, expected {span}")
+    return v
+
+
+def check_probability(name: str, value, *, open_low: bool = False,
+                      open_high: bool = False) -> float:
+    """A probability in [0, 1] (or an open side), e.g. a credible level or a slip rate."""
+    return check_number(name, value, 0.0, 1.0, low_open=open_low, high_open=open_high)
+
+
+def check_choice(name: str, value, options):
+    """``value`` if it is one of ``options``; the error lists them."""
+    if value not in options:
+        raise ValueError(f"{name} is {value!r}, expected one of {', '.join(map(repr, options))}")
+    return value
+
+
+def as_tensor(name: str, value, dtype=None, device=None, integer: bool = False) -> torch.Tensor:
+    """Array-likes as a tensor, naming ``name`` when that is impossible.
+
+    ``integer``: a long tensor of indices (whole-number floats are accepted; other floats,
+    complex and bools are not). Otherwise a real tensor: integer and bool input becomes the
+    default float dtype unless ``dtype`` says otherwise."""
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError) as e:
+            raise ArgumentTypeError(f"{name} must be an array of numbers, "
+                                    f"got {type(value).__name__}") from e
+    if integer:
+        if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+            if t.dtype.is_floating_point and torch.isfinite(t).all() and (t == t.round()).all():
+                t = t.long()
+            else:
+                raise ArgumentTypeError(f"{name} must hold integer indices, got dtype {t.dtype}")
+        return t.to(device=device, dtype=torch.long)
+    if not (t.dtype.is_floating_point or t.dtype in (torch.int32, torch.int64, torch.int16,
+                                                       torch.int8, torch.uint8, torch.bool)):
+        raise ArgumentTypeError(f"{name} must be real-valued, got dtype {t.dtype}")
+    if not t.dtype.is_floating_point:
+        t = t.to(torch.get_default_dtype())
+    return t.to(device=device, dtype=dtype or t.dtype)
+
+
+def first_bad(mask: torch.Tensor) -> tuple[int, ...]:
+    """Index of the first True entry of ``mask`` (row-major)."""
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
+def fmt_index(idx: tuple[int, ...]) -> str:
+    """``(3, 1)`` as ``"[3, 1]"``, the way error messages print an index."""
+    return "[" + ", ".join(str(i) for i in idx) + "]"
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Raise naming the first non-finite entry of ``t``."""
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        idx = first_bad(bad)
+        raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected a finite number")
+
+
+def positive_ints(values) -> tuple[int, ...] | None:
+    """``values`` as a tuple of ints >= 1, or None when it is not a sequence of those."""
+    try:
+        return tuple(check_int("value", x) for x in values)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_names(name: str, values, n: int) -> tuple[str, ...]:
+    """``values`` as a tuple of ``n`` strings, naming ``name`` when it is not a sequence."""
+    try:
+        out = tuple(str(x) for x in values)
+    except TypeError as e:
+        raise ArgumentTypeError(f"{name} must be a sequence of {n} names, got {values!r} "
+                                f"({type(values).__name__})") from e
+    if len(out) != n:
+        raise ValueError(f"{name} has {len(out)} names, expected {n}")
+    return out
+
+
+def is_posterior(value) -> bool:
+    """The one rule for "a posterior was given, not reward draws": anything that is not a
+    tensor or an array and has a callable ``reward()`` (a :class:`~bayesirl.RewardPosterior`)."""
+    return (not isinstance(value, (torch.Tensor, np.ndarray))
+            and callable(getattr(value, "reward", None)))
+
+
+def to_numpy(x, dtype=None) -> np.ndarray | None:
+    """A tensor or array-like as a NumPy array (detached, on the CPU); None stays None.
+    ``dtype`` None keeps a tensor's own dtype."""
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=dtype)
