@@ -8,7 +8,6 @@ import torch
 
 import bayesirl as birl
 from bayesirl.cli import app as cli
-from bayesirl.cli.spec import tomllib
 
 TINY = """\
 # a tiny problem for the CLI tests
@@ -230,15 +229,12 @@ def test_demo_runs_the_gridworld_spec(tmp_path, capsys, monkeypatch):
     assert post.method == "nuts" and post.samples["theta"].shape[-1] == 16
 
 
-def test_demo_spec_is_found_and_the_embedded_copy_matches_it():
-    path = cli.default_spec_path()
-    assert path == Path(cli.__file__).resolve().parents[2] / "models" / "gridworld.toml"
-    assert tomllib.loads(path.read_text()) == tomllib.loads(cli.DEFAULT_SPEC)
-    assert path.read_text() == cli.DEFAULT_SPEC
+def test_the_packaged_default_spec_is_models_gridworld_toml():
+    from importlib import resources
 
-
-def test_demo_falls_back_to_the_embedded_spec(monkeypatch):
-    monkeypatch.setattr(cli, "default_spec_path", lambda: None)
+    packaged = resources.files("bayesirl.cli").joinpath(cli.DEFAULT_SPEC_RESOURCE)
+    models = Path(__file__).resolve().parents[1] / "models" / "gridworld.toml"
+    assert packaged.read_text("utf-8") == models.read_text("utf-8")
     spec = cli._demo_spec()
     assert spec.name == "gridworld" and spec.inference.method == "nuts"
-    assert spec.source is None and spec.text == cli.DEFAULT_SPEC
+    assert spec.source is None and spec.text == models.read_text("utf-8")

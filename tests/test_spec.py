@@ -1,4 +1,5 @@
-"""Tests of bayesirl.cli.spec: TOML specs, their validation messages, files, build()."""
+"""Tests of the spec side of the command line: TOML specs and their validation messages
+(bayesirl.cli.spec), the files they name (bayesirl.cli.io) and build() (bayesirl.cli.build)."""
 
 import textwrap
 
@@ -7,14 +8,12 @@ import pytest
 import torch
 
 import bayesirl as birl
+from bayesirl.cli.build import build, infer_kwargs
+from bayesirl.cli.io import load_demos, load_mdp_npz
 from bayesirl.cli.spec import (
     PRIOR_FAMILIES,
     SpecError,
     apply_overrides,
-    build,
-    infer_kwargs,
-    load_demos,
-    load_mdp_npz,
     load_spec,
     parse_spec,
     tomllib,
@@ -225,7 +224,8 @@ def test_npz_demos_and_simulated_demos_from_file_mdp(tmp_path):
 
 
 def test_lava_world_and_decisions(tmp_path):
-    from bayesirl.cli.spec import DecisionsSpec, deployment_mdp
+    from bayesirl.cli.build import deployment_mdp
+    from bayesirl.cli.spec import DecisionsSpec
 
     spec = load_spec(spec_with(tmp_path, {
         "environment": {"name": "lava_world", "size": 5, "horizon": 4, "goal": [0, 0],
@@ -469,9 +469,12 @@ def test_parse_spec_from_dict_matches_load_spec(tmp_path):
     assert spec.environment == load_spec(path).environment
 
 
-def test_spec_choices_match_infer():
+def test_spec_choices_are_imported_from_their_one_home():
     import importlib
-    infer_module = importlib.import_module("bayesirl.inference.facade")
+
+    facade = importlib.import_module("bayesirl.inference.facade")
     from bayesirl.cli import spec
-    assert spec.METHODS == infer_module.METHODS and spec.SPACES == infer_module.SPACES
-    assert spec.GUIDES == tuple(infer_module.GUIDES)
+    from bayesirl.model import likelihood
+
+    assert spec.METHODS is facade.METHODS and spec.SPACES is facade.SPACES
+    assert spec.GUIDES is facade.GUIDES and spec.LIKELIHOODS is likelihood.LIKELIHOODS

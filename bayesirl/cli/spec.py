@@ -1,7 +1,8 @@
-"""Problem specifications: a TOML file -> validated dataclasses -> MDP, demos, reward model.
+"""Problem specifications: the schema of a TOML file and its validation into dataclasses.
 
 A spec has six tables (all but ``[environment]`` optional) and two optional top-level strings,
-``name`` (default: the file's stem) and ``description``::
+``name`` (default: the file's stem; a plain file name, since the default output folder is
+``bayesirl-output/<name>``) and ``description``::
 
     name = "gridworld"
     [environment]            # name = gridworld | objectworld | random_mdp | lava_world |
@@ -26,28 +27,25 @@ A spec has six tables (all but ``[environment]`` optional) and two optional top-
 
 Relative file paths resolve against the spec's folder. Every problem is reported as one
 :class:`SpecError` (a ``ValueError``) whose message names the ``table.key`` (or the CSV column),
-the offending value and what is allowed. :func:`build` turns a :class:`Spec` into
-``(mdp, demos, reward_model, infer_kwargs)`` ready for :func:`bayesirl.infer`.
-
-``BAYESIRL_FAST=1`` in the environment makes :func:`build` shrink the sample counts (at most 20
-draws and 20 warmup steps per chain, 2 chains, NUTS trees of depth 4, 50 SVI steps) so that any
-spec runs in seconds (tests); the numbers are meaningless, the code paths are the real ones.
+the offending value and what is allowed. The choices of ``likelihood.kind`` and
+``inference.method``, ``guide`` and ``space`` are those of :mod:`bayesirl.model.likelihood` and
+:mod:`bayesirl.inference`, read from there. Loading the files a spec names is
+:mod:`bayesirl.cli.io`; building the problem is :mod:`bayesirl.cli.build`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
-import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import pyro.distributions as dist
 import torch
+
+from bayesirl.inference.facade import GUIDES, METHODS, SPACES
+from bayesirl.model.likelihood import LIKELIHOODS
 
 try:
     import tomllib
@@ -55,7 +53,6 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli packag
     import tomli as tomllib
 
 __all__ = [
-    "Built",
     "DecisionsSpec",
     "DemonstrationsSpec",
     "EnvironmentSpec",
@@ -66,23 +63,18 @@ __all__ = [
     "Spec",
     "SpecError",
     "apply_overrides",
-    "build",
-    "deployment_mdp",
-    "fast_mode",
-    "load_demos",
-    "load_mdp_npz",
     "load_spec",
     "parse_spec",
 ]
 
-FAST_NUM_SAMPLES = 20
-FAST_WARMUP = 20
-FAST_STEPS = 50
-FAST_MAX_TREE_DEPTH = 4
-
 
 class SpecError(ValueError):
     """A problem specification (or a file it names) is invalid; the message says where."""
+
+    @classmethod
+    def at(cls, where: str, error: Exception) -> SpecError:
+        """``error``'s message on one line, prefixed with ``where`` (a file, a table)."""
+        return cls(f"{where}: " + str(error).replace("\n", " "))
 
 
 # ---------------------------------------------------------------------------- value checks
@@ -314,7 +306,6 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "gymnasium": {"id": _str, "horizon": _HORIZON, "discount": _DISCOUNT, "kwargs": _table},
 }
 _ENV_FILE_KEYS = {"file": _path, "horizon": _HORIZON, "discount": _DISCOUNT}
-LIKELIHOODS = ("soft", "boltzmann")
 REWARD_MODELS: dict[str, dict[str, Any]] = {
     "linear": {"prior": _prior},
     "tabular": {"prior": _prior, "per_action": _bool},
@@ -322,9 +313,6 @@ REWARD_MODELS: dict[str, dict[str, Any]] = {
            "jitter": _POSITIVE, "inputs": _choice("coords", "features")},
     "neural": {"hidden": _int_list, "prior_scale": _POSITIVE},
 }
-METHODS = ("nuts", "hmc", "svi", "map")
-SPACES = ("auto", "reward", "value")
-GUIDES = ("normal", "mvn", "lowrank")
 
 
 @dataclass(frozen=True)
@@ -421,30 +409,6 @@ def _states_or_cells(where, value):
 
 _DECISIONS_SCHEMA = {"alpha": _real(0.0, 1.0, low_open=True, high_open=True), "lam": _PROB,
                      "start": _states_or_cells}
-
-
-def deployment_mdp(spec: Spec, mdp):
-    """The MDP the ``[decisions]`` policies are compared on: ``mdp`` started uniformly from
-    ``decisions.start`` (states or grid cells), or ``mdp`` itself without a start."""
-    start = spec.decisions.start if spec.decisions is not None else None
-    if start is None:
-        return mdp
-    rows, cols = mdp.shape or (0, 0)
-    initial = torch.zeros(mdp.n_states, dtype=mdp.dtype, device=mdp.device)
-    try:
-        for i, v in enumerate(start):
-            if isinstance(v, tuple):
-                if mdp.shape is None or not (v[0] < rows and v[1] < cols):
-                    grid = "a grid" if mdp.shape is None else f"the {rows} x {cols} grid"
-                    _fail(f"decisions.start[{i}]", list(v), f"a [row, col] cell of {grid} (or "
-                                                            "a state index)")
-                v = v[0] * cols + v[1]
-            elif v >= mdp.n_states:
-                _fail(f"decisions.start[{i}]", v, f"a state index in [0, {mdp.n_states})")
-            initial[v] = 1.0
-    except SpecError as e:
-        raise _prefix(str(spec.source) if spec.source is not None else spec.name, e) from None
-    return mdp.replace(initial=initial / initial.sum())
 
 
 @dataclass(frozen=True)
@@ -570,11 +534,6 @@ def parse_spec(data: dict, base: Path | str = ".", name: str = "spec", text: str
                 source=source, text=text)
 
 
-def _prefix(where: str, e: Exception) -> SpecError:
-    msg = str(e).replace("\n", " ")
-    return SpecError(f"{where}: {msg}")
-
-
 def load_spec(path) -> Spec:
     """Read and validate a TOML spec; raise :class:`SpecError` naming the first problem."""
     path = Path(path)
@@ -591,7 +550,7 @@ def load_spec(path) -> Spec:
     try:
         return parse_spec(data, path.resolve().parent, path.stem, text, path)
     except SpecError as e:
-        raise _prefix(str(path), e) from None
+        raise SpecError.at(str(path), e) from None
 
 
 def apply_overrides(spec: Spec, method: str | None = None, num_samples: int | None = None,
@@ -602,318 +561,3 @@ def apply_overrides(spec: Spec, method: str | None = None, num_samples: int | No
     changes = {k: schema[k](k.replace("_", "-"), v) for k, v in changes.items()
                if v is not None}
     return dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, **changes))
-
-
-# ---------------------------------------------------------------------------- files
-_MDP_ARRAYS = ("transitions", "features", "initial", "horizon", "discount", "reward", "shape",
-               "feature_names", "state_names", "action_names")
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise SpecError(f"{path}: no such file")
-    try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise SpecError(f"{path}: cannot read the .npz archive (truncated or not an npz "
-                        f"file?): {e}") from None
-
-
-def _scalar(path, arrays, key, kind):
-    value = arrays[key]
-    if value.shape != () or not np.issubdtype(value.dtype, np.number):
-        raise SpecError(f"{path}: array {key} has shape {value.shape} and dtype {value.dtype}, "
-                        f"expected a scalar {kind}")
-    return value.item()
-
-
-def load_mdp_npz(path, horizon: int | None = None, discount: float | None = None):
-    """A :class:`~bayesirl.TabularMDP` from an ``.npz`` file.
-
-    Arrays: ``transitions (S, A, S')`` (required), ``features (S, d)`` or ``(S, A, d)``,
-    ``initial (S,)`` (default uniform), a scalar ``horizon`` or ``discount`` (or give one as an
-    argument, which takes precedence), optional ``reward (S,)`` or ``(S, A)`` (the truth, for
-    simulated demonstrations), ``shape (2,)`` (a grid, for plots), ``feature_names``,
-    ``state_names``, ``action_names`` (string arrays).
-    """
-    from bayesirl.core.mdp import TabularMDP
-
-    path = Path(path)
-    arrays = _read_npz(path)
-    unknown = sorted(set(arrays) - set(_MDP_ARRAYS))
-    if unknown:
-        raise SpecError(f"{path}: array {unknown[0]!r} is not a known array; allowed: "
-                        + ", ".join(_MDP_ARRAYS))
-    if "transitions" not in arrays:
-        raise SpecError(f"{path}: array 'transitions' (S, A, S') is missing; the file has "
-                        + (", ".join(sorted(arrays)) or "no arrays"))
-    if horizon is None and discount is None:
-        if "horizon" in arrays and "discount" in arrays:
-            raise SpecError(f"{path}: arrays horizon and discount are both given, expected one")
-        if "horizon" in arrays:
-            horizon = _scalar(path, arrays, "horizon", "integer")
-            if not float(horizon).is_integer() or horizon < 1:
-                raise SpecError(f"{path}: array horizon is {horizon!r}, expected an integer "
-                                ">= 1")
-            horizon = int(horizon)
-        elif "discount" in arrays:
-            discount = float(_scalar(path, arrays, "discount", "number"))
-        else:
-            raise SpecError(f"{path}: neither a horizon nor a discount array; add one to the "
-                            "file, or set environment.horizon or environment.discount")
-    kwargs = {"horizon": horizon, "discount": discount}
-    for key in ("features", "initial", "reward"):
-        if key in arrays:
-            kwargs[key] = torch.as_tensor(arrays[key], dtype=torch.get_default_dtype())
-    if "shape" in arrays:
-        kwargs["shape"] = tuple(int(x) for x in np.ravel(arrays["shape"]))
-    for key in ("feature_names", "state_names", "action_names"):
-        if key in arrays:
-            kwargs[key] = tuple(str(x) for x in np.ravel(arrays[key]))
-    try:
-        P = torch.as_tensor(arrays["transitions"], dtype=torch.get_default_dtype())
-        return TabularMDP.from_dense(P, **kwargs)
-    except (TypeError, ValueError) as e:
-        raise _prefix(str(path), e) from None
-
-
-_CSV_COLUMNS = ("episode", "step", "state", "action")
-
-
-def _load_csv(path: Path):
-    from bayesirl.core.demos import Demonstrations
-
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise SpecError(f"{path}: cannot read the CSV file ({e})") from None
-    if not rows:
-        raise SpecError(f"{path}: the file is empty, expected a header "
-                        + ",".join(_CSV_COLUMNS) + " and one row per step")
-    header = [h.strip() for h in rows[0]]
-    missing = [c for c in _CSV_COLUMNS if c not in header]
-    if missing:
-        raise SpecError(f"{path}: column {missing[0]!r} is missing (header is "
-                        f"{','.join(header)!r}), expected columns " + ", ".join(_CSV_COLUMNS))
-    col = {c: header.index(c) for c in _CSV_COLUMNS}
-    episodes: dict[str, list[tuple[int, int, int, int]]] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            raise SpecError(f"{path}, line {line}: {len(row)} fields, expected {len(header)} "
-                            f"like the header")
-        values = {}
-        for c in ("step", "state", "action"):
-            cell = row[col[c]].strip()
-            try:
-                values[c] = int(cell)
-            except ValueError:
-                values[c] = None
-            if values[c] is None or values[c] < 0:
-                raise SpecError(f"{path}, line {line}: column {c} is {cell!r}, expected a "
-                                "non-negative integer")
-        episode = row[col["episode"]].strip()
-        if not episode:
-            raise SpecError(f"{path}, line {line}: column episode is empty, expected an id")
-        episodes.setdefault(episode, []).append(
-            (values["step"], values["state"], values["action"], line))
-    if not episodes:
-        raise SpecError(f"{path}: no rows after the header, expected one row per step")
-    def order(episode):  # numeric ids in numeric order, others after them as strings
-        try:
-            return (0, int(episode), "")
-        except ValueError:
-            return (1, 0, episode)
-
-    trajectories = []
-    for episode, steps in sorted(episodes.items(), key=lambda item: order(item[0])):
-        steps.sort()
-        for expected, (step, _, _, line) in enumerate(steps):
-            if step != expected:
-                what = "repeats" if step < expected else "skips to"
-                raise SpecError(f"{path}, line {line}: column step {what} {step} in episode "
-                                f"{episode!r}, expected consecutive steps 0, 1, 2, ... "
-                                f"(step {expected} next)")
-        trajectories.append(([s[1] for s in steps], [s[2] for s in steps]))
-    return Demonstrations.from_trajectories(trajectories)
-
-
-def load_demos(path):
-    """Demonstrations from ``.npz`` (:meth:`Demonstrations.save`) or ``.csv`` with columns
-    ``episode, step, state, action`` (one row per step; steps 0, 1, ... in each episode; rows
-    in any order; demonstrations ordered by episode id; other columns ignored)."""
-    from bayesirl.core.demos import Demonstrations
-
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"{path}: no such file")
-    if path.suffix.lower() == ".csv":
-        return _load_csv(path)
-    if path.suffix.lower() != ".npz":
-        raise SpecError(f"{path}: unknown demonstrations format {path.suffix!r}, expected "
-                        ".npz or .csv")
-    try:
-        return Demonstrations.load(path)
-    except (TypeError, ValueError) as e:
-        raise _prefix(str(path), e) from None
-
-
-# ---------------------------------------------------------------------------- build
-def fast_mode() -> bool:
-    """True when ``BAYESIRL_FAST`` is set to anything but "", "0", "false" or "no"."""
-    return os.environ.get("BAYESIRL_FAST", "").strip().lower() not in ("", "0", "false", "no")
-
-
-class Built(NamedTuple):
-    """What :func:`build` returns; unpacks as ``mdp, demos, reward_model, infer_kwargs``."""
-
-    mdp: Any
-    demos: Any
-    reward_model: Any
-    infer_kwargs: dict[str, Any]
-
-
-def _build_environment(env: EnvironmentSpec):
-    from bayesirl.core import envs
-
-    options = dict(env.options)
-    if env.file is not None:
-        try:
-            return load_mdp_npz(env.file, options.get("horizon"), options.get("discount"))
-        except SpecError as e:
-            raise _prefix("environment.file", e) from None
-    try:
-        if env.name == "gymnasium":
-            try:
-                import gymnasium
-            except ImportError:
-                raise SpecError("environment.name is 'gymnasium', but the gymnasium package is "
-                                "not installed: pip install bayesirl[gym]") from None
-            env_id, kwargs = options.pop("id"), options.pop("kwargs", {})
-            try:
-                gym_env = gymnasium.make(env_id, **kwargs)
-            except Exception as e:  # gymnasium raises its own error types for unknown ids
-                raise SpecError(f"environment.id is {env_id!r} with kwargs {kwargs!r}: "
-                                f"gymnasium.make failed ({type(e).__name__}: {e})") from None
-            return envs.from_gymnasium(gym_env, **options)
-        return getattr(envs, env.name)(**options)
-    except SpecError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise _prefix(f"environment ({env.name})", e) from None
-
-
-def _build_demos(spec: Spec, mdp):
-    from bayesirl.core.demos import rollouts
-    from bayesirl.model.likelihood import action_log_probs
-
-    d = spec.demonstrations
-    if d.file is not None:
-        try:
-            demos = load_demos(d.file)
-        except SpecError as e:
-            raise _prefix("demonstrations.file", e) from None
-        try:
-            return demos.validate(mdp)
-        except ValueError as e:
-            raise SpecError(f"demonstrations.file is {str(d.file)!r}, but it does not fit the "
-                            f"environment: {e}") from None
-    if mdp.reward is None:
-        raise SpecError("demonstrations are simulated (no demonstrations.file), but the "
-                        "environment has no true reward to simulate them from; add a reward "
-                        "array to the environment file or set demonstrations.file")
-    length = d.length if d.length is not None else (mdp.horizon or 20)
-    if mdp.finite_horizon and length > mdp.horizon:
-        raise SpecError(f"demonstrations.length is {length}, expected at most the "
-                        f"environment's horizon {mdp.horizon}")
-    expert = d.expert or spec.likelihood.kind
-    with torch.no_grad():
-        policy = action_log_probs(mdp, mdp.reward, expert, d.rationality).exp()
-    return rollouts(mdp, policy, n=d.n, seed=d.seed, length=length)
-
-
-def _grid_coords(mdp) -> torch.Tensor:
-    rows, cols = mdp.shape
-    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-    return torch.stack([r.reshape(-1), c.reshape(-1)], -1).to(mdp.dtype)
-
-
-def _build_reward(spec: Spec, mdp):
-    from bayesirl.model.rewards import GPReward, LinearReward, NeuralReward, TabularReward
-
-    r = spec.reward
-    prior = r.prior.distribution() if r.prior is not None else None
-    opts = r.options
-    need_features = r.model in ("linear", "neural") or (
-        r.model == "gp" and opts.get("inputs", "features" if mdp.shape is None else "coords")
-        == "features")
-    if need_features and mdp.features is None:
-        raise SpecError(f"reward.model is {r.model!r}, which needs state features, but the "
-                        "environment has none; add a features array or use model = 'tabular'")
-    try:
-        if r.model == "linear":
-            return LinearReward(mdp.features, prior=prior, feature_names=mdp.feature_names)
-        if r.model == "tabular":
-            return TabularReward(mdp.n_states, mdp.n_actions if opts.get("per_action") else None,
-                                 prior=prior)
-        if r.model == "gp":
-            inputs = opts.get("inputs", "features" if mdp.shape is None else "coords")
-            if inputs == "coords" and mdp.shape is None:
-                raise SpecError("reward.inputs is 'coords', but the environment is not a grid "
-                                "(no shape); use inputs = 'features'")
-            x = _grid_coords(mdp) if inputs == "coords" else mdp.features
-            if x.dim() != 2:
-                raise SpecError("reward.inputs is 'features', but the environment has "
-                                f"state-action features {tuple(x.shape)}; a GP needs (S, d)")
-            hyper = {k: (v.distribution() if isinstance(v, PriorSpec) else v)
-                     for k, v in opts.items() if k in ("lengthscale", "variance")}
-            return GPReward(x, jitter=opts.get("jitter", 1e-6), **hyper)
-        return NeuralReward(mdp.features, hidden=opts.get("hidden", (32, 32)),
-                            prior_scale=opts.get("prior_scale", 1.0))
-    except SpecError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise _prefix(f"reward ({r.model})", e) from None
-
-
-def infer_kwargs(spec: Spec, n_demos: int | None = None, fast: bool | None = None) -> dict:
-    """Keyword arguments of :func:`bayesirl.infer` from ``[likelihood]`` and ``[inference]``;
-    ``fast`` (default: :func:`fast_mode`) shrinks the sample counts."""
-    inf, lik = spec.inference, spec.likelihood
-    kwargs = dataclasses.asdict(inf)
-    if kwargs["warmup"] is None:
-        kwargs["warmup"] = inf.num_samples
-    if fast if fast is not None else fast_mode():
-        kwargs["num_samples"] = min(kwargs["num_samples"], FAST_NUM_SAMPLES)
-        kwargs["warmup"] = min(kwargs["warmup"], FAST_WARMUP)
-        kwargs["steps"] = min(kwargs["steps"], FAST_STEPS)
-        kwargs["num_chains"] = min(kwargs["num_chains"], 2)
-        kwargs["max_tree_depth"] = min(kwargs["max_tree_depth"], FAST_MAX_TREE_DEPTH)
-    if inf.subsample_size is not None and n_demos is not None and inf.subsample_size > n_demos:
-        raise SpecError(f"inference.subsample_size is {inf.subsample_size}, expected at most "
-                        f"the number of demonstrations ({n_demos})")
-    rationality = lik.rationality
-    kwargs["likelihood"] = lik.kind
-    kwargs["rationality"] = (rationality.distribution() if isinstance(rationality, PriorSpec)
-                             else rationality)
-    return kwargs
-
-
-def build(spec: Spec, fast: bool | None = None) -> Built:
-    """Build ``(mdp, demos, reward_model, infer_kwargs)``: ``infer(mdp, demos, reward_model,
-    **infer_kwargs)`` runs the spec. Raises :class:`SpecError` for anything the spec got wrong
-    (including values the builders reject)."""
-    where = str(spec.source) if spec.source is not None else spec.name
-    try:
-        mdp = _build_environment(spec.environment)
-        demos = _build_demos(spec, mdp)
-        model = _build_reward(spec, mdp)
-        kwargs = infer_kwargs(spec, demos.n, fast)
-    except SpecError as e:
-        raise _prefix(where, e) from None
-    return Built(mdp, demos, model, kwargs)

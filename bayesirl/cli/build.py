@@ -1,0 +1,207 @@
+"""A validated :class:`~bayesirl.cli.spec.Spec` -> ``(mdp, demos, reward_model, infer_kwargs)``.
+
+:func:`build` runs the environment builders, reads or simulates the demonstrations and makes the
+reward model; whatever a builder rejects comes back as a :class:`~bayesirl.cli.spec.SpecError`
+naming the spec and the table. ``BAYESIRL_FAST=1`` in the environment (:func:`fast_mode`) makes
+:func:`build` shrink the sample counts (at most 20 draws and 20 warmup steps per chain, 2 chains,
+NUTS trees of depth 4, 50 SVI steps) so that any spec runs in seconds (tests); the numbers are
+meaningless, the code paths are the real ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, NamedTuple
+
+import torch
+
+from bayesirl.cli.io import load_demos, load_mdp_npz
+from bayesirl.cli.spec import EnvironmentSpec, PriorSpec, Spec, SpecError
+
+__all__ = ["Built", "build", "deployment_mdp", "fast_mode", "infer_kwargs"]
+
+FAST_NUM_SAMPLES = 20
+FAST_WARMUP = 20
+FAST_STEPS = 50
+FAST_MAX_TREE_DEPTH = 4
+
+
+def fast_mode() -> bool:
+    """True when ``BAYESIRL_FAST`` is set to anything but "", "0", "false" or "no"."""
+    return os.environ.get("BAYESIRL_FAST", "").strip().lower() not in ("", "0", "false", "no")
+
+
+class Built(NamedTuple):
+    """What :func:`build` returns; unpacks as ``mdp, demos, reward_model, infer_kwargs``."""
+
+    mdp: Any
+    demos: Any
+    reward_model: Any
+    infer_kwargs: dict[str, Any]
+
+
+def _build_environment(env: EnvironmentSpec):
+    from bayesirl.core import envs
+
+    options = dict(env.options)
+    if env.file is not None:
+        try:
+            return load_mdp_npz(env.file, options.get("horizon"), options.get("discount"))
+        except SpecError as e:
+            raise SpecError.at("environment.file", e) from None
+    try:
+        if env.name == "gymnasium":
+            try:
+                import gymnasium
+            except ImportError:
+                raise SpecError("environment.name is 'gymnasium', but the gymnasium package is "
+                                "not installed: pip install bayesirl[gym]") from None
+            env_id, kwargs = options.pop("id"), options.pop("kwargs", {})
+            try:
+                gym_env = gymnasium.make(env_id, **kwargs)
+            except Exception as e:  # gymnasium raises its own error types for unknown ids
+                raise SpecError(f"environment.id is {env_id!r} with kwargs {kwargs!r}: "
+                                f"gymnasium.make failed ({type(e).__name__}: {e})") from None
+            return envs.from_gymnasium(gym_env, **options)
+        return getattr(envs, env.name)(**options)
+    except SpecError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise SpecError.at(f"environment ({env.name})", e) from None
+
+
+def _build_demos(spec: Spec, mdp):
+    from bayesirl.core.demos import rollouts
+    from bayesirl.model.likelihood import action_log_probs
+
+    d = spec.demonstrations
+    if d.file is not None:
+        try:
+            demos = load_demos(d.file)
+        except SpecError as e:
+            raise SpecError.at("demonstrations.file", e) from None
+        try:
+            return demos.validate(mdp)
+        except ValueError as e:
+            raise SpecError(f"demonstrations.file is {str(d.file)!r}, but it does not fit the "
+                            f"environment: {e}") from None
+    if mdp.reward is None:
+        raise SpecError("demonstrations are simulated (no demonstrations.file), but the "
+                        "environment has no true reward to simulate them from; add a reward "
+                        "array to the environment file or set demonstrations.file")
+    length = d.length if d.length is not None else (mdp.horizon or 20)
+    if mdp.finite_horizon and length > mdp.horizon:
+        raise SpecError(f"demonstrations.length is {length}, expected at most the "
+                        f"environment's horizon {mdp.horizon}")
+    expert = d.expert or spec.likelihood.kind
+    with torch.no_grad():
+        policy = action_log_probs(mdp, mdp.reward, expert, d.rationality).exp()
+    return rollouts(mdp, policy, n=d.n, seed=d.seed, length=length)
+
+
+def _grid_coords(mdp) -> torch.Tensor:
+    rows, cols = mdp.shape
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    return torch.stack([r.reshape(-1), c.reshape(-1)], -1).to(mdp.dtype)
+
+
+def _build_reward(spec: Spec, mdp):
+    from bayesirl.model.rewards import GPReward, LinearReward, NeuralReward, TabularReward
+
+    r = spec.reward
+    prior = r.prior.distribution() if r.prior is not None else None
+    opts = r.options
+    need_features = r.model in ("linear", "neural") or (
+        r.model == "gp" and opts.get("inputs", "features" if mdp.shape is None else "coords")
+        == "features")
+    if need_features and mdp.features is None:
+        raise SpecError(f"reward.model is {r.model!r}, which needs state features, but the "
+                        "environment has none; add a features array or use model = 'tabular'")
+    try:
+        if r.model == "linear":
+            return LinearReward(mdp.features, prior=prior, feature_names=mdp.feature_names)
+        if r.model == "tabular":
+            return TabularReward(mdp.n_states, mdp.n_actions if opts.get("per_action") else None,
+                                 prior=prior)
+        if r.model == "gp":
+            inputs = opts.get("inputs", "features" if mdp.shape is None else "coords")
+            if inputs == "coords" and mdp.shape is None:
+                raise SpecError("reward.inputs is 'coords', but the environment is not a grid "
+                                "(no shape); use inputs = 'features'")
+            x = _grid_coords(mdp) if inputs == "coords" else mdp.features
+            if x.dim() != 2:
+                raise SpecError("reward.inputs is 'features', but the environment has "
+                                f"state-action features {tuple(x.shape)}; a GP needs (S, d)")
+            hyper = {k: (v.distribution() if isinstance(v, PriorSpec) else v)
+                     for k, v in opts.items() if k in ("lengthscale", "variance")}
+            return GPReward(x, jitter=opts.get("jitter", 1e-6), **hyper)
+        return NeuralReward(mdp.features, hidden=opts.get("hidden", (32, 32)),
+                            prior_scale=opts.get("prior_scale", 1.0))
+    except SpecError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise SpecError.at(f"reward ({r.model})", e) from None
+
+
+def infer_kwargs(spec: Spec, n_demos: int | None = None, fast: bool | None = None) -> dict:
+    """Keyword arguments of :func:`bayesirl.infer` from ``[likelihood]`` and ``[inference]``;
+    ``fast`` (default: :func:`fast_mode`) shrinks the sample counts."""
+    inf, lik = spec.inference, spec.likelihood
+    kwargs = dataclasses.asdict(inf)
+    if kwargs["warmup"] is None:
+        kwargs["warmup"] = inf.num_samples
+    if fast if fast is not None else fast_mode():
+        kwargs["num_samples"] = min(kwargs["num_samples"], FAST_NUM_SAMPLES)
+        kwargs["warmup"] = min(kwargs["warmup"], FAST_WARMUP)
+        kwargs["steps"] = min(kwargs["steps"], FAST_STEPS)
+        kwargs["num_chains"] = min(kwargs["num_chains"], 2)
+        kwargs["max_tree_depth"] = min(kwargs["max_tree_depth"], FAST_MAX_TREE_DEPTH)
+    if inf.subsample_size is not None and n_demos is not None and inf.subsample_size > n_demos:
+        raise SpecError(f"inference.subsample_size is {inf.subsample_size}, expected at most "
+                        f"the number of demonstrations ({n_demos})")
+    rationality = lik.rationality
+    kwargs["likelihood"] = lik.kind
+    kwargs["rationality"] = (rationality.distribution() if isinstance(rationality, PriorSpec)
+                             else rationality)
+    return kwargs
+
+
+def build(spec: Spec, fast: bool | None = None) -> Built:
+    """Build ``(mdp, demos, reward_model, infer_kwargs)``: ``infer(mdp, demos, reward_model,
+    **infer_kwargs)`` runs the spec. Raises :class:`SpecError` for anything the spec got wrong
+    (including values the builders reject)."""
+    where = str(spec.source) if spec.source is not None else spec.name
+    try:
+        mdp = _build_environment(spec.environment)
+        demos = _build_demos(spec, mdp)
+        model = _build_reward(spec, mdp)
+        kwargs = infer_kwargs(spec, demos.n, fast)
+    except SpecError as e:
+        raise SpecError.at(where, e) from None
+    return Built(mdp, demos, model, kwargs)
+
+
+def deployment_mdp(spec: Spec, mdp):
+    """The MDP the ``[decisions]`` policies are compared on: ``mdp`` started uniformly from
+    ``decisions.start`` (states or grid cells), or ``mdp`` itself without a start."""
+    start = spec.decisions.start if spec.decisions is not None else None
+    if start is None:
+        return mdp
+    rows, cols = mdp.shape or (0, 0)
+    initial = torch.zeros(mdp.n_states, dtype=mdp.dtype, device=mdp.device)
+    try:
+        for i, v in enumerate(start):
+            if isinstance(v, tuple):
+                if mdp.shape is None or not (v[0] < rows and v[1] < cols):
+                    grid = "a grid" if mdp.shape is None else f"the {rows} x {cols} grid"
+                    raise SpecError(f"decisions.start[{i}] is {list(v)!r}, expected a [row, col] "
+                                    f"cell of {grid} (or a state index)")
+                v = v[0] * cols + v[1]
+            elif v >= mdp.n_states:
+                raise SpecError(f"decisions.start[{i}] is {v!r}, expected a state index in "
+                                f"[0, {mdp.n_states})")
+            initial[v] = 1.0
+    except SpecError as e:
+        raise SpecError.at(str(spec.source) if spec.source is not None else spec.name, e) from None
+    return mdp.replace(initial=initial / initial.sum())
