@@ -7,7 +7,9 @@
 - :func:`active_query`: the states whose expert action is most uncertain (Lopes, Melo &
   Montesano 2009), in :mod:`.active`;
 - :func:`posterior_predictive_check`: replicated demonstrations against the observed ones, in
-  :mod:`.checks`.
+  :mod:`.checks`;
+- :func:`counterfactual` (policy and occupancy under every draw in a changed world) and
+  :func:`replacement_demand` (Rust's demand curve with a credible band), in :mod:`.counterfactual`.
 
 Every function takes a :class:`~bayesirl.RewardPosterior` or a tensor of reward draws
 ``(D, S)`` / ``(D, S, A)``. A posterior must have been inferred on the MDP passed alongside it
@@ -19,9 +21,21 @@ with other dynamics.
 from bayesirl.decisions.active import CRITERIA, Query, active_query
 from bayesirl.decisions.bounds import VaRBound, value_at_risk_bound
 from bayesirl.decisions.checks import STATISTICS, PredictiveCheck, posterior_predictive_check
+from bayesirl.decisions.counterfactual import (
+    Band,
+    Counterfactual,
+    DemandCurve,
+    counterfactual,
+    replacement_demand,
+)
 from bayesirl.decisions.robust import RobustPolicy, bayes_optimal_policy, cvar, robust_policy
 
 __all__ = [
+    "Band",
+    "Counterfactual",
+    "DemandCurve",
+    "counterfactual",
+    "replacement_demand",
     "CRITERIA",
     "STATISTICS",
     "PredictiveCheck",
