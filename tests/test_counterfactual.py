@@ -1,5 +1,6 @@
 """Counterfactuals over posterior draws: stationary and discounted occupancies, Rust's demand."""
 
+import importlib
 import math
 
 import numpy as np
@@ -7,7 +8,6 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl.decisions import counterfactual as cf
 from bayesirl.decisions.counterfactual import (
     band,
     counterfactual,
@@ -18,6 +18,8 @@ from bayesirl.decisions.counterfactual import (
 from bayesirl.posterior.reward_posterior import RewardPosterior
 from bayesirl.testing import naive_log_policy
 
+# the module, which the package's function of the same name shadows as an attribute
+cf = importlib.import_module("bayesirl.decisions.counterfactual")
 KEEP, REPLACE = 0, 1
 
 
