@@ -308,6 +308,14 @@ BAD_SPECS = [
                                                 "no such file"]),
     ({"demonstrations": {"file": "d.json"}}, ["demonstrations.file", "'d.json'", ".csv"]),
     ({"name": 3}, ["name is 3", "string"]),
+    ({"name": "/abs/path"}, ["name is '/abs/path'", "a plain file name"]),
+    ({"name": "../x"}, ["name is '../x'", "a plain file name"]),
+    ({"name": ".."}, ["name is '..'", "a plain file name"]),
+    ({"name": "a\\\\b"}, ["name is 'a\\\\b'", "a plain file name"]),  # TOML "a\\b": a\b
+    ({"inference.parallel": "no"}, ["inference.parallel is 'no'", "expected true or false"]),
+    ({"inference.dense_mass": "yes"}, ["inference.dense_mass is 'yes'",
+                                       "expected true or false"]),
+    ({"inference.parallel": 0}, ["inference.parallel is 0", "expected true or false"]),
     ({"environment": {"name": "lava_world", "goal": [0, -1]}},
      ["environment.goal", "[0, -1]", "[row, col] pair"]),
     ({"environment": {"name": "lava_world", "lava": [4, 7]}},
@@ -332,6 +340,15 @@ def test_bad_spec_gives_one_message_naming_key_and_value(tmp_path, changes, expe
     assert message.startswith(str(path))
     for part in expected:
         assert part in message, f"{part!r} not in {message!r}"
+
+
+def test_boolean_inference_options_reach_infer(tmp_path):
+    spec = load_spec(spec_with(tmp_path, {"inference.parallel": False,
+                                          "inference.dense_mass": True}))
+    kwargs = build(spec).infer_kwargs
+    assert kwargs["parallel"] is False and kwargs["dense_mass"] is True
+    default = build(load_spec(spec_with(tmp_path))).infer_kwargs
+    assert default["parallel"] is None and default["dense_mass"] is None
 
 
 def test_file_keys_list_allowed_keys_with_demos_file(tmp_path):
@@ -422,6 +439,63 @@ def test_truncated_and_malformed_npz(tmp_path):
     spec = load_spec(spec_with(tmp_path, {"demonstrations": {"file": "dcut.npz"}}))
     with pytest.raises(SpecError, match=r"demonstrations\.file: .*dcut\.npz: cannot read"):
         build(spec)
+
+
+def test_an_npy_file_renamed_npz_is_one_line_naming_the_file(tmp_path):
+    np.save(tmp_path / "mdp.npy", np.zeros((9, 5, 9)))
+    (tmp_path / "mdp.npy").rename(tmp_path / "mdp.npz")
+    spec = load_spec(spec_with(tmp_path, {"environment": {"file": "mdp.npz"}}))
+    with pytest.raises(SpecError) as info:
+        build(spec)
+    message = str(info.value)
+    assert "\n" not in message and "environment.file" in message
+    assert str(tmp_path / "mdp.npz") in message and "a .npy file renamed .npz?" in message
+
+
+def test_a_huge_gridworld_is_refused_with_its_memory_before_allocating(tmp_path, monkeypatch):
+    import bayesirl.core.envs as envs
+
+    def never(*args, **kwargs):
+        raise AssertionError("the gridworld builder ran")
+
+    monkeypatch.setattr(envs, "gridworld", never)
+    spec = load_spec(spec_with(tmp_path, {"environment.size": 100000}))
+    with pytest.raises(SpecError) as info:
+        build(spec)
+    message = str(info.value)
+    assert "\n" not in message and "environment.size is 100000" in message
+    assert "10000000000 states" in message and "GiB of memory to build" in message
+    assert "GiB available" in message
+
+
+def test_the_memory_estimate_bounds_what_the_builder_allocates():
+    from bayesirl.cli.build import environment_bytes
+
+    for name, options in [("gridworld", {"size": 24, "block": 2}),
+                          ("gridworld", {"size": 16, "block": 1}),
+                          ("lava_world", {"size": 20}),
+                          ("random_mdp", {"n_states": 300, "n_actions": 3, "branching": 4,
+                                          "n_features": 6})]:
+        mdp = getattr(birl.envs, name)(**options)
+        built = sum(x.numel() * x.element_size() for x in (
+            mdp.successors, mdp.transition_probs, mdp.features, mdp.initial))
+        estimate, what = environment_bytes(name, options)
+        assert what and built <= estimate <= 4 * built + 2 ** 20, (name, built, estimate)
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tmp_path):
+    text = "episode,step,state,action\n0,0,0,4\n0,1,0,4\n"
+    (tmp_path / "demos.csv").write_bytes(text.encode("utf-8-sig"))
+    demos = load_demos(tmp_path / "demos.csv")
+    assert demos.states.tolist() == [[0, 0]] and demos.actions.tolist() == [[4, 4]]
+
+
+def test_a_csv_with_two_state_columns_is_refused_naming_the_column(tmp_path):
+    (tmp_path / "demos.csv").write_text("episode,step,state,action,state\n0,0,0,4,1\n")
+    with pytest.raises(SpecError) as info:
+        load_demos(tmp_path / "demos.csv")
+    message = str(info.value)
+    assert "column 'state' appears 2 times" in message and "columns 3, 5" in message
 
 
 BAD_MDP_NPZ = [

@@ -19,7 +19,8 @@ import torch
 from bayesirl.cli.io import load_demos, load_mdp_npz
 from bayesirl.cli.spec import EnvironmentSpec, PriorSpec, Spec, SpecError
 
-__all__ = ["Built", "build", "deployment_mdp", "fast_mode", "infer_kwargs"]
+__all__ = ["Built", "available_memory", "build", "deployment_mdp", "environment_bytes",
+           "fast_mode", "infer_kwargs"]
 
 FAST_NUM_SAMPLES = 20
 FAST_WARMUP = 20
@@ -39,6 +40,75 @@ class Built(NamedTuple):
     demos: Any
     reward_model: Any
     infer_kwargs: dict[str, Any]
+
+
+_GIB = 2.0 ** 30
+
+
+def environment_bytes(name: str, options: dict) -> tuple[float, str]:
+    """A lower bound on the memory the builder ``name`` allocates for ``options``, in bytes,
+    and what dominates it: the arrays each builder makes (float64, 8 bytes an entry), before
+    any planning. Estimated from the options alone, so a spec is refused before it allocates.
+
+    gridworld: features ``(S, d)`` and the ``(d, d)`` identity they index, ``d`` the macro-cells;
+    objectworld: distances from every cell to every object ``(S, 2, C, n_objects)``;
+    lava_world: features ``(S, 8)``; random_mdp: transitions ``(S, A, K)`` and features
+    ``(S, d)``; every grid: transitions ``(S, 5, 5)`` (successor and probability). Builders
+    not listed (gymnasium) count 0: their size is the environment's.
+    """
+    size = options.get("size")
+    grid = {"gridworld": 8, "objectworld": 32, "lava_world": 9}
+    if name in grid:
+        size = size if isinstance(size, int) else grid[name]
+        S = float(size) ** 2
+        moves = S * 5 * 5 * 16 + S * 16  # successors and probabilities; initial, reward
+        if name == "gridworld":
+            block = options.get("block", 2)
+            bh, bw = (block, block) if isinstance(block, int) else tuple(block)
+            d = max(size // max(bh, 1), 1) * max(size // max(bw, 1), 1)
+            return moves + S * d * 8 + float(d) ** 2 * 8, (
+                f"a {size} x {size} gridworld has {S:.0f} states and {d} macro-cell features")
+        if name == "objectworld":
+            C = options.get("n_colors", 2)
+            n = round(options.get("density", 0.05) * S)
+            return moves + S * 2 * C * n * 8, (
+                f"a {size} x {size} objectworld has {S:.0f} states and {n} objects")
+        return moves + S * 8 * 8, f"a {size} x {size} lava world has {S:.0f} states"
+    if name == "random_mdp":
+        S, A = options.get("n_states", 100), options.get("n_actions", 4)
+        K, d = options.get("branching", 3), options.get("n_features", 8)
+        return float(S) * A * K * 16 + float(S) * (d + 2) * 8, (
+            f"a random MDP with {S} states, {A} actions and {K} successors each")
+    return 0.0, ""
+
+
+def available_memory() -> float | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable, else the free
+    physical pages), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(env: EnvironmentSpec) -> None:
+    """Refuse an environment whose arrays alone exceed the memory available, naming the figure
+    (a MemoryError, or the system killing the process, would come only after minutes)."""
+    need, what = environment_bytes(env.name, env.options)
+    have = available_memory()
+    if have is not None and need > have:
+        key = next((k for k in ("size", "n_states") if k in env.options), None)
+        where = f"environment.{key} is {env.options[key]!r}" if key else "environment"
+        raise SpecError(f"{where}: {what}, which needs at least {need / _GIB:.3g} GiB of memory "
+                        f"to build, more than the {have / _GIB:.3g} GiB available; choose a "
+                        "smaller problem")
 
 
 def _build_environment(env: EnvironmentSpec):
@@ -64,6 +134,7 @@ def _build_environment(env: EnvironmentSpec):
                 raise SpecError(f"environment.id is {env_id!r} with kwargs {kwargs!r}: "
                                 f"gymnasium.make failed ({type(e).__name__}: {e})") from None
             return envs.from_gymnasium(gym_env, **options)
+        _check_memory(env)
         return getattr(envs, env.name)(**options)
     except SpecError:
         raise

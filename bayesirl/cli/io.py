@@ -23,13 +23,17 @@ _MDP_ARRAYS = ("transitions", "features", "initial", "horizon", "discount", "rew
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` archive at ``path`` (read eagerly, no pickles)."""
     if not path.is_file():
         raise SpecError(f"{path}: no such file")
     try:
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise ValueError("not an .npz archive")
-            return {k: data[k] for k in data.files}
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):  # a .npy (an array) or a text file
+                raise ValueError(f"it holds a single {type(data).__name__}, not an archive of "
+                                 "named arrays (a .npy file renamed .npz?)")
+            with data:
+                return {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise SpecError(f"{path}: cannot read the .npz archive (truncated or not an npz "
                         f"file?): {e}") from None
@@ -100,7 +104,8 @@ def _load_csv(path: Path):
     from bayesirl.core.demos import Demonstrations
 
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # utf-8-sig: spreadsheet exports begin with a byte-order mark, which is not a header
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SpecError(f"{path}: cannot read the CSV file ({e})") from None
@@ -112,6 +117,12 @@ def _load_csv(path: Path):
     if missing:
         raise SpecError(f"{path}: column {missing[0]!r} is missing (header is "
                         f"{','.join(header)!r}), expected columns " + ", ".join(_CSV_COLUMNS))
+    for c in _CSV_COLUMNS:
+        where = [i + 1 for i, h in enumerate(header) if h == c]
+        if len(where) > 1:
+            raise SpecError(f"{path}: column {c!r} appears {len(where)} times in the header "
+                            f"(columns {', '.join(map(str, where))} of {','.join(header)!r}), "
+                            "expected it once")
     col = {c: header.index(c) for c in _CSV_COLUMNS}
     episodes: dict[str, list[tuple[int, int, int, int]]] = {}
     for line, row in enumerate(rows[1:], start=2):

@@ -137,6 +137,16 @@ def _str(where, value):
     return value
 
 
+def _plain_name(where, value):
+    """A name usable as one folder name: ``bayesirl-output/<name>`` stays in bayesirl-output."""
+    _str(where, value)
+    if ("/" in value or "\\" in value or "\0" in value or value in (".", "..")
+            or value != value.strip() or Path(value).is_absolute()):
+        _fail(where, value, "a plain file name (no '/' or '\\', not '.' or '..', no leading "
+                            "or trailing spaces), e.g. \"gridworld\"")
+    return value
+
+
 def _choice(*options):
     def check(where, value):
         if value not in options:
@@ -360,7 +370,9 @@ class LikelihoodSpec:
 
 @dataclass(frozen=True)
 class InferenceSpec:
-    """``[inference]``: the arguments of :func:`bayesirl.infer`."""
+    """``[inference]``: the arguments of :func:`bayesirl.infer` (None: infer's default, e.g.
+    ``parallel`` and ``dense_mass`` chosen from the problem). Booleans are TOML's ``true`` and
+    ``false`` only: a string like ``"no"`` is an error, not a truthy value."""
 
     method: str = "nuts"
     num_samples: int = 500
@@ -376,6 +388,8 @@ class InferenceSpec:
     max_tree_depth: int = 10
     num_steps: int = 10
     space: str = "auto"
+    dense_mass: bool | None = None
+    parallel: bool | None = None
 
 
 _INFERENCE_SCHEMA = {
@@ -384,6 +398,7 @@ _INFERENCE_SCHEMA = {
     "lr": _POSITIVE, "lr_decay": _real(0.0, 1.0, low_open=True), "subsample_size": _int(1),
     "target_accept": _real(0.0, 1.0, low_open=True, high_open=True),
     "max_tree_depth": _int(1), "num_steps": _int(1), "space": _choice(*SPACES),
+    "dense_mass": _bool, "parallel": _bool,
 }
 
 
@@ -507,7 +522,7 @@ def parse_spec(data: dict, base: Path | str = ".", name: str = "spec", text: str
                source: Path | None = None) -> Spec:
     """Validate a spec already read into a dict (``tomllib.loads``); see :func:`load_spec`."""
     base = Path(base)
-    allowed = {"name": _str, "description": _str, **{t: _table for t in _TABLES}}
+    allowed = {"name": _plain_name, "description": _str, **{t: _table for t in _TABLES}}
     for key, value in data.items():
         if key not in allowed:
             raise SpecError(f"{key} is not a known top-level key or table (value "
@@ -515,13 +530,13 @@ def parse_spec(data: dict, base: Path | str = ".", name: str = "spec", text: str
         if key in _TABLES and not isinstance(value, dict):
             _fail(key, value, f"a table [{key}]")
         if key in ("name", "description"):
-            _str(key, value)
+            allowed[key](key, value)
     if "environment" not in data:
         raise SpecError("[environment] is missing, expected a table with name = \"gridworld\" "
                         f"(or {', '.join(list(ENVIRONMENTS)[1:])}) or file = \"mdp.npz\"")
     inference = InferenceSpec(**_check_keys("inference", data.get("inference", {}),
                                             _INFERENCE_SCHEMA))
-    return Spec(name=data.get("name", name),
+    return Spec(name=_plain_name("name", data.get("name", name)),
                 environment=_parse_environment(data["environment"], base),
                 demonstrations=_parse_demonstrations(data.get("demonstrations", {}), base),
                 reward=_parse_reward(data.get("reward", {})),
