@@ -9,7 +9,7 @@ iteration), ``model`` (reward models, likelihoods, the Pyro model), ``inference`
 
 # arviz_io first: it imports ArviZ (0.x or 1.x) without its import-time announcements
 from bayesirl.posterior import arviz_io as _arviz  # noqa: F401  isort: skip
-from bayesirl import baselines, decisions, diagnostics, metrics, plots
+from bayesirl import baselines, datasets, decisions, diagnostics, metrics, plots
 from bayesirl.core import envs
 from bayesirl.core.demos import Demonstrations, rollouts
 from bayesirl.core.mdp import TabularMDP
@@ -35,6 +35,7 @@ __all__ = [
     "TabularMDP",
     "TabularReward",
     "baselines",
+    "datasets",
     "decisions",
     "diagnostics",
     "envs",
