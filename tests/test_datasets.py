@@ -6,6 +6,7 @@ import importlib.resources
 import numpy as np
 import pytest
 import torch
+from scipy.special import logsumexp, softmax
 
 import bayesirl as birl
 from bayesirl.datasets import load_panel, rust_bus, rust_bus_panel, rust_bus_transitions
@@ -189,6 +190,42 @@ def test_rust_bus_features_give_rusts_utilities_for_theta_11_and_rc():
     assert torch.allclose(r[:, REPLACE], torch.full((90,), -theta[1].item(),
                                                     dtype=torch.float64))
     assert (r <= 0).all()  # positive theta are costs
+
+
+def choice_loglik(mdp, demos, theta):
+    """Oracle: sum_t log pi(a_t | x_t) of the logit expert, the soft Bellman fixed point solved
+    by Newton's method on ``V = logsumexp_a(r + beta P V)`` in dense NumPy."""
+    P, beta = mdp.transition_matrix().numpy(), mdp.discount
+    r = (mdp.features @ torch.as_tensor(theta, dtype=mdp.dtype)).numpy()
+    S = mdp.n_states
+    V = np.zeros(S)
+    for _ in range(100):
+        Q = r + beta * P @ V
+        P_pi = np.einsum("sa,sat->st", softmax(Q, -1), P)
+        V = V - np.linalg.solve(np.eye(S) - beta * P_pi, V - logsumexp(Q, -1))
+    Q = r + beta * P @ V
+    assert np.abs(V - logsumexp(Q, -1)).max() < 1e-9
+    logp = Q - logsumexp(Q, -1, keepdims=True)
+    s, a, m = demos.states.numpy(), demos.actions.numpy(), demos.mask.numpy()
+    return float((logp[s, a] * m).sum())
+
+
+@pytest.mark.parametrize("discount, theta, published", [
+    (0.9999, (2.2930, 10.0750), -163.584),  # Rust (1987) Tables VIII/IX, group 4
+    (0.0, (71.5133, 7.6358), -165.458),
+])
+def test_rust_bus_gives_rusts_choice_log_likelihood_at_his_estimates(discount, theta,
+                                                                     published):
+    mdp, demos = rust_bus(discount=discount)
+    # published to 3 decimals
+    assert abs(choice_loglik(mdp, demos, theta) - published) < 1e-3
+
+
+def test_the_transitions_first_stage_gives_an_mdp_with_the_panels_frequencies():
+    mdp, demos = rust_bus(first_stage="transitions")
+    p = torch.tensor([1685, 2515, 55], dtype=torch.float64) / 4255
+    assert torch.allclose(mdp.transition_matrix()[10, KEEP, 10:13], p)
+    assert demos.n_steps == 4292
 
 
 def test_rust_bus_demonstrations_are_one_per_bus_with_the_first_month_dropped():

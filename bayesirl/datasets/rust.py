@@ -184,8 +184,13 @@ def rust_bus_transitions(groups=(4,), bins: int = 90, bin_size: int = DATA_BIN_S
     """
     check_choice("first_stage", first_stage, _FIRST_STAGES)
     panel = rust_bus_panel(groups, bin_size, source)
-    m = _factor(bin_size)
-    S = _bins(bins, panel, bin_size)
+    return _first_stage(panel, _bins(bins, panel, bin_size), _factor(bin_size), first_stage,
+                        prior, increments)
+
+
+def _first_stage(panel: Panel, S: int, m: int, first_stage: str, prior,
+                 increments) -> DirichletTransitions:
+    """:func:`rust_bus_transitions` on a loaded panel with ``S`` bins of ``m`` data bins."""
     if first_stage == "recorded":
         inc = _recorded_increments(panel, m)
     else:
@@ -236,8 +241,10 @@ def rust_bus(groups=(4,), bins: int = 90, bin_size: int = DATA_BIN_SIZE,
     """
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ArgumentTypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
-    dyn = rust_bus_transitions(groups, bins, bin_size, source, first_stage)
+    check_choice("first_stage", first_stage, _FIRST_STAGES)
     panel = rust_bus_panel(groups, bin_size, source)
+    dyn = _first_stage(panel, _bins(bins, panel, bin_size), _factor(bin_size), first_stage,
+                       1.0, None)
     demos = panel.to_demonstrations()
     S = dyn.support.n_states
     x = torch.arange(S, dtype=dtype)
