@@ -146,13 +146,15 @@ def test_float32_with_q_values_near_1e8_stays_finite_and_normalised():
 
 # ---------------------------------------------------------------------------- discount 0.999
 @anomaly
-def test_discount_0999_soft_finite_values_and_gradient():
-    """~23000 fixed-point iterations (error bound 1e-10 relative at gamma = 0.999), forward and
-    adjoint; no ConvergenceWarning (warnings are errors in this suite)."""
+@pytest.mark.parametrize("solver", ["iterate", "newton"])
+def test_discount_0999_soft_finite_values_and_gradient(solver):
+    """Plain iteration: ~23000 fixed-point iterations (error bound 1e-10 relative at
+    gamma = 0.999), forward and adjoint; Newton: a few steps and a transpose solve. No
+    ConvergenceWarning (warnings are errors in this suite)."""
     mdp = tiny_chain_mdp(discount=0.999)
     theta = torch.tensor(THETA, requires_grad=True)
     with torch.autograd.detect_anomaly():
-        plan = birl.soft_value_iteration(mdp, mdp.features @ theta)
+        plan = birl.soft_value_iteration(mdp, mdp.features @ theta, solver=solver)
         demos = demos_of(mdp, plan.log_policy.detach())
         ll = birl.model.likelihood._step_log_probs(mdp, demos, plan.log_policy).sum()
         (grad,) = torch.autograd.grad(ll, theta)
@@ -179,7 +181,7 @@ def test_non_convergence_warns_forward(plan_fn):
     mdp = tiny_chain_mdp(discount=0.999)
     with pytest.warns(ConvergenceWarning, match=r"did not converge: residual .* after 50 "
                                                   r"iterations \(discount 0.999"):
-        plan = plan_fn(mdp, mdp.reward, max_iters=50)
+        plan = plan_fn(mdp, mdp.reward, max_iters=50, solver="iterate")
     assert plan.num_iters == 50 and plan.residual > 0
     assert torch.isfinite(plan.log_policy).any()
 
@@ -189,7 +191,8 @@ def test_non_convergence_warns_in_the_adjoint():
     mdp = tiny_chain_mdp(discount=0.999)
     theta = torch.tensor(THETA, requires_grad=True)
     with pytest.warns(ConvergenceWarning) as record:
-        plan = birl.soft_value_iteration(mdp, mdp.features @ theta, max_iters=50)
+        plan = birl.soft_value_iteration(mdp, mdp.features @ theta, max_iters=50,
+                                         solver="iterate")
         plan.v.sum().backward()
     messages = [str(w.message) for w in record]
     assert any("adjoint" in m for m in messages), messages
