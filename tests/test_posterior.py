@@ -392,3 +392,213 @@ def test_from_draws_bad_mdp_and_demos(problem):
     mdp, demos = problem
     with pytest.raises(ValueError, match="horizon"):
         RewardPosterior.from_draws(tiny_chain_mdp(horizon=2), torch.zeros(2, 3), demos=demos)
+
+
+# ---------------------------------------------------------------------------- MAP and Laplace
+def fit_posterior(problem, draws=1, se=True, cov=True):
+    """A posterior as MAP (one draw) or Laplace (several) return it: draws of theta, the
+    standard errors per site and the covariance of the unconstrained coordinates."""
+    mdp, demos = problem
+    target = Target(mdp, demos, birl.LinearReward(mdp.features), "soft", 1.0)
+    theta = torch.tensor([[0.5, -0.25]], dtype=torch.float64)
+    if draws > 1:
+        theta = theta + 0.1 * torch.randn(draws, 2, generator=torch.Generator().manual_seed(0),
+                                          dtype=torch.float64)
+    extra = {}
+    if se:
+        extra["standard_errors"] = {"theta": torch.tensor([0.125, 0.0625],
+                                                          dtype=torch.float64)}
+    if cov:
+        extra["covariance"] = torch.tensor([[0.015625, 0.001], [0.001, 0.00390625]],
+                                           dtype=torch.float64)
+        extra["coordinates"] = ["theta[phi0]", "theta[phi1]"]
+    return RewardPosterior.from_params(target, {"theta": theta[None]},
+                                       method="map" if draws == 1 else "laplace",
+                                       settings={"likelihood": "soft", "rationality": "1.0"},
+                                       extra=extra)
+
+
+def test_summary_after_map_shows_each_estimate_and_its_standard_error(problem, caplog):
+    post = fit_posterior(problem)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = post.summary()
+    assert list(table.index) == ["theta[phi0]", "theta[phi1]"]
+    assert list(table.columns) == ["estimate", "se"]
+    assert table["estimate"].tolist() == [0.5, -0.25]
+    assert table["se"].tolist() == [0.125, 0.0625]
+    assert not table.isna().any().any()
+    assert not [r for r in caplog.records if r.name.startswith("arviz")]
+    bare = fit_posterior(problem, se=False, cov=False).summary()
+    assert list(bare.columns) == ["estimate"] and not bare.isna().any().any()
+    reward = post.summary(var_names=["reward"])
+    assert reward.shape == (6, 1) and list(reward.index[:2]) == ["reward[left, left]",
+                                                                 "reward[left, right]"]
+    with pytest.raises(ValueError, match="var_names has 'beta'"):
+        post.summary(var_names=["beta"])
+
+
+def test_summary_of_one_chain_of_draws_has_no_r_hat_and_no_warnings(problem, caplog):
+    post = fit_posterior(problem, draws=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = post.summary()
+    assert {"mean", "sd"} <= set(table.columns) and "r_hat" not in table.columns
+    assert not table.isna().any().any()
+    assert not [r for r in caplog.records if r.name.startswith("arviz")]
+
+
+@pytest.mark.parametrize("draws", [1, 30], ids=["map", "laplace"])
+def test_map_and_laplace_extras_survive_save_and_load(problem, tmp_path, draws):
+    mdp, _ = problem
+    post = fit_posterior(problem, draws=draws)
+    post.save(tmp_path / "fit.nc")
+    loaded = RewardPosterior.load(tmp_path / "fit.nc", mdp)
+    assert loaded.method == post.method and torch.equal(loaded.params["theta"],
+                                                        post.params["theta"])
+    assert set(loaded.extra) == {"standard_errors", "covariance", "coordinates"}
+    assert torch.equal(loaded.extra["standard_errors"]["theta"],
+                       post.extra["standard_errors"]["theta"])
+    assert torch.equal(loaded.extra["covariance"], post.extra["covariance"])
+    assert loaded.extra["coordinates"] == post.extra["coordinates"]
+    assert loaded.summary().equals(post.summary())
+    idata = post.to_arviz()
+    assert idata.constant_data["standard_error_theta"].dims == ("feature",)
+
+
+def test_a_covariance_that_does_not_match_its_coordinates_is_refused(problem):
+    post = fit_posterior(problem)
+    post.extra["coordinates"] = ["theta[phi0]"]
+    with pytest.raises(ValueError, match=r"extra\['covariance'\] has shape \(2, 2\), "
+                                         r"expected \(1, 1\)"):
+        post.to_arviz()
+
+
+# ---------------------------------------------------------------------------- damaged files
+def test_a_corrupted_file_is_a_value_error_naming_it(nuts_post, tmp_path):
+    """Damaged compressed draws: a ValueError naming the file at load, not h5py's OSError
+    ("filter returned failure") at a later access, which named no file."""
+    import h5py
+
+    path = tmp_path / "post.nc"
+    nuts_post.save(path)
+    with h5py.File(path, "r") as f:
+        chunk = f["posterior/reward"].id.get_chunk_info(0)
+    raw = bytearray(path.read_bytes())
+    start = chunk.byte_offset + chunk.size // 2
+    raw[start:start + 64] = bytes(64)
+    (tmp_path / "damaged.nc").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"damaged\.nc is not a readable netCDF posterior"):
+        RewardPosterior.load(tmp_path / "damaged.nc")
+
+
+def rewrite(nuts_post, path, drop_attrs=(), rewards=None):
+    """Save ``nuts_post`` with posterior attributes dropped or rewards replaced."""
+    post = nuts_post
+    if rewards is not None:
+        post = RewardPosterior(post.mdp, rewards, post.params, post.log_lik, post.demos,
+                               post.method, post.settings, post.sample_stats, post.extra,
+                               post.incomplete, post.dims, post.coords)
+    idata = post.to_arviz()
+    for a in drop_attrs:
+        del idata.posterior.attrs[a]
+    idata.to_netcdf(str(path))
+
+
+def test_a_file_without_its_attributes_names_what_is_missing(nuts_post, tmp_path):
+    rewrite(nuts_post, tmp_path / "bare.nc", drop_attrs=("settings", "incomplete"))
+    with pytest.raises(ValueError, match=r"bare\.nc is missing the attribute\(s\) settings, "
+                                         "incomplete of its posterior group"):
+        RewardPosterior.load(tmp_path / "bare.nc")
+
+
+def test_nan_rewards_are_refused_on_load_naming_the_first_bad_draw(nuts_post, tmp_path):
+    rewards = nuts_post.rewards.clone()
+    rewards[1, 2, 0, 1] = float("nan")
+    rewards[1, 5] = float("inf")
+    rewrite(nuts_post, tmp_path / "nan.nc", rewards=rewards)
+    draws = nuts_post.num_draws
+    with pytest.raises(ValueError, match=rf"nan\.nc: reward draw {draws + 2} \(chain 1, draw 2\)"
+                                         r" is not finite \(2 of"):
+        RewardPosterior.load(tmp_path / "nan.nc")
+
+
+# ---------------------------------------------------------------------------- how files are written
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_saved_files_have_the_permissions_the_umask_gives(nuts_post, tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        nuts_post.save(tmp_path / "post.nc")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "post.nc").st_mode & 0o777 == mode
+
+
+def test_save_flushes_the_file_to_disk_before_the_rename(nuts_post, tmp_path, monkeypatch):
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return fsync(fd)
+
+    def spy_replace(src, dst):
+        events.append(("replace", os.fspath(src)))
+        return replace(src, dst)
+
+    if not os.path.exists("/proc/self/fd"):
+        pytest.skip("needs /proc to name a file descriptor")
+    monkeypatch.setattr(os, "fsync", spy_fsync)
+    monkeypatch.setattr(os, "replace", spy_replace)
+    nuts_post.save(tmp_path / "post.nc")
+    kinds = [e[0] for e in events]
+    assert "replace" in kinds
+    renamed = events[kinds.index("replace")][1]
+    assert ("fsync", renamed) in events[:kinds.index("replace")]
+    assert ("fsync", str(tmp_path)) in events[kinds.index("replace"):]  # the rename, durable
+
+
+KILLED_SAVE = """
+import os, sys, time, torch
+import bayesirl as birl
+from bayesirl.testing import tiny_chain_mdp
+torch.set_default_dtype(torch.float64)
+post = birl.RewardPosterior.from_draws(tiny_chain_mdp(), torch.zeros(5, 3))
+data = type(post.to_arviz())
+
+def slow(self, path, *args, **kwargs):
+    with open(path, "wb") as f:
+        f.write(b"half a netCDF file")
+    print("writing", flush=True)
+    time.sleep(60)
+
+data.to_netcdf = slow
+post.save(sys.argv[1])
+"""
+
+
+def test_a_killed_save_leaves_no_temporary_file_after_the_next_save(nuts_post, tmp_path):
+    """SIGKILL mid-save (nothing can clean up then): the next save of that file removes the
+    dead writer's temporary file, and the file itself was never touched."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "post.nc"
+    nuts_post.save(target)
+    before = target.read_bytes()
+    child = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(target)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "writing"
+        left = [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+        assert len(left) == 1 and left[0].startswith(".post.nc.")
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        child.kill()
+        child.stdout.close()
+    assert target.read_bytes() == before
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == left
+    nuts_post.save(target)
+    assert sorted(os.listdir(tmp_path)) == ["post.nc"]

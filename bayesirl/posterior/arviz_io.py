@@ -37,7 +37,8 @@ def from_groups(groups, coords=None, dims=None, attrs=None):
     """ArviZ data from ``{group: {var: array}}``: ``InferenceData`` on ArviZ 0.x,
     ``xarray.DataTree`` on 1.x.
 
-    Sample groups (all but ``observed_data``) have leading ``(chain, draw)`` axes.
+    Sample groups (all but ``observed_data`` and ``constant_data``) have leading
+    ``(chain, draw)`` axes.
     ``dims`` is ``{group: {var: [dim, ...]}}`` (per group, since one name may mean different
     things in two groups, like ``actions`` in ``log_likelihood`` and ``observed_data``);
     ``coords`` is ``{dim: values}`` for all groups; ``attrs`` is ``{group: {name: value}}``.
@@ -48,7 +49,13 @@ def from_groups(groups, coords=None, dims=None, attrs=None):
         group_dims = {k: list(v) for k, v in dims.get(group, {}).items()}
         used = {d for v in group_dims.values() for d in v}
         group_coords = {d: list(c) for d, c in coords.items() if d in used}
-        if ARVIZ_1:
+        if group == "constant_data":  # no sample dims: a plain Dataset on either ArviZ
+            import xarray as xr
+
+            parts[group] = xr.Dataset(
+                {k: (group_dims.get(k, [f"{k}_dim_{i}" for i in range(np.ndim(v))]),
+                     np.asarray(v)) for k, v in variables.items()}, coords=group_coords)
+        elif ARVIZ_1:
             parts[group] = az.from_dict({group: dict(variables)}, coords=group_coords,
                                         dims=group_dims)[group].to_dataset()
         else:
@@ -74,9 +81,12 @@ def bfmi(data) -> np.ndarray:
 
 
 def load_netcdf(path):
-    """Read a netCDF file written by ``to_netcdf`` of either ArviZ data type, into memory."""
+    """Read a netCDF file written by ``to_netcdf`` of either ArviZ data type, into memory:
+    every value is read here (a damaged block fails now, not at a later access) and the file is
+    closed."""
     if not ARVIZ_1:
-        return az.from_netcdf(path)
+        with az.rc_context({"data.load": "eager"}):
+            return az.from_netcdf(path)
     import xarray as xr
 
     with xr.open_datatree(path) as tree:

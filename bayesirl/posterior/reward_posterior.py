@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -28,11 +27,16 @@ from bayesirl.model.likelihood import (
 from bayesirl.planning.bellman import _check_mdp, broadcast_reward
 from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
 from bayesirl.posterior.diagnostics import check_convergence
+from bayesirl.posterior.files import atomic_write
 
 __all__ = ["RewardPosterior"]
 
 _FORMAT = "bayesirl.RewardPosterior/1"
+#: attributes of the posterior group that every saved posterior has
+_ATTRS = ("bayesirl_format", "method", "settings", "incomplete", "mdp_fingerprint",
+          "param_dims", "param_coords")
 _CHUNK = 64  # reward draws planned at once
+_COVARIANCE_DIMS = ("coordinate", "coordinate_bis")  # rows and columns of extra["covariance"]
 
 
 def _chunked(fn, x, *rest):
@@ -52,6 +56,10 @@ class RewardPosterior:
         log_lik: ``(chains, draws, N)`` pointwise log-likelihood, or None.
         demos: the demonstrations conditioned on, or None.
         method, settings: how the draws were made; ``incomplete`` marks an interrupted run.
+        extra: what a method adds: ``"elbo"`` (SVI, a list per step); for MAP and Laplace,
+            ``"standard_errors"`` (site -> tensor of the site's shape, in the parameter's own
+            units), ``"covariance"`` ``(d, d)`` of the unconstrained coordinates and
+            ``"coordinates"`` (their ``d`` names). These survive :meth:`save` and :meth:`load`.
     """
 
     def __init__(self, mdp, rewards, params=None, log_lik=None, demos=None, method="draws",
@@ -215,15 +223,11 @@ class RewardPosterior:
         Groups: posterior (the parameter sites and ``reward``, dims ``(chain, draw, ...)``
         named like ``feature``, ``state``, ``action``, with coords), sample_stats (MCMC only),
         log_likelihood (site ``actions``, one value per demonstration: ``(chain, draw, demo)``,
-        for ``az.loo`` and ``az.compare``), observed_data (the demonstrations) and the
-        settings as attributes of the posterior group."""
-        S, A = self.rewards.shape[-2:]
-        mdp = self.mdp
-        coords = {"state": list(mdp.state_names) if mdp is not None and mdp.state_names
-                  else list(range(S)),
-                  "action": list(mdp.action_names) if mdp is not None and mdp.action_names
-                  else list(range(A)),
-                  **self.coords}
+        for ``az.loo`` and ``az.compare``), observed_data (the demonstrations), constant_data
+        (the standard errors ``standard_error_<site>`` and the ``covariance`` of a MAP or
+        Laplace fit, when :attr:`extra` has them) and the settings as attributes of the
+        posterior group."""
+        coords = self._all_coords()
         posterior = {k: v.detach().cpu().numpy() for k, v in self.params.items()}
         posterior["reward"] = self.rewards.detach().cpu().numpy()
         post_dims = {k: list(v) for k, v in self.dims.items()}
@@ -250,12 +254,91 @@ class RewardPosterior:
                  "param_coords": json.dumps(self.coords)}
         if "elbo" in self.extra:
             attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
+        constant, constant_dims = self._fit_extras()
+        if constant:
+            groups["constant_data"] = constant
+            dims["constant_data"] = constant_dims
+            coords.update({d: list(self.extra["coordinates"]) for d in _COVARIANCE_DIMS
+                           if "covariance" in constant})
         return from_groups(groups, coords=coords, dims=dims, attrs={"posterior": attrs})
 
+    def _all_coords(self) -> dict[str, list]:
+        """Coordinate values of every named dim: states and actions (the MDP's names, else
+        indices) and the reward model's (e.g. ``feature``)."""
+        S, A = self.rewards.shape[-2:]
+        mdp = self.mdp
+        return {"state": list(mdp.state_names) if mdp is not None and mdp.state_names
+                else list(range(S)),
+                "action": list(mdp.action_names) if mdp is not None and mdp.action_names
+                else list(range(A)),
+                **self.coords}
+
+    def _fit_extras(self) -> tuple[dict, dict]:
+        """The standard errors and covariance of :attr:`extra` as ``constant_data``
+        variables and their dims."""
+        variables, dims = {}, {}
+        for site, se in (self.extra.get("standard_errors") or {}).items():
+            name = f"standard_error_{site}"
+            variables[name] = torch.as_tensor(se).detach().cpu().numpy()
+            dims[name] = list(self.dims.get(site, ()))
+        if self.extra.get("covariance") is not None:
+            cov = torch.as_tensor(self.extra["covariance"]).detach().cpu().numpy()
+            names = list(self.extra.get("coordinates") or range(cov.shape[0]))
+            if cov.ndim != 2 or cov.shape != (len(names), len(names)):
+                raise ValueError(f"extra['covariance'] has shape {cov.shape}, expected "
+                                 f"({len(names)}, {len(names)}) for extra['coordinates']")
+            variables["covariance"] = cov
+            dims["covariance"] = list(_COVARIANCE_DIMS)
+        return variables, dims
+
     def summary(self, var_names=None, **kwargs):
-        """ArviZ summary table of the parameters (default: every site but ``reward``)."""
+        """A table of the parameters (default: every site but ``reward``), one row a scalar
+        component named as ArviZ names it (``theta[cell(0,1)]``).
+
+        Several draws: ArviZ's summary (``az.summary``; keyword arguments go there), with the
+        convergence columns (R-hat, ESS) only from two chains on, as R-hat needs two. A point
+        estimate (MAP, or any single draw): columns ``estimate`` and, where :attr:`extra` has
+        ``standard_errors``, ``se``, the standard error in the parameter's units: no sd of a
+        single draw, so no NaN columns and no ArviZ warnings.
+        """
         names = var_names if var_names is not None else (list(self.params) or ["reward"])
+        if self.num_chains * self.num_draws == 1:
+            return self._point_summary(names)
+        if self.num_chains < 2:
+            kwargs.setdefault("kind", "stats")
         return az.summary(self.to_arviz(), var_names=names, **kwargs)
+
+    def _point_summary(self, names):
+        import pandas as pd
+
+        coords = self._all_coords()
+        errors = self.extra.get("standard_errors") or {}
+        rows, estimates, ses = [], [], []
+        for name in names:
+            if name == "reward":
+                value, dims = self.rewards[0, 0], ("state", "action")
+            elif name in self.params:
+                value, dims = self.params[name][0, 0], self.dims.get(name, ())
+            else:
+                raise ValueError(f"var_names has {name!r}, expected names from "
+                                 f"{sorted(self.params) + ['reward']}")
+            value = value.detach().cpu().double().numpy()
+            se = errors.get(name)
+            se = None if se is None else torch.as_tensor(se).detach().cpu().double().numpy()
+            if se is not None and se.shape != value.shape:
+                raise ValueError(f"extra['standard_errors'][{name!r}] has shape {se.shape}, "
+                                 f"expected the site's shape {value.shape}")
+            dims = list(dims)[:value.ndim] + [None] * (value.ndim - len(dims))
+            for idx in np.ndindex(*value.shape):
+                labels = [str(coords[d][i]) if d in coords and i < len(coords[d]) else str(i)
+                          for d, i in zip(dims, idx, strict=True)]
+                rows.append(f"{name}[{', '.join(labels)}]" if idx else name)
+                estimates.append(float(value[idx]))
+                ses.append(float(se[idx]) if se is not None else None)
+        table = {"estimate": estimates}
+        if any(s is not None for s in ses):
+            table["se"] = ses
+        return pd.DataFrame(table, index=rows)
 
     def check_convergence(self, strict: bool = False) -> list[str]:
         """Warn (or raise with ``strict``) on R-hat > 1.01, bulk ESS < 400, divergences and
@@ -265,17 +348,11 @@ class RewardPosterior:
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> None:
-        """Write a netCDF file atomically (a temporary file renamed into place)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=folder)
-        os.close(fd)
-        try:
-            self.to_arviz().to_netcdf(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        """Write a netCDF file atomically: a temporary file beside ``path`` (with the
+        permissions the umask gives new files), flushed to disk and renamed into place
+        (:func:`~bayesirl.posterior.files.atomic_write`)."""
+        data = self.to_arviz()
+        atomic_write(path, lambda tmp: data.to_netcdf(tmp))
 
     @classmethod
     def load(cls, path, mdp: TabularMDP | None = None) -> RewardPosterior:
@@ -294,6 +371,16 @@ class RewardPosterior:
             raise ValueError(f"{path} is not a bayesirl posterior (expected attribute "
                              f"bayesirl_format={_FORMAT!r} and a 'reward' variable)")
         attrs = post.attrs
+        missing = [a for a in _ATTRS if a not in attrs]
+        if missing:
+            raise ValueError(f"{path} is missing the attribute(s) {', '.join(missing)} of its "
+                             "posterior group, expected a file written by RewardPosterior.save")
+        try:
+            settings, dims, coords = (json.loads(attrs[a]) for a in (
+                "settings", "param_dims", "param_coords"))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: an attribute of settings, param_dims, param_coords is "
+                             f"not JSON ({e})") from None
         if mdp is not None and attrs["mdp_fingerprint"] and (
                 mdp.fingerprint() != attrs["mdp_fingerprint"]):
             raise ValueError(f"{path} was made on a different MDP (fingerprint "
@@ -303,7 +390,10 @@ class RewardPosterior:
         def tensor(x):
             return torch.as_tensor(np.asarray(x)).to(dtype)
 
+        rewards = tensor(post["reward"].values)
         params = {k: tensor(post[k].values) for k in post.data_vars if k != "reward"}
+        for name, values in [("reward", rewards), *params.items()]:
+            _check_finite(path, name, values)
         log_lik = None
         if hasattr(idata, "log_likelihood"):
             log_lik = tensor(idata.log_likelihood["actions"].values)
@@ -320,16 +410,43 @@ class RewardPosterior:
             stats = {k: torch.as_tensor(idata.sample_stats[k].values)
                      for k in idata.sample_stats.data_vars}
         extra = {"elbo": list(np.atleast_1d(attrs["elbo"]))} if "elbo" in attrs else {}
-        dims = {k: tuple(v) for k, v in json.loads(attrs["param_dims"]).items()}
-        return cls(mdp, tensor(post["reward"].values), params, log_lik, demos, attrs["method"],
-                   json.loads(attrs["settings"]), stats, extra, bool(attrs["incomplete"]),
-                   dims, json.loads(attrs["param_coords"]), attrs["mdp_fingerprint"] or None)
+        if hasattr(idata, "constant_data"):
+            extra.update(_read_fit_extras(idata.constant_data, tensor))
+        return cls(mdp, rewards, params, log_lik, demos, attrs["method"], settings, stats, extra,
+                   bool(attrs["incomplete"]), {k: tuple(v) for k, v in dims.items()}, coords,
+                   attrs["mdp_fingerprint"] or None)
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.params.items())
         flag = ", incomplete" if self.incomplete else ""
         return (f"RewardPosterior(method={self.method!r}, chains={self.num_chains}, "
                 f"draws={self.num_draws}, params=[{params}]{flag})")
+
+
+def _check_finite(path, name: str, values: torch.Tensor) -> None:
+    """Refuse a file whose draws of ``name`` ``(chains, draws, ...)`` are not all finite,
+    naming the first bad draw (flattened over chains, as :meth:`RewardPosterior.reward`)."""
+    bad = ~torch.isfinite(values.reshape(values.shape[0] * values.shape[1], -1)).all(-1)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        chain, draw = divmod(i, values.shape[1])
+        raise ValueError(f"{path}: {name} draw {i} (chain {chain}, draw {draw}) is not finite "
+                         f"({int(bad.sum())} of {bad.numel()} draws are not), expected finite "
+                         "draws")
+
+
+def _read_fit_extras(group, tensor) -> dict:
+    """``extra`` entries (standard errors, covariance, coordinates) from ``constant_data``."""
+    extra = {}
+    errors = {k[len("standard_error_"):]: tensor(group[k].values) for k in group.data_vars
+              if k.startswith("standard_error_")}
+    if errors:
+        extra["standard_errors"] = errors
+    if "covariance" in group:
+        extra["covariance"] = tensor(group["covariance"].values)
+        extra["coordinates"] = [str(c) for c in group["covariance"][
+            _COVARIANCE_DIMS[0]].values]
+    return extra
 
 
 def _concat(parts: list[Demonstrations]) -> Demonstrations:
