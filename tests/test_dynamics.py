@@ -244,3 +244,30 @@ def test_counts_table_has_a_row_per_valid_slot():
     assert table["count"].tolist() == [1682, 2555, 55]
     assert table["name"].tolist() == ["+0", "+1", "+2"]
     assert np.allclose(table["mean"], post.group_mean(torch.float64)[0].numpy())
+
+
+# ---------------------------------------------------------------------- transitions in a posterior
+def test_probabilities_spread_group_parameters_differentiably_over_batches():
+    post = DirichletTransitions.from_counts(rust_support(S=4), [[5, 3, 2]])
+    theta = torch.tensor([[[0.2, 0.5, 0.3]], [[0.6, 0.3, 0.1]]], requires_grad=True)  # (2, 1, 3)
+    probs = post.probabilities(theta)
+    assert probs.shape == (2, 4, 2, 3)
+    assert torch.equal(probs[1, 3, 1], theta[1, 0])
+    probs[:, 2, 0, 1].sum().backward()
+    assert theta.grad[:, 0].tolist() == [[0.0, 1.0, 0.0]] * 2
+
+
+def test_the_transition_log_likelihood_is_maximal_at_the_frequencies():
+    post = DirichletTransitions.from_counts(rust_support(), [[1682, 2555, 55]])
+    mle = post.group_mode(torch.float64)
+    n = torch.tensor([1682.0, 2555.0, 55.0], dtype=torch.float64)
+    assert torch.allclose(post.log_likelihood(mle), (n * mle[0].log()).sum())
+    # Rust (1987) Table IX, group 4: full (-3304.155) minus choice (-163.584) log-likelihood
+    assert abs(post.log_likelihood(mle).item() - (-3304.155 + 163.584)) < 1e-3
+    others = post.draws(50, seed=2, dtype=torch.float64)[:, :1, 0]  # (50, G=1, K)
+    assert (post.log_likelihood(others) < post.log_likelihood(mle)).all()
+    zero = DirichletTransitions.from_counts(rust_support(), [[3, 2, 0]])
+    theta = torch.tensor([[0.6, 0.4, 0.0]], requires_grad=True)
+    ll = zero.log_likelihood(theta)
+    ll.backward()
+    assert torch.isfinite(ll) and torch.isfinite(theta.grad).all()

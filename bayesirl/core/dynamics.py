@@ -380,18 +380,29 @@ class DirichletTransitions:
         return (c * (c0 - c) / (c0 ** 2 * (c0 + 1))).sqrt().to(
             dtype or torch.get_default_dtype())
 
-    def _expand(self, theta: torch.Tensor) -> torch.Tensor:
-        """``(..., G, K)`` group probabilities as ``(..., S, A, K)`` transition probabilities."""
+    def probabilities(self, theta: torch.Tensor) -> torch.Tensor:
+        """Group probabilities ``theta: (..., G, K)`` as transition probabilities
+        ``(..., S, A, K)`` on :attr:`support` (zero on invalid slots). Differentiable in
+        ``theta``, so transition parameters can sit inside a posterior with the reward's."""
         return theta[..., self.support.groups, :] * self.support.valid.to(theta.dtype)
+
+    def log_likelihood(self, theta: torch.Tensor) -> torch.Tensor:
+        """``(...)`` log-likelihood ``sum_{g,k} n[g, k] log theta[g, k]`` of the counted
+        observations under group probabilities ``theta: (..., G, K)`` (slots without counts
+        add nothing, even where theta is 0). Differentiable in ``theta``: the transition term
+        of a full likelihood (Rust's stage 3)."""
+        n = self.counts.to(theta.dtype)
+        terms = torch.where(n > 0, n * torch.log(torch.where(n > 0, theta, 1.0)), 0.0)
+        return terms.sum((-2, -1))
 
     def mean(self, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The posterior mean transitions ``(successors (S, A, K), probabilities (S, A, K))``."""
-        return self.support.successors, self._expand(self.group_mean(dtype))
+        return self.support.successors, self.probabilities(self.group_mean(dtype))
 
     def mode(self, dtype=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The posterior mode transitions (the MLE under a uniform prior); see
         :meth:`group_mode`."""
-        return self.support.successors, self._expand(self.group_mode(dtype))
+        return self.support.successors, self.probabilities(self.group_mode(dtype))
 
     def draws(self, n: int, seed: int = 0, dtype=None) -> torch.Tensor:
         """``(n, S, A, K)`` transition probabilities drawn from the posterior (successors are
@@ -405,7 +416,7 @@ class DirichletTransitions:
         gam = np.zeros((n,) + c.shape)
         gam[:, valid] = rng.standard_gamma(c[valid], size=(n, int(valid.sum())))
         theta = torch.from_numpy(gam / gam.sum(-1, keepdims=True))
-        return self._expand(theta.to(dtype or torch.get_default_dtype()))
+        return self.probabilities(theta.to(dtype or torch.get_default_dtype()))
 
     def counts_table(self) -> dict[str, np.ndarray]:
         """One row per valid (group, slot): columns ``group, slot, name, prior, count,
