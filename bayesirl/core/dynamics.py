@@ -384,14 +384,15 @@ class DirichletTransitions:
         """Group probabilities ``theta: (..., G, K)`` as transition probabilities
         ``(..., S, A, K)`` on :attr:`support` (zero on invalid slots). Differentiable in
         ``theta``, so transition parameters can sit inside a posterior with the reward's."""
-        return theta[..., self.support.groups, :] * self.support.valid.to(theta.dtype)
+        groups = self.support.groups.to(theta.device)
+        return theta[..., groups, :] * self.support.valid.to(theta.device, theta.dtype)
 
     def log_likelihood(self, theta: torch.Tensor) -> torch.Tensor:
         """``(...)`` log-likelihood ``sum_{g,k} n[g, k] log theta[g, k]`` of the counted
         observations under group probabilities ``theta: (..., G, K)`` (slots without counts
         add nothing, even where theta is 0). Differentiable in ``theta``: the transition term
         of a full likelihood (Rust's stage 3)."""
-        n = self.counts.to(theta.dtype)
+        n = self.counts.to(theta.device, theta.dtype)
         terms = torch.where(n > 0, n * torch.log(torch.where(n > 0, theta, 1.0)), 0.0)
         return terms.sum((-2, -1))
 
