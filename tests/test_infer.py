@@ -1,5 +1,5 @@
-"""Tests of bayesirl.inference.facade (reproducibility, input validation, strictness) and of the
-convergence diagnostics it reports (bayesirl.posterior.diagnostics).
+"""Tests of infer() (bayesirl.inference.facade: reproducibility, input validation, strictness)
+and of the convergence diagnostics it reports (bayesirl.posterior.diagnostics).
 
 Accuracy against the exact posterior lives in tests/oracles/test_exact.py.
 """
@@ -26,7 +26,7 @@ from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
 FAST_NUTS = {"method": "nuts", "num_samples": 10, "warmup": 10, "num_chains": 2}
 FAST_SVI = {"method": "svi", "steps": 30, "num_samples": 10}
-infer_module = importlib.import_module("bayesirl.inference.facade")  # the module behind birl.infer
+svi_module = importlib.import_module("bayesirl.inference.svi")  # SVI behind birl.infer
 
 
 @pytest.fixture
@@ -69,13 +69,13 @@ def test_svi_step_decays_geometrically_to_lr_times_lr_decay(problem, monkeypatch
     """Every parameter's Adam step, read after the run, is lr * lr_decay; lr_decay=1 keeps it
     constant."""
     made = []
-    adam = infer_module.pyro.optim.ClippedAdam
+    adam = svi_module.pyro.optim.ClippedAdam
 
     def recording(args):
         made.append(adam(args))
         return made[-1]
 
-    monkeypatch.setattr(infer_module.pyro.optim, "ClippedAdam", recording)
+    monkeypatch.setattr(svi_module.pyro.optim, "ClippedAdam", recording)
     for lr_decay in (0.05, 1.0):
         post = run(problem, seed=0, lr=0.2, lr_decay=lr_decay, **FAST_SVI)
         assert post.settings["lr_decay"] == lr_decay

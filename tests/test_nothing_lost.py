@@ -11,8 +11,8 @@ import torch
 import bayesirl as birl
 from bayesirl.posterior.diagnostics import InferenceWarning
 
-# `bayesirl.inference.facade` is the function; the module behind it:
-infer_module = importlib.import_module("bayesirl.inference.facade")
+svi_module = importlib.import_module("bayesirl.inference.svi")
+pyro_nuts = importlib.import_module("bayesirl.inference.pyro_nuts")
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_svi_resumes_to_the_uninterrupted_result(problem, tmp_path, monkeypatch)
     kw = dict(method="svi", steps=40, num_samples=10, progress=False, seed=3)
     full = birl.infer(mdp, demos, model, **kw)
     ck = tmp_path / "svi.ckpt"
-    step, calls = infer_module.SVI.step, []
+    step, calls = svi_module.SVI.step, []
 
     def interrupted_step(self, *args, **kwargs):
         calls.append(1)
@@ -38,7 +38,7 @@ def test_svi_resumes_to_the_uninterrupted_result(problem, tmp_path, monkeypatch)
         return step(self, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(infer_module.SVI, "step", interrupted_step)
+        patch.setattr(svi_module.SVI, "step", interrupted_step)
         cut = birl.infer(mdp, demos, model, **kw, checkpoint=ck, checkpoint_every=10)
     assert cut.incomplete and len(cut.extra["elbo"]) == 25 and ck.exists()
     resumed = birl.infer(mdp, demos, model, **kw, checkpoint=ck, checkpoint_every=10)
@@ -64,7 +64,7 @@ def test_svi_checkpoint_every_validated(problem, tmp_path):
 
 def test_interrupted_mcmc_returns_draws_marked_incomplete(problem, monkeypatch):
     mdp, demos, model = problem
-    step = infer_module._Recorder.step
+    step = pyro_nuts.Recorder.step
     calls = {"n": 0}
 
     def interrupting(self, params):
@@ -73,7 +73,7 @@ def test_interrupted_mcmc_returns_draws_marked_incomplete(problem, monkeypatch):
             raise KeyboardInterrupt
         return step(self, params)
 
-    monkeypatch.setattr(infer_module._Recorder, "step", interrupting)
+    monkeypatch.setattr(pyro_nuts.Recorder, "step", interrupting)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)
         post = birl.infer(mdp, demos, model, method="nuts", num_samples=50, warmup=20,
@@ -88,7 +88,7 @@ def test_interrupt_before_any_draw_raises(problem, monkeypatch):
     def interrupting(self, params):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(infer_module._Recorder, "step", interrupting)
+    monkeypatch.setattr(pyro_nuts.Recorder, "step", interrupting)
     with pytest.raises(KeyboardInterrupt):
         birl.infer(mdp, demos, model, method="nuts", num_samples=5, warmup=5, progress=False)
 

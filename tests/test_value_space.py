@@ -118,7 +118,7 @@ def test_value_space_map_is_the_reward_map(n_actions, likelihood):
     of w (any w), so its minimiser, found with no planning per gradient, is the reward-space
     MAP (soft: smooth, to 1e-4; Boltzmann: L-BFGS stops at a kink of the max, to 1e-3 in the
     objective)."""
-    from bayesirl.inference.facade import _fit_map
+    from bayesirl.inference.map import fit_map as _fit_map
     target = _problem(n_actions, likelihood=likelihood)
     vs = ValueSpaceTarget(target, torch.zeros(target.reward_model.shape, dtype=torch.float64))
     gen = torch.Generator().manual_seed(6)
@@ -218,10 +218,11 @@ def test_rewhitened_is_the_same_posterior(likelihood):
 
 @pytest.mark.parametrize("method", ["nuts", "hmc"])
 def test_value_space_warmup_rewhitens_once_per_chain(method, monkeypatch):
-    """A chain with warmup >= _MIN_PILOT re-whitens after two thirds of its warmup, on the
+    """A chain with warmup >= MIN_PILOT re-whitens after two thirds of its warmup, on the
     second third's draws, and adapts no mass matrix after; one with less warmup never
     re-whitens; Ctrl-C during that pilot returns nothing."""
-    infer_module = importlib.import_module("bayesirl.inference.facade")
+    mcmc_module = importlib.import_module("bayesirl.inference.mcmc")
+    pyro_nuts = importlib.import_module("bayesirl.inference.pyro_nuts")
     target = _problem()
     mdp, demos, model = target.mdp, target.demos, target.reward_model
     pilots = []
@@ -232,26 +233,26 @@ def test_value_space_warmup_rewhitens_once_per_chain(method, monkeypatch):
         return rewhitened(self, w)
 
     kernels = []
-    make_kernel = infer_module._kernel
+    make_kernel = mcmc_module._kernel
 
     def recording_kernel(target, method, options, params, warmup):
         kernels.append((warmup, options.get("adapt_mass_matrix", True)))
         return make_kernel(target, method, options, params, warmup)
 
     monkeypatch.setattr(ValueSpaceTarget, "rewhitened", recording)
-    monkeypatch.setattr(infer_module, "_kernel", recording_kernel)
+    monkeypatch.setattr(mcmc_module, "_kernel", recording_kernel)
     kw = dict(rationality=2.0, num_samples=5, num_chains=2, parallel=False, method=method,
               num_steps=3)
-    post = _run(mdp, demos, model, warmup=infer_module._MIN_PILOT, **kw)
+    post = _run(mdp, demos, model, warmup=mcmc_module.MIN_PILOT, **kw)
     n = mdp.n_states
-    pilot = 2 * infer_module._MIN_PILOT // 3
+    pilot = 2 * mcmc_module.MIN_PILOT // 3
     assert pilots == [(pilot - pilot // 2, n)] * 2
-    assert kernels == [(pilot, True), (infer_module._MIN_PILOT - pilot, False)] * 2
+    assert kernels == [(pilot, True), (mcmc_module.MIN_PILOT - pilot, False)] * 2
     assert post.samples["theta"].shape == (10, n)
     pilots.clear()
-    _run(mdp, demos, model, warmup=infer_module._MIN_PILOT - 1, **kw)
+    _run(mdp, demos, model, warmup=mcmc_module.MIN_PILOT - 1, **kw)
     assert pilots == []
-    step = infer_module._Recorder.step
+    step = pyro_nuts.Recorder.step
     calls = {"n": 0}
 
     def interrupting(self, params):
@@ -260,9 +261,9 @@ def test_value_space_warmup_rewhitens_once_per_chain(method, monkeypatch):
             raise KeyboardInterrupt
         return step(self, params)
 
-    monkeypatch.setattr(infer_module._Recorder, "step", interrupting)
+    monkeypatch.setattr(pyro_nuts.Recorder, "step", interrupting)
     with pytest.raises(KeyboardInterrupt, match="before any draw"):
-        _run(mdp, demos, model, warmup=infer_module._MIN_PILOT, **kw)
+        _run(mdp, demos, model, warmup=mcmc_module.MIN_PILOT, **kw)
 
 
 @pytest.mark.parametrize("n_actions", [None, True], ids=["state", "state-action"])

@@ -26,10 +26,9 @@ import math
 import numpy as np
 import threadpoolctl
 import torch
-from pyro.distributions.util import scalar_like
-from pyro.infer.mcmc import NUTS
-from pyro.infer.mcmc.nuts import _TreeInfo
 from pyro.ops.integrator import potential_grad
+
+from bayesirl.inference.pyro_nuts import IntegratorNUTS
 
 __all__ = ["ArgmaxRegions", "RefractiveNUTS"]
 
@@ -147,24 +146,27 @@ class ArgmaxRegions:
         raise RuntimeError(f"a drift crossed more than {_MAX_CROSSINGS} region boundaries")
 
 
-class RefractiveNUTS(NUTS):
+class RefractiveNUTS(IntegratorNUTS):
     """Pyro's NUTS with a leapfrog whose drift reflects and refracts at the boundaries of
     ``regions`` (:class:`ArgmaxRegions`); ``potential_fn`` must include ``regions.jump``'s
     value at the region of its argument and be smooth within each region. The tree building,
-    adaptation and multinomial sampling are Pyro's. One unconstrained site, ``"w": (n,)``.
+    adaptation and multinomial sampling are Pyro's (through
+    :class:`~bayesirl.inference.pyro_nuts.IntegratorNUTS`). One unconstrained site,
+    ``"w": (n,)``. :meth:`counters` reports the crossings that refracted and reflected.
     """
 
     def __init__(self, potential_fn, regions: ArgmaxRegions, **kwargs):
-        super().__init__(potential_fn=potential_fn, **kwargs)
-        if not self.use_multinomial_sampling:
-            raise ValueError("RefractiveNUTS builds trees with multinomial sampling only")
+        super().__init__(potential_fn, **kwargs)
         self.regions = regions
         self.n_refracted = self.n_reflected = 0
 
-    def _leapfrog(self, z, r, z_grads, step_size):
+    def counters(self) -> dict[str, int]:
+        return {"n_refracted": self.n_refracted, "n_reflected": self.n_reflected}
+
+    def leapfrog(self, z, r, z_grads, step_size):
         """One velocity-Verlet step whose drift goes through :meth:`ArgmaxRegions.drift`."""
         w, p = z["w"], r["w"] - 0.5 * step_size * z_grads["w"]
-        inverse_mass = self.mass_matrix_adapter.inverse_mass_matrix[("w",)]
+        inverse_mass = self.inverse_mass_matrix[("w",)]
         w_new, p_new, refracted, reflected = self.regions.drift(
             w.detach().cpu().double().numpy(), p.detach().cpu().double().numpy(), step_size,
             inverse_mass.detach().cpu().double().numpy())
@@ -174,18 +176,3 @@ class RefractiveNUTS(NUTS):
         z_grads, potential_energy = potential_grad(self.potential_fn, z_new)
         r_new = {"w": torch.as_tensor(p_new).to(p) - 0.5 * step_size * z_grads["w"]}
         return z_new, r_new, z_grads, potential_energy
-
-    def _build_basetree(self, z, r, z_grads, log_slice, direction, energy_current):
-        # Pyro's NUTS._build_basetree (multinomial sampling) with _leapfrog for velocity_verlet
-        step_size = self.step_size if direction == 1 else -self.step_size
-        z_new, r_new, z_grads, potential_energy = self._leapfrog(z, r, z_grads, step_size)
-        r_new_unscaled = self.mass_matrix_adapter.unscale(r_new)
-        energy_new = potential_energy + self._kinetic_energy(r_new_unscaled)
-        if torch.isnan(energy_new):
-            energy_new = scalar_like(energy_new, float("inf"))
-        sliced_energy = energy_new + log_slice
-        diverging = sliced_energy > self._max_sliced_energy
-        accept_prob = (energy_current - energy_new).exp().clamp(max=1.0)
-        return _TreeInfo(z_new, r_new, r_new_unscaled, z_grads, z_new, r_new, r_new_unscaled,
-                         z_grads, z_new, potential_energy, z_grads, r_new_unscaled,
-                         -sliced_energy, False, diverging, accept_prob, 1)

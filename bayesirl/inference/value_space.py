@@ -49,6 +49,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from bayesirl.inference.map import fit_map
 from bayesirl.inference.refraction import ArgmaxRegions
 from bayesirl.model.fused import _log_normaliser, _normal, _Potential
 from bayesirl.model.rewards import TabularReward
@@ -184,14 +185,18 @@ class ValueSpaceTarget:
     """The posterior of a :class:`~bayesirl.inference.target.Target` with a tabular reward and a
     discounted MDP, in whitened value coordinates ``w: (n,)`` (see the module doc).
 
-    ``potential(u)``, ``constrain(u)`` and ``init_unconstrained()`` are what MCMC uses of a
-    target; ``constrain`` maps ``u["w"]: (..., n)`` to ``{"theta": (..., S) or (..., S, A)}``.
-    ``theta0`` is the reward the sampler starts at (the MAP); check :func:`ineligible` first.
-    ``regions`` is None for the soft likelihood; for Boltzmann, the greedy policy's regions
-    that :class:`~bayesirl.inference.refraction.RefractiveNUTS` refracts at.
+    Implements :class:`~bayesirl.inference.target.InferenceTarget` (``constrain`` maps
+    ``u["w"]: (..., n)`` to the reward target's ``{"theta": (..., S) or (..., S, A)}``, whose
+    log-likelihood and posterior are the reward target's),
+    :class:`~bayesirl.inference.target.Rewhitening` and
+    :class:`~bayesirl.inference.target.Refracting`: ``regions`` is None for the soft
+    likelihood; for Boltzmann, the greedy policy's regions that
+    :class:`~bayesirl.inference.refraction.RefractiveNUTS` refracts at. ``theta0`` is the reward
+    the sampler starts at (the MAP: :meth:`at_map`); check :func:`ineligible` first.
     """
 
     def __init__(self, target, theta0: torch.Tensor):
+        self.reward_target = target
         self.mdp = target.mdp
         self.prior = target.priors["theta"]
         self.shape = tuple(target.reward_model.shape)
@@ -205,6 +210,17 @@ class ValueSpaceTarget:
         self.chol = self._whitening()
         self.regions = self._regions() if self.boltzmann else None
         self.fused = self._fused()
+
+    @classmethod
+    def at_map(cls, target, map_init: bool = True) -> ValueSpaceTarget:
+        """The value-space target of ``target`` whitened at its MAP, found in value space (the
+        potential without its Jacobian is the reward posterior's density at the reward of
+        ``w``: no planning per gradient); ``map_init=False``: at the prior's centre."""
+        sampled = cls(target, target.constrain(target.init_unconstrained())["theta"])
+        if map_init:  # the MAP found in value space, whitened there again
+            u, _ = fit_map(sampled, sampled.init_unconstrained(), jacobian=False)
+            sampled = cls(target, sampled.constrain(u)["theta"])
+        return sampled
 
     # ------------------------------------------------------------ values <-> rewards
     def _values_of(self, theta):
@@ -245,64 +261,14 @@ class ValueSpaceTarget:
             valid = torch.ones(self.shape, dtype=torch.bool)
         return ArgmaxRegions(g0.numpy(), K.numpy(), valid.numpy(), _GreedyLogDet(self.mdp))
 
-    def _fused(self) -> dict | None:
-        """NumPy copies for :meth:`value_and_grad` (copies: pickling for a chain's process
-        moves tensor storage), or None where the potential stays on the autograd path: the
-        soft likelihood (plain NUTS), a prior other than Normal, an MDP off the CPU."""
+    def _fused(self) -> _FusedBoltzmann | None:
+        """The Boltzmann potential in NumPy (:class:`_FusedBoltzmann`), or None where the
+        potential stays on the autograd path: the soft likelihood (plain NUTS), a prior other
+        than Normal, an MDP off the CPU."""
         normal = _normal(self.prior)
         if not self.boltzmann or normal is None or self.v0.device.type != "cpu":
             return None
-        loc, scale = normal
-        counts = _numpy(self.counts).copy()
-        return {"loc": loc, "inv_var": 1.0 / scale ** 2,
-                "log_norm": _log_normaliser(scale),
-                "v0": _numpy(self.v0).copy(), "chol": _numpy(self.chol).copy(),
-                "succ": _numpy(self.mdp.successors).copy(),
-                "prob": _numpy(self.mdp.transition_probs.to(self.v0.dtype)).copy(),
-                "counts": counts, "visits": counts.sum(-1, keepdims=True)}
-
-    def value_and_grad(self, w: np.ndarray, grad: bool):
-        """The Boltzmann potential at ``w: (n,)`` and its gradient ``(n,)`` (None without
-        ``grad``) in NumPy, in the region :attr:`regions` assigns ``w``: there the reward is
-        linear in the values, so with ``a*`` the greedy action, ``r = p - gamma E p[a*]``
-        (state reward) or ``Q - gamma E Q[., a*]``, and
-        ``dU/dp = (r - mu) / sigma^2`` pulled back through that linear map
-        ``+ beta (n_s pi - counts)`` pushed through the logits. Equals :meth:`potential` and
-        its autograd gradient (tests/test_value_space.py) at under half the cost (0.19 against
-        0.44 ms with Pyro's gradient call on the 144-state gridworld)."""
-        f, gamma, beta = self.fused, self.gamma, self.beta
-        succ, prob = f["succ"], f["prob"]
-        S = succ.shape[0]
-        rows = np.arange(S)
-        region = self.regions.region(w)                                    # (S,)
-        p = f["v0"] + (f["chol"] @ w).reshape(f["v0"].shape)
-
-        def push(x):  # E^T x: (S, A) -> (S,), mass moved to next states
-            return np.bincount(succ.reshape(-1), (prob * x[..., None]).reshape(-1), S)
-
-        if self.state_only:
-            ev = (prob * p[succ]).sum(-1)                                  # (S, A)
-            reward, logits = p - gamma * ev[rows, region], beta * gamma * ev
-        else:
-            best = p[rows, region]                                         # (S,)
-            reward, logits = p - gamma * (prob * best[succ]).sum(-1), beta * p
-        z = logits - logits.max(-1, keepdims=True)
-        log_pi = z - np.log(np.exp(z).sum(-1, keepdims=True))
-        err = reward - f["loc"]
-        value = (0.5 * float((err * err * f["inv_var"]).sum()) + f["log_norm"]
-                 - float((f["counts"] * log_pi).sum()) + self.regions.jump.value(region))
-        if not grad:
-            return value, None
-        d_reward = err * f["inv_var"]
-        d_logits = f["visits"] * np.exp(log_pi) - f["counts"]             # (S, A)
-        if self.state_only:
-            d_ev = beta * gamma * d_logits
-            d_ev[rows, region] -= gamma * d_reward
-            d_p = d_reward + push(d_ev)
-        else:
-            d_p = d_reward + beta * d_logits
-            d_p[rows, region] -= gamma * push(d_reward)
-        return value, f["chol"].T @ d_p.reshape(-1)
+        return _FusedBoltzmann(self, *normal)
 
     def _log_det(self, pi):
         """``log |det d reward / d p|`` where the expert's policy is ``pi: (S, A)``."""
@@ -376,7 +342,7 @@ class ValueSpaceTarget:
         ``w``, whose maximum in ``w`` is the MAP reward (no planning per gradient)."""
         w = u["w"]
         if jacobian and self.fused is not None and w.dim() == 1 and w.dtype == self.v0.dtype:
-            return _Potential.apply(w, self, torch.is_grad_enabled() and w.requires_grad)
+            return _Potential.apply(w, self.fused, torch.is_grad_enabled() and w.requires_grad)
         reward, logits = self._bellman(self.params_of(w))
         log_pi = torch.log_softmax(logits, -1)
         value = -(self.prior.log_prob(reward).sum() + (self.counts * log_pi).sum())
@@ -386,3 +352,71 @@ class ValueSpaceTarget:
             region = self.regions.region(w.detach().cpu().double().numpy())
             return value + self.regions.jump.value(region)
         return value - self._log_det(log_pi.exp())
+
+    def log_likelihood(self, params) -> torch.Tensor:
+        """``(..., N)``: the reward target's, at reward parameters ``params``."""
+        return self.reward_target.log_likelihood(params)
+
+    def make_posterior(self, params, **kwargs):
+        """The reward target's posterior of reward draws ``params`` (see
+        :meth:`~bayesirl.inference.target.Target.make_posterior`)."""
+        return self.reward_target.make_posterior(params, **kwargs)
+
+
+class _FusedBoltzmann:
+    """The Boltzmann value-space potential with a Normal prior as one autograd node
+    (:class:`~bayesirl.model.fused._Potential`): :meth:`value_and_grad` in NumPy on copies of
+    the arrays it needs (copies: pickling for a chain's process moves tensor storage)."""
+
+    def __init__(self, target: ValueSpaceTarget, loc, scale):
+        counts = _numpy(target.counts).copy()
+        self.regions, self.state_only = target.regions, target.state_only
+        self.gamma, self.beta = target.gamma, target.beta
+        self.loc, self.inv_var, self.log_norm = loc, 1.0 / scale ** 2, _log_normaliser(scale)
+        self.v0, self.chol = _numpy(target.v0).copy(), _numpy(target.chol).copy()
+        self.succ = _numpy(target.mdp.successors).copy()
+        self.prob = _numpy(target.mdp.transition_probs.to(target.v0.dtype)).copy()
+        self.counts, self.visits = counts, counts.sum(-1, keepdims=True)
+
+    def value_and_grad(self, w: np.ndarray, grad: bool):
+        """The Boltzmann potential at ``w: (n,)`` and its gradient ``(n,)`` (None without
+        ``grad``) in NumPy, in the region :attr:`regions` assigns ``w``: there the reward is
+        linear in the values, so with ``a*`` the greedy action, ``r = p - gamma E p[a*]``
+        (state reward) or ``Q - gamma E Q[., a*]``, and
+        ``dU/dp = (r - mu) / sigma^2`` pulled back through that linear map
+        ``+ beta (n_s pi - counts)`` pushed through the logits. Equals
+        :meth:`ValueSpaceTarget.potential` and its autograd gradient (tests/test_value_space.py)
+        at a fraction of the cost."""
+        gamma, beta = self.gamma, self.beta
+        succ, prob = self.succ, self.prob
+        S = succ.shape[0]
+        rows = np.arange(S)
+        region = self.regions.region(w)                                    # (S,)
+        p = self.v0 + (self.chol @ w).reshape(self.v0.shape)
+
+        def push(x):  # E^T x: (S, A) -> (S,), mass moved to next states
+            return np.bincount(succ.reshape(-1), (prob * x[..., None]).reshape(-1), S)
+
+        if self.state_only:
+            ev = (prob * p[succ]).sum(-1)                                  # (S, A)
+            reward, logits = p - gamma * ev[rows, region], beta * gamma * ev
+        else:
+            best = p[rows, region]                                         # (S,)
+            reward, logits = p - gamma * (prob * best[succ]).sum(-1), beta * p
+        z = logits - logits.max(-1, keepdims=True)
+        log_pi = z - np.log(np.exp(z).sum(-1, keepdims=True))
+        err = reward - self.loc
+        value = (0.5 * float((err * err * self.inv_var).sum()) + self.log_norm
+                 - float((self.counts * log_pi).sum()) + self.regions.jump.value(region))
+        if not grad:
+            return value, None
+        d_reward = err * self.inv_var
+        d_logits = self.visits * np.exp(log_pi) - self.counts             # (S, A)
+        if self.state_only:
+            d_ev = beta * gamma * d_logits
+            d_ev[rows, region] -= gamma * d_reward
+            d_p = d_reward + push(d_ev)
+        else:
+            d_p = d_reward + beta * d_logits
+            d_p[rows, region] -= gamma * push(d_reward)
+        return value, self.chol.T @ d_p.reshape(-1)
