@@ -28,6 +28,12 @@ from bayesirl.decisions.counterfactual import (
     counterfactual,
     replacement_demand,
 )
+from bayesirl.decisions.information import (
+    InformationGain,
+    expert_information_gain,
+    pair_information_gain,
+    population_robust_policy,
+)
 from bayesirl.decisions.robust import RobustPolicy, bayes_optimal_policy, cvar, robust_policy
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "counterfactual",
     "replacement_demand",
     "CRITERIA",
+    "InformationGain",
     "STATISTICS",
     "PredictiveCheck",
     "Query",
@@ -45,6 +52,9 @@ __all__ = [
     "active_query",
     "bayes_optimal_policy",
     "cvar",
+    "expert_information_gain",
+    "pair_information_gain",
+    "population_robust_policy",
     "posterior_predictive_check",
     "robust_policy",
     "value_at_risk_bound",

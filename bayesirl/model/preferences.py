@@ -753,11 +753,15 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
     mean, L = torch.zeros(n, dtype=dtype), torch.eye(n, dtype=dtype)
 
     def energy_and_grad(y):  # whitened y (C, n) -> U (C,), dU/dy (C, n)
-        y = y.detach().requires_grad_(True)
+        # a chain whose trajectory diverged to non-finite values is evaluated at 0 instead
+        # (no NaN reaches the target) and gets U = inf, so the Metropolis step rejects it
+        bad = ~torch.isfinite(y).all(-1)
+        y = torch.where(bad[:, None], 0.0, y).detach().requires_grad_(True)
         U = target.potential(unflatten(mean + y @ L.T))
-        U = torch.where(torch.isfinite(U), U, torch.full_like(U, math.inf))
         (grad,) = torch.autograd.grad(torch.where(torch.isfinite(U), U, 0.0).sum(), y)
-        return U.detach(), grad
+        bad = bad | ~torch.isfinite(U) | ~torch.isfinite(grad).all(-1)
+        return (torch.where(bad, math.inf, U.detach()),
+                torch.where(bad[:, None], 0.0, grad))
 
     y = x - mean
     U, grad = energy_and_grad(y)
