@@ -35,10 +35,10 @@ def write_tiny(tmp_path, method="map", name="tiny.toml"):
 
 
 @pytest.mark.parametrize("argv, options", [
-    (["--help"], ["run", "demo", "Exit codes"]),
-    (["run", "--help"], ["SPEC.toml", "--out", "--method", "--num-samples", "--seed",
-                         "--quiet", "nuts", "svi", "map"]),
-    (["demo", "--help"], ["--out", "--quiet", "gridworld"]),
+    (["--help"], ["run", "demo", "Exit codes", "130 interrupted"]),
+    (["run", "--help"], ["SPEC.toml", "--out", "--overwrite", "--method", "--num-samples",
+                         "--seed", "--quiet", "nuts", "svi", "map"]),
+    (["demo", "--help"], ["--out", "--overwrite", "--quiet", "gridworld"]),
 ])
 def test_help_lists_every_option(capsys, argv, options):
     assert cli.main(argv) == 0

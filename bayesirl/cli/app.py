@@ -8,7 +8,16 @@ SVI fit), ``recovery.png`` (when the true reward is known) and ``report.md``; a 
 ``[decisions]`` table also gets ``decisions.csv`` and ``decisions.png``: the policy optimal for
 the posterior-mean reward against the robust (BROIL) policy.
 
-Exit codes: 0 success, 2 a bad spec or bad arguments (one line on stderr), 1 inference failed.
+The outputs are written into a folder beside ``--out`` and moved into place when complete
+(:mod:`bayesirl.cli.folder`): ``--out`` holds one run's files or none. A non-empty ``--out`` is
+refused unless ``--overwrite`` (which replaces only a folder of a previous run's outputs), and
+a folder that cannot be written is found before any work. Ctrl-C (SIGINT) stops the run and
+keeps what it made (see :class:`_Interrupts`): the draws so far, marked incomplete in
+``posterior.nc`` and in the report.
+
+Exit codes: 0 success; 1 inference failed, or the outputs could not be written; 2 a bad spec,
+bad arguments or an unusable ``--out`` (one line on stderr, nothing done); 130 interrupted
+(one line on stderr saying what was kept).
 ``BAYESIRL_FAST=1`` shrinks the sample counts so that any spec runs in seconds.
 """
 
@@ -16,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 import time
 import warnings
 from importlib import resources
@@ -24,6 +35,7 @@ from pathlib import Path
 
 from bayesirl.cli import report
 from bayesirl.cli.build import build, deployment_mdp, fast_mode
+from bayesirl.cli.folder import OutputError, OutputFolder
 from bayesirl.cli.spec import SpecError, apply_overrides, load_spec, parse_spec, tomllib
 from bayesirl.inference.facade import METHODS
 
@@ -65,8 +77,11 @@ def _int_at_least(minimum: int):
 
 def _add_output_options(p):
     p.add_argument("--out", metavar="DIR", type=Path, default=None,
-                   help="folder for the outputs (created if missing; default "
-                        "./bayesirl-output/<spec name>)")
+                   help="folder for the outputs (created if missing, and must be empty; "
+                        "default ./bayesirl-output/<spec name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of a previous run in --out (a folder holding "
+                        "other files is never replaced)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar and no summary table: print only warnings, errors "
                         "and where the outputs went")
@@ -77,8 +92,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="bayesirl",
         description="Bayesian inverse reinforcement learning: a posterior over rewards from "
                     "demonstrations. Problems are TOML specs (see models/ for examples).",
-        epilog="Exit codes: 0 success, 2 bad spec or arguments, 1 inference failed. "
-               "BAYESIRL_FAST=1 shrinks the sample counts (for tests).")
+        epilog="Exit codes: 0 success, 1 inference failed or the outputs could not be "
+               "written, 2 bad spec, arguments or --out (nothing done), 130 interrupted "
+               "(what was made is kept and marked). BAYESIRL_FAST=1 shrinks the sample counts "
+               "(for tests).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser(
         "run", help="run inference on a problem spec and write the posterior, plots and a "
@@ -116,8 +133,60 @@ def _say(quiet: bool, *lines: str) -> None:
             print(line, flush=True)
 
 
+# ---------------------------------------------------------------------------- interrupts
+class _Interrupts:
+    """What SIGINT (Ctrl-C) does during a run, by ``phase``; installed in the main thread only.
+
+    - ``"start"`` (building the problem): stop; nothing is written.
+    - ``"infer"``: the first SIGINT reaches :func:`~bayesirl.infer` as ``KeyboardInterrupt``,
+      which stops sampling and returns the draws made so far (marked incomplete); later ones
+      are swallowed, so that a second press cannot cost those draws while they are collected.
+    - ``"write"`` (figures, decisions): stop drawing; the files finished so far are kept.
+    - ``"final"`` (saving the posterior, the report, the move into place): swallowed; these
+      take well under a second and are what an interrupt is meant to keep.
+
+    ``count`` is the number of SIGINTs received; any makes the run exit 130.
+    """
+
+    def __init__(self):
+        self.phase = "start"
+        self.count = 0
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+    def _handle(self, signum, frame):
+        self.count += 1
+        if self.phase in ("start", "write") or (self.phase == "infer" and self.count == 1):
+            if self.phase != "infer":
+                self.phase = "final"  # the clean-up that follows is not interrupted
+            raise KeyboardInterrupt
+
+
 # ---------------------------------------------------------------------------- commands
-def _run(spec, out: Path | None, quiet: bool) -> int:
+def _run(spec, out: Path | None, quiet: bool, overwrite: bool = False) -> int:
+    """Run ``spec`` into ``out``: check the folder first, write aside, move into place."""
+    try:
+        folder = OutputFolder(out if out is not None else Path("bayesirl-output") / spec.name,
+                              overwrite)
+    except OutputError as e:
+        print(f"bayesirl: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        with _Interrupts() as interrupts:
+            return _run_into(spec, folder, quiet, interrupts)
+    finally:
+        folder.discard()  # nothing left to discard after a commit
+
+
+def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) -> int:
     import torch
 
     from bayesirl.inference.facade import infer
@@ -125,11 +194,15 @@ def _run(spec, out: Path | None, quiet: bool) -> int:
 
     torch.set_default_dtype(torch.float64)
     start = time.perf_counter()
-    built = build(spec)  # SpecError -> exit 2 in main
-    mdp, demos, reward_model, kwargs = built
-    deploy = deployment_mdp(spec, mdp)
+    try:
+        built = build(spec)  # SpecError -> exit 2 in main
+        mdp, demos, reward_model, kwargs = built
+        deploy = deployment_mdp(spec, mdp)
+    except KeyboardInterrupt:
+        print("bayesirl: interrupted before inference started; nothing written",
+              file=sys.stderr)
+        return 130
     t_build = time.perf_counter() - start
-    out = out if out is not None else Path("bayesirl-output") / spec.name
     _say(quiet, f"spec {spec.name}: {spec.description or spec.source or ''}".rstrip(": "),
          f"  MDP: {mdp!r}", f"  demonstrations: {demos!r}",
          f"  reward: {spec.reward.model}, likelihood: {kwargs['likelihood']}, "
@@ -139,15 +212,25 @@ def _run(spec, out: Path | None, quiet: bool) -> int:
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always", InferenceWarning)
         try:
+            interrupts.phase = "infer"
             post = infer(mdp, demos, reward_model, progress=not quiet, **kwargs)
-        except KeyboardInterrupt:
-            print("bayesirl: interrupted before any draw was made", file=sys.stderr)
+        except KeyboardInterrupt as e:
+            print(f"bayesirl: {str(e) or 'interrupted during inference'}; nothing written",
+                  file=sys.stderr)
             return 130
         except Exception as e:  # numerical failures surface with many types
             print(f"bayesirl: inference failed: {type(e).__name__}: {e}".replace("\n", " "),
                   file=sys.stderr)
             return 1
+        finally:
+            interrupts.phase = "final"
     t_infer = time.perf_counter() - t0
+    notes = []
+    if interrupts.count or post.incomplete:
+        notes.append(f"inference was interrupted: the posterior holds the {post.num_chains} "
+                     f"chain(s) x {post.num_draws} draws made before it" + (
+                         ", marked incomplete (RewardPosterior.incomplete)" if post.incomplete
+                         else " (the chains had finished)"))
     caught = []
     for w in records:
         if issubclass(w.category, InferenceWarning):
@@ -172,31 +255,44 @@ def _run(spec, out: Path | None, quiet: bool) -> int:
             print(f"  {'warning: ' if problem else ''}{line}",
                   file=sys.stderr if problem and quiet else sys.stdout)
     t0 = time.perf_counter()
+    out = folder.path
+    figures, decision_table = {}, None
     try:
-        out.mkdir(parents=True, exist_ok=True)
         post.save(out / "posterior.nc")
-        summary.to_csv(out / "summary.csv")
-        figures = report.write_figures(post, spec, out)
-        decision_table = None
-        if spec.decisions is not None:
-            decision_table, figures["decisions"] = report.write_decisions(post, spec, deploy, out)
+        report.write_csv(summary, out / "summary.csv")
+        try:
+            interrupts.phase = "write"
+            report.write_figures(post, spec, out, figures)
+            if spec.decisions is not None:
+                decision_table, figures["decisions"] = report.write_decisions(post, spec,
+                                                                              deploy, out)
+            interrupts.phase = "final"
+        except KeyboardInterrupt:
+            done = [f for f in figures.values() if f.endswith(".png")]
+            notes.append("writing the figures was interrupted: " + (
+                f"only {', '.join(done)} written" if done else "none written"))
+        timing = {"build (environment, demonstrations)": t_build, "inference": t_infer,
+                  "outputs (files, figures)": time.perf_counter() - t0,
+                  "total": time.perf_counter() - start}
+        report.write_report(spec, built, post, summary, diagnostics, figures, timing, out,
+                            decision_table, interrupted=notes)
+        target = folder.commit()
     except OSError as e:
-        print(f"bayesirl: cannot write the outputs to {out}: {e}", file=sys.stderr)
+        print(f"bayesirl: cannot write the outputs to {folder.target}: {e}".replace("\n", " "),
+              file=sys.stderr)
         return 1
-    timing = {"build (environment, demonstrations)": t_build, "inference": t_infer,
-              "outputs (files, figures)": time.perf_counter() - t0,
-              "total": time.perf_counter() - start}
     if decision_table is not None and not quiet:
         import pandas as pd
 
         with pd.option_context("display.width", 120, "display.precision", 3):
             print("\ndecisions (see decisions.png):")
             print(decision_table.to_string())
-    report.write_report(spec, built, post, summary, diagnostics, figures, timing, out,
-                        decision_table)
     files = ["posterior.nc", "summary.csv", "report.md"]
     files += [f for f in figures.values() if f.endswith(".png")]
-    print(f"wrote {', '.join(files)} to {out} (total {timing['total']:.1f} s)")
+    print(f"wrote {', '.join(files)} to {target} (total {timing['total']:.1f} s)")
+    if notes:
+        print(f"bayesirl: interrupted: {'; '.join(notes)}; wrote {target}", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -207,7 +303,8 @@ def _demo_spec():
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``bayesirl`` console script; returns the exit code."""
+    """Entry point of the ``bayesirl`` console script; returns the exit code (see the module
+    docstring)."""
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -228,10 +325,13 @@ def main(argv=None) -> int:
         else:
             spec = apply_overrides(load_spec(args.spec), method=args.method,
                                    num_samples=args.num_samples, seed=args.seed)
-        return _run(spec, args.out, args.quiet)
+        return _run(spec, args.out, args.quiet, args.overwrite)
     except SpecError as e:
         print(f"bayesirl: error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a run's own handling (reading the spec)
+        print("bayesirl: interrupted; nothing written", file=sys.stderr)
+        return 130
     finally:
         torch.set_default_dtype(old_dtype)
 

@@ -1,7 +1,9 @@
 """What a run writes: the summary table, the diagnostics lines, the figures and ``report.md``.
 
 Each writer takes the output folder and returns what it wrote; :mod:`bayesirl.cli.app` decides
-where that folder is and when it is complete. Figures are drawn on ``matplotlib.figure.Figure``
+where that folder is and when it is complete. Every file is written whole or not at all
+(:func:`~bayesirl.posterior.files.atomic_write`): an interrupt while drawing leaves the figures
+finished so far and no part of the next. Figures are drawn on ``matplotlib.figure.Figure``
 objects, never pyplot: no GUI backend and no global figure list.
 """
 
@@ -14,9 +16,19 @@ import warnings
 from pathlib import Path
 
 from bayesirl.cli.build import fast_mode
+from bayesirl.posterior.files import atomic_write
 
-__all__ = ["diagnostics_lines", "markdown_table", "summary_table", "write_decisions",
-           "write_figures", "write_report"]
+__all__ = ["diagnostics_lines", "markdown_table", "summary_table", "write_csv",
+           "write_decisions", "write_figures", "write_report"]
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+def write_csv(table, path: Path) -> None:
+    """A pandas table as CSV, written whole or not at all."""
+    atomic_write(path, lambda tmp: table.to_csv(tmp))
 
 
 def markdown_table(df) -> str:
@@ -37,21 +49,21 @@ def _fmt(v) -> str:
 
 
 def summary_table(post):
-    """ArviZ summary (diagnostics columns only for MCMC), quiet about single chains."""
-    import arviz as az
-
+    """The posterior's summary table (:meth:`RewardPosterior.summary`), with ArviZ's
+    convergence columns for MCMC runs of two chains or more and ``estimate``/``se`` for a
+    point estimate."""
     names = list(post.params) or ["reward"]
-    idata = post.to_arviz()
+    if post.num_chains * post.num_draws < 2:
+        return post.summary(var_names=names)
     logger = logging.getLogger("arviz")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # sd of a single draw
+            warnings.simplefilter("ignore", RuntimeWarning)  # R-hat of a chain that never moved
             mcmc = post.method in ("nuts", "hmc") and post.num_draws >= 4
-            if post.num_draws * post.num_chains < 2:
-                return az.summary(idata, var_names=names, kind="stats")[["mean"]]
-            return az.summary(idata, var_names=names, kind="all" if mcmc else "stats")
+            return post.summary(var_names=names,
+                                kind="all" if mcmc and post.num_chains >= 2 else "stats")
     finally:
         logger.setLevel(level)
 
@@ -80,9 +92,13 @@ def diagnostics_lines(post, caught: list[str]) -> list[str]:
             tail = elbo[-max(len(elbo) // 10, 1):]
             lines.append(f"SVI: final ELBO {sum(tail) / len(tail):.4g} (mean of the last "
                          f"{len(tail)} of {len(elbo)} steps); an approximation, no R-hat")
+    elif post.method == "map":
+        lines.append("MAP: a point estimate" + (
+            " with standard errors from the curvature at the mode" if post.extra.get(
+                "standard_errors") else ", no posterior uncertainty")
+            + "; no convergence diagnostics")
     else:
-        lines.append("MAP: a point estimate, no posterior uncertainty or convergence "
-                     "diagnostics")
+        lines.append(f"{post.method}: independent draws, no chains to diagnose")
     return lines
 
 
@@ -94,14 +110,15 @@ def _directions(spec):
     return gym_directions(env.options.get("id", "")) if env.name == "gymnasium" else None
 
 
-def write_figures(post, spec, out: Path) -> dict[str, str]:
-    """Write the PNGs; returns name -> file (or a reason it was skipped)."""
+def write_figures(post, spec, out: Path, made: dict | None = None) -> dict[str, str]:
+    """Write the PNGs; returns name -> file (or a reason it was skipped). ``made``, when given,
+    is filled as each figure is finished, so a caller interrupted meanwhile knows which are."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure list
 
     from bayesirl import plots
 
     mdp = post.mdp
-    made = {}
+    made = {} if made is None else made
     grid = mdp.shape is not None
     many = post.num_chains * post.num_draws > 1
     n = 3 if mdp.reward is not None else 2
@@ -114,7 +131,7 @@ def write_figures(post, spec, out: Path) -> dict[str, str]:
         if mdp.reward is not None:
             plots.plot_reward(mdp, ax=axes[0])
         plots.plot_reward(post, ax=axes[-1], title="MAP reward")
-    fig.savefig(out / "reward.png", dpi=110)
+    _save(fig, out / "reward.png", dpi=110)
     made["reward"] = "reward.png"
 
     directions = _directions(spec)
@@ -125,7 +142,7 @@ def write_figures(post, spec, out: Path) -> dict[str, str]:
                       background=background, directions=directions,
                       title="posterior expert policy" + (" (t = 0)" if mdp.finite_horizon
                                                          else ""))
-    fig.savefig(out / "policy.png", dpi=110)
+    _save(fig, out / "policy.png", dpi=110)
     made["policy"] = "policy.png"
 
     if post.method in ("nuts", "hmc") and post.num_draws >= 4:
@@ -134,21 +151,23 @@ def write_figures(post, spec, out: Path) -> dict[str, str]:
         plots.plot_diagnostics(post, max_params=k, axes=fig.subplots(k, 3, squeeze=False))
         fig.suptitle(f"MCMC diagnostics of the {k} parameter(s) with the largest R-hat"
                      + (" (and the rationality)" if "rationality" in post.params else ""))
-        fig.savefig(out / "diagnostics.png", dpi=90)
+        _save(fig, out / "diagnostics.png", dpi=90)
         made["diagnostics"] = "diagnostics.png"
     elif post.method == "svi" and post.extra.get("elbo"):
         fig = Figure(figsize=(6.4, 3.8), layout="constrained")
         plots.plot_elbo(post, ax=fig.subplots(), skip=0.05)
-        fig.savefig(out / "diagnostics.png", dpi=110)
+        _save(fig, out / "diagnostics.png", dpi=110)
         made["diagnostics"] = "diagnostics.png"
     else:
-        made["diagnostics"] = ("skipped: " + ("MAP is a single point" if post.method == "map"
-                                              else "too few draws for trace plots"))
+        made["diagnostics"] = "skipped: " + (
+            "MAP is a single point" if not many else
+            "independent draws of an approximation, no chains to diagnose"
+            if post.method not in ("nuts", "hmc") else "too few draws for trace plots")
 
     if mdp.reward is not None and many:
         fig = Figure(figsize=(5.0, 5.0), layout="constrained")
         plots.plot_recovery(mdp.reward, post, ax=fig.subplots(), center=True)
-        fig.savefig(out / "recovery.png", dpi=110)
+        _save(fig, out / "recovery.png", dpi=110)
         made["recovery"] = "recovery.png"
     return made
 
@@ -177,7 +196,7 @@ def write_decisions(post, spec, mdp, out: Path):
         if mdp.reward is not None:
             rows[name]["true return"] = float(policy_value(mdp, pi, mdp.reward))
     table = pd.DataFrame(rows).T
-    table.to_csv(out / "decisions.csv")
+    write_csv(table, out / "decisions.csv")
     marks = plots.map_marks(mdp)
     if d.start is not None and mdp.shape is not None:
         marks.update({int(s): "S" for s in mdp.initial.nonzero().reshape(-1)})
@@ -193,15 +212,19 @@ def write_decisions(post, spec, mdp, out: Path):
                           title=f"where the {name.split(' (')[0]} policy goes")
     fig.suptitle("started " + (f"from decisions.start{' (S)' if grid else ''}" if d.start
                                else "from the MDP's initial distribution"))
-    fig.savefig(out / "decisions.png", dpi=110)
+    _save(fig, out / "decisions.png", dpi=110)
     return table, "decisions.png"
 
 
 def write_report(spec, built, post, summary, diagnostics, figures, timing, out: Path,
-            decision_table=None) -> None:
+                 decision_table=None, interrupted: list[str] = ()) -> None:
+    """``report.md``: the problem, settings, timing, summary, diagnostics, decisions, figures
+    and the spec; ``interrupted`` lines (what an interrupt stopped) come first."""
     mdp, demos, _, kwargs = built
     settings = {k: v for k, v in post.settings.items() if k != "seconds"}
     lines = [f"# bayesirl report: {spec.name}", ""]
+    if interrupted:
+        lines += ["## Interrupted", ""] + [f"- {line}" for line in interrupted] + [""]
     if spec.description:
         lines += [spec.description, ""]
     lines += [f"- spec: `{spec.source}`" if spec.source else "- spec: built-in default",
@@ -235,4 +258,5 @@ def write_report(spec, built, post, summary, diagnostics, figures, timing, out: 
         else:
             lines += [f"- {name}: {file}"]
     lines += ["", "## Spec", "", "```toml", spec.text.rstrip(), "```", ""]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    text = "\n".join(lines)
+    atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

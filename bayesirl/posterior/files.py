@@ -17,7 +17,7 @@ import re
 import secrets
 import socket
 
-__all__ = ["atomic_write", "stale_temporaries"]
+__all__ = ["atomic_write", "stale_temporaries", "temporary_path"]
 
 
 def _host() -> str:
@@ -29,27 +29,33 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
-    except OSError:
+    except OSError:  # PermissionError: another user's process
         return True
     return True
 
 
-def stale_temporaries(path) -> list[str]:
-    """The temporary files of ``path`` left by writers of this host that no longer run."""
+def temporary_path(path, suffix: str = ".tmp") -> str:
+    """A fresh name beside ``path`` for this process to write ``path``'s content under:
+    ``.<name>.<host>.<pid>.<token><suffix>``, so :func:`stale_temporaries` can tell a dead
+    writer's leftovers from a running one's."""
     folder, name = os.path.split(os.path.abspath(os.fspath(path)))
-    pattern = re.compile(re.escape(f".{name}.{_host()}.") + r"(\d+)\.[0-9a-f]+\.tmp")
+    return os.path.join(folder, f".{name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}"
+                                f"{suffix}")
+
+
+def stale_temporaries(path, suffix: str = ".tmp") -> list[str]:
+    """The temporary names (:func:`temporary_path`) of ``path`` left by writers of this host
+    whose process no longer runs."""
+    folder, name = os.path.split(os.path.abspath(os.fspath(path)))
+    pattern = re.compile(re.escape(f".{name}.{_host()}.") + r"(\d+)\.[0-9a-f]+"
+                         + re.escape(suffix))
     try:
         entries = os.listdir(folder)
     except OSError:
         return []
-    stale = []
-    for entry in entries:
-        m = pattern.fullmatch(entry)
-        if m is not None and int(m[1]) != os.getpid() and not _alive(int(m[1])):
-            stale.append(os.path.join(folder, entry))
-    return stale
+    return [os.path.join(folder, e) for e in entries
+            if (m := pattern.fullmatch(e)) is not None and int(m[1]) != os.getpid()
+            and not _alive(int(m[1]))]
 
 
 def _fsync_folder(folder: str) -> None:
@@ -67,11 +73,11 @@ def atomic_write(path, write) -> None:
     to ``path``. The temporary file is removed on any exception; leftovers of killed writers of
     ``path`` are removed first."""
     path = os.path.abspath(os.fspath(path))
-    folder, name = os.path.split(path)
+    folder = os.path.dirname(path)
     for old in stale_temporaries(path):
         with contextlib.suppress(OSError):
             os.remove(old)
-    tmp = os.path.join(folder, f".{name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = temporary_path(path)
     fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
     try:
         mode = os.fstat(fd).st_mode & 0o777
