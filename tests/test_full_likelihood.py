@@ -6,13 +6,7 @@ import torch
 
 import bayesirl as birl
 from bayesirl.core.dynamics import DirichletTransitions, TransitionSupport
-from bayesirl.model.dynamics_likelihood import (
-    FullLikelihood,
-    laplace,
-    soft_log_policy,
-    spread,
-    transition_log_likelihood,
-)
+from bayesirl.model.dynamics_likelihood import FullLikelihood, laplace, soft_log_policy
 from bayesirl.model.priors import flat
 from bayesirl.testing import naive_log_policy, simulate_demos
 
@@ -66,9 +60,8 @@ def test_the_gradient_in_p_matches_finite_differences_on_a_tiny_chain():
         fd = torch.stack([(f(x + h * e) - f(x - h * e)) / (2 * h) for e in torch.eye(4)])
     assert torch.allclose(grad, fd, rtol=1e-6, atol=1e-6)
     # the p part is not the transitions' alone: the choices pull on p through the planner
-    trans_only = torch.autograd.grad(
-        -transition_log_likelihood(target.constrain(
-            {"theta": x[:2], "p": x[2:].reshape(1, 2)})["p"], target.counts), x)[0]
+    trans_only = torch.autograd.grad(-transitions.log_likelihood(target.constrain(
+        {"theta": x[:2], "p": x[2:].reshape(1, 2)})["p"]), x)[0]
     assert (grad[2:] - trans_only[2:]).abs().max() > 1e-3
 
 
@@ -76,11 +69,11 @@ def test_batched_probabilities_give_each_row_its_own_gradient():
     mdp, transitions = chain()
     reward = mdp.features @ torch.tensor([1.5, 2.0])
     p = transitions.group_mean().expand(3, 1, 3).clone().requires_grad_(True)
-    lp = soft_log_policy(mdp, reward.expand(3, S, 2), spread(p, transitions))
+    lp = soft_log_policy(mdp, reward.expand(3, S, 2), transitions.probabilities(p))
     (grad,) = torch.autograd.grad(lp[0, 2, REPLACE] + 2 * lp[2, 2, REPLACE], p)
     single = transitions.group_mean().clone().requires_grad_(True)
-    (one,) = torch.autograd.grad(soft_log_policy(mdp, reward, spread(single, transitions))[
-        2, REPLACE], single)
+    (one,) = torch.autograd.grad(soft_log_policy(mdp, reward, transitions.probabilities(
+        single))[2, REPLACE], single)
     assert torch.allclose(grad[0], one, atol=1e-12)
     assert torch.equal(grad[1], torch.zeros_like(one))
     assert torch.allclose(grad[2], 2 * one, atol=1e-12)

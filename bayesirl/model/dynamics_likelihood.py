@@ -56,21 +56,12 @@ __all__ = [
     "LaplaceFit",
     "laplace",
     "soft_log_policy",
-    "spread",
-    "transition_log_likelihood",
 ]
 
 SITE = "p"  # the transition probabilities' site
 
 
 # ---------------------------------------------------------------------------- pure functions
-def spread(p: torch.Tensor, transitions: DirichletTransitions) -> torch.Tensor:
-    """Group probabilities ``p (..., G, K)`` as transition probabilities ``(..., S, A, K)`` on
-    ``transitions.support`` (zero on invalid slots). Differentiable in ``p``."""
-    support = transitions.support
-    return p[..., support.groups, :] * support.valid.to(device=p.device, dtype=p.dtype)
-
-
 def _expected(successors: torch.Tensor, probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``sum_k probs[..., s, a, k] v[..., successors[s, a, k]]``: ``v (B, S)`` and ``probs``
     ``(S, A, K)`` or ``(B, S, A, K)`` -> ``(B, S, A)``; differentiable in both."""
@@ -118,14 +109,6 @@ def soft_log_policy(mdp: TabularMDP, reward: torch.Tensor, probs: torch.Tensor,
     v = soft_value_iteration(world, rows + shift).v
     q = rows + gamma * _expected(succ, p, v)
     return torch.log_softmax(q, -1).reshape(*batch, S, A)
-
-
-def transition_log_likelihood(p: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """``sum_{g, k} n_{g k} log p_{g k}`` over slots with counts: ``p (..., G, K)`` -> ``(...)``.
-    Slots never observed contribute 0 (even where ``p`` is 0)."""
-    seen = counts > 0
-    logp = torch.where(seen, p.clamp_min(torch.finfo(p.dtype).tiny).log(), 0.0)
-    return (counts.to(p) * logp).sum((-2, -1))
 
 
 def _demo_terms(log_policy: torch.Tensor, demos: Demonstrations) -> torch.Tensor:
@@ -229,28 +212,28 @@ class FullLikelihoodTarget:
 
     def transition_probs(self, params) -> torch.Tensor:
         """``(..., S, A, K)`` the transition probabilities of ``params[SITE]``."""
-        return spread(params[SITE], self.transitions)
+        return self.transitions.probabilities(params[SITE])
 
     def log_policy(self, params) -> torch.Tensor:
         """``(..., S, A)`` the expert's log-policy under the reward and ``p`` of ``params``."""
         reward = self.reward_model.reward(self._reward_params(params))
         p = params[SITE]
         if p.dim() == 2:
-            return soft_log_policy(self.mdp, reward, spread(p, self.transitions),
+            return soft_log_policy(self.mdp, reward, self.transitions.probabilities(p),
                                    self.rationality)
         batch = p.shape[:-2]
         reward = broadcast_reward(self.mdp, reward).expand(*batch, self.mdp.n_states,
                                                            self.mdp.n_actions)
         flat_r = reward.reshape(-1, *reward.shape[-2:])
         flat_p = p.reshape(-1, *p.shape[-2:])
-        rows = [soft_log_policy(self.mdp, flat_r[i], spread(flat_p[i], self.transitions),
+        rows = [soft_log_policy(self.mdp, flat_r[i], self.transitions.probabilities(flat_p[i]),
                                 self.rationality) for i in range(flat_p.shape[0])]
         return torch.stack(rows).reshape(*batch, *rows[0].shape)
 
     def log_likelihood(self, params) -> torch.Tensor:
         """``(..., N + 1)``: each demonstration's choices, then the transitions' term."""
         choices = _demo_terms(self.log_policy(params), self.demos)
-        trans = transition_log_likelihood(params[SITE], self.counts)
+        trans = self.transitions.log_likelihood(params[SITE])
         return torch.cat([choices, trans.unsqueeze(-1).expand(*choices.shape[:-1], 1)], -1)
 
     def log_prior(self, params) -> torch.Tensor:
@@ -310,7 +293,8 @@ class FullLikelihoodTarget:
         n_cells = cell.shape[0]
         reward = self.reward_model.reward(self._reward_params(
             {k: v[:n_cells] for k, v in params.items()}))
-        lp = soft_log_policy(self.mdp, reward, spread(params[SITE][:n_cells], self.transitions),
+        lp = soft_log_policy(self.mdp, reward,
+                             self.transitions.probabilities(params[SITE][:n_cells]),
                              self.rationality)
         choice = lp.reshape(n_cells, S * A).gather(1, cell[:, None]).squeeze(1)
         logp = params[SITE][n_cells:].reshape(seen.shape[0], G * K).log()

@@ -9,7 +9,7 @@ it. On his group 4 at a discount of 0.975 the maximum-likelihood estimates are
 ``theta_11 = 3.80, RC = 8.99`` with standard errors about 0.8 and 1.0, strongly correlated (0.94).
 ``Normal(0, 1)`` puts the MLE's RC nine prior standard deviations from the prior's centre, and
 4 292 bus-months with 33 replacements do not outweigh that: the MAP moves to
-``theta_11 = 1.56, RC = 6.10``, a different model of the bus manager, and posterior intervals
+``theta_11 = 1.56, RC = 6.09``, a different model of the bus manager, and posterior intervals
 inherit the bias. Nothing in the data is wrong; the prior spoke loudly in the wrong units.
 
 Choosing a scale, in order of preference:
@@ -107,9 +107,9 @@ def prior_influence(estimate, covariance, scale, loc=0.0) -> torch.Tensor:
     inverse observed information) and a prior ``Normal(loc, diag(scale^2))``, the MAP is
     ``(C^-1 + D^-1)^-1 (C^-1 theta_hat + D^-1 loc)``; this returns
     ``(MAP - theta_hat) / sqrt(diag C)``, one entry per parameter. Shifts of order 0.1 or less
-    mean the prior is weak for these data. The approximation is local: it understates large
-    shifts (Rust's group 4 at 0.975 under ``Normal(0, 1)``: predicted MAP (0.40, 4.37), found
-    (1.56, 6.10)), so read it as a check that a prior is weak, not as a correction.
+    mean the prior is weak for these data. The approximation is local: large shifts come out
+    wrong (Rust's group 4 at 0.975 under ``Normal(0, 1)``: predicted MAP (0.40, 4.37), found
+    (1.56, 6.09)), so read it as a check that a prior is weak, not as a correction.
 
     Args:
         estimate: ``(d,)`` maximum-likelihood estimate.
