@@ -410,3 +410,29 @@ def test_functions_draw_on_given_axes(grid):
     assert plots.plot_policy(grid, post, ax=axes[1]) is axes[1]
     assert plots.plot_recovery(grid.reward, post, ax=axes[2]) is axes[2]
     assert len(fig.axes) == 3 + 1 + 0  # one colorbar axes added
+
+
+def test_gymnasium_map_knowledge_lives_beside_from_gymnasium():
+    from bayesirl.core import envs
+
+    assert plots.GYM_DIRECTIONS is envs.GYM_DIRECTIONS and plots.map_marks is envs.map_marks
+    assert envs.gym_directions("FrozenLake8x8-v1") == ("left", "down", "right", "up")
+    assert envs.gym_directions("CliffWalking-v0") == ("up", "right", "down", "left")
+    assert envs.gym_directions("Taxi-v3") is None
+    grid = birl.envs.gridworld(size=3, block=1, horizon=2)
+    letters = "SFFFHFFFG"
+    named = grid.replace(state_names=tuple(f"{ch}({s // 3},{s % 3})"
+                                           for s, ch in enumerate(letters)))
+    assert envs.map_marks(named) == {0: "S", 4: "H", 8: "G"}
+    shifted = grid.replace(state_names=tuple(f"F({s % 3},{s // 3})" for s in range(9)))
+    assert envs.map_marks(shifted) == {}  # names whose cell is not the state's: no map
+
+
+def test_one_rule_says_what_a_posterior_is(grid):
+    from bayesirl.plots.common import is_posterior
+
+    post = birl.RewardPosterior.from_draws(grid, torch.zeros(3, grid.n_states,
+                                                              dtype=torch.float64))
+    assert is_posterior(post)
+    assert not is_posterior(grid) and not is_posterior(grid.reward)
+    assert not is_posterior(torch.zeros(3, grid.n_states))
