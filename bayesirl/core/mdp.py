@@ -273,6 +273,41 @@ class TabularMDP:
             changes["horizon"] = None
         return dataclasses.replace(self, **changes)
 
+    def with_probabilities(self, prob) -> TabularMDP:
+        """A copy with the same successors and transition probabilities ``prob: (S, A, K)``.
+
+        ``prob`` may require grad (transition parameters inside a posterior): the discounted
+        planners (``soft_value_iteration``, ``value_iteration``) then differentiate through it,
+        their implicit gradient giving ``dL/dprob[s, a, k] = gamma pi(a|s) u(s) V[succ[s, a,
+        k]]`` (``u`` the adjoint). The copy's :meth:`expected_next` and :meth:`push` treat
+        ``prob`` as a constant (their cached operators are built from ``prob.detach()``, so
+        that no graph outlives one backward pass); the finite-horizon planners and
+        ``occupancy`` refuse a ``prob`` that requires grad rather than drop its gradient.
+
+        ``prob`` is cast to this MDP's dtype and device and validated: shape ``(S, A, K)`` as
+        ``successors``, finite, non-negative, each ``prob[s, a]`` summing to 1 (within 1e-6 in
+        float64, 1e-4 in float32); errors name the first bad index.
+        """
+        S, A, K = self.successors.shape
+        prob = as_tensor("prob", prob, self.dtype, self.device)
+        if tuple(prob.shape) != (S, A, K):
+            raise ValueError(f"prob must have shape {(S, A, K)} like successors, "
+                             f"got {tuple(prob.shape)}")
+        check_finite("prob", prob)
+        neg = prob < 0
+        if neg.any():
+            idx = first_bad(neg)
+            raise ValueError(f"prob{fmt_index(idx)} is {prob[idx].item():.6g}, "
+                             "expected a probability >= 0")
+        sums = prob.detach().sum(-1)
+        bad = (sums - 1).abs() > _sum_tolerance(prob.dtype)
+        if bad.any():
+            idx = first_bad(bad)
+            raise ValueError(f"prob{fmt_index(idx)} sums to {sums[idx].item():.6g}, expected 1")
+        copy = dataclasses.replace(self, transition_probs=prob)
+        copy.__dict__["_operators"] = transition_operators(copy.successors, prob.detach())
+        return copy
+
     def fingerprint(self) -> str:
         """A short hash of dynamics, horizon/discount and features (to match saved posteriors)."""
         h = hashlib.sha256()

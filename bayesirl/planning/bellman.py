@@ -677,9 +677,37 @@ def _policy_probs(mdp: TabularMDP, policy) -> torch.Tensor:
     return probs
 
 
+class _DiscountedVisits(torch.autograd.Function):
+    """``x = b + gamma P_pi^T x``, i.e. ``(I - gamma P_pi)^T x = b``, by one LU (float64 inside).
+
+    ``pi: (B, S, A)``, ``b: (B, S)``. For ``g = dL/dx``: ``w = (I - gamma P_pi)^{-1} g``, then
+    ``dL/db = w`` and ``dL/dpi(s, a) = gamma x(s) E[w(s') | s, a]``, with the same factors.
+    """
+
+    @staticmethod
+    def forward(ctx, pi, b, mdp):
+        S = mdp.n_states
+        factor = _newton.factorize(mdp.successors, mdp.transition_probs.to(torch.float64),
+                                   pi.to(torch.float64), mdp.discount)
+        x = factor.solve_transpose(b.to(torch.float64))
+        ctx.factor, ctx.mdp = factor, mdp
+        ctx.save_for_backward(x)
+        return x.to(b.dtype).reshape(-1, S)
+
+    @staticmethod
+    def backward(ctx, g):
+        _no_double_backward()
+        (x,) = ctx.saved_tensors
+        mdp = ctx.mdp
+        w = ctx.factor.solve(g.to(torch.float64))
+        g_pi = mdp.discount * x.unsqueeze(-1) * _newton.expected_next(
+            mdp.successors, mdp.transition_probs.to(torch.float64), w)
+        return g_pi.to(g.dtype), w.to(g.dtype), None
+
+
 def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
               per_time: bool = False, tol: float | None = None,
-              max_iters: int = 100_000) -> torch.Tensor:
+              max_iters: int = 100_000, solver: str = "auto") -> torch.Tensor:
     """Expected state-action visits of ``policy`` from ``initial`` (default ``mdp.initial``).
 
     Args:
@@ -687,18 +715,31 @@ def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
             or ``(..., S, A)`` (discounted).
         initial: ``(S,)`` start distribution.
         per_time: finite horizon only: return ``(..., T, S, A)`` per-step visitation.
+        tol, max_iters: discounted, plain iteration only (error bound and sweeps).
+        solver: discounted only: ``"iterate"`` sums the visits by the gamma-contraction
+            ``d = mu + gamma P_pi^T d``; ``"newton"`` solves ``(I - gamma P_pi)^T d = mu`` with
+            one LU (float64 inside; its gradient is a solve with the same factors);
+            ``"auto"`` picks as :func:`choose_solver` does for the fixed point.
 
     Returns:
         ``(..., S, A)``: summed over the T steps (total mass T), or discounted
         ``sum_t gamma^t Pr(s_t = s, a_t = a)`` (total mass ``1 / (1 - gamma)``).
     """
     _check_mdp(mdp)
+    _check_solver(solver)
+    if mdp.transition_probs.requires_grad and torch.is_grad_enabled():
+        raise ValueError("mdp.transition_probs requires grad, but occupancy does not "
+                         "differentiate with respect to transition probabilities; detach them "
+                         "or call it under torch.no_grad()")
     pi = _policy_probs(mdp, policy)
     mu = mdp.initial if initial is None else torch.as_tensor(initial, dtype=pi.dtype,
                                                              device=pi.device)
     if mu.shape != (mdp.n_states,):
         raise ValueError(f"initial must have shape ({mdp.n_states},), got {tuple(mu.shape)}")
     if mdp.finite_horizon:
+        if solver == "newton":
+            raise ValueError(f"solver='newton' applies to discounted MDPs only (this one has "
+                             f"horizon {mdp.horizon})")
         d = mu.expand(pi.shape[:-3] + mu.shape)
         visits = []
         for t in range(mdp.horizon):
@@ -709,8 +750,13 @@ def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
     if per_time:
         raise ValueError("per_time applies to finite-horizon MDPs only")
     tol = _default_tol(pi.dtype) if tol is None else tol
-    d = _solve_discounted(mdp, pi, mu.expand(pi.shape[:-2] + mu.shape), tol, max_iters,
-                          "the discounted occupancy")
+    batch, (S, A) = pi.shape[:-2], pi.shape[-2:]
+    if choose_solver(mdp, tol, math.prod(batch), solver) == "newton":
+        b = mu.expand(math.prod(batch), S)
+        d = _DiscountedVisits.apply(pi.reshape(-1, S, A), b, mdp).reshape(*batch, S)
+    else:
+        d = _solve_discounted(mdp, pi, mu.expand(batch + mu.shape), tol, max_iters,
+                              "the discounted occupancy")
     return d.unsqueeze(-1) * pi
 
 
