@@ -111,6 +111,9 @@ def test_run_map_writes_outputs_and_skips_diagnostics(tmp_path, capsys):
     assert "![reward](reward.png)" in report and "```toml" in report
     post = birl.RewardPosterior.load(out / "posterior.nc")
     assert post.method == "map" and post.num_draws == 1
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0] in (",estimate", ",estimate,se") and len(summary) == 1 + 9
+    assert "nan" not in (out / "summary.csv").read_text().lower()
 
 
 def test_run_nuts_with_overrides(tmp_path, capsys):
