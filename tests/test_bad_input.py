@@ -709,7 +709,8 @@ def test_nan_draws_from_the_sampler_are_an_error(mdp, demos, monkeypatch):
         theta[0, 0] = 0.0
         return {"theta": theta}, {}, False
 
-    monkeypatch.setattr(infer_module, "_run_mcmc", nan_chain)
+    monkeypatch.setattr(importlib.import_module("bayesirl.inference.mcmc"), "run_mcmc",
+                        nan_chain)
     with pytest.raises(FloatingPointError, match="non-finite draws of 'theta'"):
         birl.infer(mdp, demos, birl.LinearReward(mdp.features), num_chains=1, progress=False)
 
