@@ -14,8 +14,8 @@ changed MDP, and the implied policy gives an occupancy:
 
 Any statistic of (policy, occupancy) is then summarised over the draws by its mean and an
 equal-tailed credible band (:func:`band`). Draws are batched: one planner call per chunk of
-draws, and linear solves batched over the chunk (dense LU of ``(chunk, S, S)`` up to
-:data:`DENSE_MAX_STATES` states, batched fixed-point iteration beyond).
+draws, and linear solves batched over the chunk (for the stationary distribution a dense LU of
+``(chunk, S, S)`` up to :data:`DENSE_MAX_STATES` states, the lazy chain's iteration beyond).
 
 :func:`replacement_demand` is Rust's (1987, section 7) demand curve for bus engines on top: the
 expected number of replacements per bus per year, ``12 sum_s d(s) pi(replace | s)`` under the
@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs
 from bayesirl.planning.bellman import broadcast_reward
-from bayesirl.planning.bellman import occupancy as _iterative_occupancy
+from bayesirl.planning.bellman import occupancy as _planning_occupancy
+from bayesirl.planning.newton import policy_transitions
 
 __all__ = [
     "DENSE_MAX_STATES",
@@ -99,11 +100,7 @@ def band(draws: torch.Tensor, prob: float = 0.95, dim: int = 0) -> Band:
 # ------------------------------------------------------------------------ pure kernels
 def _controlled_chain(mdp: TabularMDP, policy: torch.Tensor) -> torch.Tensor:
     """Dense ``P_pi (B, S, S')`` of ``policy (B, S, A)``: ``sum_a pi(a|s) P(s'|s, a)``."""
-    B, S, A = policy.shape
-    K = mdp.successors.shape[-1]
-    weights = (policy.unsqueeze(-1) * mdp.transition_probs).reshape(B, S, A * K)
-    index = mdp.successors.reshape(1, S, A * K).expand(B, S, A * K)
-    return policy.new_zeros(B, S, S).scatter_add_(-1, index, weights)
+    return policy_transitions(mdp.successors, mdp.transition_probs, policy)
 
 
 def _dense_chunk(S: int) -> int:
@@ -178,10 +175,9 @@ def discounted_occupancy(mdp: TabularMDP, policy: torch.Tensor,
                          initial: torch.Tensor | None = None) -> torch.Tensor:
     r"""Discounted state-action occupancy ``sum_t gamma^t Pr(s_t = s, a_t = a)``.
 
-    ``x = (I - gamma P_pi^T)^{-1} mu`` by a batched dense solve up to
-    :data:`DENSE_MAX_STATES` states (exact however close gamma is to 1, where fixed-point
-    iteration needs ``~1 / (1 - gamma)`` sweeps), else :func:`~bayesirl.occupancy`'s
-    iteration; the occupancy is ``x(s) pi(a|s)``.
+    :func:`~bayesirl.occupancy` with ``solver="newton"``: one LU of ``I - gamma P_pi`` per draw,
+    exact however close gamma is to 1 (fixed-point iteration needs ``~1 / (1 - gamma)``
+    sweeps), batched over the policy's leading dims.
 
     Args:
         mdp: a discounted MDP.
@@ -194,25 +190,8 @@ def discounted_occupancy(mdp: TabularMDP, policy: torch.Tensor,
     if mdp.finite_horizon:
         raise ValueError(f"mdp has horizon {mdp.horizon}; a discounted occupancy needs a "
                          "discounted MDP")
-    S, A = mdp.n_states, mdp.n_actions
-    mu = mdp.initial if initial is None else torch.as_tensor(initial, dtype=mdp.dtype,
-                                                             device=mdp.device)
-    if tuple(mu.shape) != (S,):
-        raise ValueError(f"initial must have shape ({S},), got {tuple(mu.shape)}")
-    if S > DENSE_MAX_STATES:
-        return _iterative_occupancy(mdp, policy.detach(), initial=mu)
-    batch = policy.shape[:-2]
-    pi = policy.detach().reshape(-1, S, A).to(torch.float64)
-    mdp64 = mdp.to(dtype=torch.float64)
-    gamma = mdp.discount
-
-    def solve(p):
-        M = torch.eye(S, dtype=p.dtype) - gamma * _controlled_chain(mdp64, p).transpose(-1, -2)
-        rhs = mu.to(p).expand(p.shape[0], S).unsqueeze(-1)
-        return torch.linalg.solve(M, rhs).squeeze(-1)
-
-    x = _batched(solve, pi, _dense_chunk(S))
-    return (x.unsqueeze(-1) * pi).reshape(*batch, S, A).to(policy.dtype)
+    with torch.no_grad():
+        return _planning_occupancy(mdp, policy.detach(), initial=initial, solver="newton")
 
 
 def _occupancy(mdp, policy, kind):

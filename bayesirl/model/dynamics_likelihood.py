@@ -16,14 +16,15 @@ where ``pi_{theta, p}`` is the soft-optimal policy of the MDP whose transition p
 slot counts. The choices depend on ``p`` through the planner; the transitions do not depend on
 ``theta``.
 
-**Gradient in p through the fixed point.** The discounted soft fixed point ``v = T(v)``,
-``T(v) = logsumexp_a(r + gamma P v)``, moves with ``P`` exactly as it moves with the reward
-``r + gamma (dP) v``: perturbing ``P`` by ``dP`` perturbs the backup by ``gamma dP v``, and the
-implicit function theorem gives ``dv = (I - gamma P_pi)^{-1} pi (dr + gamma dP v)`` in both cases.
-So the planner's implicit reward gradient serves ``p`` too: :func:`soft_log_policy` plans once
-for ``v`` (no graph), then once more on ``r + gamma (E_P[v] - E_{P.detach()}[v])``, a tensor
-equal to ``r`` whose gradient carries ``dP``, and forms ``q = r + gamma E_P[v]`` with ``P`` in
-the graph. The second solve starts where the first ended.
+**Gradient in p through the fixed point.** The discounted planners differentiate through
+transition probabilities (``mdp.with_probabilities(P)`` with ``P`` requiring grad: the implicit
+gradient of the fixed point ``v = logsumexp_a(r + gamma P v)``). Per-observation scores need
+one gradient per observation, so :func:`soft_log_policy` also takes a batch of probabilities
+with equal values and a graph each; one MDP serves them all because the fixed point moves with
+``dP`` exactly as it moves with a reward ``gamma (dP) v``: the implicit function theorem gives
+``dv = (I - gamma P_pi)^{-1} pi (dr + gamma dP v)`` in both cases. So it plans once for ``v`` (no
+graph), once more on ``r + gamma (E_P[v] - E_{P.detach()}[v])``, a tensor equal to ``r`` whose
+gradient carries each row's ``dP``, and forms ``q = r + gamma E_P[v]``.
 
 :class:`FullLikelihood` is the model object (``build_target`` gives the target that MCMC and MAP
 work on); :func:`laplace` finds the joint mode and its Laplace approximation with standard
@@ -76,14 +77,14 @@ def soft_log_policy(mdp: TabularMDP, reward: torch.Tensor, probs: torch.Tensor,
     Args:
         mdp: a discounted MDP whose successors ``(S, A, K)`` the probabilities sit on.
         reward: ``(..., S, A)`` or ``(..., S)``; leading dims are batch.
-        probs: ``(S, A, K)``, or ``(..., S, A, K)`` with the reward's batch dims and equal
-            values in every batch row (so that one MDP serves them; each row gets its own
-            gradient, which per-observation scores need). Rows sum to 1.
+        probs: ``(S, A, K)`` (may require grad), or ``(..., S, A, K)`` with the reward's batch
+            dims and equal values in every batch row (so that one MDP serves them; each row
+            gets its own gradient, which per-observation scores need). Rows sum to 1.
         rationality: beta > 0, multiplying the reward.
 
     Returns:
         ``(..., S, A)``. The gradient in ``probs`` is the implicit one through the fixed point
-        (module docstring).
+        (module docstring); batched ``probs`` cost a second solve.
     """
     if mdp.finite_horizon:
         raise ValueError(f"mdp has horizon {mdp.horizon}; the full likelihood needs a "
@@ -99,8 +100,10 @@ def soft_log_policy(mdp: TabularMDP, reward: torch.Tensor, probs: torch.Tensor,
     if p.dim() == 4 and p.shape[0] != rows.shape[0]:
         raise ValueError(f"probs has batch shape {tuple(probs.shape[:-3])}, expected the "
                          f"reward's {tuple(batch)}")
-    p0 = (p[0] if p.dim() == 4 else p).detach()
-    world = mdp.replace(transition_probs=p0.to(mdp.dtype))
+    if p.dim() == 3:
+        world = mdp.with_probabilities(p)
+        return soft_value_iteration(world, rows).log_policy.reshape(*batch, S, A)
+    world = mdp.with_probabilities(p[0].detach())
     gamma = mdp.discount
     succ = mdp.successors
     with torch.no_grad():
