@@ -383,7 +383,11 @@ def laplace(target, *, u0=None, max_iter: int = 500, step: float = 1e-4,
         u0: unconstrained start (default ``target.init_unconstrained()``).
         max_iter: L-BFGS iterations.
         step: the finite-difference step of the Hessian.
-        opg: also the BHHH standard errors (needs ``target.observation_scores``).
+        opg: also the BHHH standard errors (needs ``target.observation_scores``). Choices
+            and counted transitions enter as separate observations: the first stage's counts
+            do not say which month each increment belongs to (Rust's BHHH pairs each month's
+            choice with its increment; on his group 4 the pairing moves theta_11's s.e. in the
+            fourth digit).
 
     Returns:
         A :class:`LaplaceFit`.
