@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 SOLVERS = ("auto", "iterate", "newton")
-NEWTON_MIN_SWEEPS = 1000  # "auto" iterates when plain iteration needs fewer sweeps than this
+NEWTON_MIN_SWEEPS = 500   # "auto" iterates when plain iteration needs fewer sweeps than this
 SMALL_WORK = 2**18        # batch * S * A * K at most this: the fixed point runs on one thread
 
 
@@ -469,7 +469,7 @@ def choose_solver(mdp: TabularMDP, tol: float | None = None, batch: int = 1,
     factorisations of ``I - gamma P_pi``). Iteration's error bound shrinks like ``gamma^n``, so
     it needs ``n = log(tol) / log(gamma)`` sweeps: 218 at gamma = 0.9 and tol = 1e-10, 2 292 at
     0.99, 23 015 at 0.999, 230 247 at 0.9999. With the default tolerances Newton is chosen from
-    gamma of about 0.977 (float64) or 0.989 (float32) on, unless the states are too many for a
+    gamma of about 0.955 (float64) or 0.977 (float32) on, unless the states are too many for a
     factorisation to pay (thousands of states with non-local transitions, whose LU fills in).
 
     Args:
@@ -625,8 +625,8 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
       float64 whatever the MDP's dtype and returned in it; the adjoint is a transpose solve
       with the last factors. It starts from the last solution for the same transitions, batch
       shape and discount (``warm_start``; :func:`clear_warm_starts` forgets them).
-    - ``"auto"`` (default): Newton when iteration would need at least 1 000 sweeps and
-      Newton's estimated cost is smaller (:func:`choose_solver`: from gamma of about 0.977 on
+    - ``"auto"`` (default): Newton when iteration would need at least 500 sweeps and
+      Newton's estimated cost is smaller (:func:`choose_solver`: from gamma of about 0.955 on
       in float64, unless the MDP is too large to factor cheaply), else iteration.
 
     ``threads``: torch's intra-op threads during the solve and its adjoint; ``None`` runs a
