@@ -167,7 +167,7 @@ def test_float32_mdp_is_solved_in_float64_and_returned_in_float32():
     assert (p32.policy.double() - p64.policy).abs().max().item() <= 8 * eps32 * scale
 
 
-@pytest.mark.parametrize("batch", [(), (5,), (2, 4)], ids=str)
+@pytest.mark.parametrize("batch", [(), (5,), (2, 4), (0,)], ids=str)
 @pytest.mark.parametrize("kind", ["soft", "hard"])
 def test_shapes_and_batch_rows_equal_single_solves(batch, kind):
     mdp = random_mdp(discount=0.995)

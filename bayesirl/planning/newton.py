@@ -98,7 +98,6 @@ class DenseFactor:
     """Batched LU factors of ``I - gamma P_pi``, ``(B, S, S)`` (``torch.linalg.lu_factor``)."""
 
     def __init__(self, successors, probs, policy, gamma):
-        B, S, _ = policy.shape
         m = -gamma * policy_transitions(successors, probs, policy)
         m.diagonal(dim1=-2, dim2=-1).add_(1.0)
         self.lu, self.pivots = torch.linalg.lu_factor(m)
@@ -284,6 +283,8 @@ def newton_fixed_point(reward: torch.Tensor, successors: torch.Tensor, probs: to
             return expected_next(successors, p, v)
     if dense is None:
         dense = factorization_cost(successors, p, B)[1]
+    if B == 0:
+        return NewtonResult(r.new_zeros(*batch, S), None, 0, 0.0, True)
     thr = max(tol, rounding_floor(gamma))
     n = 0
     if v0 is None:
