@@ -17,8 +17,12 @@ Soft value iteration is the maximum causal entropy backup (Ziebart et al. 2010; 
     pi_t(a | s) = exp((Q_t(s, a) - V_t(s)) / tau),           V_{T+1} = terminal_reward (default 0),
 
 and for a discount gamma the stationary fixed point with ``gamma`` in front of the expectation.
-The discounted fixed point is found without building a graph; its gradient comes from implicit
-differentiation (an adjoint fixed point), so memory does not grow with the iteration count.
+The discounted fixed point is found without building a graph, by plain iteration (a
+gamma-contraction, ~log(tol) / log(gamma) sweeps) or, near gamma = 1, by Newton-Kantorovich
+steps (:mod:`bayesirl.planning.newton`; :func:`choose_solver` says which); its gradient comes
+from implicit differentiation (an adjoint linear system, iterated or solved with the Newton
+factors), so memory does not grow with the iteration count, and it reaches the transition
+probabilities too when they require grad (:meth:`TabularMDP.with_probabilities`).
 """
 
 from __future__ import annotations
