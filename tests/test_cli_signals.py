@@ -5,9 +5,11 @@ the draws made so far kept in posterior.nc and marked incomplete, and a folder w
 complete files or none (no staging folder, no temporary file)."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,7 +17,7 @@ import pytest
 import bayesirl as birl
 
 LONG = """\
-# sequential NUTS chains far longer than the test waits
+# NUTS chains far longer than the test waits
 name = "long"
 [environment]
 name = "gridworld"
@@ -30,64 +32,111 @@ num_samples = 100000
 warmup = {warmup}
 num_chains = 2
 max_tree_depth = 3
-parallel = false
+parallel = {parallel}
 """
 MARKER = "  reward:"  # the line printed just before inference starts
+PROGRESS = re.compile(r"nuts chain (\d+)/\d+:[^|]*\|[^|]*\| *(\d+)/")  # tqdm's bar
 
 
-def start(tmp_path, warmup=5, extra=()):
-    (tmp_path / "long.toml").write_text(LONG.format(warmup=warmup))
-    env = dict(os.environ, BAYESIRL_FAST="0", OMP_NUM_THREADS="1")
-    return subprocess.Popen(
-        [sys.executable, "-m", "bayesirl.cli.app", "run", "long.toml", "--out", "out",
-         *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+class Run:
+    """``bayesirl run long.toml --out out`` in a subprocess, its output read as it comes."""
+
+    def __init__(self, tmp_path, warmup=5, parallel=False, command=None, fast="0"):
+        (tmp_path / "long.toml").write_text(LONG.format(warmup=warmup,
+                                                        parallel=str(parallel).lower()))
+        env = dict(os.environ, BAYESIRL_FAST=fast, OMP_NUM_THREADS="1")
+        self.process = subprocess.Popen(
+            command or [sys.executable, "-m", "bayesirl.cli.app", "run", "long.toml", "--out",
+                        "out"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE)
+        self.out, self.err = [], []
+        self.readers = [threading.Thread(target=self._read, args=(s, b), daemon=True)
+                        for s, b in ((self.process.stdout, self.out),
+                                     (self.process.stderr, self.err))]
+        for r in self.readers:
+            r.start()
+
+    @staticmethod
+    def _read(stream, chunks):
+        for chunk in iter(lambda: stream.read1(4096), b""):
+            chunks.append(chunk.decode(errors="replace"))
+
+    def text(self, which):
+        return "".join(self.out if which == "out" else self.err)
+
+    def wait_until(self, done, what, timeout=180):
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert self.process.poll() is None, f"the run ended before {what}: " + self.text(
+                "err")[-3000:]
+            assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+            time.sleep(0.02)
+
+    def wait_for_inference(self):
+        self.wait_until(lambda: MARKER in self.text("out"), "inference started")
+
+    def wait_for_draws(self, chains, at_least):
+        """Until each of the first ``chains`` chains' bars shows ``at_least`` iterations."""
+        def enough():
+            done = {}
+            for chain, count in PROGRESS.findall(self.text("err")):
+                done[chain] = max(done.get(chain, 0), int(count))
+            return all(done.get(str(c + 1), 0) >= at_least for c in range(chains))
+
+        self.wait_until(enough, f"{at_least} iterations in {chains} chain(s)")
+
+    def interrupt(self, times=1):
+        for _ in range(times):
+            self.process.send_signal(signal.SIGINT)
+            time.sleep(0.05)
+
+    def finish(self, timeout=180):
+        try:
+            self.process.wait(timeout)
+        finally:
+            self.process.kill()
+            for r in self.readers:
+                r.join(10)
+            self.process.stdout.close()
+            self.process.stderr.close()
+        return self.process.returncode, self.text("out"), self.text("err")
 
 
-def wait_for_inference(process):
-    for line in process.stdout:
-        if line.startswith(MARKER):
-            return
-    raise AssertionError("the run ended before inference started: "
-                         + process.communicate()[1][-2000:])
-
-
-def finish(process, timeout=120):
-    try:
-        out, err = process.communicate(timeout=timeout)
-    finally:
-        process.kill()
-    return process.returncode, out, err
-
-
-def the_one_line(err):
+def the_message(err):
+    """The run's last line on stderr: one line, no traceback. The inference layer may add its
+    own one-line note of what it kept before it."""
     assert "Traceback" not in err, err[-3000:]
-    lines = [ln for ln in err.splitlines() if ln.startswith("bayesirl:")]
-    assert len(lines) == 1, lines
-    return lines[0]
+    lines = [ln.split("\r")[-1] for ln in err.splitlines() if "bayesirl:" in ln]
+    lines = [ln[ln.index("bayesirl:"):] for ln in lines]
+    assert 1 <= len(lines) <= 2, lines
+    assert all(ln.startswith("bayesirl: interrupted: kept ") for ln in lines[:-1]), lines
+    return lines[-1]
 
 
 def only_the_output_folder_is_left(tmp_path, *expected):
     assert sorted(os.listdir(tmp_path)) == sorted(["long.toml", *expected])
 
 
-@pytest.mark.parametrize("signals", [1, 2], ids=["once", "twice"])
-def test_sigint_while_sampling_keeps_the_draws_marked_incomplete(tmp_path, signals):
-    process = start(tmp_path)
-    wait_for_inference(process)
-    time.sleep(1.5)  # warmup is 5 iterations: draws are being made
-    for _ in range(signals):
-        process.send_signal(signal.SIGINT)
-        time.sleep(0.05)
-    code, out, err = finish(process)
-    assert code == 130
-    line = the_one_line(err)
+SLOW = pytest.mark.slow  # parallel chains' processes each import torch and Pyro
+
+
+@pytest.mark.parametrize("parallel, signals", [
+    (False, 1), (False, 2), pytest.param(True, 2, marks=SLOW)],
+    ids=["once", "twice", "parallel-chains-twice"])
+def test_sigint_while_sampling_keeps_the_draws_marked_incomplete(tmp_path, parallel, signals):
+    run = Run(tmp_path, parallel=parallel)
+    run.wait_for_inference()
+    run.wait_for_draws(chains=2 if parallel else 1, at_least=15)  # warmup is 5 iterations
+    run.interrupt(signals)
+    code, out, err = run.finish()
+    assert code == 130, err[-3000:]
+    line = the_message(err)
     assert line.startswith("bayesirl: interrupted: inference was interrupted") and (
-        "marked incomplete" in line)
+        "marked incomplete" in line), line
     only_the_output_folder_is_left(tmp_path, "out")
     post = birl.RewardPosterior.load(tmp_path / "out" / "posterior.nc")
-    assert post.incomplete and post.num_draws >= 1 and post.method == "nuts"
-    assert 0 < post.num_draws < 100000
+    assert post.incomplete and post.method == "nuts"
+    assert 10 <= post.num_draws < 100000 and post.num_chains == (2 if parallel else 1)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Interrupted" in report and "marked incomplete" in report
     assert "the run was interrupted: the draws are incomplete" in report
@@ -96,15 +145,18 @@ def test_sigint_while_sampling_keeps_the_draws_marked_incomplete(tmp_path, signa
     assert not [f for f in files if f.startswith(".") or f.endswith(".tmp")]
 
 
-def test_sigint_during_start_up_writes_nothing(tmp_path):
-    """An interrupt before the first draw (the warmup is long) leaves no folder at all."""
-    process = start(tmp_path, warmup=100000)
-    wait_for_inference(process)
+@pytest.mark.parametrize("parallel", [False, pytest.param(True, marks=SLOW)],
+                         ids=["sequential", "parallel-chains"])
+def test_sigint_during_start_up_writes_nothing(tmp_path, parallel):
+    """An interrupt before the first draw (the warmup is long; parallel chains' processes are
+    starting) leaves no folder at all."""
+    run = Run(tmp_path, warmup=100000, parallel=parallel)
+    run.wait_for_inference()
     time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    code, out, err = finish(process)
-    assert code == 130
-    line = the_one_line(err)
+    run.interrupt()
+    code, out, err = run.finish()
+    assert code == 130, err[-3000:]
+    line = the_message(err)
     assert "nothing written" in line and "before" in line, line
     only_the_output_folder_is_left(tmp_path)
 
@@ -112,15 +164,13 @@ def test_sigint_during_start_up_writes_nothing(tmp_path):
 @pytest.mark.slow
 def test_sigint_as_soon_as_the_run_starts_writes_nothing(tmp_path):
     """An interrupt while the problem is built (or inference starts): nothing written."""
-    process = start(tmp_path, warmup=100000)
-    deadline = time.monotonic() + 60
-    while not [f for f in os.listdir(tmp_path) if f.endswith(".partial")]:
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.005)
-    process.send_signal(signal.SIGINT)
-    code, out, err = finish(process)
+    run = Run(tmp_path, warmup=100000)
+    run.wait_until(lambda: [f for f in os.listdir(tmp_path) if f.endswith(".partial")],
+                   "the staging folder")
+    run.interrupt()
+    code, out, err = run.finish()
     assert code == 130
-    assert "nothing written" in the_one_line(err)
+    assert "nothing written" in the_message(err)
     only_the_output_folder_is_left(tmp_path)
 
 
@@ -143,15 +193,12 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_sigint_while_writing_figures_keeps_complete_files_only(tmp_path):
-    (tmp_path / "long.toml").write_text(LONG.format(warmup=5))
-    env = dict(os.environ, BAYESIRL_FAST="1", OMP_NUM_THREADS="1")
-    process = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPT_THE_SECOND_FIGURE, "run", "long.toml", "--out", "out",
-         "--quiet"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    code, out, err = finish(process)
-    assert code == 130
-    line = the_one_line(err)
+    run = Run(tmp_path, fast="1", command=[
+        sys.executable, "-c", INTERRUPT_THE_SECOND_FIGURE, "run", "long.toml", "--out", "out",
+        "--quiet"])
+    code, out, err = run.finish()
+    assert code == 130, err[-3000:]
+    line = the_message(err)
     assert "writing the figures was interrupted: only reward.png written" in line, line
     only_the_output_folder_is_left(tmp_path, "out")
     assert sorted(os.listdir(tmp_path / "out")) == ["posterior.nc", "report.md", "reward.png",
