@@ -236,7 +236,9 @@ class TabularMDP:
 
     @functools.cached_property
     def _operators(self):
-        return transition_operators(self.successors, self.transition_probs)
+        # detached: the cached operators outlive one backward pass; gradients with respect to
+        # the probabilities go through the discounted solvers, never through these operators
+        return transition_operators(self.successors, self.transition_probs.detach())
 
     def expected_next(self, v: torch.Tensor) -> torch.Tensor:
         """``E[v(s') | s, a]`` for ``v: (..., S)``, returning ``(..., S, A)``. Differentiable."""
