@@ -186,3 +186,20 @@ def test_a_spec_name_cannot_put_the_default_folder_elsewhere(tmp_path, capsys, m
     assert f"name is {name!r}, expected a plain file name" in err
     assert sorted(os.listdir(work)) == [spec.name] and sorted(os.listdir(tmp_path)) == ["work"]
     assert not os.path.exists("/abs/escaped")
+
+
+def test_a_figure_that_fails_does_not_cost_the_posterior(tmp_path, capsys, monkeypatch):
+    from bayesirl import plots
+
+    def broken(*args, **kwargs):
+        raise ValueError("no room for the arrows")
+
+    monkeypatch.setattr(plots, "plot_policy", broken)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(write_spec(tmp_path)), "--out", str(out), "--quiet"]) == 1
+    err = one_line_error(capsys)
+    assert "a figure failed (ValueError: no room for the arrows); only reward.png written" in err
+    assert sorted(os.listdir(out)) == ["posterior.nc", "report.md", "reward.png",
+                                       "summary.csv"]
+    assert birl.RewardPosterior.load(out / "posterior.nc").method == "map"
+    assert "## Problems" in (out / "report.md").read_text()

@@ -256,7 +256,7 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
                   file=sys.stderr if problem and quiet else sys.stdout)
     t0 = time.perf_counter()
     out = folder.path
-    figures, decision_table = {}, None
+    figures, decision_table, failed = {}, None, None
     try:
         post.save(out / "posterior.nc")
         report.write_csv(summary, out / "summary.csv")
@@ -268,14 +268,19 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
                                                                               deploy, out)
             interrupts.phase = "final"
         except KeyboardInterrupt:
-            done = [f for f in figures.values() if f.endswith(".png")]
-            notes.append("writing the figures was interrupted: " + (
-                f"only {', '.join(done)} written" if done else "none written"))
+            notes.append("writing the figures was interrupted: " + _written(figures))
+        except Exception as e:  # a figure that fails must not cost the posterior
+            if isinstance(e, OSError):
+                raise
+            interrupts.phase = "final"
+            failed = (f"a figure failed ({type(e).__name__}: {e}); " + _written(figures)
+                      ).replace("\n", " ")
         timing = {"build (environment, demonstrations)": t_build, "inference": t_infer,
                   "outputs (files, figures)": time.perf_counter() - t0,
                   "total": time.perf_counter() - start}
         report.write_report(spec, built, post, summary, diagnostics, figures, timing, out,
-                            decision_table, interrupted=notes)
+                            decision_table, interrupted=notes,
+                            problems=[failed] if failed else [])
         target = folder.commit()
     except OSError as e:
         print(f"bayesirl: cannot write the outputs to {folder.target}: {e}".replace("\n", " "),
@@ -293,7 +298,15 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
     if notes:
         print(f"bayesirl: interrupted: {'; '.join(notes)}; wrote {target}", file=sys.stderr)
         return 130
+    if failed:
+        print(f"bayesirl: {failed}; wrote the rest to {target}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _written(figures: dict) -> str:
+    done = [f for f in figures.values() if f.endswith(".png")]
+    return f"only {', '.join(done)} written" if done else "no figure written"
 
 
 def _demo_spec():

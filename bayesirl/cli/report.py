@@ -217,14 +217,17 @@ def write_decisions(post, spec, mdp, out: Path):
 
 
 def write_report(spec, built, post, summary, diagnostics, figures, timing, out: Path,
-                 decision_table=None, interrupted: list[str] = ()) -> None:
+                 decision_table=None, interrupted=(), problems=()) -> None:
     """``report.md``: the problem, settings, timing, summary, diagnostics, decisions, figures
-    and the spec; ``interrupted`` lines (what an interrupt stopped) come first."""
+    and the spec; ``interrupted`` lines (what an interrupt stopped) and ``problems`` (outputs
+    that failed) come first."""
     mdp, demos, _, kwargs = built
     settings = {k: v for k, v in post.settings.items() if k != "seconds"}
     lines = [f"# bayesirl report: {spec.name}", ""]
     if interrupted:
         lines += ["## Interrupted", ""] + [f"- {line}" for line in interrupted] + [""]
+    if problems:
+        lines += ["## Problems", ""] + [f"- {line}" for line in problems] + [""]
     if spec.description:
         lines += [spec.description, ""]
     lines += [f"- spec: `{spec.source}`" if spec.source else "- spec: built-in default",
