@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 STAMP   := .venv/.installed
 TORCH   := torch==2.13.0
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench lint docs clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -24,6 +24,12 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# the documentation site (docs/), warnings as errors, every reference checked; a fresh build (-E)
+# so that every page's warnings are reported; tests/test_docs.py runs the same build
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 lint: $(STAMP)
 	.venv/bin/ruff check bayesirl tests benchmarks
