@@ -466,6 +466,15 @@ def test_map_and_laplace_extras_survive_save_and_load(problem, tmp_path, draws):
     assert idata.constant_data["standard_error_theta"].dims == ("feature",)
 
 
+def test_a_covariance_without_coordinate_names_is_saved_with_indices(problem, tmp_path):
+    post = fit_posterior(problem)
+    del post.extra["coordinates"]
+    post.save(tmp_path / "fit.nc")
+    loaded = RewardPosterior.load(tmp_path / "fit.nc")
+    assert loaded.extra["coordinates"] == ["0", "1"]
+    assert torch.equal(loaded.extra["covariance"], post.extra["covariance"])
+
+
 def test_a_covariance_that_does_not_match_its_coordinates_is_refused(problem):
     post = fit_posterior(problem)
     post.extra["coordinates"] = ["theta[phi0]"]

@@ -254,12 +254,11 @@ class RewardPosterior:
                  "param_coords": json.dumps(self.coords)}
         if "elbo" in self.extra:
             attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
-        constant, constant_dims = self._fit_extras()
+        constant, constant_dims, constant_coords = self._fit_extras()
         if constant:
             groups["constant_data"] = constant
             dims["constant_data"] = constant_dims
-            coords.update({d: list(self.extra["coordinates"]) for d in _COVARIANCE_DIMS
-                           if "covariance" in constant})
+            coords.update(constant_coords)
         return from_groups(groups, coords=coords, dims=dims, attrs={"posterior": attrs})
 
     def _all_coords(self) -> dict[str, list]:
@@ -273,10 +272,10 @@ class RewardPosterior:
                 else list(range(A)),
                 **self.coords}
 
-    def _fit_extras(self) -> tuple[dict, dict]:
+    def _fit_extras(self) -> tuple[dict, dict, dict]:
         """The standard errors and covariance of :attr:`extra` as ``constant_data``
-        variables and their dims."""
-        variables, dims = {}, {}
+        variables, their dims and the covariance's coords (its coordinates' names)."""
+        variables, dims, coords = {}, {}, {}
         for site, se in (self.extra.get("standard_errors") or {}).items():
             name = f"standard_error_{site}"
             variables[name] = torch.as_tensor(se).detach().cpu().numpy()
@@ -289,7 +288,8 @@ class RewardPosterior:
                                  f"({len(names)}, {len(names)}) for extra['coordinates']")
             variables["covariance"] = cov
             dims["covariance"] = list(_COVARIANCE_DIMS)
-        return variables, dims
+            coords = {d: [str(n) for n in names] for d in _COVARIANCE_DIMS}
+        return variables, dims, coords
 
     def summary(self, var_names=None, **kwargs):
         """A table of the parameters (default: every site but ``reward``), one row a scalar
