@@ -533,6 +533,12 @@ def factory_defaults(app, what, name, obj, options, signature, return_annotation
     return signature.replace("<factory>", "..."), return_annotation
 
 
+def drop_object_base(app, name, obj, options, bases):
+    """``Bases: object`` says nothing; keep the line for real base classes only."""
+    if list(bases) == [object]:
+        bases.clear()
+
+
 def _balanced_summary(extract):
     """Wrap autosummary's ``extract_summary``, which cuts the first sentence at a period that
     may sit inside inline literal text (``phi . theta``) and checks the whole paragraph rather
@@ -580,4 +586,5 @@ def setup(app):
     app.connect("autodoc-process-docstring", keep_prose_first_lines, priority=900)
     app.connect("autodoc-skip-member", skip_foreign_docstrings)
     app.connect("autodoc-process-signature", factory_defaults)
+    app.connect("autodoc-process-bases", drop_object_base)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
