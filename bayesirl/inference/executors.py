@@ -1,58 +1,320 @@
-"""Running independent jobs (MCMC chains) one after another or in worker processes.
+"""Running independent jobs (MCMC chains) one after another, in worker processes, or on any
+``concurrent.futures.Executor``; Ctrl-C keeps what the jobs made so far.
 
-A job is a picklable, seeded description whose result does not depend on where it runs.
-:func:`run_jobs` runs them in this process, or in processes started with ``spawn`` (``fork`` is
-unsafe with OpenMP threads), one torch and one BLAS thread each.
+A job is a picklable, seeded description whose result does not depend on where it runs, so
+:func:`run_jobs` may run it anywhere:
+
+- in this process, one after another;
+- in a local pool of at most :func:`usable_cores` processes (or ``max_workers``), the rest
+  queued, one torch and one BLAS thread each. Processes start with ``spawn`` (``fork`` is unsafe
+  with OpenMP threads). ``spawn`` normally re-runs the parent's ``__main__`` in every child, so
+  a script that calls ``infer()`` without ``if __name__ == "__main__":`` would start inference
+  again there; a job that needs nothing from ``__main__`` (checked by pickling it) starts its
+  processes without it, which works the same from a script, a notebook or a REPL. A job that
+  does need ``__main__`` (a class defined in the script or notebook) runs in processes that
+  re-run a guarded script, and one after another otherwise, with a one-line note;
+- on a given executor (e.g. a Dask client's ``get_executor()``), whose workers should run one
+  job per process: jobs seed torch's global random number generator.
+
+Interrupts. Worker processes start with SIGINT blocked, whoever sends it (a terminal's Ctrl-C
+reaches the whole process group; Jupyter's interrupt only the kernel), and exit when their parent
+dies (``PR_SET_PDEATHSIG`` on Linux, else a thread watching the parent's pid). The first Ctrl-C in
+this process asks the local workers to stop after their current iteration
+(:func:`stop_requested`) and cancels the jobs not started; their results, with the draws made so
+far, come back as usual. A second Ctrl-C changes nothing; a third stops waiting and drops the
+jobs still finishing. Jobs on a given executor cannot be asked to stop: the first Ctrl-C keeps
+what has finished and abandons the rest.
 """
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
+import contextlib
+import ctypes
+import importlib.util
+import io
 import multiprocessing
+import multiprocessing.context
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import types
+from dataclasses import dataclass
 
 import threadpoolctl
 import torch
 
-__all__ = ["run_jobs", "stop_requested"]
+__all__ = ["Ran", "note", "run_jobs", "stop_requested", "usable_cores"]
+
+_STOP = None  # in a local pool's worker: the Event its parent sets after a Ctrl-C
+_PR_SET_PDEATHSIG = 1
+_ABANDON_AFTER = 3  # Ctrl-C presses after which the jobs still running are dropped
+
+
+def note(message: str) -> None:
+    """One line for the user on stderr (progress bars go there too)."""
+    print(f"bayesirl: {message}", file=sys.stderr, flush=True)
 
 
 def stop_requested() -> bool:
-    """Whether the process running the jobs asked this worker to stop (after a Ctrl-C)."""
-    return False
+    """Whether the process that runs the jobs asked this worker to stop (after a Ctrl-C)."""
+    return _STOP is not None and _STOP.is_set()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Ran:
+    """What :func:`run_jobs` got back: ``results[i]`` is job ``i``'s result, None for a job
+    that did not run (cancelled, abandoned, or after an interrupted one in a sequential run);
+    ``interrupted`` whether a Ctrl-C reached this process; ``abandoned`` how many jobs were
+    still running when they were dropped."""
+
+    results: list
+    interrupted: bool = False
+    abandoned: int = 0
+
+
+# ---------------------------------------------------------------------------- workers
 def _in_worker(fn, job):
     # one job per core: one torch thread and one BLAS thread (numpy's, which refracting NUTS
-    # uses: two BLAS pools of two threads on two cores oversubscribe them)
+    # uses: two BLAS pools of two threads on two cores oversubscribe them); restored after,
+    # for an executor that runs the job in its own process
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with threadpoolctl.threadpool_limits(1):
-        return fn(job)
+    try:
+        with threadpoolctl.threadpool_limits(1):
+            return fn(job)
+    finally:
+        torch.set_num_threads(threads)
 
 
-def run_jobs(fn, jobs: list, *, parallel: bool, executor=None,
-             max_workers: int | None = None) -> list:
-    """``[fn(job) for job in jobs]``; a result with ``interrupted`` set stops a sequential run
-    (the jobs after it are not started)."""
+def _init_worker(stop, parent_pid: int) -> None:
+    """A local pool's worker: remember the stop event, never take Ctrl-C (the parent does and
+    asks through ``stop``), and exit when the parent dies."""
+    global _STOP
+    _STOP = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="bayesirl-watch-parent").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit as soon as this process is re-parented (its parent died): where
+    ``PR_SET_PDEATHSIG`` does not exist, and should it not fire."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+# ---------------------------------------------------------------------------- start method
+class _MainFinder(pickle.Pickler):
+    """Pickles into nothing, noting the classes and functions defined in ``__main__``."""
+
+    def __init__(self):
+        super().__init__(io.BytesIO(), protocol=pickle.HIGHEST_PROTOCOL)
+        self.found = []
+
+    def reducer_override(self, obj):
+        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+            self.found.append(obj.__qualname__)
+        return NotImplemented
+
+
+def _from_main(job) -> list[str]:
+    """Names of the classes and functions from ``__main__`` that pickling ``job`` refers to
+    (a child process must have them to unpickle it); raises what pickling raises."""
+    finder = _MainFinder()
+    finder.dump(job)
+    return sorted(set(finder.found))
+
+
+def _main_is_guarded() -> bool:
+    """Whether ``__main__`` is a file or module whose work sits under ``if __name__ ==
+    "__main__":`` (a child process that re-runs it then only defines its names)."""
+    main = sys.modules["__main__"]
+    path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name != "__main__":
+        path = getattr(importlib.util.find_spec(spec.name), "origin", None)
+    if path is None or not os.path.exists(path):
+        return False
+    try:
+        tree = ast.parse(open(path, encoding="utf-8").read())
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return False
+    return any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+               and "__name__" in ast.unparse(node.test) for node in tree.body)
+
+
+class _SpawnProcessWithoutMain(multiprocessing.context.SpawnProcess):
+    """A spawned process that does not re-run the parent's ``__main__``: ``spawn`` tells the
+    child which main module to run from ``sys.modules["__main__"]`` when the process starts,
+    so the parent shows it an empty one for that moment."""
+
+    def start(self):
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            super().start()
+        finally:
+            sys.modules["__main__"] = main
+
+
+class _SpawnWithoutMain(multiprocessing.context.SpawnContext):
+    Process = _SpawnProcessWithoutMain
+
+
+def _start_context(job):
+    """``(context, why_not)``: how to start processes for jobs like ``job``, or None and the
+    reason to run them one after another instead."""
+    try:
+        names = _from_main(job)
+    except Exception as e:  # pickling raises many types (a lambda, a lock, an open file)
+        return None, f"a chain cannot be sent to another process ({type(e).__name__}: {e})"
+    if not names:
+        return _SpawnWithoutMain(), None
+    if _main_is_guarded():
+        return multiprocessing.get_context("spawn"), None
+    return None, (f"they use {', '.join(names)} from __main__, which a chain's process could "
+                  "only get by re-running the script; define it in a module, or put the "
+                  "script's work under `if __name__ == \"__main__\":`, to run them in parallel")
+
+
+@contextlib.contextmanager
+def _children_without_sigint():
+    """Processes started inside begin with SIGINT blocked (a blocked signal stays blocked
+    across ``exec``), so Ctrl-C never interrupts their start-up; a Ctrl-C to this process
+    meanwhile is held and raised as KeyboardInterrupt on leaving."""
+    if (threading.current_thread() is not threading.main_thread()
+            or not hasattr(signal, "pthread_sigmask")):
+        yield
+        return
+    held = []
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not None:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        raise KeyboardInterrupt
+
+
+# ---------------------------------------------------------------------------- running
+def _gather(futures: list, stop, interrupted: bool, stoppable: bool) -> Ran:
+    """Wait for ``futures``, surviving Ctrl-C (see the module doc); ``stop`` is the local
+    pool's event (None on a given executor), ``stoppable`` whether running jobs honour it."""
+    presses = int(interrupted)
+    pending = set(futures)
+    abandoned = 0
+
+    def on_interrupt():
+        for f in futures:
+            f.cancel()
+        if stop is not None:
+            stop.set()
+
+    if interrupted:
+        on_interrupt()
+    while pending:
+        if presses >= (_ABANDON_AFTER if stoppable else 1):
+            abandoned = sum(1 for f in pending if not f.cancelled())
+            break
+        try:
+            _, pending = concurrent.futures.wait(pending)
+        except KeyboardInterrupt:
+            presses += 1
+            on_interrupt()
     results = []
-    if parallel:
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(len(jobs), mp_context=ctx) as pool:
-            futures = [pool.submit(_in_worker, fn, job) for job in jobs]
-            try:
-                results = [f.result() for f in futures]
-            except KeyboardInterrupt:  # Ctrl-C reached the workers too: collect their draws
-                results = [f.result() for f in futures]
-            except concurrent.futures.process.BrokenProcessPool as e:
-                raise RuntimeError(
-                    "a chain's process died before returning its draws. Parallel chains run "
-                    "in processes started with 'spawn', which re-import the script that "
-                    "called infer(): in a script, call infer() under `if __name__ == "
-                    "\"__main__\":`, or pass parallel=False to run the chains one after "
-                    "another. (A process killed for lack of memory ends the same way.)") from e
-    else:
-        for job in jobs:
-            results.append(fn(job))
-            if results[-1].interrupted:
-                break
-    return results
+    for f in futures:
+        if f.cancelled() or not f.done():
+            results.append(None)
+            continue
+        try:
+            results.append(f.result())
+        except concurrent.futures.process.BrokenProcessPool as e:
+            raise RuntimeError(
+                "a chain's process died before returning its draws (killed for lack of memory, "
+                "or by a signal); pass parallel=False to run the chains one after another, or "
+                "fewer max_workers") from e
+    return Ran(results, presses > 0, abandoned)
 
+
+def _sequential(fn, jobs, ends_run) -> Ran:
+    results, interrupted = [], False
+    for job in jobs:
+        try:
+            results.append(fn(job))
+        except KeyboardInterrupt:
+            interrupted = True
+        if interrupted or ends_run(results[-1]):
+            break
+    return Ran(results + [None] * (len(jobs) - len(results)), interrupted)
+
+
+def _local_pool(fn, jobs, context, max_workers: int) -> Ran:
+    stop = context.Event()
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers, mp_context=context, initializer=_init_worker,
+        initargs=(stop, os.getpid()))
+    futures, interrupted = [], False
+    try:
+        try:
+            with _children_without_sigint():
+                for job in jobs:
+                    futures.append(pool.submit(_in_worker, fn, job))
+        except KeyboardInterrupt:
+            interrupted = True
+        ran = _gather(futures, stop, interrupted, stoppable=True)
+    finally:
+        try:
+            pool.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt:
+            pool.shutdown(wait=False, cancel_futures=True)
+    return ran
+
+
+def run_jobs(fn, jobs: list, *, parallel: bool, ends_run, executor=None,
+             max_workers: int | None = None) -> Ran:
+    """``fn(job)`` for every job: on ``executor`` when given, else in a local process pool of
+    ``max_workers`` (default: as many as :func:`usable_cores`, at most one per job) when
+    ``parallel``, else one after another, where a result for which ``ends_run(result)`` is
+    true (it was interrupted) also ends the run. ``fn`` must be a module-level function. See
+    the module doc for Ctrl-C."""
+    if executor is not None:
+        futures, interrupted = [], False
+        try:
+            for job in jobs:
+                futures.append(executor.submit(_in_worker, fn, job))
+        except KeyboardInterrupt:
+            interrupted = True
+        return _gather(futures, None, interrupted, stoppable=False)
+    if not parallel or len(jobs) < 2:
+        return _sequential(fn, jobs, ends_run)
+    context, why_not = _start_context(jobs[0])
+    if context is None:
+        note(f"running the chains one after another: {why_not}")
+        return _sequential(fn, jobs, ends_run)
+    workers = min(len(jobs), max_workers or usable_cores())
+    return _local_pool(fn, jobs, context, workers)

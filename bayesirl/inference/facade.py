@@ -12,6 +12,7 @@ posterior.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import os
 import time
@@ -35,6 +36,25 @@ GUIDES = svi.GUIDES
 def _check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} is {value!r}, expected an integer >= {low}")
+
+
+def _check_workers(parallel, max_workers, executor):
+    """Where chains run: ``max_workers`` None or >= 1; ``executor`` a process-based
+    ``concurrent.futures.Executor``, which ``parallel=False`` contradicts."""
+    if max_workers is not None:
+        _check_int("max_workers", max_workers, 1)
+    if executor is None:
+        return
+    if not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got "
+                        f"{type(executor).__name__}")
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+        raise ValueError("executor is a ThreadPoolExecutor, expected one that runs chains in "
+                         "processes: chains seed torch's global random number generator, which "
+                         "threads share")
+    if parallel is False:
+        raise ValueError("parallel is False but an executor was given; leave parallel unset "
+                         "to run the chains on the executor")
 
 
 def _check_options(method, space, num_samples, warmup, num_chains, steps, seed,
@@ -88,7 +108,8 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
           guide: str = "mvn", steps: int = 2000, lr: float = 0.01, lr_decay: float = 1.0,
           subsample_size: int | None = None, checkpoint=None, checkpoint_every: int = 100,
           map_init: bool = True, dense_mass: bool | None = None,
-          parallel: bool | None = None, space: str = "auto") -> RewardPosterior:
+          parallel: bool | None = None, space: str = "auto", max_workers: int | None = None,
+          executor: concurrent.futures.Executor | None = None) -> RewardPosterior:
     """Infer the posterior over the reward parameters of ``reward_model``.
 
     Args:
@@ -104,8 +125,15 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
         num_chains: MCMC chains, chain c seeded with ``seed + c`` (the same draws whether
             chains run one after another or in parallel).
         parallel: run chains in parallel processes (default: when there are several chains,
-            several cores and at least 1000 iterations in all); an interrupted parallel run
-            keeps the draws each chain made, like a sequential one.
+            several cores and at least 1000 iterations in all). Ctrl-C keeps the draws each
+            chain made so far, whether it reaches every process (a terminal) or only this one
+            (Jupyter's interrupt), and says so in one line; see
+            :mod:`bayesirl.inference.executors`.
+        max_workers: at most this many chain processes (default: the usable cores), the
+            other chains queued.
+        executor: run the chains on this ``concurrent.futures.Executor`` instead (e.g. a Dask
+            client's ``get_executor()``, with one thread per worker process: chains seed
+            torch's global random number generator, so a ``ThreadPoolExecutor`` is refused).
         seed: all randomness comes from here.
         progress: tqdm progress bars.
         strict: turn convergence warnings (R-hat, ESS, divergences, E-BFMI) into errors.
@@ -144,6 +172,7 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
     warmup = num_samples if warmup is None else warmup
     _check_options(method, space, num_samples, warmup, num_chains, steps, seed, max_tree_depth,
                    num_steps, target_accept, lr, lr_decay)
+    _check_workers(parallel, max_workers, executor)
     likelihood = check_likelihood(likelihood)
     rationality = check_rationality(rationality)
     target = build_target(mdp, demos, reward_model, likelihood, rationality)
@@ -156,7 +185,7 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
     if method in ("nuts", "hmc"):
         options = mcmc.McmcOptions(method, num_samples, warmup, num_chains, seed, progress,
                                    target_accept, max_tree_depth, num_steps, dense_mass,
-                                   map_init, space, parallel)
+                                   map_init, space, parallel, executor, max_workers)
         sampled, space, init = mcmc.sampling_target(target, method, space, map_init)
         kernel_kw = mcmc.kernel_options(sampled, init, options)
         params, sample_stats, incomplete = mcmc.run_mcmc(sampled, init, options, kernel_kw)

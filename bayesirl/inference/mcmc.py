@@ -17,7 +17,6 @@ unconstrained parameters. A :class:`~bayesirl.inference.target.Refracting` targe
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -27,6 +26,7 @@ from pyro.infer.mcmc import HMC, NUTS
 from tqdm.auto import tqdm
 
 from bayesirl.inference import executors
+from bayesirl.inference.executors import usable_cores
 from bayesirl.inference.map import fit_map
 from bayesirl.inference.pyro_nuts import Recorder
 from bayesirl.inference.refraction import RefractiveNUTS
@@ -227,17 +227,24 @@ def run_chain(job: ChainJob) -> ChainResult:
     return ChainResult(constrained, stats, interrupted)
 
 
-def stack(results: list[ChainResult]) -> Draws:
+def stack(ran: executors.Ran, num_chains: int) -> Draws:
     """The chains' draws stacked, every chain cut to the shortest's length when one was
-    interrupted. Raises KeyboardInterrupt when no chain made a draw."""
-    incomplete = any(r.interrupted for r in results)
-    results = [r for r in results if r.draws]
+    interrupted, with a one-line note saying what was kept. Raises KeyboardInterrupt when no
+    chain made a draw."""
+    results = [r for r in ran.results if r is not None and r.draws]
+    incomplete = (ran.interrupted or ran.abandoned > 0
+                  or any(r is None or r.interrupted for r in ran.results))
     if not results:
         raise KeyboardInterrupt("inference interrupted before any draw was made")
     n = min(len(r.stats) for r in results)
     params = {k: torch.stack([r.draws[k][:n] for r in results]) for k in results[0].draws}
     sample_stats = {k: torch.tensor([[s[k] for s in r.stats[:n]] for r in results])
                     for k in results[0].stats[0]}
+    if incomplete:
+        dropped = (f"; {ran.abandoned} chain(s) still running were dropped"
+                   if ran.abandoned else "")
+        executors.note(f"interrupted: kept {n} draws from each of {len(results)} of "
+                       f"{num_chains} chains{dropped}; the posterior is marked incomplete")
     return Draws(params, sample_stats, incomplete)
 
 
@@ -248,10 +255,14 @@ def run_mcmc(sampled, init: dict, options: McmcOptions, kernel_kw: dict) -> Draw
     o = options
     parallel = o.parallel
     if parallel is None:
-        parallel = (o.num_chains > 1 and (os.cpu_count() or 1) > 1
+        parallel = (o.num_chains > 1 and usable_cores() > 1
                     and o.num_chains * (o.num_samples + o.warmup) >= 1000)
     jobs = [ChainJob(sampled, o.method, c, o.num_chains, o.num_samples, o.warmup, o.seed, init,
                      kernel_kw, o.progress) for c in range(o.num_chains)]
-    results = executors.run_jobs(run_chain, jobs, parallel=parallel, executor=o.executor,
-                                 max_workers=o.max_workers)
-    return stack(results)
+    ran = executors.run_jobs(run_chain, jobs, parallel=parallel, ends_run=_interrupted,
+                             executor=o.executor, max_workers=o.max_workers)
+    return stack(ran, o.num_chains)
+
+
+def _interrupted(result: ChainResult) -> bool:
+    return result.interrupted

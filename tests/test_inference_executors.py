@@ -1,0 +1,363 @@
+"""Where chains run (bayesirl.inference.executors): at most one process per core or max_workers,
+queueing the rest; any concurrent.futures.Executor; scripts without a main guard, REPLs and
+notebooks; and real Ctrl-C: to the main process only (Jupyter's interrupt), twice, to the whole
+process group during start-up, and a parent killed outright. The draws never depend on where a
+chain ran."""
+
+import concurrent.futures
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+import torch
+
+import bayesirl as birl
+from bayesirl.inference import executors
+from bayesirl.posterior.diagnostics import InferenceWarning
+from bayesirl.testing import simulate_demos, tiny_chain_mdp
+
+KW = dict(method="nuts", num_samples=8, warmup=8, seed=2, progress=False)
+
+
+@pytest.fixture
+def problem():
+    mdp = tiny_chain_mdp()
+    return mdp, simulate_demos(mdp, mdp.reward, 10, seed=0), birl.LinearReward(mdp.features)
+
+
+def _infer(problem, **kwargs):
+    mdp, demos, model = problem
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InferenceWarning)
+        return birl.infer(mdp, demos, model, **{**KW, **kwargs})
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """An executor that runs each job as it is submitted, in this process."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+# ---------------------------------------------------------------------------- where chains run
+def test_pool_has_at_most_one_process_per_core_or_max_workers(problem, monkeypatch):
+    """Four chains on two usable cores get a pool of two processes (the other two chains
+    queue); max_workers=1 gets one; one chain gets none."""
+    pools = []
+
+    def recording_pool(max_workers, **kwargs):
+        pools.append(max_workers)
+        return InlineExecutor()
+
+    monkeypatch.setattr(executors, "usable_cores", lambda: 2)
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", recording_pool)
+    sequential = _infer(problem, num_chains=4, parallel=False)
+    pooled = _infer(problem, num_chains=4, parallel=True)
+    _infer(problem, num_chains=4, parallel=True, max_workers=1)
+    _infer(problem, num_chains=1, parallel=True)
+    assert pools == [2, 1]
+    assert torch.equal(pooled.samples["theta"], sequential.samples["theta"])
+
+
+def test_chains_queued_behind_one_process_draw_what_sequential_chains_draw(problem):
+    """Three chains through one worker process, one after another there, each unpickled
+    afresh: the same draws as in this process."""
+    sequential = _infer(problem, num_chains=3, parallel=False)
+    queued = _infer(problem, num_chains=3, parallel=True, max_workers=1)
+    assert torch.equal(queued.samples["theta"], sequential.samples["theta"])
+
+
+def test_any_executor_runs_the_chains(problem):
+    sequential = _infer(problem, num_chains=2, parallel=False)
+    inline = _infer(problem, num_chains=2, executor=InlineExecutor())
+    assert torch.equal(inline.samples["theta"], sequential.samples["theta"])
+
+
+def test_a_job_run_in_this_process_gives_its_threads_back():
+    torch.set_num_threads(2)
+    try:
+        assert executors._in_worker(lambda job: torch.get_num_threads(), None) == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+
+
+@pytest.mark.slow
+def test_a_users_process_pool_runs_the_chains(problem):
+    sequential = _infer(problem, num_chains=2, parallel=False)
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        pooled = _infer(problem, num_chains=2, executor=pool)
+    assert torch.equal(pooled.samples["theta"], sequential.samples["theta"])
+
+
+@pytest.mark.parametrize("kwargs,exc,match", [
+    ({"max_workers": 0}, ValueError, "max_workers is 0, expected an integer >= 1"),
+    ({"max_workers": 1.5}, ValueError, "max_workers is 1.5"),
+    ({"executor": "dask"}, TypeError, "executor must be a concurrent.futures.Executor, got str"),
+    ({"executor": concurrent.futures.ThreadPoolExecutor(1)}, ValueError,
+     "executor is a ThreadPoolExecutor, expected one that runs chains in processes"),
+    ({"executor": InlineExecutor(), "parallel": False}, ValueError,
+     "parallel is False but an executor was given"),
+], ids=["max_workers-0", "max_workers-float", "executor-str", "executor-threads",
+        "executor-not-parallel"])
+def test_worker_options_are_validated(problem, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        _infer(problem, **kwargs)
+
+
+# ---------------------------------------------------------------------------- scripts
+HEADER = """\
+import os, sys, warnings
+import torch
+import bayesirl as birl
+from bayesirl.testing import simulate_demos, tiny_chain_mdp
+torch.set_default_dtype(torch.float64)
+torch.set_num_threads(1)
+warnings.simplefilter("ignore")
+"""
+RUN = """\
+mdp = tiny_chain_mdp()
+demos = simulate_demos(mdp, mdp.reward, 10, seed=0)
+post = birl.infer(mdp, demos, MODEL(mdp.features), method="nuts", num_samples=8, warmup=8,
+                  seed=2, num_chains=2, parallel=True, progress=False)
+torch.save(post.samples["theta"], sys.argv[1])
+"""
+
+
+def _run_script(tmp_path, text, stdin=False):
+    script = tmp_path / "script.py"
+    script.write_text(text)
+    out = tmp_path / "theta.pt"
+    cmd = [sys.executable, "-" if stdin else str(script), str(out)]
+    run = subprocess.run(cmd, input=text if stdin else None, capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return torch.load(out, weights_only=True), run.stderr
+
+
+def test_a_script_without_a_main_guard_runs_its_chains_in_parallel(tmp_path, problem):
+    """The README's shape: infer() with parallel chains at the top level of a script. Spawned
+    chain processes do not re-run the script (which would start inference again in each), and
+    draw what the same chains draw here."""
+    theta, stderr = _run_script(tmp_path, HEADER + "MODEL = birl.LinearReward\n" + RUN)
+    expected = _infer(problem, num_chains=2, parallel=False).samples["theta"]
+    assert torch.equal(theta, expected)
+    assert "one after another" not in stderr
+
+
+@pytest.mark.slow
+def test_a_repl_runs_parallel_chains(tmp_path, problem):
+    """A script fed on stdin has a __main__ without a file, as a REPL or a notebook does."""
+    theta, _ = _run_script(tmp_path, HEADER + "MODEL = birl.LinearReward\n" + RUN, stdin=True)
+    assert torch.equal(theta, _infer(problem, num_chains=2, parallel=False).samples["theta"])
+
+
+CUSTOM_MODEL = """\
+class Custom(birl.LinearReward):
+    pass
+MODEL = Custom
+"""
+
+
+@pytest.mark.slow
+def test_a_class_from_an_unguarded_main_runs_chains_one_after_another_with_a_note(
+        tmp_path, problem):
+    """A chain that needs a class defined in an unguarded script cannot go to a process
+    without re-running the script: the chains run here, and one line says why."""
+    theta, stderr = _run_script(tmp_path, HEADER + CUSTOM_MODEL + RUN)
+    assert torch.equal(theta, _infer(problem, num_chains=2, parallel=False).samples["theta"])
+    lines = [ln for ln in stderr.splitlines() if "one after another" in ln]
+    assert len(lines) == 1 and "Custom from __main__" in lines[0], stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_class_from_a_guarded_main_runs_chains_in_processes(tmp_path, problem):
+    text = HEADER + CUSTOM_MODEL + "if __name__ == '__main__':\n" + textwrap.indent(RUN, "    ")
+    theta, stderr = _run_script(tmp_path, text)
+    assert torch.equal(theta, _infer(problem, num_chains=2, parallel=False).samples["theta"])
+    assert "one after another" not in stderr
+
+
+# ---------------------------------------------------------------------------- real signals
+INTERRUPTED = """\
+import os, warnings
+import pyro.distributions as dist
+import bayesirl as birl
+from bayesirl.testing import simulate_demos, tiny_chain_mdp
+
+
+class Marking(birl.LinearReward):
+    \"\"\"Counts in a file named after the process the rewards it computes.\"\"\"
+
+    def reward(self, params):
+        with open(os.path.join(os.environ["MARKS"], str(os.getpid())), "a") as f:
+            f.write("x")  # one byte per reward computed
+        return super().reward(params)
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore")
+    mdp = tiny_chain_mdp()
+    demos = simulate_demos(mdp, mdp.reward, 10, seed=0)
+    model = Marking(mdp.features, prior=dist.Laplace(0.0, 1.0))  # no fused potential
+    print("ready", flush=True)
+    try:
+        post = birl.infer(mdp, demos, model, num_samples=10**6, warmup=0, num_chains=2,
+                          parallel=True, progress=False, map_init=False)
+        print("kept", post.num_chains, post.num_draws, post.incomplete, flush=True)
+    except KeyboardInterrupt as e:
+        print("caught", e, flush=True)
+"""
+
+
+@pytest.fixture
+def started(tmp_path):
+    """A function starting the script above; whatever it started is killed afterwards."""
+    procs = []
+
+    def start():
+        (tmp_path / "marks").mkdir()
+        script = tmp_path / "interrupted.py"
+        script.write_text(INTERRUPTED)
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                env={**os.environ, "MARKS": str(tmp_path / "marks")},
+                                start_new_session=True)  # its own process group, for killpg
+        procs.append(proc)
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), proc.communicate(timeout=60)[1][-3000:]
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+
+
+def _wait_for(condition, what, timeout=300):
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _workers(proc, tmp_path, rewards=1):
+    """Pids of the chain processes that have computed at least ``rewards`` rewards."""
+    marks = tmp_path / "marks"
+    return [int(f) for f in os.listdir(marks)
+            if int(f) != proc.pid and (marks / f).stat().st_size >= rewards]
+
+
+def _sampling(proc, tmp_path):
+    """Both chains have drawn (no warmup; a NUTS draw on this 2-parameter problem takes a few
+    leapfrog steps, and 200 rewards are many draws)."""
+    return len(_workers(proc, tmp_path, rewards=200)) == 2
+
+
+def _proc(pid, name):
+    with open(f"/proc/{pid}/{name}") as f:
+        return f.read()
+
+
+def _stat(pid):
+    """``(state, ppid)`` from /proc/<pid>/stat (after the command name, which may hold
+    spaces)."""
+    fields = _proc(pid, "stat").rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1])
+
+
+def _children(proc):
+    """Pids of proc's spawned children (the resource tracker is not one)."""
+    found = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if _stat(d)[1] == proc.pid and "spawn_main" in _proc(d, "cmdline"):
+                found.append(int(d))
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid):
+    try:
+        return _stat(pid)[0] != "Z"
+    except OSError:
+        return False
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    return out, err
+
+
+def _assert_kept_draws(out, err):
+    kept = [ln.split() for ln in out.splitlines() if ln.startswith("kept")]
+    assert len(kept) == 1, out
+    _, chains, draws, incomplete = kept[0]
+    assert chains == "2" and int(draws) >= 1 and incomplete == "True", out
+    notes = [ln for ln in err.splitlines() if ln.startswith("bayesirl: interrupted")]
+    assert notes == [f"bayesirl: interrupted: kept {draws} draws from each of 2 of 2 chains; "
+                     "the posterior is marked incomplete"], err[-2000:]
+
+
+needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="reads /proc to find the chain processes")
+
+
+@needs_proc
+def test_ctrl_c_to_the_main_process_only_keeps_the_draws_made(tmp_path, started):
+    """Jupyter's interrupt signals the kernel only; the chains stop at their next draw and
+    the user gets what they drew, one line, no traceback."""
+    proc = started()
+    _wait_for(lambda: _sampling(proc, tmp_path), "both chains to draw")
+    os.kill(proc.pid, signal.SIGINT)
+    _assert_kept_draws(*_finish(proc))
+
+
+@needs_proc
+@pytest.mark.slow
+def test_ctrl_c_twice_keeps_the_draws_made(tmp_path, started):
+    proc = started()
+    _wait_for(lambda: _sampling(proc, tmp_path), "both chains to draw")
+    os.kill(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    _assert_kept_draws(*_finish(proc))
+
+
+@needs_proc
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_during_start_up_leaves_no_worker_traceback(started):
+    """A terminal's Ctrl-C reaches every process of the group, here while the chain processes
+    are still importing: they never see it, and the run ends with no draws."""
+    proc = started()
+    _wait_for(lambda: len(_children(proc)) == 2, "the chain processes to start")
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = _finish(proc)
+    assert out.strip().splitlines()[-1] == "caught inference interrupted before any draw was made"
+
+
+@needs_proc
+@pytest.mark.slow
+def test_chain_processes_exit_when_their_parent_is_killed(tmp_path, started):
+    proc = started()
+    _wait_for(lambda: _sampling(proc, tmp_path), "both chains to draw")
+    workers = _workers(proc, tmp_path)
+    proc.kill()
+    proc.communicate(timeout=60)
+    _wait_for(lambda: not any(map(_alive, workers)), "the orphaned chains to exit", timeout=10)
