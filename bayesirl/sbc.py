@@ -12,10 +12,13 @@ inside the functions: posterior.py imports the diagnostics, which import this mo
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
+import pickle
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -260,10 +263,152 @@ def _select(values, L, thin, rerun_left):
         ess, under
 
 
+@dataclass(frozen=True)
+class _Simulation:
+    """One simulation of :func:`sbc`: a pure, seeded, picklable task. Everything random in it
+    derives from ``SeedSequence([seed, i])``, and it runs on one torch and one BLAS thread, so
+    its ranks are the same whether it runs in this process or on any executor's worker."""
+
+    i: int
+    seed: int
+    mdp_factory: Any
+    reward_model: Any
+    n_demos: int
+    demo_length: int | None
+    method: Any
+    kwargs: dict
+    L: int
+    thin: Any
+    likelihood: str
+    rationality: Any
+
+
+@dataclass(frozen=True)
+class _SimResult:
+    """A simulation's ranks ``(q,)``, the stride and ESS of its draws, whether it stayed
+    under-thinned and whether its inference warned."""
+
+    ranks: np.ndarray
+    stride: int
+    ess: float
+    under: bool
+    warned: int
+
+
+def _simulate(sim: _Simulation) -> _SimResult:
+    """Run one simulation (see :func:`sbc`), leaving the caller's torch RNG and thread
+    counts as they were."""
+    import threadpoolctl
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1), torch.random.fork_rng(devices=[]):
+            return _simulate_here(sim)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _simulate_here(sim: _Simulation) -> _SimResult:
+    from bayesirl.core.demos import rollouts
+    from bayesirl.core.mdp import TabularMDP
+    from bayesirl.model.likelihood import action_log_probs
+
+    reward_model, rationality, likelihood, L = (sim.reward_model, sim.rationality,
+                                                sim.likelihood, sim.L)
+    method, thin = sim.method, sim.thin
+    priors = dict(reward_model.priors())
+    if isinstance(rationality, torch.distributions.Distribution):
+        priors["rationality"] = rationality
+    shapes = _site_shapes(reward_model, rationality)
+    ss = np.random.SeedSequence([sim.seed, sim.i])
+    rng = np.random.default_rng(ss)
+    sim_seed = int(ss.generate_state(1)[0] & 0x7FFFFFFF)
+    mdp_factory = sim.mdp_factory
+    mdp = mdp_factory if isinstance(mdp_factory, TabularMDP) else mdp_factory(rng)
+    if not isinstance(mdp, TabularMDP):
+        raise TypeError(f"mdp_factory returned {type(mdp).__name__}, expected a TabularMDP")
+    reward_model.check(mdp)
+    torch.manual_seed(sim_seed)
+    truth = {k: p.sample().to(mdp.dtype) for k, p in priors.items()}
+    beta = truth.get("rationality", rationality)
+    with torch.no_grad():
+        reward = reward_model.reward({k: v for k, v in truth.items() if k != "rationality"})
+        pi = action_log_probs(mdp, reward, likelihood, beta).exp()
+    demos = rollouts(mdp, pi, sim.n_demos, seed=sim_seed, length=sim.demo_length)
+    generator = torch.Generator().manual_seed(sim_seed)
+    run_kwargs = dict(sim.kwargs)
+    for attempt in (0, 1):
+        draws, warned = _sbc_draws(method, mdp, demos, reward_model, likelihood, rationality,
+                                   L, sim_seed, run_kwargs, generator)
+        C, D = next(iter(draws.values())).shape[:2]
+        flat = {k: v.reshape(C * D, *v.shape[2:]) for k, v in draws.items()}
+        ll = _loglik(mdp, demos, reward_model, likelihood, rationality, flat)
+        values = torch.cat([_flat(flat, shapes, (C * D,)).to(ll), ll[:, None]], -1)
+        rerun = attempt == 0 and method in ("nuts", "hmc")
+        keep, stride, ess, under = _select(values.reshape(C, D, -1), L, thin, rerun)
+        if keep is not None:
+            break
+        num = run_kwargs.get("num_samples", 1000)
+        run_kwargs["num_samples"] = num * min(4, math.ceil(L / max(ess, 1.0)))
+    true_ll = _loglik(mdp, demos, reward_model, likelihood, rationality,
+                      {k: v[None] for k, v in truth.items()})
+    true_values = torch.cat([_flat(truth, shapes, (1,))[0].to(ll), true_ll]).cpu()
+    kept = values[torch.as_tensor(keep)].cpu()
+    below = (kept < true_values).sum(0).numpy()
+    ties = (kept == true_values).sum(0).numpy()
+    return _SimResult(below + rng.integers(0, ties + 1), int(stride), float(ess), bool(under),
+                      int(warned))
+
+
+def _check_executor(executor) -> None:
+    """None, or an executor that runs tasks in processes: a simulation seeds torch's global
+    random number generator, which threads share."""
+    if executor is None:
+        return
+    if not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor or None, got "
+                        f"{type(executor).__name__}")
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+        raise ValueError("executor is a ThreadPoolExecutor, expected one that runs tasks in "
+                         "processes (a ProcessPoolExecutor, a Dask client's get_executor()): "
+                         "a simulation seeds torch's global random number generator, which "
+                         "threads share")
+
+
+def _run_simulations(sims: list[_Simulation], executor, bar) -> list[_SimResult]:
+    """The simulations' results in order: one after another here, or submitted to
+    ``executor`` all at once (Ctrl-C cancels those not started and re-raises)."""
+    if executor is None:
+        results = []
+        for sim in sims:
+            results.append(_simulate(sim))
+            bar.update()
+        return results
+    try:
+        pickle.dumps(sims[0])
+    except Exception as e:  # pickling raises many types (a lambda, a closure, a lock)
+        raise TypeError("with an executor each simulation is sent to a worker, so "
+                        "mdp_factory, reward_model and a callable method must be picklable "
+                        f"(module-level functions, not lambdas or closures): {e}") from None
+    futures = {executor.submit(_simulate, sim): k for k, sim in enumerate(sims)}
+    results: list = [None] * len(sims)
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            results[futures[future]] = future.result()
+            bar.update()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    return results
+
+
 def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
         demo_length: int | None = None, method="nuts", infer_kwargs=None, n_draws: int = 99,
         thin="auto", bins: int | None = None, seed: int = 0, likelihood: str = "soft",
-        rationality=1.0, alpha: float = SBC_ALPHA, progress: bool = True) -> SBCResult:
+        rationality=1.0, alpha: float = SBC_ALPHA, progress: bool = True,
+        executor=None) -> SBCResult:
     """Simulation-based calibration of posterior inference (Talts et al. 2018).
 
     For each of ``n_sims`` simulations: draw the parameters from the prior
@@ -303,15 +448,21 @@ def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
         likelihood, rationality: the model of the expert, used to simulate and to infer.
         alpha: family-wise level; each quantity passes when its p-value is >= ``alpha / q``.
         progress: a tqdm bar over simulations.
+        executor: run the simulations on this ``concurrent.futures.Executor`` (e.g. a
+            ``ProcessPoolExecutor``, or a Dask client's ``get_executor()``), all submitted at
+            once; None runs them here one after another. Each simulation is a pure, seeded
+            task on one thread (see :class:`_Simulation`), so the ranks are the same either
+            way; ``mdp_factory`` and a callable ``method`` must then be picklable
+            (module-level functions). A ``ThreadPoolExecutor`` is refused (simulations seed
+            torch's global random number generator).
 
     Returns:
         :class:`SBCResult`.
     """
     from tqdm.auto import tqdm
 
-    from bayesirl.core.demos import rollouts
     from bayesirl.core.mdp import TabularMDP
-    from bayesirl.model.likelihood import action_log_probs, check_rationality
+    from bayesirl.model.likelihood import check_rationality
     from bayesirl.model.rewards import RewardModel, is_improper
 
     _sbc_check(n_sims, n_demos, n_draws, thin, alpha, method, likelihood)
@@ -329,59 +480,26 @@ def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
     if not (isinstance(mdp_factory, TabularMDP) or callable(mdp_factory)):
         raise TypeError(f"mdp_factory must be a TabularMDP or a callable rng -> TabularMDP, got "
                         f"{type(mdp_factory).__name__}")
-    kwargs = dict(infer_kwargs or {})
+    _check_executor(executor)
     shapes = _site_shapes(reward_model, rationality)
     names = tuple(k if not s else f"{k}[{i}]" for k, s in shapes.items()
                   for i in range(math.prod(s))) + ("loglik",)
     L = n_draws
-    ranks = np.zeros((n_sims, len(names)), dtype=np.int64)
-    strides, esses = np.ones(n_sims, dtype=np.int64), np.full(n_sims, np.nan)
-    n_under = n_warned = 0
+    sims = [_Simulation(i, seed, mdp_factory, reward_model, n_demos, demo_length, method,
+                        dict(infer_kwargs or {}), L, thin, likelihood, rationality)
+            for i in range(n_sims)]
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG untouched
-        for i in tqdm(range(n_sims), desc=f"sbc ({getattr(method, '__name__', method)})",
-                      disable=not progress, leave=False):
-            ss = np.random.SeedSequence([seed, i])
-            rng = np.random.default_rng(ss)
-            sim_seed = int(ss.generate_state(1)[0] & 0x7FFFFFFF)
-            mdp = mdp_factory if isinstance(mdp_factory, TabularMDP) else mdp_factory(rng)
-            if not isinstance(mdp, TabularMDP):
-                raise TypeError(f"mdp_factory returned {type(mdp).__name__}, expected a "
-                                "TabularMDP")
-            reward_model.check(mdp)
-            torch.manual_seed(sim_seed)
-            truth = {k: p.sample().to(mdp.dtype) for k, p in priors.items()}
-            beta = truth.get("rationality", rationality)
-            with torch.no_grad():
-                reward = reward_model.reward({k: v for k, v in truth.items()
-                                              if k != "rationality"})
-                pi = action_log_probs(mdp, reward, likelihood, beta).exp()
-            demos = rollouts(mdp, pi, n_demos, seed=sim_seed, length=demo_length)
-            generator = torch.Generator().manual_seed(sim_seed)
-            run_kwargs = dict(kwargs)
-            for attempt in (0, 1):
-                draws, warned = _sbc_draws(method, mdp, demos, reward_model, likelihood,
-                                           rationality, L, sim_seed, run_kwargs, generator)
-                C, D = next(iter(draws.values())).shape[:2]
-                flat = {k: v.reshape(C * D, *v.shape[2:]) for k, v in draws.items()}
-                ll = _loglik(mdp, demos, reward_model, likelihood, rationality, flat)
-                values = torch.cat([_flat(flat, shapes, (C * D,)).to(ll), ll[:, None]], -1)
-                rerun = attempt == 0 and method in ("nuts", "hmc")
-                keep, stride, ess, under = _select(values.reshape(C, D, -1), L, thin, rerun)
-                if keep is not None:
-                    break
-                num = run_kwargs.get("num_samples", 1000)
-                run_kwargs["num_samples"] = num * min(4, math.ceil(L / max(ess, 1.0)))
-            n_warned += warned
-            n_under += under
-            strides[i], esses[i] = stride, ess
-            true_ll = _loglik(mdp, demos, reward_model, likelihood, rationality,
-                              {k: v[None] for k, v in truth.items()})
-            true_values = torch.cat([_flat(truth, shapes, (1,))[0].to(ll), true_ll]).cpu()
-            kept = values[torch.as_tensor(keep)].cpu()
-            below = (kept < true_values).sum(0).numpy()
-            ties = (kept == true_values).sum(0).numpy()
-            ranks[i] = below + rng.integers(0, ties + 1)
+    bar = tqdm(total=n_sims, desc=f"sbc ({getattr(method, '__name__', method)})",
+               disable=not progress, leave=False)
+    try:
+        results = _run_simulations(sims, executor, bar)
+    finally:
+        bar.close()
+    ranks = np.stack([r.ranks for r in results]).astype(np.int64)
+    strides = np.array([r.stride for r in results], dtype=np.int64)
+    esses = np.array([r.ess for r in results], dtype=float)
+    n_under = sum(r.under for r in results)
+    n_warned = sum(r.warned for r in results)
     p, counts, expected = rank_uniformity(ranks, L, bins)
     return SBCResult(ranks, L, names, p, bool((p >= alpha / len(names)).all()), alpha,
                      counts.shape[1], counts, expected, strides, esses, n_under, n_warned,

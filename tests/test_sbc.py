@@ -14,6 +14,8 @@ Each uniformity test has a stated false-alarm rate: the family-wise level ``alph
 <= 0.001; the seeds are fixed, so these tests are deterministic.
 """
 
+import concurrent.futures
+import pickle
 import time
 
 import matplotlib.pyplot as plt
@@ -233,3 +235,57 @@ def test_svi_tier_100_simulations_reported(chain):
           f"({time.process_time() - cpu:.0f} s CPU); "
           f"counts {result.counts.tolist()}")
     assert result.ranks.shape == (100, 2)
+
+
+# ---------------------------------------------------------------------------- executors
+class PicklingExecutor(concurrent.futures.Executor):
+    """Runs each task when its result is asked for, after a pickle round trip (what a process
+    pool or a Dask worker does to it); futures complete in reverse order of submission."""
+
+    def __init__(self):
+        self.ran = 0
+
+    def submit(self, fn, *args, **kwargs):
+        fn, args, kwargs = pickle.loads(pickle.dumps((fn, args, kwargs)))
+        future = concurrent.futures.Future()
+        self.pending = getattr(self, "pending", []) + [(future, fn, args, kwargs)]
+        return future
+
+    def run_all(self):
+        for future, fn, args, kwargs in reversed(self.pending):
+            future.set_result(fn(*args, **kwargs))
+            self.ran += 1
+        self.pending = []
+
+
+def test_an_executor_gives_the_ranks_of_a_sequential_run(chain, monkeypatch):
+    """Simulations are pure seeded tasks: pickled, run in any order, the same ranks."""
+    mdp, model = chain
+    kw = dict(n_demos=5, method="nuts", n_draws=9, infer_kwargs={"warmup": 20, "num_samples": 20},
+              seed=1, progress=False)
+    sequential = sbc(mdp, model, 4, **kw)
+    executor = PicklingExecutor()
+    real_as_completed = concurrent.futures.as_completed
+
+    def as_completed(futures):
+        executor.run_all()
+        return real_as_completed(futures)
+
+    monkeypatch.setattr(concurrent.futures, "as_completed", as_completed)
+    remote = sbc(mdp, model, 4, executor=executor, **kw)
+    assert executor.ran == 4
+    assert np.array_equal(remote.ranks, sequential.ranks)
+    assert np.array_equal(remote.thin, sequential.thin)
+    assert remote.n_warned == sequential.n_warned
+
+
+def test_executor_arguments_are_checked(chain):
+    mdp, model = chain
+    args = dict(n_demos=2, method="grid", infer_kwargs=GRID, n_draws=9, progress=False)
+    with pytest.raises(TypeError, match="executor must be a concurrent.futures.Executor"):
+        sbc(mdp, model, 2, executor="dask", **args)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with pytest.raises(ValueError, match="executor is a ThreadPoolExecutor"):
+            sbc(mdp, model, 2, executor=pool, **args)
+    with pytest.raises(TypeError, match="must be picklable"):
+        sbc(lambda rng: mdp, model, 2, executor=PicklingExecutor(), **args)
