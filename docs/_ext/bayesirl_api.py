@@ -374,6 +374,8 @@ def resolve_elsewhere(app, env, node, contnode):
         contexts.append(classes[0])
         readings.append(_walk_path(rest.split("."), classes[0]))
     if any(reading is not None for reading in readings) or _instance_attribute(target, contexts):
+        logger.verbose("bayesirl_api: %s %r exists but has no page: shown without a link",
+                       node["reftype"], target, location=node)  # listed by sphinx-build -v
         return contnode
     return None
 
