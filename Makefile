@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	.venv/bin/bayesirl demo --out demo-output
+	.venv/bin/bayesirl demo --out demo-output --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
