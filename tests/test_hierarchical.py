@@ -262,3 +262,16 @@ def test_sbc_of_the_hierarchical_model_population_and_one_expert():
     p_values, _, _ = rank_uniformity(np.array(ranks), L)
     assert (p_values > 0.001 / 3).all(), p_values
     assert math.isfinite(float(p_values.min()))
+
+
+def test_infer_takes_a_hierarchical_model():
+    mdp = tiny_chain_mdp(horizon=3)
+    data, _ = _data(mdp, E=2, n=3)
+    model = HierarchicalReward(mdp.features, 2)
+    fit = birl.infer(mdp, data, model, method="map", progress=False)
+    assert isinstance(fit, HierarchicalPosterior)
+    assert fit.theta.shape == (1, 2, 2) and fit.log_lik.shape == (1, 1, data.n)
+    with pytest.warns(UserWarning, match="MCMC convergence problems"):  # 20 draws
+        post = birl.infer(mdp, data, model, method="nuts", num_samples=20, warmup=20,
+                          num_chains=1, progress=False)
+    assert post.params["z"].shape == (1, 20, 2, 2)

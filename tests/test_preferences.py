@@ -13,6 +13,7 @@ from bayesirl.core.preferences import Preferences
 from bayesirl.model.preferences import (
     PreferenceModel,
     ensemble_hmc,
+    ensemble_posterior,
     outcome_log_probs,
     pair_log_likelihood,
     preference_log_likelihood,
@@ -209,7 +210,7 @@ def test_pyro_model_has_the_targets_density():
     prefs = Preferences.from_demonstrations(demos, [[0, 1], [2, 3]])
     target = PreferenceModel(birl.LinearReward(mdp.features)).build_target(mdp, (demos, prefs))
     theta = torch.tensor([0.4, -0.2])
-    trace = pyro.poutine.trace(pyro.poutine.condition(target.pyro_model,
+    trace = pyro.poutine.trace(pyro.poutine.condition(target.pyro_model(),
                                                       {"theta": theta})).get_trace()
     torch.testing.assert_close(trace.log_prob_sum(), -target.potential({"theta": theta}))
 
@@ -300,3 +301,31 @@ def test_ensemble_hmc_is_reproducible_from_its_seed():
     assert torch.equal(a.params["theta"], b.params["theta"])
     with pytest.raises(ValueError, match="num_chains is 0"):
         ensemble_hmc(target, num_chains=0)
+
+
+def test_infer_takes_a_preference_model_for_map_and_nuts():
+    prefs = _feature_prefs(P=25)
+    model = PreferenceModel(birl.LinearReward(torch.eye(2)))
+    target = model.build_target(None, prefs)
+    mean, _ = _quadrature(target)
+    fit = birl.infer(None, prefs, model, method="map", progress=False)
+    theta = fit.samples["theta"][0]
+    u = {"theta": theta.clone().requires_grad_(True)}
+    (grad,) = torch.autograd.grad(target.potential(u, jacobian=False), u["theta"])
+    assert grad.abs().max() < 1e-5                            # the posterior's mode
+    with pytest.warns(UserWarning, match="MCMC convergence problems"):  # 40 draws: low ESS
+        post = birl.infer(None, prefs, model, method="nuts", num_samples=40, warmup=40,
+                          num_chains=1, progress=False)
+    assert post.samples["theta"].shape == (40, 2) and post.log_lik.shape == (1, 40, 25)
+    assert post.method == "nuts" and "seconds" in post.settings
+
+
+def test_ensemble_posterior_is_build_target_ensemble_hmc_make_posterior():
+    prefs = _feature_prefs(P=15)
+    model = PreferenceModel(birl.LinearReward(torch.eye(2)))
+    post = ensemble_posterior(None, prefs, model, num_samples=30, warmup=30,
+                              num_chains=4, seed=2, progress=False)
+    run = ensemble_hmc(model.build_target(None, prefs), num_samples=30, warmup=30,
+                       num_chains=4, seed=2, progress=False)
+    assert torch.equal(post.params["theta"], run.params["theta"])
+    assert post.sample_stats["accept_prob"].shape == (4, 30)

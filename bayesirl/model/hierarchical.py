@@ -249,6 +249,9 @@ class HierarchicalTarget:
     (chains): ``potential`` of ``{site: (C, *shape)}`` is ``(C,)`` from one planner call over
     ``(C, E)`` rewards."""
 
+    #: the potential accepts a leading chain dim (infer's vectorized chains may batch it)
+    chain_batched = True
+
     def __init__(self, model: HierarchicalReward, mdp, data: ExpertDemonstrations, likelihood,
                  rationality):
         self.model, self.reward_model, self.mdp, self.data = model, model, mdp, data
@@ -303,13 +306,19 @@ class HierarchicalTarget:
                                device=self.device) for k, p in self.priors.items()}
 
     def pyro_model(self, subsample_size: int | None = None):
-        """The Pyro model of the same density, for SVI (minibatches over demonstrations)."""
-        params = {k: pyro.sample(k, p) for k, p in self.priors.items()}
-        with pyro.plate("demo", self.data.n, subsample_size=subsample_size) as idx:
-            data = self.data if subsample_size is None else self.data[idx]
-            pyro.factor("actions", expert_log_likelihood(
-                self.mdp, data, self.model.reward(params), self.likelihood, self.beta(params)))
-        return params
+        """A Pyro model (no arguments) of the same density, for SVI: the sites, then one
+        factor per demonstration in ``plate("demo")`` (minibatches of ``subsample_size``)."""
+
+        def model():
+            params = {k: pyro.sample(k, p) for k, p in self.priors.items()}
+            with pyro.plate("demo", self.data.n, subsample_size=subsample_size) as idx:
+                data = self.data if subsample_size is None else self.data[idx]
+                pyro.factor("actions", expert_log_likelihood(
+                    self.mdp, data, self.model.reward(params), self.likelihood,
+                    self.beta(params)))
+            return params
+
+        return model
 
     def make_posterior(self, params, *, method: str, log_lik=None, sample_stats=None,
                        settings=None, num_chains: int = 1) -> HierarchicalPosterior:
@@ -381,6 +390,8 @@ class HierarchicalPosterior:
         self.settings = {"likelihood": target.likelihood,
                          "rationality": repr(target.rationality), **dict(settings or {})}
         self.sample_stats = dict(sample_stats or {})
+        self.extra: dict = {}       # what infer() records beside the draws (ELBO trace, ...)
+        self.incomplete = False     # set by infer() when the run was interrupted
         self._rewards = None
 
     # ------------------------------------------------------------------ accessors

@@ -52,6 +52,7 @@ __all__ = [
     "PreferencePosterior",
     "PreferenceTarget",
     "ensemble_hmc",
+    "ensemble_posterior",
     "outcome_log_probs",
     "pair_log_likelihood",
     "preference_log_likelihood",
@@ -263,6 +264,9 @@ class PreferenceTarget:
     pairs.
     """
 
+    #: the potential accepts a leading chain dim (infer's vectorized chains may batch it)
+    chain_batched = True
+
     def __init__(self, model: PreferenceModel, preferences: Preferences, *, mdp=None,
                  demos=None, likelihood="soft", rationality=1.0):
         self.model, self.preferences, self.mdp, self.demos = model, preferences, mdp, demos
@@ -397,20 +401,27 @@ class PreferenceTarget:
                                device=self.device) for k, p in self.priors.items()}
 
     def pyro_model(self, subsample_size: int | None = None):
-        """The Pyro model of the same density, for SVI (minibatches over the pairs)."""
-        params = {k: pyro.sample(k, p) for k, p in self.priors.items()}
-        with pyro.plate("pair", self.preferences.n_pairs, subsample_size=subsample_size) as idx:
-            ll = pair_log_likelihood(self.pair_deltas(params), self.preferences.ties,
-                                     self.tie(params))
-            pyro.factor("preferences", ll if subsample_size is None else ll[..., idx])
-        if self.demos is not None:
-            reward = self.reward_model.reward({k: v for k, v in params.items()
-                                               if k in self.reward_model.priors()})
-            with pyro.plate("demo", self.demos.n):
-                pyro.factor("actions", demo_log_likelihood(
-                    self.mdp, self.demos, reward, self.likelihood,
-                    params.get("rationality", self.rationality)))
-        return params
+        """A Pyro model (no arguments) of the same density, for SVI: the sites, then a factor
+        per pair in ``plate("pair")`` (minibatches of ``subsample_size`` pairs) and per
+        demonstration in ``plate("demo")``."""
+
+        def model():
+            params = {k: pyro.sample(k, p) for k, p in self.priors.items()}
+            with pyro.plate("pair", self.preferences.n_pairs,
+                            subsample_size=subsample_size) as idx:
+                ll = pair_log_likelihood(self.pair_deltas(params), self.preferences.ties,
+                                         self.tie(params))
+                pyro.factor("preferences", ll if subsample_size is None else ll[..., idx])
+            if self.demos is not None:
+                reward = self.reward_model.reward({k: v for k, v in params.items()
+                                                   if k in self.reward_model.priors()})
+                with pyro.plate("demo", self.demos.n):
+                    pyro.factor("actions", demo_log_likelihood(
+                        self.mdp, self.demos, reward, self.likelihood,
+                        params.get("rationality", self.rationality)))
+            return params
+
+        return model
 
     # ------------------------------------------------------------------ the posterior
     def make_posterior(self, params, *, method: str, log_lik=None, sample_stats=None,
@@ -521,6 +532,8 @@ class PreferencePosterior:
         self.sample_stats = dict(sample_stats or {})
         self.settings.setdefault("likelihood", target.likelihood)
         self.settings.setdefault("rationality", repr(target.rationality))
+        self.extra: dict = {}       # what infer() records beside the draws (ELBO trace, ...)
+        self.incomplete = False     # set by infer() when the run was interrupted
         self._rewards = None
 
     @classmethod
@@ -710,6 +723,9 @@ def _whitener(draws: torch.Tensor):
     return mean, torch.linalg.cholesky(cov)
 
 
+STAGES = (0.1, 0.5)  # ends of ensemble HMC's first two warmup stages, fractions of warmup
+
+
 def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chains: int = 64,
                  seed: int = 0, target_accept: float = 0.8, init=None,
                  progress: bool = True) -> EnsembleRun:
@@ -721,9 +737,11 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
     share a step size, a dense mass matrix and a trajectory length, adapted from pooled draws:
 
     - warmup in three stages: dual averaging of the step size (Hoffman & Gelman 2014) on the
-      chains' mean acceptance probability in each; after the first (25 %) and second (to 60 %)
+      chains' mean acceptance probability in each; after the first (10 %) and second (to 50 %)
       the coordinates are re-whitened by the mean and covariance of the stage's second half,
-      pooled over chains (shrunk towards ``1e-3 I``, as Stan does);
+      pooled over chains (shrunk towards ``1e-3 I``, as Stan does). The first stage moves in
+      the target's own coordinates, where the step is smallest and a trajectory longest, so it
+      is kept short: its draws only need to reach the typical set and give a first whitening;
     - each iteration integrates for a time drawn uniformly in ``[0.5, 1.5] * pi / 2`` (in
       whitened coordinates a standard Gaussian's quarter period, where a draw forgets its start;
       the jitter avoids periodic resonance), with the step size fixed after warmup;
@@ -765,7 +783,7 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
 
     y = x - mean
     U, grad = energy_and_grad(y)
-    stages = [int(0.25 * warmup), int(0.6 * warmup), warmup]
+    stages = [int(STAGES[0] * warmup), int(STAGES[1] * warmup), warmup]
     step = 0.1
     out = torch.empty(C, num_samples, n, dtype=dtype)
     stats = {k: torch.empty(C, num_samples, dtype=dtype) for k in ("accept_prob", "energy")}
@@ -839,3 +857,26 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
               for k, v in draws.items()} if hasattr(target, "transforms") else {
         k: v.reshape(C, num_samples, *v.shape[1:]) for k, v in target.constrain(draws).items()}
     return EnsembleRun(params, stats, seconds)
+
+
+def ensemble_posterior(mdp, data, model, *, num_samples: int = 1000, warmup: int = 500,
+                       num_chains: int = 64, seed: int = 0, likelihood: str = "soft",
+                       rationality=1.0, target_accept: float = 0.8, progress: bool = True):
+    """The posterior of ``model`` (a :class:`PreferenceModel`, a hierarchical reward, any
+    model with ``build_target`` whose potential batches over chains) given ``data``, sampled by
+    :func:`ensemble_hmc`: ``build_target``, ``num_chains`` chains of ``num_samples`` draws
+    after ``warmup`` iterations, ``make_posterior`` (method ``"ensemble_hmc"``, the sampler's
+    statistics and settings attached; convergence is the caller's to check)."""
+    target = model.build_target(mdp, data, likelihood=likelihood, rationality=rationality)
+    if not getattr(target, "chain_batched", False):
+        raise TypeError(f"{type(model).__name__}'s target does not batch its potential over "
+                        "chains (chain_batched is not True); use infer()")
+    run = ensemble_hmc(target, num_samples=num_samples, warmup=warmup, num_chains=num_chains,
+                       seed=seed, target_accept=target_accept, progress=progress)
+    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in run.params.items()}
+    settings = {"likelihood": likelihood, "rationality": repr(rationality), "seed": seed,
+                "num_samples": num_samples, "warmup": warmup, "num_chains": num_chains,
+                "seconds": run.seconds}
+    return target.make_posterior(flat, method="ensemble_hmc", log_lik=None,
+                                 sample_stats=run.sample_stats, settings=settings,
+                                 num_chains=num_chains)
