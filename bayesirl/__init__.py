@@ -12,9 +12,19 @@ from bayesirl.posterior import arviz_io as _arviz  # noqa: F401  isort: skip
 from bayesirl import baselines, datasets, decisions, diagnostics, metrics, plots
 from bayesirl.core import envs
 from bayesirl.core.demos import Demonstrations, rollouts
+from bayesirl.core.experts import ExpertDemonstrations
 from bayesirl.core.mdp import TabularMDP
+from bayesirl.core.preferences import Preferences
 from bayesirl.inference import infer
-from bayesirl.model import GPReward, LinearReward, NeuralReward, TabularReward, irl_model
+from bayesirl.model import (
+    GPReward,
+    HierarchicalReward,
+    LinearReward,
+    NeuralReward,
+    PreferenceModel,
+    TabularReward,
+    irl_model,
+)
 from bayesirl.planning import (
     Plan,
     feature_expectations,
@@ -27,10 +37,14 @@ from bayesirl.posterior import RewardPosterior
 
 __all__ = [
     "Demonstrations",
+    "ExpertDemonstrations",
     "GPReward",
+    "HierarchicalReward",
     "LinearReward",
     "NeuralReward",
     "Plan",
+    "PreferenceModel",
+    "Preferences",
     "RewardPosterior",
     "TabularMDP",
     "TabularReward",

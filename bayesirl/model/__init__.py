@@ -1,11 +1,13 @@
 """Model layer: reward models with their priors, the demonstrations' likelihood, the Pyro model."""
 
+from bayesirl.model.hierarchical import HierarchicalReward, loo_compare, simulate_experts
 from bayesirl.model.likelihood import (
     LIKELIHOODS,
     action_log_probs,
     demo_log_likelihood,
     irl_model,
 )
+from bayesirl.model.preferences import PreferenceModel, ensemble_hmc, ensemble_posterior
 from bayesirl.model.rewards import (
     GPReward,
     LinearReward,
@@ -17,11 +19,17 @@ from bayesirl.model.rewards import (
 __all__ = [
     "LIKELIHOODS",
     "GPReward",
+    "HierarchicalReward",
+    "PreferenceModel",
     "LinearReward",
     "NeuralReward",
     "RewardModel",
     "TabularReward",
     "action_log_probs",
     "demo_log_likelihood",
+    "ensemble_hmc",
+    "ensemble_posterior",
+    "loo_compare",
+    "simulate_experts",
     "irl_model",
 ]
