@@ -59,19 +59,6 @@ nitpick_ignore_regex = [
                r"types|numbers)\..*"),
 ]
 
-# Docstring errata: committed docstrings that break the build, each fixed here as the text the
-# build reads until the fix is made in its own file (then the entry does nothing: delete it).
-docstring_errata = [
-    # bayesirl/baselines/mce.py, mce_irl: an indented formula with |theta| is read as a block
-    # quote with a substitution reference; a literal block (::) shows it as written
-    ("Its dual is convex in the multipliers,\n", "Its dual is convex in the multipliers::\n"),
-    # bayesirl/datasets/rust.py, module docstring: a section underline shorter than its title
-    ("The data (``bayesirl/datasets/data/README.md`` states sources and licences)\n" + "-" * 73
-     + "\n", "The data (``bayesirl/datasets/data/README.md`` states sources and licences)\n"
-     + "-" * 75 + "\n"),
-    # bayesirl/cli/folder.py, module docstring: a role broken across two lines
-    (":meth:`OutputFolder.\ncommit` ", ":meth:`OutputFolder.commit`\n"),
-]
 
 # -- notebooks -----------------------------------------------------------------------------------
 nb_execution_mode = "off"  # rendered as committed; tests/test_notebooks.py executes them

@@ -20,7 +20,7 @@ def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical",
 
     The Lagrangian derivation maximises the causal entropy ``H(A^T || S^T)`` of the policy
     subject to matching the empirical feature counts ``mu_E = (1/N) sum_i sum_t gamma^t
-    phi(s_t^i, a_t^i)``. Its dual is convex in the multipliers,
+    phi(s_t^i, a_t^i)``. Its dual is convex in the multipliers::
 
         L(theta) = E_{s_0 ~ mu_0}[V_theta(s_0)] - theta . mu_E  (+ l2 / 2 |theta|^2),
 

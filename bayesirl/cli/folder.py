@@ -1,14 +1,14 @@
 """The output folder of a run: written aside, moved into place when complete.
 
-A run writes into a staging folder beside ``--out`` (``.<name>.<host>.<pid>.<token>.partial``
-in the same parent, so the final move is a rename on one file system) and :meth:`OutputFolder.
-commit` renames it to ``--out``. A reader therefore finds the previous folder or the new one,
-never two runs' files mixed, and a run that fails or is stopped before the commit leaves
-nothing. Everything that can make the folder unusable is found by the constructor, before any
-work: a file in the way, a parent that cannot be created or written, or a non-empty ``--out``
-(refused unless ``overwrite``, and then only when it holds nothing but files a run writes, so
-``--out .`` can never delete a user's files). Staging folders left by killed runs of the same
-target (their process gone) are removed on the next run.
+A run writes into a staging folder beside ``--out`` (``.<name>.<host>.<pid>.<token>.partial`` in
+the same parent, so the final move is a rename on one file system) and
+:meth:`OutputFolder.commit` renames it to ``--out``. A reader therefore finds the previous
+folder or the new one, never two runs' files mixed, and a run that fails or is stopped before
+the commit leaves nothing. Everything that can make the folder unusable is found by the
+constructor, before any work: a file in the way, a parent that cannot be created or written, or
+a non-empty ``--out`` (refused unless ``overwrite``, and then only when it holds nothing but
+files a run writes, so ``--out .`` can never delete a user's files). Staging folders left by
+killed runs of the same target (their process gone) are removed on the next run.
 """
 
 from __future__ import annotations

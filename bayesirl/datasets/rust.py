@@ -35,7 +35,7 @@ bins ``k m .. k m + m - 1`` (``floor(x / m)``, :func:`~bayesirl.datasets.load_pa
 ``bin_width=m``). Finer bins would need the raw odometer readings, which are not shipped.
 
 The data (``bayesirl/datasets/data/README.md`` states sources and licences)
--------------------------------------------------------------------------
+---------------------------------------------------------------------------
 Groups 1-4 (Rust's bus types; 104 buses). One row per bus and month with the first month of each
 bus dropped, as in Rust's Table IX: group 4 has 37 buses and 4 292 bus-months (116 months each),
 groups 1-3 together 3 864. Group 4 defaults to Rust's own discretisation (as processed by the

@@ -475,19 +475,6 @@ def keep_prose_first_lines(app, what, name, obj, options, lines):
             return
 
 
-def apply_errata(app, what, name, obj, options, lines):
-    """Replace each ``(broken, fixed)`` text of ``docstring_errata`` (conf.py) in a docstring,
-    for docstrings whose fix belongs in a file being edited elsewhere. An entry whose broken
-    text is gone does nothing."""
-    errata = app.config.docstring_errata
-    if not errata:
-        return
-    text = "\n".join(lines)
-    for broken, fixed in errata:
-        text = text.replace(broken, fixed)
-    if text != "\n".join(lines):
-        lines[:] = text.split("\n")
-
 
 def _provider(cls, name):
     """The class in ``cls``'s MRO whose own attribute ``name`` carries the docstring."""
@@ -579,8 +566,6 @@ def setup(app):
         autosummary.extract_summary.balanced = True
 
     app.add_config_value("bayesirl_api_package", "bayesirl", "env")
-    app.add_config_value("docstring_errata", [], "env")
-    app.connect("autodoc-process-docstring", apply_errata, priority=50)  # before everything
     app.connect("builder-inited", write_pages)
     app.connect("missing-reference", resolve_elsewhere)
     app.connect("autodoc-process-docstring", drop_type_docstrings, priority=100)  # before napoleon
