@@ -126,3 +126,17 @@ def test_population_robust_policy_uses_the_predictive_rewards_of_a_new_member():
         mdp, post.data).make_posterior({"theta": torch.randn(6, 3, 2)}, method="draws")
     with pytest.raises(ValueError, match="has no population"):
         population_robust_policy(mdp, separate)
+
+
+def test_decision_tools_take_one_experts_posterior():
+    mdp = tiny_chain_mdp(horizon=3)
+    post = _hierarchical_posterior(mdp)
+    one = post.expert(1)
+    query = birl.decisions.active_query(mdp, one, criterion="info_gain")
+    assert query.scores.shape == (3,)
+    rewards = post.reward()[:, 1]
+    direct = birl.decisions.active_query(mdp, rewards, criterion="info_gain")
+    torch.testing.assert_close(query.scores, direct.scores)   # shared rationality 1
+    robust = birl.decisions.robust_policy(mdp, one, alpha=0.9)
+    torch.testing.assert_close(robust.returns,
+                               birl.decisions.robust_policy(mdp, rewards, alpha=0.9).returns)

@@ -329,3 +329,15 @@ def test_ensemble_posterior_is_build_target_ensemble_hmc_make_posterior():
                        num_chains=4, seed=2, progress=False)
     assert torch.equal(post.params["theta"], run.params["theta"])
     assert post.sample_stats["accept_prob"].shape == (4, 30)
+
+
+def test_without_an_mdp_the_target_takes_the_datas_dtype():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        prefs = Preferences.from_pairs([[0, 1]], features=torch.randn(2, 2, dtype=torch.float64))
+        target = PreferenceModel(birl.LinearReward(torch.eye(2))).build_target(None, prefs)
+        assert target.dtype == torch.float64 and target.X.dtype == torch.float64
+        assert target.init_unconstrained()["theta"].dtype == torch.float64
+    finally:
+        torch.set_default_dtype(old)

@@ -37,7 +37,7 @@ from bayesirl._validation import check_int
 from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.core.preferences import Preferences
 from bayesirl.decisions.robust import RobustPolicy, robust_policy
-from bayesirl.model.hierarchical import HierarchicalPosterior
+from bayesirl.model.hierarchical import HierarchicalPosterior, sample_rollouts
 from bayesirl.model.likelihood import action_log_probs
 
 __all__ = [
@@ -117,27 +117,6 @@ def pair_information_gain(posterior, candidates: Preferences, weights=None) -> I
     return InformationGain(gain, torch.zeros_like(gain), int(torch.argmax(gain)))
 
 
-def _simulate(mdp: TabularMDP, log_policy: torch.Tensor, length: int, n: int,
-              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` trajectories from each policy of ``log_policy (B, [T,] S, A)``: states and
-    actions ``(B, n, length)``, all B x n in one batched loop over steps."""
-    B, S = log_policy.shape[0], mdp.n_states
-    pi = log_policy.exp()
-    s = torch.multinomial(mdp.initial.expand(B * n, S), 1, replacement=True,
-                          generator=g).squeeze(-1)
-    b = torch.arange(B, device=pi.device).repeat_interleave(n)
-    states, actions = [], []
-    for t in range(length):
-        row = pi[b, t, s] if mdp.finite_horizon else pi[b, s]
-        a = torch.multinomial(row, 1, generator=g).squeeze(-1)
-        states.append(s)
-        actions.append(a)
-        k = torch.multinomial(mdp.transition_probs[s, a], 1, generator=g).squeeze(-1)
-        s = mdp.successors[s, a, k]
-    return (torch.stack(states, -1).reshape(B, n, length),
-            torch.stack(actions, -1).reshape(B, n, length))
-
-
 def demonstration_information_gain(mdp: TabularMDP, log_policy: torch.Tensor, *,
                                    length: int | None = None, n_rollouts: int = 4,
                                    weights=None, seed: int = 0) -> InformationGain:
@@ -169,7 +148,7 @@ def demonstration_information_gain(mdp: TabularMDP, log_policy: torch.Tensor, *,
     w = _weights(weights, D, lp)
     g = torch.Generator(device=mdp.device).manual_seed(check_int("seed", seed, 0))
     flat = lp.transpose(0, 1).reshape(Q * D, *lp.shape[2:])            # (Q * D, [T,] S, A)
-    states, actions = _simulate(mdp, flat, length, n, g)               # (Q * D, n, L)
+    states, actions, _ = sample_rollouts(mdp, flat.exp(), n, length, g)  # (Q * D, n, L)
     idx = states * A + actions
     if mdp.finite_horizon:
         idx = idx + torch.arange(length, device=idx.device) * (S * A)

@@ -36,7 +36,7 @@ import torch
 from pyro.distributions.transforms import biject_to
 
 from bayesirl._validation import as_tensor, check_choice, check_int, check_names
-from bayesirl.core.demos import rollouts
+from bayesirl.core.demos import Demonstrations
 from bayesirl.core.experts import ExpertDemonstrations
 from bayesirl.model.likelihood import check_likelihood, check_rationality, demo_log_likelihood
 from bayesirl.model.preferences import arviz_data, check_convergence
@@ -51,6 +51,7 @@ __all__ = [
     "HierarchicalTarget",
     "expert_log_likelihood",
     "loo_compare",
+    "sample_rollouts",
     "simulate_experts",
 ]
 
@@ -585,34 +586,67 @@ def loo_compare(posteriors: dict, **kwargs):
         return az.compare(data, var_name="actions", **kwargs)
 
 
-def simulate_experts(mdp, features, demos_per_expert, *, mean, scale, n_experts: int,
+def sample_rollouts(mdp, policy: torch.Tensor, n: int, length: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor,
+                                                          torch.Tensor]:
+    """``n`` trajectories of ``length`` steps from each of B policies at once.
+
+    ``policy``: ``(B, T, S, A)`` (finite horizon, ``T >= length``) or ``(B, S, A)`` action
+    probabilities; start states from ``mdp.initial``. One loop over the steps advances all
+    ``B * n`` trajectories; randomness from ``generator`` only. Returns ``states, actions:
+    (B, n, length)`` and the ``final`` states reached ``(B, n)``.
+    """
+    B, S = policy.shape[0], mdp.n_states
+    s = torch.multinomial(mdp.initial.expand(B * n, S), 1, replacement=True,
+                          generator=generator).squeeze(-1)
+    b = torch.arange(B, device=policy.device).repeat_interleave(n)
+    states, actions = [], []
+    for t in range(length):
+        row = policy[b, t, s] if policy.dim() == 4 else policy[b, s]
+        a = torch.multinomial(row, 1, generator=generator).squeeze(-1)
+        states.append(s)
+        actions.append(a)
+        k = torch.multinomial(mdp.transition_probs[s, a], 1, generator=generator).squeeze(-1)
+        s = mdp.successors[s, a, k]
+    return (torch.stack(states, -1).reshape(B, n, length),
+            torch.stack(actions, -1).reshape(B, n, length), s.reshape(B, n))
+
+
+def simulate_experts(mdp, features, demos_per_expert: int, *, mean, scale, n_experts: int,
                      rationality=1.0, length: int | None = None,
                      seed: int = 0) -> tuple[ExpertDemonstrations, torch.Tensor]:
     """Experts from a population and their demonstrations, for studies and tests.
 
     ``theta_e = mean + scale * z_e`` with ``z_e ~ N(0, I)`` (``mean``, ``scale``: numbers or
     ``(d,)``); expert e acts soft-optimally for ``beta_e (phi . theta_e)`` with
-    ``rationality`` a number or ``(E,)``; ``demos_per_expert`` a number or ``(E,)``. One
-    batched soft value iteration over the experts; rollouts seeded from ``seed``.
+    ``rationality`` a number or ``(E,)``, and demonstrates ``demos_per_expert`` trajectories of
+    ``length`` steps (default the horizon; required when discounted). One batched soft value
+    iteration and one batched rollout over the experts; everything random from ``seed``.
 
     Returns ``(ExpertDemonstrations, theta (E, d))``.
     """
     E = check_int("n_experts", n_experts)
+    n = check_int("demos_per_expert", demos_per_expert)
+    if length is None:
+        if not mdp.finite_horizon:
+            raise ValueError("length is required for a discounted MDP (it has no horizon)")
+        length = mdp.horizon
+    length = check_int("length", length, 1, mdp.horizon if mdp.finite_horizon else None)
     phi = as_tensor("features", features, dtype=mdp.dtype, device=mdp.device)
     d = phi.shape[-1]
-    g = torch.Generator().manual_seed(check_int("seed", seed, 0))
-    z = torch.randn(E, d, generator=g, dtype=mdp.dtype).to(mdp.device)
+    g = torch.Generator(device=mdp.device).manual_seed(check_int("seed", seed, 0))
+    z = torch.randn(E, d, generator=g, dtype=mdp.dtype, device=mdp.device)
     theta = (torch.as_tensor(mean, dtype=mdp.dtype, device=mdp.device)
              + torch.as_tensor(scale, dtype=mdp.dtype, device=mdp.device) * z)
     beta = torch.as_tensor(rationality, dtype=mdp.dtype, device=mdp.device).expand(E)
-    counts = torch.as_tensor(demos_per_expert).expand(E)
     reward = torch.einsum("ed,sd->es" if phi.dim() == 2 else "ed,sad->esa", theta, phi)
-    reward = reward.unsqueeze(-1).expand(*reward.shape, mdp.n_actions) if phi.dim() == 2 \
-        else reward
+    if phi.dim() == 2:
+        reward = reward.unsqueeze(-1).expand(*reward.shape, mdp.n_actions)
     with torch.no_grad():
-        log_pi = soft_value_iteration(mdp, beta[:, None, None] * reward).log_policy
-    groups = [rollouts(mdp, log_pi[e].exp(), check_int(f"demos_per_expert[{e}]",
-                                                      int(counts[e])),
-                       seed=int(torch.randint(2**31 - 1, (), generator=g)), length=length)
-              for e in range(E)]
-    return ExpertDemonstrations.from_groups(groups), theta
+        policy = soft_value_iteration(mdp, beta[:, None, None] * reward).log_policy.exp()
+    states, actions, final = sample_rollouts(mdp, policy, n, length, g)
+    demos = Demonstrations(states.reshape(E * n, length), actions.reshape(E * n, length),
+                           torch.ones(E * n, length, dtype=torch.bool, device=mdp.device),
+                           final.reshape(E * n))
+    expert = torch.arange(E, device=mdp.device).repeat_interleave(n)
+    return ExpertDemonstrations(demos, expert, E), theta

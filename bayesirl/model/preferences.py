@@ -291,7 +291,11 @@ class PreferenceTarget:
             priors["tie_strength"] = nu
         self.priors = priors
         self.transforms = {k: biject_to(p.support) for k, p in priors.items()}
-        self.dtype = mdp.dtype if mdp is not None else torch.get_default_dtype()
+        # without an MDP the data's float dtype: the feature sums', else the reward features'
+        given = preferences.features if preferences.features is not None else getattr(
+            self.reward_model, "features", None)
+        self.dtype = (mdp.dtype if mdp is not None else given.dtype
+                      if isinstance(given, torch.Tensor) else torch.get_default_dtype())
         self.device = mdp.device if mdp is not None else preferences.device
         linear = _linear_returns_matrix(self.reward_model, preferences, self.discount)
         self.linear_site = None if linear is None else linear[0]
@@ -468,7 +472,7 @@ def arviz_data(groups, coords=None, dims=None, attrs=None):
 RHAT_MAX, ESS_MIN = 1.01, 400  # the thresholds of bayesirl.posterior.diagnostics
 
 
-class ConvergenceWarning(UserWarning):
+class MCMCWarning(UserWarning):
     """MCMC diagnostics of a preference or hierarchical posterior suggest the draws do not
     represent the posterior (R-hat > 1.01, bulk ESS < 400 or divergences)."""
 
@@ -500,14 +504,14 @@ def convergence_problems(idata, var_names) -> list[str]:
 
 
 def check_convergence(idata, var_names, strict: bool = False) -> list[str]:
-    """Warn with :class:`ConvergenceWarning` (raise ``RuntimeError`` when ``strict``) on each
+    """Warn with :class:`MCMCWarning` (raise ``RuntimeError`` when ``strict``) on each
     problem of :func:`convergence_problems`; return them."""
     problems = convergence_problems(idata, var_names)
     if problems:
         message = "MCMC convergence problems:\n- " + "\n- ".join(problems)
         if strict:
             raise RuntimeError(message)
-        warnings.warn(message, ConvergenceWarning, stacklevel=3)
+        warnings.warn(message, MCMCWarning, stacklevel=3)
     return problems
 
 
@@ -625,13 +629,9 @@ class PreferencePosterior:
         """``(draws, P, 3)`` probabilities of ``(i > j, j > i, tie)`` for the pairs of
         ``preferences`` (default the data's) under every draw."""
         prefs = self.preferences if preferences is None else preferences
-        s = self.samples
-        beta = s.get("preference_rationality", torch.as_tensor(
-            self.target.model.rationality if not isinstance(
-                self.target.model.rationality, torch.distributions.Distribution) else 1.0))
-        nu = s.get("tie_strength", torch.as_tensor(
-            self.target.tie_strength if not isinstance(
-                self.target.tie_strength, torch.distributions.Distribution) else 1.0))
+        s = self.samples  # a site with a prior has draws; a fixed value is a number
+        beta = s.get("preference_rationality", self.target.model.rationality)
+        nu = s.get("tie_strength", self.target.tie_strength)
         with torch.no_grad():
             return outcome_log_probs(self.returns(prefs), prefs.pairs, beta, nu).exp()
 
