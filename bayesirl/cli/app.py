@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 
 from bayesirl.cli import report
+from bayesirl.cli import sweep as sweep_cli
 from bayesirl.cli.build import build, deployment_mdp, fast_mode
 from bayesirl.cli.folder import OutputError, OutputFolder
 from bayesirl.cli.spec import SpecError, apply_overrides, load_spec, parse_spec, tomllib
@@ -123,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                     "gridworld with a linear reward, sampled with NUTS), and write its "
                     "outputs, like 'bayesirl run'.")
     _add_output_options(demo)
+    sweep_cli.add_parser(sub)  # `bayesirl sweep`: bayesirl/cli/sweep.py
     return parser
 
 
@@ -329,6 +331,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "sweep":  # bayesirl/cli/sweep.py
+        return sweep_cli.run(args)
     import torch
 
     old_dtype = torch.get_default_dtype()
