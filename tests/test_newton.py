@@ -310,6 +310,17 @@ def test_warm_start_gives_the_cold_answer_in_fewer_steps():
     assert warm.num_iters < cold.num_iters
 
 
+def test_batch_shapes_with_the_same_number_of_rows_share_a_warm_start():
+    """A MAP evaluates ``(1, S, A)`` rewards and then its per-demonstration likelihood at an
+    ``(S, A)`` one: the second starts from the first's solution, not cold."""
+    mdp, r = bus_chain()
+    cold = birl.soft_value_iteration(mdp, r, warm_start=False)
+    birl.soft_value_iteration(mdp, r[None])
+    warm = birl.soft_value_iteration(mdp, r)
+    assert warm.num_iters <= 2 < cold.num_iters
+    torch.testing.assert_close(warm.v, cold.v, rtol=0, atol=1e-12 * cold.v.abs().max().item())
+
+
 @pytest.mark.parametrize("kind", ["soft", "hard"])
 def test_a_stale_warm_start_still_converges_to_the_right_answer(kind):
     """The cache holds the solution for a very different reward (other sign, 100x larger):

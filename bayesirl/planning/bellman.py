@@ -408,7 +408,10 @@ def _newton_solve(mdp, r, backup, tol, max_iters, warm_start):
     correctness.
     """
     gamma = mdp.discount
-    tag = (backup.__name__, gamma, tuple(r.shape))
+    # Keyed by the number of batch rows, not the batch shape: a ``(1, S, A)`` reward and an
+    # ``(S, A)`` one (a MAP's evaluations and its final per-demonstration log-likelihood)
+    # share their start point.
+    tag = (backup.__name__, gamma, math.prod(r.shape[:-2]))
     expect = mdp.expected_next if mdp.dtype == torch.float64 else None
     v0 = _WARM_STARTS.get(mdp.successors, tag) if warm_start else None
     res = _newton.newton_fixed_point(r, mdp.successors, mdp.transition_probs, gamma, backup, v0,
@@ -627,8 +630,8 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
       Newton-Kantorovich steps, each a linear solve with ``I - gamma P_pi`` (soft policy
       iteration; policy iteration for the hard max), converging quadratically; computed in
       float64 whatever the MDP's dtype and returned in it; the adjoint is a transpose solve
-      with the last factors. It starts from the last solution for the same transitions, batch
-      shape and discount (``warm_start``; :func:`clear_warm_starts` forgets them).
+      with the last factors. It starts from the last solution for the same transitions, number
+      of batch rows and discount (``warm_start``; :func:`clear_warm_starts` forgets them).
     - ``"auto"`` (default): Newton when iteration would need at least 500 sweeps and
       Newton's estimated cost is smaller (:func:`choose_solver`: from gamma of about 0.955 on
       in float64, unless the MDP is too large to factor cheaply), else iteration.
