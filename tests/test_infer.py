@@ -84,9 +84,19 @@ def test_svi_step_decays_geometrically_to_lr_times_lr_decay(problem, monkeypatch
 
 
 def test_svi_subsampling_runs(problem):
-    post = run(problem, seed=0, subsample_size=3, **FAST_SVI)
+    """Minibatches of 3 of the 10 demonstrations: the ELBO's estimates are the noisier ones of
+    a subsampled plate (scaled by 10/3; 4.5x the full batch's sd when measured), yet the fit
+    lands within a posterior sd of the full-batch fit (0.38 and 0.19 sd when measured)."""
+    kw = dict(method="svi", steps=300, lr=0.05, num_samples=200, seed=0)
+    full = run(problem, **kw)
+    post = run(problem, subsample_size=3, **kw)
     assert post.settings["subsample_size"] == 3
     assert torch.isfinite(post.params["theta"]).all()
+    noise = np.std(post.extra["elbo"][-100:]) / np.std(full.extra["elbo"][-100:])
+    assert noise > 3, noise
+    theta, exact = post.samples["theta"], full.samples["theta"]
+    z = (theta.mean(0) - exact.mean(0)) / exact.std(0)
+    assert (z.abs() < 1).all(), z
 
 
 def test_map_is_deterministic_and_single_draw(problem):

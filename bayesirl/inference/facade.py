@@ -199,7 +199,8 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
         else:
             fit = svi.run_svi(target, init, svi.SviOptions(
                 guide, steps, lr, lr_decay, subsample_size, num_samples, seed, progress,
-                None if checkpoint is None else os.fspath(checkpoint), checkpoint_every))
+                None if checkpoint is None else os.fspath(checkpoint), checkpoint_every,
+                map_init, strict))
             params, incomplete = {k: v[None] for k, v in fit.params.items()}, fit.incomplete
             extra["elbo"] = [-x for x in fit.losses]
             settings.update(guide=guide, steps=steps, lr=lr, lr_decay=lr_decay,
