@@ -8,6 +8,7 @@ from bayesirl.model.likelihood import (
     irl_model,
 )
 from bayesirl.model.preferences import PreferenceModel, ensemble_hmc, ensemble_posterior
+from bayesirl.model.q_value import QValueModel
 from bayesirl.model.rewards import (
     GPReward,
     LinearReward,
@@ -17,6 +18,7 @@ from bayesirl.model.rewards import (
 )
 
 __all__ = [
+    "QValueModel",
     "LIKELIHOODS",
     "GPReward",
     "HierarchicalReward",

@@ -7,11 +7,13 @@ Gymnasium's grids, live beside :func:`bayesirl.core.envs.from_gymnasium` and are
 """
 
 from bayesirl.core.envs import GYM_DIRECTIONS, map_marks
+from bayesirl.plots.continuous import plot_reward_slice
 from bayesirl.plots.diagnostics import plot_diagnostics, plot_elbo, plot_posterior
 from bayesirl.plots.policies import plot_policy, plot_visits
 from bayesirl.plots.rewards import plot_recovery, plot_reward, plot_reward_panels
 
 __all__ = [
+    "plot_reward_slice",
     "GYM_DIRECTIONS",
     "map_marks",
     "plot_diagnostics",

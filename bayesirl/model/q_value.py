@@ -1,0 +1,877 @@
+r"""The value-space model for continuous states: a posterior over a soft Q-function.
+
+With continuous observations there is no transition table to plan in. Following ValueWalk
+(Bajgar, Abate, Liu & Quinn 2024, "Walking the values in Bayesian inverse reinforcement
+learning"), the unknown is a Q-function ``Q_w(s, a)`` with parameters ``w`` and the reward is
+what the soft Bellman equation implies on each observed transition ``(s, a, s')``:
+
+    r_w(s, a, s') = Q_w(s, a) - gamma * (1 - terminal) * V_w(s'),
+    V_w(s) = logsumexp_a(beta Q_w(s, a)) / beta   (likelihood "soft"),
+    V_w(s) = max_a Q_w(s, a)                      (likelihood "boltzmann"),
+
+and the expert acts by ``pi_w(a | s) = softmax(beta Q_w(s, .))``. Terminal convention: after a
+terminal transition (the episode *terminated*) no value follows, ``V(s') = 0``; after a
+time-limit truncation the next state keeps its value. For stochastic dynamics the single observed
+``s'`` stands in for ``E[V(s')]`` (exact for deterministic dynamics).
+
+The unnormalised posterior over ``w`` is
+
+    p(w | D) ∝ N(w; 0, diag(sigma_w^2)) * p_r(r_w(s_1, a_1, s'_1), ..., r_w(s_M, a_M, s'_M))
+               * prod_i pi_w(a_i | s_i),
+
+a Normal prior on the weights (``weight_scale / sqrt(fan_in)`` per weight, as for a Bayesian
+MLP) and a prior on the rewards at the data (:class:`RewardPrior`); the pointwise
+log-likelihood is per trajectory. ValueWalk's reward prior is independent per transition
+(``"iid"``). Rewards are identified by the actions only up to potential shaping
+``c(s) - gamma c(s')`` (Ng, Harada & Russell 1999), which an independent prior resolves toward
+small rewards, not toward the true ones. The ``"state"`` prior says instead that the reward is a
+function of the state: ``r_i = loc + psi(s_i) theta + eps_i`` with ``theta ~ N(0, scale^2 I)``
+and ``eps_i ~ N(0, noise^2)`` (``noise`` covers a single sampled ``s'`` and any dependence on
+the action), integrated over ``theta`` exactly; shaping terms that differ between the actions
+taken at nearby states are then improbable, and ``theta | r`` gives the reward at any state
+(``"state_action"``: ``psi(s) ⊗ onehot(a)``).
+
+``Q_w`` is an MLP (``hidden`` widths; ``()`` is linear) on features of the observation: the
+standardised observation with a constant, plus optionally random Fourier features, or any
+feature map given.
+
+:meth:`QValueModel.build_target` makes the :class:`QValueTarget` that ``infer()`` samples:
+NUTS/HMC over ``w`` (ValueWalk's sampler) in coordinates whitened at the MAP by the Laplace
+approximation's covariance, so a near-Gaussian posterior needs no mass-matrix adaptation; SVI on
+:meth:`QValueTarget.pyro_model`, with an autoguide or AVRIL's amortised reward guide
+(:meth:`QValueTarget.guide` ``("avril")``; Chan & van der Schaar 2021, "Scalable Bayesian inverse
+reinforcement learning"), which learns ``q(r | s, a)`` at any state. For that guide the rewards
+become latent sites, ``r_i ~ N(mu_r, sqrt(sigma_r^2 - tau^2))`` with the Bellman residual
+``r_w(s_i, a_i, s'_i) ~ N(r_i, tau)``: integrating ``r_i`` out gives back the density above
+exactly, so both forms are one model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import scipy.optimize
+import torch
+from pyro.distributions import constraints
+from pyro.infer import autoguide
+
+from bayesirl._validation import (
+    ArgumentTypeError,
+    as_tensor,
+    check_int,
+    check_number,
+    positive_ints,
+)
+from bayesirl.core.trajectories import Trajectories
+from bayesirl.model.likelihood import check_likelihood, check_rationality
+
+__all__ = ["GUIDES", "REWARD_PRIORS", "FeatureMap", "QFunction", "QValueModel",
+           "QValueTarget", "RewardPrior", "knn_dynamics", "value_space_terms"]
+
+GUIDES = ("normal", "mvn", "lowrank", "avril")
+
+
+# ---------------------------------------------------------------------------- pure kernels
+def value_space_terms(q: torch.Tensor, s_idx: torch.Tensor, actions: torch.Tensor,
+                      next_idx: torch.Tensor, terminals: torch.Tensor, rationality: float,
+                      discount: float, likelihood: str = "soft"):
+    """Log-probabilities of the observed actions and the implied rewards at the data.
+
+    Args:
+        q: ``(..., K, A)`` Q-values at K distinct states.
+        s_idx, next_idx: ``(M,)`` long rows of ``q`` holding each transition's s and s'.
+        actions: ``(M,)`` long; terminals: ``(M,)`` bool (``V(s') = 0`` there).
+        rationality: beta > 0; discount: gamma in [0, 1).
+        likelihood: ``"soft"`` (``V = logsumexp(beta Q) / beta``) or ``"boltzmann"``
+            (``V = max Q``); the policy is ``softmax(beta Q)`` in both.
+
+    Returns:
+        ``(log_pi, reward)``, both ``(..., M)``: ``log pi(a_i | s_i)`` and
+        ``r_i = Q(s_i, a_i) - gamma (1 - terminal_i) V(s'_i)``.
+    """
+    z = rationality * q
+    lse = torch.logsumexp(z, -1)  # (..., K)
+    q_sa = q[..., s_idx, actions]
+    log_pi = rationality * q_sa - lse[..., s_idx]
+    v = lse / rationality if likelihood == "soft" else q.amax(-1)
+    v_next = v[..., next_idx].masked_fill(terminals, 0.0)
+    return log_pi, q_sa - discount * v_next
+
+
+def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """``(..., M) -> (..., n)``: sums of ``x`` over the entries with each ``index``."""
+    out = x.new_zeros(*x.shape[:-1], n)
+    return out.index_add(-1, index, x)
+
+
+# ---------------------------------------------------------------------------- Q-functions
+@dataclass(frozen=True, eq=False)
+class FeatureMap:
+    """``phi(s) = [1, z, sqrt(2 / F) cos(z Omega^T + b)]`` with ``z = (s - loc) / scale``.
+
+    Attributes:
+        loc, scale: ``(obs_dim,)`` standardisation (fitted to the data by :meth:`fit`).
+        frequencies: ``(F, obs_dim)`` random Fourier frequencies ``Omega`` (``F`` may be 0);
+            ``phases``: ``(F,)`` ``b``. With ``Omega ~ N(0, 1 / lengthscale^2)`` and
+            ``b ~ U(0, 2 pi)`` the Fourier part approximates an RBF kernel on ``z``
+            (Rahimi & Recht 2007).
+    """
+
+    loc: torch.Tensor
+    scale: torch.Tensor
+    frequencies: torch.Tensor
+    phases: torch.Tensor
+
+    @classmethod
+    def fit(cls, obs, n_fourier: int = 0, lengthscale: float = 1.0, seed: int = 0
+            ) -> FeatureMap:
+        """Standardise to ``obs: (M, obs_dim)`` (a zero spread becomes 1) and draw
+        ``n_fourier`` frequencies from a generator seeded ``seed``."""
+        obs = as_tensor("obs", obs)
+        n_fourier = check_int("n_fourier", n_fourier, low=0)
+        lengthscale = check_number("lengthscale", lengthscale, 0.0, low_open=True)
+        loc = obs.mean(0)
+        scale = obs.std(0) if obs.shape[0] > 1 else torch.ones_like(loc)
+        scale = torch.where(scale > 1e-8 * (1 + loc.abs()), scale, torch.ones_like(scale))
+        g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        freq = torch.randn(n_fourier, obs.shape[1], generator=g, dtype=torch.float64)
+        phases = 2 * math.pi * torch.rand(n_fourier, generator=g, dtype=torch.float64)
+        return cls(loc, scale, (freq / lengthscale).to(obs.dtype), phases.to(obs.dtype))
+
+    @property
+    def n_features(self) -> int:
+        return 1 + self.loc.shape[0] + self.frequencies.shape[0]
+
+    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(..., obs_dim) -> (..., n_features)``."""
+        z = (obs - self.loc.to(obs)) / self.scale.to(obs)
+        parts = [torch.ones_like(z[..., :1]), z]
+        n_fourier = self.frequencies.shape[0]
+        if n_fourier:
+            parts.append(math.sqrt(2.0 / n_fourier)
+                         * torch.cos(z @ self.frequencies.to(z).T + self.phases.to(z)))
+        return torch.cat(parts, -1)
+
+    def spec(self) -> dict:
+        """A JSON-able description (:meth:`from_spec` rebuilds it)."""
+        return {"kind": "standardised", "loc": self.loc.tolist(), "scale": self.scale.tolist(),
+                "frequencies": self.frequencies.tolist(), "phases": self.phases.tolist()}
+
+    @classmethod
+    def from_spec(cls, spec: dict, dtype=None) -> FeatureMap:
+        dtype = dtype or torch.get_default_dtype()
+        d = len(spec["loc"])
+        return cls(torch.tensor(spec["loc"], dtype=dtype), torch.tensor(spec["scale"], dtype=dtype),
+                   torch.tensor(spec["frequencies"], dtype=dtype).reshape(-1, d),
+                   torch.tensor(spec["phases"], dtype=dtype))
+
+
+@dataclass(frozen=True, eq=False)
+class QFunction:
+    """``Q_w(s, .)``: an MLP with flat weights ``w: (P,)`` on features ``phi(s): (F,)``.
+
+    Layer sizes ``[F, *hidden, A]``, tanh between layers. The first layer has no bias (the
+    features carry a constant); later layers do. Weights are laid out layer by layer, each
+    ``W_l: (n_in, n_out)`` row-major then ``b_l: (n_out,)``. ``hidden=()`` is linear in the
+    features: ``Q = phi(s) W``.
+
+    Attributes:
+        features: a :class:`FeatureMap` or any callable ``(M, obs_dim) -> (M, F)``.
+        n_features: F; n_actions: A; hidden: the hidden widths.
+        weight_scale: prior scale; ``w ~ N(0, weight_scale / sqrt(n_in))`` per weight and
+            ``N(0, weight_scale)`` per bias.
+        bias_scale: prior scale of the level of ``Q`` per action (the output layer's bias;
+            linear in a :class:`FeatureMap`, the weight of its constant feature), or None for
+            the rule above. A value is of the order of ``reward / (1 - gamma)``: a prior on it
+            as narrow as a weight's would fix the rewards' level, which the actions leave free.
+    """
+
+    features: Callable
+    n_features: int
+    n_actions: int
+    hidden: tuple[int, ...] = ()
+    weight_scale: float = 1.0
+    bias_scale: float | None = None
+
+    @property
+    def layers(self) -> list[tuple[int, int, bool]]:
+        """``(n_in, n_out, has_bias)`` per layer."""
+        sizes = [self.n_features, *self.hidden, self.n_actions]
+        return [(a, b, i > 0) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:],
+                                                              strict=True))]
+
+    @property
+    def n_params(self) -> int:
+        return sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
+
+    def prior_scale(self, dtype=None, device=None) -> torch.Tensor:
+        """``(P,)`` prior standard deviation of each weight."""
+        parts = []
+        layers = self.layers
+        for i, (n_in, n_out, bias) in enumerate(layers):
+            weights = torch.full((n_in, n_out), self.weight_scale / math.sqrt(n_in))
+            if self.bias_scale is not None and not self.hidden and isinstance(
+                    self.features, FeatureMap):
+                weights[0] = self.bias_scale  # the constant feature's row: Q's level
+            parts.append(weights.reshape(-1))
+            if bias:
+                last = i == len(layers) - 1 and self.bias_scale is not None
+                parts.append(torch.full((n_out,), float(self.bias_scale if last
+                                                        else self.weight_scale)))
+        return torch.cat(parts).to(dtype=dtype or torch.get_default_dtype(), device=device)
+
+    def apply(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``."""
+        h, start = feats, 0
+        layers = self.layers
+        for i, (n_in, n_out, bias) in enumerate(layers):
+            W = w[..., start:start + n_in * n_out].reshape(*w.shape[:-1], n_in, n_out)
+            start += n_in * n_out
+            h = h @ W
+            if bias:
+                h = h + w[..., None, start:start + n_out]
+                start += n_out
+            if i < len(layers) - 1:
+                h = torch.tanh(h)
+        return h
+
+    def __call__(self, w: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """``Q_w(s, .)``: ``w: (..., P)``, ``obs: (M, obs_dim)`` -> ``(..., M, A)``."""
+        return self.apply(w, self.features(obs.to(w.dtype)))
+
+    def spec(self) -> dict | None:
+        """A JSON-able description, or None when the features are a user's callable."""
+        if not isinstance(self.features, FeatureMap):
+            return None
+        return {"features": self.features.spec(), "n_features": self.n_features,
+                "n_actions": self.n_actions, "hidden": list(self.hidden),
+                "weight_scale": self.weight_scale, "bias_scale": self.bias_scale}
+
+    @classmethod
+    def from_spec(cls, spec: dict, dtype=None) -> QFunction:
+        return cls(FeatureMap.from_spec(spec["features"], dtype), int(spec["n_features"]),
+                   int(spec["n_actions"]), tuple(int(h) for h in spec["hidden"]),
+                   float(spec["weight_scale"]), spec.get("bias_scale"))
+
+
+# ---------------------------------------------------------------------------- reward prior
+REWARD_PRIORS = ("iid", "state", "state_action")
+
+
+@dataclass(frozen=True, eq=False)
+class RewardPrior:
+    """The prior on the rewards at the data, ``r: (..., M)``.
+
+    ``kind="iid"``: ``r_i ~ N(loc, scale)`` independently. ``"state"`` and ``"state_action"``:
+    ``r = loc + Psi theta + eps``, ``theta ~ N(0, scale^2 I_F)``, ``eps ~ N(0, noise^2 I_M)``,
+    with ``Psi = psi(s)`` or ``psi(s) ⊗ onehot(a)``: marginally
+    ``r ~ N(loc, noise^2 I + scale^2 Psi Psi^T)``, evaluated in ``O(M F)`` by the Woodbury
+    identity.
+
+    Attributes:
+        features: ``psi``, a :class:`FeatureMap` or a callable ``(M, obs_dim) -> (M, F)``
+            (None for ``"iid"``).
+        n_actions: A (for ``"state_action"``).
+    """
+
+    kind: str
+    loc: float
+    scale: float
+    noise: float
+    features: Callable | None
+    n_actions: int
+
+    def design(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``Psi``: ``(M, F)`` for ``obs: (M, obs_dim)``, ``actions: (M,)``."""
+        psi = self.features(obs)
+        if self.kind == "state":
+            return psi
+        onehot = torch.nn.functional.one_hot(actions, self.n_actions).to(psi)
+        return (psi[:, :, None] * onehot[:, None, :]).reshape(psi.shape[0], -1)
+
+    def at(self, obs: torch.Tensor, actions: torch.Tensor) -> _DataRewardPrior:
+        """The prior at the data's transitions, its factorisation precomputed."""
+        return _DataRewardPrior(self, None if self.kind == "iid" else self.design(obs, actions))
+
+    def spec(self) -> dict:
+        """A JSON-able description; a user's feature map is recorded as ``"custom"``."""
+        feats = (self.features.spec() if isinstance(self.features, FeatureMap)
+                 else None if self.features is None else "custom")
+        return {"kind": self.kind, "loc": self.loc, "scale": self.scale, "noise": self.noise,
+                "n_actions": self.n_actions, "features": feats}
+
+    @classmethod
+    def from_spec(cls, spec: dict, dtype=None, features: Callable | None = None
+                  ) -> RewardPrior:
+        """Rebuild from :meth:`spec`; a ``"custom"`` feature map must be given again."""
+        feats = spec.get("features")
+        if feats == "custom":
+            if features is None:
+                raise ValueError("the reward prior used a user's feature map, which is not "
+                                 "saved: pass it again (reward_features=...)")
+            feats = features
+        elif feats is not None:
+            feats = FeatureMap.from_spec(feats, dtype)
+        return cls(spec["kind"], float(spec["loc"]), float(spec["scale"]), float(spec["noise"]),
+                   feats, int(spec["n_actions"]))
+
+
+class _DataRewardPrior:
+    """:class:`RewardPrior` at fixed transitions: ``log_prob(r)`` and ``theta | r``.
+
+    With ``A = I / scale^2 + Psi^T Psi / noise^2 = C C^T`` (Cholesky):
+    ``r^T K^-1 r = |r|^2 / noise^2 - |C^-1 Psi^T r|^2 / noise^4`` and
+    ``log det K = 2 M log noise + 2 F log scale + 2 log det C``; the posterior of ``theta``
+    given ``r`` is ``N(A^-1 Psi^T r / noise^2, A^-1)``.
+    """
+
+    def __init__(self, prior: RewardPrior, design: torch.Tensor | None):
+        self.prior, self.design = prior, design
+        if design is not None:
+            M, F = design.shape
+            A = (torch.eye(F, dtype=design.dtype, device=design.device) / prior.scale ** 2
+                 + design.T @ design / prior.noise ** 2)
+            self.chol = torch.linalg.cholesky(A)
+            self.log_det = float(2 * M * math.log(prior.noise) + 2 * F * math.log(prior.scale)
+                                 + 2 * torch.log(torch.diagonal(self.chol)).sum())
+
+    def log_prob(self, r: torch.Tensor) -> torch.Tensor:
+        """``(...)`` log density of rewards ``r: (..., M)``."""
+        p = self.prior
+        x = r - p.loc
+        M = r.shape[-1]
+        if self.design is None:
+            return (-0.5 * (x / p.scale).square().sum(-1)
+                    - M * (math.log(p.scale) + 0.5 * math.log(2 * math.pi)))
+        proj = torch.linalg.solve_triangular(self.chol, (x @ self.design).unsqueeze(-1),
+                                             upper=False).squeeze(-1)
+        quad = x.square().sum(-1) / p.noise ** 2 - proj.square().sum(-1) / p.noise ** 4
+        return -0.5 * (quad + self.log_det + M * math.log(2 * math.pi))
+
+    def theta_given(self, r: torch.Tensor, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+        """Draws ``(..., F)`` of ``theta | r`` for rewards ``r: (..., M)``, one per row."""
+        p = self.prior
+        if self.design is None:
+            raise ValueError("the 'iid' reward prior has no reward function; use "
+                             "reward_prior='state' (or 'state_action')")
+        b = ((r - p.loc) @ self.design / p.noise ** 2).unsqueeze(-1)
+        mean = torch.cholesky_solve(b, self.chol).squeeze(-1)
+        z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+        # theta = mean + C^-T z has covariance (C C^T)^-1 = A^-1
+        return mean + torch.linalg.solve_triangular(self.chol.T, z.unsqueeze(-1),
+                                                    upper=True).squeeze(-1)
+
+
+# ---------------------------------------------------------------------------- the model
+class QValueModel:
+    """The value-space reward model for continuous observations (see the module docstring).
+
+    Args:
+        hidden: hidden widths of the Q-network; ``()`` (default) is linear in the features.
+        features: ``None`` (the standardised observation and a constant, plus ``n_fourier``
+            random Fourier features of lengthscale ``lengthscale`` drawn with ``seed``) or a
+            callable ``obs (M, obs_dim) -> (M, F)`` of given features.
+        weight_scale: prior scale of the weights (``/ sqrt(fan_in)``).
+        bias_scale: prior scale of ``Q``'s level per action (see :class:`QFunction`); default
+            ``max(weight_scale, reward_scale / (1 - discount))``, a value's scale.
+        reward_prior: ``"iid"`` (ValueWalk's), ``"state"`` or ``"state_action"``
+            (:class:`RewardPrior`).
+        reward_loc, reward_scale: the prior's mean and scale (``"iid"``: of each reward;
+            otherwise of each reward-function weight ``theta``).
+        reward_noise: ``"state"``/``"state_action"``: the spread of the rewards at the data
+            around the reward function.
+        reward_fourier, reward_lengthscale: random Fourier features of the reward function
+            (beside the standardised observation and a constant).
+        reward_features: instead, a callable ``obs (M, obs_dim) -> (M, F)`` of given reward
+            features.
+        dynamics: ``dynamics(obs (M, obs_dim), actions (M,)) -> (next_obs, terminals)``, the
+            successor of any state and action (a simulator, known physics, or a model fitted
+            to the data such as :func:`knn_dynamics`). With it the reward prior covers every
+            action at each observed state, not only the action taken: the Bellman equation
+            then ties ``Q(s, a')`` of actions never taken to the reward prior too, without
+            which a flexible ``Q`` explains any behaviour with any reward there.
+        discount: gamma in [0, 1).
+        bellman_noise: tau of the latent-reward form used by the amortised (AVRIL) guide, in
+            (0, reward_scale); default ``0.1 * reward_scale``.
+        whiten: sample in coordinates whitened at the MAP (the Laplace covariance); the
+            posterior is the same, NUTS needs far fewer steps.
+
+    ``infer(None, trajectories, QValueModel(...), method=...)`` returns a
+    :class:`~bayesirl.posterior.continuous.ContinuousPosterior`.
+    """
+
+    def __init__(self, hidden=(), features: Callable | None = None, n_fourier: int = 0,
+                 lengthscale: float = 1.0, seed: int = 0, weight_scale: float = 1.0,
+                 bias_scale: float | None = None,
+                 reward_loc: float = 0.0, reward_scale: float = 1.0, discount: float = 0.99,
+                 bellman_noise: float | None = None, whiten: bool = True,
+                 reward_prior: str = "iid", reward_noise: float = 0.1,
+                 reward_fourier: int = 0, reward_lengthscale: float = 1.0,
+                 dynamics: Callable | None = None, reward_features: Callable | None = None):
+        widths = positive_ints(hidden)
+        if widths is None:
+            raise ValueError(f"hidden is {hidden!r}, expected a sequence of widths >= 1 (or "
+                             "() for a Q linear in the features)")
+        if features is not None and not callable(features):
+            raise ArgumentTypeError(f"features must be None or a callable obs -> features, "
+                                    f"got {type(features).__name__}")
+        self.hidden = widths
+        self.features = features
+        self.n_fourier = check_int("n_fourier", n_fourier, low=0)
+        self.lengthscale = check_number("lengthscale", lengthscale, 0.0, low_open=True)
+        self.seed = check_int("seed", seed, low=0)
+        self.weight_scale = check_number("weight_scale", weight_scale, 0.0, low_open=True)
+        self.reward_loc = check_number("reward_loc", reward_loc)
+        self.reward_scale = check_number("reward_scale", reward_scale, 0.0, low_open=True)
+        self.discount = check_number("discount", discount, 0.0, 1.0, high_open=True)
+        if bias_scale is None:
+            bias_scale = max(self.weight_scale, self.reward_scale / (1 - self.discount))
+        self.bias_scale = check_number("bias_scale", bias_scale, 0.0, low_open=True)
+        if bellman_noise is None:
+            bellman_noise = 0.1 * self.reward_scale
+        self.bellman_noise = check_number("bellman_noise", bellman_noise, 0.0,
+                                          self.reward_scale, low_open=True, high_open=True)
+        self.whiten = bool(whiten)
+        if reward_prior not in REWARD_PRIORS:
+            raise ValueError(f"reward_prior is {reward_prior!r}, expected one of "
+                             f"{REWARD_PRIORS}")
+        self.reward_prior = reward_prior
+        self.reward_noise = check_number("reward_noise", reward_noise, 0.0, low_open=True)
+        self.reward_fourier = check_int("reward_fourier", reward_fourier, low=0)
+        self.reward_lengthscale = check_number("reward_lengthscale", reward_lengthscale, 0.0,
+                                               low_open=True)
+        if dynamics is not None and not callable(dynamics):
+            raise ArgumentTypeError(f"dynamics must be None or a callable (obs, actions) -> "
+                                    f"(next_obs, terminals), got {type(dynamics).__name__}")
+        self.dynamics = dynamics
+        if reward_features is not None and not callable(reward_features):
+            raise ArgumentTypeError(f"reward_features must be None or a callable obs -> "
+                                    f"features, got {type(reward_features).__name__}")
+        self.reward_features = reward_features
+
+    def __repr__(self) -> str:
+        return (f"QValueModel(hidden={self.hidden}, n_fourier={self.n_fourier}, "
+                f"weight_scale={self.weight_scale}, reward_scale={self.reward_scale}, "
+                f"discount={self.discount})")
+
+    def q_function(self, data: Trajectories) -> QFunction:
+        """The Q-function, its features fitted to (standardised on) ``data``'s observations."""
+        tr = data.transitions()
+        if self.features is None:
+            fmap = FeatureMap.fit(tr.obs, self.n_fourier, self.lengthscale, self.seed)
+            n_features = fmap.n_features
+        else:
+            fmap = self.features
+            probe = fmap(tr.obs[:2])
+            if not isinstance(probe, torch.Tensor) or probe.dim() != 2 or probe.shape[0] != min(
+                    2, tr.obs.shape[0]):
+                raise ValueError("features(obs) must return a (M, F) tensor for obs (M, "
+                                 f"obs_dim); got {type(probe).__name__} "
+                                 f"{tuple(getattr(probe, 'shape', ()))}")
+            n_features = probe.shape[1]
+        return QFunction(fmap, n_features, data.n_actions, self.hidden, self.weight_scale,
+                         self.bias_scale)
+
+    def reward_prior_of(self, data: Trajectories) -> RewardPrior:
+        """The :class:`RewardPrior`, its features fitted to ``data``'s observations."""
+        feats = None
+        if self.reward_prior != "iid" and self.reward_features is not None:
+            feats = self.reward_features
+        elif self.reward_prior != "iid":
+            feats = FeatureMap.fit(data.transitions().obs, self.reward_fourier,
+                                   self.reward_lengthscale, self.seed + 1)
+        return RewardPrior(self.reward_prior, self.reward_loc, self.reward_scale,
+                           self.reward_noise, feats, data.n_actions)
+
+    def build_target(self, mdp, data, *, likelihood: str = "soft", rationality=1.0
+                     ) -> QValueTarget:
+        """The posterior target of ``data`` (:class:`~bayesirl.core.trajectories.Trajectories`);
+        ``mdp`` must be None (the model needs no transition table)."""
+        if mdp is not None:
+            raise ValueError("mdp must be None for a QValueModel: it reads each step's next "
+                             f"observation from the data, got {type(mdp).__name__}")
+        if not isinstance(data, Trajectories):
+            raise ArgumentTypeError(f"data must be Trajectories (bayesirl.core.trajectories), "
+                                    f"got {type(data).__name__}")
+        likelihood = check_likelihood(likelihood)
+        beta = check_rationality(rationality)
+        if not isinstance(beta, float):
+            raise ArgumentTypeError("rationality must be a number > 0 for a QValueModel (the "
+                                    "scale of Q is already free), got a distribution")
+        return QValueTarget(self, data, likelihood, beta)
+
+
+# ---------------------------------------------------------------------------- the target
+class QValueTarget:
+    """The posterior over the Q-network weights ``w`` of :class:`QValueModel`, for ``infer``.
+
+    Sampled coordinates are whitened, ``u = {"w": (P,)}`` with weights
+    ``params_of(u["w"]) = center + L u["w"]``: ``center`` the MAP and ``L L^T`` the inverse
+    Hessian of the negative log density there (eigenvalues floored), so the posterior of ``u``
+    is close to ``N(0, I)`` when the Laplace approximation is good (without whitening
+    ``L = I``, ``center = 0``). Constrained parameters are the weights, ``{"w": (P,)}``. As a
+    :class:`~bayesirl.inference.target.Rewhitening` target, a chain may re-whiten it on its
+    own warmup draws (:meth:`rewhitened`), which matters where the posterior is far from
+    Gaussian (an MLP's).
+
+    Distinct states (every s and s' of the data, duplicates merged) are evaluated once: ``K``
+    rows of features, indexed by ``s_idx`` and ``next_idx``.
+    """
+
+    posterior_class = None  # ContinuousPosterior registers itself here (posterior layer)
+
+    def __init__(self, model: QValueModel, data: Trajectories, likelihood: str,
+                 rationality: float):
+        self.model, self.data = model, data
+        self.likelihood, self.rationality = likelihood, float(rationality)
+        self.discount = model.discount
+        self.q_function = model.q_function(data)
+        tr = data.transitions()
+        self.transitions = tr
+        M, A = tr.obs.shape[0], data.n_actions
+        succ, term = tr.next_obs[:, None, :], tr.terminals[:, None]
+        if model.dynamics is not None:  # every action's successor; the taken one as observed
+            succ, term = _all_successors(model.dynamics, tr, A)
+        states, inverse = torch.unique(torch.cat([tr.obs, succ.reshape(-1, tr.obs.shape[1])]),
+                                       dim=0, return_inverse=True)
+        self.states = states
+        self.s_idx = inverse[:M]
+        self.succ_idx, self.succ_terminal = inverse[M:].reshape(succ.shape[:2]), term
+        taken = (tr.actions if model.dynamics is not None
+                 else torch.zeros_like(tr.actions))[:, None]
+        self.next_idx = self.succ_idx.gather(1, taken).squeeze(1)
+        with torch.no_grad():
+            self.feats = self.q_function.features(states)
+        self.prior_scale = self.q_function.prior_scale(states.dtype, states.device)
+        self.reward_prior = model.reward_prior_of(data)
+        if model.dynamics is not None:  # the prior covers (M, A) rewards, row-major
+            self.data_reward_prior = self.reward_prior.at(
+                tr.obs.repeat_interleave(A, 0),
+                torch.arange(A, device=tr.obs.device).repeat(M))
+        else:
+            self.data_reward_prior = self.reward_prior.at(tr.obs, tr.actions)
+        self._log_norm_w = float(-torch.log(self.prior_scale).sum()
+                                 - 0.5 * self.prior_scale.numel() * math.log(2 * math.pi))
+        P = self.q_function.n_params
+        self.center = torch.zeros(P, dtype=states.dtype, device=states.device)
+        self.scale_tril = torch.eye(P, dtype=states.dtype, device=states.device)
+        self.log_det = 0.0
+        self._subsample_size = None
+        self._latent_rewards = False
+        self.encoder = None
+        if model.whiten:
+            self._whiten()
+
+    # ------------------------------------------------------------------ density
+    @property
+    def n_params(self) -> int:
+        return self.q_function.n_params
+
+    def terms(self, w: torch.Tensor):
+        """``(log_pi, reward)`` at the data, each ``(..., M)``, for weights ``w: (..., P)``."""
+        return self._terms(self.q_function.apply(w, self.feats))[:2]
+
+    def _terms(self, q: torch.Tensor):
+        """``(log_pi (..., M), reward (..., M), prior_rewards (..., M) or (..., M * A))`` from
+        Q-values ``q: (..., K, A)`` at the distinct states: the rewards the reward prior
+        covers are every action's where the model has dynamics."""
+        tr = self.transitions
+        log_pi, r = value_space_terms(q, self.s_idx, tr.actions, self.next_idx, tr.terminals,
+                                      self.rationality, self.discount, self.likelihood)
+        if self.model.dynamics is None:
+            return log_pi, r, r
+        M, A = self.succ_idx.shape
+        every = torch.arange(A, device=q.device).repeat(M)
+        _, r_all = value_space_terms(q, self.s_idx.repeat_interleave(A), every,
+                                     self.succ_idx.reshape(-1), self.succ_terminal.reshape(-1),
+                                     self.rationality, self.discount, self.likelihood)
+        return log_pi, r, r_all
+
+    def rewards(self, params) -> torch.Tensor:
+        """``(..., M)`` rewards at the data."""
+        return self.terms(params["w"])[1]
+
+    def log_joint(self, w: torch.Tensor) -> torch.Tensor:
+        """``(...)``: log prior of ``w`` + log prior of its rewards + log-likelihood."""
+        log_pi, _, r_prior = self._terms(self.q_function.apply(w, self.feats))
+        lp = self._log_norm_w - 0.5 * (w / self.prior_scale).square().sum(-1)
+        return lp + self.data_reward_prior.log_prob(r_prior) + log_pi.sum(-1)
+
+    def log_likelihood(self, params) -> torch.Tensor:
+        """``(..., N)`` per-trajectory log-likelihood of the actions."""
+        log_pi = self.terms(params["w"])[0]
+        return _segment_sum(log_pi, self.transitions.trajectory, self.data.n)
+
+    def params_of(self, u: torch.Tensor) -> torch.Tensor:
+        """Weights ``(..., P)`` of whitened coordinates ``u: (..., P)``."""
+        return self.center + u @ self.scale_tril.T
+
+    def whiten(self, w: torch.Tensor) -> torch.Tensor:
+        """Whitened coordinates ``(..., P)`` of weights ``w: (..., P)``."""
+        delta = (w - self.center).unsqueeze(-1)
+        L = self.scale_tril.expand(*delta.shape[:-2], *self.scale_tril.shape)
+        return torch.linalg.solve_triangular(L, delta, upper=False).squeeze(-1)
+
+    def rewhitened(self, u: torch.Tensor) -> QValueTarget:
+        """The same posterior whitened by draws ``u: (m, P)`` of the current coordinates:
+        centred at their mean, scaled by their covariance shrunk toward a multiple of the
+        identity (Ledoit & Wolf 2004: ``m`` draws estimate a ``P x P`` covariance badly unless
+        ``m >> P``)."""
+        new = copy.copy(self)
+        new.center = self.params_of(u.mean(0))
+        new.scale_tril = self.scale_tril @ torch.linalg.cholesky(_ledoit_wolf(u))
+        new.log_det = float(torch.log(torch.diagonal(new.scale_tril)).sum())
+        return new
+
+    def constrain(self, u):
+        return {"w": self.params_of(u["w"])}
+
+    def unconstrain(self, params):
+        return {"w": self.whiten(params["w"])}
+
+    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
+        """Minus the log density of the whitened ``u`` (with the constant ``log |det L|``
+        when ``jacobian``)."""
+        lp = self.log_joint(self.params_of(u["w"]))
+        return -(lp + self.log_det) if jacobian else -lp
+
+    def init_unconstrained(self):
+        """The MAP when whitened (``u = 0``), else ``w = 0``."""
+        return {"w": torch.zeros_like(self.center)}
+
+    # ------------------------------------------------------------------ whitening
+    def map_estimate(self, w0: torch.Tensor | None = None, max_iter: int = 2000
+                     ) -> torch.Tensor:
+        """``(P,)`` the MAP of ``w`` (L-BFGS-B from ``w0``, default 0)."""
+        like = self.center
+        x0 = (torch.zeros_like(like) if w0 is None else w0).detach().cpu().double().numpy()
+
+        def f(x):
+            w = torch.as_tensor(x, dtype=like.dtype, device=like.device).requires_grad_(True)
+            loss = -self.log_joint(w)
+            (g,) = torch.autograd.grad(loss, w)
+            return float(loss.detach()), g.detach().cpu().double().numpy()
+
+        res = scipy.optimize.minimize(f, x0, jac=True, method="L-BFGS-B",
+                                      options={"maxiter": max_iter, "gtol": 1e-8,
+                                               "ftol": 1e-13})
+        return torch.as_tensor(res.x, dtype=like.dtype, device=like.device)
+
+    def hessian(self, w: torch.Tensor) -> torch.Tensor:
+        """``(P, P)`` Hessian of ``-log_joint`` at ``w``."""
+        return torch.autograd.functional.hessian(lambda x: -self.log_joint(x), w,
+                                                 vectorize=True)
+
+    def _whiten(self):
+        w = self.map_estimate()
+        H = self.hessian(w)
+        H = 0.5 * (H + H.T)
+        evals, evecs = torch.linalg.eigh(H)
+        floor = self.prior_scale.pow(-2).min() * 1e-3  # keep directions the data leave flat
+        evals = evals.clamp(min=float(floor))
+        cov = (evecs * evals.reciprocal()) @ evecs.T
+        L = torch.linalg.cholesky(0.5 * (cov + cov.T))
+        self.center, self.scale_tril = w.detach(), L
+        self.log_det = float(torch.log(torch.diagonal(L)).sum())
+
+    # ------------------------------------------------------------------ SVI
+    def _padded(self):
+        """Per-trajectory padded views ``(N, T)`` of the transition indices."""
+        d = self.data
+        N, T = d.n, d.max_length
+        tr = self.transitions
+        s_pad = torch.zeros(N, T, dtype=torch.long, device=d.device)
+        n_pad = torch.zeros_like(s_pad)
+        s_pad[tr.trajectory, tr.step] = self.s_idx
+        n_pad[tr.trajectory, tr.step] = self.next_idx
+        return s_pad, n_pad
+
+    def pyro_model(self, subsample_size: int | None = None):
+        """A Pyro model of the same posterior, for SVI: site ``"w"`` ``(P,)``; per trajectory,
+        in ``pyro.plate("demo", N, subsample_size=...)``, the reward prior and the actions
+        (``"actions"``: masked ``Categorical`` sequences, so the pointwise log-likelihood
+        exists). With the amortised guide (:meth:`guide` ``("avril")``) the rewards are the
+        latent site ``"rewards"`` ``(N, T)`` and the Bellman residual is observed around them
+        (the module docstring shows the density is the same). A ``"state"`` or
+        ``"state_action"`` reward prior couples all transitions: it is one factor over all
+        of them, outside the plate (exact under subsampling, not cheaper)."""
+        self._subsample_size = subsample_size
+        s_pad, n_pad = self._padded()
+        d, m = self.data, self.model
+        prior_scale = self.prior_scale
+
+        def model():
+            w = pyro.sample("w", dist.Normal(torch.zeros_like(prior_scale), prior_scale)
+                            .to_event(1))
+            q = self.q_function.apply(w, self.feats)  # (K, A)
+            iid = self.reward_prior.kind == "iid" and m.dynamics is None
+            if not iid:
+                pyro.factor("reward_prior", self.data_reward_prior.log_prob(self._terms(q)[2]))
+            with pyro.plate("demo", d.n, subsample_size=subsample_size) as idx:
+                s, nxt = s_pad[idx], n_pad[idx]
+                mask, acts = d.mask[idx], d.actions[idx]
+                log_pi, r = value_space_terms(q, s.reshape(-1), acts.reshape(-1),
+                                              nxt.reshape(-1), d.terminals[idx].reshape(-1),
+                                              self.rationality, self.discount, self.likelihood)
+                r = r.reshape(s.shape)
+                if self._latent_rewards:
+                    tau = m.bellman_noise
+                    spread = math.sqrt(m.reward_scale ** 2 - tau ** 2)
+                    latent = pyro.sample("rewards", dist.Normal(
+                        torch.full_like(r, m.reward_loc), spread).mask(mask).to_event(1))
+                    pyro.factor("bellman", dist.Normal(latent, tau).log_prob(r)
+                                .masked_fill(~mask, 0.0).sum(-1))
+                elif iid:
+                    pyro.factor("reward_prior_iid", dist.Normal(m.reward_loc, m.reward_scale)
+                                .log_prob(r).masked_fill(~mask, 0.0).sum(-1))
+                logits = self.rationality * q[s]
+                pyro.sample("actions", dist.Categorical(logits=logits).mask(mask).to_event(1),
+                            obs=acts)
+            return w
+
+        return model
+
+    def guide(self, name: str):
+        """A guide for :meth:`pyro_model`: ``"normal"``, ``"mvn"`` or ``"lowrank"`` (Pyro's
+        autoguides on ``w``, started at the MAP) or ``"avril"``, AVRIL's: a mean-field Normal
+        on ``w`` and an amortised reward encoder ``q(r | s, a) = N(mu_phi(s)_a,
+        sigma_phi(s)_a)`` (a tanh MLP of the features, hidden width 64), which evaluates the
+        reward posterior at any state. ``"avril"`` switches :meth:`pyro_model` to its
+        latent-reward form (the same density over ``w``). Calling the guide returns
+        ``{"w": draw}``."""
+        if name not in GUIDES:
+            raise ValueError(f"guide is {name!r}, expected one of {GUIDES}")
+        if name != "avril":
+            self._latent_rewards = False
+            auto = {"normal": autoguide.AutoNormal, "mvn": autoguide.AutoMultivariateNormal,
+                    "lowrank": autoguide.AutoLowRankMultivariateNormal}[name]
+            return auto(self.pyro_model(self._subsample_size),
+                        init_loc_fn=autoguide.init_to_value(values={"w": self.center}))
+        if self.reward_prior.kind != "iid" or self.model.dynamics is not None:
+            raise ValueError("guide='avril' needs reward_prior='iid' and no dynamics (its "
+                             "encoder is a per-transition posterior)")
+        self._latent_rewards = True
+        F, A = self.q_function.n_features, self.q_function.n_actions
+        self.encoder = torch.nn.Sequential(torch.nn.Linear(F, 64), torch.nn.Tanh(),
+                                           torch.nn.Linear(64, 2 * A)).to(self.feats.dtype)
+        return _AvrilGuide(self)
+
+    # ------------------------------------------------------------------ posterior
+    def make_posterior(self, params, *, method: str, log_lik=None, sample_stats=None,
+                       settings=None, num_chains: int = 1, extra=None):
+        """A :class:`~bayesirl.posterior.continuous.ContinuousPosterior` from constrained
+        draws ``{"w": (draws, P)}`` (chains flattened, ``num_chains`` equal blocks)."""
+        if self.posterior_class is None:
+            raise RuntimeError("no posterior class registered: import "
+                               "bayesirl.posterior.continuous")
+        return self.posterior_class.from_target(self, params, method=method, log_lik=log_lik,
+                                                sample_stats=sample_stats, settings=settings,
+                                                num_chains=num_chains, extra=extra)
+
+
+def _all_successors(dynamics, tr, n_actions):
+    """``(next (M, A, obs_dim), terminals (M, A))``: ``dynamics`` for every action, the
+    observed successor for the action taken."""
+    M = tr.obs.shape[0]
+    nxt, term = [], []
+    for a in range(n_actions):
+        acts = torch.full((M,), a, dtype=torch.long, device=tr.obs.device)
+        n_a, t_a = dynamics(tr.obs, acts)
+        n_a = as_tensor("dynamics' next_obs", n_a, dtype=tr.obs.dtype, device=tr.obs.device)
+        if n_a.shape != tr.obs.shape:
+            raise ValueError(f"dynamics returned next_obs of shape {tuple(n_a.shape)} for obs "
+                             f"of shape {tuple(tr.obs.shape)}")
+        t_a = torch.as_tensor(t_a, device=tr.obs.device).reshape(M)
+        t_a = t_a > 0.5 if t_a.is_floating_point() else t_a.bool()  # a chance: the likelier
+        taken = tr.actions == a
+        nxt.append(torch.where(taken[:, None], tr.next_obs, n_a))
+        term.append(torch.where(taken, tr.terminals, t_a))
+    return torch.stack(nxt, 1), torch.stack(term, 1)
+
+
+def knn_dynamics(data: Trajectories, neighbours: int = 5) -> Callable:
+    """A one-step model of ``data``: ``f(obs (M, obs_dim), actions (M,)) -> (next_obs,
+    p_terminal)``. For each query the ``neighbours`` observed transitions with the same action
+    whose ``s`` is nearest (Euclidean, observations standardised by the data's spread) give the
+    mean displacement ``s' - s``, added to the query, and the fraction that terminated; an
+    action never taken falls back to all transitions. Near the data it follows the logged
+    dynamics; far from them it extrapolates the nearest displacement."""
+    k = check_int("neighbours", neighbours)
+    tr = data.transitions()
+    spread = tr.obs.std(0) if tr.obs.shape[0] > 1 else torch.ones_like(tr.obs[0])
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+
+    def step(obs, actions):
+        obs = as_tensor("obs", obs, dtype=tr.obs.dtype, device=tr.obs.device)
+        actions = as_tensor("actions", actions, device=obs.device, integer=True).reshape(-1)
+        nxt = torch.empty_like(obs)
+        p_term = torch.empty(obs.shape[0], dtype=obs.dtype, device=obs.device)
+        for action in actions.unique().tolist():
+            rows = actions == action
+            pool = tr.actions == action
+            if not pool.any():
+                pool = torch.ones_like(pool)
+            src, dst = tr.obs[pool], tr.next_obs[pool]
+            d = torch.cdist(obs[rows] / spread, src / spread)
+            idx = d.topk(min(k, src.shape[0]), largest=False).indices
+            nxt[rows] = obs[rows] + (dst[idx] - src[idx]).mean(1)
+            p_term[rows] = tr.terminals[pool].to(obs.dtype)[idx].mean(1)
+        return nxt, p_term
+
+    return step
+
+
+class _AvrilGuide:
+    """AVRIL's guide (see :meth:`QValueTarget.guide`): a callable without arguments, as Pyro
+    wants, reading the target's minibatch size at call time."""
+
+    def __init__(self, target: QValueTarget):
+        self.target = target
+        self.s_pad = target._padded()[0]
+        self.init_scale = (torch.diagonal(target.scale_tril).clamp(max=1.0) * 0.1).detach()
+
+    def __call__(self):
+        t = self.target
+        d, A = t.data, t.q_function.n_actions
+        loc = pyro.param("w_loc", t.center.detach().clone())
+        scale = pyro.param("w_scale", self.init_scale.clone(), constraint=constraints.positive)
+        w = pyro.sample("w", dist.Normal(loc, scale).to_event(1))
+        net = pyro.module("reward_encoder", t.encoder)
+        with pyro.plate("demo", d.n, subsample_size=t._subsample_size) as idx:
+            mean, sd = encoder_rewards(net, t.feats[self.s_pad[idx]], d.actions[idx], A)
+            pyro.sample("rewards", dist.Normal(mean, sd).mask(d.mask[idx]).to_event(1))
+        return {"w": w}
+
+
+def _ledoit_wolf(x: torch.Tensor) -> torch.Tensor:
+    """Ledoit & Wolf's (2004) covariance of the rows of ``x: (m, n)``: the sample covariance
+    shrunk toward ``mu I`` (``mu`` its mean variance) by the weight minimising the estimated
+    Frobenius risk. ``(n, n)``."""
+    m, n = x.shape
+    xc = x - x.mean(0)
+    sample = xc.T @ xc / m
+    mu = sample.diagonal().mean()
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)
+    d2 = (sample - mu * eye).square().sum()
+    b2 = ((xc.square().sum(1).square().sum() - m * sample.square().sum()) / m ** 2).clamp(
+        max=float(d2))
+    weight = float(b2 / d2) if float(d2) > 0 else 1.0
+    return weight * mu * eye + (1 - weight) * sample
+
+
+def encoder_rewards(net, feats: torch.Tensor, actions: torch.Tensor, n_actions: int):
+    """The amortised reward posterior at ``(s, a)``: ``net(feats): (..., 2A)`` -> mean and
+    standard deviation ``(...)`` of the reward of ``actions (...)``."""
+    out = net(feats)
+    idx = actions.unsqueeze(-1)
+    mean = out[..., :n_actions].gather(-1, idx).squeeze(-1)
+    sd = torch.nn.functional.softplus(out[..., n_actions:].gather(-1, idx).squeeze(-1)) + 1e-4
+    return mean, sd
+
+

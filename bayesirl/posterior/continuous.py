@@ -1,0 +1,537 @@
+"""ContinuousPosterior: draws of a soft Q-function's weights and the rewards they imply.
+
+What :class:`~bayesirl.model.q_value.QValueTarget` returns from ``infer()``. Draws are kept per
+chain, ``(chains, draws, ...)``; accessors flatten the chains:
+
+- ``post.samples["w"]``: ``(chains * draws, P)`` Q-network weights;
+- ``post.reward()``: ``(chains * draws, M)`` rewards at the M observed transitions,
+  ``r = Q_w(s, a) - gamma (1 - terminal) V_w(s')``;
+- ``post.reward_at(obs, actions, next_obs)``: rewards at any transitions. Without ``next_obs``:
+  under a ``"state"``/``"state_action"`` reward prior, the reward function drawn given each
+  draw's rewards at the data (:meth:`ContinuousPosterior.reward_function`); under ``"iid"``,
+  the successor from a one-step model of the data (:meth:`ContinuousPosterior.one_step`);
+- ``post.reward_band(...)``: posterior mean and equal-tailed credible band;
+- ``post.policy(kind)``: the apprentice, acting on the posterior mean Q (``"mean"``), the
+  posterior predictive ``E[pi_w]`` (``"predictive"``) or one draw per episode (``"thompson"``);
+- ``post.to_arviz()`` (posterior ``w`` and ``reward``, per-trajectory ``log_likelihood``,
+  sample_stats, the trajectories as observed_data), ``save``/``load`` (netCDF, no pickle),
+  ``check_convergence``, ``min_ess``.
+
+A posterior fitted with AVRIL's amortised guide also carries the reward encoder
+``q(r | s, a)``: :meth:`ContinuousPosterior.encoder_reward`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from bayesirl._validation import (
+    ArgumentTypeError,
+    as_tensor,
+    check_choice,
+    check_int,
+    check_probability,
+)
+from bayesirl.core.trajectories import Trajectories
+from bayesirl.model.q_value import (
+    QFunction,
+    QValueTarget,
+    RewardPrior,
+    encoder_rewards,
+    knn_dynamics,
+    value_space_terms,
+)
+from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
+from bayesirl.posterior.diagnostics import check_convergence
+
+__all__ = ["ContinuousPosterior", "PosteriorPolicy", "RewardBand"]
+
+_FORMAT = "bayesirl.ContinuousPosterior/1"
+_CHUNK = 256  # draws evaluated at once
+POLICIES = ("mean", "predictive", "thompson")
+
+
+class RewardBand(NamedTuple):
+    """Posterior mean and equal-tailed credible band of rewards, each ``(M,)``."""
+
+    mean: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+
+def _chunked(fn, w: torch.Tensor) -> torch.Tensor:
+    """``fn`` over the leading dim of ``w`` in chunks, concatenated."""
+    with torch.no_grad():
+        return torch.cat([fn(w[i:i + _CHUNK]) for i in range(0, w.shape[0], _CHUNK)])
+
+
+class ContinuousPosterior:
+    """Posterior draws of a value-space model on continuous observations.
+
+    Attributes:
+        q_function: the :class:`~bayesirl.model.q_value.QFunction` (features fitted to data).
+        data: the :class:`~bayesirl.core.trajectories.Trajectories` conditioned on.
+        params: ``{"w": (chains, draws, P)}``.
+        rewards: ``(chains, draws, M)`` rewards at the data's transitions (row-major order of
+            ``data.transitions()``).
+        log_lik: ``(chains, draws, N)`` per-trajectory log-likelihood, or None.
+        discount, likelihood, rationality: the model's gamma, V rule and beta.
+        method, settings, sample_stats, extra: how the draws were made.
+        encoder: the amortised reward encoder (AVRIL's guide), or None.
+        reward_prior: the model's :class:`~bayesirl.model.q_value.RewardPrior`, or None.
+    """
+
+    def __init__(self, q_function: QFunction, data: Trajectories, params, rewards,
+                 log_lik=None, *, discount: float, likelihood: str, rationality: float,
+                 method: str = "draws", settings=None, sample_stats=None, extra=None,
+                 encoder=None, incomplete: bool = False,
+                 reward_prior: RewardPrior | None = None):
+        self.q_function, self.data = q_function, data
+        self.params = dict(params)
+        self.rewards, self.log_lik = rewards, log_lik
+        self.discount, self.likelihood = float(discount), likelihood
+        self.rationality = float(rationality)
+        self.method = method
+        self.settings = dict(settings or {})
+        self.sample_stats = dict(sample_stats or {})
+        self.extra = dict(extra or {})
+        self.encoder = encoder
+        self.incomplete = bool(incomplete)
+        self.reward_prior = reward_prior
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_target(cls, target: QValueTarget, params, *, method: str, log_lik=None,
+                    sample_stats=None, settings=None, num_chains: int = 1, extra=None,
+                    incomplete: bool = False) -> ContinuousPosterior:
+        """From constrained draws ``{"w": (draws, P)}`` of ``target`` (chains flattened into
+        ``num_chains`` equal blocks); rewards and, when not given, the log-likelihood are
+        computed here."""
+        num_chains = check_int("num_chains", num_chains)
+        w = as_tensor("params['w']", params["w"]).detach()
+        if w.dim() == 3:  # already (chains, draws, P)
+            num_chains = w.shape[0]
+            w = w.reshape(-1, w.shape[-1])
+        if w.dim() != 2 or w.shape[1] != target.n_params:
+            raise ValueError(f"params['w'] must have shape (draws, {target.n_params}), got "
+                             f"{tuple(w.shape)}")
+        if w.shape[0] % num_chains:
+            raise ValueError(f"{w.shape[0]} draws do not split into {num_chains} equal chains")
+        C = num_chains
+        rewards = _chunked(lambda x: target.terms(x)[1], w)
+        if log_lik is None:
+            log_lik = _chunked(lambda x: target.log_likelihood({"w": x}), w)
+        log_lik = as_tensor("log_lik", log_lik).reshape(C, -1, target.data.n)
+        stats = {}
+        for k, v in dict(sample_stats or {}).items():
+            v = torch.as_tensor(np.asarray(v))
+            stats[k] = v.reshape(C, -1) if v.numel() == w.shape[0] else v
+        settings = dict(settings or {})
+        m = target.model
+        settings.setdefault("model", {"hidden": list(m.hidden), "n_fourier": m.n_fourier,
+                                      "weight_scale": m.weight_scale,
+                                      "bias_scale": m.bias_scale,
+                                      "reward_loc": m.reward_loc,
+                                      "reward_scale": m.reward_scale})
+        return cls(target.q_function, target.data, {"w": w.reshape(C, -1, w.shape[1])},
+                   rewards.reshape(C, -1, rewards.shape[-1]), log_lik,
+                   discount=target.discount, likelihood=target.likelihood,
+                   rationality=target.rationality, method=method, settings=settings,
+                   sample_stats=stats, extra=extra, encoder=target.encoder,
+                   incomplete=incomplete, reward_prior=target.reward_prior)
+
+    # ------------------------------------------------------------------ draws
+    @property
+    def num_chains(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        """Draws per chain."""
+        return self.rewards.shape[1]
+
+    @property
+    def samples(self) -> dict[str, torch.Tensor]:
+        """Parameter draws, chains flattened: ``{"w": (chains * draws, P)}``."""
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
+
+    def reward(self) -> torch.Tensor:
+        """``(chains * draws, M)`` rewards at the data's transitions."""
+        return self.rewards.reshape(-1, self.rewards.shape[-1])
+
+    def mean_reward(self) -> torch.Tensor:
+        """``(M,)`` posterior mean reward at the data."""
+        return self.reward().mean(0)
+
+    def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+        """Equal-tailed ``prob`` interval of the rewards at the data, ``(lower, upper)``."""
+        band = _band(self.reward(), prob)
+        return band.lower, band.upper
+
+    # ------------------------------------------------------------------ anywhere
+    def _obs(self, name, obs) -> torch.Tensor:
+        obs = as_tensor(name, obs, dtype=self.data.dtype, device=self.data.device)
+        if obs.dim() == 1:
+            obs = obs[None]
+        if obs.dim() != 2 or obs.shape[1] != self.data.obs_dim:
+            raise ValueError(f"{name} must have shape (M, {self.data.obs_dim}), got "
+                             f"{tuple(obs.shape)}")
+        return obs
+
+    def _actions(self, actions, m: int) -> torch.Tensor:
+        a = as_tensor("actions", actions, device=self.data.device, integer=True).reshape(-1)
+        if a.numel() == 1 and m > 1:
+            a = a.expand(m)
+        if a.shape[0] != m:
+            raise ValueError(f"actions has {a.shape[0]} entries for {m} observations")
+        A = self.data.n_actions
+        bad = (a < 0) | (a >= A)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"actions[{i}] is {int(a[i])}, expected an action in [0, {A})")
+        return a
+
+    def q_values(self, obs) -> torch.Tensor:
+        """``(draws, M, A)`` Q-values at ``obs: (M, obs_dim)``."""
+        obs = self._obs("obs", obs)
+        feats = self.q_function.features(obs)
+        return _chunked(lambda w: self.q_function.apply(w, feats), self.samples["w"])
+
+    def one_step(self, obs, actions, neighbours: int = 5):
+        """The one-step model of the data at ``(obs (M, obs_dim), actions (M,))``:
+        ``(next_obs (M, obs_dim), p_terminal (M,))`` (see
+        :func:`~bayesirl.model.q_value.knn_dynamics`). A plug-in estimate of the successor:
+        reward bands built on it count the posterior's uncertainty, not this model's error."""
+        obs = self._obs("obs", obs)
+        a = self._actions(actions, obs.shape[0])
+        return knn_dynamics(self.data, neighbours)(obs, a)
+
+    def reward_function(self, obs, actions=None, seed: int = 0) -> torch.Tensor:
+        """``(draws, M)`` draws of the reward function ``loc + psi(s[, a]) theta`` at any
+        ``obs: (M, obs_dim)`` (``actions: (M,)`` for a ``"state_action"`` prior): for each
+        draw of ``w``, ``theta`` is drawn from its Gaussian conditional given that draw's
+        rewards at the data (generator seeded ``seed``). Needs a ``"state"`` or
+        ``"state_action"`` reward prior."""
+        if self.reward_prior is None or self.reward_prior.kind == "iid":
+            raise ValueError("reward_function needs a reward_prior='state' or 'state_action' "
+                             "model; this posterior's is "
+                             f"{None if self.reward_prior is None else self.reward_prior.kind!r}")
+        obs = self._obs("obs", obs)
+        prior = self.reward_prior
+        if prior.kind == "state_action":
+            if actions is None:
+                raise ValueError("a 'state_action' reward function needs actions")
+            a = self._actions(actions, obs.shape[0])
+        else:
+            a = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
+        tr = self.data.transitions()
+        at_data = prior.at(tr.obs, tr.actions)
+        g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
+        theta = _chunked(lambda r: at_data.theta_given(r, g), self.reward())
+        return prior.loc + theta @ prior.design(obs, a).T
+
+    def reward_at(self, obs, actions, next_obs=None, terminals=None, *,
+                  method: str = "auto", neighbours: int = 5, seed: int = 0) -> torch.Tensor:
+        """``(draws, M)`` rewards of transitions ``(obs (M, obs_dim), actions (M,), next_obs)``.
+
+        With ``next_obs`` (and optionally ``terminals``, default none) this is exactly the
+        model's ``r = Q_w(s, a) - gamma (1 - terminal) V_w(s')``. Without it, ``method``:
+        ``"function"``: :meth:`reward_function` (a ``"state"``/``"state_action"`` prior);
+        ``"one_step"``: the successor and the chance of termination from :meth:`one_step`,
+        ``r = Q_w(s, a) - gamma (1 - p_terminal) V_w(s_hat')``; ``"auto"``: the first where
+        the prior has a reward function, else the second.
+        """
+        check_choice("method", method, ("auto", "function", "one_step"))
+        obs = self._obs("obs", obs)
+        M = obs.shape[0]
+        a = self._actions(actions, M)
+        if next_obs is None:
+            if terminals is not None:
+                raise ValueError("terminals given without next_obs")
+            structured = self.reward_prior is not None and self.reward_prior.kind != "iid"
+            if method == "function" or (method == "auto" and structured):
+                return self.reward_function(obs, a, seed)
+            next_obs, keep = self.one_step(obs, a, neighbours)
+            keep = 1.0 - keep
+        else:
+            next_obs = self._obs("next_obs", next_obs)
+            if next_obs.shape[0] != M:
+                raise ValueError(f"next_obs has {next_obs.shape[0]} rows for {M} observations")
+            term = (torch.zeros(M, dtype=torch.bool) if terminals is None
+                    else torch.as_tensor(np.asarray(terminals, dtype=bool)).reshape(-1))
+            if term.shape[0] != M:
+                raise ValueError(f"terminals has {term.shape[0]} entries for {M} observations")
+            keep = (~term).to(obs.dtype).to(obs.device)
+        feats = self.q_function.features(torch.cat([obs, next_obs]))
+        idx = torch.arange(M, device=obs.device)
+        no_term = torch.zeros(M, dtype=torch.bool, device=obs.device)
+
+        def rewards(w):
+            q = self.q_function.apply(w, feats)
+            _, r = value_space_terms(q, idx, a, idx + M, no_term, self.rationality,
+                                     self.discount * keep, self.likelihood)
+            return r
+
+        return _chunked(rewards, self.samples["w"])
+
+    def reward_band(self, obs, actions, next_obs=None, terminals=None, *, prob: float = 0.9,
+                    method: str = "auto", neighbours: int = 5, seed: int = 0) -> RewardBand:
+        """Posterior mean and equal-tailed ``prob`` band of :meth:`reward_at`."""
+        return _band(self.reward_at(obs, actions, next_obs, terminals, method=method,
+                                    neighbours=neighbours, seed=seed), prob)
+
+    def encoder_reward(self, obs, actions) -> RewardBand:
+        """AVRIL's amortised ``q(r | s, a)`` at ``(obs, actions)``: mean and a 90% band
+        (``mean -/+ 1.645 sd``). Only for a posterior fitted with the ``"avril"`` guide."""
+        if self.encoder is None:
+            raise ValueError("this posterior has no reward encoder: fit it with "
+                             "infer(..., method='svi', guide='avril')")
+        obs = self._obs("obs", obs)
+        a = self._actions(actions, obs.shape[0])
+        with torch.no_grad():
+            mean, sd = encoder_rewards(self.encoder, self.q_function.features(obs), a,
+                                       self.data.n_actions)
+        return RewardBand(mean, mean - 1.645 * sd, mean + 1.645 * sd)
+
+    # ------------------------------------------------------------------ policies
+    def action_probs(self, obs, kind: str = "predictive") -> torch.Tensor:
+        """``(M, A)`` action probabilities at ``obs``: ``"predictive"`` averages
+        ``softmax(beta Q_w)`` over the draws; ``"mean"`` is ``softmax(beta E[Q_w])``."""
+        check_choice("kind", kind, ("mean", "predictive"))
+        q = self.q_values(obs)
+        if kind == "mean":
+            return torch.softmax(self.rationality * q.mean(0), -1)
+        return torch.softmax(self.rationality * q, -1).mean(0)
+
+    def policy(self, kind: str = "mean", greedy: bool = True, seed: int = 0
+               ) -> PosteriorPolicy:
+        """The apprentice: a callable ``obs -> action`` (see :class:`PosteriorPolicy`)."""
+        return PosteriorPolicy(self, kind, greedy, seed)
+
+    # ------------------------------------------------------------------ ArviZ
+    def to_arviz(self):
+        """ArviZ data (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x).
+
+        Groups: posterior (``w`` ``(chain, draw, weight)``, ``reward``
+        ``(chain, draw, transition)``), log_likelihood (``actions``, one value per trajectory,
+        ``(chain, draw, trajectory)``, for ``az.loo``), sample_stats (MCMC), observed_data
+        (the trajectories, ``(trajectory, step[, obs_dim])``); the model and settings are
+        attributes of the posterior group."""
+        d = self.data
+        groups = {"posterior": {"w": _np(self.params["w"]), "reward": _np(self.rewards)}}
+        dims = {"posterior": {"w": ["weight"], "reward": ["transition"]}}
+        if self.log_lik is not None:
+            groups["log_likelihood"] = {"actions": _np(self.log_lik)}
+            dims["log_likelihood"] = {"actions": ["trajectory"]}
+        if self.sample_stats:
+            groups["sample_stats"] = {k: _np(v) for k, v in self.sample_stats.items()}
+        observed = {"obs": _np(d.obs), "next_obs": _np(d.next_obs), "actions": _np(d.actions),
+                    "terminals": _np(d.terminals).astype(np.int8),
+                    "mask": _np(d.mask).astype(np.int8)}
+        obs_dims = {k: ["trajectory", "step"] for k in ("actions", "terminals", "mask")}
+        obs_dims.update({k: ["trajectory", "step", "obs_dim"] for k in ("obs", "next_obs")})
+        if d.rewards is not None:
+            observed["env_rewards"] = _np(d.rewards)
+            obs_dims["env_rewards"] = ["trajectory", "step"]
+        groups["observed_data"] = observed
+        dims["observed_data"] = obs_dims
+        attrs = {"bayesirl_format": _FORMAT, "method": self.method,
+                 "settings": json.dumps(self.settings, default=str),
+                 "incomplete": int(self.incomplete), "discount": self.discount,
+                 "likelihood": self.likelihood, "rationality": self.rationality,
+                 "n_actions": d.n_actions,
+                 "q_function": json.dumps(self.q_function.spec()),
+                 "reward_prior": json.dumps(None if self.reward_prior is None
+                                            else self.reward_prior.spec())}
+        if self.encoder is not None:
+            attrs["encoder"] = json.dumps({k: v.tolist() for k, v in
+                                           self.encoder.state_dict().items()})
+        if "elbo" in self.extra:
+            attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
+        coords = {"trajectory": list(range(d.n)), "transition": list(range(self.rewards.shape[-1])),
+                  "weight": list(range(self.params["w"].shape[-1]))}
+        return from_groups(groups, coords=coords, dims=dims, attrs={"posterior": attrs})
+
+    def summary(self, var_names=("w",), **kwargs):
+        """ArviZ summary table (default: the weights)."""
+        return az.summary(self.to_arviz(), var_names=list(var_names), **kwargs)
+
+    def min_ess(self, var_name: str = "reward") -> float:
+        """The smallest bulk ESS over the components of ``var_name`` (``"reward"``: the
+        rewards at the data; ``"w"``)."""
+        check_choice("var_name", var_name, ("reward", "w"))
+        x = self.rewards if var_name == "reward" else self.params["w"]
+        ess = az.ess(az.convert_to_dataset({var_name: _np(x)}), method="bulk")
+        return float(np.nanmin(ess[var_name].values))
+
+    def check_convergence(self, strict: bool = False) -> list[str]:
+        """Warn (or raise with ``strict``) on R-hat > 1.01, bulk ESS < 400, divergences and
+        E-BFMI < 0.3, over the rewards at the data. Returns the problems found."""
+        return check_convergence(self.to_arviz(), ["reward"], strict=strict)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path) -> None:
+        """Write a netCDF file atomically (a temporary file renamed into place)."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=folder)
+        os.close(fd)
+        try:
+            self.to_arviz().to_netcdf(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    @classmethod
+    def load(cls, path, features: Callable | None = None,
+             reward_features: Callable | None = None) -> ContinuousPosterior:
+        """Read a posterior written by :meth:`save`. A model with a user's feature map (not
+        saved) needs it again as ``features`` (the Q-function's) or ``reward_features``."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no posterior file at {path}")
+        try:
+            idata = load_netcdf(path)
+        except Exception as e:  # h5py/netCDF raise many types for a foreign file
+            raise ValueError(f"{path} is not a readable netCDF posterior file ({e})") from e
+        post = getattr(idata, "posterior", None)
+        if post is None or post.attrs.get("bayesirl_format") != _FORMAT:
+            raise ValueError(f"{path} is not a bayesirl continuous posterior (expected "
+                             f"attribute bayesirl_format={_FORMAT!r})")
+        attrs = post.attrs
+        dtype = torch.get_default_dtype()
+
+        def tensor(x, dt=dtype):
+            return torch.as_tensor(np.asarray(x)).to(dt)
+
+        ob = idata.observed_data
+        data = Trajectories(tensor(ob["obs"].values), tensor(ob["actions"].values, torch.long),
+                            tensor(ob["next_obs"].values), tensor(ob["terminals"].values,
+                                                                 torch.bool),
+                            tensor(ob["mask"].values, torch.bool), int(attrs["n_actions"]),
+                            tensor(ob["env_rewards"].values) if "env_rewards" in ob else None)
+        spec = json.loads(attrs["q_function"])
+        if spec is None:
+            if features is None:
+                raise ValueError(f"{path} was fitted with a user's feature map, which is not "
+                                 "saved: pass it again as load(path, features=...)")
+            settings = json.loads(attrs["settings"])
+            hidden = tuple(settings.get("model", {}).get("hidden", ()))
+            n_features = features(data.transitions().obs[:1]).shape[1]
+            model = settings.get("model", {})
+            q_function = QFunction(features, n_features, data.n_actions, hidden,
+                                   float(model.get("weight_scale", 1.0)),
+                                   model.get("bias_scale"))
+        else:
+            q_function = QFunction.from_spec(spec, dtype)
+        encoder = None
+        if "encoder" in attrs:
+            state = {k: torch.tensor(v, dtype=dtype) for k, v in
+                     json.loads(attrs["encoder"]).items()}
+            F, A = q_function.n_features, data.n_actions
+            encoder = torch.nn.Sequential(torch.nn.Linear(F, 64), torch.nn.Tanh(),
+                                          torch.nn.Linear(64, 2 * A)).to(dtype)
+            encoder.load_state_dict(state)
+        log_lik = (tensor(idata.log_likelihood["actions"].values)
+                   if hasattr(idata, "log_likelihood") else None)
+        stats = ({k: torch.as_tensor(idata.sample_stats[k].values)
+                  for k in idata.sample_stats.data_vars}
+                 if hasattr(idata, "sample_stats") else {})
+        extra = {"elbo": list(np.atleast_1d(attrs["elbo"]))} if "elbo" in attrs else {}
+        prior_spec = json.loads(attrs.get("reward_prior", "null"))
+        return cls(q_function, data, {"w": tensor(post["w"].values)},
+                   tensor(post["reward"].values), log_lik, discount=float(attrs["discount"]),
+                   likelihood=str(attrs["likelihood"]), rationality=float(attrs["rationality"]),
+                   method=str(attrs["method"]), settings=json.loads(attrs["settings"]),
+                   sample_stats=stats, extra=extra, encoder=encoder,
+                   incomplete=bool(attrs["incomplete"]),
+                   reward_prior=None if prior_spec is None
+                   else RewardPrior.from_spec(prior_spec, dtype, reward_features))
+
+    def __repr__(self) -> str:
+        flag = ", incomplete" if self.incomplete else ""
+        return (f"ContinuousPosterior(method={self.method!r}, chains={self.num_chains}, "
+                f"draws={self.num_draws}, weights={self.params['w'].shape[-1]}, "
+                f"transitions={self.rewards.shape[-1]}{flag})")
+
+
+class PosteriorPolicy:
+    """An apprentice policy from a :class:`ContinuousPosterior`: ``policy(obs) -> action``.
+
+    ``kind``: ``"mean"`` acts on the posterior mean ``E[Q_w(s, .)]``; ``"predictive"`` on the
+    posterior predictive ``E[softmax(beta Q_w(s, .))]``; ``"thompson"`` on one draw of ``w``,
+    redrawn at each :meth:`reset` (``rollout`` calls it at every episode start). ``greedy``
+    takes the best action; otherwise actions are sampled (``softmax(beta Q)`` for ``"mean"``
+    and ``"thompson"``) from a generator seeded ``seed`` (and reseeded by :meth:`reset`).
+    """
+
+    def __init__(self, posterior: ContinuousPosterior, kind: str = "mean", greedy: bool = True,
+                 seed: int = 0):
+        self.posterior = posterior
+        self.kind = check_choice("kind", kind, POLICIES)
+        if not isinstance(greedy, bool):
+            raise ArgumentTypeError(f"greedy must be a bool, got {greedy!r}")
+        self.greedy = greedy
+        self._rng = np.random.default_rng(check_int("seed", seed, low=0))
+        w = posterior.samples["w"]
+        self._w = w.mean(0, keepdim=True) if (kind == "mean" and not posterior.q_function.hidden
+                                               ) else w  # linear Q: E[Q_w] = Q_E[w]
+        self._draw = None
+        self.reset(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: reseed (when ``seed`` is given) and, for Thompson sampling, draw
+        the episode's weights."""
+        if seed is not None:
+            self._rng = np.random.default_rng(check_int("seed", seed, low=0))
+        if self.kind == "thompson":
+            self._draw = self._w[int(self._rng.integers(self._w.shape[0]))][None]
+
+    def probs(self, obs) -> np.ndarray:
+        """``(A,)`` action probabilities at one observation."""
+        q = self._q(obs)
+        beta = self.posterior.rationality
+        if self.kind == "predictive":
+            return torch.softmax(beta * q, -1).mean(0).numpy()
+        return torch.softmax(beta * q.mean(0), -1).numpy()
+
+    def _q(self, obs) -> torch.Tensor:
+        post = self.posterior
+        x = torch.as_tensor(np.asarray(obs, dtype=np.float64).reshape(1, -1),
+                            dtype=post.data.dtype)
+        w = self._draw if self.kind == "thompson" else self._w
+        with torch.no_grad():
+            return post.q_function.apply(w, post.q_function.features(x))[:, 0]  # (draws, A)
+
+    def __call__(self, obs) -> int:
+        if self.greedy and self.kind != "predictive":
+            return int(self._q(obs).mean(0).argmax())
+        p = self.probs(obs)
+        if self.greedy:
+            return int(p.argmax())
+        return int(self._rng.choice(len(p), p=p / p.sum()))
+
+
+def _band(draws: torch.Tensor, prob: float) -> RewardBand:
+    """Mean and equal-tailed ``prob`` band over the draws of ``draws: (draws, M)``."""
+    prob = check_probability("prob", prob, open_low=True, open_high=True)
+    q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype, device=draws.device)
+    step = max(1, 2 ** 23 // max(draws.shape[0], 1))  # torch.quantile caps its input's size
+    lo, hi = torch.cat([torch.quantile(draws[:, i:i + step], q, dim=0)
+                        for i in range(0, draws.shape[1], step)], -1)
+    return RewardBand(draws.mean(0), lo, hi)
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+QValueTarget.posterior_class = ContinuousPosterior  # the target builds this from its draws
