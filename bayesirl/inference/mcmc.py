@@ -32,6 +32,7 @@ from bayesirl.inference.pyro_nuts import Recorder
 from bayesirl.inference.refraction import RefractiveNUTS
 from bayesirl.inference.target import Refracting, Rewhitening, Target
 from bayesirl.inference.value_space import ValueSpaceTarget, ineligible
+from bayesirl.planning import clear_warm_starts
 
 __all__ = ["MIN_PILOT", "ChainJob", "ChainResult", "Draws", "McmcOptions", "run_chain",
            "run_mcmc", "sampling_target"]
@@ -181,6 +182,9 @@ def run_chain(job: ChainJob) -> ChainResult:
         # drift ended) start empty in each chain as in a chain's own process: sequential
         # chains draw what parallel ones do
         target = copy.deepcopy(target)
+    # the planner's warm starts (discounted Newton solves) start empty too: a solve's last bits
+    # depend on where it started, so a chain must not inherit another chain's solutions
+    clear_warm_starts()
     pyro.set_rng_seed(job.seed + job.chain)
     params = {k: v + 0.1 * torch.randn_like(v) for k, v in job.init.items()}
     warmup, kernel_options = job.warmup, job.kernel_options
