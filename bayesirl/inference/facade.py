@@ -1,41 +1,123 @@
-"""``infer()``: posterior inference over reward parameters with NUTS, HMC, SVI or MAP.
+"""``infer()``: posterior inference over reward parameters with NUTS, HMC, SVI, MAP or the
+Laplace approximation at the MAP.
 
-The facade validates the arguments, builds the target
+The facade validates the arguments (:class:`Options`), builds the target
 (:func:`~bayesirl.inference.target.build_target`) and hands it to one algorithm:
 :mod:`~bayesirl.inference.mcmc` (NUTS/HMC on the target's potential, a density equal to that of
 :func:`~bayesirl.irl_model` without re-tracing it per gradient; for a tabular reward on a
 discounted MDP in value space, refracting at the greedy policy's jumps under Boltzmann),
 :mod:`~bayesirl.inference.svi` (the Pyro model with an autoguide, so minibatches work) or
-:mod:`~bayesirl.inference.map` (L-BFGS on the same density). The target turns the draws into the
-posterior.
+:mod:`~bayesirl.inference.map` (L-BFGS on the same density; standard errors and the Laplace
+approximation from its Hessian). The target turns the draws into the posterior.
+
+Options that the chosen method does not use warn (:class:`UnusedOptionWarning`) when set to
+anything but their default. On small problems the work done in this process (MAP, SVI, chains
+run one after another) uses one torch and one BLAS thread, restored afterwards: a small solve
+gains nothing from threads, and threads spinning against another busy process made it many
+times slower.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import inspect
 import math
 import os
 import time
+import warnings
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
+import numpy as np
 import pyro
+import threadpoolctl
 import torch
 
+from bayesirl.core.mdp import TabularMDP
 from bayesirl.inference import map as map_
 from bayesirl.inference import mcmc, svi
 from bayesirl.inference.target import HasGuide, HasPyroModel, Target, build_target
 from bayesirl.model.likelihood import check_likelihood, check_rationality
+from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
-__all__ = ["GUIDES", "METHODS", "SPACES", "infer"]
+__all__ = ["GUIDES", "METHODS", "SPACES", "UnusedOptionWarning", "infer"]
 
-METHODS = ("nuts", "hmc", "svi", "map")
+METHODS = ("nuts", "hmc", "svi", "map", "laplace")
 SPACES = ("auto", "reward", "value")
 GUIDES = svi.GUIDES
+_MCMC = ("nuts", "hmc")
+_SMALL = 2 ** 20  # state-action-successor-steps per Bellman sweep up to which one thread runs
+
+#: The methods each option is used by; any other method warns when it is not the default.
+_USED_BY = {
+    "num_samples": (*_MCMC, "svi", "laplace"), "warmup": _MCMC, "num_chains": _MCMC,
+    "parallel": _MCMC, "max_workers": _MCMC, "executor": _MCMC, "target_accept": _MCMC,
+    "max_tree_depth": ("nuts",), "num_steps": ("hmc",), "dense_mass": _MCMC, "space": _MCMC,
+    "strict": (*_MCMC, "svi"), "map_init": (*_MCMC, "svi"), "guide": ("svi",),
+    "steps": ("svi",), "lr": ("svi",), "lr_decay": ("svi",), "subsample_size": ("svi",),
+    "checkpoint": ("svi",), "checkpoint_every": ("svi",),
+}
+
+
+class UnusedOptionWarning(InferenceWarning):
+    """An option of ``infer()`` was set that the chosen method does not use."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """``infer()``'s options, validated (see :func:`infer` for each); ``warmup`` resolved."""
+
+    method: str
+    likelihood: str
+    rationality: Any
+    num_samples: int
+    warmup: int
+    num_chains: int
+    seed: int
+    progress: bool
+    strict: bool
+    target_accept: float
+    max_tree_depth: int
+    num_steps: int
+    guide: str
+    steps: int
+    lr: float
+    lr_decay: float
+    subsample_size: int | None
+    checkpoint: str | None
+    checkpoint_every: int
+    map_init: bool
+    dense_mass: bool | None
+    parallel: bool | None
+    space: str
+    max_workers: int | None
+    executor: Any
+
+
+class Fit(NamedTuple):
+    """What an algorithm hands back: ``params {site: (chains, draws, ...)}`` constrained,
+    ``sample_stats {name: (chains, draws)}``, the posterior's ``extra`` entries, whether it
+    was interrupted, and the settings it adds to the posterior's."""
+
+    params: dict
+    sample_stats: dict
+    extra: dict
+    incomplete: bool
+    settings: dict
 
 
 def _check_int(name, value, low):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} is {value!r}, expected an integer >= {low}")
+
+
+def _check_flag(name, value, none: bool = False):
+    """A bool (or None where ``none``): ``parallel="no"`` is a TypeError, not True."""
+    if (value is None and none) or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise TypeError(f"{name} is {value!r}, expected True, False" + (" or None" if none else ""))
 
 
 def _check_workers(parallel, max_workers, executor):
@@ -117,7 +199,16 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
         reward_model: a :class:`~bayesirl.model.rewards.RewardModel` carrying the prior, or any
             model with ``build_target(mdp, data, *, likelihood, rationality)``
             (:class:`~bayesirl.inference.target.TargetBuilder`; ``mdp`` may then be None).
-        method: ``"nuts"``, ``"hmc"``, ``"svi"`` or ``"map"``.
+        method: ``"nuts"``, ``"hmc"``, ``"svi"``, ``"map"`` or ``"laplace"``. ``"map"``
+            returns the maximum a posteriori point with ``post.extra["standard_errors"]``
+            (site -> the site's shape, in its own units), ``["covariance"]`` (``(d, d)`` in the
+            flattened unconstrained coordinates) and ``["coordinates"]`` (their names): the
+            inverse Hessian of the negative log posterior at the MAP, carried to each
+            parameter by the delta method (:mod:`bayesirl.inference.map`). With an improper
+            flat prior the MAP is the maximum-likelihood estimate and these are its standard
+            errors from the observed information. ``"laplace"``: ``num_samples`` draws of
+            that Gaussian approximation (seeded), pushed through the constraints, with the
+            same extras.
         likelihood: ``"soft"`` (maximum causal entropy) or ``"boltzmann"``.
         rationality: beta > 0, or a prior on it (e.g. ``dist.LogNormal(0., 1.)``).
         num_samples: draws per chain (MCMC) or from the fitted guide (SVI).
@@ -136,7 +227,8 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
             torch's global random number generator, so a ``ThreadPoolExecutor`` is refused).
         seed: all randomness comes from here.
         progress: tqdm progress bars.
-        strict: turn convergence warnings (R-hat, ESS, divergences, E-BFMI) into errors.
+        strict: turn convergence warnings (MCMC: R-hat, ESS, divergences, E-BFMI; SVI: an
+            ELBO still moving, a guide far from the MAP) into errors.
         target_accept, max_tree_depth: NUTS settings; ``num_steps``: HMC leapfrog steps.
         guide: SVI autoguide, ``"normal"``, ``"mvn"`` or ``"lowrank"``.
         steps, lr, lr_decay, subsample_size: SVI optimisation: Adam (Pyro's ClippedAdam,
@@ -164,59 +256,175 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
             again.
             ``"auto"`` (default): value space where it applies, else reward space. The
             posterior is the same; ``post.settings["space"]`` records the choice.
+        chain_method: how MCMC chains run (:mod:`bayesirl.inference.ensemble`).
+            ``"vectorized"``: all chains in lockstep in this process, ChEES-HMC on the target's
+            potential evaluated for every chain at once (one batched planner call per
+            leapfrog step), in reward space, no processes; its step size targets a
+            harmonic-mean acceptance of 0.651 across chains (``target_accept``,
+            ``max_tree_depth`` and ``num_steps`` are NUTS's and HMC's). ``"independent"``:
+            NUTS/HMC chains as ``parallel``, ``executor`` and ``max_workers`` say. None
+            (default): vectorized from 8 chains on a target whose potential batches over
+            chains (a reward model's) moving in reward space, when no ``parallel=True``,
+            ``executor`` or ``max_workers`` asks for independent chains; else independent.
+            ``post.settings["chain_method"]`` records a vectorized run.
 
     Returns:
         A :class:`~bayesirl.RewardPosterior`; ``post.samples["theta"]`` has shape
         ``(num_chains * num_samples, ...)``.
     """
-    warmup = num_samples if warmup is None else warmup
-    _check_options(method, space, num_samples, warmup, num_chains, steps, seed, max_tree_depth,
-                   num_steps, target_accept, lr, lr_decay)
-    _check_workers(parallel, max_workers, executor)
-    likelihood = check_likelihood(likelihood)
-    rationality = check_rationality(rationality)
-    target = build_target(mdp, demos, reward_model, likelihood, rationality)
+    arguments = dict(locals())  # every parameter, by name
+    options = _options(**arguments)
+    target = build_target(mdp, demos, reward_model, options.likelihood, options.rationality)
     _check_svi_options(target, method, guide, subsample_size, checkpoint_every)
-    settings = {"likelihood": likelihood, "seed": seed, "num_samples": num_samples,
-                "rationality": repr(rationality)}
+    _warn_unused(method, arguments)
     start = time.perf_counter()
-    pyro.set_rng_seed(seed)
-    extra, sample_stats, incomplete = {}, {}, False
-    if method in ("nuts", "hmc"):
-        options = mcmc.McmcOptions(method, num_samples, warmup, num_chains, seed, progress,
-                                   target_accept, max_tree_depth, num_steps, dense_mass,
-                                   map_init, space, parallel, executor, max_workers)
-        sampled, space, init = mcmc.sampling_target(target, method, space, map_init)
-        kernel_kw = mcmc.kernel_options(sampled, init, options)
-        params, sample_stats, incomplete = mcmc.run_mcmc(sampled, init, options, kernel_kw)
-        settings.update(warmup=warmup, num_chains=num_chains, space=space, **kernel_kw)
+    with _threads_for(mdp):
+        pyro.set_rng_seed(seed)
+        fit = _run(target, options)
+        settings = {"likelihood": options.likelihood, "seed": seed, "num_samples": num_samples,
+                    "rationality": repr(options.rationality), **fit.settings,
+                    "seconds": time.perf_counter() - start}
+        return _posterior(target, options, fit, settings)
+
+
+def _options(mdp, demos, reward_model, **kwargs) -> Options:
+    """infer()'s arguments checked one by one (ValueError or TypeError naming each)."""
+    kw = dict(kwargs)
+    kw["warmup"] = kw["num_samples"] if kw["warmup"] is None else kw["warmup"]
+    _check_options(kw["method"], kw["space"], kw["num_samples"], kw["warmup"],
+                   kw["num_chains"], kw["steps"], kw["seed"], kw["max_tree_depth"],
+                   kw["num_steps"], kw["target_accept"], kw["lr"], kw["lr_decay"])
+    for name in ("progress", "strict", "map_init"):
+        kw[name] = _check_flag(name, kw[name])
+    for name in ("parallel", "dense_mass"):
+        kw[name] = _check_flag(name, kw[name], none=True)
+    _check_workers(kw["parallel"], kw["max_workers"], kw["executor"])
+    kw["likelihood"] = check_likelihood(kw["likelihood"])
+    kw["rationality"] = check_rationality(kw["rationality"])
+    if kw["checkpoint"] is not None:
+        kw["checkpoint"] = os.fspath(kw["checkpoint"])
+    return Options(**kw)
+
+
+_DEFAULTS = {name: p.default for name, p in inspect.signature(infer).parameters.items()
+             if name in _USED_BY}
+
+
+def _warn_unused(method: str, arguments: dict) -> None:
+    """One UnusedOptionWarning naming the options set (not to their default) that ``method``
+    does not use."""
+    unused = [f"{k}={v!r}" for k, v in arguments.items() if k in _USED_BY
+              and method not in _USED_BY[k] and not _is_default(v, _DEFAULTS[k])]
+    if unused:
+        warnings.warn(UnusedOptionWarning(f"method={method!r} does not use "
+                                          f"{', '.join(unused)}"), stacklevel=3)
+
+
+def _is_default(value, default) -> bool:
+    if value is None or default is None or isinstance(value, (bool, np.bool_)):
+        return value is default or (value is not None and default is not None
+                                    and bool(value) == bool(default))
+    try:
+        return bool(value == default)
+    except (TypeError, ValueError, RuntimeError):  # a tensor, an executor
+        return False
+
+
+@contextlib.contextmanager
+def _threads_for(mdp):
+    """One torch and one BLAS thread on a small MDP (see the module doc), restored after."""
+    if not isinstance(mdp, TabularMDP):
+        yield
+        return
+    sweep = mdp.n_states * mdp.n_actions * mdp.successors.shape[-1] * (
+        mdp.horizon if mdp.finite_horizon else 1)
+    if sweep > _SMALL:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpoolctl.threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(target, o: Options) -> Fit:
+    """Dispatch to the method's algorithm."""
+    if o.method in _MCMC:
+        return _run_mcmc(target, o)
+    if o.method == "svi":
+        return _run_svi(target, o)
+    return _run_map(target, o)
+
+
+def _run_mcmc(target, o: Options) -> Fit:
+    options = mcmc.McmcOptions(o.method, o.num_samples, o.warmup, o.num_chains, o.seed,
+                               o.progress, o.target_accept, o.max_tree_depth, o.num_steps,
+                               o.dense_mass, o.map_init, o.space, o.parallel, o.executor,
+                               o.max_workers)
+    sampled, space, init = mcmc.sampling_target(target, o.method, o.space, o.map_init)
+    kernel_kw = mcmc.kernel_options(sampled, init, options)
+    params, sample_stats, incomplete = mcmc.run_mcmc(sampled, init, options, kernel_kw)
+    return Fit(params, sample_stats, {}, incomplete,
+               dict(warmup=o.warmup, num_chains=o.num_chains, space=space, **kernel_kw))
+
+
+def _run_svi(target, o: Options) -> Fit:
+    init = target.init_unconstrained()
+    if o.map_init:
+        init, _ = map_.fit_map(target, init)
+    result = svi.run_svi(target, init, svi.SviOptions(
+        o.guide, o.steps, o.lr, o.lr_decay, o.subsample_size, o.num_samples, o.seed,
+        o.progress, o.checkpoint, o.checkpoint_every, o.map_init, o.strict))
+    return Fit({k: v[None] for k, v in result.params.items()}, {},
+               {"elbo": [-x for x in result.losses]}, result.incomplete,
+               dict(guide=o.guide, steps=o.steps, lr=o.lr, lr_decay=o.lr_decay,
+                    subsample_size=o.subsample_size))
+
+
+def _run_map(target, o: Options) -> Fit:
+    """The MAP with its standard errors (``method="map"``; a warning instead where the
+    Hessian is not positive definite, and none beyond ``map.MAX_COORDINATES`` coordinates,
+    as ``settings["hessian"]`` says), or ``num_samples`` draws of the Laplace approximation
+    (``method="laplace"``, seeded with ``seed``)."""
+    u, _ = map_.fit_map(target, target.init_unconstrained())
+    d = sum(v.numel() for v in u.values())
+    if o.method == "map" and d > map_.MAX_COORDINATES:  # a dense Hessian: d gradients x 4
+        return Fit({k: v[None, None] for k, v in target.constrain(u).items()}, {}, {}, False,
+                   {"hessian": f"not computed: {d} coordinates (more than "
+                               f"{map_.MAX_COORDINATES}); method='laplace' computes it"})
+    try:
+        laplace = map_.laplace(target, u)
+    except ValueError as e:
+        if o.method == "laplace":
+            raise
+        map_.warn_without_standard_errors(e)
+        return Fit({k: v[None, None] for k, v in target.constrain(u).items()}, {}, {}, False,
+                   {})
+    if o.method == "map":
+        params = {k: v[None, None] for k, v in target.constrain(laplace.u).items()}
     else:
-        init = target.init_unconstrained()
-        if map_init or method == "map":
-            init, _ = map_.fit_map(target, init)
-        if method == "map":
-            params = {k: v[None, None] for k, v in target.constrain(init).items()}
-        else:
-            fit = svi.run_svi(target, init, svi.SviOptions(
-                guide, steps, lr, lr_decay, subsample_size, num_samples, seed, progress,
-                None if checkpoint is None else os.fspath(checkpoint), checkpoint_every,
-                map_init, strict))
-            params, incomplete = {k: v[None] for k, v in fit.params.items()}, fit.incomplete
-            extra["elbo"] = [-x for x in fit.losses]
-            settings.update(guide=guide, steps=steps, lr=lr, lr_decay=lr_decay,
-                            subsample_size=subsample_size)
-    settings["seconds"] = time.perf_counter() - start
-    for k, v in params.items():
+        draws = map_.laplace_draws(target, laplace, o.num_samples, o.seed)
+        params = {k: v[None] for k, v in draws.items()}
+    return Fit(params, {}, laplace.extra, False, {"hessian": laplace.hessian})
+
+
+def _posterior(target, o: Options, fit: Fit, settings: dict):
+    """The target's posterior of ``fit``'s draws, after checking they are finite; convergence
+    checked after MCMC."""
+    for k, v in fit.params.items():
         if not torch.isfinite(v).all():
             raise FloatingPointError(f"inference produced non-finite draws of {k!r}; the "
                                      "posterior is not usable (check the prior scales and "
                                      "the reward magnitudes)")
-    chains = next(iter(params.values())).shape[0]
-    post = target.make_posterior({k: v.reshape(-1, *v.shape[2:]) for k, v in params.items()},
-                                 method=method, log_lik=None, sample_stats=sample_stats,
-                                 settings=settings, num_chains=chains)
-    post.extra.update(extra)
-    post.incomplete = bool(incomplete)
-    if method in ("nuts", "hmc"):
-        post.check_convergence(strict=strict)
+    chains = next(iter(fit.params.values())).shape[0]
+    post = target.make_posterior(
+        {k: v.reshape(-1, *v.shape[2:]) for k, v in fit.params.items()}, method=o.method,
+        log_lik=None, sample_stats=fit.sample_stats, settings=settings, num_chains=chains)
+    post.extra.update(fit.extra)
+    post.incomplete = bool(fit.incomplete)
+    if o.method in _MCMC:
+        post.check_convergence(strict=o.strict)
     return post
