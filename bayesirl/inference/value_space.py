@@ -22,22 +22,22 @@ by Sylvester's identity. The density sampled is ``p(r(V)) |det dr/dV| p(demos | 
 reward posterior carried to value space.
 
 Under Boltzmann the log-determinant is constant while the greedy policy is and jumps where it
-changes (by up to 1.9 along one random line through a 144-state gridworld's posterior; its
-posterior sd there is 3.6, so it cannot be dropped). The greedy policy changes on hyperplanes
-in ``V``, so :class:`~bayesirl.inference.refraction.RefractiveNUTS` integrates the jumps exactly
-(reflection and refraction); plain NUTS's step size collapsed to 1e-5 on them. The jump of
-one state's action is a rank-one change of ``I - gamma P_pi``: the matrix determinant lemma
-gives it and Sherman-Morrison updates the inverse, O(S^2) per crossing.
+changes, by amounts comparable to the posterior's own spread, so it cannot be dropped. The
+greedy policy changes on hyperplanes in ``V``, so
+:class:`~bayesirl.inference.refraction.RefractiveNUTS` integrates the jumps exactly (reflection
+and refraction); plain NUTS's step-size adaptation collapses on them, as a jump's energy error
+does not shrink with the step. The jump of one state's action is a rank-one change of
+``I - gamma P_pi``: the matrix determinant lemma gives it and Sherman-Morrison updates the
+inverse, O(S^2) per crossing.
 
 The sampler works on whitened coordinates ``w``, ``V = V0 + L w``: ``V0`` holds the values of
 the starting reward (the MAP) and ``L L^T`` inverts the Gauss-Newton precision at ``V0``,
 ``J^T diag(1 / Var prior) J + Jz^T W Jz`` (``J = dr/dV``; ``z`` the softmax's logits, linear
 in ``V``; ``W`` the demonstrated states' softmax covariances, times their visit counts). The
 prior correlates neighbouring values strongly, which a diagonal mass matrix could not undo.
-Far from the MAP that curvature can be wrong, so ``infer()`` re-whitens each chain during
-its warmup on its own draws (:meth:`ValueSpaceTarget.rewhitened`): on the 144-state
-Boltzmann gridworld (300 warmup iterations) the chain seeded 1 went from a min ESS of 3.3
-to 47-60 in 300 draws, and chains seeded 0 to 3 reached 22 to 88 (over two runs).
+Far from the MAP that curvature can be wrong (the Boltzmann posterior is not Gaussian), so
+each chain re-whitens during its warmup on its own draws (:meth:`ValueSpaceTarget.rewhitened`,
+:func:`bayesirl.inference.mcmc.run_chain`).
 """
 
 from __future__ import annotations
@@ -306,8 +306,8 @@ class ValueSpaceTarget:
         covariance shrunk toward a multiple of the identity (Ledoit-Wolf, in ``w``; ``m``
         draws of ``n`` coordinates estimate a covariance badly when ``m`` is not much larger
         than ``n``, and the shrinkage weighs that). Far from the MAP the Gauss-Newton
-        curvature misjudges the posterior: on a 144-state Boltzmann gridworld its values had
-        variances 0.04 to 15.5 in the MAP's whitened coordinates."""
+        curvature misjudges the posterior, whose draws may then have variances far from 1 in
+        the MAP's whitened coordinates."""
         mean, cov = w.mean(0), _ledoit_wolf(w)
         new = copy.copy(self)
         new.v0 = self.params_of(mean)
