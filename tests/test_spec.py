@@ -552,3 +552,26 @@ def test_spec_choices_are_imported_from_their_one_home():
 
     assert spec.METHODS is facade.METHODS and spec.SPACES is facade.SPACES
     assert spec.GUIDES is facade.GUIDES and spec.LIKELIHOODS is likelihood.LIKELIHOODS
+
+
+# --------------------------------------------------------------------------- data sets
+def test_a_packaged_data_set_gives_the_mdp_and_the_demonstrations(tmp_path):
+    rust = {"name": "rust_bus", "groups": [4], "bins": 90, "discount": 0.99}
+    built = build(load_spec(spec_with(tmp_path, {"environment": rust}, drop=("demonstrations",))))
+    mdp, demos = birl.datasets.rust_bus(groups=(4,), bins=90, discount=0.99)
+    assert built.mdp.n_states == mdp.n_states == 90 and built.mdp.discount == 0.99
+    assert torch.equal(built.demos.states, demos.states)
+    assert torch.equal(built.demos.actions, demos.actions)
+    assert built.reward_model.features.shape == (90, 2, 2)
+
+
+def test_a_data_set_refuses_a_demonstrations_table_and_bad_options(tmp_path):
+    rust = {"name": "rust_bus", "groups": [4]}
+    with pytest.raises(SpecError, match="brings its own demonstrations"):
+        build(load_spec(spec_with(tmp_path, {"environment": rust})))
+    with pytest.raises(SpecError, match=r"environment.source is 'other'"):
+        load_spec(spec_with(tmp_path, {"environment": {**rust, "source": "other"}},
+                            drop=("demonstrations",)))
+    with pytest.raises(SpecError, match=r"rust_bus.*bin_size"):
+        build(load_spec(spec_with(tmp_path, {"environment": {**rust, "bin_size": 7000}},
+                                  drop=("demonstrations",))))

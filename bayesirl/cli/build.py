@@ -17,7 +17,14 @@ from typing import Any, NamedTuple
 import torch
 
 from bayesirl.cli.io import load_demos, load_mdp_npz
-from bayesirl.cli.spec import EnvironmentSpec, PriorSpec, Spec, SpecError
+from bayesirl.cli.spec import (
+    DATASETS,
+    DemonstrationsSpec,
+    EnvironmentSpec,
+    PriorSpec,
+    Spec,
+    SpecError,
+)
 
 __all__ = ["Built", "available_memory", "build", "deployment_mdp", "environment_bytes",
            "fast_mode", "infer_kwargs"]
@@ -238,14 +245,31 @@ def infer_kwargs(spec: Spec, n_demos: int | None = None, fast: bool | None = Non
     return kwargs
 
 
+def _build_dataset(spec: Spec):
+    """``(mdp, demos)`` of a packaged data set (:data:`~bayesirl.cli.spec.DATASETS`)."""
+    from bayesirl import datasets
+
+    env = spec.environment
+    if spec.demonstrations != DemonstrationsSpec():
+        raise SpecError(f"environment.name is {env.name!r}, a data set that brings its own "
+                        "demonstrations: remove the [demonstrations] table")
+    try:
+        return getattr(datasets, env.name)(**env.options)
+    except (TypeError, ValueError) as e:
+        raise SpecError.at(f"environment ({env.name})", e) from None
+
+
 def build(spec: Spec, fast: bool | None = None) -> Built:
     """Build ``(mdp, demos, reward_model, infer_kwargs)``: ``infer(mdp, demos, reward_model,
     **infer_kwargs)`` runs the spec. Raises :class:`SpecError` for anything the spec got wrong
     (including values the builders reject)."""
     where = str(spec.source) if spec.source is not None else spec.name
     try:
-        mdp = _build_environment(spec.environment)
-        demos = _build_demos(spec, mdp)
+        if spec.environment.name in DATASETS:
+            mdp, demos = _build_dataset(spec)
+        else:
+            mdp = _build_environment(spec.environment)
+            demos = _build_demos(spec, mdp)
         model = _build_reward(spec, mdp)
         kwargs = infer_kwargs(spec, demos.n, fast)
     except SpecError as e:

@@ -314,7 +314,14 @@ ENVIRONMENTS: dict[str, dict[str, Any]] = {
     "lava_world": {"size": _int(3), "slip": _PROB, "horizon": _HORIZON, "discount": _DISCOUNT,
                    "terrain": _PROB, "goal": _cell, "lava": _cells, "seed": _SEED},
     "gymnasium": {"id": _str, "horizon": _HORIZON, "discount": _DISCOUNT, "kwargs": _table},
+    # a data set shipped with the package: it gives the MDP and the demonstrations
+    "rust_bus": {"groups": _int_list, "bins": _int(2), "bin_size": _int(5000),
+                 "discount": _DISCOUNT, "source": _choice("rust", "econirl"),
+                 "first_stage": _choice("recorded", "transitions")},
 }
+#: environments that are data sets: ``bayesirl.datasets.<name>(**options)`` returns
+#: ``(mdp, demos)``, so a spec naming one has no ``[demonstrations]`` table
+DATASETS = ("rust_bus",)
 _ENV_FILE_KEYS = {"file": _path, "horizon": _HORIZON, "discount": _DISCOUNT}
 REWARD_MODELS: dict[str, dict[str, Any]] = {
     "linear": {"prior": _prior},
