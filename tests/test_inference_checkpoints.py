@@ -135,3 +135,36 @@ def test_a_crafted_pickle_payload_is_refused_without_running(problem, tmp_path, 
                                        "checkpoint (it must hold tensors and plain values only)")
     assert "\n" not in str(error.value)
     assert not marker.exists()
+
+
+def test_digest_depends_on_content_only():
+    """Equal content digests equally (in any process: no ids, no addresses), any change of a
+    value, dtype or shape does not; 0-d tensors, bools and NaN included."""
+    from bayesirl.inference.target import digest
+
+    def thing(x=1.5, dtype=torch.float64):
+        return {"a": torch.tensor(x, dtype=dtype), "b": [torch.ones(2, 3, dtype=torch.bool),
+                                                        float("nan"), None, "s"],
+                "prior": dist.Normal(torch.zeros(2), 1.0), "model": birl.TabularReward(3)}
+
+    assert digest(thing()) == digest(thing())
+    assert len({digest(thing()), digest(thing(2.5)), digest(thing(dtype=torch.float32)),
+                digest({**thing(), "b": []}), digest(birl.GPReward(torch.zeros(3, 1))),
+                digest(birl.GPReward(torch.ones(3, 1)))}) == 6
+
+
+@pytest.mark.parametrize("model", ["gp", "gp-hyper", "neural", "tabular-sa"])
+def test_every_reward_model_fingerprints(problem, tmp_path, model):
+    """A checkpoint is written and resumed for each kind of reward model (their parameters,
+    0-d hyperparameter tensors and networks included)."""
+    mdp, demos, _ = problem
+    coords = torch.arange(mdp.n_states, dtype=torch.float64)[:, None]
+    make = {"gp": lambda: birl.GPReward(coords, lengthscale=2.0),
+            "gp-hyper": lambda: birl.GPReward(coords, lengthscale=dist.LogNormal(0.0, 1.0)),
+            "neural": lambda: birl.NeuralReward(mdp.features, hidden=(3,)),
+            "tabular-sa": lambda: birl.TabularReward(mdp.n_states, mdp.n_actions)}[model]
+    path = tmp_path / "svi.ckpt"
+    kw = {**KW, "steps": 10, "checkpoint_every": 5}
+    first = birl.infer(mdp, demos, make(), checkpoint=path, **kw)
+    again = birl.infer(mdp, demos, make(), checkpoint=path, **kw)
+    assert again.extra["elbo"] == first.extra["elbo"]

@@ -42,7 +42,7 @@ from bayesirl.model.likelihood import check_likelihood, check_rationality
 from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
-__all__ = ["GUIDES", "METHODS", "SPACES", "UnusedOptionWarning", "infer"]
+__all__ = ["GUIDES", "METHODS", "SPACES", "USED_BY", "UnusedOptionWarning", "infer"]
 
 METHODS = ("nuts", "hmc", "svi", "map", "laplace")
 SPACES = ("auto", "reward", "value")
@@ -50,8 +50,9 @@ GUIDES = svi.GUIDES
 _MCMC = ("nuts", "hmc")
 _SMALL = 2 ** 20  # state-action-successor-steps per Bellman sweep up to which one thread runs
 
-#: The methods each option is used by; any other method warns when it is not the default.
-_USED_BY = {
+#: The methods each option is used by; any other method warns when it is not the default
+#: (callers that pass every option, e.g. a spec file's, keep those their method uses).
+USED_BY = {
     "num_samples": (*_MCMC, "svi", "laplace"), "warmup": _MCMC, "num_chains": _MCMC,
     "parallel": _MCMC, "max_workers": _MCMC, "executor": _MCMC, "target_accept": _MCMC,
     "max_tree_depth": ("nuts",), "num_steps": ("hmc",), "dense_mass": _MCMC, "space": _MCMC,
@@ -307,14 +308,14 @@ def _options(mdp, demos, reward_model, **kwargs) -> Options:
 
 
 _DEFAULTS = {name: p.default for name, p in inspect.signature(infer).parameters.items()
-             if name in _USED_BY}
+             if name in USED_BY}
 
 
 def _warn_unused(method: str, arguments: dict) -> None:
     """One UnusedOptionWarning naming the options set (not to their default) that ``method``
     does not use."""
-    unused = [f"{k}={v!r}" for k, v in arguments.items() if k in _USED_BY
-              and method not in _USED_BY[k] and not _is_default(v, _DEFAULTS[k])]
+    unused = [f"{k}={v!r}" for k, v in arguments.items() if k in USED_BY
+              and method not in USED_BY[k] and not _is_default(v, _DEFAULTS[k])]
     if unused:
         warnings.warn(UnusedOptionWarning(f"method={method!r} does not use "
                                           f"{', '.join(unused)}"), stacklevel=3)

@@ -305,7 +305,8 @@ def _feed(h, obj, depth: int) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
         h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        flat = t.reshape(-1).clone(memory_format=torch.contiguous_format)  # stride 1, even
+        h.update(flat.view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # expanded
     elif isinstance(obj, np.ndarray):
         h.update(f"array{obj.dtype}{obj.shape}".encode())
         h.update(np.ascontiguousarray(obj).tobytes())
