@@ -363,7 +363,7 @@ INFER = [
     ("reward-model-type", lambda m, d, r: (m, d, m.features, {}), TypeError,
      "reward_model must be a bayesirl reward model.* got Tensor"),
     ("method", lambda m, d, r: (m, d, r, {"method": "gibbs"}), ValueError,
-     r"method is 'gibbs', expected one of \('nuts', 'hmc', 'svi', 'map'\)"),
+     r"method is 'gibbs', expected one of \('nuts', 'hmc', 'svi', 'map', 'laplace'\)"),
     ("guide", lambda m, d, r: (m, d, r, {"method": "svi", "guide": "flow"}), ValueError,
      "guide is 'flow', expected one of"),
     ("likelihood", lambda m, d, r: (m, d, r, {"likelihood": "hard"}), ValueError,
