@@ -24,7 +24,7 @@ LAYERS = {
     "metrics": 6,
     "plots": 6,
     "sbc": 6,
-    "sweep": 6,
+    "sweep": 7,        # a grid over a spec: it reads specs with the cli layer's parser
     "cli": 7,
     "testing": 8,      # tiny MDPs and oracles for the tests: above everything it checks
     "diagnostics": 9,  # public facades over the layers
