@@ -6,7 +6,10 @@ moments keeping a correct sampler's false-alarm rate near 1e-3 per test; the see
 so the tests are deterministic.
 """
 
+import concurrent.futures
 import math
+import multiprocessing
+import warnings
 
 import arviz as az
 import numpy as np
@@ -29,6 +32,7 @@ from bayesirl.inference.ensemble import (
     warmup_windows,
 )
 from bayesirl.inference.target import build_target
+from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.testing import tiny_chain_mdp
 
 
@@ -298,3 +302,84 @@ def test_use_vectorized_says_why_it_does_not_apply(tiny):
 
     assert use_vectorized(None, Declared(), "nuts", "reward", 64)
     assert math.isclose(ensemble.TARGET_ACCEPT, 0.651)
+
+
+# ---------------------------------------------------------------------------- through infer()
+def quiet_infer(*args, **kwargs):
+    """infer() with the convergence warnings of short runs silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InferenceWarning)
+        return birl.infer(*args, progress=False, **kwargs)
+
+
+def test_infer_runs_eight_chains_vectorized_in_this_process(tiny):
+    mdp, demos, model = tiny
+    post = quiet_infer(mdp, demos, model, num_samples=25, warmup=40, num_chains=8, seed=1)
+    assert not multiprocessing.active_children()
+    assert post.settings["chain_method"] == "vectorized"
+    assert post.settings["sampler"] == "chees-hmc" and post.settings["space"] == "reward"
+    assert post.params["theta"].shape == (8, 25, 2)
+    idata = post.to_arviz()
+    assert idata.posterior.sizes["chain"] == 8 and idata.posterior.sizes["draw"] == 25
+    stats = idata.sample_stats
+    for name in ("acceptance_rate", "step_size", "n_steps", "diverging", "energy", "lp"):
+        assert stats[name].shape == (8, 25), name
+    assert ((stats["acceptance_rate"] >= 0) & (stats["acceptance_rate"] <= 1)).all()
+    assert (stats["step_size"] == post.settings["step_size"]).all()
+    rhat = az.rhat(idata, var_names=["theta"])["theta"].values
+    assert rhat.shape == (2,) and np.isfinite(rhat).all()
+    assert idata.log_likelihood["actions"].shape == (8, 25, demos.n)
+    again = quiet_infer(mdp, demos, model, num_samples=25, warmup=40, num_chains=8, seed=1)
+    assert torch.equal(again.params["theta"], post.params["theta"])
+
+
+def test_infer_keeps_independent_chains_below_eight_or_when_asked(tiny):
+    mdp, demos, model = tiny
+    post = quiet_infer(mdp, demos, model, num_samples=10, warmup=10, num_chains=2,
+                       parallel=False)
+    assert "chain_method" not in post.settings
+    target = build_target(mdp, demos, model, "soft", 1.0)
+    assert not use_vectorized(None, target, "nuts", "auto", 64, parallel=True)
+    assert not use_vectorized(None, target, "nuts", "auto", 64, max_workers=2)
+    assert use_vectorized(None, target, "nuts", "auto", 64, parallel=False)
+    with pytest.raises(ValueError, match="max_workers=2 was given"):
+        use_vectorized("vectorized", target, "nuts", "auto", 64, max_workers=2)
+    with pytest.raises(ValueError, match="an executor was given"):
+        use_vectorized("vectorized", target, "nuts", "auto", 64,
+                       executor=concurrent.futures.ProcessPoolExecutor)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"chain_method": "lockstep"}, "chain_method is 'lockstep'"),
+    ({"chain_method": "vectorized", "method": "svi"}, "method is 'svi'"),
+    ({"chain_method": "vectorized", "num_chains": 1}, "num_chains is 1"),
+    ({"chain_method": "vectorized", "parallel": True}, "parallel=True was given"),
+])
+def test_infer_refuses_vectorized_chains_where_they_do_not_apply(tiny, kwargs, match):
+    mdp, demos, model = tiny
+    with pytest.raises(ValueError, match=match):
+        birl.infer(mdp, demos, model, num_samples=5, progress=False, **kwargs)
+
+
+@pytest.mark.slow
+def test_vectorized_chains_agree_with_nuts_on_a_tiny_mdp(tiny):
+    """64 ChEES-HMC chains and 4 long NUTS chains on the same posterior (2 weights and a
+    rationality with a LogNormal prior): means within 4 combined MCSE, sds within 10%."""
+    mdp, demos, model = tiny
+    kw = dict(rationality=dist.LogNormal(0.0, 0.5), seed=0)
+    ens = quiet_infer(mdp, demos, model, num_samples=200, warmup=300, num_chains=64,
+                      chain_method="vectorized", **kw)
+    nuts = quiet_infer(mdp, demos, model, num_samples=2000, warmup=500, num_chains=4,
+                       chain_method="independent", parallel=False, **kw)
+    a, b = ens.to_arviz().posterior, nuts.to_arviz().posterior
+    for name in ("theta", "rationality"):
+        ma, mb = a[name].mean(("chain", "draw")), b[name].mean(("chain", "draw"))
+        se = np.sqrt(az.mcse(a, var_names=[name])[name] ** 2
+                     + az.mcse(b, var_names=[name])[name] ** 2)
+        z = np.abs((ma - mb) / se).values
+        sd_ratio = (a[name].std(("chain", "draw")) / b[name].std(("chain", "draw"))).values
+        print(f"\n{name}: vectorized {ma.values}, NUTS {mb.values}, |z| {z}, sd ratio "
+              f"{sd_ratio}")
+        assert (z < 4).all() and (np.abs(sd_ratio - 1) < 0.1).all()
+    rhat = az.rhat(a)
+    assert all(float(rhat[k].max()) < 1.01 for k in ("theta", "rationality"))

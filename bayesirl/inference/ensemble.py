@@ -501,18 +501,29 @@ def _reward_space_only(target, method: str, space: str) -> bool:
     return space == "auto" and ineligible(target, method) is not None
 
 
-def use_vectorized(chain_method, target, method: str, space: str, num_chains: int) -> bool:
+def use_vectorized(chain_method, target, method: str, space: str, num_chains: int, *,
+                   parallel: bool | None = None, executor=None,
+                   max_workers: int | None = None) -> bool:
     """Whether ``infer()`` runs its chains as this module's ensemble (see the module doc for
-    the rule of ``chain_method=None``). ``chain_method="vectorized"`` where it cannot apply
-    raises a ValueError saying why."""
+    the rule of ``chain_method=None``; ``parallel=True``, an ``executor`` or ``max_workers``
+    ask for independent chains, so the rule then says no). ``chain_method="vectorized"``
+    where it cannot apply raises a ValueError saying why."""
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"chain_method is {chain_method!r}, expected one of {CHAIN_METHODS}")
     if chain_method == "independent":
         return False
+    independent = next((f"{name}={value!r}" if name != "executor" else "an executor"
+                        for name, value in (("parallel", parallel), ("executor", executor),
+                                            ("max_workers", max_workers))
+                        if value is not None and value is not False), None)
     why = batch_refusal(target)
     if chain_method is None:
         return (method in ("nuts", "hmc") and num_chains >= AUTO_MIN_CHAINS and why is None
-                and _reward_space_only(target, method, space))
+                and independent is None and _reward_space_only(target, method, space))
+    if independent is not None:
+        raise ValueError(f"chain_method='vectorized' runs every chain in this process, but "
+                         f"{independent} was given, which places independent chains; leave "
+                         "it unset, or use chain_method='independent'")
     if method not in ("nuts", "hmc"):
         raise ValueError(f"chain_method='vectorized' runs MCMC chains; method is {method!r}, "
                          "expected 'nuts' or 'hmc'")

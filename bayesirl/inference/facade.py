@@ -35,8 +35,8 @@ import threadpoolctl
 import torch
 
 from bayesirl.core.mdp import TabularMDP
+from bayesirl.inference import ensemble, mcmc, svi
 from bayesirl.inference import map as map_
-from bayesirl.inference import mcmc, svi
 from bayesirl.inference.target import HasGuide, HasPyroModel, Target, build_target
 from bayesirl.model.likelihood import check_likelihood, check_rationality
 from bayesirl.posterior.diagnostics import InferenceWarning
@@ -95,6 +95,7 @@ class Options:
     space: str
     max_workers: int | None
     executor: Any
+    chain_method: str | None = None  # bayesirl/inference/ensemble.py
 
 
 class Fit(NamedTuple):
@@ -192,7 +193,8 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
           subsample_size: int | None = None, checkpoint=None, checkpoint_every: int = 100,
           map_init: bool = True, dense_mass: bool | None = None,
           parallel: bool | None = None, space: str = "auto", max_workers: int | None = None,
-          executor: concurrent.futures.Executor | None = None) -> RewardPosterior:
+          executor: concurrent.futures.Executor | None = None,
+          chain_method: str | None = None) -> RewardPosterior:
     """Infer the posterior over the reward parameters of ``reward_model``.
 
     Args:
@@ -353,11 +355,25 @@ def _threads_for(mdp):
 
 def _run(target, o: Options) -> Fit:
     """Dispatch to the method's algorithm."""
+    if ensemble.use_vectorized(o.chain_method, target, o.method, o.space, o.num_chains,
+                               parallel=o.parallel, executor=o.executor,
+                               max_workers=o.max_workers):
+        return _run_vectorized(target, o)
     if o.method in _MCMC:
         return _run_mcmc(target, o)
     if o.method == "svi":
         return _run_svi(target, o)
     return _run_map(target, o)
+
+
+# -- chain_method="vectorized": ChEES-HMC chains in lockstep (bayesirl/inference/ensemble.py)
+def _run_vectorized(target, o: Options) -> Fit:
+    run = ensemble.run_vectorized(target, ensemble.EnsembleOptions(
+        o.num_chains, o.num_samples, o.warmup, o.seed, o.progress, o.map_init,
+        dense_mass=o.dense_mass))
+    return Fit(run.params, run.sample_stats, {}, run.incomplete,
+               dict(warmup=o.warmup, num_chains=o.num_chains, space="reward", **run.settings))
+# -- end of chain_method="vectorized"
 
 
 def _run_mcmc(target, o: Options) -> Fit:
