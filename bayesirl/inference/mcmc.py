@@ -193,35 +193,13 @@ def run_chain(job: ChainJob) -> ChainResult:
     bar = tqdm(total=warmup + job.num_samples,
                desc=f"{method} chain {job.chain + 1}/{job.num_chains}",
                disable=not job.progress, leave=False, position=job.chain)
-
-    def run(rec, n, keep, kept_draws, kept_stats):
-        nonlocal params
-        try:
-            for i in range(n):
-                if executors.stop_requested():
-                    raise KeyboardInterrupt
-                params, st = rec.step(params)
-                if i >= keep:
-                    kept_draws.append({k: v.detach().clone() for k, v in params.items()})
-                    kept_stats.append(st)
-                bar.update()
-                if i % 20 == 0:
-                    bar.set_postfix(step_size=f"{st['step_size']:.2g}")
-        finally:
-            rec.kernel.cleanup()
-
     try:
-        if pilot:  # its draws are warmup, never returned
-            pilot_draws = []
-            run(Recorder(_kernel(target, method, kernel_options, params, pilot)), pilot,
-                pilot // 2, pilot_draws, [])
-            rewhitened = target.rewhitened(torch.stack([d["w"] for d in pilot_draws]))
-            params = {"w": rewhitened.whiten(target.params_of(params["w"]))}
-            target = rewhitened
+        if pilot:
+            target, params = _pilot(target, method, kernel_options, params, pilot, bar)
             kernel_options = dict(kernel_options, adapt_mass_matrix=False)
         rest = warmup - pilot
-        run(Recorder(_kernel(target, method, kernel_options, params, rest)),
-            rest + job.num_samples, rest, draws, stats)
+        _iterate(_kernel(target, method, kernel_options, params, rest), params,
+                 rest + job.num_samples, rest, bar, draws, stats)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -229,6 +207,38 @@ def run_chain(job: ChainJob) -> ChainResult:
     constrained = (target.constrain({k: torch.stack([d[k] for d in draws]) for k in draws[0]})
                    if draws else {})
     return ChainResult(constrained, stats, interrupted)
+
+
+def _iterate(kernel, params: dict, n: int, keep: int, bar, draws: list, stats: list) -> dict:
+    """``n`` iterations of a set-up kernel from ``params``, appending the draws (detached
+    copies) and sample stats of those from index ``keep`` on; returns the last point. A stop
+    request is a KeyboardInterrupt; the lists keep what was appended before it."""
+    recorder = Recorder(kernel)
+    try:
+        for i in range(n):
+            if executors.stop_requested():
+                raise KeyboardInterrupt
+            params, st = recorder.step(params)
+            if i >= keep:
+                draws.append({k: v.detach().clone() for k, v in params.items()})
+                stats.append(st)
+            bar.update()
+            if i % 20 == 0:
+                bar.set_postfix(step_size=f"{st['step_size']:.2g}")
+    finally:
+        kernel.cleanup()
+    return params
+
+
+def _pilot(target, method: str, kernel_options: dict, params: dict, pilot: int, bar):
+    """The pilot stage of a re-whitening target: ``pilot`` warmup iterations, the second half
+    of whose draws re-whiten it. Returns the re-whitened target and the last point in its
+    coordinates; the pilot's draws are warmup, never returned."""
+    pilot_draws = []
+    params = _iterate(_kernel(target, method, kernel_options, params, pilot), params, pilot,
+                      pilot // 2, bar, pilot_draws, [])
+    rewhitened = target.rewhitened(torch.stack([d["w"] for d in pilot_draws]))
+    return rewhitened, {"w": rewhitened.whiten(target.params_of(params["w"]))}
 
 
 def stack(ran: executors.Ran, num_chains: int) -> Draws:

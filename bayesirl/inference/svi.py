@@ -201,16 +201,33 @@ def run_svi(target, init: dict[str, torch.Tensor], options: SviOptions) -> SviRe
     # the final iterate of a constant-step Adam jitters around the optimum (the ELBO's
     # gradient is one noisy draw): the step decays geometrically to lr * lr_decay
     optim = pyro.optim.ClippedAdam({"lr": o.lr, "lrd": o.lr_decay ** (1 / o.steps)})
-    svi = SVI(model, auto, optim, Trace_ELBO())
     losses, start = [], 0
     if state is not None:
         auto()  # create the guide's parameters, then overwrite them
         _restore(o.checkpoint, state, auto, optim)
         _set_rng_state(state["rng"])
         losses, start = list(state["losses"]), state["step"]
+    incomplete = _steps(SVI(model, auto, optim, Trace_ELBO()), losses, start, o,
+                        lambda step: _save_checkpoint(o.checkpoint, step, losses, auto, optim,
+                                                      print_))
+    with torch.no_grad():
+        params = _draws(auto, o.num_samples, init_values)
+        if incomplete:
+            note(f"interrupted: the guide after {len(losses)} of {o.steps} steps; the "
+                 "posterior is marked incomplete")
+        else:
+            check = _draws(auto, _CHECK_DRAWS, init_values)
+            _report(convergence_problems(losses, check, init_values if o.map_init else None),
+                    o.strict)
+    return SviResult(params, losses, incomplete)
+
+
+def _steps(svi, losses: list, start: int, o: SviOptions, save) -> bool:
+    """SVI steps ``start .. o.steps - 1``, appending each loss to ``losses`` and calling
+    ``save(step)`` every ``o.checkpoint_every`` steps when there is a checkpoint. Returns
+    whether Ctrl-C ended them early."""
     bar = tqdm(range(start, o.steps), desc=f"svi ({o.guide})", disable=not o.progress,
                leave=False)
-    incomplete = False
     try:
         for i in bar:
             loss = svi.step()
@@ -221,21 +238,16 @@ def run_svi(target, init: dict[str, torch.Tensor], options: SviOptions) -> SviRe
             if i % 50 == 0:
                 bar.set_postfix(elbo=f"{-loss:.4g}")
             if o.checkpoint is not None and (i + 1) % o.checkpoint_every == 0:
-                _save_checkpoint(o.checkpoint, i + 1, losses, auto, optim, print_)
+                save(i + 1)
     except KeyboardInterrupt:
-        incomplete = True
-    with torch.no_grad():
-        draws = [auto() for _ in range(o.num_samples)]
-        params = {k: torch.stack([d[k] for d in draws]) for k in init_values}
-        if incomplete:
-            note(f"interrupted: the guide after {len(losses)} of {o.steps} steps; the "
-                 "posterior is marked incomplete")
-        else:
-            check = [auto() for _ in range(_CHECK_DRAWS)]
-            check = {k: torch.stack([d[k] for d in check]) for k in init_values}
-            _report(convergence_problems(losses, check, init_values if o.map_init else None),
-                    o.strict)
-    return SviResult(params, losses, incomplete)
+        return True
+    return False
+
+
+def _draws(guide, n: int, sites) -> dict[str, torch.Tensor]:
+    """``n`` draws of the fitted ``guide``, ``{site: (n, ...)}`` for each of ``sites``."""
+    draws = [guide() for _ in range(n)]
+    return {k: torch.stack([d[k] for d in draws]) for k in sites}
 
 
 def _report(problems: list[str], strict: bool) -> None:
