@@ -177,18 +177,22 @@ class QFunction:
 
     Layer sizes ``[F, *hidden, A]``, tanh between layers. The first layer has no bias (the
     features carry a constant); later layers do. Weights are laid out layer by layer, each
-    ``W_l: (n_in, n_out)`` row-major then ``b_l: (n_out,)``. ``hidden=()`` is linear in the
-    features: ``Q = phi(s) W``.
+    ``W_l: (n_in, n_out)`` row-major then ``b_l: (n_out,)``, and last, when ``level_scale`` is
+    set, one level ``L`` added to every action's Q. ``hidden=()`` is linear in the features:
+    ``Q = phi(s) W (+ L)``.
 
     Attributes:
         features: a :class:`FeatureMap` or any callable ``(M, obs_dim) -> (M, F)``.
         n_features: F; n_actions: A; hidden: the hidden widths.
         weight_scale: prior scale; ``w ~ N(0, weight_scale / sqrt(n_in))`` per weight and
             ``N(0, weight_scale)`` per bias.
-        bias_scale: prior scale of the level of ``Q`` per action (the output layer's bias;
-            linear in a :class:`FeatureMap`, the weight of its constant feature), or None for
-            the rule above. A value is of the order of ``reward / (1 - gamma)``: a prior on it
-            as narrow as a weight's would fix the rewards' level, which the actions leave free.
+        level_scale: prior scale of the level ``L ~ N(0, level_scale)`` shared by all
+            actions, or None for no level. Adding ``L`` to every Q leaves the policy as it is
+            and moves every reward by ``(1 - gamma) L``: the actions leave the rewards' level
+            free, and a value is of the order of ``reward / (1 - gamma)``, so a prior on the
+            level as narrow as a weight's would fix it. Apart from it each action keeps its
+            own weight-sized offset: one never taken is pushed down by the likelihood as far
+            as that prior lets it, not by ``level_scale``.
     """
 
     features: Callable
@@ -196,7 +200,7 @@ class QFunction:
     n_actions: int
     hidden: tuple[int, ...] = ()
     weight_scale: float = 1.0
-    bias_scale: float | None = None
+    level_scale: float | None = None
 
     @property
     def layers(self) -> list[tuple[int, int, bool]]:
@@ -207,22 +211,18 @@ class QFunction:
 
     @property
     def n_params(self) -> int:
-        return sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
+        return (sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
+                + (self.level_scale is not None))
 
     def prior_scale(self, dtype=None, device=None) -> torch.Tensor:
         """``(P,)`` prior standard deviation of each weight."""
         parts = []
-        layers = self.layers
-        for i, (n_in, n_out, bias) in enumerate(layers):
-            weights = torch.full((n_in, n_out), self.weight_scale / math.sqrt(n_in))
-            if self.bias_scale is not None and not self.hidden and isinstance(
-                    self.features, FeatureMap):
-                weights[0] = self.bias_scale  # the constant feature's row: Q's level
-            parts.append(weights.reshape(-1))
+        for n_in, n_out, bias in self.layers:
+            parts.append(torch.full((n_in * n_out,), self.weight_scale / math.sqrt(n_in)))
             if bias:
-                last = i == len(layers) - 1 and self.bias_scale is not None
-                parts.append(torch.full((n_out,), float(self.bias_scale if last
-                                                        else self.weight_scale)))
+                parts.append(torch.full((n_out,), float(self.weight_scale)))
+        if self.level_scale is not None:
+            parts.append(torch.full((1,), float(self.level_scale)))
         return torch.cat(parts).to(dtype=dtype or torch.get_default_dtype(), device=device)
 
     def apply(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
@@ -238,6 +238,8 @@ class QFunction:
                 start += n_out
             if i < len(layers) - 1:
                 h = torch.tanh(h)
+        if self.level_scale is not None:
+            h = h + w[..., None, -1:]
         return h
 
     def __call__(self, w: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
@@ -250,13 +252,13 @@ class QFunction:
             return None
         return {"features": self.features.spec(), "n_features": self.n_features,
                 "n_actions": self.n_actions, "hidden": list(self.hidden),
-                "weight_scale": self.weight_scale, "bias_scale": self.bias_scale}
+                "weight_scale": self.weight_scale, "level_scale": self.level_scale}
 
     @classmethod
     def from_spec(cls, spec: dict, dtype=None) -> QFunction:
         return cls(FeatureMap.from_spec(spec["features"], dtype), int(spec["n_features"]),
                    int(spec["n_actions"]), tuple(int(h) for h in spec["hidden"]),
-                   float(spec["weight_scale"]), spec.get("bias_scale"))
+                   float(spec["weight_scale"]), spec.get("level_scale"))
 
 
 # ---------------------------------------------------------------------------- reward prior
@@ -378,8 +380,8 @@ class QValueModel:
             random Fourier features of lengthscale ``lengthscale`` drawn with ``seed``) or a
             callable ``obs (M, obs_dim) -> (M, F)`` of given features.
         weight_scale: prior scale of the weights (``/ sqrt(fan_in)``).
-        bias_scale: prior scale of ``Q``'s level per action (see :class:`QFunction`); default
-            ``max(weight_scale, reward_scale / (1 - discount))``, a value's scale.
+        level_scale: prior scale of ``Q``'s level shared by the actions (see
+            :class:`QFunction`); default ``reward_scale / (1 - discount)``, a value's scale.
         reward_prior: ``"iid"`` (ValueWalk's), ``"state"`` or ``"state_action"``
             (:class:`RewardPrior`).
         reward_loc, reward_scale: the prior's mean and scale (``"iid"``: of each reward;
@@ -408,7 +410,7 @@ class QValueModel:
 
     def __init__(self, hidden=(), features: Callable | None = None, n_fourier: int = 0,
                  lengthscale: float = 1.0, seed: int = 0, weight_scale: float = 1.0,
-                 bias_scale: float | None = None,
+                 level_scale: float | None = None,
                  reward_loc: float = 0.0, reward_scale: float = 1.0, discount: float = 0.99,
                  bellman_noise: float | None = None, whiten: bool = True,
                  reward_prior: str = "iid", reward_noise: float = 0.1,
@@ -430,9 +432,9 @@ class QValueModel:
         self.reward_loc = check_number("reward_loc", reward_loc)
         self.reward_scale = check_number("reward_scale", reward_scale, 0.0, low_open=True)
         self.discount = check_number("discount", discount, 0.0, 1.0, high_open=True)
-        if bias_scale is None:
-            bias_scale = max(self.weight_scale, self.reward_scale / (1 - self.discount))
-        self.bias_scale = check_number("bias_scale", bias_scale, 0.0, low_open=True)
+        if level_scale is None:
+            level_scale = self.reward_scale / (1 - self.discount)
+        self.level_scale = check_number("level_scale", level_scale, 0.0, low_open=True)
         if bellman_noise is None:
             bellman_noise = 0.1 * self.reward_scale
         self.bellman_noise = check_number("bellman_noise", bellman_noise, 0.0,
@@ -476,7 +478,7 @@ class QValueModel:
                                  f"{tuple(getattr(probe, 'shape', ()))}")
             n_features = probe.shape[1]
         return QFunction(fmap, n_features, data.n_actions, self.hidden, self.weight_scale,
-                         self.bias_scale)
+                         self.level_scale)
 
     def reward_prior_of(self, data: Trajectories) -> RewardPrior:
         """The :class:`RewardPrior`, its features fitted to ``data``'s observations."""

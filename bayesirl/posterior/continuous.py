@@ -137,7 +137,7 @@ class ContinuousPosterior:
         m = target.model
         settings.setdefault("model", {"hidden": list(m.hidden), "n_fourier": m.n_fourier,
                                       "weight_scale": m.weight_scale,
-                                      "bias_scale": m.bias_scale,
+                                      "level_scale": m.level_scale,
                                       "reward_loc": m.reward_loc,
                                       "reward_scale": m.reward_scale})
         return cls(target.q_function, target.data, {"w": w.reshape(C, -1, w.shape[1])},
@@ -429,7 +429,7 @@ class ContinuousPosterior:
             model = settings.get("model", {})
             q_function = QFunction(features, n_features, data.n_actions, hidden,
                                    float(model.get("weight_scale", 1.0)),
-                                   model.get("bias_scale"))
+                                   model.get("level_scale"))
         else:
             q_function = QFunction.from_spec(spec, dtype)
         encoder = None
