@@ -1,5 +1,5 @@
-"""The maximum a posteriori point of a target (:func:`fit_map`), its standard errors and the
-Laplace approximation around it (:func:`laplace`).
+"""The maximum a posteriori point of a target (:func:`~bayesirl.inference.map.fit_map`), its
+standard errors and the Laplace approximation around it (:func:`~bayesirl.inference.map.laplace`).
 
 The MAP minimises the target's potential without the log-Jacobian (``jacobian=False``): the mode
 of the density of the constrained parameters, the point Pyro's ``AutoDelta`` finds, searched in

@@ -1,5 +1,5 @@
-"""What inference works on: the :class:`InferenceTarget` protocol and the reward-space
-:class:`Target`.
+"""What inference works on: the :class:`~bayesirl.inference.target.InferenceTarget` protocol and
+the reward-space :class:`~bayesirl.inference.target.Target`.
 
 A *target* is an unnormalised posterior over named parameters in unconstrained coordinates
 ``u`` (a dict of tensors, as Pyro's kernels want). ``infer()`` runs NUTS/HMC and MAP (and the
