@@ -2,6 +2,7 @@
 (bayesirl.cli.spec), the files they name (bayesirl.cli.io) and build() (bayesirl.cli.build)."""
 
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -98,23 +99,36 @@ def test_build_returns_problem_ready_for_infer(tmp_path):
     assert mdp.n_states == 16 and mdp.horizon == 5
     assert demos.n == 3 and demos.max_length == 5
     assert isinstance(model, birl.LinearReward) and model.features.shape == (16, 4)
-    assert kwargs["method"] == "map" and kwargs["num_samples"] == 7 and kwargs["warmup"] == 7
+    assert kwargs["method"] == "map"
     assert kwargs["likelihood"] == "soft" and kwargs["rationality"] == 1.0
-    assert kwargs["lr_decay"] == 0.5 and kwargs["space"] == "reward"
-    post = birl.infer(mdp, demos, model, progress=False, **kwargs)
+    # options MAP does not use stay out, so infer has nothing to warn about
+    assert not {"num_samples", "warmup", "lr_decay", "space", "steps"} & set(kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post = birl.infer(mdp, demos, model, progress=False, **kwargs)
     assert post.samples["theta"].shape == (1, 4)
+    nuts = infer_kwargs(load_spec(spec_with(tmp_path, {
+        "inference.method": "nuts", "inference.num_samples": 7, "inference.space": "reward"})))
+    assert nuts["num_samples"] == 7 and nuts["warmup"] == 7 and nuts["space"] == "reward"
+    assert "lr_decay" not in nuts and "steps" not in nuts
+    svi = infer_kwargs(load_spec(spec_with(tmp_path, {
+        "inference.method": "svi", "inference.lr_decay": 0.5})))
+    assert svi["lr_decay"] == 0.5 and "warmup" not in svi and "space" not in svi
 
 
 def test_fast_mode_shrinks_counts(tmp_path, monkeypatch):
-    spec = load_spec(spec_with(tmp_path, {"inference.num_samples": 1000,
+    spec = load_spec(spec_with(tmp_path, {"inference.method": "nuts",
+                                          "inference.num_samples": 1000,
                                           "inference.warmup": 800, "inference.steps": 5000,
                                           "inference.num_chains": 4}))
     slow = infer_kwargs(spec, fast=False)
-    assert (slow["num_samples"], slow["warmup"], slow["steps"], slow["num_chains"]) == (
-        1000, 800, 5000, 4)
+    assert (slow["num_samples"], slow["warmup"], slow["num_chains"]) == (1000, 800, 4)
     fast = infer_kwargs(spec, fast=True)
-    assert (fast["num_samples"], fast["warmup"], fast["steps"], fast["num_chains"],
-            fast["max_tree_depth"]) == (20, 20, 50, 2, 4)
+    assert (fast["num_samples"], fast["warmup"], fast["num_chains"],
+            fast["max_tree_depth"]) == (20, 20, 2, 4)
+    svi = load_spec(spec_with(tmp_path, {"inference.method": "svi", "inference.steps": 5000}))
+    assert infer_kwargs(svi, fast=False)["steps"] == 5000
+    assert infer_kwargs(svi, fast=True)["steps"] == 50
     monkeypatch.setenv("BAYESIRL_FAST", "1")
     assert infer_kwargs(spec)["num_samples"] == 20
     monkeypatch.setenv("BAYESIRL_FAST", "0")
@@ -343,11 +357,13 @@ def test_bad_spec_gives_one_message_naming_key_and_value(tmp_path, changes, expe
 
 
 def test_boolean_inference_options_reach_infer(tmp_path):
-    spec = load_spec(spec_with(tmp_path, {"inference.parallel": False,
+    spec = load_spec(spec_with(tmp_path, {"inference.method": "nuts",
+                                          "inference.parallel": False,
                                           "inference.dense_mass": True}))
     kwargs = build(spec).infer_kwargs
     assert kwargs["parallel"] is False and kwargs["dense_mass"] is True
-    default = build(load_spec(spec_with(tmp_path))).infer_kwargs
+    nuts = {"inference.method": "nuts"}
+    default = build(load_spec(spec_with(tmp_path, nuts))).infer_kwargs
     assert default["parallel"] is None and default["dense_mass"] is None
 
 

@@ -224,7 +224,11 @@ def _build_reward(spec: Spec, mdp):
 
 def infer_kwargs(spec: Spec, n_demos: int | None = None, fast: bool | None = None) -> dict:
     """Keyword arguments of :func:`bayesirl.infer` from ``[likelihood]`` and ``[inference]``;
-    ``fast`` (default: :func:`fast_mode`) shrinks the sample counts."""
+    ``fast`` (default: :func:`fast_mode`) shrinks the sample counts. Options the spec's method
+    does not use (``steps`` with NUTS, ``num_chains`` with MAP) are left out, so infer has
+    nothing to warn about: a spec table holds every option with its default."""
+    from bayesirl.inference.facade import USED_BY
+
     inf, lik = spec.inference, spec.likelihood
     kwargs = dataclasses.asdict(inf)
     if kwargs["warmup"] is None:
@@ -242,7 +246,7 @@ def infer_kwargs(spec: Spec, n_demos: int | None = None, fast: bool | None = Non
     kwargs["likelihood"] = lik.kind
     kwargs["rationality"] = (rationality.distribution() if isinstance(rationality, PriorSpec)
                              else rationality)
-    return kwargs
+    return {k: v for k, v in kwargs.items() if k not in USED_BY or inf.method in USED_BY[k]}
 
 
 def _build_dataset(spec: Spec):
