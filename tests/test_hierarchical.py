@@ -275,3 +275,16 @@ def test_infer_takes_a_hierarchical_model():
         post = birl.infer(mdp, data, model, method="nuts", num_samples=20, warmup=20,
                           num_chains=1, progress=False)
     assert post.params["z"].shape == (1, 20, 2, 2)
+
+
+def test_rewards_that_overflow_get_minus_infinity_without_planning():
+    mdp = tiny_chain_mdp(discount=0.9)
+    data, _ = simulate_experts(mdp, mdp.features, 2, mean=0.0, scale=1.0, n_experts=2,
+                               length=4, seed=0)
+    target = HierarchicalReward(mdp.features, 2).build_target(mdp, data)
+    params = {"mu": torch.tensor([[0.5, -0.5], [1e20, 0.0], [math.nan, 0.0]]),
+              "tau": torch.ones(3, 2), "z": torch.zeros(3, 2, 2)}
+    ll = target.log_likelihood(params)            # a planner would warn (an error here)
+    assert torch.isfinite(ll[0]).all() and (ll[1:] == -math.inf).all()
+    torch.testing.assert_close(ll[0], target.log_likelihood({k: v[0] for k, v in
+                                                             params.items()}))

@@ -39,7 +39,7 @@ from bayesirl._validation import as_tensor, check_choice, check_int, check_names
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.experts import ExpertDemonstrations
 from bayesirl.model.likelihood import check_likelihood, check_rationality, demo_log_likelihood
-from bayesirl.model.preferences import arviz_data, check_convergence
+from bayesirl.model.preferences import arviz_data, check_convergence, guarded_log_likelihood
 from bayesirl.model.rewards import _check_prior
 from bayesirl.planning.bellman import soft_value_iteration
 
@@ -277,9 +277,14 @@ class HierarchicalTarget:
         return self.model.expert_rationality(params, self.rationality)
 
     def log_likelihood(self, params) -> torch.Tensor:
-        """``(..., N)`` per demonstration, under its own expert's reward."""
-        return expert_log_likelihood(self.mdp, self.data, self.model.reward(params),
-                                     self.likelihood, self.beta(params))
+        """``(..., N)`` per demonstration, under its own expert's reward (``-inf`` for a
+        parameter value whose rewards overflow, see :func:`guarded_log_likelihood`)."""
+        reward = self.model.reward(params)                              # (..., E, S[, A])
+        beta = self.beta(params)
+        event = reward.dim() - beta.dim() + 1     # the expert dim and the reward's own dims
+        return guarded_log_likelihood(
+            lambda r: expert_log_likelihood(self.mdp, self.data, r, self.likelihood, beta),
+            reward, event)
 
     def log_prior(self, params) -> torch.Tensor:
         return sum(p.log_prob(params[k]) for k, p in self.priors.items())

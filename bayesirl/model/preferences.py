@@ -157,6 +157,31 @@ class _BradleyTerryNormal(torch.autograd.Function):
         return g[..., None] * (z / scale + sig @ Y), None, None, None, None
 
 
+REWARD_BOUND = 1e12
+"""Rewards beyond this magnitude get log-likelihood -inf without planning (see
+:func:`guarded_log_likelihood`)."""
+
+
+def guarded_log_likelihood(log_lik, reward: torch.Tensor, event_dims: int) -> torch.Tensor:
+    """``log_lik(reward)`` where every batch row of ``reward`` (its trailing ``event_dims``
+    dims form a row) is finite and within :data:`REWARD_BOUND`, and ``-inf`` elsewhere.
+
+    A sampler's trajectory can overshoot to astronomically large parameters before its energy
+    error stops it; planning such a reward overflows to NaN, and a discounted planner then runs
+    to its iteration limit. Those rows are planned as zeros instead, and their ``-inf``
+    makes the sampler reject the point. ``log_lik`` maps ``reward`` to ``(..., N)``.
+    """
+    flat = reward.flatten(-event_dims) if event_dims > 1 else reward
+    ok = (torch.isfinite(flat) & (flat.abs() <= REWARD_BOUND)).all(-1)
+    if bool(ok.all()):
+        return log_lik(reward)
+    shape = ok.shape + (1,) * event_dims
+    ll = log_lik(torch.where(ok.reshape(shape), reward, 0.0))
+    while ok.dim() < ll.dim():
+        ok = ok.unsqueeze(-1)
+    return torch.where(ok, ll, -math.inf)
+
+
 # ---------------------------------------------------------------------------- the model
 def _check_positive(name: str, value, allow_zero: bool = False):
     """A number > 0 (>= 0 with ``allow_zero``) or a scalar prior on the positive reals."""
@@ -372,9 +397,11 @@ class PreferenceTarget:
             return ll
         reward = self.reward_model.reward({k: v for k, v in params.items()
                                            if k in self.reward_model.priors()})
-        demo_ll = demo_log_likelihood(self.mdp, self.demos, reward, self.likelihood,
-                                      params.get("rationality", self.rationality))
-        return torch.cat([demo_ll, ll], -1)
+        beta = params.get("rationality", self.rationality)
+        demo_ll = guarded_log_likelihood(
+            lambda r: demo_log_likelihood(self.mdp, self.demos, r, self.likelihood, beta),
+            reward, 2 if self.state_action else 1)
+        return torch.cat([demo_ll, ll.expand(*demo_ll.shape[:-1], ll.shape[-1])], -1)
 
     def log_prior(self, params) -> torch.Tensor:
         return sum(p.log_prob(params[k]) for k, p in self.priors.items())
@@ -727,7 +754,7 @@ STAGES = (0.1, 0.5)  # ends of ensemble HMC's first two warmup stages, fractions
 
 
 def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chains: int = 64,
-                 seed: int = 0, target_accept: float = 0.8, init=None,
+                 seed: int = 0, target_accept: float = 0.8, max_steps: int = 1023, init=None,
                  progress: bool = True) -> EnsembleRun:
     r"""Many HMC chains advanced together, one batched potential evaluation per leapfrog step.
 
@@ -745,7 +772,8 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
     - each iteration integrates for a time drawn uniformly in ``[0.5, 1.5] * pi / 2`` (in
       whitened coordinates a standard Gaussian's quarter period, where a draw forgets its start;
       the jitter avoids periodic resonance), with the step size fixed after warmup;
-    - per chain a Metropolis correction; an energy error above 1000 counts as a divergence.
+    - per chain a Metropolis correction; a chain whose energy error passes 1000 during its
+      trajectory diverges: it stops there and is rejected.
 
     Valid for any target (each chain is a correct HMC chain; the adaptation stops at the end
     of warmup). Chains are seeded together by ``seed``; ``init`` is ``(C, n)`` unconstrained
@@ -757,6 +785,7 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
     C = check_int("num_chains", num_chains)
     num_samples = check_int("num_samples", num_samples)
     warmup = check_int("warmup", warmup, 0)
+    max_steps = check_int("max_steps", max_steps)
     target_accept = check_number("target_accept", target_accept, 0, 1, low_open=True,
                                  high_open=True)
     g = torch.Generator().manual_seed(check_int("seed", seed, 0))
@@ -781,10 +810,34 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
         return (torch.where(bad, math.inf, U.detach()),
                 torch.where(bad[:, None], 0.0, grad))
 
+    def find_step(y, U, grad, eps):
+        """Double or halve ``eps`` until one leapfrog step's mean acceptance over the chains
+        crosses 1/2 (Hoffman & Gelman 2014, Algorithm 4): a first step size for the dual
+        averaging that no trajectory of the first iterations overshoots by orders of
+        magnitude (a too-long first step sends a strongly informed target's chains to values
+        where a planner overflows)."""
+        p = torch.randn(C, n, generator=g, dtype=dtype)
+        H0 = U + 0.5 * (p * p).sum(-1)
+
+        def accept(e):
+            p_half = p - 0.5 * e * grad
+            U1, g1 = energy_and_grad(y + e * p_half)
+            p1 = p_half - 0.5 * e * g1
+            dH = torch.nan_to_num(U1 + 0.5 * (p1 * p1).sum(-1) - H0, nan=math.inf)
+            return float(torch.exp(-dH.clamp(min=0)).mean())
+
+        up = accept(eps) > 0.5
+        for _ in range(50):
+            e = eps * 2.0 if up else eps / 2.0
+            if (accept(e) > 0.5) != up:
+                return eps if up else e
+            eps = e
+        return eps
+
     y = x - mean
     U, grad = energy_and_grad(y)
     stages = [int(STAGES[0] * warmup), int(STAGES[1] * warmup), warmup]
-    step = 0.1
+    step = find_step(y, U, grad, 1e-3)
     out = torch.empty(C, num_samples, n, dtype=dtype)
     stats = {k: torch.empty(C, num_samples, dtype=dtype) for k in ("accept_prob", "energy")}
     stats["diverging"] = torch.empty(C, num_samples, dtype=torch.bool)
@@ -801,16 +854,22 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
                disable=not progress, leave=False)
     for it in range(warmup + num_samples):
         tau = (0.5 + float(torch.rand((), generator=g, dtype=dtype))) * math.pi / 2
-        n_steps = max(1, math.ceil(tau / step))
+        n_steps = min(max(1, math.ceil(tau / step)), max_steps)
         p = torch.randn(C, n, generator=g, dtype=dtype)
         H0 = U + 0.5 * (p * p).sum(-1)
         y1, p1, g1 = y, p - 0.5 * step * grad, grad
+        alive = torch.ones(C, dtype=torch.bool)
         for i in range(n_steps):
-            y1 = y1 + step * p1
+            y1 = torch.where(alive[:, None], y1 + step * p1, y1)
             U1, g1 = energy_and_grad(y1)
-            p1 = p1 - (step if i < n_steps - 1 else 0.5 * step) * g1
+            kick = step if i < n_steps - 1 else 0.5 * step
+            p1 = torch.where(alive[:, None], p1 - kick * g1, p1)
+            # a chain whose energy error passes 1000 has diverged: it stops where it is (its
+            # potential stays finite, no planner sees its runaway values) and is rejected
+            error = U1 + 0.5 * (p1 * p1).sum(-1) - H0
+            alive = alive & torch.isfinite(error) & (error <= 1000)
         H1 = U1 + 0.5 * (p1 * p1).sum(-1)
-        dH = torch.nan_to_num(H1 - H0, nan=math.inf)
+        dH = torch.where(alive, torch.nan_to_num(H1 - H0, nan=math.inf), math.inf)
         accept_prob = torch.exp(-dH.clamp(min=0))
         accept = torch.rand(C, generator=g, dtype=dtype) < accept_prob
         y = torch.where(accept[:, None], y1, y)
@@ -836,7 +895,7 @@ def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chai
                     mean, L = _whitener(torch.cat(window))
                     y = torch.linalg.solve_triangular(L, (x - mean).T, upper=False).T
                     U, grad = energy_and_grad(y)
-                    step = n ** -0.25  # a standard Gaussian's scale in n dims, to adapt from
+                    step = find_step(y, U, grad, n ** -0.25)  # a unit Gaussian's, in n dims
                     da = restart_adaptation(step)
                 window = []
         else:
