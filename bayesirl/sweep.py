@@ -58,8 +58,8 @@ from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.posterior.files import atomic_write
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
-__all__ = ["Cell", "CellResult", "CellTask", "SweepResult", "cells_of", "parse_grid",
-           "run_cell", "sweep"]
+__all__ = ["Cell", "CellResult", "CellTask", "SweepResult", "cells_of", "local_cluster",
+           "parse_grid", "run_cell", "sweep"]
 
 _FINISHED = "cell.json"
 _POSTERIOR = "posterior.nc"
@@ -500,6 +500,24 @@ def _run_tasks(tasks: list[CellTask], executor):
         for future in futures:
             future.cancel()
         raise
+
+
+# ---------------------------------------------------------------------------- a local cluster
+def local_cluster(n_workers: int):
+    """A Dask ``LocalCluster`` of ``n_workers`` worker processes with one thread each, every
+    socket on 127.0.0.1 (the scheduler, the workers, and the scheduler's HTTP server of health
+    checks on a free port rather than 8787, which another cluster may hold), no dashboard.
+    ImportError naming the extra when Dask is missing. Use it as a context manager; a script
+    that starts one must do so under ``if __name__ == "__main__":`` (its worker processes
+    re-import the script)."""
+    try:
+        from distributed import LocalCluster
+    except ImportError:
+        raise ImportError("a local Dask cluster needs Dask, which is not installed: pip install "
+                          "bayesirl[dask]") from None
+    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                        host="127.0.0.1", dashboard_address=None,
+                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 # ---------------------------------------------------------------------------- comparison

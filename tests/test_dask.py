@@ -20,7 +20,7 @@ distributed = pytest.importorskip("distributed")
 
 import bayesirl as birl  # noqa: E402
 from bayesirl.sbc import sbc  # noqa: E402
-from bayesirl.sweep import sweep  # noqa: E402
+from bayesirl.sweep import local_cluster, sweep  # noqa: E402
 from bayesirl.testing import tiny_chain_mdp  # noqa: E402
 
 SPEC = """\
@@ -48,10 +48,11 @@ parallel = false
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster:
-        with distributed.Client(cluster) as client:
-            yield client
+    # local_cluster: 2 worker processes of one thread on 127.0.0.1, dashboard_address=None,
+    # the scheduler's health-check HTTP server on a free loopback port (not 8787, which a
+    # cluster of another test run may hold)
+    with local_cluster(2) as cluster, distributed.Client(cluster) as client:
+        yield client
 
 
 @pytest.fixture
@@ -75,6 +76,7 @@ def test_the_cluster_listens_on_the_loopback_interface_only(client):
     assert len(info["workers"]) == 2
     assert all(w.startswith("tcp://127.0.0.1:") for w in info["workers"])
     assert all(w["nthreads"] == 1 for w in info["workers"].values())
+    assert client.cluster.scheduler.http_server.address == "127.0.0.1"  # health checks only
 
 
 def test_a_sweep_on_the_cluster_gives_the_draws_of_a_sequential_sweep(client, spec, tmp_path):
@@ -178,3 +180,16 @@ def test_a_worker_killed_mid_sweep_is_survived_and_nothing_finished_runs_again(
     for name, post in again.posteriors.items():
         assert torch.equal(post.params["theta"], result.posteriors[name].params["theta"]
                            .to(post.params["theta"].dtype))
+
+
+@pytest.mark.slow
+def test_cli_sweep_on_a_local_cluster_of_two_workers(spec, tmp_path, capsys):
+    from bayesirl.cli.app import main
+
+    out = tmp_path / "out"
+    code = main(["sweep", str(spec), "--grid", "inference.seed=0,1", "--workers", "2",
+                 "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert "2 of 2 cells" in capsys.readouterr().out
+    pids = {attempts(out / f"inference.seed={s}")[0] for s in (0, 1)}
+    assert os.getpid() not in pids

@@ -74,16 +74,16 @@ def _executor(workers: int | None, scheduler: str | None):
     if workers is None and scheduler is None:
         yield None
         return
+    from bayesirl.sweep import local_cluster
+
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise ImportError("--workers and --scheduler run the cells on Dask, which is not "
                           "installed: pip install bayesirl[dask]") from None
     with contextlib.ExitStack() as stack:
         if workers is not None:
-            cluster = stack.enter_context(LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=None))
+            cluster = stack.enter_context(local_cluster(workers))
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(Client(scheduler))

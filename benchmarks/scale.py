@@ -1,0 +1,298 @@
+"""Scale: many chains in one batched planner, and simulation-based calibration on a Dask cluster.
+
+Side by side in one run, on this machine's cores (every row says what ran):
+
+(a) the 8x8 gridworld of ``benchmarks/inference.py`` (slip 0.1, horizon 30, 8 block features,
+    20 demonstrations, Normal(0, 1) prior, soft likelihood): min-ESS per wall second of
+    ``infer()``'s default 2 NUTS chains, in 2 processes of one thread (``parallel=True``: the
+    default picks processes from 1000 iterations in all), against 64 ChEES-HMC chains in
+    lockstep in one process (``chain_method="vectorized"``, as many torch threads as cores).
+    Wall time includes everything a user waits for (MAP start, warmup, process start-up).
+    Target: >= 4x.
+(b) the 32x32 gridworld (S = 1024, horizon 50, 16 block features of 8x8 cells, 50
+    demonstrations): the same comparison, float64 as (a); and the vectorized chains once more
+    on the float32 MDP (the planner's batch kernel is 2-4x faster per row in float32).
+    Target: >= 4x.
+(c) SBC of the tiny NUTS tier of tests/test_sbc.py (3-state chain, horizon 3, one feature, 10
+    demonstrations, 100 warmup + 100 draws, L = 9): the same simulations one after another here
+    and on a Dask LocalCluster of 2 worker processes (one thread each, 127.0.0.1), its workers
+    warmed up first (importing bayesirl), the start-up timed apart. Target: cluster time <=
+    1.2 x (sequential / 2), and identical ranks.
+(d) peak resident memory of the whole process tree (the sum over processes, polled every 50 ms
+    with psutil), each run in a fresh interpreter: (a)'s task with 64 vectorized chains
+    against 2 chain processes. Target: less.
+
+``--quick`` shrinks every size (printed, and in the CSV). Writes
+``benchmarks/results/scale.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import torch
+
+HERE = pathlib.Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "scale.csv"
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def gridworld(size: int, horizon: int, block, n_demos: int, dtype=torch.float64):
+    import bayesirl as birl
+
+    mdp = birl.envs.gridworld(size=size, slip=0.1, horizon=horizon, block=block, seed=0,
+                              dtype=dtype)
+    theta = torch.linspace(-1.0, 1.0, mdp.n_features, dtype=dtype)
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.features @ theta),
+                          n=n_demos, seed=0)
+    return mdp, demos
+
+
+def min_ess(theta: torch.Tensor) -> float:
+    """Smallest bulk ESS over the coordinates of ``theta: (chains, draws, d)``."""
+    import arviz as az
+
+    x = theta.detach().double().cpu().numpy()
+    return float(min(az.ess(x[..., i], method="bulk") for i in range(x.shape[-1])))
+
+
+def _infer(mdp, demos, threads: int, **kwargs):
+    """``(posterior, wall seconds)`` of ``infer()`` with ``threads`` torch threads here."""
+    import bayesirl as birl
+    from bayesirl.posterior.diagnostics import InferenceWarning
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InferenceWarning)
+            t0 = time.perf_counter()
+            post = birl.infer(mdp, demos, birl.LinearReward(mdp.features), progress=False,
+                              seed=0, **kwargs)
+            return post, time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+
+
+def compare_chains(task: str, problems: dict, baseline: dict, ensembles: list[dict],
+                   record) -> None:
+    """The baseline's 2 NUTS chains against each vectorized configuration on ``problems``
+    (``{dtype name: (mdp, demos)}``)."""
+    mdp, demos = problems["float64"]
+    cores = _cores()
+    post, seconds = _infer(mdp, demos, 1, num_chains=2, parallel=cores > 1, **baseline)
+    ess = min_ess(post.params["theta"])
+    base = ess / seconds
+    print(f"  NUTS, 2 chains in {'2 processes' if cores > 1 else 'this process'} "
+          f"({baseline['warmup']} + {baseline['num_samples']}): min ESS {ess:.0f} in "
+          f"{seconds:.1f} s = {base:.2f} ESS/s")
+    record(task, "nuts 2 chains (infer default)", "float64", 2, baseline["warmup"],
+           baseline["num_samples"], seconds, ess, base, 1.0, "")
+    for cfg in ensembles:
+        mdp, demos = problems[cfg["dtype"]]
+        post, seconds = _infer(mdp, demos, cores, num_chains=cfg["chains"],
+                               chain_method="vectorized", warmup=cfg["warmup"],
+                               num_samples=cfg["num_samples"])
+        ess = min_ess(post.params["theta"])
+        rate = ess / seconds
+        s = post.settings
+        steps = float(post.sample_stats["n_steps"].double().mean())
+        print(f"  vectorized ChEES-HMC, {cfg['chains']} chains, {cfg['dtype']} "
+              f"({cfg['warmup']} + {cfg['num_samples']}, {cores} thread(s)): min ESS "
+              f"{ess:.0f} in {seconds:.1f} s = {rate:.2f} ESS/s, {rate / base:.1f}x "
+              f"(step size {s['step_size']:.3g}, {steps:.1f} leapfrog steps a draw, "
+              f"{s['gradient_calls']} batched gradients)")
+        record(task, "vectorized chees-hmc", cfg["dtype"], cfg["chains"], cfg["warmup"],
+               cfg["num_samples"], seconds, ess, rate, rate / base,
+               f"target >= 4x: {'PASS' if rate / base >= 4 else 'FAIL'}")
+
+
+def table_chains(quick: bool, record) -> None:
+    print("(a) 8x8 gridworld, 8 features, horizon 30, 20 demonstrations")
+    problems = {"float64": gridworld(8, 30, (4, 2), 20)}
+    baseline = {"warmup": 150, "num_samples": 150} if quick else {"warmup": 1000,
+                                                                  "num_samples": 1000}
+    ens = [{"chains": 32, "warmup": 100, "num_samples": 100, "dtype": "float64"}] if quick \
+        else [{"chains": 64, "warmup": 200, "num_samples": 200, "dtype": "float64"}]
+    compare_chains("8x8", problems, baseline, ens, record)
+    print("(b) 32x32 gridworld, 16 features, horizon 50, 50 demonstrations")
+    problems = {"float64": gridworld(32, 50, 8, 50),
+                "float32": gridworld(32, 50, 8, 50, torch.float32)}
+    baseline = {"warmup": 40, "num_samples": 40} if quick else {"warmup": 300,
+                                                                "num_samples": 300}
+    ens = ([{"chains": 16, "warmup": 40, "num_samples": 40, "dtype": d}
+            for d in ("float64", "float32")] if quick
+           else [{"chains": 64, "warmup": 100, "num_samples": 100, "dtype": d}
+                 for d in ("float64", "float32")])
+    compare_chains("32x32", problems, baseline, ens, record)
+
+
+# ---------------------------------------------------------------------------- (c) SBC
+def _sbc_task():
+    import bayesirl as birl
+    from bayesirl.testing import tiny_chain_mdp
+
+    mdp = tiny_chain_mdp(horizon=3, n_features=1)
+    return mdp, birl.LinearReward(mdp.features)
+
+
+def table_sbc(quick: bool, record) -> None:
+    from bayesirl.posterior.diagnostics import InferenceWarning
+    from bayesirl.sbc import sbc
+    from bayesirl.sweep import local_cluster
+
+    try:
+        import distributed
+    except ImportError:
+        print("(c) skipped: Dask is not installed (pip install bayesirl[dask])")
+        return
+    n = 40 if quick else 200
+    mdp, model = _sbc_task()
+    kw = dict(n_demos=10, method="nuts", n_draws=9, seed=0, progress=False,
+              infer_kwargs={"warmup": 100, "num_samples": 100})
+    print(f"(c) SBC, {n} simulations of the tiny NUTS tier (100 + 100, L = 9)")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InferenceWarning)
+            t0 = time.perf_counter()
+            here = sbc(mdp, model, n, **kw)
+            sequential = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            with local_cluster(2) as cluster, distributed.Client(cluster) as client:
+                sbc(mdp, model, 2, **{**kw, "seed": 99}, executor=client.get_executor())
+                startup = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                there = sbc(mdp, model, n, **kw, executor=client.get_executor())
+                on_cluster = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old)
+    same = bool(np.array_equal(here.ranks, there.ranks))
+    ratio = on_cluster / (sequential / 2)
+    print(f"  sequential {sequential:.1f} s; 2-worker LocalCluster {on_cluster:.1f} s (start-up "
+          f"and warm-up {startup:.1f} s apart) = {ratio:.2f} x the ideal sequential / 2 "
+          f"(target <= 1.2: {'PASS' if ratio <= 1.2 else 'FAIL'}); ranks identical: {same}")
+    record("sbc", "sequential", "float64", 1, 100, 100, sequential, None, None, None,
+           f"{n} simulations")
+    record("sbc", "LocalCluster 2 workers", "float64", 2, 100, 100, on_cluster, None, None,
+           ratio, f"x ideal; ranks identical {same}; start-up {startup:.1f} s")
+
+
+# ---------------------------------------------------------------------------- (d) memory
+def _memory_child(kind: str, quick: bool) -> None:
+    mdp, demos = gridworld(8, 30, (4, 2), 20)
+    n = 30 if quick else 100
+    if kind == "vectorized":
+        _infer(mdp, demos, _cores(), num_chains=64, chain_method="vectorized", warmup=n,
+               num_samples=n)
+    else:
+        _infer(mdp, demos, 1, num_chains=2, parallel=True, warmup=n, num_samples=n)
+
+
+def _tree_peak_rss(cmd: list[str]) -> tuple[float, float]:
+    """``(peak of the summed RSS of the process and its descendants in bytes, seconds)``."""
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    root = psutil.Process(proc.pid)
+    peak, t0 = 0.0, time.perf_counter()
+    done = threading.Event()
+
+    def poll():
+        nonlocal peak
+        while not done.is_set():
+            total = 0
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        total += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            peak = max(peak, total)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    code = proc.wait()
+    done.set()
+    thread.join()
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with {code}")
+    return peak, time.perf_counter() - t0
+
+
+def table_memory(quick: bool, record) -> None:
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        print("(d) skipped: psutil is not installed")
+        return
+    print("(d) peak resident memory of the process tree, (a)'s task")
+    peaks = {}
+    for kind in ("processes", "vectorized"):
+        cmd = [sys.executable, __file__, "--memory-child", kind] + (["--quick"] if quick else [])
+        peaks[kind], seconds = _tree_peak_rss(cmd)
+        label = "2 NUTS chains in 2 processes" if kind == "processes" else \
+            "64 vectorized chains in 1 process"
+        print(f"  {label}: {peaks[kind] / 2**20:.0f} MiB ({seconds:.0f} s)")
+        record("memory", label, "float64", 2 if kind == "processes" else 64, None, None,
+               seconds, None, None, None, f"peak RSS {peaks[kind] / 2**20:.0f} MiB")
+    ratio = peaks["vectorized"] / peaks["processes"]
+    print(f"  vectorized / processes: {ratio:.2f} (target < 1: "
+          f"{'PASS' if ratio < 1 else 'FAIL'})")
+
+
+# ---------------------------------------------------------------------------- main
+def main(quick: bool = False) -> None:
+    """Run (a)-(d), print them and write ``benchmarks/results/scale.csv``."""
+    torch.set_default_dtype(torch.float64)
+    rows = []
+
+    def record(task, config, dtype, chains, warmup, num_samples, seconds, ess, ess_per_s,
+               ratio, note):
+        rows.append(dict(task=task, config=config, dtype=dtype, chains=chains, warmup=warmup,
+                         num_samples=num_samples, seconds=seconds, min_ess=ess,
+                         ess_per_s=ess_per_s, ratio=ratio, note=note, quick=quick,
+                         cores=_cores()))
+
+    print(f"scale benchmark ({'quick' if quick else 'full'}), {_cores()} core(s)")
+    table_chains(quick, record)
+    table_sbc(quick, record)
+    table_memory(quick, record)
+    RESULTS.parent.mkdir(exist_ok=True)
+    with open(RESULTS, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"\nwrote {RESULTS.relative_to(HERE.parent)} ({len(rows)} rows)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (minutes)")
+    parser.add_argument("--memory-child", choices=("vectorized", "processes"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        torch.set_default_dtype(torch.float64)
+        _memory_child(args.memory_child, args.quick)
+    else:
+        main(args.quick)
