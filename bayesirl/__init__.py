@@ -34,6 +34,7 @@ from bayesirl.planning import (
     value_iteration,
 )
 from bayesirl.posterior import RewardPosterior
+from bayesirl.sweep import sweep
 
 __all__ = [
     "Demonstrations",
@@ -62,6 +63,7 @@ __all__ = [
     "policy_value",
     "rollouts",
     "soft_value_iteration",
+    "sweep",
     "value_iteration",
 ]
 __version__ = "0.1.0"
