@@ -341,3 +341,13 @@ def test_without_an_mdp_the_target_takes_the_datas_dtype():
         assert target.init_unconstrained()["theta"].dtype == torch.float64
     finally:
         torch.set_default_dtype(old)
+
+
+def test_feature_sums_need_a_linear_reward_of_their_dimension():
+    prefs = _feature_prefs(d=2)
+    with pytest.raises(ValueError, match="feature sums, which give returns only for a reward "
+                                         "linear"):
+        PreferenceModel(birl.NeuralReward(torch.randn(3, 2), hidden=(4,))).build_target(
+            None, prefs)
+    with pytest.raises(ValueError, match="feature sums with d=2 but the reward model's site"):
+        PreferenceModel(birl.LinearReward(torch.eye(3))).build_target(None, prefs)

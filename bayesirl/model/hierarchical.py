@@ -19,6 +19,10 @@ giving site ``rationality``); or ``"expert"``, ``beta_e = beta * exp(sigma w_e)`
 the population's median rationality). With a soft likelihood and a linear reward only
 ``beta_e theta_e`` reaches the data, so per-expert rationalities are identified through the
 shared ``mu``: experts who agree on what is good but differ in how reliably they act on it.
+That identification is weak with few demonstrations per expert: as ``beta_e -> 0`` an expert's
+data become noise that any ``theta_e`` explains, a funnel in ``(sigma, w_e, z_e)`` where HMC
+diverges; check the diagnostics, or keep the rationality shared (the weights then absorb
+each expert's scale, and the population's additive spread models it only roughly).
 
 **Batched planner.** The likelihood stacks the E rewards ``(..., E, S, A)`` and plans them in one
 call (leading dims: posterior draws or chains, then experts); each demonstration reads the row of

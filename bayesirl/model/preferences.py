@@ -323,6 +323,10 @@ class PreferenceTarget:
                       if isinstance(given, torch.Tensor) else torch.get_default_dtype())
         self.device = mdp.device if mdp is not None else preferences.device
         linear = _linear_returns_matrix(self.reward_model, preferences, self.discount)
+        if linear is None and preferences.features is not None:
+            raise ValueError(f"the preferences hold feature sums, which give returns only for a "
+                             f"reward linear in one site (e.g. LinearReward), not for "
+                             f"{type(self.reward_model).__name__}; give states instead")
         self.linear_site = None if linear is None else linear[0]
         self.F = None if linear is None else linear[1].to(self.device, self.dtype)
         pairs = preferences.pairs.to(self.device)
