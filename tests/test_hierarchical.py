@@ -3,6 +3,7 @@ loop over experts, the non-centred map, the three poolings, the posterior with a
 LOO comparison, and (slow) simulation-based calibration."""
 
 import math
+import warnings
 
 import numpy as np
 import pyro.distributions as dist
@@ -18,7 +19,7 @@ from bayesirl.model.hierarchical import (
     loo_compare,
     simulate_experts,
 )
-from bayesirl.model.preferences import ensemble_hmc
+from bayesirl.model.preferences import MCMCWarning
 from bayesirl.testing import tiny_chain_mdp
 
 
@@ -27,13 +28,13 @@ def _data(mdp, E=3, n=4, seed=0, scale=0.5, rationality=1.0):
                             n_experts=E, rationality=rationality, seed=seed)
 
 
-def _fit(target, num_samples=100, warmup=100, chains=8, seed=0):
-    run = ensemble_hmc(target, num_samples=num_samples, warmup=warmup, num_chains=chains,
-                       seed=seed, progress=False)
-    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in run.params.items()}
-    stats = {k: v.reshape(-1) for k, v in run.sample_stats.items()}
-    return target.make_posterior(flat, method="ensemble_hmc", sample_stats=stats,
-                                 num_chains=chains)
+def _fit(mdp, data, model, num_samples=100, warmup=100, chains=8, seed=0):
+    """infer()'s many chains in lockstep (short runs may warn about their ESS)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MCMCWarning)
+        return birl.infer(mdp, data, model, method="hmc", chain_method="vectorized",
+                          num_samples=num_samples, warmup=warmup, num_chains=chains, seed=seed,
+                          progress=False)
 
 
 # ---------------------------------------------------------------------------- the data type
@@ -169,12 +170,11 @@ def test_data_must_match_the_model():
 def test_posterior_has_population_individuals_and_an_expert_dim_in_arviz():
     mdp = tiny_chain_mdp(horizon=4)
     data, _ = _data(mdp, E=3, n=3)
-    target = HierarchicalReward(mdp.features, 3, expert_names=["a", "b", "c"]).build_target(
-        mdp, data)
-    post = _fit(target, num_samples=30, warmup=30, chains=4)
+    model = HierarchicalReward(mdp.features, 3, expert_names=["a", "b", "c"])
+    post = _fit(mdp, data, model, num_samples=15, warmup=30, chains=8)
     assert isinstance(post, HierarchicalPosterior)
     assert post.theta.shape == (120, 3, 2) and post.reward().shape == (120, 3, 3, 2)
-    assert post.log_lik.shape == (4, 30, data.n)
+    assert post.log_lik.shape == (8, 15, data.n)
     assert set(post.population()) == {"mu", "tau"}
     idata = post.to_arviz()
     assert list(idata.posterior["theta"].dims) == ["chain", "draw", "expert", "feature"]
@@ -210,11 +210,9 @@ def test_predictive_theta_of_a_new_member_is_mu_plus_tau_z():
 def test_loo_compares_pooled_separate_and_hierarchical_fits_of_the_same_data():
     mdp = tiny_chain_mdp(horizon=4)
     data, _ = _data(mdp, E=3, n=4)
-    posts = {p: _fit(HierarchicalReward(mdp.features, 3, pooling=p).build_target(mdp, data),
-                     num_samples=100, warmup=100, chains=4)
+    posts = {p: _fit(mdp, data, HierarchicalReward(mdp.features, 3, pooling=p),
+                     num_samples=50, warmup=100, chains=8)
              for p in ("complete", "none", "partial")}
-    import warnings
-
     with warnings.catch_warnings():  # few draws: PSIS may warn about its Pareto k
         warnings.simplefilter("ignore", UserWarning)
         table = loo_compare(posts)
@@ -228,8 +226,9 @@ def test_loo_compares_pooled_separate_and_hierarchical_fits_of_the_same_data():
 @pytest.mark.slow
 def test_sbc_of_the_hierarchical_model_population_and_one_expert():
     """Simulation-based calibration (Talts et al. 2018): 120 data sets from the prior, each
-    fitted by ensemble HMC; the ranks of the true mu[0], tau[0] and theta[expert 0, 0] among 99
-    thinned draws must be uniform (chi-square, Bonferroni over the three at alpha = 0.001)."""
+    fitted by infer()'s vectorized chains (8 x (200 + 100)); the ranks of the true mu[0],
+    tau[0] and theta[expert 0, 0] among 99 thinned draws must be uniform (chi-square,
+    Bonferroni over the three at alpha = 0.001)."""
     from bayesirl.sbc import rank_uniformity
 
     mdp = tiny_chain_mdp(horizon=3)
@@ -247,10 +246,7 @@ def test_sbc_of_the_hierarchical_model_population_and_one_expert():
             pi = birl.soft_value_iteration(mdp, reward).log_policy.exp()
         groups = [birl.rollouts(mdp, pi[e], n_demos, seed=sim * 10 + e) for e in range(E)]
         data = ExpertDemonstrations.from_groups(groups)
-        target = model.build_target(mdp, data)
-        run = ensemble_hmc(target, num_samples=100, warmup=200, num_chains=8, seed=sim,
-                           progress=False)
-        p = run.params
+        p = _fit(mdp, data, model, num_samples=100, warmup=200, chains=8, seed=sim).params
         draws = {"mu": p["mu"][..., 0], "tau": p["tau"][..., 0],
                  "theta": model.expert_theta(p)[..., 0, 0]}
         values = {"mu": truth["mu"][0], "tau": truth["tau"][0], "theta": theta[0, 0]}

@@ -1,7 +1,9 @@
 """Preferences between trajectories: the type, the Bradley-Terry (Davidson) likelihood, the
-target's potential (fused and generic, batched), the posterior against quadrature, ensemble HMC."""
+target's potential (fused and generic, batched), the posterior against quadrature through
+infer() (vectorized chains, Pyro's NUTS, MAP)."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -11,9 +13,8 @@ import torch
 import bayesirl as birl
 from bayesirl.core.preferences import Preferences
 from bayesirl.model.preferences import (
+    MCMCWarning,
     PreferenceModel,
-    ensemble_hmc,
-    ensemble_posterior,
     outcome_log_probs,
     pair_log_likelihood,
     preference_log_likelihood,
@@ -238,13 +239,20 @@ def _quadrature(target, n=241, width=7.0):
     return mean, cov
 
 
+def _vectorized(prefs, model, **kwargs):
+    """infer()'s many chains in lockstep on the preference target (short runs may warn)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MCMCWarning)
+        return birl.infer(None, prefs, model, method="hmc", chain_method="vectorized",
+                          progress=False, **kwargs)
+
+
 def test_preference_posterior_matches_quadrature_on_a_2d_problem():
-    target = PreferenceModel(birl.LinearReward(torch.eye(2))).build_target(
-        None, _feature_prefs(P=25))
-    mean, cov = _quadrature(target)
-    run = ensemble_hmc(target, num_samples=1000, warmup=300, num_chains=32, seed=3,
-                       progress=False)
-    draws = run.params["theta"]                                     # (32, 1000, 2)
+    prefs = _feature_prefs(P=25)
+    model = PreferenceModel(birl.LinearReward(torch.eye(2)))
+    mean, cov = _quadrature(model.build_target(None, prefs))
+    post = _vectorized(prefs, model, num_samples=1000, warmup=300, num_chains=32, seed=3)
+    draws = post.params["theta"]                                    # (32, 1000, 2)
     import arviz as az
 
     ess = az.ess(draws.numpy()[..., 0]), az.ess(draws.numpy()[..., 1])
@@ -278,29 +286,16 @@ def test_pyros_nuts_samples_the_same_target():
 
 def test_posterior_object_has_draws_rewards_and_arviz_groups():
     prefs = _feature_prefs(P=20)
-    target = PreferenceModel(birl.LinearReward(torch.eye(2))).build_target(None, prefs)
-    run = ensemble_hmc(target, num_samples=50, warmup=50, num_chains=4, seed=0,
-                       progress=False)
-    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in run.params.items()}
-    stats = {k: v.reshape(-1) for k, v in run.sample_stats.items()}
-    post = target.make_posterior(flat, method="ensemble_hmc", sample_stats=stats, num_chains=4)
-    assert post.samples["theta"].shape == (200, 2) and post.num_chains == 4
-    assert post.reward().shape == (200, 2) and post.log_lik.shape == (4, 50, 20)
+    model = PreferenceModel(birl.LinearReward(torch.eye(2)))
+    post = _vectorized(prefs, model, num_samples=25, warmup=50, num_chains=8, seed=0)
+    assert post.samples["theta"].shape == (200, 2) and post.num_chains == 8
+    assert post.reward().shape == (200, 2) and post.log_lik.shape == (8, 25, 20)
+    assert post.sample_stats["diverging"].shape == (8, 25)
     idata = post.to_arviz()
-    assert dict(idata.log_likelihood["preference"].sizes) == {"chain": 4, "draw": 50,
+    assert dict(idata.log_likelihood["preference"].sizes) == {"chain": 8, "draw": 25,
                                                               "pair": 20}
     assert list(idata.posterior["theta"].dims) == ["chain", "draw", "feature"]
     assert post.outcome_probs().shape == (200, 20, 3)
-
-
-def test_ensemble_hmc_is_reproducible_from_its_seed():
-    target = PreferenceModel(birl.LinearReward(torch.eye(2))).build_target(
-        None, _feature_prefs(P=10))
-    a = ensemble_hmc(target, num_samples=20, warmup=20, num_chains=3, seed=5, progress=False)
-    b = ensemble_hmc(target, num_samples=20, warmup=20, num_chains=3, seed=5, progress=False)
-    assert torch.equal(a.params["theta"], b.params["theta"])
-    with pytest.raises(ValueError, match="num_chains is 0"):
-        ensemble_hmc(target, num_chains=0)
 
 
 def test_infer_takes_a_preference_model_for_map_and_nuts():
@@ -318,17 +313,6 @@ def test_infer_takes_a_preference_model_for_map_and_nuts():
                           num_chains=1, progress=False)
     assert post.samples["theta"].shape == (40, 2) and post.log_lik.shape == (1, 40, 25)
     assert post.method == "nuts" and "seconds" in post.settings
-
-
-def test_ensemble_posterior_is_build_target_ensemble_hmc_make_posterior():
-    prefs = _feature_prefs(P=15)
-    model = PreferenceModel(birl.LinearReward(torch.eye(2)))
-    post = ensemble_posterior(None, prefs, model, num_samples=30, warmup=30,
-                              num_chains=4, seed=2, progress=False)
-    run = ensemble_hmc(model.build_target(None, prefs), num_samples=30, warmup=30,
-                       num_chains=4, seed=2, progress=False)
-    assert torch.equal(post.params["theta"], run.params["theta"])
-    assert post.sample_stats["accept_prob"].shape == (4, 30)
 
 
 def test_without_an_mdp_the_target_takes_the_datas_dtype():

@@ -7,7 +7,7 @@ from bayesirl.model.likelihood import (
     demo_log_likelihood,
     irl_model,
 )
-from bayesirl.model.preferences import PreferenceModel, ensemble_hmc, ensemble_posterior
+from bayesirl.model.preferences import PreferenceModel
 from bayesirl.model.q_value import QValueModel
 from bayesirl.model.rewards import (
     GPReward,
@@ -29,8 +29,6 @@ __all__ = [
     "TabularReward",
     "action_log_probs",
     "demo_log_likelihood",
-    "ensemble_hmc",
-    "ensemble_posterior",
     "loo_compare",
     "simulate_experts",
     "irl_model",

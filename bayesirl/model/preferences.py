@@ -17,8 +17,11 @@ reward with a log-concave prior the posterior is log-concave.
 
 **Linear rewards need no planning.** When the reward is linear in one site, ``r = phi theta``,
 the returns are ``F theta`` with ``F (M, d)`` the trajectories' feature sums, computed once:
-the potential is one matrix product (Bayesian REX's observation). :func:`ensemble_hmc` samples
-such cheap potentials fast: many HMC chains advanced together through one batched evaluation.
+the potential is one matrix product (Bayesian REX's observation), and a fused autograd node
+(:class:`_BradleyTerryNormal`) evaluates it with its gradient for a Normal prior. Such a cheap
+potential is bounded by a sampler's per-step overhead, not by the density: the targets here
+accept a leading chain dim, so ``infer(..., chain_method="vectorized")`` advances many HMC
+chains with one evaluation per leapfrog step.
 
 **Model objects.** :class:`PreferenceModel` wraps a reward model for ``infer``: alone on
 :class:`~bayesirl.core.preferences.Preferences`, or jointly with demonstrations (their soft or
@@ -28,16 +31,13 @@ Boltzmann likelihood, with infer's ``rationality``) in one posterior.
 from __future__ import annotations
 
 import math
-import time
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.transforms import biject_to
-from tqdm.auto import tqdm
 
 from bayesirl._validation import check_int, check_number
 from bayesirl.core.demos import Demonstrations
@@ -47,12 +47,9 @@ from bayesirl.model.rewards import RewardModel
 from bayesirl.planning.bellman import broadcast_reward
 
 __all__ = [
-    "EnsembleRun",
     "PreferenceModel",
     "PreferencePosterior",
     "PreferenceTarget",
-    "ensemble_hmc",
-    "ensemble_posterior",
     "outcome_log_probs",
     "pair_log_likelihood",
     "preference_log_likelihood",
@@ -285,8 +282,8 @@ class PreferenceTarget:
 
     Every method accepts parameters with leading batch dims (chains, draws): ``potential`` of
     ``u = {site: (C, *shape)}`` is ``(C,)``, so many chains advance in one evaluation
-    (:func:`ensemble_hmc`). Pointwise log-likelihood: the N demonstrations first, then the P
-    pairs.
+    (``infer(..., chain_method="vectorized")``). Pointwise log-likelihood: the N demonstrations
+    first, then the P pairs.
     """
 
     #: the potential accepts a leading chain dim (infer's vectorized chains may batch it)
@@ -714,232 +711,3 @@ class PreferencePosterior:
         return (f"PreferencePosterior(method={self.method!r}, chains={self.num_chains}, "
                 f"draws={self.num_draws}, params=[{params}], pairs="
                 f"{self.preferences.n_pairs}, demos={0 if self.demos is None else self.demos.n})")
-
-
-# ---------------------------------------------------------------------------- ensemble HMC
-class EnsembleRun(NamedTuple):
-    """Result of :func:`ensemble_hmc`.
-
-    Attributes:
-        params: ``{site: (chains, draws, *shape)}`` constrained draws.
-        sample_stats: ``accept_prob``, ``diverging``, ``energy`` ``(chains, draws)``,
-            ``n_steps`` and ``step_size`` (the same for every chain at an iteration).
-        seconds: wall time of warmup and sampling.
-    """
-
-    params: dict
-    sample_stats: dict
-    seconds: float
-
-
-def _flatten(target, init):
-    names = list(init)
-    shapes = [tuple(init[k].shape) for k in names]
-    sizes = [math.prod(s) for s in shapes]
-
-    def unflatten(x):  # (C, n) -> {site: (C, *shape)}
-        return {k: p.reshape(x.shape[0], *s)
-                for k, p, s in zip(names, x.split(sizes, -1), shapes, strict=True)}
-
-    return names, sum(sizes), unflatten
-
-
-def _whitener(draws: torch.Tensor):
-    """``(mean (n,), L (n, n))`` from pooled draws ``(m, n)``: ``L L^T`` is their covariance
-    shrunk towards ``1e-3 I`` by ``5 / (m + 5)`` (Stan's regularisation)."""
-    m, n = draws.shape
-    mean = draws.mean(0)
-    cov = torch.cov(draws.T).reshape(n, n) if m > 1 else torch.eye(n, dtype=draws.dtype)
-    cov = (m / (m + 5.0)) * cov + 1e-3 * (5.0 / (m + 5.0)) * torch.eye(n, dtype=draws.dtype)
-    return mean, torch.linalg.cholesky(cov)
-
-
-STAGES = (0.1, 0.5)  # ends of ensemble HMC's first two warmup stages, fractions of warmup
-
-
-def ensemble_hmc(target, *, num_samples: int = 1000, warmup: int = 500, num_chains: int = 64,
-                 seed: int = 0, target_accept: float = 0.8, max_steps: int = 1023, init=None,
-                 progress: bool = True) -> EnsembleRun:
-    r"""Many HMC chains advanced together, one batched potential evaluation per leapfrog step.
-
-    For posteriors whose potential is cheap and accepts leading batch dims (a linear reward
-    under preferences: one ``(C, d) @ (d, M)`` product), per-iteration overhead, not the
-    density, bounds a NUTS chain; here ``C`` chains share every tensor operation. All chains
-    share a step size, a dense mass matrix and a trajectory length, adapted from pooled draws:
-
-    - warmup in three stages: dual averaging of the step size (Hoffman & Gelman 2014) on the
-      chains' mean acceptance probability in each; after the first (10 %) and second (to 50 %)
-      the coordinates are re-whitened by the mean and covariance of the stage's second half,
-      pooled over chains (shrunk towards ``1e-3 I``, as Stan does). The first stage moves in
-      the target's own coordinates, where the step is smallest and a trajectory longest, so it
-      is kept short: its draws only need to reach the typical set and give a first whitening;
-    - each iteration integrates for a time drawn uniformly in ``[0.5, 1.5] * pi / 2`` (in
-      whitened coordinates a standard Gaussian's quarter period, where a draw forgets its start;
-      the jitter avoids periodic resonance), with the step size fixed after warmup;
-    - per chain a Metropolis correction; a chain whose energy error passes 1000 during its
-      trajectory diverges: it stops there and is rejected.
-
-    Valid for any target (each chain is a correct HMC chain; the adaptation stops at the end
-    of warmup). Chains are seeded together by ``seed``; ``init`` is ``(C, n)`` unconstrained
-    starting points (default: the target's ``init_unconstrained`` jittered by ``N(0, 1)``).
-
-    Returns:
-        :class:`EnsembleRun`, draws ``(num_chains, num_samples, ...)``.
-    """
-    C = check_int("num_chains", num_chains)
-    num_samples = check_int("num_samples", num_samples)
-    warmup = check_int("warmup", warmup, 0)
-    max_steps = check_int("max_steps", max_steps)
-    target_accept = check_number("target_accept", target_accept, 0, 1, low_open=True,
-                                 high_open=True)
-    g = torch.Generator().manual_seed(check_int("seed", seed, 0))
-    u0 = target.init_unconstrained()
-    names, n, unflatten = _flatten(target, u0)
-    dtype = next(iter(u0.values())).dtype
-    if init is None:
-        x = torch.cat([v.reshape(-1) for v in u0.values()]).expand(C, n).clone()
-        x = x + torch.randn(C, n, generator=g, dtype=dtype)
-    else:
-        x = torch.as_tensor(init, dtype=dtype).reshape(C, n).clone()
-    mean, L = torch.zeros(n, dtype=dtype), torch.eye(n, dtype=dtype)
-
-    def energy_and_grad(y):  # whitened y (C, n) -> U (C,), dU/dy (C, n)
-        # a chain whose trajectory diverged to non-finite values is evaluated at 0 instead
-        # (no NaN reaches the target) and gets U = inf, so the Metropolis step rejects it
-        bad = ~torch.isfinite(y).all(-1)
-        y = torch.where(bad[:, None], 0.0, y).detach().requires_grad_(True)
-        U = target.potential(unflatten(mean + y @ L.T))
-        (grad,) = torch.autograd.grad(torch.where(torch.isfinite(U), U, 0.0).sum(), y)
-        bad = bad | ~torch.isfinite(U) | ~torch.isfinite(grad).all(-1)
-        return (torch.where(bad, math.inf, U.detach()),
-                torch.where(bad[:, None], 0.0, grad))
-
-    def find_step(y, U, grad, eps):
-        """Double or halve ``eps`` until one leapfrog step's mean acceptance over the chains
-        crosses 1/2 (Hoffman & Gelman 2014, Algorithm 4): a first step size for the dual
-        averaging that no trajectory of the first iterations overshoots by orders of
-        magnitude (a too-long first step sends a strongly informed target's chains to values
-        where a planner overflows)."""
-        p = torch.randn(C, n, generator=g, dtype=dtype)
-        H0 = U + 0.5 * (p * p).sum(-1)
-
-        def accept(e):
-            p_half = p - 0.5 * e * grad
-            U1, g1 = energy_and_grad(y + e * p_half)
-            p1 = p_half - 0.5 * e * g1
-            dH = torch.nan_to_num(U1 + 0.5 * (p1 * p1).sum(-1) - H0, nan=math.inf)
-            return float(torch.exp(-dH.clamp(min=0)).mean())
-
-        up = accept(eps) > 0.5
-        for _ in range(50):
-            e = eps * 2.0 if up else eps / 2.0
-            if (accept(e) > 0.5) != up:
-                return eps if up else e
-            eps = e
-        return eps
-
-    y = x - mean
-    U, grad = energy_and_grad(y)
-    stages = [int(STAGES[0] * warmup), int(STAGES[1] * warmup), warmup]
-    step = find_step(y, U, grad, 1e-3)
-    out = torch.empty(C, num_samples, n, dtype=dtype)
-    stats = {k: torch.empty(C, num_samples, dtype=dtype) for k in ("accept_prob", "energy")}
-    stats["diverging"] = torch.empty(C, num_samples, dtype=torch.bool)
-    stats["n_steps"] = torch.empty(C, num_samples, dtype=torch.long)
-    stats["step_size"] = torch.empty(C, num_samples, dtype=dtype)
-    window: list[torch.Tensor] = []
-
-    def restart_adaptation(eps):
-        return {"mu": math.log(10 * eps), "h_bar": 0.0, "log_bar": math.log(eps), "t": 0}
-
-    da = restart_adaptation(step)
-    start = time.perf_counter()
-    bar = tqdm(total=warmup + num_samples, desc=f"ensemble HMC ({C} chains)",
-               disable=not progress, leave=False)
-    for it in range(warmup + num_samples):
-        tau = (0.5 + float(torch.rand((), generator=g, dtype=dtype))) * math.pi / 2
-        n_steps = min(max(1, math.ceil(tau / step)), max_steps)
-        p = torch.randn(C, n, generator=g, dtype=dtype)
-        H0 = U + 0.5 * (p * p).sum(-1)
-        y1, p1, g1 = y, p - 0.5 * step * grad, grad
-        alive = torch.ones(C, dtype=torch.bool)
-        for i in range(n_steps):
-            y1 = torch.where(alive[:, None], y1 + step * p1, y1)
-            U1, g1 = energy_and_grad(y1)
-            kick = step if i < n_steps - 1 else 0.5 * step
-            p1 = torch.where(alive[:, None], p1 - kick * g1, p1)
-            # a chain whose energy error passes 1000 has diverged: it stops where it is (its
-            # potential stays finite, no planner sees its runaway values) and is rejected
-            error = U1 + 0.5 * (p1 * p1).sum(-1) - H0
-            alive = alive & torch.isfinite(error) & (error <= 1000)
-        H1 = U1 + 0.5 * (p1 * p1).sum(-1)
-        dH = torch.where(alive, torch.nan_to_num(H1 - H0, nan=math.inf), math.inf)
-        accept_prob = torch.exp(-dH.clamp(min=0))
-        accept = torch.rand(C, generator=g, dtype=dtype) < accept_prob
-        y = torch.where(accept[:, None], y1, y)
-        U = torch.where(accept, U1, U)
-        grad = torch.where(accept[:, None], g1, grad)
-        if it < warmup:  # dual averaging on the chains' mean acceptance
-            da["t"] += 1
-            t = da["t"]
-            da["h_bar"] = ((1 - 1 / (t + 10)) * da["h_bar"]
-                           + (target_accept - float(accept_prob.mean())) / (t + 10))
-            log_step = da["mu"] - math.sqrt(t) / 0.05 * da["h_bar"]
-            w = t ** -0.75
-            da["log_bar"] = w * log_step + (1 - w) * da["log_bar"]
-            step = math.exp(log_step)
-            stage_start = ([0] + stages)[next(j for j, s in enumerate(stages) if it < s)]
-            stage_end = next(s for s in stages if it < s)
-            if it >= (stage_start + stage_end) // 2:
-                window.append((mean + y @ L.T).detach())
-            if it + 1 == stage_end:
-                step = math.exp(da["log_bar"])
-                if it + 1 < warmup and window:  # re-whiten on the stage's second half
-                    x = mean + y @ L.T
-                    mean, L = _whitener(torch.cat(window))
-                    y = torch.linalg.solve_triangular(L, (x - mean).T, upper=False).T
-                    U, grad = energy_and_grad(y)
-                    step = find_step(y, U, grad, n ** -0.25)  # a unit Gaussian's, in n dims
-                    da = restart_adaptation(step)
-                window = []
-        else:
-            j = it - warmup
-            out[:, j] = mean + y @ L.T
-            stats["accept_prob"][:, j] = accept_prob
-            stats["energy"][:, j] = H0
-            stats["diverging"][:, j] = dH > 1000
-            stats["n_steps"][:, j] = n_steps
-            stats["step_size"][:, j] = step
-        bar.update()
-        if it % 50 == 0:
-            bar.set_postfix(step_size=f"{step:.2g}", steps=n_steps)
-    bar.close()
-    seconds = time.perf_counter() - start
-    draws = unflatten(out.reshape(C * num_samples, n))
-    params = {k: target.transforms[k](v).reshape(C, num_samples, *v.shape[1:])
-              for k, v in draws.items()} if hasattr(target, "transforms") else {
-        k: v.reshape(C, num_samples, *v.shape[1:]) for k, v in target.constrain(draws).items()}
-    return EnsembleRun(params, stats, seconds)
-
-
-def ensemble_posterior(mdp, data, model, *, num_samples: int = 1000, warmup: int = 500,
-                       num_chains: int = 64, seed: int = 0, likelihood: str = "soft",
-                       rationality=1.0, target_accept: float = 0.8, progress: bool = True):
-    """The posterior of ``model`` (a :class:`PreferenceModel`, a hierarchical reward, any
-    model with ``build_target`` whose potential batches over chains) given ``data``, sampled by
-    :func:`ensemble_hmc`: ``build_target``, ``num_chains`` chains of ``num_samples`` draws
-    after ``warmup`` iterations, ``make_posterior`` (method ``"ensemble_hmc"``, the sampler's
-    statistics and settings attached; convergence is the caller's to check)."""
-    target = model.build_target(mdp, data, likelihood=likelihood, rationality=rationality)
-    if not getattr(target, "chain_batched", False):
-        raise TypeError(f"{type(model).__name__}'s target does not batch its potential over "
-                        "chains (chain_batched is not True); use infer()")
-    run = ensemble_hmc(target, num_samples=num_samples, warmup=warmup, num_chains=num_chains,
-                       seed=seed, target_accept=target_accept, progress=progress)
-    flat = {k: v.reshape(-1, *v.shape[2:]) for k, v in run.params.items()}
-    settings = {"likelihood": likelihood, "rationality": repr(rationality), "seed": seed,
-                "num_samples": num_samples, "warmup": warmup, "num_chains": num_chains,
-                "seconds": run.seconds}
-    return target.make_posterior(flat, method="ensemble_hmc", log_lik=None,
-                                 sample_stats=run.sample_stats, settings=settings,
-                                 num_chains=num_chains)
