@@ -284,3 +284,20 @@ def test_rewards_that_overflow_get_minus_infinity_without_planning():
     assert torch.isfinite(ll[0]).all() and (ll[1:] == -math.inf).all()
     torch.testing.assert_close(ll[0], target.log_likelihood({k: v[0] for k, v in
                                                              params.items()}))
+
+
+def test_pyro_model_has_the_targets_density_and_svi_runs_in_minibatches():
+    import pyro
+
+    mdp = tiny_chain_mdp(horizon=3)
+    data, _ = _data(mdp, E=3, n=4)
+    model = HierarchicalReward(mdp.features, 3)
+    target = model.build_target(mdp, data)
+    params = {"mu": torch.tensor([0.3, -0.2]), "tau": torch.tensor([0.5, 1.5]),
+              "z": torch.randn(3, 2, generator=torch.Generator().manual_seed(0))}
+    trace = pyro.poutine.trace(pyro.poutine.condition(target.pyro_model(), params)).get_trace()
+    torch.testing.assert_close(trace.log_prob_sum(),
+                               -target.potential(target.unconstrain(params), jacobian=False))
+    post = birl.infer(mdp, data, model, method="svi", steps=50, num_samples=20,
+                      subsample_size=6, progress=False)
+    assert post.theta.shape == (20, 3, 2) and len(post.extra["elbo"]) == 50
