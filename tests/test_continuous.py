@@ -166,6 +166,18 @@ def test_whitening_puts_the_map_at_the_origin_with_unit_curvature():
                           target.potential({"w": target.whiten(w)}, jacobian=False))
 
 
+def test_an_mlps_map_leaves_the_saddle_at_zero():
+    """At w = 0 every hidden unit is the same and only the biases have a gradient: the MAP
+    starts from a prior draw instead."""
+    data = _data(n=3, T=8, A=2)
+    target = QValueModel(hidden=(4,), whiten=False).build_target(None, data, likelihood="soft",
+                                                                 rationality=1.0)
+    w = target.map_estimate()
+    first = w[:target.q_function.n_features * 4]
+    assert first.abs().max() > 1e-3
+    assert target.log_joint(w) > target.log_joint(torch.zeros_like(w))
+
+
 def test_build_target_refuses_what_the_model_cannot_use():
     data = _data()
     model = QValueModel()
@@ -363,21 +375,31 @@ def test_the_point_mass_reward_is_exactly_what_the_bellman_equation_implies():
 
 # ---------------------------------------------------------------------------- slow
 @pytest.mark.slow
-def test_the_posterior_recovers_a_known_reward_field_with_calibrated_bands():
-    """Point mass on a 15 x 15 lattice, a soft-optimal expert of a known reward field, 600
-    transitions: the posterior mean reward at the data correlates with the truth and its 90%
-    band covers the truth at about the nominal rate."""
+def test_the_posterior_recovers_a_known_reward_field():
+    """Point mass on a 15 x 15 lattice, a soft-optimal expert (beta = 2, gamma = 0.9) of a
+    known reward field, 30 trajectories of 20 steps. With a reward that is a function of the
+    state (reward_prior="state") and the dynamics, the posterior mean reward at the data
+    correlates with the truth; the 90% band covers it at least at the nominal rate. The
+    rewards' level is not identified by the actions (every Q moved by L moves every reward by
+    (1 - gamma) L) and the band is wide in that direction; the band of the rewards' shape
+    alone (each draw centred) covers the truth less often than nominal, the Q-function's
+    Fourier features not representing the lattice's exact Q (about 0.3 when written)."""
     task = point_mass()
     data = task.sample(30, 20, seed=1)
     truth = torch.as_tensor(task.true_reward(data.transitions().obs.numpy()))
-    post = birl.infer(None, data, QValueModel(hidden=(32,), weight_scale=2.0, discount=0.9),
-                      method="nuts", rationality=2.0, num_samples=300, warmup=300,
-                      progress=False, seed=0)
+    model = QValueModel(n_fourier=100, lengthscale=0.5, weight_scale=30.0, discount=0.9,
+                        reward_prior="state", reward_fourier=50, reward_lengthscale=0.5,
+                        reward_noise=0.1, dynamics=task.dynamics)
+    post = birl.infer(None, data, model, method="nuts", rationality=2.0, num_samples=300,
+                      warmup=300, progress=False, seed=0)
     mean = post.mean_reward()
     lo, hi = post.credible_interval(0.9)
     cover = float(((truth >= lo) & (truth <= hi)).double().mean())
-    assert np.corrcoef(mean, truth)[0, 1] > 0.8
-    assert 0.75 <= cover <= 1.0
+    assert np.corrcoef(mean, truth)[0, 1] > 0.95
+    assert cover >= 0.85
+    grid = torch.as_tensor(task.coords(np.arange(task.grid ** 2)))
+    band = post.reward_band(grid, torch.zeros(len(grid), dtype=torch.long))  # anywhere
+    assert np.corrcoef(band.mean, task.reward_field(grid.numpy()))[0, 1] > 0.8
 
 
 def _sbc_task():

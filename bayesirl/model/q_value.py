@@ -650,8 +650,14 @@ class QValueTarget:
     # ------------------------------------------------------------------ whitening
     def map_estimate(self, w0: torch.Tensor | None = None, max_iter: int = 2000
                      ) -> torch.Tensor:
-        """``(P,)`` the MAP of ``w`` (L-BFGS-B from ``w0``, default 0)."""
+        """``(P,)`` the MAP of ``w`` (L-BFGS-B from ``w0``). Default start: 0 for a linear Q;
+        for an MLP a prior draw (generator seeded with the model's ``seed``), since at 0 every
+        hidden unit is the same and the gradient of every weight but the biases vanishes."""
         like = self.center
+        if w0 is None and self.q_function.hidden:
+            g = torch.Generator().manual_seed(self.model.seed)
+            w0 = torch.randn(like.shape, generator=g, dtype=torch.float64).to(like) * (
+                self.prior_scale)
         x0 = (torch.zeros_like(like) if w0 is None else w0).detach().cpu().double().numpy()
 
         def f(x):
