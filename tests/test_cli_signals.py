@@ -121,7 +121,7 @@ SLOW = pytest.mark.slow  # parallel chains' processes each import torch and Pyro
 
 
 @pytest.mark.parametrize("parallel, signals", [
-    (False, 1), (False, 2), pytest.param(True, 2, marks=SLOW)],
+    (False, 1), pytest.param(False, 2, marks=SLOW), pytest.param(True, 2, marks=SLOW)],
     ids=["once", "twice", "parallel-chains-twice"])
 def test_sigint_while_sampling_keeps_the_draws_marked_incomplete(tmp_path, parallel, signals):
     run = Run(tmp_path, parallel=parallel)

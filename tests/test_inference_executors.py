@@ -70,6 +70,7 @@ def test_pool_has_at_most_one_process_per_core_or_max_workers(problem, monkeypat
     assert torch.equal(pooled.samples["theta"], sequential.samples["theta"])
 
 
+@pytest.mark.slow  # processes each import torch and Pyro: about a minute
 def test_chains_queued_behind_one_process_draw_what_sequential_chains_draw(problem):
     """Three chains through one worker process, one after another there, each unpickled
     afresh: the same draws as in this process."""
@@ -147,6 +148,7 @@ def _run_script(tmp_path, text, stdin=False):
     return torch.load(out, weights_only=True), run.stderr
 
 
+@pytest.mark.slow  # processes each import torch and Pyro: about a minute
 def test_a_script_without_a_main_guard_runs_its_chains_in_parallel(tmp_path, problem):
     """The README's shape: infer() with parallel chains at the top level of a script. Spawned
     chain processes do not re-run the script (which would start inference again in each), and
