@@ -15,6 +15,7 @@ from bayesirl.core.demos import Demonstrations, rollouts
 from bayesirl.core.experts import ExpertDemonstrations
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.core.preferences import Preferences
+from bayesirl.core.trajectories import Trajectories
 from bayesirl.inference import infer
 from bayesirl.model import (
     GPReward,
@@ -25,6 +26,7 @@ from bayesirl.model import (
     TabularReward,
     irl_model,
 )
+from bayesirl.model.q_value import QValueModel
 from bayesirl.planning import (
     Plan,
     feature_expectations,
@@ -34,9 +36,13 @@ from bayesirl.planning import (
     value_iteration,
 )
 from bayesirl.posterior import RewardPosterior
+from bayesirl.posterior.continuous import ContinuousPosterior
 from bayesirl.sweep import sweep
 
 __all__ = [
+    "ContinuousPosterior",
+    "QValueModel",
+    "Trajectories",
     "Demonstrations",
     "ExpertDemonstrations",
     "GPReward",
