@@ -27,6 +27,10 @@ true reward is known (a simulated environment), the posterior mean EVD and EPIC 
 counted in ``loo_bad_k``) for every posterior with a pointwise log-likelihood, and, among the
 cells that condition on the same data (same MDP and demonstrations), ``arviz.compare``'s rank,
 ``elpd_diff`` and stacking ``weight``: LOO compares models of the same data only.
+
+:func:`local_cluster` starts the Dask cluster ``bayesirl sweep --workers N`` runs on (worker
+processes on 127.0.0.1); ``Client(local_cluster(2)).get_executor()`` is an executor for
+:func:`sweep`, :func:`bayesirl.diagnostics.sbc` and :func:`bayesirl.infer` alike.
 """
 
 from __future__ import annotations
@@ -458,7 +462,7 @@ def sweep(spec, grid: dict, *, executor=None, out=None, progress: bool = True,
                                      else RewardPosterior.load(out / cell.name / _POSTERIOR))
     table = comparison_table(cells, results, posteriors)
     if out is not None:
-        table.to_csv(out / "comparison.csv")
+        atomic_write(out / "comparison.csv", lambda tmp: table.to_csv(tmp))
         plot_comparison(table, out / "comparison.png")
     return SweepResult(cells, posteriors, table, out,
                        [c.name for c in cells if results[c.name].skipped],
@@ -506,18 +510,22 @@ def _run_tasks(tasks: list[CellTask], executor):
 def local_cluster(n_workers: int):
     """A Dask ``LocalCluster`` of ``n_workers`` worker processes with one thread each, every
     socket on 127.0.0.1 (the scheduler, the workers, and the scheduler's HTTP server of health
-    checks on a free port rather than 8787, which another cluster may hold), no dashboard.
-    ImportError naming the extra when Dask is missing. Use it as a context manager; a script
-    that starts one must do so under ``if __name__ == "__main__":`` (its worker processes
-    re-import the script)."""
+    checks on a free port rather than 8787, which another cluster may hold), no dashboard,
+    and no statistical profiler in the workers (it samples the running task's stack every 10 ms
+    for the dashboard, which costs a long pure-Python task CPU and this cluster has no
+    dashboard to show it). ImportError naming the extra when Dask is missing. Use it as a
+    context manager; a script that starts one must do so under ``if __name__ ==
+    "__main__":`` (its worker processes re-import the script)."""
     try:
+        import dask
         from distributed import LocalCluster
     except ImportError:
         raise ImportError("a local Dask cluster needs Dask, which is not installed: pip install "
                           "bayesirl[dask]") from None
-    return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                        host="127.0.0.1", dashboard_address=None,
-                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    with dask.config.set({"distributed.worker.profile.enabled": False}):  # the nannies copy it
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            host="127.0.0.1", dashboard_address=None,
+                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
 
 
 # ---------------------------------------------------------------------------- comparison

@@ -8,9 +8,10 @@ leapfrog step is ONE call of the target's potential on ``u: {site: (C, *shape)}`
 ``(C,)``: for a reward-space :class:`~bayesirl.inference.target.Target`, one batched soft value
 iteration forward and backward for all chains.
 
-One iteration, all chains at once (positions ``q: (C, d)``, diagonal inverse mass ``m: (d,)``):
+One iteration, all chains at once (positions ``q: (C, d)``, an inverse mass ``M^-1``, diagonal
+``(d,)`` or dense ``(d, d)``):
 
-- momenta ``p ~ N(0, diag(1/m))``; a trajectory of ``L = ceil(h_n T / eps)`` velocity Verlet
+- momenta ``p ~ N(0, M)``; a trajectory of ``L = ceil(h_n T / eps)`` velocity Verlet
   steps, ``T`` the adapted trajectory length and ``h_n`` in ``(0, 1)`` the ``n``-th point of the
   base-2 Halton sequence (jitter: a fixed length resonates with some periods of the target; the
   quasi-random sequence covers ``(0, 1)`` more evenly than uniform draws), shared by all chains;
@@ -30,10 +31,10 @@ Warmup, from the ensemble's statistics:
   expected squared jump does not: that favours anti-correlated proposals). Its gradient per
   chain is ``h_n T (|z'-zbar'|^2 - |z-zbar|^2) (z'-zbar') . dz'/dt``, averaged with the chains'
   acceptance probabilities as weights, the centres the ensemble's means; computed in the
-  whitened coordinates ``z = q / sqrt(m)``, so every parameter weighs alike. Adam with no
-  momentum (each step moves log T by about the learning rate), steps clipped to +-0.35; ``T``
-  kept in ``[eps, max_leapfrog_steps * eps]``; after warmup the geometric mean of ``T`` over the
-  last adaptation window.
+  coordinates whitened by the mass matrix (``z = L^-1 q``, ``M^-1 = L L^T``), so every
+  parameter weighs alike. Adam with no momentum (each step moves log T by about the learning
+  rate), steps clipped to +-0.35, ``T`` at most ``max_leapfrog_steps * eps``; after warmup the
+  geometric mean of ``T`` over the terminal buffer (at least ``eps``).
 - mass matrix: windows as Stan's (an initial buffer, doubling windows, a terminal buffer); at
   the end of each window the inverse mass is the variance (diagonal) or covariance (dense) of
   the positions the chains visited in it (pooled over chains and iterations, shrunk towards
@@ -52,9 +53,12 @@ When ``infer()`` picks it (``chain_method=None``): with at least :data:`AUTO_MIN
 of NUTS/HMC on a target whose potential batches over chains (:func:`batch_refusal` is None: a
 reward-space :class:`~bayesirl.inference.target.Target`, or a target declaring
 :class:`ChainBatched`), when the chains would move in reward space (``space="reward"``, or
-``"auto"`` where value space does not apply). From 8 rows on the planner's compiled kernel runs
+``"auto"`` where value space does not apply) and no ``parallel=True``, ``executor`` or
+``max_workers`` asks for independent chains. From 8 rows on the planner's compiled kernel runs
 with the batch innermost (SIMD over chains), and one process needs no ``if __name__ ==
-"__main__":`` guard, spawns nothing and holds one copy of the problem.
+"__main__":`` guard, spawns nothing and holds one copy of the problem: a script asking for many
+chains runs them without processes. (Fewer chains stay independent NUTS chains, whose
+processes start without re-running an unguarded script: :mod:`bayesirl.inference.executors`.)
 """
 
 from __future__ import annotations
