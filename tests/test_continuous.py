@@ -76,6 +76,49 @@ def test_the_potential_is_the_density_evaluated_directly(likelihood, hidden):
     assert torch.allclose(-target.potential(u), direct + target.log_det)  # log |det L|
 
 
+@pytest.mark.parametrize("kind", ["state", "state_action"])
+def test_the_structured_reward_prior_is_the_marginal_gaussian(kind):
+    data = _data(n=2, T=6, A=3)
+    model = QValueModel(reward_prior=kind, reward_loc=0.3, reward_scale=0.8, reward_noise=0.2,
+                        reward_fourier=4)
+    prior = model.reward_prior_of(data)
+    tr = data.transitions()
+    at = prior.at(tr.obs, tr.actions)
+    psi = prior.design(tr.obs, tr.actions)
+    assert psi.shape == (data.n_transitions, 7 * (3 if kind == "state_action" else 1))
+    cov = 0.2 ** 2 * torch.eye(len(psi)) + 0.8 ** 2 * psi @ psi.T
+    r = torch.randn(5, len(psi))
+    exact = dist.MultivariateNormal(torch.full((len(psi),), 0.3), cov).log_prob(r)
+    assert torch.allclose(at.log_prob(r), exact)
+    # theta | r: mean by the normal equations, covariance from many draws
+    g = torch.Generator().manual_seed(0)
+    draws = at.theta_given(r[0].expand(20000, -1), g)
+    A = torch.eye(psi.shape[1]) / 0.8 ** 2 + psi.T @ psi / 0.2 ** 2
+    mean = torch.linalg.solve(A, psi.T @ (r[0] - 0.3) / 0.2 ** 2)
+    se = torch.sqrt(torch.diagonal(torch.linalg.inv(A)) / 20000)
+    assert ((draws.mean(0) - mean).abs() / se).max() < 4.5
+    assert torch.allclose(draws.var(0), torch.diagonal(torch.linalg.inv(A)), rtol=0.1)
+
+
+def test_with_dynamics_the_reward_prior_covers_every_action():
+    task = point_mass(grid=5, discount=0.8, rationality=1.0)
+    data = task.sample(2, 3, seed=0)
+    model = QValueModel(reward_scale=0.7, discount=0.8, dynamics=task.dynamics)
+    target = model.build_target(None, data, likelihood="soft", rationality=1.0)
+    w = 0.5 * torch.randn(target.n_params)
+    qf, tr = target.q_function, data.transitions()
+    direct = dist.Normal(0.0, qf.prior_scale()).log_prob(w).sum()
+    for i in range(tr.obs.shape[0]):
+        q = qf(w, tr.obs[i:i + 1])[0]
+        direct = direct + torch.log_softmax(q, 0)[tr.actions[i]]
+        for a in range(task.n_actions):
+            nxt = task.dynamics(tr.obs[i:i + 1], torch.tensor([a]))[0]
+            r = q[a] - 0.8 * torch.logsumexp(qf(w, nxt)[0], 0)
+            direct = direct + dist.Normal(0.0, 0.7).log_prob(r)
+    assert torch.allclose(-target.potential(target.unconstrain({"w": w}), jacobian=False),
+                          direct)
+
+
 def test_value_space_terms_follow_the_terminal_convention():
     q = torch.tensor([[1.0, 3.0], [0.0, 2.0]])  # two states, two actions
     s, a, nxt = torch.tensor([0, 0]), torch.tensor([1, 1]), torch.tensor([1, 1])
