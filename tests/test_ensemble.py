@@ -383,3 +383,14 @@ def test_vectorized_chains_agree_with_nuts_on_a_tiny_mdp(tiny):
         assert (z < 4).all() and (np.abs(sd_ratio - 1) < 0.1).all()
     rhat = az.rhat(a)
     assert all(float(rhat[k].max()) < 1.01 for k in ("theta", "rationality"))
+
+
+def test_a_large_batch_runs_on_every_core_and_the_thread_count_is_restored(tiny):
+    mdp, demos, model = tiny
+    target = build_target(mdp, demos, model, "soft", 1.0)
+    assert ensemble.batch_threads(target, 8) is None  # a small sweep: the caller's threads
+    assert ensemble.batch_threads(target, 2**20) == ensemble.executors.usable_cores()
+    assert ensemble.batch_threads(object(), 2**20) is None
+    before = torch.get_num_threads()
+    run = run_vectorized(target, EnsembleOptions(4, 5, 5, progress=False, threads=2))
+    assert run.settings["threads"] == 2 and torch.get_num_threads() == before

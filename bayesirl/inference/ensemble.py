@@ -77,7 +77,7 @@ from bayesirl.inference.map import fit_map
 from bayesirl.inference.target import Refracting, Rewhitening, Target
 
 __all__ = ["AUTO_MIN_CHAINS", "CHAIN_METHODS", "DENSE_MAX_PARAMS", "MAX_ENERGY_ERROR",
-           "TARGET_ACCEPT",
+           "TARGET_ACCEPT", "THREADED_SWEEP", "batch_threads",
            "ChainBatched", "EnsembleDraws", "EnsembleOptions", "EnsembleRun", "batch_refusal",
            "chees_hmc", "halton", "run_vectorized", "use_vectorized", "warmup_windows"]
 
@@ -550,8 +550,8 @@ class EnsembleOptions:
     """Settings of :func:`run_vectorized`: ``num_chains`` chains of ``warmup`` + ``num_samples``
     iterations from the MAP (``map_init``) or the target's init, each jittered by
     ``init_jitter`` standard normals; ``dense_mass`` None: dense for at most
-    :data:`DENSE_MAX_PARAMS` parameters (as ``infer()``'s NUTS); see :func:`chees_hmc` for the
-    rest."""
+    :data:`DENSE_MAX_PARAMS` parameters (as ``infer()``'s NUTS); ``threads`` the torch threads
+    while sampling (None: :func:`batch_threads`); see :func:`chees_hmc` for the rest."""
 
     num_chains: int
     num_samples: int
@@ -563,6 +563,7 @@ class EnsembleOptions:
     max_leapfrog_steps: int = 1000
     init_jitter: float = 0.1
     dense_mass: bool | None = None
+    threads: int | None = None
 
 
 class EnsembleDraws(NamedTuple):
@@ -574,6 +575,25 @@ class EnsembleDraws(NamedTuple):
     sample_stats: dict[str, torch.Tensor]
     incomplete: bool
     settings: dict
+
+
+#: State-action-successor-steps of one batched Bellman sweep (all chains) from which the ensemble
+#: runs on every usable core: ``infer()`` plans a small MDP on one thread, but the chains'
+#: batch is the work here, and the planner splits a large batch over threads.
+THREADED_SWEEP = 2 ** 20
+
+
+def batch_threads(target, num_chains: int) -> int | None:
+    """The torch threads for ``num_chains`` chains on ``target``: every usable core when one
+    sweep of the batched planner, ``num_chains * S * A * K * T``, exceeds
+    :data:`THREADED_SWEEP`; None (keep the caller's) otherwise or for a target without an
+    MDP."""
+    mdp = getattr(target, "mdp", None)
+    if mdp is None or not hasattr(mdp, "successors"):
+        return None
+    sweep = num_chains * mdp.n_states * mdp.n_actions * mdp.successors.shape[-1] * (
+        mdp.horizon if mdp.finite_horizon else 1)
+    return executors.usable_cores() if sweep > THREADED_SWEEP else None
 
 
 def _seeds(seed: int) -> tuple[int, int]:
@@ -615,15 +635,22 @@ def run_vectorized(target, options: EnsembleOptions) -> EnsembleDraws:
                         device=ref.device)
     t0 = time.perf_counter()
     dense = q0.numel() <= DENSE_MAX_PARAMS if o.dense_mass is None else bool(o.dense_mass)
-    run = chees_hmc(potential, q0 + o.init_jitter * noise, o.num_samples, o.warmup,
-                    seed=sampler_seed, target_accept=o.target_accept, dense_mass=dense,
-                    max_leapfrog_steps=o.max_leapfrog_steps, progress=o.progress,
-                    desc="vectorized chees-hmc")
+    threads = o.threads if o.threads is not None else batch_threads(target, o.num_chains)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        run = chees_hmc(potential, q0 + o.init_jitter * noise, o.num_samples, o.warmup,
+                        seed=sampler_seed, target_accept=o.target_accept, dense_mass=dense,
+                        max_leapfrog_steps=o.max_leapfrog_steps, progress=o.progress,
+                        desc="vectorized chees-hmc")
+    finally:
+        torch.set_num_threads(previous)
     with torch.no_grad():
         params = target.constrain(unflatten(run.draws))
     settings = {"chain_method": "vectorized", "sampler": "chees-hmc",
                 "step_size": run.step_size, "trajectory_length": run.trajectory_length,
                 "target_accept": o.target_accept, "max_leapfrog_steps": o.max_leapfrog_steps,
-                "dense_mass": dense,
+                "dense_mass": dense, "threads": threads or previous,
                 "gradient_calls": run.gradients, "sampling_seconds": time.perf_counter() - t0}
     return EnsembleDraws(params, run.stats, run.interrupted, settings)
