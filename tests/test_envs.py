@@ -71,8 +71,8 @@ def test_gridworld_block_features_and_sparse_reward(block, d):
     phi = mdp.features
     assert phi.shape == (64, d) and len(mdp.feature_names) == d
     assert torch.equal(phi.sum(1), torch.ones(64)) and ((phi == 0) | (phi == 1)).all()
-    theta = torch.linalg.lstsq(phi, mdp.reward).solution
-    assert torch.allclose(phi @ theta, mdp.reward)                   # constant on macro-cells
+    theta = mdp.reward[phi.argmax(0)]                                # one cell of each block
+    assert torch.equal(phi @ theta, mdp.reward)                      # constant on macro-cells
     nonzero = theta[theta.abs() > 1e-12]
     assert len(nonzero) == max(1, round(0.25 * d))
     assert nonzero.max().item() == pytest.approx(1.0) and (nonzero.abs() <= 1).all()
