@@ -22,6 +22,10 @@ import numpy as np
 
 MIN_BYTES = 2**24        # smaller arrays come quickly from malloc's own free lists
 MAX_FREE_BYTES = 2**31   # unused arrays kept for reuse, at most
+#: Reward draws planned in one batched call where a caller walks over many (posterior summaries,
+#: decisions, plots): enough to amortise a planner call, few enough that a chunk's
+#: ``(draws, T, S, A)`` policies stay a modest allocation. The one home of that chunk size.
+DRAWS_PER_PLAN = 64
 
 _held: list[tuple[np.ndarray, weakref.ref]] = []  # (array, its handed-out view), oldest first
 _lock = threading.Lock()  # the planners' batch parts ask from several threads at once
