@@ -11,6 +11,7 @@ against either keep working, and the message is the same one line.
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 import numbers
 
@@ -25,6 +26,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_probability",
+    "check_process_executor",
     "first_bad",
     "fmt_index",
     "is_posterior",
@@ -139,6 +141,28 @@ def check_finite(name: str, t: torch.Tensor) -> None:
     if bad.any():
         idx = first_bad(bad)
         raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected a finite number")
+
+
+def check_process_executor(executor, tasks: str = "tasks", *,
+                           global_state: str = "seed torch's global random number generator"
+                           ) -> None:
+    """``executor`` is None or a ``concurrent.futures.Executor`` that runs ``tasks`` in
+    processes (a ProcessPoolExecutor, a Dask client's ``get_executor()``).
+
+    A ThreadPoolExecutor is refused: each task ``global_state`` (seeds torch's global random
+    number generator, and for some sets its default dtype), state that threads share, so tasks
+    running side by side in threads would reseed one another and results would depend on
+    timing. ``tasks`` names what runs ("chains", "simulations", "cells") in the message.
+    """
+    if executor is None:
+        return
+    if not isinstance(executor, concurrent.futures.Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor or None, got "
+                        f"{type(executor).__name__}")
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+        raise ValueError(f"executor is a ThreadPoolExecutor, expected one that runs {tasks} in "
+                         f"processes (a ProcessPoolExecutor, a Dask client's get_executor()): "
+                         f"{tasks} {global_state}, which threads share")
 
 
 def positive_ints(values) -> tuple[int, ...] | None:

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from bayesirl._validation import check_process_executor
+
 __all__ = ["SBCResult", "rank_uniformity", "sbc"]
 
 SBC_METHODS = ("nuts", "hmc", "svi", "grid")
@@ -361,21 +363,6 @@ def _simulate_here(sim: _Simulation) -> _SimResult:
                       int(warned))
 
 
-def _check_executor(executor) -> None:
-    """None, or an executor that runs tasks in processes: a simulation seeds torch's global
-    random number generator, which threads share."""
-    if executor is None:
-        return
-    if not isinstance(executor, concurrent.futures.Executor):
-        raise TypeError(f"executor must be a concurrent.futures.Executor or None, got "
-                        f"{type(executor).__name__}")
-    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-        raise ValueError("executor is a ThreadPoolExecutor, expected one that runs tasks in "
-                         "processes (a ProcessPoolExecutor, a Dask client's get_executor()): "
-                         "a simulation seeds torch's global random number generator, which "
-                         "threads share")
-
-
 def _run_simulations(sims: list[_Simulation], executor, bar) -> list[_SimResult]:
     """The simulations' results in order: one after another here, or submitted to
     ``executor`` all at once (Ctrl-C cancels those not started and re-raises)."""
@@ -480,7 +467,7 @@ def sbc(mdp_factory, reward_model, n_sims: int, *, n_demos: int = 10,
     if not (isinstance(mdp_factory, TabularMDP) or callable(mdp_factory)):
         raise TypeError(f"mdp_factory must be a TabularMDP or a callable rng -> TabularMDP, got "
                         f"{type(mdp_factory).__name__}")
-    _check_executor(executor)
+    check_process_executor(executor, "simulations")
     shapes = _site_shapes(reward_model, rationality)
     names = tuple(k if not s else f"{k}[{i}]" for k, s in shapes.items()
                   for i in range(math.prod(s))) + ("loglik",)

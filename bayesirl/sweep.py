@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bayesirl._validation import check_process_executor
 from bayesirl.cli.build import build, fast_mode
 from bayesirl.cli.spec import Spec, SpecError, load_spec, parse_spec, tomllib
 from bayesirl.inference.facade import infer
@@ -364,19 +365,6 @@ def _spec_data(spec) -> tuple[dict, Path, str]:
                     f"{type(spec).__name__}")
 
 
-def _check_executor(executor) -> None:
-    if executor is None:
-        return
-    if not isinstance(executor, concurrent.futures.Executor):
-        raise TypeError(f"executor must be a concurrent.futures.Executor or None, got "
-                        f"{type(executor).__name__}")
-    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-        raise ValueError("executor is a ThreadPoolExecutor, expected one that runs tasks in "
-                         "processes (a ProcessPoolExecutor, a Dask client's get_executor()): a "
-                         "cell sets torch's default dtype and seeds its global random number "
-                         "generator, which threads share")
-
-
 def _prepare_out(out) -> Path | None:
     """The output folder, created and checked writable before any work (nothing is lost to
     a folder found unwritable at the end)."""
@@ -418,7 +406,9 @@ def sweep(spec, grid: dict, *, executor=None, out=None, progress: bool = True,
     """
     from tqdm.auto import tqdm
 
-    _check_executor(executor)
+    check_process_executor(
+        executor, "cells",
+        global_state="set torch's default dtype and seed its global random number generator")
     data, base, spec_name = _spec_data(spec)
     cells = cells_of(grid)
     fast = fast_mode() if fast is None else bool(fast)

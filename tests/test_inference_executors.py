@@ -106,7 +106,8 @@ def test_a_users_process_pool_runs_the_chains(problem):
 @pytest.mark.parametrize("kwargs,exc,match", [
     ({"max_workers": 0}, ValueError, "max_workers is 0, expected an integer >= 1"),
     ({"max_workers": 1.5}, ValueError, "max_workers is 1.5"),
-    ({"executor": "dask"}, TypeError, "executor must be a concurrent.futures.Executor, got str"),
+    ({"executor": "dask"}, TypeError,
+     r"executor must be a concurrent.futures.Executor( or None)?, got str"),
     ({"executor": concurrent.futures.ThreadPoolExecutor(1)}, ValueError,
      "executor is a ThreadPoolExecutor, expected one that runs chains in processes"),
     ({"executor": InlineExecutor(), "parallel": False}, ValueError,
