@@ -4,32 +4,13 @@
 Newton-Kantorovich fixed points that discounted problems near gamma = 1 use (chosen by
 :func:`choose_solver`); the compiled CPU kernels (``cpu_kernels``) and their scratch buffers
 (``buffers``) sit below them.
+
+The package exports exactly what ``bellman.__all__`` lists, so the public names have one home
+(the module that defines them) and this file never restates the list.
 """
 
-from bayesirl.planning.bellman import (
-    SOLVERS,
-    ConvergenceWarning,
-    Plan,
-    broadcast_reward,
-    choose_solver,
-    clear_warm_starts,
-    feature_expectations,
-    occupancy,
-    policy_value,
-    soft_value_iteration,
-    value_iteration,
-)
+from bayesirl.planning import bellman
+from bayesirl.planning.bellman import *  # noqa: F403  (bellman.__all__ is the public surface)
 
-__all__ = [
-    "SOLVERS",
-    "ConvergenceWarning",
-    "Plan",
-    "broadcast_reward",
-    "choose_solver",
-    "clear_warm_starts",
-    "feature_expectations",
-    "occupancy",
-    "policy_value",
-    "soft_value_iteration",
-    "value_iteration",
-]
+__all__ = []
+__all__ += bellman.__all__
