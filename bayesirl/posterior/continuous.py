@@ -50,6 +50,7 @@ from bayesirl.model.q_value import (
 )
 from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
 from bayesirl.posterior.diagnostics import check_convergence
+from bayesirl.posterior.reward_posterior import ChainDraws
 
 __all__ = ["ContinuousPosterior", "PosteriorPolicy", "RewardBand"]
 
@@ -72,7 +73,7 @@ def _chunked(fn, w: torch.Tensor) -> torch.Tensor:
         return torch.cat([fn(w[i:i + _CHUNK]) for i in range(0, w.shape[0], _CHUNK)])
 
 
-class ContinuousPosterior:
+class ContinuousPosterior(ChainDraws):
     """Posterior draws of a value-space model on continuous observations.
 
     Attributes:
@@ -148,28 +149,8 @@ class ContinuousPosterior:
                    incomplete=incomplete, reward_prior=target.reward_prior)
 
     # ------------------------------------------------------------------ draws
-    @property
-    def num_chains(self) -> int:
-        return self.rewards.shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        """Draws per chain."""
-        return self.rewards.shape[1]
-
-    @property
-    def samples(self) -> dict[str, torch.Tensor]:
-        """Parameter draws, chains flattened: ``{"w": (chains * draws, P)}``."""
-        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
-
-    def reward(self) -> torch.Tensor:
-        """``(chains * draws, M)`` rewards at the data's transitions."""
-        return self.rewards.reshape(-1, self.rewards.shape[-1])
-
-    def mean_reward(self) -> torch.Tensor:
-        """``(M,)`` posterior mean reward at the data."""
-        return self.reward().mean(0)
-
+    # num_chains, num_draws, samples ({"w": (chains * draws, P)}), reward() ((chains * draws, M)
+    # at the data's transitions) and mean_reward() ((M,)) come from ChainDraws.
     def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Equal-tailed ``prob`` interval of the rewards at the data, ``(lower, upper)``."""
         band = _band(self.reward(), prob)

@@ -25,6 +25,7 @@ from bayesirl.model.likelihood import (
     demo_log_likelihood,
 )
 from bayesirl.planning.bellman import _check_mdp, broadcast_reward
+from bayesirl.planning.buffers import DRAWS_PER_PLAN
 from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
 from bayesirl.posterior.diagnostics import check_convergence
 from bayesirl.posterior.files import atomic_write
@@ -35,18 +36,55 @@ _FORMAT = "bayesirl.RewardPosterior/1"
 #: attributes of the posterior group that every saved posterior has
 _ATTRS = ("bayesirl_format", "method", "settings", "incomplete", "mdp_fingerprint",
           "param_dims", "param_coords")
-_CHUNK = 64  # reward draws planned at once
 _COVARIANCE_DIMS = ("coordinate", "coordinate_bis")  # rows and columns of extra["covariance"]
 
 
 def _chunked(fn, x, *rest):
-    """Apply ``fn`` over the leading dim of ``x`` (and ``rest``) in chunks; concatenate."""
-    outs = [fn(x[i:i + _CHUNK], *(r[i:i + _CHUNK] for r in rest))
-            for i in range(0, x.shape[0], _CHUNK)]
+    """Apply ``fn`` over the leading dim of ``x`` (and ``rest``) in chunks of
+    :data:`~bayesirl.planning.buffers.DRAWS_PER_PLAN` reward draws; concatenate."""
+    n = DRAWS_PER_PLAN
+    outs = [fn(x[i:i + n], *(r[i:i + n] for r in rest)) for i in range(0, x.shape[0], n)]
     return torch.cat(outs)
 
 
-class RewardPosterior:
+class ChainDraws:
+    """The per-chain draw accessors that every posterior of rewards shares.
+
+    A subclass stores ``params``, a dict of site draws ``(chains, draws, ...)``, and
+    ``rewards``, reward draws ``(chains, draws, *event)`` (``event`` is ``(S, A)`` for a tabular
+    posterior, ``(M,)`` rewards at the data's transitions for a continuous one). Draws stay per
+    chain so that diagnostics see the chains; these accessors flatten them, in chain-major
+    order, for every tool that only wants draws.
+    """
+
+    params: dict[str, torch.Tensor]
+    rewards: torch.Tensor
+
+    @property
+    def num_chains(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def num_draws(self) -> int:
+        """Draws per chain."""
+        return self.rewards.shape[1]
+
+    @property
+    def samples(self) -> dict[str, torch.Tensor]:
+        """Parameter draws with chains flattened: ``(chains * draws, ...)`` per site."""
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
+
+    def reward(self) -> torch.Tensor:
+        """Reward draws with chains flattened, ``(chains * draws, *event)``: ``(chains * draws,
+        S, A)`` for a tabular posterior, ``(chains * draws, M)`` for a continuous one."""
+        return self.rewards.reshape(-1, *self.rewards.shape[2:])
+
+    def mean_reward(self) -> torch.Tensor:
+        """Posterior mean reward, ``event``-shaped: ``(S, A)`` or ``(M,)``."""
+        return self.reward().mean(0)
+
+
+class RewardPosterior(ChainDraws):
     """Posterior draws over rewards.
 
     Attributes:
@@ -142,28 +180,6 @@ class RewardPosterior:
                    settings={"likelihood": likelihood, "rationality": repr(rationality)})
 
     # ------------------------------------------------------------------ accessors
-    @property
-    def num_chains(self) -> int:
-        return self.rewards.shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        """Draws per chain."""
-        return self.rewards.shape[1]
-
-    @property
-    def samples(self) -> dict[str, torch.Tensor]:
-        """Parameter draws with chains flattened: ``(chains * draws, ...)``."""
-        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
-
-    def reward(self) -> torch.Tensor:
-        """Reward draws ``(chains * draws, S, A)``."""
-        return self.rewards.reshape(-1, *self.rewards.shape[2:])
-
-    def mean_reward(self) -> torch.Tensor:
-        """Posterior mean reward ``(S, A)``."""
-        return self.reward().mean(0)
-
     def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Equal-tailed ``prob`` interval of the reward: ``(lower, upper)``, each ``(S, A)``."""
         if not 0 < prob < 1:
