@@ -12,13 +12,7 @@ from bayesirl._validation import is_posterior
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs
 from bayesirl.planning.bellman import Plan
-
-_CHUNK = 64  # reward draws planned at once
-
-
-
-
-
+from bayesirl.planning.buffers import DRAWS_PER_PLAN
 
 
 def _transitions(mdp: TabularMDP) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,10 +115,23 @@ def expert_probs(mdp: TabularMDP, posterior, R: torch.Tensor, index=None) -> tor
             beta = torch.as_tensor(posterior.rationality).reshape(-1).to(R)
     if index is not None:
         R, beta = R[index], beta[index]
+    return draw_log_probs(mdp, R, likelihood, beta).exp_()
+
+
+def draw_log_probs(mdp: TabularMDP, R: torch.Tensor, likelihood: str,
+                   beta: torch.Tensor) -> torch.Tensor:
+    """The expert's action log-probabilities under each reward draw, without gradients:
+    ``(D, ..., T, S, A)`` (finite horizon) or ``(D, ..., S, A)`` for reward draws
+    ``R: (D, ..., S, A)`` and rationalities ``beta: (D, ...)`` (``...`` e.g. the experts of a
+    hierarchical posterior).
+
+    Planned :data:`~bayesirl.planning.buffers.DRAWS_PER_PLAN` draws at a time, so that a large
+    posterior never holds every draw's planner intermediates at once.
+    """
+    n = DRAWS_PER_PLAN
     with torch.no_grad():
-        return torch.cat([action_log_probs(mdp, R[i:i + _CHUNK], likelihood,
-                                           beta[i:i + _CHUNK]).exp()
-                          for i in range(0, R.shape[0], _CHUNK)])
+        return torch.cat([action_log_probs(mdp, R[i:i + n], likelihood, beta[i:i + n])
+                          for i in range(0, R.shape[0], n)])
 
 
 def policy_probs(mdp: TabularMDP, policy, name: str = "policy") -> torch.Tensor:

@@ -26,8 +26,9 @@ from scipy.stats import binom
 
 from bayesirl._validation import check_probability
 from bayesirl.core.mdp import TabularMDP, check_mdp
-from bayesirl.decisions._inputs import _CHUNK, policy_probs, reward_draws
+from bayesirl.decisions._inputs import policy_probs, reward_draws
 from bayesirl.planning.bellman import occupancy, value_iteration
+from bayesirl.planning.buffers import DRAWS_PER_PLAN
 
 __all__ = ["VaRBound", "value_at_risk_bound"]
 
@@ -54,8 +55,8 @@ def optimal_values(mdp: TabularMDP, R: torch.Tensor) -> torch.Tensor:
     """``(D,)`` optimal expected return ``V*_{R_i}`` from ``mdp.initial`` for draws ``R``."""
     out = []
     with torch.no_grad():
-        for i in range(0, R.shape[0], _CHUNK):
-            v = value_iteration(mdp, R[i:i + _CHUNK]).v
+        for i in range(0, R.shape[0], DRAWS_PER_PLAN):
+            v = value_iteration(mdp, R[i:i + DRAWS_PER_PLAN]).v
             out.append((v[:, 0] if mdp.finite_horizon else v) @ mdp.initial)
     return torch.cat(out)
 

@@ -36,9 +36,9 @@ import torch
 from bayesirl._validation import check_int
 from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.core.preferences import Preferences
+from bayesirl.decisions._inputs import draw_log_probs
 from bayesirl.decisions.robust import RobustPolicy, robust_policy
 from bayesirl.model.hierarchical import HierarchicalPosterior, sample_rollouts
-from bayesirl.model.likelihood import action_log_probs
 
 __all__ = [
     "InformationGain",
@@ -48,8 +48,6 @@ __all__ = [
     "pair_information_gain",
     "population_robust_policy",
 ]
-
-_CHUNK = 64  # draws planned at once
 
 
 class InformationGain(NamedTuple):
@@ -188,9 +186,7 @@ def expert_information_gain(posterior: HierarchicalPosterior, *, length: int | N
                                                  R.shape[0])).round().long()
     R, beta = R[keep], beta[keep]
     likelihood = posterior.settings.get("likelihood", "soft")
-    with torch.no_grad():
-        lp = torch.cat([action_log_probs(mdp, R[i:i + _CHUNK], likelihood, beta[i:i + _CHUNK])
-                        for i in range(0, R.shape[0], _CHUNK)])
+    lp = draw_log_probs(mdp, R, likelihood, beta)
     return demonstration_information_gain(mdp, lp, length=length, n_rollouts=n_rollouts,
                                           seed=seed)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bayesirl.planning.buffers import DRAWS_PER_PLAN
 from bayesirl.plots.common import (
     as_numpy,
     draw_marks,
@@ -51,7 +52,7 @@ def _policy_draws(posterior, t: int, max_draws: int = 200) -> np.ndarray:
         raise ValueError(f"t is {t}, expected a step in [0, {mdp.horizon})")
     out = []
     with torch.no_grad():
-        for chunk in idx.split(64):
+        for chunk in idx.split(DRAWS_PER_PLAN):
             p = action_log_probs(mdp, rewards[chunk], likelihood, beta[chunk]).exp()
             out.append(p[:, t] if mdp.finite_horizon else p)
     return as_numpy(torch.cat(out))
