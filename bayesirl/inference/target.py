@@ -37,13 +37,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from pyro.distributions.transforms import biject_to
 
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
+from bayesirl.model.base_target import BaseTarget
 from bayesirl.model.fused import LinearNormalPotential
 from bayesirl.model.likelihood import demo_log_likelihood, irl_model
-from bayesirl.model.rewards import RewardModel, is_improper
+from bayesirl.model.rewards import RewardModel
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
 __all__ = ["Fingerprinted", "HasGuide", "HasPyroModel", "InferenceTarget", "Refracting",
@@ -169,23 +169,23 @@ def build_target(mdp, data, model, likelihood: str, rationality) -> InferenceTar
     return target
 
 
-class Target:
+class Target(BaseTarget):
     """The unnormalised posterior over named reward parameters (and the rationality).
 
     ``log_prior(params)`` and ``log_likelihood(params)`` accept parameters with any leading
     batch shape; ``potential(u)`` takes unconstrained values (a dict, as Pyro's kernels want)
-    and includes the log-Jacobian of the transforms to each prior's support. Implements
-    :class:`InferenceTarget`, :class:`HasPyroModel` (:func:`~bayesirl.irl_model`) and
-    :class:`Fingerprinted`.
+    and includes the log-Jacobian of the transforms to each prior's support (the plumbing of
+    :class:`~bayesirl.model.base_target.BaseTarget`). Implements :class:`InferenceTarget`,
+    :class:`HasPyroModel` (:func:`~bayesirl.irl_model`) and :class:`Fingerprinted`.
     """
 
     def __init__(self, mdp, demos, reward_model, likelihood, rationality):
         self.mdp, self.demos, self.reward_model = mdp, demos, reward_model
         self.likelihood, self.rationality = likelihood, rationality
-        self.priors = dict(reward_model.priors())
+        priors = dict(reward_model.priors())
         if isinstance(rationality, torch.distributions.Distribution):
-            self.priors["rationality"] = rationality
-        self.transforms = {k: biject_to(p.support) for k, p in self.priors.items()}
+            priors["rationality"] = rationality
+        super().__init__(priors, mdp.dtype, mdp.device)
         self.fused = LinearNormalPotential.of(self)
 
     def beta(self, params):
@@ -197,47 +197,10 @@ class Target:
         return demo_log_likelihood(self.mdp, self.demos, reward, self.likelihood,
                                    self.beta(params))
 
-    def log_prior(self, params) -> torch.Tensor:
-        return sum(p.log_prob(params[k]) for k, p in self.priors.items())
-
-    def constrain(self, u):
-        return {k: self.transforms[k](v) for k, v in u.items()}
-
-    def unconstrain(self, params):
-        return {k: self.transforms[k].inv(v) for k, v in params.items()}
-
-    def log_abs_det_jacobian(self, u, params) -> torch.Tensor:
-        """``log |d params / d u|`` summed over the sites (a transform's own log-Jacobian is
-        already summed over its ``domain.event_dim`` rightmost dims)."""
-        return sum(_sum_event(t.log_abs_det_jacobian(u[k], params[k]),
-                              self.priors[k].event_dim - t.domain.event_dim)
-                   for k, t in self.transforms.items())
-
-    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
-        if self.fused is not None:  # a linear reward with a Normal prior: one fused node
-            value = self.fused(u)
-            if value is not None:
-                return value
-        params = self.constrain(u)
-        logp = self.log_prior(params) + self.log_likelihood(params).sum(-1)
-        if jacobian:
-            logp = logp + self.log_abs_det_jacobian(u, params)
-        return -logp
-
-    def init_unconstrained(self):
-        """A point in unconstrained space: each prior's transformed median-like centre."""
-        like = torch.zeros((), dtype=self.mdp.dtype, device=self.mdp.device)
-        out = {}
-        for k, p in self.priors.items():
-            shape = p.batch_shape + p.event_shape
-            out[k] = torch.zeros(shape, dtype=like.dtype, device=like.device)
-        return out
-
-    @property
-    def improper(self) -> bool:
-        """Whether some prior is improper (flat): then the MAP is the maximum-likelihood
-        estimate on those sites."""
-        return any(is_improper(p) for p in self.priors.values())
+    def fused_potential(self, u):
+        """A linear reward with a Normal prior: one fused node (None where it does not
+        apply)."""
+        return None if self.fused is None else self.fused(u)
 
     def pyro_model(self, subsample_size: int | None = None):
         """:func:`~bayesirl.irl_model` of this target (the same density), with minibatches of
@@ -282,10 +245,6 @@ def _holds_prior(value) -> bool:
     if isinstance(value, dict):
         return any(isinstance(v, torch.distributions.Distribution) for v in value.values())
     return isinstance(value, torch.distributions.Distribution)
-
-
-def _sum_event(x, event_dim):
-    return x.sum(tuple(range(-event_dim, 0))) if event_dim else x
 
 
 def digest(obj) -> str:
