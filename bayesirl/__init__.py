@@ -35,8 +35,12 @@ from bayesirl.planning import (
     soft_value_iteration,
     value_iteration,
 )
-from bayesirl.posterior import RewardPosterior
-from bayesirl.posterior.continuous import ContinuousPosterior
+from bayesirl.posterior import (
+    ContinuousPosterior,
+    HierarchicalPosterior,
+    PreferencePosterior,
+    RewardPosterior,
+)
 from bayesirl.sweep import sweep
 
 __all__ = [
@@ -46,11 +50,13 @@ __all__ = [
     "Demonstrations",
     "ExpertDemonstrations",
     "GPReward",
+    "HierarchicalPosterior",
     "HierarchicalReward",
     "LinearReward",
     "NeuralReward",
     "Plan",
     "PreferenceModel",
+    "PreferencePosterior",
     "Preferences",
     "RewardPosterior",
     "TabularMDP",

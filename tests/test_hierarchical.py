@@ -13,13 +13,13 @@ import torch
 import bayesirl as birl
 from bayesirl.core.experts import ExpertDemonstrations
 from bayesirl.model.hierarchical import (
-    HierarchicalPosterior,
     HierarchicalReward,
     expert_log_likelihood,
     loo_compare,
     simulate_experts,
 )
-from bayesirl.model.preferences import MCMCWarning
+from bayesirl.posterior.diagnostics import InferenceWarning
+from bayesirl.posterior.hierarchical import HierarchicalPosterior
 from bayesirl.testing import tiny_chain_mdp
 
 
@@ -31,7 +31,7 @@ def _data(mdp, E=3, n=4, seed=0, scale=0.5, rationality=1.0):
 def _fit(mdp, data, model, num_samples=100, warmup=100, chains=8, seed=0):
     """infer()'s many chains in lockstep (short runs may warn about their ESS)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MCMCWarning)
+        warnings.simplefilter("ignore", InferenceWarning)
         return birl.infer(mdp, data, model, method="hmc", chain_method="vectorized",
                           num_samples=num_samples, warmup=warmup, num_chains=chains, seed=seed,
                           progress=False)

@@ -13,13 +13,13 @@ import torch
 import bayesirl as birl
 from bayesirl.core.preferences import Preferences
 from bayesirl.model.preferences import (
-    MCMCWarning,
     PreferenceModel,
     outcome_log_probs,
     pair_log_likelihood,
     preference_log_likelihood,
     trajectory_returns,
 )
+from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.testing import tiny_chain_mdp
 
 
@@ -242,7 +242,7 @@ def _quadrature(target, n=241, width=7.0):
 def _vectorized(prefs, model, **kwargs):
     """infer()'s many chains in lockstep on the preference target (short runs may warn)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MCMCWarning)
+        warnings.simplefilter("ignore", InferenceWarning)
         return birl.infer(None, prefs, model, method="hmc", chain_method="vectorized",
                           progress=False, **kwargs)
 

@@ -38,7 +38,8 @@ from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.core.preferences import Preferences
 from bayesirl.decisions._inputs import draw_log_probs
 from bayesirl.decisions.robust import RobustPolicy, robust_policy
-from bayesirl.model.hierarchical import HierarchicalPosterior, sample_rollouts
+from bayesirl.model.hierarchical import sample_rollouts
+from bayesirl.posterior.hierarchical import HierarchicalPosterior
 
 __all__ = [
     "InformationGain",
@@ -98,7 +99,7 @@ def mutual_information(probs, weights=None) -> torch.Tensor:
 def pair_information_gain(posterior, candidates: Preferences, weights=None) -> InformationGain:
     """The expected information gain of asking for each candidate comparison.
 
-    ``posterior``: a preference posterior (:class:`~bayesirl.model.preferences.PreferencePosterior`,
+    ``posterior``: a preference posterior (:class:`~bayesirl.PreferencePosterior`,
     or anything with ``outcome_probs(preferences) -> (draws, P, 3)``); ``candidates``:
     :class:`Preferences` whose pairs are the questions (their labels and ties are ignored; the
     trajectories need what the posterior's returns need). The outcome is the judge's answer,

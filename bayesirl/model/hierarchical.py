@@ -27,30 +27,31 @@ each expert's scale, and the population's additive spread models it only roughly
 **Batched planner.** The likelihood stacks the E rewards ``(..., E, S, A)`` and plans them in one
 call (leading dims: posterior draws or chains, then experts); each demonstration reads the row of
 its own expert. Demonstrations come as :class:`~bayesirl.core.experts.ExpertDemonstrations`.
+:class:`HierarchicalTarget` builds a
+:class:`~bayesirl.posterior.hierarchical.HierarchicalPosterior` from its draws (the posterior
+layer registers it, see :class:`~bayesirl.model.base_target.BaseTarget`).
 """
 
 from __future__ import annotations
 
-import json
+import inspect
 import warnings
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import biject_to
 
 from bayesirl._validation import as_tensor, check_choice, check_int, check_names
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.experts import ExpertDemonstrations
+from bayesirl.model.base_target import BaseTarget
 from bayesirl.model.likelihood import check_likelihood, check_rationality, demo_log_likelihood
-from bayesirl.model.preferences import arviz_data, check_convergence, guarded_log_likelihood
+from bayesirl.model.preferences import guarded_log_likelihood
 from bayesirl.model.rewards import _check_prior
 from bayesirl.planning.bellman import soft_value_iteration
 
 __all__ = [
     "POOLING",
-    "ExpertPosterior",
-    "HierarchicalPosterior",
     "HierarchicalReward",
     "HierarchicalTarget",
     "expert_log_likelihood",
@@ -61,7 +62,6 @@ __all__ = [
 
 POOLING = ("partial", "none", "complete")
 RATIONALITY = ("shared", "expert")
-_CHUNK = 64  # posterior draws planned at once
 
 
 def _check_positive_prior(name: str, prior, shape):
@@ -248,14 +248,16 @@ class HierarchicalReward:
                                   check_rationality(rationality))
 
 
-class HierarchicalTarget:
+class HierarchicalTarget(BaseTarget):
     """The unnormalised posterior of a :class:`HierarchicalReward` given demonstrations keyed
     by expert, in the protocol ``infer`` samples. Parameters may carry leading batch dims
     (chains): ``potential`` of ``{site: (C, *shape)}`` is ``(C,)`` from one planner call over
-    ``(C, E)`` rewards."""
+    ``(C, E)`` rewards. Priors, transforms and the potential are
+    :class:`~bayesirl.model.base_target.BaseTarget`'s."""
 
     #: the potential accepts a leading chain dim (infer's vectorized chains may batch it)
     chain_batched = True
+    jacobian_by_site = True  # see BaseTarget.jacobian_by_site
 
     def __init__(self, model: HierarchicalReward, mdp, data: ExpertDemonstrations, likelihood,
                  rationality):
@@ -264,9 +266,7 @@ class HierarchicalTarget:
         priors = model.priors()
         if isinstance(rationality, torch.distributions.Distribution):
             priors["rationality"] = rationality
-        self.priors = priors
-        self.transforms = {k: biject_to(p.support) for k, p in priors.items()}
-        self.dtype, self.device = mdp.dtype, mdp.device
+        super().__init__(priors, mdp.dtype, mdp.device)
 
     @property
     def demos(self):
@@ -290,31 +290,6 @@ class HierarchicalTarget:
             lambda r: expert_log_likelihood(self.mdp, self.data, r, self.likelihood, beta),
             reward, event)
 
-    def log_prior(self, params) -> torch.Tensor:
-        return sum(p.log_prob(params[k]) for k, p in self.priors.items())
-
-    def constrain(self, u):
-        return {k: self.transforms[k](v) for k, v in u.items()}
-
-    def unconstrain(self, params):
-        return {k: self.transforms[k].inv(v) for k, v in params.items()}
-
-    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
-        """Minus the log density at unconstrained ``u`` (``(...)`` for batch dims ``(...)``),
-        with the log-Jacobian of the positive sites' transforms when ``jacobian``."""
-        params = self.constrain(u)
-        logp = self.log_prior(params) + self.log_likelihood(params).sum(-1)
-        if jacobian:
-            for k, t in self.transforms.items():
-                ladj = t.log_abs_det_jacobian(u[k], params[k])
-                extra = self.priors[k].event_dim - t.domain.event_dim
-                logp = logp + (ladj.sum(tuple(range(-extra, 0))) if extra else ladj)
-        return -logp
-
-    def init_unconstrained(self):
-        return {k: torch.zeros(p.batch_shape + p.event_shape, dtype=self.dtype,
-                               device=self.device) for k, p in self.priors.items()}
-
     def pyro_model(self, subsample_size: int | None = None):
         """A Pyro model (no arguments) of the same density, for SVI: the sites, then one
         factor per demonstration in ``plate("demo")`` (minibatches of ``subsample_size``)."""
@@ -330,247 +305,6 @@ class HierarchicalTarget:
 
         return model
 
-    def make_posterior(self, params, *, method: str, log_lik=None, sample_stats=None,
-                       settings=None, num_chains: int = 1) -> HierarchicalPosterior:
-        """A :class:`HierarchicalPosterior` from constrained draws ``{site: (draws, *shape)}``
-        (chains flattened into ``num_chains`` equal blocks)."""
-        C = check_int("num_chains", num_chains)
-        n = next(iter(params.values())).shape[0]
-        if n % C:
-            raise ValueError(f"num_chains is {C} but there are {n} draws, not a multiple")
-        D = n // C
-        if log_lik is None:
-            with torch.no_grad():
-                log_lik = torch.cat([self.log_likelihood({k: v[i:i + _CHUNK]
-                                                          for k, v in params.items()})
-                                     for i in range(0, n, _CHUNK)])
-        chained = {k: v.reshape(C, D, *v.shape[1:]) for k, v in params.items()}
-        stats = {k: torch.as_tensor(v).reshape(C, D) for k, v in (sample_stats or {}).items()}
-        return HierarchicalPosterior(self, chained, log_lik.reshape(C, D, -1), method,
-                                     settings, stats)
-
-
-class ExpertPosterior:
-    """One expert's marginal posterior, in the shape the decision tools take
-    (``reward()``, ``rationality``, ``mdp``, ``settings``, ``demos``)."""
-
-    def __init__(self, parent: HierarchicalPosterior, e: int):
-        self.parent, self.expert = parent, e
-        self.mdp = parent.mdp
-        self.settings = parent.settings
-        counts = parent.data.counts
-        self.demos = parent.data.of(e) if int(counts[e]) else None
-
-    def reward(self) -> torch.Tensor:
-        """``(draws, S, A)``."""
-        return self.parent.reward()[:, self.expert]
-
-    @property
-    def rationality(self) -> torch.Tensor:
-        return self.parent.expert_rationality[:, self.expert]
-
-    @property
-    def samples(self) -> dict[str, torch.Tensor]:
-        return {"theta": self.parent.theta[:, self.expert]}
-
-    def __repr__(self) -> str:
-        return f"ExpertPosterior(expert={self.expert}, draws={self.reward().shape[0]})"
-
-
-class HierarchicalPosterior:
-    """Draws of a hierarchical (or pooled, or separate) reward model.
-
-    Attributes:
-        target: the :class:`HierarchicalTarget` (model, MDP, data).
-        params: ``{site: (chains, draws, *shape)}`` constrained draws.
-        log_lik: ``(chains, draws, N)`` pointwise log-likelihood (one term per demonstration).
-        method, settings, sample_stats: how the draws were made.
-
-    Derived, with chains flattened: :attr:`theta` ``(draws, E, d)``,
-    :attr:`expert_rationality` ``(draws, E)``, :meth:`reward` ``(draws, E, S, A)``; one
-    expert's posterior for the decision tools with :meth:`expert`; the population's predictive
-    weights and rewards for a new member with :meth:`predictive_theta` and
-    :meth:`predictive_reward`.
-    """
-
-    def __init__(self, target, params, log_lik, method="draws", settings=None,
-                 sample_stats=None):
-        self.target, self.params, self.log_lik = target, dict(params), log_lik
-        self.method = method
-        self.settings = {"likelihood": target.likelihood,
-                         "rationality": repr(target.rationality), **dict(settings or {})}
-        self.sample_stats = dict(sample_stats or {})
-        self.extra: dict = {}       # what infer() records beside the draws (ELBO trace, ...)
-        self.incomplete = False     # set by infer() when the run was interrupted
-        self._rewards = None
-
-    # ------------------------------------------------------------------ accessors
-    @property
-    def model(self) -> HierarchicalReward:
-        return self.target.model
-
-    @property
-    def mdp(self):
-        return self.target.mdp
-
-    @property
-    def data(self) -> ExpertDemonstrations:
-        return self.target.data
-
-    @property
-    def demos(self):
-        return self.target.data.demos
-
-    @property
-    def num_chains(self) -> int:
-        return next(iter(self.params.values())).shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        return next(iter(self.params.values())).shape[1]
-
-    @property
-    def samples(self) -> dict[str, torch.Tensor]:
-        """Site draws with chains flattened, ``(chains * draws, ...)``, plus the derived
-        ``theta`` ``(draws, E, d)`` and ``expert_rationality`` ``(draws, E)``."""
-        out = {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
-        out["theta"] = self.theta
-        out["expert_rationality"] = self.expert_rationality
-        return out
-
-    def _flat_sites(self):
-        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
-
-    @property
-    def theta(self) -> torch.Tensor:
-        """``(draws, E, d)`` every expert's weights."""
-        return self.model.expert_theta(self._flat_sites())
-
-    @property
-    def expert_rationality(self) -> torch.Tensor:
-        """``(draws, E)`` every expert's rationality."""
-        return self.target.beta(self._flat_sites())
-
-    def reward(self, expert: int | None = None) -> torch.Tensor:
-        """``(draws, E, S, A)`` reward draws of every expert, or ``(draws, S, A)`` of one."""
-        if self._rewards is None:
-            mdp = self.mdp
-            with torch.no_grad():
-                r = self.model.reward(self._flat_sites())
-            if r.dim() == 3:  # (draws, E, S): a state reward, broadcast over actions
-                r = r.unsqueeze(-1).expand(*r.shape, mdp.n_actions)
-            self._rewards = r
-        if expert is None:
-            return self._rewards
-        return self._rewards[:, check_int("expert", expert, 0, self.model.n_experts - 1)]
-
-    @property
-    def rationality(self) -> torch.Tensor:
-        """``(draws, E)``, the same as :attr:`expert_rationality`."""
-        return self.expert_rationality
-
-    def expert(self, e: int) -> ExpertPosterior:
-        """Expert ``e``'s posterior, for :func:`~bayesirl.decisions.robust_policy` and the
-        other decision tools."""
-        return ExpertPosterior(self, check_int("e", e, 0, self.model.n_experts - 1))
-
-    def population(self) -> dict[str, torch.Tensor]:
-        """The population's draws: ``mu`` and ``tau`` ``(draws, d)`` (partial pooling), or
-        the pooled ``theta`` (complete pooling)."""
-        s = self._flat_sites()
-        if self.model.pooling == "partial":
-            return {"mu": s["mu"], "tau": s["tau"]}
-        if self.model.pooling == "complete":
-            return {"theta": s["theta"]}
-        raise ValueError("pooling='none' (separate fits) has no population")
-
-    def predictive_theta(self, n: int = 1, seed: int = 0) -> torch.Tensor:
-        """``(draws * n, d)`` weights of a new member of the population:
-        ``mu + tau * z`` with ``z ~ N(0, I)``, ``n`` per posterior draw (drawn with ``seed``).
-        This integrates over the posterior of ``mu`` and ``tau``: the population's predictive
-        distribution."""
-        n = check_int("n", n)
-        s = self._flat_sites()
-        D, d = self.theta.shape[0], self.model.n_features
-        g = torch.Generator().manual_seed(check_int("seed", seed, 0))
-        z = torch.randn(D, n, d, generator=g, dtype=self.target.dtype).to(self.target.device)
-        rep = {k: v.unsqueeze(1) for k, v in s.items()}
-        return self.model.population_theta(rep, z).reshape(D * n, d)
-
-    def predictive_reward(self, n: int = 1, seed: int = 0) -> torch.Tensor:
-        """``(draws * n, S, A)`` rewards of a new member (see :meth:`predictive_theta`)."""
-        theta = self.predictive_theta(n, seed)
-        phi = self.model.features.to(theta)
-        if phi.dim() == 2:
-            r = theta @ phi.T
-            return r.unsqueeze(-1).expand(*r.shape, self.mdp.n_actions)
-        return torch.einsum("nd,sad->nsa", theta, phi)
-
-    # ------------------------------------------------------------------ ArviZ
-    def to_arviz(self, rewards: bool = True):
-        """ArviZ data with an ``expert`` dim.
-
-        Groups: posterior (the sites, ``theta (chain, draw, expert, feature)``,
-        ``expert_rationality (chain, draw, expert)`` and, with ``rewards``,
-        ``reward (chain, draw, expert, state, action)``), log_likelihood (``actions``, one value
-        per demonstration: ``(chain, draw, demo)``, for ``az.loo``/``az.compare``),
-        sample_stats, observed_data (the demonstrations and their ``expert``)."""
-        C, D = self.num_chains, self.num_draws
-        mdp, model = self.mdp, self.model
-        coords = {**model.coords(mdp), "expert": self.data.names
-                  if self.data.expert_names else model.coords(mdp)["expert"],
-                  "state": list(mdp.state_names) if mdp.state_names
-                  else list(range(mdp.n_states)),
-                  "action": list(mdp.action_names) if mdp.action_names
-                  else list(range(mdp.n_actions))}
-
-        def chains(x):
-            return x.detach().cpu().numpy().reshape(C, D, *x.shape[1:])
-
-        posterior = {k: v.detach().cpu().numpy() for k, v in self.params.items()}
-        dims = {k: list(model.dims.get(k, ())) for k in posterior}
-        if model.pooling == "partial":  # theta = mu + tau z, derived
-            posterior["theta"] = chains(self.theta)
-            dims["theta"] = ["expert", "feature"]
-        posterior["expert_rationality"] = chains(self.expert_rationality)
-        dims["expert_rationality"] = ["expert"]
-        if rewards:
-            posterior["reward"] = chains(self.reward())
-            dims["reward"] = ["expert", "state", "action"]
-        groups = {"posterior": posterior,
-                  "log_likelihood": {"actions": self.log_lik.detach().cpu().numpy()}}
-        all_dims = {"posterior": dims, "log_likelihood": {"actions": ["demo"]}}
-        if self.sample_stats:
-            groups["sample_stats"] = {k: v.cpu().numpy() for k, v in self.sample_stats.items()}
-        demos = self.demos
-        observed = {k: getattr(demos, k).cpu().numpy() for k in ("states", "actions", "mask")}
-        all_dims["observed_data"] = {k: ["demo", "step"] for k in observed}
-        observed["expert"] = self.data.expert.cpu().numpy()
-        all_dims["observed_data"]["expert"] = ["demo"]
-        groups["observed_data"] = observed
-        attrs = {"method": self.method, "pooling": model.pooling,
-                 "rationality_mode": model.rationality_mode,
-                 "settings": json.dumps(self.settings, default=str)}
-        return arviz_data(groups, coords=coords, dims=all_dims, attrs={"posterior": attrs})
-
-    def summary(self, var_names=None, **kwargs):
-        """ArviZ summary of the sites (default every site, and ``theta``)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz as az
-        names = var_names or (list(self.params) + (["theta"] if "theta" not in self.params
-                                                   else []))
-        return az.summary(self.to_arviz(rewards=False), var_names=names, **kwargs)
-
-    def check_convergence(self, strict: bool = False) -> list[str]:
-        """Warn (or raise with ``strict``) on R-hat > 1.01, bulk ESS < 400 and divergences."""
-        return check_convergence(self.to_arviz(rewards=False), list(self.params), strict=strict)
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.params.items())
-        return (f"HierarchicalPosterior(pooling={self.model.pooling!r}, method={self.method!r}, "
-                f"chains={self.num_chains}, draws={self.num_draws}, params=[{params}])")
-
 
 def loo_compare(posteriors: dict, **kwargs):
     """``arviz.compare`` of fits to the same demonstrations by PSIS-LOO (e.g. pooled, separate
@@ -585,14 +319,19 @@ def loo_compare(posteriors: dict, **kwargs):
     if len(set(n.values())) != 1:
         raise ValueError(f"the posteriors have different numbers of pointwise terms {n}; "
                          "compare fits to the same demonstrations")
-    data = {}
-    for name, p in posteriors.items():
-        idata = p.to_arviz(rewards=False) if isinstance(p, HierarchicalPosterior) else (
-            p.to_arviz())
-        data[name] = idata
+    data = {name: _loo_data(p) for name, p in posteriors.items()}
     with warnings.catch_warnings():  # ArviZ 0.23's compare() on pandas >= 3.1, not ours
         warnings.filterwarnings("ignore", "The inplace keyword in DataFrame.sort_values")
         return az.compare(data, var_name="actions", **kwargs)
+
+
+def _loo_data(posterior):
+    """ArviZ data of ``posterior`` for LOO, which reads only its pointwise log-likelihood: a
+    posterior whose ``to_arviz`` can leave the reward draws out (``rewards=False``, a
+    :class:`~bayesirl.posterior.hierarchical.HierarchicalPosterior`'s) does."""
+    if "rewards" in inspect.signature(posterior.to_arviz).parameters:
+        return posterior.to_arviz(rewards=False)
+    return posterior.to_arviz()
 
 
 def sample_rollouts(mdp, policy: torch.Tensor, n: int, length: int,

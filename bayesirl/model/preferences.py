@@ -25,38 +25,34 @@ chains with one evaluation per leapfrog step.
 
 **Model objects.** :class:`PreferenceModel` wraps a reward model for ``infer``: alone on
 :class:`~bayesirl.core.preferences.Preferences`, or jointly with demonstrations (their soft or
-Boltzmann likelihood, with infer's ``rationality``) in one posterior.
+Boltzmann likelihood, with infer's ``rationality``) in one posterior. :class:`PreferenceTarget`
+builds a :class:`~bayesirl.posterior.preferences.PreferencePosterior` from its draws (the
+posterior layer registers it, see :class:`~bayesirl.model.base_target.BaseTarget`).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions.transforms import biject_to
 
-from bayesirl._validation import check_int, check_number
+from bayesirl._validation import check_number
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.preferences import Preferences
+from bayesirl.model.base_target import BaseTarget
 from bayesirl.model.likelihood import check_likelihood, check_rationality, demo_log_likelihood
 from bayesirl.model.rewards import RewardModel
-from bayesirl.planning.bellman import broadcast_reward
 
 __all__ = [
     "PreferenceModel",
-    "PreferencePosterior",
     "PreferenceTarget",
     "outcome_log_probs",
     "pair_log_likelihood",
     "preference_log_likelihood",
     "trajectory_returns",
 ]
-
-_CHUNK = 256  # draws evaluated at once when a posterior computes rewards and log-likelihoods
 
 
 # ---------------------------------------------------------------------------- pure functions
@@ -276,18 +272,21 @@ def _linear_returns_matrix(reward_model, prefs: Preferences, discount):
     return site, prefs.feature_sums(phi, discount)
 
 
-class PreferenceTarget:
+class PreferenceTarget(BaseTarget):
     """The unnormalised posterior of a :class:`PreferenceModel` given preferences (and
     demonstrations), in the protocol ``infer`` samples.
 
     Every method accepts parameters with leading batch dims (chains, draws): ``potential`` of
     ``u = {site: (C, *shape)}`` is ``(C,)``, so many chains advance in one evaluation
     (``infer(..., chain_method="vectorized")``). Pointwise log-likelihood: the N demonstrations
-    first, then the P pairs.
+    first, then the P pairs. Priors, transforms and the potential are
+    :class:`~bayesirl.model.base_target.BaseTarget`'s; with a linear reward, a Normal prior and
+    nothing but preferences, the potential is the fused :class:`_BradleyTerryNormal`.
     """
 
     #: the potential accepts a leading chain dim (infer's vectorized chains may batch it)
     chain_batched = True
+    jacobian_by_site = True  # see BaseTarget.jacobian_by_site
 
     def __init__(self, model: PreferenceModel, preferences: Preferences, *, mdp=None,
                  demos=None, likelihood="soft", rationality=1.0):
@@ -311,14 +310,12 @@ class PreferenceTarget:
             priors["preference_rationality"] = model.rationality
         if isinstance(nu, torch.distributions.Distribution):
             priors["tie_strength"] = nu
-        self.priors = priors
-        self.transforms = {k: biject_to(p.support) for k, p in priors.items()}
         # without an MDP the data's float dtype: the feature sums', else the reward features'
         given = preferences.features if preferences.features is not None else getattr(
             self.reward_model, "features", None)
-        self.dtype = (mdp.dtype if mdp is not None else given.dtype
-                      if isinstance(given, torch.Tensor) else torch.get_default_dtype())
-        self.device = mdp.device if mdp is not None else preferences.device
+        super().__init__(priors, mdp.dtype if mdp is not None else given.dtype
+                         if isinstance(given, torch.Tensor) else torch.get_default_dtype(),
+                         mdp.device if mdp is not None else preferences.device)
         linear = _linear_returns_matrix(self.reward_model, preferences, self.discount)
         if linear is None and preferences.features is not None:
             raise ValueError(f"the preferences hold feature sums, which give returns only for a "
@@ -404,33 +401,12 @@ class PreferenceTarget:
             reward, 2 if self.state_action else 1)
         return torch.cat([demo_ll, ll.expand(*demo_ll.shape[:-1], ll.shape[-1])], -1)
 
-    def log_prior(self, params) -> torch.Tensor:
-        return sum(p.log_prob(params[k]) for k, p in self.priors.items())
-
-    def constrain(self, u):
-        return {k: self.transforms[k](v) for k, v in u.items()}
-
-    def unconstrain(self, params):
-        return {k: self.transforms[k].inv(v) for k, v in params.items()}
-
-    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
-        """Minus the log density at unconstrained ``u`` (with the log-Jacobian when
-        ``jacobian``): ``(...)`` for sites with leading batch dims ``(...)``."""
-        if self.fused is not None:
-            Y, loc, scale, log_norm = self.fused
-            return _BradleyTerryNormal.apply(u[self.linear_site], Y, loc, scale, log_norm)
-        params = self.constrain(u)
-        logp = self.log_prior(params) + self.log_likelihood(params).sum(-1)
-        if jacobian:
-            for k, t in self.transforms.items():
-                ladj = t.log_abs_det_jacobian(u[k], params[k])
-                extra = self.priors[k].event_dim - t.domain.event_dim
-                logp = logp + (ladj.sum(tuple(range(-extra, 0))) if extra else ladj)
-        return -logp
-
-    def init_unconstrained(self):
-        return {k: torch.zeros(p.batch_shape + p.event_shape, dtype=self.dtype,
-                               device=self.device) for k, p in self.priors.items()}
+    def fused_potential(self, u):
+        """:class:`_BradleyTerryNormal` where it applies (see :meth:`_fused`), else None."""
+        if self.fused is None:
+            return None
+        Y, loc, scale, log_norm = self.fused
+        return _BradleyTerryNormal.apply(u[self.linear_site], Y, loc, scale, log_norm)
 
     def pyro_model(self, subsample_size: int | None = None):
         """A Pyro model (no arguments) of the same density, for SVI: the sites, then a factor
@@ -454,260 +430,3 @@ class PreferenceTarget:
             return params
 
         return model
-
-    # ------------------------------------------------------------------ the posterior
-    def make_posterior(self, params, *, method: str, log_lik=None, sample_stats=None,
-                       settings=None, num_chains: int = 1) -> PreferencePosterior:
-        """A :class:`PreferencePosterior` from constrained draws ``{site: (draws, *shape)}``
-        (chains flattened, ``num_chains`` equal blocks)."""
-        return PreferencePosterior.from_draws(self, params, method=method, log_lik=log_lik,
-                                              sample_stats=sample_stats, settings=settings,
-                                              num_chains=num_chains)
-
-
-# ---------------------------------------------------------------------------- posteriors
-def arviz_data(groups, coords=None, dims=None, attrs=None):
-    """ArviZ data from ``{group: {var: array}}`` (``InferenceData`` on ArviZ 0.x,
-    ``xarray.DataTree`` on 1.x); ``dims`` is ``{group: {var: [dim, ...]}}``.
-
-    The model layer's own copy of :func:`bayesirl.posterior.arviz_io.from_groups`: this layer
-    sits below the posterior layer, whose ArviZ bridge it may not import.
-    """
-    with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on import
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
-    arviz_1 = int(az.__version__.split(".")[0]) >= 1
-    coords, dims, attrs = coords or {}, dims or {}, attrs or {}
-    parts = {}
-    for group, variables in groups.items():
-        group_dims = {k: list(v) for k, v in dims.get(group, {}).items()}
-        used = {d for v in group_dims.values() for d in v}
-        group_coords = {d: list(c) for d, c in coords.items() if d in used}
-        if arviz_1:
-            parts[group] = az.from_dict({group: dict(variables)}, coords=group_coords,
-                                        dims=group_dims)[group].to_dataset()
-        else:
-            parts[group] = getattr(az.from_dict(**{group: dict(variables)},
-                                                coords=group_coords, dims=group_dims), group)
-        parts[group].attrs.update(attrs.get(group, {}))
-    if arviz_1:
-        import xarray as xr
-
-        return xr.DataTree.from_dict(parts)
-    return az.InferenceData(**parts)
-
-
-RHAT_MAX, ESS_MIN = 1.01, 400  # the thresholds of bayesirl.posterior.diagnostics
-
-
-class MCMCWarning(UserWarning):
-    """MCMC diagnostics of a preference or hierarchical posterior suggest the draws do not
-    represent the posterior (R-hat > 1.01, bulk ESS < 400 or divergences)."""
-
-
-def convergence_problems(idata, var_names) -> list[str]:
-    """R-hat, bulk ESS and divergences of ``idata``'s ``var_names``, as messages."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        import arviz as az
-    post, problems = idata.posterior, []
-    n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-    if n_draws >= 4:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # constant draws: nan R-hat/ESS
-            if n_chains >= 2:
-                rhat = az.rhat(idata, var_names=var_names)
-                worst = max(float(np.nanmax(rhat[v].values)) for v in rhat.data_vars)
-                if worst > RHAT_MAX:
-                    problems.append(f"R-hat is {worst:.3f} (> {RHAT_MAX}): chains disagree")
-            ess = az.ess(idata, var_names=var_names, method="bulk")
-            low = min(float(np.nanmin(ess[v].values)) for v in ess.data_vars)
-            if low < ESS_MIN:
-                problems.append(f"bulk ESS is {low:.0f} (< {ESS_MIN}) with {n_chains} chain(s) "
-                                f"of {n_draws} draws: draw more samples")
-    stats = getattr(idata, "sample_stats", None)
-    if stats is not None and "diverging" in stats and int(stats["diverging"].values.sum()):
-        problems.append(f"{int(stats['diverging'].values.sum())} divergent transitions")
-    return problems
-
-
-def check_convergence(idata, var_names, strict: bool = False) -> list[str]:
-    """Warn with :class:`MCMCWarning` (raise ``RuntimeError`` when ``strict``) on each
-    problem of :func:`convergence_problems`; return them."""
-    problems = convergence_problems(idata, var_names)
-    if problems:
-        message = "MCMC convergence problems:\n- " + "\n- ".join(problems)
-        if strict:
-            raise RuntimeError(message)
-        warnings.warn(message, MCMCWarning, stacklevel=3)
-    return problems
-
-
-class PreferencePosterior:
-    """Draws of a :class:`PreferenceModel`'s parameters given preferences (and demonstrations).
-
-    Attributes:
-        target: the :class:`PreferenceTarget` (model, data, MDP or None).
-        params: ``{site: (chains, draws, *shape)}`` constrained draws.
-        log_lik: ``(chains, draws, N + P)`` pointwise log-likelihood (demonstrations, then
-            pairs), or None when it was not computed (very many draws).
-        method, settings, sample_stats: how the draws were made.
-
-    :meth:`reward` gives reward draws (``(draws, S, A)`` with an MDP, else the reward model's
-    own shape), so the decision tools take this posterior like a ``RewardPosterior``.
-    """
-
-    def __init__(self, target, params, log_lik=None, method="draws", settings=None,
-                 sample_stats=None):
-        self.target, self.params, self.log_lik = target, dict(params), log_lik
-        self.method, self.settings = method, dict(settings or {})
-        self.sample_stats = dict(sample_stats or {})
-        self.settings.setdefault("likelihood", target.likelihood)
-        self.settings.setdefault("rationality", repr(target.rationality))
-        self.extra: dict = {}       # what infer() records beside the draws (ELBO trace, ...)
-        self.incomplete = False     # set by infer() when the run was interrupted
-        self._rewards = None
-
-    @classmethod
-    def from_draws(cls, target, params, *, method, log_lik=None, sample_stats=None,
-                   settings=None, num_chains=1, pointwise: bool | None = None):
-        """From draws ``(draws, ...)``, the chains flattened into ``num_chains`` equal blocks;
-        computes the pointwise log-likelihood when
-        ``log_lik`` is None and ``pointwise`` (default: when draws x units <= 2e7)."""
-        C = check_int("num_chains", num_chains)
-        n = next(iter(params.values())).shape[0]
-        if n % C:
-            raise ValueError(f"num_chains is {C} but there are {n} draws, not a multiple")
-        D = n // C
-        params = {k: v.reshape(C, D, *v.shape[1:]) for k, v in params.items()}
-        if log_lik is not None:
-            log_lik = log_lik.reshape(C, D, -1)
-        elif pointwise or (pointwise is None and C * D * target.n_units <= 2e7):
-            flat = {k: v.reshape(C * D, *v.shape[2:]) for k, v in params.items()}
-            with torch.no_grad():
-                log_lik = torch.cat([target.log_likelihood({k: v[i:i + _CHUNK]
-                                                            for k, v in flat.items()})
-                                     for i in range(0, C * D, _CHUNK)]).reshape(C, D, -1)
-        if sample_stats:
-            sample_stats = {k: torch.as_tensor(v).reshape(C, D) for k, v in sample_stats.items()}
-        return cls(target, params, log_lik, method, settings, sample_stats)
-
-    # ------------------------------------------------------------------ accessors
-    @property
-    def mdp(self):
-        return self.target.mdp
-
-    @property
-    def demos(self):
-        return self.target.demos
-
-    @property
-    def preferences(self) -> Preferences:
-        return self.target.preferences
-
-    @property
-    def num_chains(self) -> int:
-        return next(iter(self.params.values())).shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        """Draws per chain."""
-        return next(iter(self.params.values())).shape[1]
-
-    @property
-    def samples(self) -> dict[str, torch.Tensor]:
-        """Parameter draws with chains flattened: ``(chains * draws, ...)``."""
-        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
-
-    def reward(self) -> torch.Tensor:
-        """Reward draws ``(chains * draws, S, A)`` with an MDP, else the reward model's shape
-        ``(chains * draws, S)`` or ``(chains * draws, S, A)``."""
-        if self._rewards is None:
-            rm = self.target.reward_model
-            flat = {k: v for k, v in self.samples.items() if k in rm.priors()}
-            with torch.no_grad():
-                parts = []
-                for i in range(0, next(iter(flat.values())).shape[0], _CHUNK):
-                    r = rm.reward({k: v[i:i + _CHUNK] for k, v in flat.items()})
-                    parts.append(r if self.mdp is None else broadcast_reward(self.mdp, r))
-            self._rewards = torch.cat(parts)
-        return self._rewards
-
-    def mean_reward(self) -> torch.Tensor:
-        return self.reward().mean(0)
-
-    @property
-    def rationality(self) -> torch.Tensor:
-        """The demonstrator's rationality per draw ``(chains * draws,)`` (the decision tools'
-        expert model): the inferred draws, or the fixed value repeated."""
-        n = self.num_chains * self.num_draws
-        if "rationality" in self.params:
-            return self.params["rationality"].reshape(-1)
-        beta = self.target.rationality
-        value = 1.0 if isinstance(beta, torch.distributions.Distribution) else float(beta)
-        return torch.full((n,), value, dtype=self.target.dtype)
-
-    def returns(self, preferences: Preferences | None = None) -> torch.Tensor:
-        """``(draws, M)`` returns of the trajectories of ``preferences`` (default the data's)
-        under every draw."""
-        with torch.no_grad():
-            return self.target.returns(self.samples, preferences)
-
-    def outcome_probs(self, preferences: Preferences | None = None) -> torch.Tensor:
-        """``(draws, P, 3)`` probabilities of ``(i > j, j > i, tie)`` for the pairs of
-        ``preferences`` (default the data's) under every draw."""
-        prefs = self.preferences if preferences is None else preferences
-        s = self.samples  # a site with a prior has draws; a fixed value is a number
-        beta = s.get("preference_rationality", self.target.model.rationality)
-        nu = s.get("tie_strength", self.target.tie_strength)
-        with torch.no_grad():
-            return outcome_log_probs(self.returns(prefs), prefs.pairs, beta, nu).exp()
-
-    # ------------------------------------------------------------------ ArviZ
-    def to_arviz(self):
-        """ArviZ data: posterior (the sites, dims from the reward model, e.g. ``feature``),
-        log_likelihood (``preference`` per pair; ``actions`` per demonstration when there are
-        demonstrations), sample_stats, observed_data (the pairs and ties)."""
-        rm = self.target.reward_model
-        mdp = self.mdp
-        coords = dict(rm.coords(mdp)) if mdp is not None else {}
-        if "feature" in sum(map(list, rm.dims.values()), []) and "feature" not in coords:
-            coords = {"feature": list(rm.coords(None).get("feature", []))}
-        posterior = {k: v.detach().cpu().numpy() for k, v in self.params.items()}
-        dims = {"posterior": {k: list(rm.dims.get(k, ())) for k in posterior}}
-        groups = {"posterior": posterior}
-        if self.log_lik is not None:
-            ll = self.log_lik.detach().cpu().numpy()
-            n_demo = 0 if self.demos is None else self.demos.n
-            groups["log_likelihood"] = {"preference": ll[..., n_demo:]}
-            dims["log_likelihood"] = {"preference": ["pair"]}
-            if n_demo:
-                groups["log_likelihood"]["actions"] = ll[..., :n_demo]
-                dims["log_likelihood"]["actions"] = ["demo"]
-        if self.sample_stats:
-            groups["sample_stats"] = {k: v.cpu().numpy() for k, v in self.sample_stats.items()}
-        prefs = self.preferences
-        groups["observed_data"] = {"pairs": prefs.pairs.cpu().numpy(),
-                                   "ties": prefs.ties.cpu().numpy()}
-        dims["observed_data"] = {"pairs": ["pair", "side"], "ties": ["pair"]}
-        import json
-
-        attrs = {"method": self.method, "settings": json.dumps(self.settings, default=str)}
-        return arviz_data(groups, coords=coords, dims=dims, attrs={"posterior": attrs})
-
-    def summary(self, var_names=None, **kwargs):
-        """ArviZ summary table of the sites."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            import arviz as az
-        return az.summary(self.to_arviz(), var_names=var_names or list(self.params), **kwargs)
-
-    def check_convergence(self, strict: bool = False) -> list[str]:
-        """Warn (or raise with ``strict``) on R-hat > 1.01, bulk ESS < 400 and divergences."""
-        return check_convergence(self.to_arviz(), list(self.params), strict=strict)
-
-    def __repr__(self) -> str:
-        params = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.params.items())
-        return (f"PreferencePosterior(method={self.method!r}, chains={self.num_chains}, "
-                f"draws={self.num_draws}, params=[{params}], pairs="
-                f"{self.preferences.n_pairs}, demos={0 if self.demos is None else self.demos.n})")
