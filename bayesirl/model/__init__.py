@@ -1,5 +1,6 @@
 """Model layer: reward models with their priors, the demonstrations' likelihood, the Pyro model."""
 
+from bayesirl.model.dynamics_likelihood import FullLikelihood
 from bayesirl.model.hierarchical import HierarchicalReward, loo_compare, simulate_experts
 from bayesirl.model.likelihood import (
     LIKELIHOODS,
@@ -20,6 +21,7 @@ from bayesirl.model.rewards import (
 __all__ = [
     "QValueModel",
     "LIKELIHOODS",
+    "FullLikelihood",
     "GPReward",
     "HierarchicalReward",
     "PreferenceModel",

@@ -26,11 +26,15 @@ with equal values and a graph each; one MDP serves them all because the fixed po
 graph), once more on ``r + gamma (E_P[v] - E_{P.detach()}[v])``, a tensor equal to ``r`` whose
 gradient carries each row's ``dP``, and forms ``q = r + gamma E_P[v]``.
 
-:class:`FullLikelihood` is the model object (``build_target`` gives the target that MCMC and MAP
-work on); :func:`laplace` finds the joint mode and its Laplace approximation with standard
-errors in each parameter's own units (``theta`` and the probabilities ``p``), from the inverse
-Hessian in unconstrained coordinates by the delta method, and the outer product of
-per-observation scores (BHHH, the kind Rust published).
+:class:`FullLikelihood` is the model object, which ``infer(mdp, demos, FullLikelihood(...),
+method=...)`` takes like any other (NUTS, HMC, ``"map"`` with standard errors of every site,
+``"laplace"``) and which returns a
+:class:`~bayesirl.posterior.full_likelihood.FullLikelihoodPosterior` with ``p``'s draws beside
+the reward's (``build_target`` gives the target they work on). :func:`laplace` finds the joint
+mode and its Laplace approximation with standard errors in each parameter's own units
+(``theta`` and the probabilities ``p``), from the inverse Hessian in unconstrained coordinates
+by the delta method, and the outer product of per-observation scores (BHHH, the kind Rust
+published), which infer's MAP does not give.
 """
 
 from __future__ import annotations
@@ -42,11 +46,11 @@ import numpy as np
 import pyro.distributions as dist
 import scipy.optimize
 import torch
-from pyro.distributions.transforms import biject_to
 
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.dynamics import DirichletTransitions
 from bayesirl.core.mdp import TabularMDP
+from bayesirl.model.base_target import BaseTarget
 from bayesirl.model.likelihood import check_rationality
 from bayesirl.model.rewards import RewardModel
 from bayesirl.planning.bellman import broadcast_reward, soft_value_iteration
@@ -135,7 +139,9 @@ class FullLikelihood:
             ``p`` is its maximum-likelihood estimate). Every group's slots must all be valid.
 
     Site ``"p"``: ``(G, K)``, each row on the simplex. ``build_target(mdp, demos, ...)`` gives
-    the :class:`FullLikelihoodTarget`; :func:`laplace` fits it.
+    the :class:`FullLikelihoodTarget`; :func:`laplace` fits it, and ``infer(mdp, demos, model,
+    method=...)`` samples it or finds its MAP (``likelihood="soft"`` and a fixed rationality
+    only).
     """
 
     def __init__(self, reward_model: RewardModel, transitions: DirichletTransitions):
@@ -186,14 +192,17 @@ class FullLikelihood:
         return FullLikelihoodTarget(self, mdp, data, float(rationality))
 
 
-class FullLikelihoodTarget:
+class FullLikelihoodTarget(BaseTarget):
     """The unnormalised joint posterior of the reward parameters and ``p``.
 
-    The protocol ``infer`` and :func:`laplace` work on: ``priors``, ``transforms``,
+    What ``infer`` and :func:`laplace` work on (the plumbing of
+    :class:`~bayesirl.model.base_target.BaseTarget`): ``priors``, ``transforms``,
     ``constrain``/``unconstrain``, ``potential(u, jacobian=True)``, ``init_unconstrained()``,
     ``log_likelihood(params)`` (``(..., N + 1)``: one term per demonstration, then the
-    transitions), ``log_prior(params)``. Parameters may carry leading batch dims; draws with
-    different ``p`` are different MDPs, planned one after another.
+    transitions), ``log_prior(params)``, ``make_posterior`` (a
+    :class:`~bayesirl.posterior.full_likelihood.FullLikelihoodPosterior`, registered by the
+    posterior layer). Parameters may carry leading batch dims; draws with different ``p`` are
+    different MDPs, planned one after another.
     """
 
     def __init__(self, model: FullLikelihood, mdp: TabularMDP, demos: Demonstrations,
@@ -206,8 +215,7 @@ class FullLikelihoodTarget:
         self.counts = tr.counts.to(mdp.dtype)
         priors = dict(self.reward_model.priors())
         priors[SITE] = dist.Dirichlet(tr.prior.to(mdp.dtype)).to_event(1)
-        self.priors = priors
-        self.transforms = {k: biject_to(p.support) for k, p in priors.items()}
+        super().__init__(priors, mdp.dtype, mdp.device)
 
     # ------------------------------------------------------------------ pieces
     def _reward_params(self, params):
@@ -239,37 +247,9 @@ class FullLikelihoodTarget:
         trans = self.transitions.log_likelihood(params[SITE])
         return torch.cat([choices, trans.unsqueeze(-1).expand(*choices.shape[:-1], 1)], -1)
 
-    def log_prior(self, params) -> torch.Tensor:
-        return sum(p.log_prob(params[k]) for k, p in self.priors.items())
-
-    def constrain(self, u):
-        return {k: self.transforms[k](v) for k, v in u.items()}
-
-    def unconstrain(self, params):
-        return {k: self.transforms[k].inv(v) for k, v in params.items()}
-
-    def log_abs_det_jacobian(self, u, params) -> torch.Tensor:
-        total = 0.0
-        for k, t in self.transforms.items():
-            ladj = t.log_abs_det_jacobian(u[k], params[k])
-            extra = self.priors[k].event_dim - t.domain.event_dim
-            total = total + (ladj.sum(tuple(range(-extra, 0))) if extra else ladj)
-        return total
-
-    def potential(self, u, jacobian: bool = True) -> torch.Tensor:
-        """Minus the log joint density at unconstrained ``u`` (plus the log-Jacobian of the
-        transforms when ``jacobian``; without it, the minimum is the MAP in the parameters'
-        own coordinates)."""
-        params = self.constrain(u)
-        logp = self.log_prior(params) + self.log_likelihood(params).sum(-1)
-        if jacobian:
-            logp = logp + self.log_abs_det_jacobian(u, params)
-        return -logp
-
     def init_unconstrained(self):
         """Reward sites at zero (unconstrained), ``p`` at the first stage's posterior mean."""
-        out = {k: torch.zeros(p.batch_shape + p.event_shape, dtype=self.mdp.dtype)
-               for k, p in self.priors.items() if k != SITE}
+        out = super().init_unconstrained()
         out[SITE] = self.transforms[SITE].inv(self.transitions.group_mean(self.mdp.dtype))
         return out
 
