@@ -34,6 +34,7 @@ import pyro
 import threadpoolctl
 import torch
 
+from bayesirl._validation import check_process_executor
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.inference import ensemble, mcmc, svi
 from bayesirl.inference import map as map_
@@ -127,16 +128,8 @@ def _check_workers(parallel, max_workers, executor):
     ``concurrent.futures.Executor``, which ``parallel=False`` contradicts."""
     if max_workers is not None:
         _check_int("max_workers", max_workers, 1)
-    if executor is None:
-        return
-    if not isinstance(executor, concurrent.futures.Executor):
-        raise TypeError(f"executor must be a concurrent.futures.Executor, got "
-                        f"{type(executor).__name__}")
-    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
-        raise ValueError("executor is a ThreadPoolExecutor, expected one that runs chains in "
-                         "processes: chains seed torch's global random number generator, which "
-                         "threads share")
-    if parallel is False:
+    check_process_executor(executor, "chains")
+    if executor is not None and parallel is False:
         raise ValueError("parallel is False but an executor was given; leave parallel unset "
                          "to run the chains on the executor")
 
