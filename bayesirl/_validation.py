@@ -23,6 +23,7 @@ __all__ = [
     "as_tensor",
     "check_choice",
     "check_finite",
+    "check_indices",
     "check_int",
     "check_number",
     "check_probability",
@@ -163,6 +164,21 @@ def check_process_executor(executor, tasks: str = "tasks", *,
         raise ValueError(f"executor is a ThreadPoolExecutor, expected one that runs {tasks} in "
                          f"processes (a ProcessPoolExecutor, a Dask client's get_executor()): "
                          f"{tasks} {global_state}, which threads share")
+
+
+def check_indices(name: str, t: torch.Tensor, n: int | None = None, what: str = "an", *,
+                  where: torch.Tensor | None = None) -> None:
+    """Raise naming the first entry of the integer tensor ``t`` that is not an index: a
+    negative one, or, with ``n`` given, one ``>= n``. ``what`` names the kind of index in the
+    message (``"a state"``: "expected a state index in [0, S)"); ``where``, a bool tensor of
+    ``t``'s shape, limits the check to the entries that are real (padding is ignored)."""
+    bad = t < 0 if n is None else (t < 0) | (t >= n)
+    if where is not None:
+        bad = bad & where
+    if bad.any():
+        idx = first_bad(bad)
+        expected = "a non-negative index" if n is None else f"{what} index in [0, {n})"
+        raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected {expected}")
 
 
 def positive_ints(values) -> tuple[int, ...] | None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl._validation import as_tensor, check_int, first_bad, fmt_index
+from bayesirl._validation import as_tensor, check_indices, check_int, first_bad, fmt_index
 from bayesirl.core.mdp import TabularMDP, check_mdp
 
 __all__ = ["Demonstrations", "rollouts"]
@@ -38,6 +38,22 @@ def _as_mask(value, device) -> torch.Tensor:
             raise TypeError(f"mask must be boolean (or 0/1), got dtype {t.dtype}")
         t = t != 0
     return t.to(device)
+
+
+def check_prefix_mask(mask: torch.Tensor, unit: str) -> None:
+    """``mask: (N, T)`` bool marks each row's real steps: a prefix of True entries, of length
+    >= 1. The one home of that rule for padded batches of sequences (demonstrations, the
+    trajectories of preferences); ``unit`` names a row in the message ("demonstration 2 has
+    length 0")."""
+    if mask.shape[1] == 0 or not mask[:, 0].all():
+        i = 0 if mask.shape[1] == 0 else first_bad(~mask[:, 0])[0]
+        raise ValueError(f"mask[{i}] has no True entry: {unit} {i} has length 0, "
+                         "expected length >= 1")
+    gap = mask[:, 1:] & ~mask[:, :-1]
+    if gap.any():
+        i, t = first_bad(gap)
+        raise ValueError(f"mask[{i}, {t + 1}] is True after mask[{i}, {t}] is False, "
+                         "expected each row's True entries to form a prefix")
 
 
 def _check_range(name: str, t: torch.Tensor, n: int, what: str) -> None:
@@ -83,21 +99,9 @@ class Demonstrations:
                                  f"got {tuple(t.shape)}")
         if states.shape[0] == 0:
             raise ValueError("demonstrations are empty (N == 0), expected at least one")
-        if states.shape[1] == 0 or not mask[:, 0].all():
-            i = 0 if states.shape[1] == 0 else first_bad(~mask[:, 0])[0]
-            raise ValueError(f"mask[{i}] has no True entry: demonstration {i} has length 0, "
-                             "expected length >= 1")
-        gap = mask[:, 1:] & ~mask[:, :-1]
-        if gap.any():
-            i, t = first_bad(gap)
-            raise ValueError(f"mask[{i}, {t + 1}] is True after mask[{i}, {t}] is False, "
-                             "expected each row's True entries to form a prefix")
+        check_prefix_mask(mask, "demonstration")
         for name, t in (("states", states), ("actions", actions)):
-            neg = mask & (t < 0)
-            if neg.any():
-                idx = first_bad(neg)
-                raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, "
-                                 "expected a non-negative index")
+            check_indices(name, t, where=mask)
         set_(self, "states", states.masked_fill(~mask, 0))
         set_(self, "actions", actions.masked_fill(~mask, 0))
         set_(self, "mask", mask)
@@ -106,10 +110,7 @@ class Demonstrations:
             if tuple(final.shape) != (states.shape[0],):
                 raise ValueError(f"final_states must have shape ({states.shape[0]},), one per "
                                  f"demonstration, got {tuple(final.shape)}")
-            if (final < 0).any():
-                i = first_bad(final < 0)[0]
-                raise ValueError(f"final_states[{i}] is {final[i].item()}, "
-                                 "expected a non-negative index")
+            check_indices("final_states", final)
             set_(self, "final_states", final)
 
     # ------------------------------------------------------------------ construction

@@ -45,6 +45,7 @@ from bayesirl._validation import (
     ArgumentTypeError,
     as_tensor,
     check_choice,
+    check_indices,
     check_int,
     check_names,
     first_bad,
@@ -96,11 +97,7 @@ class TransitionSupport:
             if tuple(valid.shape) != (S, A, K):
                 raise ValueError(f"valid must have shape {(S, A, K)} like successors, "
                                  f"got {tuple(valid.shape)}")
-        out = valid & ((succ < 0) | (succ >= S))
-        if out.any():
-            idx = first_bad(out)
-            raise ValueError(f"successors{fmt_index(idx)} is {succ[idx].item()}, expected a "
-                             f"state index in [0, {S})")
+        check_indices("successors", succ, S, "a state", where=valid)
         empty = ~valid.any(-1)
         if empty.any():
             idx = first_bad(empty)

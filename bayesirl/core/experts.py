@@ -24,15 +24,22 @@ from bayesirl.core.demos import Demonstrations
 __all__ = ["ExpertDemonstrations", "concat_demonstrations"]
 
 
+def _demonstrations_list(name: str, items, expected: str) -> list[Demonstrations]:
+    """``items`` as a non-empty list of :class:`Demonstrations`; ``expected`` says, in the
+    message for an empty one, how many were wanted."""
+    items = list(items)
+    if not items:
+        raise ValueError(f"{name} is empty, expected {expected}")
+    for i, d in enumerate(items):
+        if not isinstance(d, Demonstrations):
+            raise TypeError(f"{name}[{i}] must be Demonstrations, got {type(d).__name__}")
+    return items
+
+
 def concat_demonstrations(parts: Sequence[Demonstrations]) -> Demonstrations:
     """One padded :class:`Demonstrations` from several, in order (final states are kept only
     when every part has them)."""
-    parts = list(parts)
-    if not parts:
-        raise ValueError("parts is empty, expected at least one Demonstrations")
-    for i, p in enumerate(parts):
-        if not isinstance(p, Demonstrations):
-            raise TypeError(f"parts[{i}] must be Demonstrations, got {type(p).__name__}")
+    parts = _demonstrations_list("parts", parts, "at least one Demonstrations")
     T = max(p.max_length for p in parts)
 
     def pad(x):
@@ -90,12 +97,7 @@ class ExpertDemonstrations:
     def from_groups(cls, groups: Sequence[Demonstrations],
                     expert_names=None) -> ExpertDemonstrations:
         """From one :class:`Demonstrations` per expert (expert e is ``groups[e]``)."""
-        groups = list(groups)
-        if not groups:
-            raise ValueError("groups is empty, expected one Demonstrations per expert")
-        for e, g in enumerate(groups):
-            if not isinstance(g, Demonstrations):
-                raise TypeError(f"groups[{e}] must be Demonstrations, got {type(g).__name__}")
+        groups = _demonstrations_list("groups", groups, "one Demonstrations per expert")
         expert = torch.cat([torch.full((g.n,), e, dtype=torch.long, device=g.device)
                             for e, g in enumerate(groups)])
         return cls(concat_demonstrations(groups), expert, len(groups), expert_names)

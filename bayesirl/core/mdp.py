@@ -22,6 +22,7 @@ import torch
 from bayesirl._validation import (
     as_tensor,
     check_finite,
+    check_indices,
     check_int,
     check_names,
     check_number,
@@ -85,24 +86,8 @@ class TabularMDP:
         if tuple(succ.shape) != (S, A, K):
             raise ValueError(f"successors must have shape {(S, A, K)} like transition_probs, "
                              f"got {tuple(succ.shape)}")
-        out = (succ < 0) | (succ >= S)
-        if out.any():
-            idx = first_bad(out)
-            raise ValueError(f"successors{fmt_index(idx)} is {succ[idx].item()}, "
-                             f"expected a state index in [0, {S})")
-        check_finite("transition_probs", probs)
-        neg = probs < 0
-        if neg.any():
-            idx = first_bad(neg)
-            raise ValueError(f"transition_probs{fmt_index(idx)} is {probs[idx].item():.6g}, "
-                             "expected a probability >= 0")
-        tol = _sum_tolerance(dtype)
-        sums = probs.sum(-1)
-        bad = (sums - 1).abs() > tol
-        if bad.any():
-            idx = first_bad(bad)
-            raise ValueError(f"transition_probs{fmt_index(idx)} sums to {sums[idx].item():.6g}, "
-                             "expected 1")
+        check_indices("successors", succ, S, "a state")
+        check_distributions("transition_probs", probs)
         set_(self, "transition_probs", probs)
         set_(self, "successors", succ)
 
@@ -110,13 +95,7 @@ class TabularMDP:
         if tuple(initial.shape) != (S,):
             raise ValueError(f"initial must have shape ({S},) (one entry per state), "
                              f"got {tuple(initial.shape)}")
-        check_finite("initial", initial)
-        if (initial < 0).any():
-            idx = first_bad(initial < 0)
-            raise ValueError(f"initial{fmt_index(idx)} is {initial[idx].item():.6g}, "
-                             "expected a probability >= 0")
-        if abs(initial.sum().item() - 1) > tol:
-            raise ValueError(f"initial sums to {initial.sum().item():.6g}, expected 1")
+        check_distributions("initial", initial)
         set_(self, "initial", initial)
 
         if (self.horizon is None) == (self.discount is None):
@@ -172,17 +151,7 @@ class TabularMDP:
         P = as_tensor("transitions", transitions)
         if P.dim() != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
             raise ValueError(f"transitions must have shape (S, A, S), got {tuple(P.shape)}")
-        check_finite("transitions", P)
-        if (P < 0).any():
-            idx = first_bad(P < 0)
-            raise ValueError(f"transitions{fmt_index(idx)} is {P[idx].item():.6g}, "
-                             "expected a probability >= 0")
-        sums = P.sum(-1)
-        bad = (sums - 1).abs() > _sum_tolerance(P.dtype)
-        if bad.any():
-            idx = first_bad(bad)
-            raise ValueError(f"transitions{fmt_index(idx)} sums to {sums[idx].item():.6g}, "
-                             "expected 1")
+        check_distributions("transitions", P)
         S = P.shape[0]
         K = max(int((P > 0).sum(-1).max()), 1)
         # the K largest entries of each row hold all of its mass
@@ -295,17 +264,7 @@ class TabularMDP:
         if tuple(prob.shape) != (S, A, K):
             raise ValueError(f"prob must have shape {(S, A, K)} like successors, "
                              f"got {tuple(prob.shape)}")
-        check_finite("prob", prob)
-        neg = prob < 0
-        if neg.any():
-            idx = first_bad(neg)
-            raise ValueError(f"prob{fmt_index(idx)} is {prob[idx].item():.6g}, "
-                             "expected a probability >= 0")
-        sums = prob.detach().sum(-1)
-        bad = (sums - 1).abs() > _sum_tolerance(prob.dtype)
-        if bad.any():
-            idx = first_bad(bad)
-            raise ValueError(f"prob{fmt_index(idx)} sums to {sums[idx].item():.6g}, expected 1")
+        check_distributions("prob", prob)
         copy = dataclasses.replace(self, transition_probs=prob)
         copy.__dict__["_operators"] = transition_operators(copy.successors, prob.detach())
         return copy
@@ -329,6 +288,25 @@ class TabularMDP:
 
 def _sum_tolerance(dtype: torch.dtype) -> float:
     return 1e-6 if dtype == torch.float64 else 1e-4
+
+
+def check_distributions(name: str, p: torch.Tensor) -> None:
+    """``p: (..., n)`` holds probability distributions over its last axis: finite, every entry
+    >= 0, each ``p[...]`` summing to 1 within 1e-6 (float64) or 1e-4 (other dtypes), the
+    rounding that a sum of ``n`` probabilities stored in that dtype may carry. The one home of
+    that rule for transitions and initial distributions; errors name the first bad index."""
+    check_finite(name, p)
+    neg = p < 0
+    if neg.any():
+        idx = first_bad(neg)
+        raise ValueError(f"{name}{fmt_index(idx)} is {p[idx].item():.6g}, "
+                         "expected a probability >= 0")
+    sums = p.detach().sum(-1)
+    bad = (sums - 1).abs() > _sum_tolerance(p.dtype)
+    if bad.any():
+        idx = first_bad(bad)
+        where = name + (fmt_index(idx) if idx else "")  # a 1-D p has one sum, no index
+        raise ValueError(f"{where} sums to {sums[idx].item():.6g}, expected 1")
 
 
 def check_mdp(mdp, name: str = "mdp") -> TabularMDP:

@@ -27,8 +27,15 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesirl._validation import as_tensor, check_finite, check_number, first_bad, fmt_index
-from bayesirl.core.demos import Demonstrations
+from bayesirl._validation import (
+    as_tensor,
+    check_finite,
+    check_indices,
+    check_number,
+    first_bad,
+    fmt_index,
+)
+from bayesirl.core.demos import Demonstrations, check_prefix_mask
 
 __all__ = ["Preferences"]
 
@@ -108,15 +115,7 @@ class Preferences:
             if mask.shape != states.shape:
                 raise ValueError(f"mask must have shape {tuple(states.shape)} like states, "
                                  f"got {tuple(mask.shape)}")
-            if not mask[:, 0].all():
-                i = first_bad(~mask[:, 0])[0]
-                raise ValueError(f"mask[{i}] has no True entry: trajectory {i} has length 0, "
-                                 "expected length >= 1")
-            gap = mask[:, 1:] & ~mask[:, :-1]
-            if gap.any():
-                i, t = first_bad(gap)
-                raise ValueError(f"mask[{i}, {t + 1}] is True after mask[{i}, {t}] is False, "
-                                 "expected each row's True entries to form a prefix")
+            check_prefix_mask(mask, "trajectory")
             seqs = {"states": states}
             if self.actions is not None:
                 actions = as_tensor("actions", self.actions, device=device, integer=True)
@@ -125,11 +124,7 @@ class Preferences:
                                      f"states, got {tuple(actions.shape)}")
                 seqs["actions"] = actions
             for name, t in seqs.items():
-                neg = mask & (t < 0)
-                if neg.any():
-                    idx = first_bad(neg)
-                    raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected a "
-                                     "non-negative index")
+                check_indices(name, t, where=mask)
                 set_(self, name, t.masked_fill(~mask, 0))
             set_(self, "mask", mask)
             M = states.shape[0]
@@ -137,11 +132,7 @@ class Preferences:
         if pairs.dim() != 2 or pairs.shape[1] != 2 or pairs.shape[0] < 1:
             raise ValueError(f"pairs must have shape (P, 2) with P >= 1 comparisons, got "
                              f"{tuple(pairs.shape)}")
-        bad = (pairs < 0) | (pairs >= M)
-        if bad.any():
-            idx = first_bad(bad)
-            raise ValueError(f"pairs{fmt_index(idx)} is {pairs[idx].item()}, expected a "
-                             f"trajectory index in [0, {M})")
+        check_indices("pairs", pairs, M, "a trajectory")
         same = pairs[:, 0] == pairs[:, 1]
         if same.any():
             k = first_bad(same)[0]

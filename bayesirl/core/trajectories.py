@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bayesirl._validation import ArgumentTypeError, as_tensor, check_int, first_bad, fmt_index
+from bayesirl.core.demos import check_prefix_mask
 
 __all__ = ["Trajectories", "Transitions", "evaluate", "rollout"]
 
@@ -121,15 +122,7 @@ class Trajectories:
         for name, t in (("actions", actions), ("terminals", terminals), ("mask", mask)):
             if tuple(t.shape) != (N, T):
                 raise ValueError(f"{name} must have shape ({N}, {T}), got {tuple(t.shape)}")
-        if not mask[:, 0].all():
-            i = first_bad(~mask[:, 0])[0]
-            raise ValueError(f"mask[{i}, 0] is False: trajectory {i} has length 0, expected "
-                             "length >= 1")
-        gap = mask[:, 1:] & ~mask[:, :-1]
-        if gap.any():
-            i, t = first_bad(gap)
-            raise ValueError(f"mask[{i}, {t + 1}] is True after mask[{i}, {t}] is False, "
-                             "expected each row's True entries to form a prefix")
+        check_prefix_mask(mask, "trajectory")
         n_actions = check_int("n_actions", self.n_actions, low=1)
         bad = mask & ((actions < 0) | (actions >= n_actions))
         if bad.any():
