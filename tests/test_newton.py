@@ -81,7 +81,7 @@ def test_newton_agrees_with_plain_iteration_at_0_9(kind, mdp):
 def test_dense_and_sparse_factors_agree(kind):
     mdp = birl.envs.gridworld(size=6, discount=0.99, dtype=torch.float64)
     r = rand(3, mdp.n_states, mdp.n_actions)
-    backup = bellman._soft_backup if kind == "soft" else bellman._hard_backup
+    backup = bellman.soft_backup if kind == "soft" else bellman._hard_backup
     args = (r, mdp.successors, mdp.transition_probs, 0.99, backup)
     dense = newton.newton_fixed_point(*args, dense=True)
     sparse = newton.newton_fixed_point(*args, dense=False)
@@ -423,15 +423,15 @@ def test_thread_context_nests_and_restores():
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with bellman._torch_threads(1):
+        with bellman.torch_threads(1):
             assert torch.get_num_threads() == 1
-            with bellman._torch_threads(1):
+            with bellman.torch_threads(1):
                 assert torch.get_num_threads() == 1
             assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
-        with bellman._torch_threads(None):
+        with bellman.torch_threads(None):
             assert torch.get_num_threads() == 2
-        with pytest.raises(RuntimeError), bellman._torch_threads(1):
+        with pytest.raises(RuntimeError), bellman.torch_threads(1):
             raise RuntimeError
         assert torch.get_num_threads() == 2
     finally:

@@ -51,7 +51,9 @@ __all__ = [
     "feature_expectations",
     "occupancy",
     "policy_value",
+    "soft_backup",
     "soft_value_iteration",
+    "torch_threads",
     "value_iteration",
 ]
 
@@ -129,7 +131,7 @@ def broadcast_reward(mdp: TabularMDP, reward: torch.Tensor) -> torch.Tensor:
                      f"got {tuple(reward.shape)}")
 
 
-def _soft_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def soft_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(V, log_policy)`` of ``q: (..., S, A)`` under a log-sum-exp over actions."""
     v = torch.logsumexp(q, -1)
     return v, q - v.unsqueeze(-1)
@@ -301,7 +303,7 @@ def _backward_induction(mdp, r, backup, terminal):
     batch = r.shape[:-2]
     v_end = torch.zeros(batch + r.shape[-2:-1], dtype=r.dtype, device=r.device) if (
         terminal is None) else terminal.expand(batch + r.shape[-2:-1])
-    if backup is _soft_backup:
+    if backup is soft_backup:
         S, A = r.shape[-2:]
         v, log_policy = _SoftBackwardInduction.apply(
             r.reshape(-1, S, A).contiguous(), v_end.reshape(-1, S).contiguous(), mdp)
@@ -380,7 +382,7 @@ class _ImplicitFixedPoint(torch.autograd.Function):
     def backward(ctx, g):
         _no_double_backward()
         pi, v = ctx.saved_tensors
-        with _torch_threads(ctx.threads):
+        with torch_threads(ctx.threads):
             u = ctx.adjoint(pi, g)
         g_q = pi * u.unsqueeze(-1)
         g_probs = None
@@ -445,7 +447,7 @@ def _fixed_point(mdp, r, backup, tol, max_iters, solver="auto", threads=None, wa
     method = choose_solver(mdp, tol, batch, solver)
     n_threads = threads if threads is not None else (
         1 if batch * S * A * K <= SMALL_WORK else None)
-    with _torch_threads(n_threads):
+    with torch_threads(n_threads):
         with torch.no_grad():
             rd = r.detach()
             if method == "newton":
@@ -530,7 +532,7 @@ _threads_saved = 1
 
 
 @contextlib.contextmanager
-def _torch_threads(n: int | None):
+def torch_threads(n: int | None):
     """Run the block with torch's intra-op threads set to ``n`` (``None``: leave them).
 
     Small solves run on one thread: their operations take microseconds, and a pool of OpenMP
@@ -648,10 +650,10 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
         raise ValueError(f"temperature is {temperature!r}, expected a finite number > 0")
     opts = (tol, max_iters, solver, threads, warm_start)
     if temperature == 1:
-        return _plan(mdp, reward, _soft_backup, terminal_reward, *opts)
+        return _plan(mdp, reward, soft_backup, terminal_reward, *opts)
     tau = float(temperature)
     scaled = None if terminal_reward is None else torch.as_tensor(terminal_reward) / tau
-    plan = _plan(mdp, broadcast_reward(mdp, reward) / tau, _soft_backup, scaled, *opts)
+    plan = _plan(mdp, broadcast_reward(mdp, reward) / tau, soft_backup, scaled, *opts)
     return plan._replace(q=plan.q * tau, v=plan.v * tau, residual=plan.residual * tau)
 
 

@@ -111,6 +111,10 @@ class DenseFactor:
         return torch.linalg.lu_solve(self.lu, self.pivots, rhs.unsqueeze(-1),
                                      adjoint=True).squeeze(-1)
 
+    def solve_columns(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``(I - gamma P_pi)^{-1} rhs`` for every column of ``rhs (B, S, k)``."""
+        return torch.linalg.lu_solve(self.lu, self.pivots, rhs)
+
 
 class SparseFactor:
     """SuperLU factors of ``I - gamma P_pi``, one per batch row (``scipy.sparse.linalg.splu``).
@@ -143,6 +147,10 @@ class SparseFactor:
     def solve_transpose(self, rhs: torch.Tensor) -> torch.Tensor:
         """``(I - gamma P_pi)^{-T} rhs`` for ``rhs (B, S)``."""
         return self._solve(rhs, "T")
+
+    def solve_columns(self, rhs: torch.Tensor) -> torch.Tensor:
+        """``(I - gamma P_pi)^{-1} rhs`` for every column of ``rhs (B, S, k)``."""
+        return self._solve(rhs, "N")
 
 
 _bandwidths: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()
