@@ -352,13 +352,20 @@ _EXP64 = _exp_impl(np.float64, np.int64, 6755399441055744.0, -708.0, 0.693145751
                    1.42860682030941723212e-6, 13, 1023, 52)
 
 
-@overload(fast_exp, inline="always")
-def _fast_exp(x):
-    if x == types.float32:
-        return _EXP32
-    if x == types.float64:
-        return _EXP64
-    return None
+def _overload_by_float(fn, impl32, impl64) -> None:
+    """Register ``impl32`` and ``impl64`` as the Numba implementations of ``fn`` for a float32
+    and a float64 argument, inlined at every call site (any other type: no implementation, so
+    Numba reports a typing error)."""
+    @overload(fn, inline="always")
+    def typer(x):
+        if x == types.float32:
+            return impl32
+        if x == types.float64:
+            return impl64
+        return None
+
+
+_overload_by_float(fast_exp, _EXP32, _EXP64)
 
 
 def _log_impl(ftype, itype, mantissa, bias, scale_bits, ln2_hi, ln2_lo, terms):
@@ -400,13 +407,7 @@ _LOG64 = _log_impl(np.float64, np.int64, 52, 1023, 54, 6.93147180369123816490e-0
                    1.90821492927058770002e-10, 11)
 
 
-@overload(fast_log, inline="always")
-def _fast_log(x):
-    if x == types.float32:
-        return _LOG32
-    if x == types.float64:
-        return _LOG64
-    return None
+_overload_by_float(fast_log, _LOG32, _LOG64)
 
 
 # An 8x8 block transpose in registers: 8 unaligned vector loads, the 24-shuffle network of
