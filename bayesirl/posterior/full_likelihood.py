@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import torch
 
-from bayesirl._validation import check_int
 from bayesirl.model.dynamics_likelihood import SITE, FullLikelihoodTarget
 from bayesirl.planning.bellman import broadcast_reward
 from bayesirl.planning.buffers import DRAWS_PER_PLAN
 from bayesirl.posterior.reward_posterior import RewardPosterior
+from bayesirl.posterior.target_draws import per_chain
 
 __all__ = ["FullLikelihoodPosterior"]
 
@@ -43,11 +43,9 @@ class FullLikelihoodPosterior(RewardPosterior):
         are recomputed from the draws, :data:`~bayesirl.planning.buffers.DRAWS_PER_PLAN` at a
         time (``log_lik`` is not used). Raises FloatingPointError where a draw's reward or
         log-likelihood is not finite."""
-        C = check_int("num_chains", num_chains)
-        n = next(iter(params.values())).shape[0]
-        if n % C:
-            raise ValueError(f"num_chains is {C} but there are {n} draws, not a multiple")
-        D, mdp, N = n // C, target.mdp, target.demos.n
+        chained = per_chain(params, num_chains)
+        C, D = next(iter(chained.values())).shape[:2]
+        n, mdp, N = C * D, target.mdp, target.demos.n
         rewards, choices = [], []
         with torch.no_grad():
             for i in range(0, n, DRAWS_PER_PLAN):
@@ -61,7 +59,6 @@ class FullLikelihoodPosterior(RewardPosterior):
                 raise FloatingPointError(f"inference produced non-finite {name} values at some "
                                          "draws; the posterior is not usable")
         dims = {**target.reward_model.dims, SITE: ("group", "slot")}
-        chained = {k: v.reshape(C, D, *v.shape[1:]) for k, v in params.items()}
         return cls(mdp, rewards.reshape(C, D, *rewards.shape[1:]), chained,
                    choices.reshape(C, D, N), target.demos, method, settings, sample_stats,
                    dims=dims, coords=target.reward_model.coords(mdp))

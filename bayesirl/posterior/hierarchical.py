@@ -22,6 +22,7 @@ from bayesirl.model.hierarchical import HierarchicalReward, HierarchicalTarget
 from bayesirl.planning.buffers import DRAWS_PER_PLAN
 from bayesirl.posterior.arviz_io import az, from_groups
 from bayesirl.posterior.diagnostics import check_convergence
+from bayesirl.posterior.target_draws import TargetDraws, per_chain
 
 __all__ = ["ExpertPosterior", "HierarchicalPosterior"]
 
@@ -53,7 +54,7 @@ class ExpertPosterior:
         return f"ExpertPosterior(expert={self.expert}, draws={self.reward().shape[0]})"
 
 
-class HierarchicalPosterior:
+class HierarchicalPosterior(TargetDraws):
     """Draws of a hierarchical (or pooled, or separate) reward model.
 
     Attributes:
@@ -87,17 +88,14 @@ class HierarchicalPosterior:
         into ``num_chains`` equal blocks); the pointwise log-likelihood ``(draws, N)`` is
         computed, :data:`~bayesirl.planning.buffers.DRAWS_PER_PLAN` draws per planner call,
         when ``log_lik`` is None."""
-        C = check_int("num_chains", num_chains)
-        n = next(iter(params.values())).shape[0]
-        if n % C:
-            raise ValueError(f"num_chains is {C} but there are {n} draws, not a multiple")
-        D = n // C
+        chained = per_chain(params, num_chains)
+        C, D = next(iter(chained.values())).shape[:2]
+        n = C * D
         if log_lik is None:
             with torch.no_grad():
                 log_lik = torch.cat([target.log_likelihood({k: v[i:i + DRAWS_PER_PLAN]
                                                             for k, v in params.items()})
                                      for i in range(0, n, DRAWS_PER_PLAN)])
-        chained = {k: v.reshape(C, D, *v.shape[1:]) for k, v in params.items()}
         stats = {k: torch.as_tensor(v).reshape(C, D) for k, v in (sample_stats or {}).items()}
         return cls(target, chained, log_lik.reshape(C, D, -1), method, settings, stats)
 
@@ -107,53 +105,34 @@ class HierarchicalPosterior:
         return self.target.model
 
     @property
-    def mdp(self):
-        return self.target.mdp
-
-    @property
     def data(self) -> ExpertDemonstrations:
         return self.target.data
-
-    @property
-    def demos(self):
-        return self.target.data.demos
-
-    @property
-    def num_chains(self) -> int:
-        return next(iter(self.params.values())).shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        return next(iter(self.params.values())).shape[1]
 
     @property
     def samples(self) -> dict[str, torch.Tensor]:
         """Site draws with chains flattened, ``(chains * draws, ...)``, plus the derived
         ``theta`` ``(draws, E, d)`` and ``expert_rationality`` ``(draws, E)``."""
-        out = {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
+        out = self.flat_params()
         out["theta"] = self.theta
         out["expert_rationality"] = self.expert_rationality
         return out
 
-    def _flat_sites(self):
-        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
-
     @property
     def theta(self) -> torch.Tensor:
         """``(draws, E, d)`` every expert's weights."""
-        return self.model.expert_theta(self._flat_sites())
+        return self.model.expert_theta(self.flat_params())
 
     @property
     def expert_rationality(self) -> torch.Tensor:
         """``(draws, E)`` every expert's rationality."""
-        return self.target.beta(self._flat_sites())
+        return self.target.beta(self.flat_params())
 
     def reward(self, expert: int | None = None) -> torch.Tensor:
         """``(draws, E, S, A)`` reward draws of every expert, or ``(draws, S, A)`` of one."""
         if self._rewards is None:
             mdp = self.mdp
             with torch.no_grad():
-                r = self.model.reward(self._flat_sites())
+                r = self.model.reward(self.flat_params())
             if r.dim() == 3:  # (draws, E, S): a state reward, broadcast over actions
                 r = r.unsqueeze(-1).expand(*r.shape, mdp.n_actions)
             self._rewards = r
@@ -174,7 +153,7 @@ class HierarchicalPosterior:
     def population(self) -> dict[str, torch.Tensor]:
         """The population's draws: ``mu`` and ``tau`` ``(draws, d)`` (partial pooling), or
         the pooled ``theta`` (complete pooling)."""
-        s = self._flat_sites()
+        s = self.flat_params()
         if self.model.pooling == "partial":
             return {"mu": s["mu"], "tau": s["tau"]}
         if self.model.pooling == "complete":
@@ -187,7 +166,7 @@ class HierarchicalPosterior:
         This integrates over the posterior of ``mu`` and ``tau``: the population's predictive
         distribution."""
         n = check_int("n", n)
-        s = self._flat_sites()
+        s = self.flat_params()
         D, d = self.theta.shape[0], self.model.n_features
         g = torch.Generator().manual_seed(check_int("seed", seed, 0))
         z = torch.randn(D, n, d, generator=g, dtype=self.target.dtype).to(self.target.device)

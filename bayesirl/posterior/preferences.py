@@ -14,12 +14,12 @@ import json
 
 import torch
 
-from bayesirl._validation import check_int
 from bayesirl.core.preferences import Preferences
 from bayesirl.model.preferences import PreferenceTarget, outcome_log_probs
 from bayesirl.planning.bellman import broadcast_reward
 from bayesirl.posterior.arviz_io import az, from_groups
 from bayesirl.posterior.diagnostics import check_convergence
+from bayesirl.posterior.target_draws import TargetDraws, per_chain
 
 __all__ = ["PreferencePosterior"]
 
@@ -30,7 +30,7 @@ __all__ = ["PreferencePosterior"]
 DRAWS_PER_EVALUATION = 256
 
 
-class PreferencePosterior:
+class PreferencePosterior(TargetDraws):
     """Draws of a :class:`PreferenceModel`'s parameters given preferences (and demonstrations).
 
     Attributes:
@@ -61,12 +61,8 @@ class PreferencePosterior:
         """From draws ``(draws, ...)``, the chains flattened into ``num_chains`` equal blocks;
         computes the pointwise log-likelihood when
         ``log_lik`` is None and ``pointwise`` (default: when draws x units <= 2e7)."""
-        C = check_int("num_chains", num_chains)
-        n = next(iter(params.values())).shape[0]
-        if n % C:
-            raise ValueError(f"num_chains is {C} but there are {n} draws, not a multiple")
-        D = n // C
-        params = {k: v.reshape(C, D, *v.shape[1:]) for k, v in params.items()}
+        params = per_chain(params, num_chains)
+        C, D = next(iter(params.values())).shape[:2]
         if log_lik is not None:
             log_lik = log_lik.reshape(C, D, -1)
         elif pointwise or (pointwise is None and C * D * target.n_units <= 2e7):
@@ -82,30 +78,13 @@ class PreferencePosterior:
 
     # ------------------------------------------------------------------ accessors
     @property
-    def mdp(self):
-        return self.target.mdp
-
-    @property
-    def demos(self):
-        return self.target.demos
-
-    @property
     def preferences(self) -> Preferences:
         return self.target.preferences
 
     @property
-    def num_chains(self) -> int:
-        return next(iter(self.params.values())).shape[0]
-
-    @property
-    def num_draws(self) -> int:
-        """Draws per chain."""
-        return next(iter(self.params.values())).shape[1]
-
-    @property
     def samples(self) -> dict[str, torch.Tensor]:
         """Parameter draws with chains flattened: ``(chains * draws, ...)``."""
-        return {k: v.reshape(-1, *v.shape[2:]) for k, v in self.params.items()}
+        return self.flat_params()
 
     def reward(self) -> torch.Tensor:
         """Reward draws ``(chains * draws, S, A)`` with an MDP, else the reward model's shape
