@@ -7,7 +7,7 @@ posterior over named parameters, its *sites*, each with an independent prior
 tensors, as Pyro's kernels want); ``transforms[site] = biject_to(priors[site].support)`` maps
 ``u[site]`` to the site's constrained value. :class:`BaseTarget` holds the priors and transforms
 and builds the potential from the one thing a subclass gives, ``log_likelihood(params)``
-``(..., N)`` (one term per observation unit):
+``(..., N)`` (one term per observation unit)::
 
     potential(u) = -(log p(params) + sum_n log p(y_n | params) + log |d params / d u|),
     params = constrain(u),
