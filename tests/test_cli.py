@@ -5,32 +5,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_spec
 
 import bayesirl as birl
 from bayesirl.cli import app as cli
 
-TINY = """\
-# a tiny problem for the CLI tests
-name = "tiny"
-[environment]
-name = "gridworld"
-size = 3
-block = 1
-horizon = 4
-[demonstrations]
-n = 4
-[inference]
-method = "{method}"
-num_samples = 10
-warmup = 10
-steps = 20
-max_tree_depth = 4
-"""
+
+def tiny(method="map"):
+    """The tiny gridworld spec with a short run of ``method``."""
+    return tiny_spec(comment="a tiny problem for the CLI tests",
+                     inference=dict(method=method, num_samples=10, warmup=10, steps=20,
+                                    max_tree_depth=4))
 
 
 def write_tiny(tmp_path, method="map", name="tiny.toml"):
     path = tmp_path / name
-    path.write_text(TINY.format(method=method))
+    path.write_text(tiny(method))
     return path
 
 
@@ -69,7 +59,7 @@ def one_line_error(capsys):
 
 def test_bad_spec_exits_2_with_one_line_naming_the_key(tmp_path, capsys):
     path = tmp_path / "bad.toml"
-    path.write_text(TINY.format(method="map").replace("size = 3", "sise = 3"))
+    path.write_text(tiny("map").replace("size = 3", "sise = 3"))
     assert cli.main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     err = one_line_error(capsys)
     assert "environment.sise" in err and "allowed keys" in err and "bad.toml" in err
@@ -93,7 +83,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, expected):
 
 def test_bad_value_found_at_build_exits_2(tmp_path, capsys):
     path = tmp_path / "block.toml"
-    path.write_text(TINY.format(method="map").replace("block = 1", "block = 2"))
+    path.write_text(tiny("map").replace("block = 1", "block = 2"))
     assert cli.main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     assert "block is 2" in one_line_error(capsys)
 
@@ -151,7 +141,7 @@ def test_decisions_compare_the_mean_and_robust_policies(tmp_path, capsys):
     import pandas as pd
 
     path = tmp_path / "decide.toml"
-    path.write_text(TINY.format(method="svi") + "[decisions]\nalpha = 0.9\nlam = 0.0\n"
+    path.write_text(tiny("svi") + "[decisions]\nalpha = 0.9\nlam = 0.0\n"
                     "start = [[2, 2], 0]\n")
     out = tmp_path / "out"
     assert cli.main(["run", str(path), "--out", str(out)]) == 0
@@ -182,7 +172,7 @@ def test_decisions_compare_the_mean_and_robust_policies(tmp_path, capsys):
 
 def test_decisions_on_a_non_grid_mdp(tmp_path):
     path = tmp_path / "garnet.toml"
-    path.write_text(TINY.format(method="svi").replace(
+    path.write_text(tiny("svi").replace(
         'name = "gridworld"\nsize = 3\nblock = 1\n',
         'name = "random_mdp"\nn_states = 6\nn_actions = 2\nbranching = 2\nn_features = 2\n')
         + "[decisions]\nstart = [0, 3]\n")
@@ -194,7 +184,7 @@ def test_decisions_on_a_non_grid_mdp(tmp_path):
 
 def test_decisions_start_outside_the_grid_exits_2(tmp_path, capsys):
     path = tmp_path / "start.toml"
-    path.write_text(TINY.format(method="map") + "[decisions]\nstart = [[0, 3]]\n")
+    path.write_text(tiny("map") + "[decisions]\nstart = [[0, 3]]\n")
     assert cli.main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
     err = one_line_error(capsys)
     assert err.startswith("bayesirl: error: ") and "start.toml" in err

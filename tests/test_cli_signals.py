@@ -13,27 +13,10 @@ import threading
 import time
 
 import pytest
+from helpers import tiny_spec
 
 import bayesirl as birl
 
-LONG = """\
-# NUTS chains far longer than the test waits
-name = "long"
-[environment]
-name = "gridworld"
-size = 3
-block = 1
-horizon = 4
-[demonstrations]
-n = 4
-[inference]
-method = "nuts"
-num_samples = 100000
-warmup = {warmup}
-num_chains = 2
-max_tree_depth = 3
-parallel = {parallel}
-"""
 MARKER = "  reward:"  # the line printed just before inference starts
 PROGRESS = re.compile(r"nuts chain (\d+)/\d+:[^|]*\|[^|]*\| *(\d+)/")  # tqdm's bar
 
@@ -42,8 +25,10 @@ class Run:
     """``bayesirl run long.toml --out out`` in a subprocess, its output read as it comes."""
 
     def __init__(self, tmp_path, warmup=5, parallel=False, command=None, fast="0"):
-        (tmp_path / "long.toml").write_text(LONG.format(warmup=warmup,
-                                                        parallel=str(parallel).lower()))
+        (tmp_path / "long.toml").write_text(tiny_spec(
+            "long", comment="NUTS chains far longer than the test waits",
+            inference=dict(method="nuts", num_samples=100000, warmup=warmup, num_chains=2,
+                           max_tree_depth=3, parallel=parallel)))
         env = dict(os.environ, BAYESIRL_FAST=fast, OMP_NUM_THREADS="1")
         self.process = subprocess.Popen(
             command or [sys.executable, "-m", "bayesirl.cli.app", "run", "long.toml", "--out",

@@ -7,32 +7,18 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tiny_spec
 
 import bayesirl as birl
 from bayesirl.cli import app as cli
 from bayesirl.cli.folder import OutputFolder
 from bayesirl.posterior.files import temporary_path
 
-TINY = """\
-# a tiny problem for the output-folder tests
-name = "{name}"
-[environment]
-name = "gridworld"
-size = 3
-block = 1
-horizon = 4
-[demonstrations]
-n = 4
-[inference]
-method = "{method}"
-num_samples = 10
-steps = 20
-"""
-
 
 def write_spec(tmp_path, method="map", decisions=False, name="tiny"):
     path = tmp_path / f"{name.replace('/', '_').replace('.', '_')}.toml"
-    path.write_text(TINY.format(method=method, name=name)
+    path.write_text(tiny_spec(name, comment="a tiny problem for the output-folder tests",
+                              inference=dict(method=method, num_samples=10, steps=20))
                     + ("[decisions]\nalpha = 0.9\n" if decisions else ""))
     return path
 

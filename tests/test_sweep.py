@@ -11,32 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import sweep_spec
 
 from bayesirl.cli.app import main
 from bayesirl.cli.spec import SpecError
 from bayesirl.sweep import Cell, cells_of, parse_grid, sweep
 
-SPEC = """\
-name = "tiny"
-[environment]
-name = "gridworld"
-size = 3
-block = 1
-horizon = 4
-seed = 0
-[demonstrations]
-n = 8
-seed = 0
-[reward]
-model = "linear"
-prior = { family = "normal", loc = 0.0, scale = 1.0 }
-[inference]
-method = "nuts"
-num_samples = 20
-warmup = 20
-num_chains = 2
-parallel = false
-"""
+SPEC = sweep_spec()
 
 
 @pytest.fixture

@@ -1,0 +1,52 @@
+"""Specs of the tests' tiny problem, a 3 x 3 gridworld with one-cell features and horizon 4: the
+one home of its TOML for the tests of the command line, its output folder and signals, sweeps
+and the Dask cluster. Each test states only what it varies (the inference settings, the name).
+
+The text is written line by line in the order a person would (``name``, ``[environment]``,
+``[demonstrations]``, ``[reward]``, ``[inference]``), so a test may still edit one line of it
+(``.replace("size = 3", "sise = 3")``) to make a bad spec.
+"""
+
+from __future__ import annotations
+
+
+def toml_value(value) -> str:
+    """``value`` as a TOML value: a bool, a number, a string or a flat inline table."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value)
+
+
+def tiny_spec(name: str = "tiny", *, inference: dict, demonstrations: dict | None = None,
+              reward: dict | None = None, seed: int | None = None,
+              comment: str | None = None) -> str:
+    """The TOML text of the tiny gridworld problem.
+
+    ``inference``, ``demonstrations`` (default ``{"n": 4}``) and ``reward`` (default none: the
+    CLI's default reward model) are the tables' keys in order; ``seed`` sets the environment's
+    seed; ``comment`` is a first line saying what the spec is for."""
+    lines = [f"# {comment}"] if comment else []
+    lines += [f'name = "{name}"', "[environment]", 'name = "gridworld"', "size = 3",
+              "block = 1", "horizon = 4"]
+    if seed is not None:
+        lines.append(f"seed = {seed}")
+    for table, keys in (("demonstrations", demonstrations or {"n": 4}), ("reward", reward),
+                        ("inference", inference)):
+        if keys:
+            lines += [f"[{table}]"] + [f"{k} = {toml_value(v)}" for k, v in keys.items()]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_spec(num: int = 20) -> str:
+    """The sweep and cluster tests' spec: a seeded gridworld, 8 seeded demonstrations, a linear
+    reward under a standard normal prior, 2 NUTS chains one after another of ``num`` warmup
+    steps and ``num`` draws each."""
+    return tiny_spec(
+        seed=0, demonstrations={"n": 8, "seed": 0},
+        reward={"model": "linear", "prior": {"family": "normal", "loc": 0.0, "scale": 1.0}},
+        inference={"method": "nuts", "num_samples": num, "warmup": num, "num_chains": 2,
+                   "parallel": False})
