@@ -18,32 +18,12 @@ import torch
 
 distributed = pytest.importorskip("distributed")
 
+from helpers import sweep_spec  # noqa: E402
+
 import bayesirl as birl  # noqa: E402
 from bayesirl.sbc import sbc  # noqa: E402
 from bayesirl.sweep import local_cluster, sweep  # noqa: E402
 from bayesirl.testing import tiny_chain_mdp  # noqa: E402
-
-SPEC = """\
-name = "tiny"
-[environment]
-name = "gridworld"
-size = 3
-block = 1
-horizon = 4
-seed = 0
-[demonstrations]
-n = 8
-seed = 0
-[reward]
-model = "linear"
-prior = { family = "normal", loc = 0.0, scale = 1.0 }
-[inference]
-method = "nuts"
-num_samples = NUM
-warmup = NUM
-num_chains = 2
-parallel = false
-"""
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +38,7 @@ def client():
 @pytest.fixture
 def spec(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text(SPEC.replace("NUM", "20"))
+    path.write_text(sweep_spec(20))
     return path
 
 
@@ -103,29 +83,18 @@ def test_sbc_on_the_cluster_gives_the_ranks_of_a_sequential_run(client):
     assert (there.ranks == here.ranks).all() and (there.thin == here.thin).all()
 
 
-def test_infer_on_the_cluster_gives_the_draws_of_chains_run_here(client):
+@pytest.mark.parametrize("parallel", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["chains-one-after-another", "chains-in-local-processes"])
+def test_infer_on_the_cluster_gives_the_draws_of_chains_run_here(client, parallel):
     mdp = tiny_chain_mdp(horizon=3, n_features=2)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=10, seed=0)
     kw = dict(num_samples=30, warmup=30, num_chains=2, seed=3, progress=False)
     model = birl.LinearReward(mdp.features)
     with pytest.warns(birl.diagnostics.InferenceWarning):
-        here = birl.infer(mdp, demos, model, parallel=False, **kw)
+        here = birl.infer(mdp, demos, model, parallel=parallel, **kw)
     with pytest.warns(birl.diagnostics.InferenceWarning):
         there = birl.infer(mdp, demos, model, executor=client.get_executor(), **kw)
     assert torch.equal(there.params["theta"], here.params["theta"])
-
-
-@pytest.mark.slow
-def test_infer_on_the_cluster_gives_the_draws_of_local_parallel_chains(client):
-    mdp = tiny_chain_mdp(horizon=3, n_features=2)
-    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=10, seed=0)
-    kw = dict(num_samples=30, warmup=30, num_chains=2, seed=3, progress=False)
-    model = birl.LinearReward(mdp.features)
-    with pytest.warns(birl.diagnostics.InferenceWarning):
-        local = birl.infer(mdp, demos, model, parallel=True, **kw)
-    with pytest.warns(birl.diagnostics.InferenceWarning):
-        there = birl.infer(mdp, demos, model, executor=client.get_executor(), **kw)
-    assert torch.equal(there.params["theta"], local.params["theta"])
 
 
 def test_a_worker_killed_mid_sweep_is_survived_and_nothing_finished_runs_again(
@@ -134,7 +103,7 @@ def test_a_worker_killed_mid_sweep_is_survived_and_nothing_finished_runs_again(
     running another is killed (SIGKILL). The sweep ends with every cell; the killed cell ran
     twice, every cell finished before the kill once, and a re-run runs nothing."""
     spec = tmp_path / "tiny.toml"
-    spec.write_text(SPEC.replace("NUM", "60"))
+    spec.write_text(sweep_spec(60))
     out = tmp_path / "out"
     grid = {"inference.seed": [0, 1, 2, 3]}
     outcome = {}
