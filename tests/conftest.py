@@ -29,3 +29,27 @@ def _harness():
     pyro.set_rng_seed(0)
     yield
     torch.set_default_dtype(old)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one intra-op thread for a module of tiny MDPs, where OpenMP threads only add
+    synchronisation (and stall on busy hosts); the setting is restored after the module, even
+    where a test in it changed the thread count. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def chain_problem():
+    """``(mdp, demos, model)``: bayesirl.testing's tiny chain MDP, 10 demonstrations of its
+    soft-optimal expert (seed 0) and a linear reward on its features; the inference tests'
+    smallest real problem (float64, as the harness sets it)."""
+    from bayesirl import LinearReward  # imported here: the harness sets the environment first
+    from bayesirl.testing import simulate_demos, tiny_chain_mdp
+
+    mdp = tiny_chain_mdp()
+    return mdp, simulate_demos(mdp, mdp.reward, 10, seed=0), LinearReward(mdp.features)

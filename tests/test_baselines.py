@@ -39,13 +39,7 @@ ALGORITHMS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These MDPs are tiny: OpenMP threads only add synchronisation (and stall on busy hosts)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # these MDPs are tiny
 
 
 def problem(slip, n=100, seed=0):

@@ -29,23 +29,17 @@ FAST_SVI = {"method": "svi", "steps": 30, "num_samples": 10}
 svi_module = importlib.import_module("bayesirl.inference.svi")  # SVI behind birl.infer
 
 
-@pytest.fixture
-def problem():
-    mdp = tiny_chain_mdp()
-    return mdp, simulate_demos(mdp, mdp.reward, 10, seed=0), birl.LinearReward(mdp.features)
-
-
 # ---------------------------------------------------------------------------- reproducibility
-def run(problem, **kwargs):
-    mdp, demos, model = problem
+def run(chain_problem, **kwargs):
+    mdp, demos, model = chain_problem
     return birl.infer(mdp, demos, model, progress=False, **kwargs)
 
 
-def test_nuts_seeded_runs_are_identical(problem):
+def test_nuts_seeded_runs_are_identical(chain_problem):
     with pytest.warns(InferenceWarning):
-        a = run(problem, seed=3, **FAST_NUTS)
+        a = run(chain_problem, seed=3, **FAST_NUTS)
     with pytest.warns(InferenceWarning):
-        b = run(problem, seed=3, **FAST_NUTS)
+        b = run(chain_problem, seed=3, **FAST_NUTS)
     assert torch.equal(a.params["theta"], b.params["theta"])
     assert torch.equal(a.rewards, b.rewards)
     for k in a.sample_stats:
@@ -54,18 +48,18 @@ def test_nuts_seeded_runs_are_identical(problem):
 
 
 @pytest.mark.parametrize("guide", ["normal", "mvn", "lowrank"])
-def test_svi_seeded_runs_are_identical(problem, guide):
-    a = run(problem, seed=5, guide=guide, **FAST_SVI)
-    b = run(problem, seed=5, guide=guide, **FAST_SVI)
+def test_svi_seeded_runs_are_identical(chain_problem, guide):
+    a = run(chain_problem, seed=5, guide=guide, **FAST_SVI)
+    b = run(chain_problem, seed=5, guide=guide, **FAST_SVI)
     assert torch.equal(a.params["theta"], b.params["theta"])
     assert a.extra["elbo"] == b.extra["elbo"] and len(a.extra["elbo"]) == FAST_SVI["steps"]
     assert a.params["theta"].shape == (1, FAST_SVI["num_samples"], 2)
     assert a.settings["guide"] == guide
-    c = run(problem, seed=6, guide=guide, **FAST_SVI)
+    c = run(chain_problem, seed=6, guide=guide, **FAST_SVI)
     assert not torch.equal(a.params["theta"], c.params["theta"])
 
 
-def test_svi_step_decays_geometrically_to_lr_times_lr_decay(problem, monkeypatch):
+def test_svi_step_decays_geometrically_to_lr_times_lr_decay(chain_problem, monkeypatch):
     """Every parameter's Adam step, read after the run, is lr * lr_decay; lr_decay=1 keeps it
     constant."""
     made = []
@@ -77,19 +71,19 @@ def test_svi_step_decays_geometrically_to_lr_times_lr_decay(problem, monkeypatch
 
     monkeypatch.setattr(svi_module.pyro.optim, "ClippedAdam", recording)
     for lr_decay in (0.05, 1.0):
-        post = run(problem, seed=0, lr=0.2, lr_decay=lr_decay, **FAST_SVI)
+        post = run(chain_problem, seed=0, lr=0.2, lr_decay=lr_decay, **FAST_SVI)
         assert post.settings["lr_decay"] == lr_decay
         steps = [g["lr"] for o in made[-1].optim_objs.values() for g in o.param_groups]
         assert steps and all(abs(x - 0.2 * lr_decay) < 1e-12 for x in steps), steps
 
 
-def test_svi_subsampling_runs(problem):
+def test_svi_subsampling_runs(chain_problem):
     """Minibatches of 3 of the 10 demonstrations: the ELBO's estimates are the noisier ones of
     a subsampled plate (scaled by 10/3; 4.5x the full batch's sd when measured), yet the fit
     lands within a posterior sd of the full-batch fit (0.38 and 0.19 sd when measured)."""
     kw = dict(method="svi", steps=300, lr=0.05, num_samples=200, seed=0)
-    full = run(problem, **kw)
-    post = run(problem, subsample_size=3, **kw)
+    full = run(chain_problem, **kw)
+    post = run(chain_problem, subsample_size=3, **kw)
     assert post.settings["subsample_size"] == 3
     assert torch.isfinite(post.params["theta"]).all()
     noise = np.std(post.extra["elbo"][-100:]) / np.std(full.extra["elbo"][-100:])
@@ -99,18 +93,18 @@ def test_svi_subsampling_runs(problem):
     assert (z.abs() < 1).all(), z
 
 
-def test_map_is_deterministic_and_single_draw(problem):
-    a = run(problem, method="map")
-    b = run(problem, method="map", seed=9)
+def test_map_is_deterministic_and_single_draw(chain_problem):
+    a = run(chain_problem, method="map")
+    b = run(chain_problem, method="map", seed=9)
     assert a.params["theta"].shape == (1, 1, 2)
     assert torch.equal(a.params["theta"], b.params["theta"])
     assert "sample_stats" not in group_names(a.to_arviz())
 
 
-def test_progress_false_is_silent_and_true_shows_a_bar(problem, capsys):
-    run(problem, **FAST_SVI)
+def test_progress_false_is_silent_and_true_shows_a_bar(chain_problem, capsys):
+    run(chain_problem, **FAST_SVI)
     assert capsys.readouterr().err == ""
-    mdp, demos, model = problem
+    mdp, demos, model = chain_problem
     birl.infer(mdp, demos, model, progress=True, **FAST_SVI)
     assert "svi" in capsys.readouterr().err
 
@@ -158,14 +152,14 @@ BAD_ARGUMENTS = [
 
 @pytest.mark.parametrize("kwargs,exc,match", [b[1:] for b in BAD_ARGUMENTS],
                          ids=[b[0] for b in BAD_ARGUMENTS])
-def test_bad_arguments_raise_naming_them(problem, kwargs, exc, match):
-    mdp, demos, model = problem
+def test_bad_arguments_raise_naming_them(chain_problem, kwargs, exc, match):
+    mdp, demos, model = chain_problem
     with pytest.raises(exc, match=match):
         birl.infer(mdp, demos, model, progress=False, **kwargs)
 
 
-def test_bad_types_raise_type_error(problem):
-    mdp, demos, model = problem
+def test_bad_types_raise_type_error(chain_problem):
+    mdp, demos, model = chain_problem
     with pytest.raises(TypeError, match="mdp must be a TabularMDP, got dict"):
         birl.infer({}, demos, model)
     with pytest.raises(TypeError, match="demos must be Demonstrations, got ndarray"):
@@ -174,8 +168,8 @@ def test_bad_types_raise_type_error(problem):
         birl.infer(mdp, demos, lambda: None)
 
 
-def test_demos_out_of_range_raise(problem):
-    mdp, demos, model = problem
+def test_demos_out_of_range_raise(chain_problem):
+    mdp, demos, model = chain_problem
     states = demos.states.clone()
     states[2, 1] = 7
     bad = Demonstrations(states, demos.actions, demos.mask)
@@ -189,16 +183,16 @@ def test_demos_out_of_range_raise(problem):
         birl.infer(mdp, bad, model, progress=False)
 
 
-def test_demos_longer_than_horizon_raise(problem):
-    mdp, _, model = problem
+def test_demos_longer_than_horizon_raise(chain_problem):
+    mdp, _, model = chain_problem
     long = simulate_demos(tiny_chain_mdp(horizon=5), mdp.reward, 3, seed=0)
     with pytest.raises(ValueError, match="demonstration 0 has length 5, expected at most the "
                                          "MDP's horizon 3"):
         birl.infer(mdp, long, model, progress=False)
 
 
-def test_impossible_transition_raises(problem):
-    mdp, demos, model = problem
+def test_impossible_transition_raises(chain_problem):
+    mdp, demos, model = chain_problem
     states = demos.states.clone()
     states[0] = torch.tensor([0, 2, 0])  # 0 -> 2 is not one step of the chain
     bad = Demonstrations(states, demos.actions, demos.mask)
@@ -211,16 +205,16 @@ def test_impossible_transition_raises(problem):
     (birl.TabularReward(3, 3), r"TabularReward has shape \(3, 3\), but the MDP needs \(3, 2\)"),
     (birl.GPReward(torch.zeros(5, 1)), "GPReward coords have 5 rows, but the MDP has 3 states"),
 ], ids=["linear", "tabular", "gp"])
-def test_reward_model_not_matching_mdp_raises(problem, model, match):
-    mdp, demos, _ = problem
+def test_reward_model_not_matching_mdp_raises(chain_problem, model, match):
+    mdp, demos, _ = chain_problem
     with pytest.raises(ValueError, match=match):
         birl.infer(mdp, demos, model, progress=False)
 
 
-def test_demos_on_another_device_raise(problem):
+def test_demos_on_another_device_raise(chain_problem):
     if not torch.cuda.is_available():
         pytest.skip("needs a second device")
-    mdp, demos, model = problem
+    mdp, demos, model = chain_problem
     with pytest.raises(ValueError, match="demos are on cuda"):
         birl.infer(mdp, demos.to("cuda"), model)
 
@@ -238,8 +232,8 @@ UNVALIDATED = [
 
 @pytest.mark.parametrize("kwargs,match", [u[1:] for u in UNVALIDATED],
                          ids=[u[0] for u in UNVALIDATED])
-def test_sampler_settings_validated(problem, kwargs, match):
-    mdp, demos, model = problem
+def test_sampler_settings_validated(chain_problem, kwargs, match):
+    mdp, demos, model = chain_problem
     settings = {"num_samples": 1, "warmup": 1, "num_chains": 1, "map_init": False,
                 "progress": False, **kwargs}
     with warnings.catch_warnings():
@@ -249,14 +243,14 @@ def test_sampler_settings_validated(problem, kwargs, match):
 
 
 # ---------------------------------------------------------------------------- strictness
-def test_strict_turns_warning_into_error(problem):
+def test_strict_turns_warning_into_error(chain_problem):
     with pytest.raises(ConvergenceError, match=r"bulk ESS is \d+ \(< 400\) with 1 chain"):
-        run(problem, num_samples=20, warmup=20, num_chains=1, strict=True)
+        run(chain_problem, num_samples=20, warmup=20, num_chains=1, strict=True)
 
 
-def test_non_strict_short_run_warns(problem):
+def test_non_strict_short_run_warns(chain_problem):
     with pytest.warns(InferenceWarning, match="MCMC convergence problems") as record:
-        post = run(problem, num_samples=20, warmup=20, num_chains=1)
+        post = run(chain_problem, num_samples=20, warmup=20, num_chains=1)
     assert post.num_draws == 20
     # one warning; no stray RuntimeWarning from the diagnostics of a single chain
     assert [w.category for w in record] == [InferenceWarning]
@@ -264,11 +258,11 @@ def test_non_strict_short_run_warns(problem):
     assert any("ESS" in p for p in problems)
 
 
-def test_svi_and_map_do_not_check_convergence(problem):
+def test_svi_and_map_do_not_check_convergence(chain_problem):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InferenceWarning)
-        run(problem, method="map")
-        run(problem, **FAST_SVI)
+        run(chain_problem, method="map")
+        run(chain_problem, **FAST_SVI)
 
 
 # ---------------------------------------------------------------------------- diagnostics
@@ -332,7 +326,7 @@ def test_check_convergence_warns_or_raises():
 
 
 # ---------------------------------------------------------------------------- interruption
-def test_interrupted_nuts_keeps_common_length_and_flags_incomplete(problem, monkeypatch):
+def test_interrupted_nuts_keeps_common_length_and_flags_incomplete(chain_problem, monkeypatch):
     """Ctrl-C during the second chain: both chains are truncated to the draws the second one
     made, and the posterior is marked incomplete."""
     from pyro.infer.mcmc import NUTS
@@ -348,13 +342,13 @@ def test_interrupted_nuts_keeps_common_length_and_flags_incomplete(problem, monk
 
     monkeypatch.setattr(NUTS, "sample", interrupting)
     with pytest.warns(InferenceWarning):
-        post = run(problem, seed=0, **FAST_NUTS)
+        post = run(chain_problem, seed=0, **FAST_NUTS)
     assert post.incomplete
     assert post.num_chains == 2 and post.num_draws == 4
     assert "incomplete" in repr(post)
 
 
-def test_interrupted_svi_keeps_fit_so_far(problem, monkeypatch):
+def test_interrupted_svi_keeps_fit_so_far(chain_problem, monkeypatch):
     from pyro.infer import SVI
 
     calls = {"n": 0}
@@ -367,7 +361,7 @@ def test_interrupted_svi_keeps_fit_so_far(problem, monkeypatch):
         return step(self, *args, **kwargs)
 
     monkeypatch.setattr(SVI, "step", interrupting)
-    post = run(problem, seed=0, **FAST_SVI)
+    post = run(chain_problem, seed=0, **FAST_SVI)
     assert post.incomplete
     assert len(post.extra["elbo"]) == 11
     assert post.samples["theta"].shape == (FAST_SVI["num_samples"], 2)

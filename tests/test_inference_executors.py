@@ -20,19 +20,12 @@ import torch
 import bayesirl as birl
 from bayesirl.inference import executors
 from bayesirl.posterior.diagnostics import InferenceWarning
-from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
 KW = dict(method="nuts", num_samples=8, warmup=8, seed=2, progress=False)
 
 
-@pytest.fixture
-def problem():
-    mdp = tiny_chain_mdp()
-    return mdp, simulate_demos(mdp, mdp.reward, 10, seed=0), birl.LinearReward(mdp.features)
-
-
-def _infer(problem, **kwargs):
-    mdp, demos, model = problem
+def _infer(chain_problem, **kwargs):
+    mdp, demos, model = chain_problem
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)
         return birl.infer(mdp, demos, model, **{**KW, **kwargs})
@@ -51,7 +44,7 @@ class InlineExecutor(concurrent.futures.Executor):
 
 
 # ---------------------------------------------------------------------------- where chains run
-def test_pool_has_at_most_one_process_per_core_or_max_workers(problem, monkeypatch):
+def test_pool_has_at_most_one_process_per_core_or_max_workers(chain_problem, monkeypatch):
     """Four chains on two usable cores get a pool of two processes (the other two chains
     queue); max_workers=1 gets one; one chain gets none."""
     pools = []
@@ -62,26 +55,26 @@ def test_pool_has_at_most_one_process_per_core_or_max_workers(problem, monkeypat
 
     monkeypatch.setattr(executors, "usable_cores", lambda: 2)
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", recording_pool)
-    sequential = _infer(problem, num_chains=4, parallel=False)
-    pooled = _infer(problem, num_chains=4, parallel=True)
-    _infer(problem, num_chains=4, parallel=True, max_workers=1)
-    _infer(problem, num_chains=1, parallel=True)
+    sequential = _infer(chain_problem, num_chains=4, parallel=False)
+    pooled = _infer(chain_problem, num_chains=4, parallel=True)
+    _infer(chain_problem, num_chains=4, parallel=True, max_workers=1)
+    _infer(chain_problem, num_chains=1, parallel=True)
     assert pools == [2, 1]
     assert torch.equal(pooled.samples["theta"], sequential.samples["theta"])
 
 
 @pytest.mark.slow  # processes each import torch and Pyro: about a minute
-def test_chains_queued_behind_one_process_draw_what_sequential_chains_draw(problem):
+def test_chains_queued_behind_one_process_draw_what_sequential_chains_draw(chain_problem):
     """Three chains through one worker process, one after another there, each unpickled
     afresh: the same draws as in this process."""
-    sequential = _infer(problem, num_chains=3, parallel=False)
-    queued = _infer(problem, num_chains=3, parallel=True, max_workers=1)
+    sequential = _infer(chain_problem, num_chains=3, parallel=False)
+    queued = _infer(chain_problem, num_chains=3, parallel=True, max_workers=1)
     assert torch.equal(queued.samples["theta"], sequential.samples["theta"])
 
 
-def test_any_executor_runs_the_chains(problem):
-    sequential = _infer(problem, num_chains=2, parallel=False)
-    inline = _infer(problem, num_chains=2, executor=InlineExecutor())
+def test_any_executor_runs_the_chains(chain_problem):
+    sequential = _infer(chain_problem, num_chains=2, parallel=False)
+    inline = _infer(chain_problem, num_chains=2, executor=InlineExecutor())
     assert torch.equal(inline.samples["theta"], sequential.samples["theta"])
 
 
@@ -95,11 +88,11 @@ def test_a_job_run_in_this_process_gives_its_threads_back():
 
 
 @pytest.mark.slow
-def test_a_users_process_pool_runs_the_chains(problem):
-    sequential = _infer(problem, num_chains=2, parallel=False)
+def test_a_users_process_pool_runs_the_chains(chain_problem):
+    sequential = _infer(chain_problem, num_chains=2, parallel=False)
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx) as pool:
-        pooled = _infer(problem, num_chains=2, executor=pool)
+        pooled = _infer(chain_problem, num_chains=2, executor=pool)
     assert torch.equal(pooled.samples["theta"], sequential.samples["theta"])
 
 
@@ -114,9 +107,9 @@ def test_a_users_process_pool_runs_the_chains(problem):
      "parallel is False but an executor was given"),
 ], ids=["max_workers-0", "max_workers-float", "executor-str", "executor-threads",
         "executor-not-parallel"])
-def test_worker_options_are_validated(problem, kwargs, exc, match):
+def test_worker_options_are_validated(chain_problem, kwargs, exc, match):
     with pytest.raises(exc, match=match):
-        _infer(problem, **kwargs)
+        _infer(chain_problem, **kwargs)
 
 
 # ---------------------------------------------------------------------------- scripts
@@ -150,21 +143,21 @@ def _run_script(tmp_path, text, stdin=False):
 
 
 @pytest.mark.slow  # processes each import torch and Pyro: about a minute
-def test_a_script_without_a_main_guard_runs_its_chains_in_parallel(tmp_path, problem):
+def test_a_script_without_a_main_guard_runs_its_chains_in_parallel(tmp_path, chain_problem):
     """The README's shape: infer() with parallel chains at the top level of a script. Spawned
     chain processes do not re-run the script (which would start inference again in each), and
     draw what the same chains draw here."""
     theta, stderr = _run_script(tmp_path, HEADER + "MODEL = birl.LinearReward\n" + RUN)
-    expected = _infer(problem, num_chains=2, parallel=False).samples["theta"]
+    expected = _infer(chain_problem, num_chains=2, parallel=False).samples["theta"]
     assert torch.equal(theta, expected)
     assert "one after another" not in stderr
 
 
 @pytest.mark.slow
-def test_a_repl_runs_parallel_chains(tmp_path, problem):
+def test_a_repl_runs_parallel_chains(tmp_path, chain_problem):
     """A script fed on stdin has a __main__ without a file, as a REPL or a notebook does."""
     theta, _ = _run_script(tmp_path, HEADER + "MODEL = birl.LinearReward\n" + RUN, stdin=True)
-    assert torch.equal(theta, _infer(problem, num_chains=2, parallel=False).samples["theta"])
+    assert torch.equal(theta, _infer(chain_problem, num_chains=2, parallel=False).samples["theta"])
 
 
 CUSTOM_MODEL = """\
@@ -176,20 +169,20 @@ MODEL = Custom
 
 @pytest.mark.slow
 def test_a_class_from_an_unguarded_main_runs_chains_one_after_another_with_a_note(
-        tmp_path, problem):
+        tmp_path, chain_problem):
     """A chain that needs a class defined in an unguarded script cannot go to a process
     without re-running the script: the chains run here, and one line says why."""
     theta, stderr = _run_script(tmp_path, HEADER + CUSTOM_MODEL + RUN)
-    assert torch.equal(theta, _infer(problem, num_chains=2, parallel=False).samples["theta"])
+    assert torch.equal(theta, _infer(chain_problem, num_chains=2, parallel=False).samples["theta"])
     lines = [ln for ln in stderr.splitlines() if "one after another" in ln]
     assert len(lines) == 1 and "Custom from __main__" in lines[0], stderr[-2000:]
 
 
 @pytest.mark.slow
-def test_a_class_from_a_guarded_main_runs_chains_in_processes(tmp_path, problem):
+def test_a_class_from_a_guarded_main_runs_chains_in_processes(tmp_path, chain_problem):
     text = HEADER + CUSTOM_MODEL + "if __name__ == '__main__':\n" + textwrap.indent(RUN, "    ")
     theta, stderr = _run_script(tmp_path, text)
-    assert torch.equal(theta, _infer(problem, num_chains=2, parallel=False).samples["theta"])
+    assert torch.equal(theta, _infer(chain_problem, num_chains=2, parallel=False).samples["theta"])
     assert "one after another" not in stderr
 
 

@@ -15,14 +15,7 @@ from bayesirl import envs
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.metrics import epic_distance, expected_value_difference, held_out_log_likelihood
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These MDPs are tiny: OpenMP threads only add synchronisation (and stall on busy hosts)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # these MDPs are tiny
 
 
 @pytest.fixture(scope="module")
