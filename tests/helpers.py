@@ -9,16 +9,15 @@ The text is written line by line in the order a person would (``name``, ``[envir
 
 from __future__ import annotations
 
+import json
+
 
 def toml_value(value) -> str:
-    """``value`` as a TOML value: a bool, a number, a string or a flat inline table."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
+    """``value`` as a TOML value: a dict as an inline table; a bool, number, string or list is
+    written alike in JSON and TOML."""
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return repr(value)
+    return json.dumps(value)
 
 
 def tiny_spec(name: str = "tiny", *, inference: dict, demonstrations: dict | None = None,
