@@ -181,32 +181,28 @@ def test_same_seed_same_draws_other_seed_other_draws():
     assert torch.equal(a.draws, b.draws) and not torch.equal(a.draws, c.draws)
 
 
+def interrupted_after(U, calls: int):
+    """``U`` that raises KeyboardInterrupt (Ctrl-C) once it has been called ``calls`` times."""
+    count = 0
+
+    def potential(q):
+        nonlocal count
+        count += 1
+        if count > calls:
+            raise KeyboardInterrupt
+        return U(q)
+
+    return potential
+
+
 def test_an_interrupt_while_sampling_keeps_the_draws_made():
     mean, _, U = gaussian(2)
-    calls = 0
-
-    def interrupted_later(q):
-        nonlocal calls
-        calls += 1
-        if calls > 400:
-            raise KeyboardInterrupt
-        return U(q)
-
     init = mean + torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
-    run = chees_hmc(interrupted_later, init, 10_000, 20, seed=0, progress=False)
+    run = chees_hmc(interrupted_after(U, 400), init, 10_000, 20, seed=0, progress=False)
     assert run.interrupted and 0 < run.draws.shape[1] < 10_000
     assert all(v.shape == (4, run.draws.shape[1]) for v in run.stats.values())
-    calls = 0
-
-    def interrupted_early(q):
-        nonlocal calls
-        calls += 1
-        if calls > 5:
-            raise KeyboardInterrupt
-        return U(q)
-
     with pytest.raises(KeyboardInterrupt, match="before any draw"):
-        chees_hmc(interrupted_early, init, 10, 100, seed=0, progress=False)
+        chees_hmc(interrupted_after(U, 5), init, 10, 100, seed=0, progress=False)
 
 
 @pytest.mark.parametrize("kwargs, match", [
