@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import bayesirl as birl
-from bayesirl.inference.target import Target
+from bayesirl.inference import map as map_
+from bayesirl.inference.target import SecondOrder, Target
 from bayesirl.model.likelihood import demo_log_likelihood
 from bayesirl.model.likelihood_derivatives import (
     SoftSecondOrder,
@@ -223,3 +224,49 @@ def test_second_order_applies_only_where_its_assumptions_hold():
                                      mask=torch.ones(2, 5, dtype=torch.bool))
     finite = birl.LinearReward(grid.features, prior=dist.Normal(0.0, 1.0))
     assert SoftSecondOrder.of(Target(grid, grid_demos, finite, "soft", 1.0)) is None
+
+
+# ---------------------------------------------------------------- Newton's MAP on SecondOrder
+def test_newton_map_equals_the_quasi_newton_map_and_the_laplace_hessian_differences():
+    mdp = random_mdp(S=8, discount=0.999, seed=21)
+    phi = features(8, 3, 3, seed=22)
+    demos = _demos(mdp, phi @ torch.tensor([0.6, -0.4, 0.2], dtype=torch.float64), seed=3)
+    target = Target(mdp, demos, birl.LinearReward(phi, prior=dist.Normal(0.0, 2.0)), "soft", 1.0)
+    assert isinstance(target, SecondOrder) and target.second_order is not None
+    u_newton, loss_newton = map_.fit_map(target, target.init_unconstrained())
+    plain = Target(mdp, demos, birl.LinearReward(phi, prior=dist.Normal(0.0, 2.0)), "soft", 1.0)
+    plain.second_order = None                          # the L-BFGS path on autograd gradients
+    u_lbfgs, loss_lbfgs = map_.fit_map(plain, plain.init_unconstrained())
+    assert torch.allclose(u_newton["theta"], u_lbfgs["theta"], atol=1e-5)
+    assert loss_newton <= loss_lbfgs + 1e-9
+    exact, differences = map_.laplace(target, u_newton), map_.laplace(plain, u_newton)
+    assert exact.hessian.startswith("analytic") and differences.hessian.startswith("finite")
+    assert torch.allclose(exact.covariance, differences.covariance, rtol=1e-5)
+
+
+def test_newton_map_on_rusts_buses_from_zero_takes_few_evaluations():
+    """From theta = 0 the Hessian is indefinite (BHHH's curvature steps first) and the first
+    full steps overshoot by orders of magnitude (the interpolating line search)."""
+    mdp, demos = birl.datasets.rust_bus(groups=(4,), discount=0.9999)
+    target = Target(mdp, demos, birl.LinearReward(mdp.features, prior=flat()), "soft", 1.0)
+    calls = []
+
+    def counted(theta, warm=None):
+        calls.append(theta)
+        return target.second_order(theta, warm)
+
+    start = torch.zeros(2, dtype=torch.float64)
+    assert not bool(torch.linalg.eigvalsh(target.second_order(start).hessian).min() > 0)
+    theta, _, converged = map_.newton_map(counted, start)
+    assert converged and len(calls) <= 20
+    assert theta.tolist() == pytest.approx([2.2931, 10.0749], abs=5e-5)  # Rust's Table IX
+
+
+def test_shorter_step_interpolates_within_its_bounds():
+    # phi(0) = 10, phi'(0) = -4, phi(1) = 1e5: the quadratic's minimum is tiny -> step / 10
+    assert map_._shorter_step(1.0, 4.0, 10.0, 1e5) == pytest.approx(0.1)
+    # phi(1) = 9 (too little decrease): the minimum 4 / (2 * 3) = 0.667 -> capped at step / 2
+    assert map_._shorter_step(1.0, 4.0, 10.0, 9.0) == pytest.approx(0.5)
+    # phi(1) = 12: minimum 4 / (2 * 6) = 0.333, inside the bounds
+    assert map_._shorter_step(1.0, 4.0, 10.0, 12.0) == pytest.approx(1 / 3)
+    assert map_._shorter_step(0.5, 4.0, 10.0, float("inf")) == 0.25

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import math
 import os
@@ -270,11 +271,12 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
     """
     arguments = dict(locals())  # every parameter, by name
     options = _options(**arguments)
-    target = build_target(mdp, demos, reward_model, options.likelihood, options.rationality)
-    _check_svi_options(target, method, guide, subsample_size, checkpoint_every)
-    _warn_unused(method, arguments)
-    start = time.perf_counter()
-    with _threads_for(mdp):
+    with _threads_for(mdp):  # the checks of a small problem too (a rank, a validation)
+        target = build_target(mdp, demos, reward_model, options.likelihood,
+                              options.rationality)
+        _check_svi_options(target, method, guide, subsample_size, checkpoint_every)
+        _warn_unused(method, arguments)
+        start = time.perf_counter()
         pyro.set_rng_seed(seed)
         fit = _run(target, options)
         settings = {"likelihood": options.likelihood, "seed": seed, "num_samples": num_samples,
@@ -340,10 +342,17 @@ def _threads_for(mdp):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpoolctl.threadpool_limits(1):
+        with _thread_pools().limit(limits=1):
             yield
     finally:
         torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_pools() -> threadpoolctl.ThreadpoolController:
+    """The BLAS/OpenMP pools loaded in this process, found once: finding them scans every
+    loaded library (about a millisecond, as much as a small MAP's fixed points)."""
+    return threadpoolctl.ThreadpoolController()
 
 
 def _run(target, o: Options) -> Fit:

@@ -12,7 +12,9 @@ constrained parameter: ``Sigma_params = J Sigma J^T`` with ``J = d params / d u`
 diagonal's square roots are the standard errors in the parameters' own units. With an improper
 flat prior (:func:`~bayesirl.model.rewards.is_improper`) the MAP is the maximum-likelihood
 estimate and ``H`` the observed information, so these are the MLE's standard errors as an
-econometrician reports them. ``H`` comes from autograd where the potential is twice
+econometrician reports them. ``H`` is exact for a target with a second-order potential
+(:class:`~bayesirl.inference.target.SecondOrder`: the implicit function theorem on the Bellman
+fixed point); otherwise it comes from autograd where the potential is twice
 differentiable, else (the compiled dynamic programs are differentiable once) from central
 differences of its autograd gradient, Richardson-extrapolated (error O(h^4), h = 1e-3 per unit
 of the coordinate); either way it is symmetrised, and a Hessian that is not positive definite
@@ -22,6 +24,7 @@ coordinate it fails along is named.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -31,7 +34,7 @@ import torch
 from bayesirl.posterior.diagnostics import InferenceWarning
 
 __all__ = ["MAX_COORDINATES", "Laplace", "coordinate_names", "fit_map", "hessian", "laplace",
-           "laplace_draws", "warn_without_standard_errors"]
+           "laplace_draws", "newton_map", "warn_without_standard_errors"]
 
 _FD_STEP = 1e-3  # finite-difference step per unit of a coordinate's magnitude (at least 1)
 #: Coordinates up to which ``method="map"`` computes standard errors (a dense Hessian: up to
@@ -58,15 +61,96 @@ def _flattening(u0: dict[str, torch.Tensor]):
     return flatten, unflatten
 
 
+def _second_order(target):
+    """The target's exact second-order potential
+    (:class:`~bayesirl.inference.target.SecondOrder`), or None."""
+    from bayesirl.inference.target import SecondOrder
+
+    return target.second_order if isinstance(target, SecondOrder) else None
+
+
+def _shorter_step(step: float, decrement: float, value: float, trial: float) -> float:
+    """The next step of a backtracking line search after ``step`` failed: the minimum of the
+    quadratic through ``phi(0) = value``, ``phi'(0) = -decrement`` and ``phi(step) = trial``,
+    kept within ``[step / 10, step / 2]`` (halving where ``trial`` is not finite). A
+    Newton or BHHH step far from the mode can overshoot by orders of magnitude; halving would
+    take one evaluation per factor of two back, the interpolation one or two in all."""
+    if not math.isfinite(trial):
+        return step / 2
+    curvature = trial - value + decrement * step
+    best = decrement * step * step / (2 * curvature) if curvature > 0 else step / 2
+    return min(step / 2, max(step / 10, best))
+
+
+def newton_map(second_order, theta0: torch.Tensor, max_iter: int = 100,
+               tol: float = 1e-12) -> tuple[torch.Tensor, float, bool]:
+    """Minimise a potential by Newton's method with its exact Hessian from ``theta0 (d,)``:
+    ``second_order(theta, warm)`` returns a
+    :class:`~bayesirl.model.likelihood_derivatives.SecondOrderValue` (value, gradient, Hessian,
+    a positive semi-definite ``curvature``, a ``warm`` start for the next call).
+
+    Each step is ``-H^-1 g``, or ``-curvature^-1 g`` where ``H`` is not positive definite (far
+    from the mode, where a Newton step need not descend: BHHH's step, as in Rust's NFXP), with
+    a backtracking (Armijo) line search; every trial's fixed point starts from the last
+    accepted one. Stops when the Newton decrement ``g' H^-1 g`` (twice the predicted remaining
+    decrease) is below ``tol``. Returns ``(theta, value, converged)``; not converged when
+    ``max_iter`` run out, or the line search finds no decrease while the decrement is still
+    above ``1e-8`` (the caller then polishes with a quasi-Newton method).
+    """
+    theta = theta0.detach().to(torch.float64).reshape(-1)
+    at = second_order(theta)
+    if not bool(torch.isfinite(at.value)):
+        return theta, float(at.value), False
+    for _ in range(max_iter):
+        chol, info = torch.linalg.cholesky_ex(at.hessian)
+        if int(info) != 0:
+            chol, info = torch.linalg.cholesky_ex(at.curvature)
+            if int(info) != 0:
+                return theta, float(at.value), False
+        p = torch.cholesky_solve(at.gradient.unsqueeze(-1), chol).squeeze(-1)
+        decrement = float(at.gradient @ p)
+        if decrement < tol:
+            return theta, float(at.value), True
+        step = 1.0
+        while True:
+            trial = theta - step * p
+            try:
+                cand = second_order(trial, at.warm)
+                ok = bool(torch.isfinite(cand.value)) and (
+                    float(cand.value) <= float(at.value) - 1e-4 * step * decrement)
+            except FloatingPointError:  # no fixed point this far out: a shorter step
+                cand, ok = None, False
+            if ok:
+                break
+            step = _shorter_step(step, decrement, float(at.value),
+                                 float(cand.value) if cand is not None else math.inf)
+            if step < 1e-10:
+                return theta, float(at.value), decrement < 1e-8
+        theta, at = trial, cand
+    return theta, float(at.value), False
+
+
 def fit_map(target, u0: dict[str, torch.Tensor], max_iter: int = 200,
             jacobian: bool = False) -> tuple[dict[str, torch.Tensor], float]:
-    """Minimise ``target.potential(u, jacobian)`` over unconstrained ``u`` from ``u0`` with
-    SciPy's L-BFGS-B (no bounds: ``u`` is unconstrained); ``jacobian=False`` is the MAP of
-    AutoDelta. Returns ``(u, loss)``, ``u`` shaped like ``u0``.
+    """Minimise ``target.potential(u, jacobian)`` over unconstrained ``u`` from ``u0``;
+    ``jacobian=False`` is the MAP of AutoDelta. Returns ``(u, loss)``, ``u`` shaped like
+    ``u0``.
 
-    SciPy rather than ``torch.optim.LBFGS``: the first step of a torch optimizer imports
-    ``torch._dynamo``, seconds in every fresh process, parallel chains' included.
+    A target with an exact second-order potential
+    (:class:`~bayesirl.inference.target.SecondOrder`; its unconstrained coordinates are its one
+    site) takes Newton steps
+    (:func:`newton_map`: about ten evaluations, each about one Bellman solve); otherwise, or
+    to polish where Newton stops short, SciPy's L-BFGS-B on autograd gradients (no bounds:
+    ``u`` is unconstrained). SciPy rather than ``torch.optim.LBFGS``: the first step of a
+    torch optimizer imports ``torch._dynamo``, seconds in every fresh process.
     """
+    second = None if jacobian else _second_order(target)
+    if second is not None:
+        (site, value), = u0.items()
+        theta, loss, converged = newton_map(second, value, max_iter)
+        u0 = {site: theta.to(value.dtype).reshape(value.shape)}
+        if converged:
+            return u0, loss
     flatten, unflatten = _flattening(u0)
 
     def loss_and_grad(x):
@@ -155,7 +239,12 @@ def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
     the Hessian is not positive definite (the MAP is then no strict maximum)."""
     flatten, unflatten = _flattening(u_map)
     x = flatten(u_map).detach()
-    H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
+    second = _second_order(target)
+    if second is not None:
+        H = second(x).hessian.to(x.dtype)
+        how = "analytic (implicit function theorem on the Bellman fixed point)"
+    else:
+        H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
     names = coordinate_names(u_map)
     chol, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0 or not bool(torch.isfinite(H).all()):

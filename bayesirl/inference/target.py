@@ -16,6 +16,9 @@ target is, not on attributes it happens to have:
   warmup draws (:meth:`Rewhitening.rewhitened`); see :mod:`bayesirl.inference.mcmc`.
 - :class:`HasPyroModel` and :class:`HasGuide`: a Pyro model with the same density (SVI), and
   a guide of the target's own (e.g. amortised).
+- :class:`SecondOrder`: an exact gradient and Hessian of the MAP objective (a linear reward
+  with the soft likelihood on a discounted MDP), for Newton steps and the Laplace
+  approximation.
 - :class:`Fingerprinted`: named digests of what the target was built from, which SVI
   checkpoints carry so that a run never resumes from a fit to something else.
 
@@ -43,11 +46,12 @@ from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.base_target import BaseTarget
 from bayesirl.model.fused import LinearNormalPotential
 from bayesirl.model.likelihood import demo_log_likelihood, irl_model
+from bayesirl.model.likelihood_derivatives import SoftSecondOrder
 from bayesirl.model.rewards import RewardModel
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
 __all__ = ["Fingerprinted", "HasGuide", "HasPyroModel", "InferenceTarget", "Refracting",
-           "Rewhitening", "Target", "TargetBuilder", "build_target", "digest"]
+           "Rewhitening", "SecondOrder", "Target", "TargetBuilder", "build_target", "digest"]
 
 
 @runtime_checkable
@@ -105,6 +109,17 @@ class Rewhitening(Protocol):
     def whiten(self, params: torch.Tensor) -> torch.Tensor: ...
 
     def rewhitened(self, w: torch.Tensor) -> Rewhitening: ...
+
+
+@runtime_checkable
+class SecondOrder(Protocol):
+    """A target whose MAP objective (the potential without Jacobian) has an exact Hessian:
+    ``second_order(theta: (d,), warm=None)`` returns a
+    :class:`~bayesirl.model.likelihood_derivatives.SecondOrderValue` at its one site's value
+    (None: it has none). MAP takes Newton steps on it and the Laplace approximation uses its
+    Hessian (:mod:`bayesirl.inference.map`)."""
+
+    second_order: Any
 
 
 @runtime_checkable
@@ -176,7 +191,8 @@ class Target(BaseTarget):
     batch shape; ``potential(u)`` takes unconstrained values (a dict, as Pyro's kernels want)
     and includes the log-Jacobian of the transforms to each prior's support (the plumbing of
     :class:`~bayesirl.model.base_target.BaseTarget`). Implements :class:`InferenceTarget`,
-    :class:`HasPyroModel` (:func:`~bayesirl.irl_model`) and :class:`Fingerprinted`.
+    :class:`HasPyroModel` (:func:`~bayesirl.irl_model`), :class:`Fingerprinted` and, where it
+    applies, :class:`SecondOrder`.
     """
 
     def __init__(self, mdp, demos, reward_model, likelihood, rationality):
@@ -187,6 +203,7 @@ class Target(BaseTarget):
             priors["rationality"] = rationality
         super().__init__(priors, mdp.dtype, mdp.device)
         self.fused = LinearNormalPotential.of(self)
+        self.second_order = SoftSecondOrder.of(self)
 
     def beta(self, params):
         return params.get("rationality", self.rationality)

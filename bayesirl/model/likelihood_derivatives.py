@@ -25,7 +25,7 @@ from torch.distributions import constraints
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.rewards import is_improper
-from bayesirl.planning.sensitivity import soft_sensitivity, weighted_hessian
+from bayesirl.planning.sensitivity import gram, soft_sensitivity, weighted_hessian
 
 __all__ = ["MAX_PARAMETERS", "LikelihoodDerivatives", "SecondOrderValue", "SoftSecondOrder",
            "soft_log_likelihood_derivatives"]
@@ -39,14 +39,15 @@ class LikelihoodDerivatives(NamedTuple):
     """``log_lik (N,)`` per demonstration, ``scores (N, d)`` (each demonstration's gradient),
     ``hessian (d, d)`` of the summed log-likelihood and ``opg (d, d)``, the sum over observed
     steps of the outer products of their scores ``d log pi(a_t | s_t)`` (BHHH's estimate of the
-    information, positive semi-definite), all float64; ``v (S,)`` the soft fixed point (a warm
-    start for the next evaluation)."""
+    information, positive semi-definite), all float64; ``v (S,)`` the soft fixed point and
+    ``dv (S, d)`` its derivatives (a warm start for the next evaluation)."""
 
     log_lik: torch.Tensor
     scores: torch.Tensor
     hessian: torch.Tensor
     opg: torch.Tensor
     v: torch.Tensor
+    dv: torch.Tensor
 
 
 def _counts(mdp: TabularMDP, demos: Demonstrations) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +75,9 @@ def soft_log_likelihood_derivatives(mdp: TabularMDP, demos: Demonstrations,
     flat_g = sens.dlog_policy.reshape(S * A, -1)
     log_lik = (flat_lp[idx] * mask).sum(-1)                                     # (N,)
     scores = (flat_g[idx] * mask.unsqueeze(-1)).sum(-2)                         # (N, d)
-    opg = torch.einsum("sa,sak,sal->kl", C, sens.dlog_policy, sens.dlog_policy)
-    return LikelihoodDerivatives(log_lik, scores, weighted_hessian(mdp, sens, C), opg, sens.v)
+    opg = gram(C.unsqueeze(0), sens.dlog_policy.unsqueeze(0))[0]
+    return LikelihoodDerivatives(log_lik, scores, weighted_hessian(mdp, sens, C), opg, sens.v,
+                                 sens.dv)
 
 
 def _real_support(prior) -> bool:
@@ -90,16 +92,25 @@ class SoftSecondOrder:
     potential without Jacobian (the MAP's objective: ``-log prior - log-likelihood``) at its
     one site's value ``theta (d,)``; see the module doc. Build with :meth:`of`."""
 
+    def __getstate__(self):
+        return {**self.__dict__, "_last": None}  # a chain process recomputes what it needs
+
     def __init__(self, target, site: str, phi: torch.Tensor):
-        mdp = target.mdp
-        S, A = mdp.n_states, mdp.n_actions
-        phi = phi.to(torch.float64)
-        if phi.dim() == 2:                                                   # state features
-            phi = phi.unsqueeze(1).expand(S, A, phi.shape[-1])
-        self.target, self.site = target, site
-        self.jacobian = float(target.rationality) * phi                      # (S, A, d)
+        self.target, self.site, self.phi = target, site, phi
         self.prior = target.priors[site]
-        self.counts = _counts(mdp, target.demos)
+        self._parts = None  # (jacobian (S, A, d), counts), built on the first call
+        self._last = None   # (theta, value) of the last call: the MAP's Laplace asks again
+
+    def _jacobian_and_counts(self):
+        if self._parts is None:
+            mdp = self.target.mdp
+            S, A = mdp.n_states, mdp.n_actions
+            phi = self.phi.to(torch.float64)
+            if phi.dim() == 2:                                               # state features
+                phi = phi.unsqueeze(1).expand(S, A, phi.shape[-1])
+            jacobian = float(self.target.rationality) * phi                  # (S, A, d)
+            self._parts = (jacobian, _counts(mdp, self.target.demos))
+        return self._parts
 
     @classmethod
     def of(cls, target) -> SoftSecondOrder | None:
@@ -113,14 +124,18 @@ class SoftSecondOrder:
             return None
         return cls(target, linear[0], linear[1])
 
-    def __call__(self, theta: torch.Tensor, warm: torch.Tensor | None = None) -> SecondOrderValue:
-        """The potential's :class:`SecondOrderValue` at ``theta (d,)``; ``warm``: the previous
-        evaluation's ``warm``."""
+    def __call__(self, theta: torch.Tensor, warm: tuple | None = None) -> SecondOrderValue:
+        """The potential's :class:`SecondOrderValue` at ``theta (d,)``; ``warm``: an earlier
+        evaluation's ``warm``, from which the fixed point starts at its first-order prediction
+        ``v + dv @ (theta - theta_then)`` (a Newton-Kantorovich step or two near the mode)."""
         target = self.target
+        jacobian, counts = self._jacobian_and_counts()
         theta = theta.detach().to(torch.float64)
-        reward = self.jacobian @ theta                                             # (S, A)
-        der = soft_log_likelihood_derivatives(target.mdp, target.demos, reward, self.jacobian,
-                                              warm, counts=self.counts)
+        if self._last is not None and torch.equal(self._last[0], theta):
+            return self._last[1]
+        v0 = None if warm is None else warm[1] + warm[2] @ (theta - warm[0])
+        der = soft_log_likelihood_derivatives(target.mdp, target.demos, jacobian @ theta,
+                                              jacobian, v0, counts=counts)
         value, grad, hess, opg = -der.log_lik.sum(), -der.scores.sum(0), -der.hessian, der.opg
         if not is_improper(self.prior):
             def log_prior(t):
@@ -130,18 +145,22 @@ class SoftSecondOrder:
                 value = value - log_prior(theta).detach()
                 grad = grad - torch.autograd.functional.jacobian(log_prior, theta)
             hess, opg = hess - prior_hess, opg - prior_hess
-        return SecondOrderValue(value, grad, 0.5 * (hess + hess.T), opg, der.v, der)
+        out = SecondOrderValue(value, grad, 0.5 * (hess + hess.T), opg, (theta, der.v, der.dv),
+                               der)
+        self._last = (theta.clone(), out)
+        return out
 
 
 class SecondOrderValue(NamedTuple):
     """A potential ``value`` (0-d) with its ``gradient (d,)`` and ``hessian (d, d)``;
     ``curvature (d, d)``: a positive semi-definite stand-in for the Hessian where that is not
     positive definite (BHHH's outer product of scores, plus the prior's curvature); ``warm``:
-    a start for the next evaluation's fixed point; ``derivatives``: the log-likelihood's."""
+    ``(theta, v, dv)``, a start for the next evaluation's fixed point; ``derivatives``: the
+    log-likelihood's."""
 
     value: torch.Tensor
     gradient: torch.Tensor
     hessian: torch.Tensor
     curvature: torch.Tensor
-    warm: torch.Tensor
+    warm: tuple
     derivatives: LikelihoodDerivatives

@@ -39,18 +39,21 @@ from bayesirl.core.mdp import TabularMDP
 from bayesirl.planning import newton as _newton
 from bayesirl.planning.bellman import SMALL_WORK, soft_backup, torch_threads
 
-__all__ = ["SoftSensitivity", "soft_sensitivity", "weighted_hessian"]
+__all__ = ["SoftSensitivity", "gram", "soft_sensitivity", "weighted_hessian"]
 
 
 class SoftSensitivity(NamedTuple):
     """The soft fixed point and its first derivatives (see the module doc).
 
-    ``v (..., S)``, ``log_policy (..., S, A)``, ``dlog_policy (..., S, A, d)`` (the
-    derivatives of ``log pi`` along the reward's Jacobian); ``factor``: the factors of
+    ``v (..., S)``, ``dv (..., S, d)`` (its derivatives: ``v + dv @ delta`` is the fixed
+    point at ``theta + delta`` to first order, a warm start), ``log_policy (..., S, A)``,
+    ``dlog_policy (..., S, A, d)`` (the derivatives of ``log pi`` along the reward's
+    Jacobian); ``factor``: the factors of
     ``I - gamma P_pi`` at ``v`` (batch rows flattened), reused by :func:`weighted_hessian`;
     ``num_iters``: the solver's sweeps plus Newton steps."""
 
     v: torch.Tensor
+    dv: torch.Tensor
     log_policy: torch.Tensor
     dlog_policy: torch.Tensor
     factor: _newton.DenseFactor | _newton.SparseFactor
@@ -113,8 +116,18 @@ def soft_sensitivity(mdp: TabularMDP, reward: torch.Tensor, reward_jacobian: tor
         factor = _newton.factorize(mdp64.successors, mdp64.transition_probs, pi, gamma)
         dv = factor.solve_columns((pi.unsqueeze(-1) * R1).sum(-2))                  # (B, S, d)
         dlog_pi = R1 + gamma * _expect_columns(mdp64, dv) - dv.unsqueeze(-2)         # (B,S,A,d)
-    return SoftSensitivity(v.reshape(*batch, S), log_pi.reshape(*batch, S, A),
+    return SoftSensitivity(v.reshape(*batch, S), dv.reshape(*batch, S, d),
+                           log_pi.reshape(*batch, S, A),
                            dlog_pi.reshape(*batch, S, A, d), factor, res.num_iters)
+
+
+def gram(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``sum_{s,a} w(s, a) g(s, a) g(s, a)^T``: ``w (B, S, A)``, ``g (B, S, A, d)`` ->
+    ``(B, d, d)``, as one batched matrix product (a three-operand einsum would plan its
+    contraction order anew on every call, which costs more than the product here)."""
+    B, S, A, d = g.shape
+    flat = g.reshape(B, S * A, d)
+    return (flat * w.reshape(B, S * A, 1)).transpose(-1, -2) @ flat
 
 
 def weighted_hessian(mdp: TabularMDP, sens: SoftSensitivity, weights: torch.Tensor,
@@ -139,7 +152,7 @@ def weighted_hessian(mdp: TabularMDP, sens: SoftSensitivity, weights: torch.Tens
         m = gamma * mdp64.push(w) - w.sum(-1)                                          # (B, S)
         lam = sens.factor.solve_transpose(m)                                           # (B, S)
         lp = lam.unsqueeze(-1) * pi                                                    # (B, S, A)
-        H = torch.einsum("bsa,bsak,bsal->bkl", lp, g, g)
+        H = gram(lp, g)
         if reward_hessian is not None:
             R2 = reward_hessian.detach().to(torch.float64).expand(*batch, S, A, d, d)
             H = H + torch.einsum("bsa,bsakl->bkl", w + lp, R2.reshape(B, S, A, d, d))
