@@ -500,3 +500,14 @@ def test_bad_probabilities_raise_naming_the_entry():
         mdp.with_probabilities(bad)
     with pytest.raises(TypeError, match="prob must be an array of numbers"):
         mdp.with_probabilities("uniform")
+
+
+def test_value_iteration_stops_at_once_on_a_non_finite_reward():
+    """Plain iteration at gamma = 0.9999 would sweep 10^5 times on a NaN; it stops at the first
+    non-finite update and says why."""
+    mdp, reward = bus_chain(S=10, discount=0.9999)
+    reward = reward.clone()
+    reward[3, 0] = float("nan")
+    with pytest.warns(ConvergenceWarning, match="not finite after 1 iterations"):
+        plan = birl.soft_value_iteration(mdp, reward, solver="iterate", max_iters=200_000)
+    assert plan.num_iters == 1

@@ -30,8 +30,8 @@ from bayesirl.planning.sensitivity import gram, soft_sensitivity, weighted_hessi
 __all__ = ["MAX_PARAMETERS", "LikelihoodDerivatives", "SecondOrderValue", "SoftSecondOrder",
            "soft_log_likelihood_derivatives"]
 
-#: Parameters up to which the second-order path is used: its Jacobian is ``(S, A, d)`` and its
-#: Hessian ``(d, d)``; beyond, a quasi-Newton method needs neither.
+#: The most parameters for which the second-order path is used (its Jacobian is ``(S, A, d)``
+#: and its Hessian ``(d, d)``); beyond, a quasi-Newton method needs neither.
 MAX_PARAMETERS = 256
 
 

@@ -328,7 +328,8 @@ def _iterate(step, x, gamma, tol, max_iters, what):
     """Iterate the gamma-contraction ``x <- step(x)`` from ``x`` to its fixed point.
 
     Stops when the error bound ``gamma / (1 - gamma) * |x_new - x|_inf`` falls below
-    ``tol * max(1, |x|_inf)``; otherwise warns with :class:`ConvergenceWarning`.
+    ``tol * max(1, |x|_inf)``, or at once when the update is not finite; otherwise (and then)
+    warns with :class:`ConvergenceWarning`.
     Returns ``(x, num_iters, residual)``, the residual being the last update's sup-norm.
     """
     residual = math.inf
@@ -336,6 +337,11 @@ def _iterate(step, x, gamma, tol, max_iters, what):
         x_new = step(x)
         residual = (x_new - x).abs().max().item() if x.numel() else 0.0
         x = x_new
+        if not math.isfinite(residual):  # a non-finite reward: more sweeps cannot help
+            warnings.warn(f"{what} did not converge: the iterate is not finite after {it} "
+                          "iterations; check the reward is finite", ConvergenceWarning,
+                          stacklevel=4)
+            return x, it, residual
         scale = max(1.0, x.abs().max().item()) if x.numel() else 1.0
         if gamma == 0 or residual * gamma / (1 - gamma) <= tol * scale:
             return x, it, residual

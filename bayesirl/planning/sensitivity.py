@@ -37,6 +37,7 @@ import torch
 
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.planning import newton as _newton
+from bayesirl.planning.newton import DenseFactor, SparseFactor
 from bayesirl.planning.bellman import SMALL_WORK, soft_backup, torch_threads
 
 __all__ = ["SoftSensitivity", "gram", "soft_sensitivity", "weighted_hessian"]
@@ -56,7 +57,7 @@ class SoftSensitivity(NamedTuple):
     dv: torch.Tensor
     log_policy: torch.Tensor
     dlog_policy: torch.Tensor
-    factor: _newton.DenseFactor | _newton.SparseFactor
+    factor: DenseFactor | SparseFactor
     num_iters: int
 
 
