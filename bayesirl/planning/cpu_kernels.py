@@ -115,11 +115,12 @@ def _soft_normalise(q, vt, s0, end, ex):
             q[s, a] -= value
 
 
-def _batch_parts(B: int, threads: int, state_actions: int) -> list[slice]:
+def _batch_parts(B: int, threads: int, row_work: int) -> list[slice]:
     """Split ``B`` reward rows over up to ``threads`` threads, each part at least
-    :data:`WIDE_BATCH` rows (so that each runs the wide kernel) and
-    :data:`MIN_THREAD_WORK` state-action-rows per backup (smaller ones lose to the pool)."""
-    n = max(1, min(threads, B // WIDE_BATCH, state_actions * B // MIN_THREAD_WORK))
+    :data:`WIDE_BATCH` rows (so that each runs the wide kernel) and :data:`MIN_THREAD_WORK`
+    state-action-steps (``row_work = T * S * A`` per row: one call runs all T backups of its
+    part; smaller parts lose to the pool's hand-off)."""
+    n = max(1, min(threads, B // WIDE_BATCH, row_work * B // MIN_THREAD_WORK))
     edges = [B * i // n for i in range(n + 1)]
     return [slice(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
 
@@ -153,8 +154,8 @@ def soft_dp_forward(succ, prob, r, v_end, log_policy, v, threads: int = 1):
     def run(part):
         _soft_forward_rows(succ, prob, r[part], v_end[part], log_policy[part], v[part])
 
-    B, _, S, A = log_policy.shape
-    _in_threads(run, _batch_parts(B, threads, S * A))
+    B, T, S, A = log_policy.shape
+    _in_threads(run, _batch_parts(B, threads, T * S * A))
 
 
 def _soft_forward_rows(succ, prob, r, v_end, log_policy, v):
@@ -232,8 +233,8 @@ def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r, threads: int = 1):
                                    None if g_v is None else g_v[part],
                                    None if g_lp is None else g_lp[part], g_r[part])
 
-    B, _, S, A = log_policy.shape
-    return np.concatenate(_in_threads(run, _batch_parts(B, threads, S * A)))
+    B, T, S, A = log_policy.shape
+    return np.concatenate(_in_threads(run, _batch_parts(B, threads, T * S * A)))
 
 
 def _soft_backward_rows(succ, prob, log_policy, g_v, g_lp, g_r):
@@ -275,7 +276,7 @@ def hard_dp_backward(succ, prob, q, v, g_v, g_q, g_r, rtol):
 # scratch tiles; the reward, the values and the carries live batch-last for the whole call.
 
 WIDE_BATCH = 8  # from here on the batch-innermost kernels are faster (2-3x at B = 8 to 64)
-MIN_THREAD_WORK = 2**16  # S * A * rows per backup of a batch part run in its own thread
+MIN_THREAD_WORK = 2**16  # T * S * A * rows of a batch part run in its own thread
 TILE = 64        # states per transposed tile
 
 
