@@ -8,7 +8,8 @@ The facade validates the arguments (:class:`Options`), builds the target
 discounted MDP in value space, refracting at the greedy policy's jumps under Boltzmann),
 :mod:`~bayesirl.inference.svi` (the Pyro model with an autoguide, so minibatches work) or
 :mod:`~bayesirl.inference.map` (Newton steps where the target has an exact Hessian, else L-BFGS,
-on the same density; standard errors and the Laplace approximation from its Hessian). The target turns the draws into the posterior.
+on the same density; standard errors and the Laplace approximation from its Hessian). The
+target turns the draws into the posterior.
 
 Options that the chosen method does not use warn (:class:`UnusedOptionWarning`) when set to
 anything but their default. On small problems the work done in this process (MAP, SVI, chains

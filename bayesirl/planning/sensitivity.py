@@ -37,8 +37,8 @@ import torch
 
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.planning import newton as _newton
-from bayesirl.planning.newton import DenseFactor, SparseFactor
 from bayesirl.planning.bellman import SMALL_WORK, soft_backup, torch_threads
+from bayesirl.planning.newton import DenseFactor, SparseFactor
 
 __all__ = ["SoftSensitivity", "gram", "soft_sensitivity", "weighted_hessian"]
 
