@@ -270,3 +270,26 @@ def test_shorter_step_interpolates_within_its_bounds():
     # phi(1) = 12: minimum 4 / (2 * 6) = 0.333, inside the bounds
     assert map_._shorter_step(1.0, 4.0, 10.0, 12.0) == pytest.approx(1 / 3)
     assert map_._shorter_step(0.5, 4.0, 10.0, float("inf")) == 0.25
+
+
+def test_map_of_a_flat_prior_reports_bhhh_standard_errors_too(tmp_path):
+    mdp = random_mdp(S=8, discount=0.99, seed=31)
+    phi = features(8, 3, 2, seed=32)
+    demos = _demos(mdp, phi @ torch.tensor([0.7, -0.5], dtype=torch.float64), n=30, seed=4)
+    post = birl.infer(mdp, demos, birl.LinearReward(phi, prior=flat()), method="map",
+                      progress=False)
+    theta = post.samples["theta"][0]
+    steps = torch.autograd.functional.jacobian(
+        lambda t: birl.soft_value_iteration(mdp, phi @ t).log_policy, theta)
+    obs = steps[demos.states[demos.mask], demos.actions[demos.mask]]            # (n_obs, d)
+    expected = torch.linalg.inv(obs.T @ obs).diagonal().sqrt()
+    assert torch.allclose(post.extra["standard_errors_bhhh"]["theta"], expected, rtol=1e-6)
+    assert not torch.allclose(post.extra["standard_errors"]["theta"], expected, rtol=1e-3)
+    proper = birl.infer(mdp, demos, birl.LinearReward(phi, prior=dist.Normal(0.0, 1.0)),
+                        method="map", progress=False)
+    assert "standard_errors_bhhh" not in proper.extra  # BHHH is the MLE's, not a posterior's
+    path = tmp_path / "mle.nc"
+    post.save(path)
+    back = birl.RewardPosterior.load(path, mdp)
+    for key in ("standard_errors", "standard_errors_bhhh"):
+        assert torch.allclose(back.extra[key]["theta"], post.extra[key]["theta"])

@@ -218,19 +218,29 @@ class Laplace:
     """The Gaussian approximation of a posterior at its MAP (see the module doc): ``u`` the
     MAP (unconstrained, shaped like the target's sites), ``covariance`` ``(d, d)`` in the
     flattened unconstrained coordinates named ``coordinates``, ``standard_errors`` per
-    constrained site (its shape, its units), and how the Hessian was found."""
+    constrained site (its shape, its units), and how the Hessian was found.
+    ``standard_errors_bhhh``: for a maximum-likelihood fit (an improper flat prior) of a
+    :class:`~bayesirl.inference.target.SecondOrder` target, the standard errors from the
+    inverse outer product of the observed steps' scores (BHHH), which econometric tables such
+    as Rust's (1987) report; they equal the others only where the information-matrix equality
+    holds in the sample."""
 
     u: dict[str, torch.Tensor]
     covariance: torch.Tensor
     coordinates: list[str]
     standard_errors: dict[str, torch.Tensor]
     hessian: str
+    standard_errors_bhhh: dict[str, torch.Tensor] | None = None
 
     @property
     def extra(self) -> dict:
-        """The posterior's ``extra`` entries: standard errors, covariance, coordinates."""
-        return {"standard_errors": self.standard_errors, "covariance": self.covariance,
-                "coordinates": list(self.coordinates)}
+        """The posterior's ``extra`` entries: standard errors, covariance, coordinates, and
+        ``standard_errors_bhhh`` where there are some."""
+        out = {"standard_errors": self.standard_errors, "covariance": self.covariance,
+               "coordinates": list(self.coordinates)}
+        if self.standard_errors_bhhh is not None:
+            out["standard_errors_bhhh"] = self.standard_errors_bhhh
+        return out
 
 
 def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
@@ -240,9 +250,13 @@ def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
     flatten, unflatten = _flattening(u_map)
     x = flatten(u_map).detach()
     second = _second_order(target)
+    opg = None
     if second is not None:
-        H = second(x).hessian.to(x.dtype)
+        at = second(x)
+        H = at.hessian.to(x.dtype)
         how = "analytic (implicit function theorem on the Bellman fixed point)"
+        if getattr(target, "improper", False):  # the MLE: its curvature is BHHH's information
+            opg = at.curvature.to(x.dtype)
     else:
         H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
     names = coordinate_names(u_map)
@@ -263,7 +277,13 @@ def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
     J = torch.autograd.functional.jacobian(
         lambda v: c_flatten(target.constrain(unflatten(v))), x)                 # (d_c, d)
     variances = ((J @ covariance) * J).sum(-1).clamp(min=0)
-    return Laplace(unflatten(x), covariance, names, c_unflatten(variances.sqrt()), how)
+    bhhh = None
+    if opg is not None:
+        opg_chol, opg_info = torch.linalg.cholesky_ex(opg)
+        if int(opg_info) == 0:
+            opg_cov = torch.cholesky_inverse(opg_chol)
+            bhhh = c_unflatten(((J @ opg_cov) * J).sum(-1).clamp(min=0).sqrt())
+    return Laplace(unflatten(x), covariance, names, c_unflatten(variances.sqrt()), how, bhhh)
 
 
 def laplace_draws(target, fit: Laplace, num_samples: int, seed: int) -> dict[str, torch.Tensor]:

@@ -292,10 +292,12 @@ class RewardPosterior(ChainDraws):
         """The standard errors and covariance of :attr:`extra` as ``constant_data``
         variables, their dims and the covariance's coords (its coordinates' names)."""
         variables, dims, coords = {}, {}, {}
-        for site, se in (self.extra.get("standard_errors") or {}).items():
-            name = f"standard_error_{site}"
-            variables[name] = torch.as_tensor(se).detach().cpu().numpy()
-            dims[name] = list(self.dims.get(site, ()))
+        for key, prefix in (("standard_errors", "standard_error_"),
+                            ("standard_errors_bhhh", "bhhh_standard_error_")):
+            for site, se in (self.extra.get(key) or {}).items():
+                name = prefix + site
+                variables[name] = torch.as_tensor(se).detach().cpu().numpy()
+                dims[name] = list(self.dims.get(site, ()))
         if self.extra.get("covariance") is not None:
             cov = torch.as_tensor(self.extra["covariance"]).detach().cpu().numpy()
             names = list(self.extra.get("coordinates") or range(cov.shape[0]))
@@ -452,12 +454,15 @@ def _check_finite(path, name: str, values: torch.Tensor) -> None:
 
 
 def _read_fit_extras(group, tensor) -> dict:
-    """``extra`` entries (standard errors, covariance, coordinates) from ``constant_data``."""
+    """``extra`` entries (standard errors, BHHH's too, covariance, coordinates) from
+    ``constant_data``."""
     extra = {}
-    errors = {k[len("standard_error_"):]: tensor(group[k].values) for k in group.data_vars
-              if k.startswith("standard_error_")}
-    if errors:
-        extra["standard_errors"] = errors
+    for key, prefix in (("standard_errors", "standard_error_"),
+                        ("standard_errors_bhhh", "bhhh_standard_error_")):
+        errors = {k[len(prefix):]: tensor(group[k].values) for k in group.data_vars
+                  if k.startswith(prefix)}
+        if errors:
+            extra[key] = errors
     if "covariance" in group:
         extra["covariance"] = tensor(group["covariance"].values)
         extra["coordinates"] = [str(c) for c in group["covariance"][
