@@ -70,7 +70,7 @@ from bayesirl._validation import (
 from bayesirl.core.trajectories import Trajectories
 from bayesirl.model.likelihood import check_likelihood, check_rationality
 
-__all__ = ["GUIDES", "REWARD_PRIORS", "FeatureMap", "QFunction", "QValueModel",
+__all__ = ["GUIDES", "REWARD_PRIORS", "FeatureMap", "QFunction", "QValueModel", "covariance_tril",
            "QValueTarget", "RewardPrior", "knn_dynamics", "value_space_terms"]
 
 GUIDES = ("normal", "mvn", "lowrank", "avril")
@@ -510,6 +510,21 @@ class QValueModel:
 
 
 # ---------------------------------------------------------------------------- the target
+def covariance_tril(H: torch.Tensor, floor: float) -> torch.Tensor:
+    """The lower-triangular ``L (P, P)`` with ``L L^T = (H_+)^-1``, ``H_+`` the symmetric
+    ``H (P, P)`` with its eigenvalues raised to at least ``floor > 0``.
+
+    Formed from ``B = Lambda^-1/2 V^T`` (``cov = B^T B``) by a QR decomposition, never by a
+    Cholesky of ``cov`` itself: with eigenvalues over more than ~16 decades (a Hessian whose
+    data pin some directions hard and leave others to the floor), the rounded ``cov`` is not
+    numerically positive definite and its Cholesky fails."""
+    evals, evecs = torch.linalg.eigh(0.5 * (H + H.T))
+    root = evecs * evals.clamp(min=floor).rsqrt()                      # cov = root @ root.T
+    R = torch.linalg.qr(root.T, mode="r").R                           # root.T = Q R
+    return R.T * torch.sign(torch.diagonal(R)).where(torch.diagonal(R) != 0,
+                                                      torch.ones((), dtype=R.dtype))
+
+
 class QValueTarget:
     """The posterior over the Q-network weights ``w`` of :class:`QValueModel`, for ``infer``.
 
@@ -679,12 +694,8 @@ class QValueTarget:
     def _whiten(self):
         w = self.map_estimate()
         H = self.hessian(w)
-        H = 0.5 * (H + H.T)
-        evals, evecs = torch.linalg.eigh(H)
         floor = self.prior_scale.pow(-2).min() * 1e-3  # keep directions the data leave flat
-        evals = evals.clamp(min=float(floor))
-        cov = (evecs * evals.reciprocal()) @ evecs.T
-        L = torch.linalg.cholesky(0.5 * (cov + cov.T))
+        L = covariance_tril(H, float(floor))
         self.center, self.scale_tril = w.detach(), L
         self.log_det = float(torch.log(torch.diagonal(L)).sum())
 
