@@ -36,6 +36,11 @@ def test_map_through_infer_is_laplaces_joint_mode_with_standard_errors_of_every_
         torch.testing.assert_close(post.samples[site][0], fit.params[site], rtol=1e-6, atol=1e-9)
         torch.testing.assert_close(post.extra["standard_errors"][site],
                                    fit.standard_errors[site], rtol=1e-4, atol=1e-9)
+        torch.testing.assert_close(post.extra["standard_errors_bhhh"][site],
+                                   fit.opg_standard_errors[site], rtol=1e-4, atol=1e-9)
+    # Rust's Table IX reports BHHH standard errors: 0.639 and 1.582
+    assert post.extra["standard_errors_bhhh"]["theta"].tolist() == pytest.approx(
+        [0.639, 1.582], abs=2e-3)
     # the pointwise log-likelihood is the choices, one term per bus; the transitions add theirs
     assert post.log_lik.shape == (1, 1, demos.n)
     total = float(post.log_lik.sum()) + float(transitions.log_likelihood(fit.params["p"]))

@@ -220,7 +220,8 @@ class Laplace:
     flattened unconstrained coordinates named ``coordinates``, ``standard_errors`` per
     constrained site (its shape, its units), and how the Hessian was found.
     ``standard_errors_bhhh``: for a maximum-likelihood fit (an improper flat prior) of a
-    :class:`~bayesirl.inference.target.SecondOrder` target, the standard errors from the
+    :class:`~bayesirl.inference.target.SecondOrder` target or one with
+    :class:`~bayesirl.inference.target.HasObservationScores`, the standard errors from the
     inverse outer product of the observed steps' scores (BHHH), which econometric tables such
     as Rust's (1987) report; they equal the others only where the information-matrix equality
     holds in the sample."""
@@ -243,6 +244,17 @@ class Laplace:
         return out
 
 
+def _observation_information(target, u) -> torch.Tensor | None:
+    """BHHH's information ``sum_c w_c g_c g_c^T`` of a maximum-likelihood fit (an improper
+    prior) of a target with per-observation scores, else None."""
+    from bayesirl.inference.target import HasObservationScores
+
+    if not (getattr(target, "improper", False) and isinstance(target, HasObservationScores)):
+        return None
+    scores, weights = target.observation_scores(u)
+    return (scores * weights[:, None]).T @ scores
+
+
 def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
     """The Laplace approximation of ``target`` at its MAP ``u_map`` (unconstrained), with
     standard errors by the delta method. Raises ValueError naming the coordinate along which
@@ -259,6 +271,7 @@ def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
             opg = at.curvature.to(x.dtype)
     else:
         H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
+        opg = _observation_information(target, unflatten(x))
     names = coordinate_names(u_map)
     chol, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0 or not bool(torch.isfinite(H).all()):

@@ -19,6 +19,8 @@ target is, not on attributes it happens to have:
 - :class:`SecondOrder`: an exact gradient and Hessian of the MAP objective (a linear reward
   with the soft likelihood on a discounted MDP), for Newton steps and the Laplace
   approximation.
+- :class:`HasObservationScores`: per-observation scores, whose outer products give a
+  maximum-likelihood fit BHHH standard errors beside the inverse Hessian's.
 - :class:`Fingerprinted`: named digests of what the target was built from, which SVI
   checkpoints carry so that a run never resumes from a fit to something else.
 
@@ -50,7 +52,8 @@ from bayesirl.model.likelihood_derivatives import SoftSecondOrder
 from bayesirl.model.rewards import RewardModel
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
-__all__ = ["Fingerprinted", "HasGuide", "HasPyroModel", "InferenceTarget", "Refracting",
+__all__ = ["Fingerprinted", "HasGuide", "HasObservationScores", "HasPyroModel",
+           "InferenceTarget", "Refracting",
            "Rewhitening", "SecondOrder", "Target", "TargetBuilder", "build_target", "digest"]
 
 
@@ -120,6 +123,17 @@ class SecondOrder(Protocol):
     Hessian (:mod:`bayesirl.inference.map`)."""
 
     second_order: Any
+
+
+@runtime_checkable
+class HasObservationScores(Protocol):
+    """A target with per-observation scores: ``observation_scores(u)`` returns
+    ``(scores (C, n), weights (C,))``, the gradients in the flattened unconstrained coordinates
+    of the log-likelihood of each distinct observation and how often it was observed, whose
+    weighted outer products are BHHH's estimate of the information."""
+
+    def observation_scores(self, u: dict[str, torch.Tensor]
+                           ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @runtime_checkable
