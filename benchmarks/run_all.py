@@ -25,13 +25,19 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def modules():
-    """Benchmark modules: every ``*.py`` here except this runner and private files."""
+def modules(only=None):
+    """Benchmark modules: every ``*.py`` here except this runner and private files (those
+    named in ``only``, when given), imported one at a time as they are reached. Each is
+    registered in ``sys.modules`` before it runs: dataclasses (nfxp's) look their module up
+    there by name."""
     for path in sorted(HERE.glob("*.py")):
         if path.name == pathlib.Path(__file__).name or path.name.startswith("_"):
             continue
+        if only is not None and path.stem not in only:
+            continue
         spec = importlib.util.spec_from_file_location(f"benchmarks.{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         if callable(getattr(module, "main", None)):
             yield path.stem, module
@@ -103,9 +109,7 @@ def main(argv=None) -> int:
                         help="run these modules only (file names without .py)")
     args = parser.parse_args(argv)
     sections = []
-    for name, module in modules():
-        if args.only is not None and name not in args.only:
-            continue
+    for name, module in modules(args.only):
         print(f"=== {name} {'(quick)' if args.quick else ''}".rstrip(), flush=True)
         kwargs = {}
         if args.threads is not None and "threads" in inspect.signature(module.main).parameters:
