@@ -191,9 +191,6 @@ def _run(spec, out: Path | None, quiet: bool, overwrite: bool = False) -> int:
 def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) -> int:
     import torch
 
-    from bayesirl.inference.facade import infer
-    from bayesirl.posterior.diagnostics import InferenceWarning
-
     torch.set_default_dtype(torch.float64)
     start = time.perf_counter()
     try:
@@ -211,21 +208,10 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
          f"method: {kwargs['method']}" + (" (BAYESIRL_FAST=1: sample counts shrunk)"
                                           if fast_mode() else ""))
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always", InferenceWarning)
-        try:
-            interrupts.phase = "infer"
-            post = infer(mdp, demos, reward_model, progress=not quiet, **kwargs)
-        except KeyboardInterrupt as e:
-            print(f"bayesirl: {str(e) or 'interrupted during inference'}; nothing written",
-                  file=sys.stderr)
-            return 130
-        except Exception as e:  # numerical failures surface with many types
-            print(f"bayesirl: inference failed: {type(e).__name__}: {e}".replace("\n", " "),
-                  file=sys.stderr)
-            return 1
-        finally:
-            interrupts.phase = "final"
+    inferred = _infer(mdp, demos, reward_model, kwargs, quiet, interrupts)
+    if isinstance(inferred, int):
+        return inferred
+    post, caught = inferred
     t_infer = time.perf_counter() - t0
     notes = []
     if interrupts.count or post.incomplete:
@@ -233,29 +219,9 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
                      f"chain(s) x {post.num_draws} draws made before it" + (
                          ", marked incomplete (RewardPosterior.incomplete)" if post.incomplete
                          else " (the chains had finished)"))
-    caught = []
-    for w in records:
-        if issubclass(w.category, InferenceWarning):
-            caught += [ln.lstrip("- ") for ln in str(w.message).splitlines()[1:]]
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     summary = report.summary_table(post)
     diagnostics = report.diagnostics_lines(post, caught)
-    if not quiet:
-        import pandas as pd
-
-        with pd.option_context("display.width", 120, "display.max_columns", 20):
-            print(f"\nposterior summary ({post.method}, {post.num_chains} chain(s) x "
-                  f"{post.num_draws} draws, {t_infer:.1f} s):")
-            print(summary.head(_MAX_ROWS).to_string())
-            if len(summary) > _MAX_ROWS:
-                print(f"... {len(summary) - _MAX_ROWS} more rows in summary.csv")
-        print("\ndiagnostics:")
-    for line in diagnostics:
-        problem = line in caught or line.startswith("the run was interrupted")
-        if problem or not quiet:
-            print(f"  {'warning: ' if problem else ''}{line}",
-                  file=sys.stderr if problem and quiet else sys.stdout)
+    _show(post, summary, diagnostics, caught, quiet, t_infer)
     t0 = time.perf_counter()
     out = folder.path
     figures, decision_table, failed = {}, None, None
@@ -304,6 +270,58 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
         print(f"bayesirl: {failed}; wrote the rest to {target}", file=sys.stderr)
         return 1
     return 0
+
+
+def _infer(mdp, demos, reward_model, kwargs: dict, quiet: bool, interrupts: _Interrupts):
+    """``infer()`` with its InferenceWarnings caught: ``(posterior, their problem lines)``, or
+    the exit code after saying why nothing was written (130 interrupted, 1 failed); other
+    warnings pass through."""
+    from bayesirl.inference.facade import infer
+    from bayesirl.posterior.diagnostics import InferenceWarning
+
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always", InferenceWarning)
+        try:
+            interrupts.phase = "infer"
+            post = infer(mdp, demos, reward_model, progress=not quiet, **kwargs)
+        except KeyboardInterrupt as e:
+            print(f"bayesirl: {str(e) or 'interrupted during inference'}; nothing written",
+                  file=sys.stderr)
+            return 130
+        except Exception as e:  # numerical failures surface with many types
+            print(f"bayesirl: inference failed: {type(e).__name__}: {e}".replace("\n", " "),
+                  file=sys.stderr)
+            return 1
+        finally:
+            interrupts.phase = "final"
+    caught = []
+    for w in records:
+        if issubclass(w.category, InferenceWarning):
+            caught += [ln.lstrip("- ") for ln in str(w.message).splitlines()[1:]]
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return post, caught
+
+
+def _show(post, summary, diagnostics: list[str], caught: list[str], quiet: bool,
+          seconds: float) -> None:
+    """Print the posterior's summary table and its diagnostics (``quiet``: only the
+    problems, on stderr)."""
+    if not quiet:
+        import pandas as pd
+
+        with pd.option_context("display.width", 120, "display.max_columns", 20):
+            print(f"\nposterior summary ({post.method}, {post.num_chains} chain(s) x "
+                  f"{post.num_draws} draws, {seconds:.1f} s):")
+            print(summary.head(_MAX_ROWS).to_string())
+            if len(summary) > _MAX_ROWS:
+                print(f"... {len(summary) - _MAX_ROWS} more rows in summary.csv")
+        print("\ndiagnostics:")
+    for line in diagnostics:
+        problem = line in caught or line.startswith("the run was interrupted")
+        if problem or not quiet:
+            print(f"  {'warning: ' if problem else ''}{line}",
+                  file=sys.stderr if problem and quiet else sys.stdout)
 
 
 def _written(figures: dict) -> str:
