@@ -5,6 +5,7 @@ planner, finite differences of the gradient, and the target's own potential; bad
 import pyro.distributions as dist
 import pytest
 import torch
+from test_newton import random_mdp  # the random sparse discounted MDP of the solver's tests
 
 import bayesirl as birl
 from bayesirl.inference import map as map_
@@ -18,15 +19,6 @@ from bayesirl.model.priors import flat
 from bayesirl.planning.sensitivity import soft_sensitivity, weighted_hessian
 
 
-def random_mdp(S=6, A=3, K=3, seed=0, discount=0.95):
-    g = torch.Generator().manual_seed(seed)
-    succ = torch.randint(0, S, (S, A, K), generator=g)
-    probs = torch.rand(S, A, K, generator=g, dtype=torch.float64) + 0.05
-    return birl.TabularMDP(successors=succ, transition_probs=probs / probs.sum(-1, keepdim=True),
-                           initial=torch.full((S,), 1.0 / S, dtype=torch.float64),
-                           discount=discount)
-
-
 def features(S, A, d, seed=1):
     return torch.randn(S, A, d, generator=torch.Generator().manual_seed(seed),
                        dtype=torch.float64)
@@ -34,7 +26,7 @@ def features(S, A, d, seed=1):
 
 @pytest.mark.parametrize("discount", [0.5, 0.95, 0.999])
 def test_first_derivatives_equal_autograd_through_the_planner(discount):
-    mdp = random_mdp(discount=discount)
+    mdp = random_mdp(S=6, discount=discount)
     phi = features(6, 3, 4)
     theta = torch.tensor([0.3, -0.7, 1.1, 0.2], dtype=torch.float64)
     sens = soft_sensitivity(mdp, phi @ theta, phi)
@@ -46,7 +38,7 @@ def test_first_derivatives_equal_autograd_through_the_planner(discount):
 
 
 def test_batched_rows_equal_one_at_a_time_and_state_features_broadcast():
-    mdp = random_mdp()
+    mdp = random_mdp(S=6, discount=0.95)
     phi = features(6, 3, 2)
     thetas = torch.tensor([[0.5, -0.2], [-1.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
     rewards = torch.einsum("sad,bd->bsa", phi, thetas)
@@ -76,7 +68,7 @@ def _fd_hessian(grad, theta, h=1e-2):
 @pytest.mark.parametrize("discount, rtol", [(0.9, 1e-6), (0.9999, 1e-4)])
 def test_weighted_hessian_equals_differences_of_the_exact_gradient(discount, rtol):
     """At 0.9999 the differences themselves carry ~1e-5 of rounding from the fixed point."""
-    mdp = random_mdp(discount=discount, seed=3)
+    mdp = random_mdp(S=6, discount=discount, seed=3)
     phi = features(6, 3, 3, seed=4)
     C = torch.randint(0, 5, (6, 3), generator=torch.Generator().manual_seed(5)).double()
 
@@ -92,7 +84,7 @@ def test_weighted_hessian_equals_differences_of_the_exact_gradient(discount, rto
 
 def test_weighted_hessian_with_a_reward_nonlinear_in_theta():
     """r = phi theta + theta_0^2 psi: R1 = phi + 2 theta_0 psi e_0, R2 = 2 psi e_0 e_0^T."""
-    mdp = random_mdp(seed=6)
+    mdp = random_mdp(S=6, seed=6, discount=0.95)
     phi, psi = features(6, 3, 2, seed=7), features(6, 3, 1, seed=8)[..., 0]
     C = torch.randint(0, 4, (6, 3), generator=torch.Generator().manual_seed(9)).double()
 
@@ -117,7 +109,7 @@ def test_weighted_hessian_with_a_reward_nonlinear_in_theta():
 
 
 def test_warm_start_gives_the_same_derivatives_in_fewer_iterations():
-    mdp = random_mdp(discount=0.9999, seed=2)
+    mdp = random_mdp(S=6, discount=0.9999, seed=2)
     phi = features(6, 3, 2, seed=2)
     theta = torch.tensor([0.5, 0.5], dtype=torch.float64)
     cold = soft_sensitivity(mdp, phi @ theta, phi)
@@ -128,7 +120,7 @@ def test_warm_start_gives_the_same_derivatives_in_fewer_iterations():
 
 
 def test_bad_input_is_refused_with_a_clear_error():
-    mdp = random_mdp()
+    mdp = random_mdp(S=6, discount=0.95)
     phi = features(6, 3, 2)
     with pytest.raises(ValueError, match="discounted MDP"):
         soft_sensitivity(birl.envs.gridworld(size=4, horizon=4), torch.zeros(16, 5),
