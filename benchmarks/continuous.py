@@ -92,14 +92,14 @@ def behavioural_cloning(data, model: birl.QValueModel) -> torch.Tensor:
     scale = qf.prior_scale()
 
     def loss(x):
-        w = torch.as_tensor(x).requires_grad_(True)
+        w = torch.as_tensor(x, dtype=feats.dtype).requires_grad_(True)  # LunarLander: float32
         logp = torch.log_softmax(qf.apply(w, feats), -1).gather(-1, tr.actions[:, None]).sum()
         value = -(logp - 0.5 * (w / scale).square().sum())
         (g,) = torch.autograd.grad(value, w)
-        return float(value.detach()), g.numpy()
+        return float(value.detach()), g.double().numpy()
 
     x = scipy.optimize.minimize(loss, np.zeros(qf.n_params), jac=True, method="L-BFGS-B").x
-    return qf, torch.as_tensor(x)
+    return qf, torch.as_tensor(x, dtype=feats.dtype)
 
 
 def _greedy(qf, w):
