@@ -156,7 +156,7 @@ def test_discount_0999_soft_finite_values_and_gradient(solver):
     with torch.autograd.detect_anomaly():
         plan = birl.soft_value_iteration(mdp, mdp.features @ theta, solver=solver)
         demos = demos_of(mdp, plan.log_policy.detach())
-        ll = birl.model.likelihood._step_log_probs(mdp, demos, plan.log_policy).sum()
+        ll = birl.model.likelihood.step_log_probs(mdp, demos, plan.log_policy).sum()
         (grad,) = torch.autograd.grad(ll, theta)
     check_policy(plan.log_policy.detach(), 1e-9)
     assert plan.residual * 0.999 / 0.001 <= 1e-10 * max(1.0, plan.v.abs().max().item())

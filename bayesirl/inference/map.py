@@ -37,6 +37,9 @@ __all__ = ["MAX_COORDINATES", "Laplace", "coordinate_names", "fit_map", "hessian
            "laplace_draws", "newton_map", "warn_without_standard_errors"]
 
 _FD_STEP = 1e-3  # finite-difference step per unit of a coordinate's magnitude (at least 1)
+# A Newton decrement below which the predicted decrease (half of it) is within the rounding of
+# a potential summed over thousands of observations: the step is taken without a line search
+_ROUNDING_DECREMENT = 1e-8
 #: Coordinates up to which ``method="map"`` computes standard errors (a dense Hessian: up to
 #: four gradients per coordinate where the potential is differentiable once).
 MAX_COORDINATES = 512
@@ -93,9 +96,11 @@ def newton_map(second_order, theta0: torch.Tensor, max_iter: int = 100,
     from the mode, where a Newton step need not descend: BHHH's step, as in Rust's NFXP), with
     a backtracking (Armijo) line search; every trial's fixed point starts from the last
     accepted one. Stops when the Newton decrement ``g' H^-1 g`` (twice the predicted remaining
-    decrease) is below ``tol``. Returns ``(theta, value, converged)``; not converged when
-    ``max_iter`` run out, or the line search finds no decrease while the decrement is still
-    above ``1e-8`` (the caller then polishes with a quasi-Newton method).
+    decrease) is below ``tol``; a step whose decrement is below 1e-8 (a predicted decrease
+    within the potential's rounding, where the line search would judge noise) is taken whole.
+    Returns ``(theta, value, converged)``; not converged when ``max_iter`` run out, or the line
+    search finds no decrease while the decrement is still above 1e-8 (the caller then polishes
+    with a quasi-Newton method).
     """
     theta = theta0.detach().to(torch.float64).reshape(-1)
     at = second_order(theta)
@@ -116,8 +121,11 @@ def newton_map(second_order, theta0: torch.Tensor, max_iter: int = 100,
             trial = theta - step * p
             try:
                 cand = second_order(trial, at.warm)
+                # within _ROUNDING_DECREMENT the predicted decrease is below the value's own
+                # rounding: Armijo's test would reject on noise, and the full step is Newton's
                 ok = bool(torch.isfinite(cand.value)) and (
-                    float(cand.value) <= float(at.value) - 1e-4 * step * decrement)
+                    decrement < _ROUNDING_DECREMENT
+                    or float(cand.value) <= float(at.value) - 1e-4 * step * decrement)
             except FloatingPointError:  # no fixed point this far out: a shorter step
                 cand, ok = None, False
             if ok:
@@ -125,7 +133,7 @@ def newton_map(second_order, theta0: torch.Tensor, max_iter: int = 100,
             step = _shorter_step(step, decrement, float(at.value),
                                  float(cand.value) if cand is not None else math.inf)
             if step < 1e-10:
-                return theta, float(at.value), decrement < 1e-8
+                return theta, float(at.value), decrement < _ROUNDING_DECREMENT
         theta, at = trial, cand
     return theta, float(at.value), False
 
@@ -245,11 +253,11 @@ class Laplace:
 
 
 def _observation_information(target, u) -> torch.Tensor | None:
-    """BHHH's information ``sum_c w_c g_c g_c^T`` of a maximum-likelihood fit (an improper
-    prior) of a target with per-observation scores, else None."""
+    """BHHH's information ``sum_c w_c g_c g_c^T`` of a target with per-observation scores,
+    else None."""
     from bayesirl.inference.target import HasObservationScores
 
-    if not (getattr(target, "improper", False) and isinstance(target, HasObservationScores)):
+    if not isinstance(target, HasObservationScores):
         return None
     scores, weights = target.observation_scores(u)
     return (scores * weights[:, None]).T @ scores
@@ -262,16 +270,18 @@ def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
     flatten, unflatten = _flattening(u_map)
     x = flatten(u_map).detach()
     second = _second_order(target)
+    mle = getattr(target, "improper", False)  # then BHHH's standard errors are reported too
     opg = None
     if second is not None:
         at = second(x)
         H = at.hessian.to(x.dtype)
         how = "analytic (implicit function theorem on the Bellman fixed point)"
-        if getattr(target, "improper", False):  # the MLE: its curvature is BHHH's information
+        if mle:  # a flat prior: the curvature is BHHH's information
             opg = at.curvature.to(x.dtype)
     else:
         H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
-        opg = _observation_information(target, unflatten(x))
+        if mle:
+            opg = _observation_information(target, unflatten(x))
     names = coordinate_names(u_map)
     chol, info = torch.linalg.cholesky_ex(H)
     if int(info) != 0 or not bool(torch.isfinite(H).all()):
@@ -319,6 +329,3 @@ def laplace_draws(target, fit: Laplace, num_samples: int, seed: int) -> dict[str
 def warn_without_standard_errors(error: ValueError) -> None:
     """After ``method="map"`` the MAP stands without standard errors; say why."""
     warnings.warn(InferenceWarning(f"no standard errors at the MAP: {error}"), stacklevel=3)
-
-
-

@@ -38,7 +38,8 @@ from bayesirl.planning.bellman import (
     value_iteration,
 )
 
-__all__ = ["LIKELIHOODS", "action_log_probs", "demo_log_likelihood", "irl_model"]
+__all__ = ["LIKELIHOODS", "action_log_probs", "demo_log_likelihood", "irl_model",
+           "step_log_probs"]
 
 LIKELIHOODS = ("soft", "boltzmann")
 
@@ -89,8 +90,10 @@ def action_log_probs(mdp: TabularMDP, reward: torch.Tensor, likelihood: str = "s
     return torch.log_softmax(beta * q, -1)
 
 
-def _step_log_probs(mdp, demos, log_policy):
-    """``log pi_t(a_t | s_t)`` per step: ``(..., N, T)``, zero on padding."""
+def step_log_probs(mdp, demos, log_policy):
+    """``log pi_t(a_t | s_t)`` per step: ``(..., N, T)``, zero on padding, for ``log_policy``
+    ``(..., T, S, A)`` (finite horizon) or ``(..., S, A)`` (discounted); any per-state-action
+    quantity gathers alike (the likelihood's derivatives gather ``d log pi`` with it)."""
     S, A = mdp.n_states, mdp.n_actions
     idx = demos.states * A + demos.actions
     if mdp.finite_horizon:
@@ -112,7 +115,7 @@ def demo_log_likelihood(mdp: TabularMDP, demos: Demonstrations, reward: torch.Te
     r = broadcast_reward(mdp, reward)
     if not (mdp.finite_horizon and _use_cpu_kernel(r)):
         log_policy = action_log_probs(mdp, reward, likelihood, rationality)
-        return _step_log_probs(mdp, demos, log_policy).sum(-1)
+        return step_log_probs(mdp, demos, log_policy).sum(-1)
     beta = torch.as_tensor(rationality, dtype=r.dtype, device=r.device)
     batch = torch.broadcast_shapes(r.shape[:-2], beta.shape)
     S, A = r.shape[-2:]

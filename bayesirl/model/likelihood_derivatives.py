@@ -24,6 +24,7 @@ from torch.distributions import constraints
 
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
+from bayesirl.model.likelihood import step_log_probs
 from bayesirl.model.rewards import is_improper
 from bayesirl.planning.sensitivity import gram, soft_sensitivity, weighted_hessian
 
@@ -50,31 +51,28 @@ class LikelihoodDerivatives(NamedTuple):
     dv: torch.Tensor
 
 
-def _counts(mdp: TabularMDP, demos: Demonstrations) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(index (N, T), counts (S, A))``: each step's flat state-action index (padding -> 0)
-    and the number of visits of each pair over every demonstration."""
+def _state_action_counts(mdp: TabularMDP, demos: Demonstrations) -> torch.Tensor:
+    """``(S, A)`` float64: the number of visits of each state-action pair over every
+    demonstration."""
     S, A = mdp.n_states, mdp.n_actions
-    idx = (demos.states * A + demos.actions).masked_fill(~demos.mask, 0)
-    counts = torch.bincount(idx[demos.mask].reshape(-1), minlength=S * A)
-    return idx, counts.reshape(S, A).to(torch.float64)
+    idx = demos.states[demos.mask] * A + demos.actions[demos.mask]
+    return torch.bincount(idx, minlength=S * A).reshape(S, A).to(torch.float64)
 
 
 def soft_log_likelihood_derivatives(mdp: TabularMDP, demos: Demonstrations,
                                     reward: torch.Tensor, reward_jacobian: torch.Tensor,
                                     v0: torch.Tensor | None = None, *,
-                                    counts=None) -> LikelihoodDerivatives:
+                                    counts: torch.Tensor | None = None) -> LikelihoodDerivatives:
     """The soft log-likelihood of ``demos`` under ``reward: (S, A)`` (discounted ``mdp``), each
     demonstration's score along ``reward_jacobian: (S, A, d)`` and the Hessian (the reward
     linear in the parameters). ``v0: (S,)`` warm-starts the fixed point; ``counts``: the
-    ``(index, counts)`` of :func:`_counts`, when the caller keeps them."""
-    S, A = mdp.n_states, mdp.n_actions
-    idx, C = _counts(mdp, demos) if counts is None else counts
+    demonstrations' ``(S, A)`` state-action counts, when the caller keeps them."""
+    C = _state_action_counts(mdp, demos) if counts is None else counts
     sens = soft_sensitivity(mdp, reward, reward_jacobian, v0)
-    mask = demos.mask.to(torch.float64)
-    flat_lp = sens.log_policy.reshape(S * A)
-    flat_g = sens.dlog_policy.reshape(S * A, -1)
-    log_lik = (flat_lp[idx] * mask).sum(-1)                                     # (N,)
-    scores = (flat_g[idx] * mask.unsqueeze(-1)).sum(-2)                         # (N, d)
+    # log pi and its d derivatives at the observed steps, in one gather: (1 + d, N)
+    per_demo = step_log_probs(mdp, demos, torch.cat([sens.log_policy.unsqueeze(0),
+                                                     sens.dlog_policy.movedim(-1, 0)])).sum(-1)
+    log_lik, scores = per_demo[0], per_demo[1:].T                                # (N,), (N, d)
     opg = gram(C.unsqueeze(0), sens.dlog_policy.unsqueeze(0))[0]
     return LikelihoodDerivatives(log_lik, scores, weighted_hessian(mdp, sens, C), opg, sens.v,
                                  sens.dv)
@@ -88,28 +86,30 @@ def _real_support(prior) -> bool:
 
 
 class SoftSecondOrder:
-    """``(potential, gradient (d,), Hessian (d, d), warm)`` of a reward-space target's
-    potential without Jacobian (the MAP's objective: ``-log prior - log-likelihood``) at its
-    one site's value ``theta (d,)``; see the module doc. Build with :meth:`of`."""
+    """The :class:`SecondOrderValue` of a reward-space target's potential without Jacobian
+    (the MAP's objective: ``-log prior - log-likelihood``) at its one site's value
+    ``theta (d,)``; see the module doc. Build with :meth:`of`."""
+
+    def __init__(self, target, phi: torch.Tensor, prior):
+        self.target, self.phi, self.prior = target, phi, prior
+        self._parts = None  # (float64 MDP, jacobian (S, A, d), counts), built on first call
+        self._last = None   # (theta, value) of the last call: the MAP's Laplace asks again
 
     def __getstate__(self):
         return {**self.__dict__, "_last": None}  # a chain process recomputes what it needs
 
-    def __init__(self, target, site: str, phi: torch.Tensor):
-        self.target, self.site, self.phi = target, site, phi
-        self.prior = target.priors[site]
-        self._parts = None  # (jacobian (S, A, d), counts), built on the first call
-        self._last = None   # (theta, value) of the last call: the MAP's Laplace asks again
-
-    def _jacobian_and_counts(self):
+    def _problem(self):
+        """The float64 MDP, the reward's Jacobian ``(S, A, d)`` and the demonstrations'
+        counts, made once: every evaluation plans in float64 on the same MDP."""
         if self._parts is None:
             mdp = self.target.mdp
+            mdp = mdp if mdp.dtype == torch.float64 else mdp.to(dtype=torch.float64)
             S, A = mdp.n_states, mdp.n_actions
             phi = self.phi.to(torch.float64)
             if phi.dim() == 2:                                               # state features
                 phi = phi.unsqueeze(1).expand(S, A, phi.shape[-1])
             jacobian = float(self.target.rationality) * phi                  # (S, A, d)
-            self._parts = (jacobian, _counts(mdp, self.target.demos))
+            self._parts = (mdp, jacobian, _state_action_counts(mdp, self.target.demos))
         return self._parts
 
     @classmethod
@@ -122,24 +122,23 @@ class SoftSecondOrder:
                 or not _real_support(target.priors[linear[0]])
                 or linear[1].shape[-1] > MAX_PARAMETERS):
             return None
-        return cls(target, linear[0], linear[1])
+        return cls(target, linear[1], target.priors[linear[0]])
 
     def __call__(self, theta: torch.Tensor, warm: tuple | None = None) -> SecondOrderValue:
         """The potential's :class:`SecondOrderValue` at ``theta (d,)``; ``warm``: an earlier
         evaluation's ``warm``, from which the fixed point starts at its first-order prediction
         ``v + dv @ (theta - theta_then)`` (a Newton-Kantorovich step or two near the mode)."""
-        target = self.target
-        jacobian, counts = self._jacobian_and_counts()
+        mdp, jacobian, counts = self._problem()
         theta = theta.detach().to(torch.float64)
         if self._last is not None and torch.equal(self._last[0], theta):
             return self._last[1]
         v0 = None if warm is None else warm[1] + warm[2] @ (theta - warm[0])
-        der = soft_log_likelihood_derivatives(target.mdp, target.demos, jacobian @ theta,
+        der = soft_log_likelihood_derivatives(mdp, self.target.demos, jacobian @ theta,
                                               jacobian, v0, counts=counts)
         value, grad, hess, opg = -der.log_lik.sum(), -der.scores.sum(0), -der.hessian, der.opg
         if not is_improper(self.prior):
             def log_prior(t):
-                return self.prior.log_prob(t.to(target.mdp.dtype)).sum().to(torch.float64)
+                return self.prior.log_prob(t.to(self.target.mdp.dtype)).sum().double()
             with torch.enable_grad():
                 prior_hess = torch.autograd.functional.hessian(log_prior, theta)
                 value = value - log_prior(theta).detach()

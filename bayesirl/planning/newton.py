@@ -229,13 +229,16 @@ def rounding_floor(gamma: float) -> float:
 class NewtonResult(NamedTuple):
     """``v (..., S)`` in float64 (cast it to the reward's dtype); ``factor``: the factors of
     ``I - gamma P_pi`` at the last Newton iterate (for the adjoint); ``num_iters``: sweeps plus
-    Newton steps; ``residual``: ``max |T(v) - v|`` at the returned ``v``; ``converged``."""
+    Newton steps; ``residual``: ``max |T(v) - v|`` at the returned ``v``; ``converged``;
+    ``log_policy (..., S, A)``: the backup's policy at the returned ``v`` (float64; computed
+    for the residual, kept for callers that need the policy of the fixed point)."""
 
     v: torch.Tensor
     factor: DenseFactor | SparseFactor | None
     num_iters: int
     residual: float
     converged: bool
+    log_policy: torch.Tensor
 
 
 def _sweeps(r, expect, gamma, backup, v, max_sweeps):
@@ -292,7 +295,7 @@ def newton_fixed_point(reward: torch.Tensor, successors: torch.Tensor, probs: to
     if dense is None:
         dense = factorization_cost(successors, p, B)[1]
     if B == 0:
-        return NewtonResult(r.new_zeros(*batch, S), None, 0, 0.0, True)
+        return NewtonResult(r.new_zeros(*batch, S), None, 0, 0.0, True, r.new_zeros(*batch, S, A))
     thr = max(tol, rounding_floor(gamma))
     n = 0
     if v0 is None:
@@ -313,10 +316,12 @@ def newton_fixed_point(reward: torch.Tensor, successors: torch.Tensor, probs: to
         if (size <= thr * v.abs().amax(-1).clamp(min=1.0)).all():
             converged = True
             break
-    residual = (backup(r + gamma * expect(v))[0] - v).abs().max().item()
+    tv, log_pi = backup(r + gamma * expect(v))
+    residual = (tv - v).abs().max().item()
     if not math.isfinite(residual):
         converged = False
-    return NewtonResult(v.reshape(*batch, S), factor, n, residual, converged)
+    return NewtonResult(v.reshape(*batch, S), factor, n, residual, converged,
+                        log_pi.reshape(*batch, S, A))
 
 
 class WarmStarts:

@@ -49,9 +49,9 @@ class SoftSensitivity(NamedTuple):
     ``v (..., S)``, ``dv (..., S, d)`` (its derivatives: ``v + dv @ delta`` is the fixed
     point at ``theta + delta`` to first order, a warm start), ``log_policy (..., S, A)``,
     ``dlog_policy (..., S, A, d)`` (the derivatives of ``log pi`` along the reward's
-    Jacobian); ``factor``: the factors of
-    ``I - gamma P_pi`` at ``v`` (batch rows flattened), reused by :func:`weighted_hessian`;
-    ``num_iters``: the solver's sweeps plus Newton steps."""
+    Jacobian); ``factor``: the factors of ``I - gamma P_pi`` at ``v`` (batch rows flattened),
+    reused by :func:`weighted_hessian`; ``num_iters``: the solver's sweeps plus Newton
+    steps."""
 
     v: torch.Tensor
     dv: torch.Tensor
@@ -111,8 +111,7 @@ def soft_sensitivity(mdp: TabularMDP, reward: torch.Tensor, reward_jacobian: tor
             raise FloatingPointError(
                 f"the soft fixed point did not converge (residual {res.residual:.3g} after "
                 f"{res.num_iters} iterations): a non-finite reward, or raise max_iters")
-        v = res.v
-        log_pi = soft_backup(r + gamma * mdp64.expected_next(v))[1]
+        v, log_pi = res.v, res.log_policy
         pi = log_pi.exp()
         factor = _newton.factorize(mdp64.successors, mdp64.transition_probs, pi, gamma)
         dv = factor.solve_columns((pi.unsqueeze(-1) * R1).sum(-2))                  # (B, S, d)
