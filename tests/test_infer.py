@@ -365,3 +365,17 @@ def test_interrupted_svi_keeps_fit_so_far(chain_problem, monkeypatch):
     assert post.incomplete
     assert len(post.extra["elbo"]) == 11
     assert post.samples["theta"].shape == (FAST_SVI["num_samples"], 2)
+
+
+def test_the_blas_pools_are_scanned_again_only_after_an_import(monkeypatch):
+    """infer() limits BLAS/OpenMP threads on a small problem; the pools' scan (a millisecond)
+    is kept, and made again once a module is imported (which may bring a native library)."""
+    import sys
+    import types
+
+    from bayesirl.inference import facade
+
+    first = facade._thread_pools()
+    assert facade._thread_pools() is first
+    monkeypatch.setitem(sys.modules, "bayesirl_test_new_module", types.ModuleType("m"))
+    assert facade._thread_pools() is not first

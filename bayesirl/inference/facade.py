@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import inspect
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -349,11 +349,17 @@ def _threads_for(mdp):
         torch.set_num_threads(threads)
 
 
-@functools.lru_cache(maxsize=1)
+_pools: tuple[int, threadpoolctl.ThreadpoolController] | None = None
+
+
 def _thread_pools() -> threadpoolctl.ThreadpoolController:
-    """The BLAS/OpenMP pools loaded in this process, found once: finding them scans every
-    loaded library (about a millisecond, as much as a small MAP's fixed points)."""
-    return threadpoolctl.ThreadpoolController()
+    """The BLAS/OpenMP pools loaded in this process. Finding them scans every loaded library
+    (about a millisecond, as much as a small MAP's fixed points), so the scan is kept until a
+    module is imported (a native library comes with one: scipy's BLAS, numba's OpenMP)."""
+    global _pools
+    if _pools is None or _pools[0] != len(sys.modules):
+        _pools = (len(sys.modules), threadpoolctl.ThreadpoolController())
+    return _pools[1]
 
 
 def _run(target, o: Options) -> Fit:
