@@ -24,8 +24,8 @@ simulated buses x 45 months (about Rust's group 4, 4 292 bus-months) from the so
 ``theta = (2.29, 10.07)``, ``demo_log_likelihood(...).sum()`` and its gradient in ``theta``,
 evaluated at ``theta`` moving by 1% per call.
 
-Writes ``benchmarks/results/discounted.csv``. Run: ``python benchmarks/discounted.py [--quick]
-[--threads N]`` (default one thread).
+Writes ``benchmarks/results/discounted.csv`` (``--quick``: ``discounted_quick.csv``). Run:
+``python benchmarks/discounted.py [--quick] [--threads N]`` (default one thread).
 """
 
 from __future__ import annotations
@@ -151,12 +151,13 @@ def main(quick: bool = False, threads: int = 1) -> list[dict]:
     rows.append(dict(problem="bus MAP evaluation", S=90, A=2, gamma=0.9999, solver="auto warm",
                      ms=round(seconds * 1e3, 3), ms_min=round(least * 1e3, 3), repeats=repeats,
                      num_iters="", residual="", threads=threads))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "w", newline="") as f:
+    path = RESULTS.with_stem(RESULTS.stem + "_quick") if quick else RESULTS  # never mixed
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {RESULTS}")
+    print(f"wrote {path}")
     return rows
 
 

@@ -30,7 +30,7 @@ and CPU time is what a busy machine disturbs least. Writes ``benchmarks/results/
 (long format: one row per table, groups, discount, fit and quantity).
 
 ``python benchmarks/rust_bus.py [--quick]``: ``--quick`` runs group 4 only, fewer repeats, a
-NUTS run of 2 x (200 + 200) and a coarse demand grid.
+NUTS run of 2 x (200 + 200) and a coarse demand grid, and writes ``rust_bus_quick.csv`` instead.
 """
 
 from __future__ import annotations
@@ -180,12 +180,13 @@ def main(quick: bool = False) -> None:
         _nuts_and_demand(quick, record)
     finally:
         torch.set_num_threads(threads)
-    RESULTS.parent.mkdir(exist_ok=True)
-    with open(RESULTS, "w", newline="") as f:
+    path = RESULTS.with_stem(RESULTS.stem + "_quick") if quick else RESULTS  # never mixed
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"\nwrote {RESULTS.relative_to(HERE.parent)} ({len(rows)} rows)")
+    print(f"\nwrote {path.relative_to(HERE.parent)} ({len(rows)} rows)")
 
 
 def _partial_table(quick, record):
