@@ -22,17 +22,18 @@ and clone.
 ``python benchmarks/continuous.py [--quick]`` writes ``benchmarks/results/continuous.csv`` (one
 row per posterior: env, n_trajectories, seed, method, apprentice_return, expert_return,
 bc_return, seconds, min_ess) and prints a table with the published figures; ``--quick``:
-CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations.
+CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations; ``--only ENV ...``
+reruns some envs, keeping the other envs' rows.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 import math
 import os
 import pathlib
-import sys
 import time
 import warnings
 
@@ -143,13 +144,22 @@ def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: 
     return row, post
 
 
-def main(quick: bool = False, threads: int = 1):
+def main(quick: bool = False, threads: int = 1, only=None):
+    """Run the protocol (module docstring), print the table and write the CSV; ``only``: the
+    env ids to run, the CSV keeping the other envs' rows of an earlier run."""
     envs = ["CartPole-v1", "Acrobot-v1"]
     if not quick:
         if importlib.util.find_spec("Box2D") is not None:
             envs.append("LunarLander-v3")
         else:
             print("LunarLander-v3 skipped: Box2D is not installed (pip install box2d)")
+    if only is not None:
+        unknown = set(only) - set(PUBLISHED)
+        if unknown:
+            raise SystemExit(f"--only: unknown env {sorted(unknown)}; expected some of "
+                             f"{sorted(PUBLISHED)}")
+        envs = [e for e in envs if e in only]
+    kept = _kept_rows(envs) if only is not None else []
     ns = (1, 15) if quick else NS
     seeds = range(2) if quick else range(5)
     draws = 250 if quick else 500
@@ -171,7 +181,7 @@ def main(quick: bool = False, threads: int = 1):
                 row, _ = run(env_id, n, seed, draws, n_test, expert)
                 batch.append(row)
                 rows.append(row)
-                _write(rows)
+                _write(kept + rows)
             app = float(np.mean([r["apprentice_return"] for r in batch]))
             bc = float(np.mean([r["bc_return"] for r in batch]))
             sec = float(np.mean([r["seconds"] for r in batch]))
@@ -208,6 +218,14 @@ def timing(n: int = 15, seed: int = 0):
               f"{int(stats['diverging'].sum()):>9}", flush=True)
 
 
+def _kept_rows(envs):
+    """The rows of the CSV written before for envs other than ``envs``."""
+    if not CSV.exists():
+        return []
+    with open(CSV, newline="") as f:
+        return [r for r in csv.DictReader(f) if r["env"] not in envs]
+
+
 def _write(rows):
     os.makedirs(CSV.parent, exist_ok=True)
     tmp = CSV.with_suffix(".csv.tmp")
@@ -219,8 +237,15 @@ def _write(rows):
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="CartPole and Acrobot, N = 1 and 15, 2 seeds, shorter chains")
+    parser.add_argument("--timing", action="store_true", help="the timing protocol alone")
+    parser.add_argument("--only", nargs="+", metavar="ENV",
+                        help="run these envs; the CSV keeps the others' rows")
+    args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
-    if "--timing" in sys.argv:
+    if args.timing:
         timing()
     else:
-        main("--quick" in sys.argv)
+        main(args.quick, only=args.only)
