@@ -185,9 +185,10 @@ def main(quick: bool = False, threads: int = 1, only=None):
             print(f"{n:>3} {app:>11.1f} {fraction(app, expert):>6.2f} {bc:>8.1f} "
                   f"{fraction(bc, expert):>6.2f} {vw:>10.2f} {av:>7.2f} {sec:>6.1f} "
                   f"{ess:>8.0f} {sec / max(ess, 1e-9):>7.3f}", flush=True)
-    print(f"\nwrote {CSV.relative_to(HERE.parent)} ({len(rows)} rows); fractions of the expert's "
-          "return (1 = expert level); ValueWalk/AVRIL: the published figures over the papers' "
-          "expert (LunarLander: over their best figure, 263)")
+    kept_note = f", {len(kept)} kept from before" if kept else ""
+    print(f"\nwrote {CSV.relative_to(HERE.parent)} ({len(rows)} rows{kept_note}); fractions of "
+          "the expert's return (1 = expert level); ValueWalk/AVRIL: the published figures "
+          "over the papers' expert (LunarLander: over their best figure, 263)")
     return rows
 
 
