@@ -8,8 +8,8 @@ also given as a fraction of the expert's own return on the same test episodes.
 
 The apprentice acts greedily on the posterior mean Q of a NUTS posterior
 (``QValueModel``: Q linear in the standardised observation; ValueWalk's independent Normal
-prior on the rewards at the data; beta = 1, gamma = 0.99; the likelihood and prior scales of
-:data:`SETTINGS`: the soft likelihood, ``V = logsumexp Q``, on CartPole and Acrobot,
+prior on the rewards at the data; gamma = 0.99; the likelihood, rationality beta and prior
+scales of :data:`SETTINGS`: the soft likelihood, ``V = logsumexp Q``, on CartPole and Acrobot,
 ValueWalk's Boltzmann likelihood, ``V = max Q``, on LunarLander), 2 chains of
 ``draws`` after as many warmup iterations (full: 2 x 500 = 1000 draws, the issue's timing
 protocol). Behavioural
@@ -68,7 +68,8 @@ NS = (1, 3, 7, 10, 15)
 # from this benchmark's; the checks and their figures are in benchmarks/RESULTS.md.
 SETTINGS = {
     "CartPole-v1": dict(model=dict(weight_scale=10.0), likelihood="soft"),
-    "Acrobot-v1": dict(model=dict(weight_scale=3.0), likelihood="soft"),
+    "Acrobot-v1": dict(model=dict(weight_scale=3.0, reward_scale=3.0), likelihood="soft",
+                       rationality=3.0),
     "LunarLander-v3": dict(model=dict(weight_scale=10.0, reward_scale=10.0),
                            likelihood="boltzmann"),
 }
@@ -80,8 +81,9 @@ def _posterior(env_id: str, data, draws: int, seed: int):
     with warnings.catch_warnings():  # the ESS is reported in the table, not warned about
         warnings.simplefilter("ignore", InferenceWarning)
         return birl.infer(None, data, birl.QValueModel(**settings["model"]), method="nuts",
-                          likelihood=settings["likelihood"], num_samples=draws, warmup=draws,
-                          num_chains=2, seed=seed, progress=False)
+                          likelihood=settings["likelihood"],
+                          rationality=settings.get("rationality", 1.0), num_samples=draws,
+                          warmup=draws, num_chains=2, seed=seed, progress=False)
 
 
 def fraction(value: float, expert: float) -> float:
@@ -93,9 +95,9 @@ def fraction(value: float, expert: float) -> float:
     return expert / value if value < 0 else math.inf
 
 
-def behavioural_cloning(data, model: birl.QValueModel) -> torch.Tensor:
+def behavioural_cloning(data, model: birl.QValueModel, rationality: float = 1.0):
     """The weights of the Q-function class of ``model`` fitted to the actions alone: the MAP of
-    ``softmax(Q_w(s, .))`` with the model's Normal prior on ``w`` (no reward prior)."""
+    ``softmax(beta Q_w(s, .))`` with the model's Normal prior on ``w`` (no reward prior)."""
     qf = model.q_function(data)
     tr = data.transitions()
     feats = qf.features(tr.obs)
@@ -103,7 +105,8 @@ def behavioural_cloning(data, model: birl.QValueModel) -> torch.Tensor:
 
     def loss(x):
         w = torch.as_tensor(x, dtype=feats.dtype).requires_grad_(True)  # LunarLander: float32
-        logp = torch.log_softmax(qf.apply(w, feats), -1).gather(-1, tr.actions[:, None]).sum()
+        logp = torch.log_softmax(rationality * qf.apply(w, feats), -1)
+        logp = logp.gather(-1, tr.actions[:, None]).sum()
         value = -(logp - 0.5 * (w / scale).square().sum())
         (g,) = torch.autograd.grad(value, w)
         return float(value.detach()), g.double().numpy()
@@ -129,7 +132,7 @@ def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: 
     seconds = time.perf_counter() - start
     min_ess = post.min_ess()
     apprentice = evaluate(env, post.policy("mean"), n_test, seed=10_000, progress=False).mean()
-    qf, w_bc = behavioural_cloning(data, model)
+    qf, w_bc = behavioural_cloning(data, model, SETTINGS[env_id].get("rationality", 1.0))
     bc = evaluate(env, _greedy(qf, w_bc), n_test, seed=10_000, progress=False).mean()
     row = {"env": env_id, "n_trajectories": n, "seed": seed, "method": "nuts",
            "apprentice_return": float(apprentice), "expert_return": expert_return,
