@@ -12,9 +12,9 @@ prior on the rewards at the data; gamma = 0.99; the likelihood, rationality beta
 scales of :data:`SETTINGS`: the soft likelihood, ``V = logsumexp Q``, on CartPole and Acrobot,
 ValueWalk's Boltzmann likelihood, ``V = max Q``, on LunarLander), 2 chains of
 ``draws`` after as many warmup iterations (full: 2 x 500 = 1000 draws, the issue's timing
-protocol). Behavioural
-cloning is the same Q-function class fitted to the actions alone (the MAP of a softmax
-regression with the same Normal prior on the weights). Data come from episodes seeded
+protocol). Behavioural cloning is the same Q-function class fitted to the actions alone (the
+MAP of ``softmax(beta Q)`` with the same beta and Normal prior on the weights). Data come from
+episodes seeded
 ``1000 * seed + i``; test episodes are seeded ``10_000 + i``, the same for expert, apprentice
 and clone.
 
