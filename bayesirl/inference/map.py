@@ -299,14 +299,16 @@ def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
     c_flatten, c_unflatten = _flattening(constrained)
     J = torch.autograd.functional.jacobian(
         lambda v: c_flatten(target.constrain(unflatten(v))), x)                 # (d_c, d)
-    variances = ((J @ covariance) * J).sum(-1).clamp(min=0)
+
+    def standard_errors(cov):  # the delta method, per constrained site
+        return c_unflatten(((J @ cov) * J).sum(-1).clamp(min=0).sqrt())
+
     bhhh = None
     if opg is not None:
         opg_chol, opg_info = torch.linalg.cholesky_ex(opg)
         if int(opg_info) == 0:
-            opg_cov = torch.cholesky_inverse(opg_chol)
-            bhhh = c_unflatten(((J @ opg_cov) * J).sum(-1).clamp(min=0).sqrt())
-    return Laplace(unflatten(x), covariance, names, c_unflatten(variances.sqrt()), how, bhhh)
+            bhhh = standard_errors(torch.cholesky_inverse(opg_chol))
+    return Laplace(unflatten(x), covariance, names, standard_errors(covariance), how, bhhh)
 
 
 def laplace_draws(target, fit: Laplace, num_samples: int, seed: int) -> dict[str, torch.Tensor]:
