@@ -37,6 +37,9 @@ _FORMAT = "bayesirl.RewardPosterior/1"
 _ATTRS = ("bayesirl_format", "method", "settings", "incomplete", "mdp_fingerprint",
           "param_dims", "param_coords")
 _COVARIANCE_DIMS = ("coordinate", "coordinate_bis")  # rows and columns of extra["covariance"]
+#: ``extra`` key -> the prefix of its per-site ``constant_data`` variables in a saved posterior
+_STANDARD_ERROR_PREFIXES = {"standard_errors": "standard_error_",
+                            "standard_errors_bhhh": "bhhh_standard_error_"}
 
 
 def _chunked(fn, x, *rest):
@@ -292,8 +295,7 @@ class RewardPosterior(ChainDraws):
         """The standard errors and covariance of :attr:`extra` as ``constant_data``
         variables, their dims and the covariance's coords (its coordinates' names)."""
         variables, dims, coords = {}, {}, {}
-        for key, prefix in (("standard_errors", "standard_error_"),
-                            ("standard_errors_bhhh", "bhhh_standard_error_")):
+        for key, prefix in _STANDARD_ERROR_PREFIXES.items():
             for site, se in (self.extra.get(key) or {}).items():
                 name = prefix + site
                 variables[name] = torch.as_tensor(se).detach().cpu().numpy()
@@ -457,8 +459,7 @@ def _read_fit_extras(group, tensor) -> dict:
     """``extra`` entries (standard errors, BHHH's too, covariance, coordinates) from
     ``constant_data``."""
     extra = {}
-    for key, prefix in (("standard_errors", "standard_error_"),
-                        ("standard_errors_bhhh", "bhhh_standard_error_")):
+    for key, prefix in _STANDARD_ERROR_PREFIXES.items():
         errors = {k[len(prefix):]: tensor(group[k].values) for k in group.data_vars
                   if k.startswith(prefix)}
         if errors:
