@@ -95,10 +95,10 @@ def fraction(value: float, expert: float) -> float:
     return expert / value if value < 0 else math.inf
 
 
-def behavioural_cloning(data, model: birl.QValueModel, rationality: float = 1.0):
-    """The weights of the Q-function class of ``model`` fitted to the actions alone: the MAP of
-    ``softmax(beta Q_w(s, .))`` with the model's Normal prior on ``w`` (no reward prior)."""
-    qf = model.q_function(data)
+def behavioural_cloning(data, qf, rationality: float = 1.0) -> torch.Tensor:
+    """The weights of the Q-function class ``qf`` (a posterior's, its features fitted to
+    ``data``) fitted to the actions alone: the MAP of ``softmax(beta Q_w(s, .))`` with its
+    Normal prior on ``w`` (no reward prior)."""
     tr = data.transitions()
     feats = qf.features(tr.obs)
     scale = qf.prior_scale()
@@ -112,7 +112,7 @@ def behavioural_cloning(data, model: birl.QValueModel, rationality: float = 1.0)
         return float(value.detach()), g.double().numpy()
 
     x = scipy.optimize.minimize(loss, np.zeros(qf.n_params), jac=True, method="L-BFGS-B").x
-    return qf, torch.as_tensor(x, dtype=feats.dtype)
+    return torch.as_tensor(x, dtype=feats.dtype)
 
 
 def _greedy(qf, w):
@@ -126,14 +126,14 @@ def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: 
     """One posterior: returns the CSV row and the posterior."""
     env = make_env(env_id)
     data = rollout(env, EXPERTS[env_id], n, seed=1000 * seed, progress=False)
-    model = birl.QValueModel(**SETTINGS[env_id]["model"])
     start = time.perf_counter()
     post = _posterior(env_id, data, draws, seed)
     seconds = time.perf_counter() - start
     min_ess = post.min_ess()
     apprentice = evaluate(env, post.policy("mean"), n_test, seed=10_000, progress=False).mean()
-    qf, w_bc = behavioural_cloning(data, model, SETTINGS[env_id].get("rationality", 1.0))
-    bc = evaluate(env, _greedy(qf, w_bc), n_test, seed=10_000, progress=False).mean()
+    w_bc = behavioural_cloning(data, post.q_function, post.rationality)
+    bc = evaluate(env, _greedy(post.q_function, w_bc), n_test, seed=10_000,
+                  progress=False).mean()
     row = {"env": env_id, "n_trajectories": n, "seed": seed, "method": "nuts",
            "apprentice_return": float(apprentice), "expert_return": expert_return,
            "bc_return": float(bc), "seconds": seconds, "min_ess": min_ess}
