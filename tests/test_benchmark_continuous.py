@@ -51,3 +51,22 @@ def test_every_env_has_settings_and_published_figures(bench):
     for settings in bench.SETTINGS.values():
         assert settings["likelihood"] in ("soft", "boltzmann")
         bench.birl.QValueModel(**settings["model"])  # valid model arguments
+
+
+def test_behavioural_cloning_fits_an_mlp_class_not_only_its_biases(bench):
+    """From w = 0 an MLP's hidden units are all the same and only the output biases move (a
+    constant policy); the clone must start off that saddle."""
+    import torch
+
+    from bayesirl.core.control import EXPERTS, make_env
+    from bayesirl.core.trajectories import rollout
+
+    env = make_env("CartPole-v1")
+    data = rollout(env, EXPERTS["CartPole-v1"], 1, seed=3, progress=False)
+    qf = bench.birl.QValueModel(hidden=(8,), weight_scale=3.0).q_function(data)
+    w = bench.behavioural_cloning(data, qf)
+    tr = data.transitions()
+    with torch.no_grad():
+        agree = (qf(w, tr.obs).argmax(-1) == tr.actions).double().mean()
+    majority = max(float((tr.actions == a).double().mean()) for a in range(2))
+    assert agree > 0.9 > majority + 0.2
