@@ -172,6 +172,14 @@ class _Interrupts:
             raise KeyboardInterrupt
 
 
+class _Exit(Exception):
+    """A command stops with exit status ``code``, having said why on stderr."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
 # ---------------------------------------------------------------------------- commands
 def _run(spec, out: Path | None, quiet: bool, overwrite: bool = False) -> int:
     """Run ``spec`` into ``out``: check the folder first, write aside, move into place."""
@@ -208,10 +216,10 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
          f"method: {kwargs['method']}" + (" (BAYESIRL_FAST=1: sample counts shrunk)"
                                           if fast_mode() else ""))
     t0 = time.perf_counter()
-    inferred = _infer(mdp, demos, reward_model, kwargs, quiet, interrupts)
-    if isinstance(inferred, int):
-        return inferred
-    post, caught = inferred
+    try:
+        post, caught = _infer(mdp, demos, reward_model, kwargs, quiet, interrupts)
+    except _Exit as e:
+        return e.code
     t_infer = time.perf_counter() - t0
     notes = []
     if interrupts.count or post.incomplete:
@@ -273,9 +281,9 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
 
 
 def _infer(mdp, demos, reward_model, kwargs: dict, quiet: bool, interrupts: _Interrupts):
-    """``infer()`` with its InferenceWarnings caught: ``(posterior, their problem lines)``, or
-    the exit code after saying why nothing was written (130 interrupted, 1 failed); other
-    warnings pass through."""
+    """``infer()`` with its InferenceWarnings caught: ``(posterior, their problem lines)``;
+    other warnings pass through. Raises :class:`_Exit` (130 interrupted, 1 failed) after saying
+    why nothing was written."""
     from bayesirl.inference.facade import infer
     from bayesirl.posterior.diagnostics import InferenceWarning
 
@@ -287,11 +295,11 @@ def _infer(mdp, demos, reward_model, kwargs: dict, quiet: bool, interrupts: _Int
         except KeyboardInterrupt as e:
             print(f"bayesirl: {str(e) or 'interrupted during inference'}; nothing written",
                   file=sys.stderr)
-            return 130
+            raise _Exit(130) from e
         except Exception as e:  # numerical failures surface with many types
             print(f"bayesirl: inference failed: {type(e).__name__}: {e}".replace("\n", " "),
                   file=sys.stderr)
-            return 1
+            raise _Exit(1) from e
         finally:
             interrupts.phase = "final"
     caught = []
