@@ -316,6 +316,41 @@ def test_diagnostics_flag_stuck_chain():
     assert any("constant within a chain" in p for p in problems)
 
 
+def _nuts_idata(n_steps, settings):
+    theta = np.random.default_rng(5).standard_normal(n_steps.shape)
+    idata = idata_of(theta, n_steps=n_steps)
+    if settings is not None:
+        idata.posterior.attrs["settings"] = settings
+    return idata
+
+
+def test_diagnostics_flag_draws_at_the_maximum_tree_depth():
+    """A tree at the cap of depth 3 made every doubling: 7 leapfrog steps. More than a tenth of
+    the draws there is a problem; a U-turn inside the last doubling (4-6 steps) is not the
+    cap, and a posterior without NUTS settings (HMC, ChEES) has no cap to check."""
+    steps = np.full((2, 500), 3)
+    steps[0, :60] = 7  # 60 of 1000 draws: below the share
+    steps[1, :60] = 6
+    settings = '{"max_tree_depth": 3, "likelihood": "soft"}'
+    assert not any("tree depth" in p for p in convergence_problems(
+        _nuts_idata(steps, settings), ["theta"]))
+    steps[1, :60] = 7  # 120 of 1000
+    problems = convergence_problems(_nuts_idata(steps, settings), ["theta"])
+    assert any(p.startswith("120 of 1000 NUTS draws ran to the maximum tree depth (3, 7 "
+                            "leapfrog steps)") for p in problems)
+    for no_cap in (None, '{"num_steps": 10}', "not json"):
+        assert not any("tree depth" in p for p in convergence_problems(
+            _nuts_idata(steps, no_cap), ["theta"]))
+
+
+def test_infer_warns_when_nuts_runs_to_its_tree_depth(chain_problem):
+    mdp, demos, model = chain_problem
+    with pytest.warns(InferenceWarning, match=r"ran to the maximum tree depth \(1, 1 leapfrog"):
+        post = birl.infer(mdp, demos, model, num_samples=30, warmup=30, num_chains=1,
+                          max_tree_depth=1, progress=False)
+    assert post.settings["max_tree_depth"] == 1
+
+
 def test_check_convergence_warns_or_raises():
     theta = np.random.default_rng(4).standard_normal((1, 30))
     with pytest.warns(InferenceWarning, match="bulk ESS"):

@@ -1,13 +1,18 @@
-"""Convergence diagnostics for MCMC posteriors (R-hat, ESS, divergences, E-BFMI) via ArviZ.
+"""Convergence diagnostics for MCMC posteriors (R-hat, ESS, divergences, E-BFMI, NUTS's tree
+depth) via ArviZ.
 
 Thresholds follow Vehtari et al. (2021), "Rank-normalization, folding, and localization":
 R-hat <= 1.01 and bulk ESS >= 400 (100 per chain for 4 chains); Betancourt (2016) for
-E-BFMI >= 0.3. Simulation-based calibration is :func:`bayesirl.sbc.sbc`
-and re-exported here.
+E-BFMI >= 0.3. NUTS draws whose trajectory ran to ``max_tree_depth`` (Stan's "maximum treedepth"
+warning) are an efficiency problem, not a bias: reported when more than
+:data:`TREE_DEPTH_SHARE` of the draws did, as where every draw does the sampler is crawling
+through a posterior it cannot traverse (an MLP's weights). Simulation-based calibration is
+:func:`bayesirl.sbc.sbc` and re-exported here.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -19,6 +24,7 @@ __all__ = ["ConvergenceError", "InferenceWarning", "check_convergence"]
 RHAT_MAX = 1.01
 ESS_MIN = 400
 BFMI_MIN = 0.3
+TREE_DEPTH_SHARE = 0.1
 
 
 class InferenceWarning(UserWarning):
@@ -68,7 +74,30 @@ def convergence_problems(idata, var_names) -> list[str]:
         if np.nanmin(e_bfmi) < BFMI_MIN:
             problems.append(f"E-BFMI is {float(np.nanmin(e_bfmi)):.2f} (< {BFMI_MIN}) in a chain:"
                             " the momentum resampling explores the energy poorly")
+    capped = _capped_trees(idata)
+    if capped is not None and capped[0] > TREE_DEPTH_SHARE * capped[1]:
+        n, total, depth = capped
+        problems.append(f"{n} of {total} NUTS draws ran to the maximum tree depth ({depth}, "
+                        f"{2 ** depth - 1} leapfrog steps): their trajectories were cut short, "
+                        "so the draws are correlated and slow; the posterior is hard to "
+                        "traverse (reparameterise or simplify the model), or raise "
+                        "max_tree_depth (each level doubles the cost of a draw)")
     return problems
+
+
+def _capped_trees(idata) -> tuple[int, int, int] | None:
+    """``(draws whose tree ran to the cap, draws, max_tree_depth)`` of a NUTS posterior whose
+    settings (the posterior group's JSON ``settings`` attribute) record ``max_tree_depth``, or
+    None. A tree at the cap made every doubling: ``2 ** depth - 1`` leapfrog steps."""
+    stats = getattr(idata, "sample_stats", None)
+    if stats is None or "n_steps" not in stats:
+        return None
+    try:
+        depth = int(json.loads(idata.posterior.attrs["settings"])["max_tree_depth"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    steps = np.asarray(stats["n_steps"].values)
+    return int((steps >= 2 ** depth - 1).sum()), int(steps.size), depth
 
 
 def check_convergence(idata, var_names, strict: bool = False) -> list[str]:
