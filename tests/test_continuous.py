@@ -433,8 +433,8 @@ def test_the_posterior_recovers_a_known_reward_field():
     model = QValueModel(n_fourier=100, lengthscale=0.5, weight_scale=30.0, discount=0.9,
                         reward_prior="state", reward_fourier=50, reward_lengthscale=0.5,
                         reward_noise=0.1, dynamics=task.dynamics)
-    post = birl.infer(None, data, model, method="nuts", rationality=2.0, num_samples=300,
-                      warmup=300, progress=False, seed=0)
+    post = birl.infer(None, data, model, method="nuts", rationality=2.0, num_samples=500,
+                      warmup=500, progress=False, seed=0)
     mean = post.mean_reward()
     lo, hi = post.credible_interval(0.9)
     cover = float(((truth >= lo) & (truth <= hi)).double().mean())
