@@ -18,6 +18,10 @@ episodes seeded
 ``1000 * seed + i``; test episodes are seeded ``10_000 + i``, the same for expert, apprentice
 and clone.
 
+Beside the NUTS rows (``method`` "nuts"), :data:`ALTERNATIVES` adds rows of other Q-function
+classes as MAP estimates (LunarLander: an MLP, which NUTS cannot sample in budget), with
+behavioural cloning of the same class.
+
 ``python benchmarks/continuous.py --timing`` runs the timing protocol alone (:func:`timing`).
 ``python benchmarks/continuous.py [--quick]`` writes ``benchmarks/results/continuous.csv`` (one
 row per posterior: env, n_trajectories, seed, method, apprentice_return, expert_return,
@@ -75,15 +79,32 @@ SETTINGS = {
 }
 
 
-def _posterior(env_id: str, data, draws: int, seed: int):
-    """The benchmark's NUTS posterior of ``data``: 2 chains x (``draws`` + ``draws``)."""
-    settings = SETTINGS[env_id]
+# Beside the NUTS rows: what a richer Q-function class gives where NUTS cannot sample it (an
+# MLP: every draw runs to the maximum tree depth), as a point estimate. Chosen on the held-out
+# spot checks in benchmarks/RESULTS.md ("What limits LunarLander from 7 trajectories on").
+ALTERNATIVES = {
+    "LunarLander-v3": {"map-mlp32": dict(model=dict(hidden=(32,), weight_scale=3.0,
+                                                    reward_scale=10.0),
+                                         likelihood="boltzmann")},
+}
+
+
+def _settings(env_id: str, method: str) -> dict:
+    return SETTINGS[env_id] if method == "nuts" else ALTERNATIVES[env_id][method]
+
+
+def _posterior(env_id: str, data, draws: int, seed: int, method: str = "nuts"):
+    """The benchmark's posterior of ``data``: NUTS, 2 chains x (``draws`` + ``draws``), or
+    an alternative's MAP (:data:`ALTERNATIVES`)."""
+    settings = _settings(env_id, method)
+    kwargs = (dict(method="nuts", num_samples=draws, warmup=draws, num_chains=2)
+              if method == "nuts" else dict(method="map"))
     with warnings.catch_warnings():  # the ESS is reported in the table, not warned about
         warnings.simplefilter("ignore", InferenceWarning)
-        return birl.infer(None, data, birl.QValueModel(**settings["model"]), method="nuts",
+        return birl.infer(None, data, birl.QValueModel(**settings["model"]),
                           likelihood=settings["likelihood"],
-                          rationality=settings.get("rationality", 1.0), num_samples=draws,
-                          warmup=draws, num_chains=2, seed=seed, progress=False)
+                          rationality=settings.get("rationality", 1.0), seed=seed,
+                          progress=False, **kwargs)
 
 
 def fraction(value: float, expert: float) -> float:
@@ -128,19 +149,21 @@ def _greedy(qf, w):
     return act
 
 
-def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: float):
-    """One posterior: returns the CSV row and the posterior."""
+def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: float,
+        method: str = "nuts"):
+    """One posterior (``method``: ``"nuts"`` or a key of :data:`ALTERNATIVES`): returns the CSV
+    row and the posterior. A MAP has no effective sample size (``min_ess`` nan)."""
     env = make_env(env_id)
     data = rollout(env, EXPERTS[env_id], n, seed=1000 * seed, progress=False)
     start = time.perf_counter()
-    post = _posterior(env_id, data, draws, seed)
+    post = _posterior(env_id, data, draws, seed, method)
     seconds = time.perf_counter() - start
-    min_ess = post.min_ess()
+    min_ess = post.min_ess() if method == "nuts" else math.nan
     apprentice = evaluate(env, post.policy("mean"), n_test, seed=10_000, progress=False).mean()
     w_bc = behavioural_cloning(data, post.q_function, post.rationality)
     bc = evaluate(env, _greedy(post.q_function, w_bc), n_test, seed=10_000,
                   progress=False).mean()
-    row = {"env": env_id, "n_trajectories": n, "seed": seed, "method": "nuts",
+    row = {"env": env_id, "n_trajectories": n, "seed": seed, "method": method,
            "apprentice_return": float(apprentice), "expert_return": expert_return,
            "bc_return": float(bc), "seconds": seconds, "min_ess": min_ess}
     return row, post
@@ -174,26 +197,28 @@ def main(quick: bool = False, threads: int = 1, only=None):
         expert = float(evaluate(make_env(env_id), EXPERTS[env_id], n_test, seed=10_000,
                                 progress=False).mean())
         print(f"\n{env_id}: scripted expert {expert:.1f} on the test episodes")
-        print(f"{'N':>3} {'apprentice':>11} {'frac':>6} {'BC':>8} {'frac':>6} "
+        print(f"{'N':>3} {'method':<10} {'apprentice':>11} {'frac':>6} {'BC':>8} {'frac':>6} "
               f"{'ValueWalk':>10} {'AVRIL':>7} {'s':>6} {'min ESS':>8} {'s/ESS':>7}")
         pub = PUBLISHED[env_id]
+        methods = ["nuts"] + ([] if quick else list(ALTERNATIVES.get(env_id, {})))
         for n in ns:
-            batch = []
-            for seed in seeds:
-                row, _ = run(env_id, n, seed, draws, n_test, expert)
-                batch.append(row)
-                rows.append(row)
-                _write(kept + rows)
-            app = float(np.mean([r["apprentice_return"] for r in batch]))
-            bc = float(np.mean([r["bc_return"] for r in batch]))
-            sec = float(np.mean([r["seconds"] for r in batch]))
-            ess = float(np.min([r["min_ess"] for r in batch]))
-            k = NS.index(n)
-            vw = fraction(pub["ValueWalk"][k], pub["expert"])
-            av = fraction(pub["AVRIL"][k], pub["expert"])
-            print(f"{n:>3} {app:>11.1f} {fraction(app, expert):>6.2f} {bc:>8.1f} "
-                  f"{fraction(bc, expert):>6.2f} {vw:>10.2f} {av:>7.2f} {sec:>6.1f} "
-                  f"{ess:>8.0f} {sec / max(ess, 1e-9):>7.3f}", flush=True)
+            for method in methods:
+                batch = []
+                for seed in seeds:
+                    row, _ = run(env_id, n, seed, draws, n_test, expert, method)
+                    batch.append(row)
+                    rows.append(row)
+                    _write(kept + rows)
+                app = float(np.mean([r["apprentice_return"] for r in batch]))
+                bc = float(np.mean([r["bc_return"] for r in batch]))
+                sec = float(np.mean([r["seconds"] for r in batch]))
+                ess = float(np.min([r["min_ess"] for r in batch]))
+                k = NS.index(n)
+                vw = fraction(pub["ValueWalk"][k], pub["expert"])
+                av = fraction(pub["AVRIL"][k], pub["expert"])
+                print(f"{n:>3} {method:<10} {app:>11.1f} {fraction(app, expert):>6.2f} "
+                      f"{bc:>8.1f} {fraction(bc, expert):>6.2f} {vw:>10.2f} {av:>7.2f} "
+                      f"{sec:>6.1f} {ess:>8.0f} {sec / max(ess, 1e-9):>7.3f}", flush=True)
     kept_note = f", {len(kept)} kept from before" if kept else ""
     print(f"\nwrote {CSV.relative_to(HERE.parent)} ({len(rows)} rows{kept_note}); fractions of "
           "the expert's return (1 = expert level); ValueWalk/AVRIL: the published figures "

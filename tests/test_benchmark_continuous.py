@@ -70,3 +70,24 @@ def test_behavioural_cloning_fits_an_mlp_class_not_only_its_biases(bench):
         agree = (qf(w, tr.obs).argmax(-1) == tr.actions).double().mean()
     majority = max(float((tr.actions == a).double().mean()) for a in range(2))
     assert agree > 0.9 > majority + 0.2
+
+
+def test_alternatives_are_valid_and_named_apart_from_nuts(bench):
+    for env_id, alternatives in bench.ALTERNATIVES.items():
+        assert env_id in bench.SETTINGS and "nuts" not in alternatives
+        for method, settings in alternatives.items():
+            assert bench._settings(env_id, method) is settings
+            assert settings["likelihood"] in ("soft", "boltzmann")
+            bench.birl.QValueModel(**settings["model"])
+
+
+def test_a_map_row_has_no_effective_sample_size(bench, monkeypatch):
+    """The alternative's row: a MAP posterior, its BC of the same (MLP) class, min_ess nan."""
+    import math
+
+    monkeypatch.setitem(bench.ALTERNATIVES, "CartPole-v1", {"map-mlp4": dict(
+        model=dict(hidden=(4,), weight_scale=3.0), likelihood="soft")})
+    row, post = bench.run("CartPole-v1", 1, 0, 10, 1, 500.0, "map-mlp4")
+    assert post.method == "map" and post.q_function.hidden == (4,)
+    assert row["method"] == "map-mlp4" and math.isnan(row["min_ess"])
+    assert row["apprentice_return"] > 0 and row["bc_return"] > 0
