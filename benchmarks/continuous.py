@@ -191,8 +191,9 @@ def main(quick: bool = False, threads: int = 1, only=None):
     n_test = 10 if quick else 20
     torch.set_num_threads(threads)
     rows = []
-    print(f"\n## Continuous control: apprentice (NUTS posterior mean Q) and behavioural cloning, "
-          f"{len(seeds)} seeds, 2 x ({draws} + {draws}) iterations, {n_test} test episodes")
+    print(f"\n## Continuous control: apprentice (greedy on the posterior mean Q; NUTS 2 x "
+          f"({draws} + {draws}) iterations, or a MAP) and behavioural cloning, {len(seeds)} "
+          f"seeds, {n_test} test episodes")
     for env_id in envs:
         expert = float(evaluate(make_env(env_id), EXPERTS[env_id], n_test, seed=10_000,
                                 progress=False).mean())
