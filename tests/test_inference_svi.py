@@ -82,3 +82,5 @@ def test_a_guide_far_from_the_map_is_reported_per_coordinate():
     (problem,) = convergence_problems([], draws, far)
     assert problem.startswith("the guide's mean of theta[2] is 0.9974, 7.54 of its sds")
     assert "from the MAP 0.2" in problem
+    # both readings: an unfinished fit, or a family that cannot centre on the mode
+    assert "has not converged, or the guide's family cannot centre on the mode" in problem

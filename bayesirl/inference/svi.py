@@ -269,7 +269,8 @@ def convergence_problems(losses: list[float], draws: dict[str, torch.Tensor],
     - The guide far from the MAP: its mean, over ``draws {site: (m, ...)}`` of the fitted
       guide, more than three of its sds from ``map_point`` (constrained, None: not checked)
       in some coordinate. Near the posterior's mode a Gaussian guide centres within a
-      fraction of an sd of it; an ill-conditioned fit wanders off.
+      fraction of an sd of it; an ill-conditioned fit wanders off, and a factorised guide of
+      coupled parameters sits narrow and off-centre (the sentence names both readings).
     """
     problems = []
     w = max(len(losses) // 10, 10)
@@ -291,7 +292,10 @@ def convergence_problems(losses: list[float], draws: dict[str, torch.Tensor],
             index = "" if value.dim() == 0 else f"[{worst}]"
             problems.append(f"the guide's mean of {site}{index} is {float(mean[worst]):.4g}, "
                             f"{float(z[worst]):.3g} of its sds ({float(sd[worst]):.3g}) from "
-                            f"the MAP {float(value.reshape(-1)[worst]):.4g}")
+                            f"the MAP {float(value.reshape(-1)[worst]):.4g}: the fit has "
+                            "not converged, or the guide's family cannot centre on the mode "
+                            "(a factorised guide of tightly coupled parameters, such as AVRIL's "
+                            "w and latent rewards, is narrow and off-centre)")
     return problems
 
 
