@@ -119,8 +119,8 @@ def fraction(value: float, expert: float) -> float:
 def behavioural_cloning(data, qf, rationality: float = 1.0) -> torch.Tensor:
     """The weights of the Q-function class ``qf`` (a posterior's, its features fitted to
     ``data``) fitted to the actions alone: the MAP of ``softmax(beta Q_w(s, .))`` with its
-    Normal prior on ``w`` (no reward prior); L-BFGS from 0 for a linear class, from a prior
-    draw for an MLP (its saddle at 0)."""
+    Normal prior on ``w`` (no reward prior); L-BFGS from ``qf.start(0)`` (0 for a linear
+    class, a prior draw for an MLP, off its saddle at 0)."""
     tr = data.transitions()
     feats = qf.features(tr.obs)
     scale = qf.prior_scale()
@@ -133,11 +133,7 @@ def behavioural_cloning(data, qf, rationality: float = 1.0) -> torch.Tensor:
         (g,) = torch.autograd.grad(value, w)
         return float(value.detach()), g.double().numpy()
 
-    x0 = np.zeros(qf.n_params)
-    if qf.hidden:  # at 0 every hidden unit is the same and only the biases would move
-        g = torch.Generator().manual_seed(0)
-        x0 = (torch.randn(qf.n_params, generator=g, dtype=torch.float64)
-              * scale.double().cpu()).numpy()
+    x0 = qf.start(0).double().cpu().numpy()
     x = scipy.optimize.minimize(loss, x0, jac=True, method="L-BFGS-B").x
     return torch.as_tensor(x, dtype=feats.dtype)
 

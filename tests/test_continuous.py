@@ -504,3 +504,16 @@ def test_simulation_based_calibration_of_the_value_space_posterior():
         ranks.append((draws < w).sum(0).numpy())
     p_values, _, _ = rank_uniformity(np.stack(ranks), L)
     assert np.min(p_values) > 0.001 / len(p_values)
+
+
+def test_a_fit_of_the_weights_starts_at_zero_or_off_an_mlps_saddle():
+    """QFunction.start: 0 for a linear Q; for an MLP a seeded prior draw (reproducible, the
+    prior's scale per weight), where hidden units differ."""
+    fmap = FeatureMap(torch.zeros(2), torch.ones(2), torch.zeros(0, 2), torch.zeros(0))
+    linear = QFunction(fmap, fmap.n_features, 3, (), 2.0, 1.0)
+    assert torch.equal(linear.start(5), torch.zeros(linear.n_params))
+    mlp = QFunction(fmap, fmap.n_features, 3, (64,), 2.0, 1.0)
+    w = mlp.start(5)
+    assert torch.equal(w, mlp.start(5)) and not torch.equal(w, mlp.start(6))
+    z = w / mlp.prior_scale()
+    assert abs(float(z.std()) - 1.0) < 0.1 and abs(float(z.mean())) < 0.1

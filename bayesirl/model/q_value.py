@@ -225,6 +225,16 @@ class QFunction:
             parts.append(torch.full((1,), float(self.level_scale)))
         return torch.cat(parts).to(dtype=dtype or torch.get_default_dtype(), device=device)
 
+    def start(self, seed: int, dtype=None, device=None) -> torch.Tensor:
+        """``(P,)`` where a fit of ``w`` starts: 0 for a linear Q; for an MLP a prior draw
+        (generator seeded ``seed``), since at 0 every hidden unit is the same and the gradient
+        of every weight but the biases vanishes."""
+        scale = self.prior_scale(dtype, device)
+        if not self.hidden:
+            return torch.zeros_like(scale)
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(scale.shape, generator=g, dtype=torch.float64).to(scale) * scale
+
     def apply(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``."""
         h, start = feats, 0
@@ -665,15 +675,12 @@ class QValueTarget:
     # ------------------------------------------------------------------ whitening
     def map_estimate(self, w0: torch.Tensor | None = None, max_iter: int = 2000
                      ) -> torch.Tensor:
-        """``(P,)`` the MAP of ``w`` (L-BFGS-B from ``w0``). Default start: 0 for a linear Q;
-        for an MLP a prior draw (generator seeded with the model's ``seed``), since at 0 every
-        hidden unit is the same and the gradient of every weight but the biases vanishes."""
+        """``(P,)`` the MAP of ``w`` (L-BFGS-B from ``w0``; default :meth:`QFunction.start`
+        seeded with the model's ``seed``)."""
         like = self.center
-        if w0 is None and self.q_function.hidden:
-            g = torch.Generator().manual_seed(self.model.seed)
-            w0 = torch.randn(like.shape, generator=g, dtype=torch.float64).to(like) * (
-                self.prior_scale)
-        x0 = (torch.zeros_like(like) if w0 is None else w0).detach().cpu().double().numpy()
+        if w0 is None:
+            w0 = self.q_function.start(self.model.seed, like.dtype, like.device)
+        x0 = w0.detach().cpu().double().numpy()
 
         def f(x):
             w = torch.as_tensor(x, dtype=like.dtype, device=like.device).requires_grad_(True)
