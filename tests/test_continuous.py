@@ -154,6 +154,55 @@ def test_features_standardise_the_data_and_keep_a_constant():
     assert torch.allclose(phi[:, 1:].std(0), torch.ones(2))
 
 
+def test_crossing_with_flags_multiplies_the_features_by_each_two_valued_coordinate():
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(40, 4, generator=g)
+    obs[:, 1] = torch.randint(2, (40,), generator=g).double() * 3 - 1  # values -1 and 2
+    obs[:, 3] = torch.randint(2, (40,), generator=g).double()
+    plain = FeatureMap.fit(obs, n_fourier=2, seed=3)
+    fmap = FeatureMap.fit(obs, n_fourier=2, seed=3, cross_flags=True)
+    assert fmap.flags == (1, 3) and torch.allclose(fmap.thresholds, torch.tensor([0.5, 0.5]))
+    assert fmap.n_features == 3 * plain.n_features
+    phi0, phi = plain(obs), fmap(obs)
+    assert phi.shape == (40, fmap.n_features)
+    on = torch.stack([obs[:, 1] > 0.5, obs[:, 3] > 0.5], 1).double()
+    assert torch.allclose(phi, torch.cat([phi0, on[:, :1] * phi0, on[:, 1:] * phi0], 1))
+    assert torch.equal(FeatureMap.from_spec(fmap.spec())(obs), phi)
+    assert torch.equal(fmap(obs[None])[0], phi)  # leading batch dims
+    assert "flags" not in plain.spec()
+
+
+def test_cross_flags_refuses_data_without_a_flag_and_given_features():
+    with pytest.raises(ValueError, match="no observation coordinate takes exactly two"):
+        FeatureMap.fit(torch.randn(20, 3), cross_flags=True)
+    with pytest.raises(ValueError, match="cross_flags crosses the default features"):
+        QValueModel(features=lambda o: o, cross_flags=True)
+    with pytest.raises(TypeError, match="cross_flags must be True or False"):
+        QValueModel(cross_flags=1)
+
+
+def test_a_q_crossed_with_a_flag_learns_an_expert_that_switches_with_it():
+    # the expert pushes x toward 0 while the flag is off and away from 0 once it is on: the
+    # action depends on x * flag, which a Q linear in (1, x, flag) cannot represent
+    g = torch.Generator().manual_seed(1)
+    n, T = 8, 30
+    x = torch.randn(n, T + 1, generator=g)
+    flag = (torch.rand(n, T + 1, generator=g) < 0.5).double()
+    obs = torch.stack([x, flag], -1)
+    acts = ((x[:, :-1] > 0) == (flag[:, :-1] > 0)).long()
+    data = Trajectories.from_arrays(obs, acts, n_actions=2)
+    tr = data.transitions()
+    agree = {}
+    for cross in (False, True):
+        post = birl.infer(None, data, QValueModel(cross_flags=cross, weight_scale=10.0),
+                          method="map", progress=False)
+        with torch.no_grad():
+            q = post.q_function(post.samples["w"][0], tr.obs)
+        agree[cross] = float((q.argmax(-1) == tr.actions).double().mean())
+    assert agree[True] > 0.9 and agree[False] < 0.7, agree
+    assert post.settings["model"]["cross_flags"] is True
+
+
 def test_the_pyro_model_has_the_potentials_density():
     data = _data()
     target = QValueModel(n_fourier=2).build_target(None, data, likelihood="soft",

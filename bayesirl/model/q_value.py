@@ -32,8 +32,9 @@ taken at nearby states are then improbable, and ``theta | r`` gives the reward a
 (``"state_action"``: ``psi(s) ⊗ onehot(a)``).
 
 ``Q_w`` is an MLP (``hidden`` widths; ``()`` is linear) on features of the observation: the
-standardised observation with a constant, plus optionally random Fourier features, or any
-feature map given.
+standardised observation with a constant, plus optionally random Fourier features, crossed
+optionally with the observation's two-valued coordinates (``cross_flags``: a contact flag that
+switches the expert's behaviour), or any feature map given.
 
 :meth:`QValueModel.build_target` makes the :class:`QValueTarget` that ``infer()`` samples:
 NUTS/HMC over ``w`` (ValueWalk's sampler) in coordinates whitened at the MAP by the Laplace
@@ -112,7 +113,16 @@ def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------- Q-functions
 @dataclass(frozen=True, eq=False)
 class FeatureMap:
-    """``phi(s) = [1, z, sqrt(2 / F) cos(z Omega^T + b)]`` with ``z = (s - loc) / scale``.
+    """``phi(s) = [1, z, sqrt(2 / F) cos(z Omega^T + b)]`` with ``z = (s - loc) / scale``,
+    crossed, when ``flags`` is not empty, with the flags: ``[phi0, c_1 phi0, ..., c_K phi0]``
+    where ``phi0`` is the part before and ``c_k = 1[s_{flags[k]} > thresholds[k]]``.
+
+    A flag is an observation coordinate that takes two values (a leg's ground contact, a
+    gear). An expert whose behaviour switches with it (LunarLander's heuristic stops steering
+    once both legs touch down) needs a Q-function whose slope in the other coordinates changes
+    with it; crossing gives a Q linear in the parameters, so NUTS samples it as well as the
+    plain linear class, while an MLP's posterior defeats NUTS (every draw at the maximum tree
+    depth).
 
     Attributes:
         loc, scale: ``(obs_dim,)`` standardisation (fitted to the data by :meth:`fit`).
@@ -120,18 +130,23 @@ class FeatureMap:
             ``phases``: ``(F,)`` ``b``. With ``Omega ~ N(0, 1 / lengthscale^2)`` and
             ``b ~ U(0, 2 pi)`` the Fourier part approximates an RBF kernel on ``z``
             (Rahimi & Recht 2007).
+        flags: ``(K,)`` indices of the flag coordinates (K may be 0); thresholds: ``(K,)``
+            the midpoints of each flag's two values.
     """
 
     loc: torch.Tensor
     scale: torch.Tensor
     frequencies: torch.Tensor
     phases: torch.Tensor
+    flags: tuple[int, ...] = ()
+    thresholds: torch.Tensor | None = None
 
     @classmethod
-    def fit(cls, obs, n_fourier: int = 0, lengthscale: float = 1.0, seed: int = 0
-            ) -> FeatureMap:
-        """Standardise to ``obs: (M, obs_dim)`` (a zero spread becomes 1) and draw
-        ``n_fourier`` frequencies from a generator seeded ``seed``."""
+    def fit(cls, obs, n_fourier: int = 0, lengthscale: float = 1.0, seed: int = 0,
+            cross_flags: bool = False) -> FeatureMap:
+        """Standardise to ``obs: (M, obs_dim)`` (a zero spread becomes 1), draw ``n_fourier``
+        frequencies from a generator seeded ``seed`` and, with ``cross_flags``, cross the
+        features with every coordinate that takes exactly two values in ``obs``."""
         obs = as_tensor("obs", obs)
         n_fourier = check_int("n_fourier", n_fourier, low=0)
         lengthscale = check_number("lengthscale", lengthscale, 0.0, low_open=True)
@@ -141,11 +156,20 @@ class FeatureMap:
         g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
         freq = torch.randn(n_fourier, obs.shape[1], generator=g, dtype=torch.float64)
         phases = 2 * math.pi * torch.rand(n_fourier, generator=g, dtype=torch.float64)
-        return cls(loc, scale, (freq / lengthscale).to(obs.dtype), phases.to(obs.dtype))
+        flags, thresholds = (), None
+        if cross_flags:
+            values = [torch.unique(obs[:, j]) for j in range(obs.shape[1])]
+            flags = tuple(j for j, v in enumerate(values) if v.numel() == 2)
+            if not flags:
+                raise ValueError("cross_flags: no observation coordinate takes exactly two "
+                                 "values in the data, so there is no flag to cross with")
+            thresholds = torch.stack([values[j].mean() for j in flags])
+        return cls(loc, scale, (freq / lengthscale).to(obs.dtype), phases.to(obs.dtype),
+                   flags, thresholds)
 
     @property
     def n_features(self) -> int:
-        return 1 + self.loc.shape[0] + self.frequencies.shape[0]
+        return (1 + self.loc.shape[0] + self.frequencies.shape[0]) * (1 + len(self.flags))
 
     def __call__(self, obs: torch.Tensor) -> torch.Tensor:
         """``(..., obs_dim) -> (..., n_features)``."""
@@ -155,20 +179,30 @@ class FeatureMap:
         if n_fourier:
             parts.append(math.sqrt(2.0 / n_fourier)
                          * torch.cos(z @ self.frequencies.to(z).T + self.phases.to(z)))
-        return torch.cat(parts, -1)
+        phi = torch.cat(parts, -1)
+        if not self.flags:
+            return phi
+        on = (obs[..., list(self.flags)] > self.thresholds.to(obs)).to(obs)  # (..., K)
+        return torch.cat([phi, (on[..., :, None] * phi[..., None, :]).flatten(-2)], -1)
 
     def spec(self) -> dict:
         """A JSON-able description (:meth:`from_spec` rebuilds it)."""
-        return {"kind": "standardised", "loc": self.loc.tolist(), "scale": self.scale.tolist(),
-                "frequencies": self.frequencies.tolist(), "phases": self.phases.tolist()}
+        spec = {"kind": "standardised", "loc": self.loc.tolist(),
+                "scale": self.scale.tolist(), "frequencies": self.frequencies.tolist(),
+                "phases": self.phases.tolist()}
+        if self.flags:
+            spec.update(flags=list(self.flags), thresholds=self.thresholds.tolist())
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict, dtype=None) -> FeatureMap:
         dtype = dtype or torch.get_default_dtype()
         d = len(spec["loc"])
+        flags = tuple(int(j) for j in spec.get("flags", ()))
+        thresholds = torch.tensor(spec["thresholds"], dtype=dtype) if flags else None
         return cls(torch.tensor(spec["loc"], dtype=dtype), torch.tensor(spec["scale"], dtype=dtype),
                    torch.tensor(spec["frequencies"], dtype=dtype).reshape(-1, d),
-                   torch.tensor(spec["phases"], dtype=dtype))
+                   torch.tensor(spec["phases"], dtype=dtype), flags, thresholds)
 
 
 @dataclass(frozen=True, eq=False)
@@ -389,6 +423,9 @@ class QValueModel:
         features: ``None`` (the standardised observation and a constant, plus ``n_fourier``
             random Fourier features of lengthscale ``lengthscale`` drawn with ``seed``) or a
             callable ``obs (M, obs_dim) -> (M, F)`` of given features.
+        cross_flags: cross those features with every observation coordinate that takes
+            exactly two values in the data (a contact flag; :class:`FeatureMap`), for an
+            expert whose behaviour switches with it; an error when there is none.
         weight_scale: prior scale of the weights (``/ sqrt(fan_in)``).
         level_scale: prior scale of ``Q``'s level shared by the actions (see
             :class:`QFunction`); default ``reward_scale / (1 - discount)``, a value's scale.
@@ -419,8 +456,8 @@ class QValueModel:
     """
 
     def __init__(self, hidden=(), features: Callable | None = None, n_fourier: int = 0,
-                 lengthscale: float = 1.0, seed: int = 0, weight_scale: float = 1.0,
-                 level_scale: float | None = None,
+                 lengthscale: float = 1.0, seed: int = 0, cross_flags: bool = False,
+                 weight_scale: float = 1.0, level_scale: float | None = None,
                  reward_loc: float = 0.0, reward_scale: float = 1.0, discount: float = 0.99,
                  bellman_noise: float | None = None, whiten: bool = True,
                  reward_prior: str = "iid", reward_noise: float = 0.1,
@@ -438,6 +475,12 @@ class QValueModel:
         self.n_fourier = check_int("n_fourier", n_fourier, low=0)
         self.lengthscale = check_number("lengthscale", lengthscale, 0.0, low_open=True)
         self.seed = check_int("seed", seed, low=0)
+        if not isinstance(cross_flags, bool):
+            raise ArgumentTypeError(f"cross_flags must be True or False, got {cross_flags!r}")
+        if cross_flags and features is not None:
+            raise ValueError("cross_flags crosses the default features; with features= given, "
+                             "cross them in that callable")
+        self.cross_flags = cross_flags
         self.weight_scale = check_number("weight_scale", weight_scale, 0.0, low_open=True)
         self.reward_loc = check_number("reward_loc", reward_loc)
         self.reward_scale = check_number("reward_scale", reward_scale, 0.0, low_open=True)
@@ -469,6 +512,7 @@ class QValueModel:
 
     def __repr__(self) -> str:
         return (f"QValueModel(hidden={self.hidden}, n_fourier={self.n_fourier}, "
+                f"cross_flags={self.cross_flags}, "
                 f"weight_scale={self.weight_scale}, reward_scale={self.reward_scale}, "
                 f"discount={self.discount})")
 
@@ -476,7 +520,8 @@ class QValueModel:
         """The Q-function, its features fitted to (standardised on) ``data``'s observations."""
         tr = data.transitions()
         if self.features is None:
-            fmap = FeatureMap.fit(tr.obs, self.n_fourier, self.lengthscale, self.seed)
+            fmap = FeatureMap.fit(tr.obs, self.n_fourier, self.lengthscale, self.seed,
+                                  self.cross_flags)
             n_features = fmap.n_features
         else:
             fmap = self.features

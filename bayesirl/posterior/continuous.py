@@ -137,6 +137,7 @@ class ContinuousPosterior(ChainDraws):
         settings = dict(settings or {})
         m = target.model
         settings.setdefault("model", {"hidden": list(m.hidden), "n_fourier": m.n_fourier,
+                                      "cross_flags": m.cross_flags,
                                       "weight_scale": m.weight_scale,
                                       "level_scale": m.level_scale,
                                       "reward_loc": m.reward_loc,
