@@ -85,7 +85,7 @@ SETTINGS = {
 ALTERNATIVES = {
     "LunarLander-v3": {"map-mlp32": dict(model=dict(hidden=(32,), weight_scale=3.0,
                                                     reward_scale=10.0),
-                                         likelihood="boltzmann")},
+                                         likelihood="boltzmann", inference="map")},
 }
 
 
@@ -93,12 +93,17 @@ def _settings(env_id: str, method: str) -> dict:
     return SETTINGS[env_id] if method == "nuts" else ALTERNATIVES[env_id][method]
 
 
+def _sampled(env_id: str, method: str) -> bool:
+    """Whether ``method``'s rows are NUTS posteriors (else MAP estimates)."""
+    return _settings(env_id, method).get("inference", "nuts") == "nuts"
+
+
 def _posterior(env_id: str, data, draws: int, seed: int, method: str = "nuts"):
     """The benchmark's posterior of ``data``: NUTS, 2 chains x (``draws`` + ``draws``), or
-    an alternative's MAP (:data:`ALTERNATIVES`)."""
+    a MAP (an alternative's ``inference``, :data:`ALTERNATIVES`)."""
     settings = _settings(env_id, method)
     kwargs = (dict(method="nuts", num_samples=draws, warmup=draws, num_chains=2)
-              if method == "nuts" else dict(method="map"))
+              if _sampled(env_id, method) else dict(method="map"))
     with warnings.catch_warnings():  # the ESS is reported in the table, not warned about
         warnings.simplefilter("ignore", InferenceWarning)
         return birl.infer(None, data, birl.QValueModel(**settings["model"]),
@@ -154,7 +159,7 @@ def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: 
     start = time.perf_counter()
     post = _posterior(env_id, data, draws, seed, method)
     seconds = time.perf_counter() - start
-    min_ess = post.min_ess() if method == "nuts" else math.nan
+    min_ess = post.min_ess() if _sampled(env_id, method) else math.nan
     apprentice = evaluate(env, post.policy("mean"), n_test, seed=10_000, progress=False).mean()
     w_bc = behavioural_cloning(data, post.q_function, post.rationality)
     bc = evaluate(env, _greedy(post.q_function, w_bc), n_test, seed=10_000,
@@ -165,9 +170,10 @@ def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: 
     return row, post
 
 
-def main(quick: bool = False, threads: int = 1, only=None):
+def main(quick: bool = False, threads: int = 1, only=None, methods=None):
     """Run the protocol (module docstring), print the table and write the CSV; ``only``: the
-    env ids to run, the CSV keeping the other envs' rows of an earlier run."""
+    env ids to run, ``methods``: the methods to run (``"nuts"`` and keys of
+    :data:`ALTERNATIVES`), the CSV keeping the rows of an earlier run that neither selects."""
     envs = ["CartPole-v1", "Acrobot-v1"]
     if not quick:
         if importlib.util.find_spec("Box2D") is not None:
@@ -180,7 +186,12 @@ def main(quick: bool = False, threads: int = 1, only=None):
             raise SystemExit(f"--only: unknown env {sorted(unknown)}; expected some of "
                              f"{sorted(PUBLISHED)}")
         envs = [e for e in envs if e in only]
-    kept = _kept_rows(envs) if only is not None else []
+    if methods is not None:
+        known = {"nuts"}.union(*(ALTERNATIVES.get(e, {}) for e in envs))
+        if set(methods) - known:
+            raise SystemExit(f"--methods: unknown method {sorted(set(methods) - known)}; "
+                             f"expected some of {sorted(known)}")
+    kept = _kept_rows(envs, methods) if only is not None or methods is not None else []
     ns = (1, 15) if quick else NS
     seeds = range(2) if quick else range(5)
     draws = 250 if quick else 500
@@ -197,9 +208,10 @@ def main(quick: bool = False, threads: int = 1, only=None):
         print(f"{'N':>3} {'method':<10} {'apprentice':>11} {'frac':>6} {'BC':>8} {'frac':>6} "
               f"{'ValueWalk':>10} {'AVRIL':>7} {'s':>6} {'min ESS':>8} {'s/ESS':>7}")
         pub = PUBLISHED[env_id]
-        methods = ["nuts"] + ([] if quick else list(ALTERNATIVES.get(env_id, {})))
+        env_methods = [m for m in ["nuts"] + ([] if quick else list(ALTERNATIVES.get(env_id, {})))
+                       if methods is None or m in methods]
         for n in ns:
-            for method in methods:
+            for method in env_methods:
                 batch = []
                 for seed in seeds:
                     row, _ = run(env_id, n, seed, draws, n_test, expert, method)
@@ -243,12 +255,14 @@ def timing(n: int = 15, seed: int = 0):
               f"{int(stats['diverging'].sum()):>9}", flush=True)
 
 
-def _kept_rows(envs):
-    """The rows of the CSV written before for envs other than ``envs``."""
+def _kept_rows(envs, methods=None):
+    """The rows of the CSV written before for envs other than ``envs`` and, when ``methods``
+    is given, for methods other than ``methods``."""
     if not CSV.exists():
         return []
     with open(CSV, newline="") as f:
-        return [r for r in csv.DictReader(f) if r["env"] not in envs]
+        return [r for r in csv.DictReader(f)
+                if r["env"] not in envs or (methods is not None and r["method"] not in methods)]
 
 
 def _write(rows):
@@ -268,9 +282,12 @@ if __name__ == "__main__":
     parser.add_argument("--timing", action="store_true", help="the timing protocol alone")
     parser.add_argument("--only", nargs="+", metavar="ENV",
                         help="run these envs; the CSV keeps the others' rows")
+    parser.add_argument("--methods", nargs="+", metavar="METHOD",
+                        help="run these methods (nuts, or a key of ALTERNATIVES); the CSV keeps "
+                             "the others' rows")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     if args.timing:
         timing()
     else:
-        main(args.quick, only=args.only)
+        main(args.quick, only=args.only, methods=args.methods)

@@ -1,4 +1,5 @@
-"""benchmarks/continuous.py: ``--only`` reruns some envs and keeps the other envs' rows."""
+"""benchmarks/continuous.py: ``--only`` / ``--methods`` rerun some envs and methods and keep the
+other rows; the settings, alternatives and rows."""
 
 import csv
 import importlib.util
@@ -46,6 +47,23 @@ def test_an_unknown_env_is_refused_before_any_work(bench):
     assert not bench.CSV.exists()
 
 
+def test_methods_keeps_the_rows_of_the_methods_it_does_not_run(bench):
+    rows = [_row("CartPole-v1", 0), _row("LunarLander-v3", 0), _row("LunarLander-v3", 1)]
+    rows[2]["method"] = "map-mlp32"
+    bench._write(rows)
+    kept = bench._kept_rows(["CartPole-v1", "LunarLander-v3"], ["nuts"])
+    assert [(r["env"], r["method"]) for r in kept] == [("LunarLander-v3", "map-mlp32")]
+    kept = bench._kept_rows(["CartPole-v1"], ["nuts"])
+    assert [(r["env"], r["method"]) for r in kept] == [("LunarLander-v3", "nuts"),
+                                                        ("LunarLander-v3", "map-mlp32")]
+
+
+def test_an_unknown_method_is_refused_before_any_work(bench):
+    with pytest.raises(SystemExit, match="unknown method.*'bar'"):
+        bench.main(only=["CartPole-v1"], methods=["nuts", "bar"])
+    assert not bench.CSV.exists()
+
+
 def test_every_env_has_settings_and_published_figures(bench):
     assert set(bench.SETTINGS) == set(bench.PUBLISHED) == set(bench.EXPERTS)
     for settings in bench.SETTINGS.values():
@@ -78,6 +96,8 @@ def test_alternatives_are_valid_and_named_apart_from_nuts(bench):
         for method, settings in alternatives.items():
             assert bench._settings(env_id, method) is settings
             assert settings["likelihood"] in ("soft", "boltzmann")
+            assert settings["inference"] in ("nuts", "map")
+            assert bench._sampled(env_id, method) == (settings["inference"] == "nuts")
             bench.birl.QValueModel(**settings["model"])
 
 
@@ -86,7 +106,7 @@ def test_a_map_row_has_no_effective_sample_size(bench, monkeypatch):
     import math
 
     monkeypatch.setitem(bench.ALTERNATIVES, "CartPole-v1", {"map-mlp4": dict(
-        model=dict(hidden=(4,), weight_scale=3.0), likelihood="soft")})
+        model=dict(hidden=(4,), weight_scale=3.0), likelihood="soft", inference="map")})
     row, post = bench.run("CartPole-v1", 1, 0, 10, 1, 500.0, "map-mlp4")
     assert post.method == "map" and post.q_function.hidden == (4,)
     assert row["method"] == "map-mlp4" and math.isnan(row["min_ess"])
