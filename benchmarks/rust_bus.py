@@ -10,7 +10,7 @@ first-stage increment probabilities and the same discount:
    Newton outer steps): estimates, log-likelihood and the median seconds of repeated complete
    fits, at discounts 0.9999, 0.99, 0.975 and 0. Target: equal to 3 decimals; bayesirl's time
    at most 2x NFXP's at 0.9999.
-2. **Full likelihood (stage 3)**: :func:`bayesirl.model.dynamics_likelihood.laplace` on
+2. **Full likelihood (stage 3)**: :func:`bayesirl.inference.map.laplace_fit` on
    ``FullLikelihood`` (increment probabilities inside the posterior) against NFXP's stage 3 on
    a panel with Rust's recorded increments: estimates, standard errors from the inverse Hessian
    (the Laplace approximation) and from the outer product of scores (BHHH, the kind Rust
@@ -51,7 +51,8 @@ import torch
 
 import bayesirl as birl
 from bayesirl.datasets import rust_bus, rust_bus_panel, rust_bus_transitions
-from bayesirl.model.dynamics_likelihood import FullLikelihood, laplace
+from bayesirl.inference.map import laplace_fit
+from bayesirl.model.dynamics_likelihood import FullLikelihood
 from bayesirl.model.priors import flat
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -131,7 +132,7 @@ def bayesirl_map(mdp, demos):
 def full_likelihood(mdp, demos, transitions):
     target = FullLikelihood(birl.LinearReward(mdp.features, prior=flat()),
                             transitions).build_target(mdp, demos)
-    return laplace(target)
+    return laplace_fit(target)
 
 
 def _children_cpu() -> float:

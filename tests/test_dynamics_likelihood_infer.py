@@ -1,5 +1,5 @@
 """The full likelihood through infer(): Rust's stage 3 (transition probabilities inside the
-posterior) as a model object like any other, MAP equal to laplace()'s, NUTS over theta and p,
+posterior) as a model object like any other, MAP equal to laplace_fit()'s, NUTS over theta and p,
 bad input named."""
 
 import warnings
@@ -10,7 +10,8 @@ import torch
 
 import bayesirl as birl
 from bayesirl.datasets import rust_bus, rust_bus_transitions
-from bayesirl.model.dynamics_likelihood import FullLikelihood, laplace
+from bayesirl.inference.map import laplace_fit
+from bayesirl.model.dynamics_likelihood import FullLikelihood
 from bayesirl.model.priors import flat
 from bayesirl.posterior import FullLikelihoodPosterior, RewardPosterior
 from bayesirl.posterior.diagnostics import InferenceWarning
@@ -27,7 +28,7 @@ def test_map_through_infer_is_laplaces_joint_mode_with_standard_errors_of_every_
         bus, tmp_path):
     mdp, demos, transitions = bus
     model = FullLikelihood(birl.LinearReward(mdp.features, prior=flat()), transitions)
-    fit = laplace(model.build_target(mdp, demos))
+    fit = laplace_fit(model.build_target(mdp, demos))
     post = birl.infer(mdp, demos, model, method="map", progress=False)
     assert isinstance(post, FullLikelihoodPosterior) and isinstance(post, RewardPosterior)
     assert post.samples["p"].shape == (1, 1, 3)

@@ -6,7 +6,8 @@ import torch
 
 import bayesirl as birl
 from bayesirl.core.dynamics import DirichletTransitions, TransitionSupport
-from bayesirl.model.dynamics_likelihood import FullLikelihood, laplace, soft_log_policy
+from bayesirl.inference.map import laplace_fit
+from bayesirl.model.dynamics_likelihood import FullLikelihood, soft_log_policy
 from bayesirl.model.priors import flat
 from bayesirl.testing import naive_log_policy, simulate_demos
 
@@ -82,7 +83,7 @@ def test_batched_probabilities_give_each_row_its_own_gradient():
 def test_when_choices_say_nothing_about_p_the_joint_map_of_p_is_the_count_mle():
     counts = torch.tensor([30.0, 50.0, 8.0])
     mdp, transitions = chain(reset=False, counts=tuple(counts.tolist()))
-    fit = laplace(target_of(mdp, transitions, demos_of(mdp)))
+    fit = laplace_fit(target_of(mdp, transitions, demos_of(mdp)))
     mle = counts / counts.sum()
     assert torch.allclose(fit.params["p"][0], mle, atol=1e-7)
     # and its standard errors are the multinomial's, sqrt(p (1 - p) / n), both kinds
@@ -94,7 +95,7 @@ def test_when_choices_say_nothing_about_p_the_joint_map_of_p_is_the_count_mle():
 def test_the_laplace_covariance_is_the_inverse_hessian_of_the_log_density():
     mdp, transitions = chain()
     target = target_of(mdp, transitions, demos_of(mdp, n=60, seed=3))
-    fit = laplace(target)
+    fit = laplace_fit(target)
     assert fit.gradient_norm < 1e-6
     # an independent Hessian: second differences of the potential's value, in the constrained
     # coordinates (theta_11, RC, p0, p1) with p2 = 1 - p0 - p1
@@ -168,3 +169,30 @@ def test_bad_inputs_raise_naming_the_argument():
         model.build_target(other, demos)
     with pytest.raises(ValueError, match=r"probs must have shape \(\.\.\., 5, 2, 3\)"):
         soft_log_policy(mdp, mdp.features @ torch.ones(2), torch.ones(5, 2, 2) / 2)
+
+
+def test_laplace_fit_gives_bhhh_with_any_prior_when_asked_and_infers_map_only_for_an_mle():
+    """``laplace_fit`` (the econometric table) reports BHHH's standard errors whatever the prior
+    when ``opg``; ``map.laplace`` adds them by default only for a maximum-likelihood fit."""
+    import pyro.distributions as dist
+
+    from bayesirl.inference import map as map_
+
+    mdp, transitions = chain()
+    demos = demos_of(mdp, n=60, seed=3)
+    proper = target_of(mdp, transitions, demos, prior=dist.Normal(0.0, 5.0))
+    fit = laplace_fit(proper)
+    assert fit.gradient_norm < 1e-6
+    assert set(fit.opg_standard_errors) == {"theta", "p"}
+    assert bool((fit.opg_standard_errors["theta"] > 0).all())
+    assert laplace_fit(proper, opg=False).opg_standard_errors is None
+    u = proper.unconstrain(fit.params)
+    assert map_.laplace(proper, u).standard_errors_bhhh is None
+    assert map_.laplace(proper, u, bhhh=True).standard_errors_bhhh is not None
+    # each site's covariance block is the delta method's: its diagonal, the squared s.e.
+    for site in ("theta", "p"):
+        torch.testing.assert_close(fit.covariance[site].diagonal().clamp_min(0).sqrt(),
+                                   fit.standard_errors[site].reshape(-1))
+    flat_fit = laplace_fit(target_of(mdp, transitions, demos))
+    assert flat_fit.log_likelihood == pytest.approx(
+        flat_fit.log_likelihood_choice + flat_fit.log_likelihood_transition)

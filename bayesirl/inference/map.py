@@ -1,5 +1,7 @@
 """The maximum a posteriori point of a target (:func:`~bayesirl.inference.map.fit_map`), its
-standard errors and the Laplace approximation around it (:func:`~bayesirl.inference.map.laplace`).
+standard errors and the Laplace approximation around it (:func:`~bayesirl.inference.map.laplace`);
+:func:`~bayesirl.inference.map.laplace_fit` puts them together as an econometric table (the mode
+Newton-polished, each site's covariance, BHHH's standard errors, the log-likelihood's parts).
 
 The MAP minimises the target's potential without the log-Jacobian (``jacobian=False``): the mode
 of the density of the constrained parameters, the point Pyro's ``AutoDelta`` finds, searched in
@@ -25,16 +27,20 @@ coordinate it fails along is named.
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import numpy as np
 import scipy.optimize
 import torch
 
 from bayesirl.posterior.diagnostics import InferenceWarning
 
-__all__ = ["MAX_COORDINATES", "Laplace", "coordinate_names", "fit_map", "hessian", "laplace",
-           "laplace_draws", "newton_map", "warn_without_standard_errors"]
+__all__ = ["MAX_COORDINATES", "Laplace", "LaplaceFit", "coordinate_names", "fit_map", "hessian",
+           "laplace", "laplace_draws", "laplace_fit", "newton_map",
+           "warn_without_standard_errors"]
 
 _FD_STEP = 1e-3  # finite-difference step per unit of a coordinate's magnitude (at least 1)
 # A Newton decrement below which the predicted decrease (half of it) is within the rounding of
@@ -240,6 +246,9 @@ class Laplace:
     standard_errors: dict[str, torch.Tensor]
     hessian: str
     standard_errors_bhhh: dict[str, torch.Tensor] | None = None
+    #: ``(d_c, d_c)`` the delta method's ``J Sigma J^T`` over the constrained parameters,
+    #: flattened site by site in ``target.constrain``'s order
+    params_covariance: torch.Tensor | None = None
 
     @property
     def extra(self) -> dict:
@@ -263,24 +272,27 @@ def _observation_information(target, u) -> torch.Tensor | None:
     return (scores * weights[:, None]).T @ scores
 
 
-def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
+def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None) -> Laplace:
     """The Laplace approximation of ``target`` at its MAP ``u_map`` (unconstrained), with
-    standard errors by the delta method. Raises ValueError naming the coordinate along which
-    the Hessian is not positive definite (the MAP is then no strict maximum)."""
+    standard errors by the delta method, and BHHH's where ``bhhh`` (default: for a
+    maximum-likelihood fit, an improper flat prior) and the target gives per-observation
+    scores. Raises ValueError naming the coordinate along which the Hessian is not positive
+    definite (the MAP is then no strict maximum)."""
     flatten, unflatten = _flattening(u_map)
     x = flatten(u_map).detach()
     second = _second_order(target)
-    mle = getattr(target, "improper", False)  # then BHHH's standard errors are reported too
+    if bhhh is None:
+        bhhh = getattr(target, "improper", False)
     opg = None
     if second is not None:
         at = second(x)
         H = at.hessian.to(x.dtype)
         how = "analytic (implicit function theorem on the Bellman fixed point)"
-        if mle:  # a flat prior: the curvature is BHHH's information
+        if bhhh:  # the curvature is BHHH's information
             opg = at.curvature.to(x.dtype)
     else:
         H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
-        if mle:
+        if bhhh:
             opg = _observation_information(target, unflatten(x))
     names = coordinate_names(u_map)
     chol, info = torch.linalg.cholesky_ex(H)
@@ -303,12 +315,13 @@ def laplace(target, u_map: dict[str, torch.Tensor]) -> Laplace:
     def standard_errors(cov):  # the delta method, per constrained site
         return c_unflatten(((J @ cov) * J).sum(-1).clamp(min=0).sqrt())
 
-    bhhh = None
+    se_bhhh = None
     if opg is not None:
         opg_chol, opg_info = torch.linalg.cholesky_ex(opg)
         if int(opg_info) == 0:
-            bhhh = standard_errors(torch.cholesky_inverse(opg_chol))
-    return Laplace(unflatten(x), covariance, names, standard_errors(covariance), how, bhhh)
+            se_bhhh = standard_errors(torch.cholesky_inverse(opg_chol))
+    return Laplace(unflatten(x), covariance, names, standard_errors(covariance), how, se_bhhh,
+                   J @ covariance @ J.T)
 
 
 def laplace_draws(target, fit: Laplace, num_samples: int, seed: int) -> dict[str, torch.Tensor]:
@@ -331,3 +344,96 @@ def laplace_draws(target, fit: Laplace, num_samples: int, seed: int) -> dict[str
 def warn_without_standard_errors(error: ValueError) -> None:
     """After ``method="map"`` the MAP stands without standard errors; say why."""
     warnings.warn(InferenceWarning(f"no standard errors at the MAP: {error}"), stacklevel=3)
+
+
+class LaplaceFit(NamedTuple):
+    """The joint mode of a target and its Laplace approximation, as an econometric table
+    reports them (:func:`laplace_fit`).
+
+    Attributes:
+        params: ``{site: tensor}`` the mode, in the parameters' own units.
+        standard_errors: ``{site: tensor}`` square roots of the diagonal of ``covariance``.
+        covariance: ``{site: (m, m)}`` each site's block of the delta-method covariance
+            ``J H^{-1} J^T`` (``H`` the Hessian of the negative log density in unconstrained
+            coordinates, ``J`` the Jacobian of the constraining transforms; ``m`` the site's
+            number of entries; a simplex's block is singular along its sum).
+        unconstrained_covariance: ``(n, n)`` ``H^{-1}`` over all unconstrained coordinates.
+        opg_standard_errors: ``{site: tensor}`` the same from the inverse outer product of
+            per-observation scores (BHHH), or None when not asked for or not available.
+        log_likelihood: at the mode, the sum of ``target.log_likelihood``;
+            ``log_likelihood_choice`` and ``log_likelihood_transition`` split it into the
+            demonstrations' terms and a last term (a full-likelihood target's transitions).
+        gradient_norm: sup-norm of the potential's gradient at the mode (unconstrained).
+        seconds: wall time of the fit.
+    """
+
+    params: dict
+    standard_errors: dict
+    covariance: dict
+    unconstrained_covariance: torch.Tensor
+    opg_standard_errors: dict | None
+    log_likelihood: float
+    log_likelihood_choice: float
+    log_likelihood_transition: float
+    gradient_norm: float
+    seconds: float
+
+
+def laplace_fit(target, *, u0: dict[str, torch.Tensor] | None = None, max_iter: int = 500,
+                opg: bool = True) -> LaplaceFit:
+    """The joint MAP of ``target`` and its Laplace approximation, standard errors included.
+
+    The mode in the parameters' own coordinates (with flat or uniform priors, the
+    maximum-likelihood estimate) by :func:`fit_map`, polished by Newton steps on
+    :func:`hessian` until the Newton decrement is below 1e-12 (L-BFGS stops at a gradient
+    tolerance; a table's standard errors want the mode to the last digit), then
+    :func:`laplace` there.
+
+    Args:
+        target: a target with ``potential``, ``constrain``, ``init_unconstrained`` and
+            ``log_likelihood``, e.g. a
+            :class:`~bayesirl.model.dynamics_likelihood.FullLikelihoodTarget` (whose
+            ``log_likelihood``'s last term is the transitions').
+        u0: unconstrained start (default ``target.init_unconstrained()``).
+        max_iter: L-BFGS iterations.
+        opg: also BHHH's standard errors (needs ``target.observation_scores``; a full
+            likelihood's choices and counted transitions enter as separate observations: the
+            first stage's counts do not say which month each increment belongs to, Rust's
+            BHHH pairs each month's choice with its increment, which on his group 4 moves
+            theta_11's s.e. in the fourth digit).
+
+    Returns:
+        A :class:`LaplaceFit`. Raises ValueError where the Hessian at the mode is not
+        positive definite (:func:`laplace`).
+    """
+    start = time.perf_counter()
+    u0 = {k: v.detach() for k, v in (u0 or target.init_unconstrained()).items()}
+    u, _ = fit_map(target, u0, max_iter)
+    flatten, unflatten = _flattening(u)
+    x = flatten(u).detach()
+
+    def potential(v):
+        return target.potential(unflatten(v), jacobian=False)
+
+    def gradient(v):
+        v = v.clone().requires_grad_(True)
+        return torch.autograd.grad(potential(v), v)[0].detach()
+
+    for _ in range(5):  # Newton polish: quadratic from where L-BFGS stops
+        grad = gradient(x)
+        delta = torch.linalg.solve(hessian(potential, x)[0], grad)
+        if float(grad @ delta) < 1e-12:
+            break
+        x = x - delta
+    fit = laplace(target, unflatten(x), bhhh=opg)
+    params = {k: v.detach() for k, v in target.constrain(unflatten(x)).items()}
+    offsets = np.cumsum([0] + [v.numel() for v in params.values()])
+    blocks = {k: fit.params_covariance[offsets[i]:offsets[i + 1], offsets[i]:offsets[i + 1]]
+              for i, k in enumerate(params)}
+    with torch.no_grad():
+        ll = target.log_likelihood(params)
+    n_demo = ll.shape[-1] - 1
+    return LaplaceFit(params, fit.standard_errors, blocks, fit.covariance,
+                      fit.standard_errors_bhhh if opg else None, float(ll.sum()),
+                      float(ll[..., :n_demo].sum()), float(ll[..., n_demo]),
+                      float(gradient(x).abs().max()), time.perf_counter() - start)

@@ -30,21 +30,17 @@ gradient carries each row's ``dP``, and forms ``q = r + gamma E_P[v]``.
 method=...)`` takes like any other (NUTS, HMC, ``"map"`` with standard errors of every site,
 ``"laplace"``) and which returns a
 :class:`~bayesirl.posterior.full_likelihood.FullLikelihoodPosterior` with ``p``'s draws beside
-the reward's (``build_target`` gives the target they work on). :func:`laplace` finds the joint
-mode and its Laplace approximation with standard errors in each parameter's own units
-(``theta`` and the probabilities ``p``), from the inverse Hessian in unconstrained coordinates
-by the delta method, and the outer product of per-observation scores (BHHH, the kind Rust
-published), which infer's MAP does not give.
+the reward's (``build_target`` gives the target they work on).
+:func:`~bayesirl.inference.map.laplace_fit` on that target is the econometrician's table: the
+joint mode and standard errors in each parameter's own units (``theta`` and the probabilities
+``p``), from the inverse Hessian in unconstrained coordinates by the delta method and from the
+outer product of per-observation scores (BHHH, the kind Rust published), with the
+log-likelihood split into choices and transitions.
 """
 
 from __future__ import annotations
 
-import time
-from typing import NamedTuple
-
-import numpy as np
 import pyro.distributions as dist
-import scipy.optimize
 import torch
 
 from bayesirl.core.demos import Demonstrations
@@ -58,8 +54,6 @@ from bayesirl.planning.bellman import broadcast_reward, soft_value_iteration
 __all__ = [
     "FullLikelihood",
     "FullLikelihoodTarget",
-    "LaplaceFit",
-    "laplace",
     "soft_log_policy",
 ]
 
@@ -294,136 +288,3 @@ def _unflatten(x: torch.Tensor, like: dict, names: list) -> dict:
             for k, part in zip(names, x.split(sizes, -1), strict=True)}
 
 
-# ---------------------------------------------------------------------------- Laplace
-class LaplaceFit(NamedTuple):
-    """The joint mode and its Laplace approximation.
-
-    Attributes:
-        params: ``{site: tensor}`` the mode, in the parameters' own units.
-        standard_errors: ``{site: tensor}`` square roots of the diagonal of ``covariance``.
-        covariance: ``{site: (m, m)}`` each site's block of the delta-method covariance
-            ``J H^{-1} J^T`` (``H`` the Hessian of the negative log density in unconstrained
-            coordinates, ``J`` the Jacobian of the constraining transforms; ``m`` the site's
-            number of entries; a simplex's block is singular along its sum).
-        unconstrained_covariance: ``(n, n)`` ``H^{-1}`` over all unconstrained coordinates.
-        opg_standard_errors: ``{site: tensor}`` the same from the inverse outer product of
-            per-observation scores (BHHH), or None when not asked for.
-        log_likelihood: at the mode, choices plus transitions; ``log_likelihood_choice`` and
-            ``log_likelihood_transition`` the two parts.
-        gradient_norm: sup-norm of the potential's gradient at the mode (unconstrained).
-        seconds: wall time of the fit.
-    """
-
-    params: dict
-    standard_errors: dict
-    covariance: dict
-    unconstrained_covariance: torch.Tensor
-    opg_standard_errors: dict | None
-    log_likelihood: float
-    log_likelihood_choice: float
-    log_likelihood_transition: float
-    gradient_norm: float
-    seconds: float
-
-
-def _value_and_grad(target, x, like, names):
-    xt = x.clone().requires_grad_(True)
-    value = target.potential(_unflatten(xt, like, names), jacobian=False)
-    (grad,) = torch.autograd.grad(value, xt)
-    return value.detach(), grad.detach()
-
-
-def _hessian(target, x, like, names, step):
-    """Central differences of the exact gradient, symmetrised: ``(n, n)``."""
-    n = x.shape[0]
-    cols = []
-    for i in range(n):
-        h = step * max(1.0, abs(float(x[i])))
-        e = torch.zeros_like(x)
-        e[i] = h
-        cols.append((_value_and_grad(target, x + e, like, names)[1]
-                     - _value_and_grad(target, x - e, like, names)[1]) / (2 * h))
-    H = torch.stack(cols)
-    return (H + H.T) / 2
-
-
-def laplace(target, *, u0=None, max_iter: int = 500, step: float = 1e-4,
-            opg: bool = True) -> LaplaceFit:
-    """The joint MAP of ``target`` and its Laplace approximation, standard errors included.
-
-    Minimises ``target.potential(u, jacobian=False)`` (the mode in the parameters' own
-    coordinates: with flat or uniform priors, the maximum-likelihood estimate) with SciPy's
-    L-BFGS, then takes Newton steps with the Hessian until the Newton decrement is below 1e-12.
-    The Hessian is central differences (``step`` relative to ``max(1, |u_i|)``) of the exact
-    autograd gradient: the planner is differentiable once.
-
-    Args:
-        target: a :class:`FullLikelihoodTarget` (or any target with ``potential``,
-            ``constrain``, ``init_unconstrained``, ``log_likelihood`` and ``priors``).
-        u0: unconstrained start (default ``target.init_unconstrained()``).
-        max_iter: L-BFGS iterations.
-        step: the finite-difference step of the Hessian.
-        opg: also the BHHH standard errors (needs ``target.observation_scores``). Choices
-            and counted transitions enter as separate observations: the first stage's counts
-            do not say which month each increment belongs to (Rust's BHHH pairs each month's
-            choice with its increment; on his group 4 the pairing moves theta_11's s.e. in the
-            fourth digit).
-
-    Returns:
-        A :class:`LaplaceFit`.
-    """
-    start = time.perf_counter()
-    like = {k: v.detach() for k, v in (u0 or target.init_unconstrained()).items()}
-    names = list(like)
-    dtype = next(iter(like.values())).dtype
-    x0 = torch.cat([like[k].reshape(-1) for k in names]).to(torch.float64)
-
-    def fun(x):
-        value, grad = _value_and_grad(target, torch.as_tensor(x, dtype=dtype), like, names)
-        return float(value), grad.to(torch.float64).numpy()
-
-    res = scipy.optimize.minimize(fun, x0.numpy(), jac=True, method="L-BFGS-B",
-                                  options={"maxiter": max_iter, "gtol": 1e-10, "ftol": 1e-15})
-    x = torch.as_tensor(res.x, dtype=dtype)
-    for _ in range(5):  # Newton polish: quadratic from where L-BFGS stops
-        H = _hessian(target, x, like, names, step)
-        grad = _value_and_grad(target, x, like, names)[1]
-        delta = torch.linalg.solve(H, grad)
-        if float(grad @ delta) < 1e-12:
-            break
-        x = x - delta
-    grad = _value_and_grad(target, x, like, names)[1]
-    cov_u = torch.linalg.inv(H)
-    u = _unflatten(x, like, names)
-    params = {k: v.detach() for k, v in target.constrain(u).items()}
-    jac = _constrain_jacobian(target, x, like, names)  # (m_total, n)
-    cov = jac @ cov_u @ jac.T
-    sizes = [params[k].numel() for k in names]
-    offsets = np.cumsum([0] + sizes)
-    covariance = {k: cov[offsets[i]:offsets[i + 1], offsets[i]:offsets[i + 1]]
-                  for i, k in enumerate(names)}
-    se = {k: c.diagonal().clamp_min(0).sqrt().reshape(params[k].shape)
-          for k, c in covariance.items()}
-    opg_se = None
-    if opg:
-        scores, weights = target.observation_scores(u)
-        outer = (scores * weights[:, None]).T @ scores
-        cov_opg = jac @ torch.linalg.inv(outer) @ jac.T
-        opg_se = {k: cov_opg[offsets[i]:offsets[i + 1], offsets[i]:offsets[i + 1]]
-                  .diagonal().clamp_min(0).sqrt().reshape(params[k].shape)
-                  for i, k in enumerate(names)}
-    with torch.no_grad():
-        ll = target.log_likelihood(params)
-    n_demo = ll.shape[-1] - 1
-    return LaplaceFit(params, se, covariance, cov_u, opg_se, float(ll.sum()),
-                      float(ll[..., :n_demo].sum()), float(ll[..., n_demo]),
-                      float(grad.abs().max()), time.perf_counter() - start)
-
-
-def _constrain_jacobian(target, x, like, names) -> torch.Tensor:
-    """``(m, n)``: d(constrained, flattened in ``names``' order) / d(unconstrained ``x``)."""
-    def constrained(z):
-        params = target.constrain(_unflatten(z, like, names))
-        return torch.cat([params[k].reshape(-1) for k in names])
-
-    return torch.autograd.functional.jacobian(constrained, x)
