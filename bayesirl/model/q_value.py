@@ -122,7 +122,10 @@ class FeatureMap:
     once both legs touch down) needs a Q-function whose slope in the other coordinates changes
     with it; crossing gives a Q linear in the parameters, so NUTS samples it as well as the
     plain linear class, while an MLP's posterior defeats NUTS (every draw at the maximum tree
-    depth).
+    depth). The price: a flag's block is learnt only from the steps where the flag is on, so
+    the modes share less; an apprentice whose errors keep it out of a mode (a lander hovering
+    above the ground, never touching down) gains nothing from that mode's block and loses
+    what the shared weights learnt there.
 
     Attributes:
         loc, scale: ``(obs_dim,)`` standardisation (fitted to the data by :meth:`fit`).
