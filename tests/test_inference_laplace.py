@@ -194,3 +194,21 @@ def test_laplace_on_an_mdp_draws_around_the_map(chain):
     z = (theta.mean(0) - point.params["theta"][0, 0]) / (se / math.sqrt(2000))
     assert (z.abs() < 4).all(), z
     assert torch.isfinite(post.log_lik).all() and post.log_lik.shape == (1, 2000, demos.n)
+
+
+def test_a_flat_direction_is_named_in_the_parameters_not_the_samplers_coordinates():
+    """A target sampled in reparametrised coordinates (here the weights swapped, as a
+    whitening mixes them): the flat direction is unconstrained ``z[1]``, which is weight
+    ``w[0]``, and the message names the weight."""
+    from bayesirl.inference.map import laplace
+
+    class Swapped:
+        def constrain(self, u):
+            return {"w": u["z"].flip(-1)}
+
+        def potential(self, u, jacobian=True):
+            return 0.5 * u["z"][..., 0] ** 2  # nothing pins z[1]
+
+    with pytest.raises(ValueError, match=r"in the unconstrained coordinates, mostly along "
+                                         r"w\[0\]\)"):
+        laplace(Swapped(), {"z": torch.zeros(2, dtype=torch.float64)})

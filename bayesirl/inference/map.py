@@ -295,22 +295,29 @@ def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None) ->
         if bhhh:
             opg = _observation_information(target, unflatten(x))
     names = coordinate_names(u_map)
-    chol, info = torch.linalg.cholesky_ex(H)
-    if int(info) != 0 or not bool(torch.isfinite(H).all()):
-        values, vectors = torch.linalg.eigh(H)
-        along = names[int(vectors[:, 0].abs().argmax())] if bool(torch.isfinite(H).all()) \
-            else names[int((~torch.isfinite(H)).any(1).nonzero()[0, 0])]
-        raise ValueError(f"the Hessian of the negative log posterior at the MAP is not positive "
-                         f"definite (smallest eigenvalue {float(values[0]):.3g}, mostly along "
-                         f"{along}): the posterior has no strict maximum there (a flat or "
-                         "unidentified direction), so no standard errors or Laplace "
-                         "approximation; use a proper prior on it, or method='nuts'")
-    covariance = torch.cholesky_inverse(chol)
-    covariance = 0.5 * (covariance + covariance.T)
     constrained = target.constrain(unflatten(x))
     c_flatten, c_unflatten = _flattening(constrained)
     J = torch.autograd.functional.jacobian(
         lambda v: c_flatten(target.constrain(unflatten(v))), x)                 # (d_c, d)
+    chol, info = torch.linalg.cholesky_ex(H)
+    if int(info) != 0 or not bool(torch.isfinite(H).all()):
+        if bool(torch.isfinite(H).all()):
+            # named in the parameters: a target sampled in whitened coordinates (a linear
+            # reparametrisation, J its scale) would otherwise name its sampler's coordinate
+            values, vectors = torch.linalg.eigh(H)
+            smallest = f"{float(values[0]):.3g}"
+            along = coordinate_names(constrained)[int((J @ vectors[:, 0]).abs().argmax())]
+        else:
+            smallest = "not finite"
+            along = names[int((~torch.isfinite(H)).any(1).nonzero()[0, 0])]
+        raise ValueError(f"the Hessian of the negative log posterior at the MAP is not positive "
+                         f"definite (smallest eigenvalue {smallest} in the unconstrained "
+                         f"coordinates, mostly along {along}): the posterior has no strict "
+                         "maximum there (a flat or unidentified direction, or a MAP the "
+                         "optimiser left short of a maximum), so no standard errors or Laplace "
+                         "approximation; use a proper prior on it, or method='nuts'")
+    covariance = torch.cholesky_inverse(chol)
+    covariance = 0.5 * (covariance + covariance.T)
 
     def standard_errors(cov):  # the delta method, per constrained site
         return c_unflatten(((J @ cov) * J).sum(-1).clamp(min=0).sqrt())
