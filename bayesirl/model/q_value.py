@@ -741,7 +741,14 @@ class QValueTarget:
                                                "ftol": 1e-13})
         return torch.as_tensor(res.x, dtype=like.dtype, device=like.device)
 
-    def _newton_polish(self, w: torch.Tensor, max_steps: int = 20) -> torch.Tensor:
+    def _curvature_floor(self) -> float:
+        """The least curvature the whitening and the Newton polish grant a direction: a
+        thousandth of the weakest prior's, so that directions the data leave flat keep a
+        finite scale."""
+        return float(self.prior_scale.pow(-2).min()) * 1e-3
+
+    def _newton_polish(self, w: torch.Tensor, H: torch.Tensor, max_steps: int = 20
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Saddle-free Newton steps from where L-BFGS stopped, to the mode of an MLP's
         posterior (:meth:`_whiten` takes them where the Hessian there is not positive
         definite). Its curvatures span many orders of magnitude (the data pin some
@@ -750,8 +757,10 @@ class QValueTarget:
         MAP and its Laplace approximation off. Each step divides the gradient by the absolute
         eigenvalues of the Hessian (floored as the whitening floors them): a descent
         direction even along negative curvature, where Newton's step is not; halved until
-        the density rises. Stops at a gradient below ``1e-9 (1 + |log density|)``."""
-        floor = float(self.prior_scale.pow(-2).min()) * 1e-3
+        the density rises. Stops at a gradient below ``1e-9 (1 + |log density|)``. ``H``:
+        the Hessian at ``w``, which the caller has; returns the polished ``w`` and the
+        Hessian there."""
+        floor = self._curvature_floor()
 
         def loss_and_grad(x):
             x = x.detach().requires_grad_(True)
@@ -763,7 +772,7 @@ class QValueTarget:
         for _ in range(max_steps):
             if float(g.abs().max()) < 1e-9 * (1.0 + abs(loss)):
                 break
-            evals, evecs = torch.linalg.eigh(self.hessian(w))
+            evals, evecs = torch.linalg.eigh(H)
             step = evecs @ ((evecs.T @ g) / evals.abs().clamp(min=floor))
             t = 1.0
             while t > 1e-6:
@@ -774,7 +783,8 @@ class QValueTarget:
             else:  # no decrease along the step: as far as the rounding allows
                 break
             w, loss, g = (w - t * step).detach(), trial, g_trial
-        return w
+            H = self.hessian(w)
+        return w, H
 
     def hessian(self, w: torch.Tensor) -> torch.Tensor:
         """``(P, P)`` Hessian of ``-log_joint`` at ``w``."""
@@ -785,10 +795,8 @@ class QValueTarget:
         w = self.map_estimate()
         H = self.hessian(w)
         if float(torch.linalg.eigvalsh(H)[0]) <= 0:  # L-BFGS stopped on a shoulder (an MLP)
-            w = self._newton_polish(w)
-            H = self.hessian(w)
-        floor = self.prior_scale.pow(-2).min() * 1e-3  # keep directions the data leave flat
-        L = covariance_tril(H, float(floor))
+            w, H = self._newton_polish(w, H)
+        L = covariance_tril(H, self._curvature_floor())
         self.center, self.scale_tril = w.detach(), L
         self.log_det = float(torch.log(torch.diagonal(L)).sum())
 
