@@ -272,28 +272,36 @@ def _observation_information(target, u) -> torch.Tensor | None:
     return (scores * weights[:, None]).T @ scores
 
 
-def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None) -> Laplace:
+def _curvature(target, x: torch.Tensor, unflatten):
+    """``(H, how, at)``: the Hessian ``(d, d)`` of the potential (no log-Jacobian) at the
+    flattened unconstrained ``x``, how it was found, and the second-order evaluation ``at``
+    it came from (:class:`~bayesirl.inference.target.SecondOrder`) or None."""
+    second = _second_order(target)
+    if second is not None:
+        at = second(x)
+        return (at.hessian.to(x.dtype),
+                "analytic (implicit function theorem on the Bellman fixed point)", at)
+    H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
+    return H, how, None
+
+
+def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None,
+            curvature=None) -> Laplace:
     """The Laplace approximation of ``target`` at its MAP ``u_map`` (unconstrained), with
     standard errors by the delta method, and BHHH's where ``bhhh`` (default: for a
     maximum-likelihood fit, an improper flat prior) and the target gives per-observation
-    scores. Raises ValueError naming the coordinate along which the Hessian is not positive
-    definite (the MAP is then no strict maximum)."""
+    scores; ``curvature``: :func:`_curvature` at ``u_map`` where the caller has it. Raises
+    ValueError naming the coordinate along which the Hessian is not positive definite (the
+    MAP is then no strict maximum)."""
     flatten, unflatten = _flattening(u_map)
     x = flatten(u_map).detach()
-    second = _second_order(target)
     if bhhh is None:
         bhhh = getattr(target, "improper", False)
+    H, how, at = curvature if curvature is not None else _curvature(target, x, unflatten)
     opg = None
-    if second is not None:
-        at = second(x)
-        H = at.hessian.to(x.dtype)
-        how = "analytic (implicit function theorem on the Bellman fixed point)"
-        if bhhh:  # the curvature is BHHH's information
-            opg = at.curvature.to(x.dtype)
-    else:
-        H, how = hessian(lambda v: target.potential(unflatten(v), jacobian=False), x)
-        if bhhh:
-            opg = _observation_information(target, unflatten(x))
+    if bhhh:  # a second-order target's curvature is BHHH's information
+        opg = (at.curvature.to(x.dtype) if at is not None
+               else _observation_information(target, unflatten(x)))
     names = coordinate_names(u_map)
     constrained = target.constrain(unflatten(x))
     c_flatten, c_unflatten = _flattening(constrained)
@@ -419,20 +427,22 @@ def laplace_fit(target, *, u0: dict[str, torch.Tensor] | None = None, max_iter: 
     flatten, unflatten = _flattening(u)
     x = flatten(u).detach()
 
-    def potential(v):
-        return target.potential(unflatten(v), jacobian=False)
-
     def gradient(v):
         v = v.clone().requires_grad_(True)
-        return torch.autograd.grad(potential(v), v)[0].detach()
+        return torch.autograd.grad(target.potential(unflatten(v), jacobian=False), v)[0].detach()
 
+    curvature = None  # the Hessian at x, where the polish has formed it
     for _ in range(5):  # Newton polish: quadratic from where L-BFGS stops
         grad = gradient(x)
-        delta = torch.linalg.solve(hessian(potential, x)[0], grad)
+        curvature = _curvature(target, x, unflatten)
+        delta = torch.linalg.solve(curvature[0], grad)
         if float(grad @ delta) < 1e-12:
             break
         x = x - delta
-    fit = laplace(target, unflatten(x), bhhh=opg)
+        curvature = None
+    if curvature is None:  # five steps taken: x moved after the last gradient
+        grad = gradient(x)
+    fit = laplace(target, unflatten(x), bhhh=opg, curvature=curvature)
     params = {k: v.detach() for k, v in target.constrain(unflatten(x)).items()}
     offsets = np.cumsum([0] + [v.numel() for v in params.values()])
     blocks = {k: fit.params_covariance[offsets[i]:offsets[i + 1], offsets[i]:offsets[i + 1]]
@@ -443,4 +453,4 @@ def laplace_fit(target, *, u0: dict[str, torch.Tensor] | None = None, max_iter: 
     return LaplaceFit(params, fit.standard_errors, blocks, fit.covariance,
                       fit.standard_errors_bhhh if opg else None, float(ll.sum()),
                       float(ll[..., :n_demo].sum()), float(ll[..., n_demo]),
-                      float(gradient(x).abs().max()), time.perf_counter() - start)
+                      float(grad.abs().max()), time.perf_counter() - start)
