@@ -62,11 +62,11 @@ def _direct_log_density(target, w, likelihood):
 
 # ---------------------------------------------------------------------------- the density
 @pytest.mark.parametrize("likelihood", ["soft", "boltzmann"])
-@pytest.mark.parametrize("hidden", [(), (4,)])
-def test_the_potential_is_the_density_evaluated_directly(likelihood, hidden):
+@pytest.mark.parametrize("hidden, linearise", [((), False), ((4,), False), ((4,), True)])
+def test_the_potential_is_the_density_evaluated_directly(likelihood, hidden, linearise):
     data = _data()
     model = QValueModel(hidden=hidden, n_fourier=3, weight_scale=1.5, reward_loc=0.2,
-                        reward_scale=0.7, discount=0.9)
+                        reward_scale=0.7, discount=0.9, linearise=linearise)
     target = model.build_target(None, data, likelihood=likelihood, rationality=1.7)
     w = 0.5 * torch.randn(target.n_params)
     u = target.unconstrain({"w": w})
@@ -566,6 +566,112 @@ def test_a_fit_of_the_weights_starts_at_zero_or_off_an_mlps_saddle():
     assert torch.equal(w, mlp.start(5)) and not torch.equal(w, mlp.start(6))
     z = w / mlp.prior_scale()
     assert abs(float(z.std()) - 1.0) < 0.1 and abs(float(z.mean())) < 0.1
+
+
+# ---------------------------------------------------------------------------- linearised MLP
+@pytest.mark.parametrize("batch", [(), (4,), (2, 3)])
+def test_a_linearised_q_is_the_networks_first_order_expansion(batch):
+    """``Q_w0 + J_w0 (w - w0)`` with the Jacobian from autograd, through two hidden layers
+    (the tangent of a tangent) and the level; the network itself at ``w0``."""
+    import dataclasses
+
+    fmap = FeatureMap.fit(torch.randn(20, 3), n_fourier=2, seed=1)
+    net = QFunction(fmap, fmap.n_features, 3, (5, 4), 2.0, 3.0)
+    w0 = net.start(0)
+    lin = dataclasses.replace(net, linearised_at=w0)
+    feats = fmap(torch.randn(7, 3))
+    J = torch.autograd.functional.jacobian(lambda w: net.apply(w, feats), w0)  # (7, 3, P)
+    w = w0 + torch.randn(*batch, net.n_params)
+    expected = net.apply(w0, feats) + torch.einsum("map,...p->...ma", J, w - w0)
+    assert torch.allclose(lin.apply(w, feats), expected, atol=1e-12)
+    assert torch.equal(lin.apply(w0, feats), net.apply(w0, feats))
+    assert not torch.allclose(net.apply(w, feats), expected, atol=1e-3)  # the net is not linear
+    assert torch.equal(lin.start(7), w0)  # a fit starts where the expansion is exact
+
+
+def _linearised_targets(data, likelihood="soft"):
+    def target(linearise):
+        return QValueModel(hidden=(4,), weight_scale=3.0, linearise=linearise).build_target(
+            None, data, likelihood=likelihood, rationality=1.0)
+    return target(False), target(True)
+
+
+def _grad(target, w):
+    w = w.clone().requires_grad_(True)
+    return torch.autograd.grad(target.log_joint(w), w)[0]
+
+
+@pytest.mark.parametrize("likelihood", ["soft", "boltzmann"])
+def test_the_linearised_model_has_the_networks_map(likelihood):
+    """Same value and gradient at the linearisation point ``w*`` (any point, exactly), so the
+    network's MAP is the linearised model's mode; the whitening centres there, with unit
+    curvature. (Boltzmann's ``max`` puts the mode on a kink, where the gradient need not
+    vanish: there the centre is no worse than ``w*``.)"""
+    net, lin = _linearised_targets(_data(n=6, T=10, dim=2, A=3, seed=0), likelihood)
+    w_star = lin.q_function.linearised_at
+    assert torch.equal(w_star, net.center)
+    assert torch.allclose(lin.log_joint(w_star), net.log_joint(w_star))
+    assert torch.allclose(_grad(lin, w_star), _grad(net, w_star), atol=1e-10)
+    assert float(lin.log_joint(lin.center)) >= float(lin.log_joint(w_star)) - 1e-9
+    assert torch.allclose(lin.center, w_star, atol=1e-2)
+    if likelihood == "soft":
+        assert float(_grad(lin, lin.center).abs().max()) < 1e-7
+    H = torch.autograd.functional.hessian(lambda x: lin.potential({"w": x}),
+                                          torch.zeros(lin.n_params))
+    assert torch.allclose(H, torch.eye(lin.n_params), atol=1e-6)
+    away = w_star + 0.3 * torch.randn(lin.n_params)  # linear in w: not the network away from w*
+    assert not torch.allclose(lin.log_joint(away), net.log_joint(away), atol=1e-3)
+
+
+def test_nuts_samples_a_linearised_mlp_in_few_steps_and_it_saves(tmp_path):
+    """The linearised posterior is near-Gaussian in the whitened coordinates: NUTS takes a
+    handful of leapfrog steps a draw (the network's own posterior on these data takes about
+    200), and the file keeps the linearisation point."""
+    data = _data(n=6, T=10, dim=2, A=3, seed=0)
+    with warnings.catch_warnings():  # 2 x 100 draws: too few for 400 ESS, as it says
+        warnings.simplefilter("ignore", InferenceWarning)
+        post = birl.infer(None, data, QValueModel(hidden=(4,), weight_scale=3.0,
+                                                  linearise=True),
+                          method="nuts", num_samples=100, warmup=100, num_chains=2,
+                          parallel=False, progress=False, seed=0)
+    assert post.settings["model"]["linearise"] is True
+    assert float(post.sample_stats["n_steps"].double().mean()) < 30
+    assert post.min_ess() > 50
+    path = tmp_path / "lin.nc"
+    post.save(path)
+    back = ContinuousPosterior.load(path)
+    assert torch.equal(back.q_function.linearised_at, post.q_function.linearised_at)
+    obs = data.transitions().obs
+    assert torch.allclose(back.q_values(obs), post.q_values(obs))
+    tr = data.transitions()
+    assert torch.allclose(back.reward_at(tr.obs, tr.actions, tr.next_obs, tr.terminals),
+                          post.reward())
+
+
+def test_the_linearised_laplace_predictive_is_centred_on_the_map():
+    """``method="laplace"`` on the linearised model is the linearised Laplace approximation:
+    Q is linear in Gaussian weights, so its draws at any state are Gaussian with mean Q at the
+    mode and covariance ``J Sigma J^T``."""
+    data = _data(n=6, T=10, dim=2, A=3, seed=0)
+    model = QValueModel(hidden=(4,), weight_scale=3.0, linearise=True)
+    post = birl.infer(None, data, model, method="laplace", num_samples=4000, seed=0,
+                      progress=False)
+    lin = model.build_target(None, data, likelihood="soft", rationality=1.0)
+    obs = torch.randn(5, 2)
+    q = post.q_values(obs)                                               # (draws, 5, A)
+    q_mode = lin.q_function(lin.center, obs)
+    J = torch.autograd.functional.jacobian(lambda w: lin.q_function(w, obs), lin.center)
+    cov = lin.scale_tril @ lin.scale_tril.T
+    sd = torch.einsum("map,pq,maq->ma", J, cov, J).sqrt()
+    assert ((q.mean(0) - q_mode).abs() < 4 * sd / math.sqrt(4000)).all()
+    assert torch.allclose(q.std(0), sd, rtol=0.1)
+
+
+def test_linearise_refuses_a_linear_q_and_a_non_bool():
+    with pytest.raises(ValueError, match="already linear"):
+        QValueModel(linearise=True)
+    with pytest.raises(TypeError, match="linearise must be True or False"):
+        QValueModel(hidden=(4,), linearise="yes")
 
 
 def test_whitening_polishes_an_mlps_map_where_lbfgs_stops_on_a_shoulder(monkeypatch):

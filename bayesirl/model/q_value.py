@@ -34,7 +34,11 @@ taken at nearby states are then improbable, and ``theta | r`` gives the reward a
 ``Q_w`` is an MLP (``hidden`` widths; ``()`` is linear) on features of the observation: the
 standardised observation with a constant, plus optionally random Fourier features, crossed
 optionally with the observation's two-valued coordinates (``cross_flags``: a contact flag that
-switches the expert's behaviour), or any feature map given.
+switches the expert's behaviour), or any feature map given. An MLP's posterior over its weights
+is far from Gaussian (NUTS runs into its tree-depth cap on it); ``linearise=True`` replaces the
+network by its first-order expansion in the weights at the MAP, a model linear in ``w`` on the
+network's tangent features that every method samples as easily as a linear class
+(:class:`QFunction`, :meth:`QValueTarget.linearised`).
 
 :meth:`QValueModel.build_target` makes the :class:`QValueTarget` that ``infer()`` samples:
 NUTS/HMC over ``w`` (ValueWalk's sampler) in coordinates whitened at the MAP by the Laplace
@@ -50,9 +54,9 @@ exactly, so both forms are one model.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pyro
 import pyro.distributions as dist
@@ -111,7 +115,7 @@ def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- Q-functions
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class FeatureMap:
     """``phi(s) = [1, z, sqrt(2 / F) cos(z Omega^T + b)]`` with ``z = (s - loc) / scale``,
     crossed, when ``flags`` is not empty, with the flags: ``[phi0, c_1 phi0, ..., c_K phi0]``
@@ -208,7 +212,7 @@ class FeatureMap:
                    torch.tensor(spec["phases"], dtype=dtype), flags, thresholds)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class QFunction:
     """``Q_w(s, .)``: an MLP with flat weights ``w: (P,)`` on features ``phi(s): (F,)``.
 
@@ -217,6 +221,14 @@ class QFunction:
     ``W_l: (n_in, n_out)`` row-major then ``b_l: (n_out,)``, and last, when ``level_scale`` is
     set, one level ``L`` added to every action's Q. ``hidden=()`` is linear in the features:
     ``Q = phi(s) W (+ L)``.
+
+    With ``linearised_at = w0`` set, ``Q`` is the network's first-order Taylor expansion in its
+    weights around ``w0``, ``Q_w = Q_w0 + J_w0 (w - w0)`` with ``J_w0 = dQ/dw`` at ``w0`` (the
+    linearised or "GLM" network of Immer, Korzepa & Bauer 2021): the same function at ``w0``,
+    the same gradient there, and linear in ``w``. A posterior over it moves ``Q`` only along
+    the network's tangent space at ``w0``, so the weight directions the data leave free (where
+    ``J`` is flat) leave ``Q`` as it is, where moving along them in the network itself can carry
+    ``Q`` anywhere (:meth:`QValueModel` ``linearise``).
 
     Attributes:
         features: a :class:`FeatureMap` or any callable ``(M, obs_dim) -> (M, F)``.
@@ -230,6 +242,8 @@ class QFunction:
             level as narrow as a weight's would fix it. Apart from it each action keeps its
             own weight-sized offset: one never taken is pushed down by the likelihood as far
             as that prior lets it, not by ``level_scale``.
+        linearised_at: ``(P,)`` weights the network is linearised around, or None for the
+            network itself.
     """
 
     features: Callable
@@ -238,6 +252,7 @@ class QFunction:
     hidden: tuple[int, ...] = ()
     weight_scale: float = 1.0
     level_scale: float | None = None
+    linearised_at: torch.Tensor | None = None
 
     @property
     def layers(self) -> list[tuple[int, int, bool]]:
@@ -267,13 +282,18 @@ class QFunction:
         (generator seeded ``seed``), since at 0 every hidden unit is the same and the gradient
         of every weight but the biases vanishes."""
         scale = self.prior_scale(dtype, device)
+        if self.linearised_at is not None:  # the expansion's centre, where it is exact
+            return self.linearised_at.to(scale).clone()
         if not self.hidden:
             return torch.zeros_like(scale)
         g = torch.Generator().manual_seed(seed)
         return torch.randn(scale.shape, generator=g, dtype=torch.float64).to(scale) * scale
 
     def apply(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``."""
+        """``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``: the network, or its
+        linearisation when ``linearised_at`` is set."""
+        if self.linearised_at is not None:
+            return self._linearised(w, feats)
         h, start = feats, 0
         layers = self.layers
         for i, (n_in, n_out, bias) in enumerate(layers):
@@ -289,12 +309,43 @@ class QFunction:
             h = h + w[..., None, -1:]
         return h
 
+    def _linearised(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """``Q_w0 + J_w0 (w - w0)``, ``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``, by
+        forward-mode differentiation written out layer by layer: the network's activations
+        ``h`` at ``w0`` are computed once, unbatched, and only their directional derivatives
+        ``dh`` along ``w - w0`` carry the batch (``d tanh(z) = (1 - tanh(z)^2) dz``)."""
+        w0 = self.linearised_at.to(dtype=w.dtype, device=w.device)
+        d = w - w0
+        batch = d.shape[:-1]
+        h, dh, start = feats, None, 0     # the features do not depend on w: dh starts at 0
+        layers = self.layers
+        for i, (n_in, n_out, bias) in enumerate(layers):
+            stop = start + n_in * n_out
+            W = w0[start:stop].reshape(n_in, n_out)
+            z, dz = h @ W, h @ d[..., start:stop].reshape(*batch, n_in, n_out)
+            if dh is not None:
+                dz = dz + dh @ W
+            start = stop
+            if bias:
+                z, dz = z + w0[start:start + n_out], dz + d[..., None, start:start + n_out]
+                start += n_out
+            if i < len(layers) - 1:
+                h = torch.tanh(z)
+                dh = (1 - h.square()) * dz
+            else:
+                h, dh = z, dz
+        if self.level_scale is not None:
+            h, dh = h + w0[-1:], dh + d[..., None, -1:]
+        return h + dh
+
     def __call__(self, w: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """``Q_w(s, .)``: ``w: (..., P)``, ``obs: (M, obs_dim)`` -> ``(..., M, A)``."""
         return self.apply(w, self.features(obs.to(w.dtype)))
 
     def spec(self) -> dict | None:
-        """A JSON-able description, or None when the features are a user's callable."""
+        """A JSON-able description of the class, or None when the features are a user's
+        callable. ``linearised_at`` is a weight vector, not part of the class: the posterior
+        file keeps it beside the draws."""
         if not isinstance(self.features, FeatureMap):
             return None
         return {"features": self.features.spec(), "n_features": self.n_features,
@@ -312,7 +363,7 @@ class QFunction:
 REWARD_PRIORS = ("iid", "state", "state_action")
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class RewardPrior:
     """The prior on the rewards at the data, ``r: (..., M)``.
 
@@ -453,6 +504,17 @@ class QValueModel:
             (0, reward_scale); default ``0.1 * reward_scale``.
         whiten: sample in coordinates whitened at the MAP (the Laplace covariance); the
             posterior is the same, NUTS needs far fewer steps.
+        linearise: for an MLP (``hidden`` not empty), replace the network by its first-order
+            Taylor expansion in the weights at the MAP (:class:`QFunction` ``linearised_at``;
+            :meth:`QValueTarget.linearised`). ``Q`` is then linear in ``w``, as in a linear
+            class, but on the network's tangent features: the MAP and the Q-function there
+            are the network's, and every method samples the linearised model's posterior
+            (``"laplace"`` is the linearised Laplace approximation; ``"nuts"`` samples it
+            exactly). The network's own posterior is far from Gaussian, NUTS runs into its
+            tree-depth cap on it and draws of its Laplace approximation move ``Q`` far from the
+            data; the linearised posterior is near-Gaussian and keeps ``Q`` where the data put
+            it. It is a different model, not an approximation of the network's posterior
+            that improves with more draws.
 
     ``infer(None, trajectories, QValueModel(...), method=...)`` returns a
     :class:`~bayesirl.posterior.continuous.ContinuousPosterior`.
@@ -465,7 +527,8 @@ class QValueModel:
                  bellman_noise: float | None = None, whiten: bool = True,
                  reward_prior: str = "iid", reward_noise: float = 0.1,
                  reward_fourier: int = 0, reward_lengthscale: float = 1.0,
-                 dynamics: Callable | None = None, reward_features: Callable | None = None):
+                 dynamics: Callable | None = None, reward_features: Callable | None = None,
+                 linearise: bool = False):
         widths = positive_ints(hidden)
         if widths is None:
             raise ValueError(f"hidden is {hidden!r}, expected a sequence of widths >= 1 (or "
@@ -496,6 +559,12 @@ class QValueModel:
         self.bellman_noise = check_number("bellman_noise", bellman_noise, 0.0,
                                           self.reward_scale, low_open=True, high_open=True)
         self.whiten = bool(whiten)
+        if not isinstance(linearise, bool):
+            raise ArgumentTypeError(f"linearise must be True or False, got {linearise!r}")
+        if linearise and not widths:
+            raise ValueError("linearise=True needs hidden layers: a Q with hidden=() is "
+                             "already linear in its weights")
+        self.linearise = linearise
         if reward_prior not in REWARD_PRIORS:
             raise ValueError(f"reward_prior is {reward_prior!r}, expected one of "
                              f"{REWARD_PRIORS}")
@@ -515,7 +584,7 @@ class QValueModel:
 
     def __repr__(self) -> str:
         return (f"QValueModel(hidden={self.hidden}, n_fourier={self.n_fourier}, "
-                f"cross_flags={self.cross_flags}, "
+                f"cross_flags={self.cross_flags}, linearise={self.linearise}, "
                 f"weight_scale={self.weight_scale}, reward_scale={self.reward_scale}, "
                 f"discount={self.discount})")
 
@@ -564,7 +633,8 @@ class QValueModel:
         if not isinstance(beta, float):
             raise ArgumentTypeError("rationality must be a number > 0 for a QValueModel (the "
                                     "scale of Q is already free), got a distribution")
-        return QValueTarget(self, data, likelihood, beta)
+        target = QValueTarget(self, data, likelihood, beta)
+        return target.linearised() if self.linearise else target
 
 
 # ---------------------------------------------------------------------------- the target
@@ -749,17 +819,16 @@ class QValueTarget:
 
     def _newton_polish(self, w: torch.Tensor, H: torch.Tensor, max_steps: int = 20
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Saddle-free Newton steps from where L-BFGS stopped, to the mode of an MLP's
-        posterior (:meth:`_whiten` takes them where the Hessian there is not positive
-        definite). Its curvatures span many orders of magnitude (the data pin some
-        directions, the prior alone others), and L-BFGS can stall short of the mode on a
-        shoulder where the Hessian is not positive definite, which leaves the whitening, the
-        MAP and its Laplace approximation off. Each step divides the gradient by the absolute
-        eigenvalues of the Hessian (floored as the whitening floors them): a descent
-        direction even along negative curvature, where Newton's step is not; halved until
-        the density rises. Stops at a gradient below ``1e-9 (1 + |log density|)``. ``H``:
-        the Hessian at ``w``, which the caller has; returns the polished ``w`` and the
-        Hessian there."""
+        """Saddle-free Newton steps from where L-BFGS stopped, to the mode of an MLP's posterior
+        (:meth:`_mode` takes them where the Hessian there is not positive definite;
+        :meth:`linearised` to the linearised model's). Its curvatures span many orders of magnitude
+        (the data pin some directions, the prior alone others), and L-BFGS can stall short of the
+        mode on a shoulder where the Hessian is not positive definite, which leaves the whitening,
+        the MAP and its Laplace approximation off. Each step divides the gradient by the absolute
+        eigenvalues of the Hessian (floored as the whitening floors them): a descent direction even
+        along negative curvature, where Newton's step is not; halved until the density rises. Stops
+        at a gradient below ``1e-9 (1 + |log density|)``. ``H``: the Hessian at ``w``, which the
+        caller has; returns the polished ``w`` and the Hessian there."""
         floor = self._curvature_floor()
 
         def loss_and_grad(x):
@@ -791,14 +860,47 @@ class QValueTarget:
         return torch.autograd.functional.hessian(lambda x: -self.log_joint(x), w,
                                                  vectorize=True)
 
-    def _whiten(self):
+    def _mode(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w (P,), H (P, P))``: the MAP and the Hessian of ``-log_joint`` there. L-BFGS, then
+        saddle-free Newton steps where it stopped short of the mode on a shoulder (an MLP's
+        Hessian there is not positive definite)."""
         w = self.map_estimate()
         H = self.hessian(w)
-        if float(torch.linalg.eigvalsh(H)[0]) <= 0:  # L-BFGS stopped on a shoulder (an MLP)
+        if float(torch.linalg.eigvalsh(H)[0]) <= 0:
             w, H = self._newton_polish(w, H)
+        return w.detach(), H
+
+    def _whiten_at(self, w: torch.Tensor, H: torch.Tensor) -> None:
         L = covariance_tril(H, self._curvature_floor())
         self.center, self.scale_tril = w.detach(), L
         self.log_det = float(torch.log(torch.diagonal(L)).sum())
+
+    def _whiten(self):
+        self._whiten_at(*self._mode())
+
+    def linearised(self) -> QValueTarget:
+        """This posterior with the MLP ``Q_w`` replaced by its linearisation at the MAP
+        ``w*``, ``Q_w* + J_w* (w - w*)`` (:class:`QFunction` ``linearised_at``), whitened at
+        the linearised model's own mode (:class:`QValueModel` ``linearise``).
+
+        Invariant: the linearised model has the network's value and gradient at ``w*``, so
+        its log density has the same gradient there, zero at the MAP: ``w*`` is its mode too
+        (Newton steps take up what L-BFGS's tolerance left). Its Hessian keeps the
+        likelihood's curvature in ``Q`` and drops the network's own second derivatives, the
+        terms that make the network's Hessian indefinite away from the mode."""
+        if self.q_function.linearised_at is not None:
+            return self
+        if not self.q_function.hidden:
+            raise ValueError("only an MLP Q-function (hidden layers) can be linearised")
+        if self.model.whiten:
+            w = self.center
+        else:
+            w, _ = self._mode()
+        new = copy.copy(self)
+        new.q_function = dataclasses.replace(self.q_function, linearised_at=w.detach().clone())
+        if self.model.whiten:
+            new._whiten_at(*new._newton_polish(w, new.hessian(w)))
+        return new
 
     # ------------------------------------------------------------------ SVI
     def _padded(self):

@@ -15,7 +15,8 @@ chain, ``(chains, draws, ...)``; accessors flatten the chains:
   posterior predictive ``E[pi_w]`` (``"predictive"``) or one draw per episode (``"thompson"``);
 - ``post.to_arviz()`` (posterior ``w`` and ``reward``, per-trajectory ``log_likelihood``,
   sample_stats, the trajectories as observed_data), ``save``/``load`` (netCDF, no pickle),
-  ``check_convergence``, ``min_ess``.
+  ``check_convergence``, ``min_ess``. A linearised MLP (``QValueModel(linearise=True)``)
+  keeps its linearisation point in the file beside the draws.
 
 A posterior fitted with AVRIL's amortised guide also carries the reward encoder
 ``q(r | s, a)``: :meth:`ContinuousPosterior.encoder_reward`.
@@ -23,6 +24,7 @@ A posterior fitted with AVRIL's amortised guide also carries the reward encoder
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -138,6 +140,7 @@ class ContinuousPosterior(ChainDraws):
         m = target.model
         settings.setdefault("model", {"hidden": list(m.hidden), "n_fourier": m.n_fourier,
                                       "cross_flags": m.cross_flags,
+                                      "linearise": m.linearise,
                                       "weight_scale": m.weight_scale,
                                       "level_scale": m.level_scale,
                                       "reward_loc": m.reward_loc,
@@ -337,6 +340,8 @@ class ContinuousPosterior(ChainDraws):
                                            self.encoder.state_dict().items()})
         if "elbo" in self.extra:
             attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
+        if self.q_function.linearised_at is not None:
+            attrs["linearised_at"] = _np(self.q_function.linearised_at).astype(float)
         coords = {"trajectory": list(range(d.n)), "transition": list(range(self.rewards.shape[-1])),
                   "weight": list(range(self.params["w"].shape[-1]))}
         return from_groups(groups, coords=coords, dims=dims, attrs={"posterior": attrs})
@@ -414,6 +419,9 @@ class ContinuousPosterior(ChainDraws):
                                    model.get("level_scale"))
         else:
             q_function = QFunction.from_spec(spec, dtype)
+        if "linearised_at" in attrs:
+            q_function = dataclasses.replace(
+                q_function, linearised_at=tensor(np.atleast_1d(attrs["linearised_at"])))
         encoder = None
         if "encoder" in attrs:
             state = {k: torch.tensor(v, dtype=dtype) for k, v in
