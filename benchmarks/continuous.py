@@ -27,8 +27,9 @@ of the same class.
 ``python benchmarks/continuous.py [--quick]`` writes ``benchmarks/results/continuous.csv`` (one
 row per posterior: env, n_trajectories, seed, method, apprentice_return, expert_return,
 bc_return, seconds, min_ess) and prints a table with the published figures; ``--quick``:
-CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations; ``--only ENV ...``
-reruns some envs, keeping the other envs' rows.
+CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations, written to
+``continuous_quick.csv`` instead (never mixed with the full protocol's rows, as
+``rust_bus.py --quick``); ``--only ENV ...`` reruns some envs, keeping the other envs' rows.
 """
 
 from __future__ import annotations
@@ -197,7 +198,8 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None):
         if set(methods) - known:
             raise SystemExit(f"--methods: unknown method {sorted(set(methods) - known)}; "
                              f"expected some of {sorted(known)}")
-    kept = _kept_rows(envs, methods) if only is not None or methods is not None else []
+    path = _csv(quick)
+    kept = _kept_rows(envs, methods, path) if only is not None or methods is not None else []
     ns = (1, 15) if quick else NS
     seeds = range(2) if quick else range(5)
     draws = 250 if quick else 500
@@ -223,7 +225,7 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None):
                     row, _ = run(env_id, n, seed, draws, n_test, expert, method)
                     batch.append(row)
                     rows.append(row)
-                    _write(kept + rows)
+                    _write(kept + rows, path)
                 app = float(np.mean([r["apprentice_return"] for r in batch]))
                 bc = float(np.mean([r["bc_return"] for r in batch]))
                 sec = float(np.mean([r["seconds"] for r in batch]))
@@ -235,9 +237,10 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None):
                       f"{bc:>8.1f} {fraction(bc, expert):>6.2f} {vw:>10.2f} {av:>7.2f} "
                       f"{sec:>6.1f} {ess:>8.0f} {sec / max(ess, 1e-9):>7.3f}", flush=True)
     kept_note = f", {len(kept)} kept from before" if kept else ""
-    print(f"\nwrote {CSV.relative_to(HERE.parent)} ({len(rows)} rows{kept_note}); fractions of "
-          "the expert's return (1 = expert level); ValueWalk/AVRIL: the published figures "
-          "over the papers' expert (LunarLander: over their best figure, 263)")
+    print(f"\nwrote {os.path.relpath(path, HERE.parent)} ({len(rows)} rows{kept_note}); "
+          "fractions of the expert's return (1 = expert level); ValueWalk/AVRIL: the "
+          "published figures over the papers' expert (LunarLander: over their best figure, "
+          "263)")
     return rows
 
 
@@ -261,24 +264,31 @@ def timing(n: int = 15, seed: int = 0):
               f"{int(stats['diverging'].sum()):>9}", flush=True)
 
 
-def _kept_rows(envs, methods=None):
-    """The rows of the CSV written before for envs other than ``envs`` and, when ``methods``
-    is given, for methods other than ``methods``."""
-    if not CSV.exists():
+def _csv(quick: bool = False) -> pathlib.Path:
+    """The full protocol's CSV, or ``continuous_quick.csv`` beside it for ``--quick``."""
+    return CSV.with_stem(CSV.stem + "_quick") if quick else CSV
+
+
+def _kept_rows(envs, methods=None, path=None):
+    """The rows of the CSV (``path``, default the full protocol's) written before for envs
+    other than ``envs`` and, when ``methods`` is given, for methods other than ``methods``."""
+    path = CSV if path is None else path
+    if not path.exists():
         return []
-    with open(CSV, newline="") as f:
+    with open(path, newline="") as f:
         return [r for r in csv.DictReader(f)
                 if r["env"] not in envs or (methods is not None and r["method"] not in methods)]
 
 
-def _write(rows):
-    os.makedirs(CSV.parent, exist_ok=True)
-    tmp = CSV.with_suffix(".csv.tmp")
+def _write(rows, path=None):
+    path = CSV if path is None else path
+    os.makedirs(path.parent, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, CSV)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

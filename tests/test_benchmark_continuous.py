@@ -64,6 +64,29 @@ def test_an_unknown_method_is_refused_before_any_work(bench):
     assert not bench.CSV.exists()
 
 
+def test_quick_mode_writes_its_own_file_and_leaves_the_full_one(bench, monkeypatch):
+    import numpy as np
+
+    bench._write([_row("CartPole-v1", 0), _row("Acrobot-v1", 0)])
+    before = bench.CSV.read_text()
+    calls = []
+
+    def fake_run(env_id, n, seed, draws, n_test, expert, method="nuts"):
+        calls.append((env_id, n, seed, draws, n_test, method))
+        return {**_row(env_id, seed), "n_trajectories": n}, None
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "evaluate", lambda *a, **k: np.array([1.0]))
+    bench.main(quick=True, only=["CartPole-v1"])
+    assert bench.CSV.read_text() == before
+    with open(bench._csv(quick=True), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert bench._csv(quick=True).name == "continuous_quick.csv"
+    assert [(r["n_trajectories"], r["seed"]) for r in rows] == [("1", "0"), ("1", "1"),
+                                                                 ("15", "0"), ("15", "1")]
+    assert {c[3] for c in calls} == {250} and {c[5] for c in calls} == {"nuts"}
+
+
 def test_every_env_has_settings_and_published_figures(bench):
     assert set(bench.SETTINGS) == set(bench.PUBLISHED) == set(bench.EXPERTS)
     for settings in bench.SETTINGS.values():
