@@ -20,8 +20,8 @@ and clone.
 
 Beside the NUTS rows (``method`` "nuts"), :data:`ALTERNATIVES` adds rows of other Q-function
 classes, each a NUTS posterior or a MAP estimate (LunarLander: Q crossed with the leg-contact
-flags, sampled; an MLP, which NUTS cannot sample in budget, as a MAP), with behavioural cloning
-of the same class.
+flags, sampled; an MLP, which NUTS cannot sample in budget, as a MAP; that MLP linearised in its
+weights at the MAP, sampled), with behavioural cloning of the same class.
 
 ``python benchmarks/continuous.py --timing`` runs the timing protocol alone (:func:`timing`).
 ``python benchmarks/continuous.py [--quick]`` writes ``benchmarks/results/continuous.csv`` (one
@@ -83,16 +83,19 @@ SETTINGS = {
 
 # Beside the NUTS rows: richer Q-function classes. A Q crossed with the observation's
 # two-valued coordinates (LunarLander's leg contacts) is linear in its parameters and sampled;
-# an MLP is not (every draw runs to the maximum tree depth), so it is a point estimate. Chosen
-# on the held-out spot checks in benchmarks/RESULTS.md ("What limits LunarLander from 7
-# trajectories on").
+# an MLP is not (every draw runs to the maximum tree depth), so it is a point estimate, and its
+# linearisation at that MAP (QValueModel(linearise=True)) is sampled. Chosen on the held-out
+# spot checks in benchmarks/RESULTS.md ("What limits LunarLander from 7 trajectories on").
 ALTERNATIVES = {
     "LunarLander-v3": {"nuts-flags": dict(model=dict(cross_flags=True, weight_scale=10.0,
                                                      reward_scale=100.0),
                                           likelihood="boltzmann", inference="nuts"),
                        "map-mlp32": dict(model=dict(hidden=(32,), weight_scale=3.0,
                                                     reward_scale=10.0),
-                                         likelihood="boltzmann", inference="map")},
+                                         likelihood="boltzmann", inference="map"),
+                       "nuts-glm32": dict(model=dict(hidden=(32,), weight_scale=3.0,
+                                                     reward_scale=10.0, linearise=True),
+                                          likelihood="boltzmann", inference="nuts")},
 }
 
 
