@@ -72,6 +72,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
+from bayesirl.core.flat import flattening
 from bayesirl.inference import executors
 from bayesirl.inference.map import fit_map
 from bayesirl.inference.target import Refracting, Rewhitening, Target
@@ -616,21 +617,15 @@ def run_vectorized(target, options: EnsembleOptions) -> EnsembleDraws:
     start = target.init_unconstrained()
     if o.map_init:
         start, _ = fit_map(target, start)
-    names = list(start)
-    shapes = [tuple(start[k].shape) for k in names]
-    sizes = [math.prod(s) for s in shapes]
-    ref = start[names[0]]
-
-    def unflatten(q):  # (*lead, d) -> {site: (*lead, *shape)}
-        return {k: x.reshape(*q.shape[:-1], *shape)
-                for k, x, shape in zip(names, q.split(sizes, -1), shapes, strict=True)}
+    flatten, unflatten = flattening(start)  # (*lead, d) <-> {site: (*lead, *shape)}
+    ref = next(iter(start.values()))
 
     def potential(q):
         return target.potential(unflatten(q))
 
     jitter_seed, sampler_seed = _seeds(o.seed)
     g = torch.Generator(device=ref.device).manual_seed(jitter_seed)
-    q0 = torch.cat([start[k].detach().reshape(-1) for k in names])
+    q0 = flatten(start).detach()
     noise = torch.randn((o.num_chains, q0.numel()), generator=g, dtype=ref.dtype,
                         device=ref.device)
     t0 = time.perf_counter()

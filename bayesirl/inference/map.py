@@ -36,6 +36,7 @@ import numpy as np
 import scipy.optimize
 import torch
 
+from bayesirl.core.flat import flattening
 from bayesirl.posterior.diagnostics import InferenceWarning
 
 __all__ = ["MAX_COORDINATES", "Laplace", "LaplaceFit", "coordinate_names", "fit_map", "hessian",
@@ -49,25 +50,6 @@ _ROUNDING_DECREMENT = 1e-8
 #: Coordinates up to which ``method="map"`` computes standard errors (a dense Hessian: up to
 #: four gradients per coordinate where the potential is differentiable once).
 MAX_COORDINATES = 512
-
-
-def _flattening(u0: dict[str, torch.Tensor]):
-    """``(flatten, unflatten)`` between dicts shaped like ``u0`` and 1-d vectors; ``unflatten``
-    takes anything ``torch.as_tensor`` takes and returns tensors in ``u0``'s dtype and device."""
-    names = list(u0)
-    shapes = [u0[k].shape for k in names]
-    sizes = [u0[k].numel() for k in names]
-    like = u0[names[0]]
-
-    def flatten(u):
-        return torch.cat([u[k].reshape(-1) for k in names])
-
-    def unflatten(x):
-        flat = torch.as_tensor(x, dtype=like.dtype, device=like.device)
-        return {k: p.reshape(shape)
-                for k, p, shape in zip(names, flat.split(sizes), shapes, strict=True)}
-
-    return flatten, unflatten
 
 
 def _second_order(target):
@@ -165,7 +147,7 @@ def fit_map(target, u0: dict[str, torch.Tensor], max_iter: int = 200,
         u0 = {site: theta.to(value.dtype).reshape(value.shape)}
         if converged:
             return u0, loss
-    flatten, unflatten = _flattening(u0)
+    flatten, unflatten = flattening(u0)
 
     def loss_and_grad(x):
         u = {k: v.clone().requires_grad_(True) for k, v in unflatten(x).items()}
@@ -293,7 +275,7 @@ def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None,
     scores; ``curvature``: :func:`_curvature` at ``u_map`` where the caller has it. Raises
     ValueError naming the coordinate along which the Hessian is not positive definite (the
     MAP is then no strict maximum)."""
-    flatten, unflatten = _flattening(u_map)
+    flatten, unflatten = flattening(u_map)
     x = flatten(u_map).detach()
     if bhhh is None:
         bhhh = getattr(target, "improper", False)
@@ -304,7 +286,7 @@ def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None,
                else _observation_information(target, unflatten(x)))
     names = coordinate_names(u_map)
     constrained = target.constrain(unflatten(x))
-    c_flatten, c_unflatten = _flattening(constrained)
+    c_flatten, c_unflatten = flattening(constrained)
     J = torch.autograd.functional.jacobian(
         lambda v: c_flatten(target.constrain(unflatten(v))), x)                 # (d_c, d)
     chol, info = torch.linalg.cholesky_ex(H)
@@ -343,17 +325,13 @@ def laplace_draws(target, fit: Laplace, num_samples: int, seed: int) -> dict[str
     """``num_samples`` constrained draws ``{site: (num_samples, ...)}`` of the Laplace
     approximation: ``u ~ N(u_MAP, covariance)`` from a generator seeded with ``seed``, pushed
     through ``target.constrain``."""
-    flatten, _ = _flattening(fit.u)
+    flatten, unflatten = flattening(fit.u)
     mean = flatten(fit.u)
     chol = torch.linalg.cholesky(fit.covariance)
     g = torch.Generator(device=mean.device).manual_seed(seed)
     z = torch.randn(num_samples, mean.numel(), generator=g, dtype=mean.dtype,
                     device=mean.device)
-    flat = mean + z @ chol.T                                                    # (n, d)
-    sizes = [v.numel() for v in fit.u.values()]
-    u = {k: part.reshape(num_samples, *v.shape)
-         for (k, v), part in zip(fit.u.items(), flat.split(sizes, -1), strict=True)}
-    return target.constrain(u)
+    return target.constrain(unflatten(mean + z @ chol.T))                      # (n, d)
 
 
 def warn_without_standard_errors(error: ValueError) -> None:
@@ -424,7 +402,7 @@ def laplace_fit(target, *, u0: dict[str, torch.Tensor] | None = None, max_iter: 
     start = time.perf_counter()
     u0 = {k: v.detach() for k, v in (u0 or target.init_unconstrained()).items()}
     u, _ = fit_map(target, u0, max_iter)
-    flatten, unflatten = _flattening(u)
+    flatten, unflatten = flattening(u)
     x = flatten(u).detach()
 
     def gradient(v):

@@ -45,6 +45,7 @@ import torch
 
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.dynamics import DirichletTransitions
+from bayesirl.core.flat import flattening
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.base_target import BaseTarget
 from bayesirl.model.likelihood import check_rationality
@@ -256,8 +257,8 @@ class FullLikelihoodTarget(BaseTarget):
         counts; ``n`` is the number of unconstrained coordinates. The choice rows come from
         one batched planner call with the parameters replicated per row.
         """
-        names = list(u)
-        flat = torch.cat([u[k].reshape(-1) for k in names]).detach()
+        flatten, unflatten = flattening(u)
+        flat = flatten(u).detach()
         mask = self.demos.mask
         S, A = self.mdp.n_states, self.mdp.n_actions
         cells = (self.demos.states * A + self.demos.actions)[mask]
@@ -266,7 +267,7 @@ class FullLikelihoodTarget(BaseTarget):
         seen = (self.counts > 0).reshape(-1).nonzero().reshape(-1)
         rows = cell.shape[0] + seen.shape[0]
         x = flat.expand(rows, -1).clone().requires_grad_(True)
-        params = self.constrain(_unflatten(x, u, names))
+        params = self.constrain(unflatten(x))
         n_cells = cell.shape[0]
         reward = self.reward_model.reward(self._reward_params(
             {k: v[:n_cells] for k, v in params.items()}))
@@ -279,12 +280,5 @@ class FullLikelihoodTarget(BaseTarget):
         (grad,) = torch.autograd.grad(torch.cat([choice, trans]).sum(), x)
         weights = torch.cat([count.to(grad), self.counts.reshape(-1)[seen]])
         return grad.detach(), weights
-
-
-def _unflatten(x: torch.Tensor, like: dict, names: list) -> dict:
-    """``x (..., n)`` -> ``{site: (..., *like[site].shape)}`` in ``names``' order."""
-    sizes = [like[k].numel() for k in names]
-    return {k: part.reshape(*x.shape[:-1], *like[k].shape)
-            for k, part in zip(names, x.split(sizes, -1), strict=True)}
 
 
