@@ -228,7 +228,7 @@ class QFunction:
     the same gradient there, and linear in ``w``. A posterior over it moves ``Q`` only along
     the network's tangent space at ``w0``, so the weight directions the data leave free (where
     ``J`` is flat) leave ``Q`` as it is, where moving along them in the network itself can carry
-    ``Q`` anywhere (:meth:`QValueModel` ``linearise``).
+    ``Q`` anywhere (:class:`QValueModel` ``linearise``).
 
     Attributes:
         features: a :class:`FeatureMap` or any callable ``(M, obs_dim) -> (M, F)``.
