@@ -95,6 +95,9 @@ ALTERNATIVES = {
                                          likelihood="boltzmann", inference="map"),
                        "nuts-glm32": dict(model=dict(hidden=(32,), weight_scale=3.0,
                                                      reward_scale=10.0, linearise=True),
+                                          likelihood="boltzmann", inference="nuts"),
+                       "nuts-glm64": dict(model=dict(hidden=(64,), weight_scale=3.0,
+                                                     reward_scale=10.0, linearise=True),
                                           likelihood="boltzmann", inference="nuts")},
 }
 
