@@ -584,6 +584,8 @@ def test_a_linearised_q_is_the_networks_first_order_expansion(batch):
     w = w0 + torch.randn(*batch, net.n_params)
     expected = net.apply(w0, feats) + torch.einsum("map,...p->...ma", J, w - w0)
     assert torch.allclose(lin.apply(w, feats), expected, atol=1e-12)
+    # the network at w0 computed once (as a target keeps it) gives the same expansion
+    assert torch.equal(lin.apply(w, feats, lin.primal(feats)), lin.apply(w, feats))
     assert torch.equal(lin.apply(w0, feats), net.apply(w0, feats))
     assert not torch.allclose(net.apply(w, feats), expected, atol=1e-3)  # the net is not linear
     assert torch.equal(lin.start(7), w0)  # a fit starts where the expansion is exact
@@ -621,6 +623,9 @@ def test_the_linearised_model_has_the_networks_map(likelihood):
     assert torch.allclose(H, torch.eye(lin.n_params), atol=1e-6)
     away = w_star + 0.3 * torch.randn(lin.n_params)  # linear in w: not the network away from w*
     assert not torch.allclose(lin.log_joint(away), net.log_joint(away), atol=1e-3)
+    # the target's Q (its network at w* kept from the build) is the expansion on fresh features
+    batch = w_star + 0.3 * torch.randn(2, 3, lin.n_params)
+    assert torch.allclose(lin.q(batch), lin.q_function(batch, lin.states), atol=1e-12)
 
 
 def test_nuts_samples_a_linearised_mlp_in_few_steps_and_it_saves(tmp_path):

@@ -289,11 +289,13 @@ class QFunction:
         g = torch.Generator().manual_seed(seed)
         return torch.randn(scale.shape, generator=g, dtype=torch.float64).to(scale) * scale
 
-    def apply(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    def apply(self, w: torch.Tensor, feats: torch.Tensor, primal: tuple | None = None
+              ) -> torch.Tensor:
         """``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``: the network, or its
-        linearisation when ``linearised_at`` is set."""
+        linearisation when ``linearised_at`` is set (``primal``: :meth:`primal` of these
+        ``feats``, when the caller keeps it)."""
         if self.linearised_at is not None:
-            return self._linearised(w, feats)
+            return self._tangent(w, primal if primal is not None else self.primal(feats))
         h, start = feats, 0
         layers = self.layers
         for i, (n_in, n_out, bias) in enumerate(layers):
@@ -309,34 +311,55 @@ class QFunction:
             h = h + w[..., None, -1:]
         return h
 
-    def _linearised(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """``Q_w0 + J_w0 (w - w0)``, ``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``, by
-        forward-mode differentiation written out layer by layer: the network's activations
-        ``h`` at ``w0`` are computed once, unbatched, and only their directional derivatives
-        ``dh`` along ``w - w0`` carry the batch (``d tanh(z) = (1 - tanh(z)^2) dz``)."""
+    @torch.no_grad()
+    def primal(self, feats: torch.Tensor) -> tuple:
+        """What the linearisation needs of the network at ``linearised_at = w0`` on
+        ``feats: (M, F)``, which does not depend on ``w``: ``(q0 (M, A), inputs, slopes)``
+        with ``inputs[l]: (M, n_in)`` each layer's input and ``slopes[l]: (M, n_out)`` the
+        derivative ``1 - tanh(z_l)^2`` of each hidden layer's activation. A caller that
+        evaluates many ``w`` on the same features (a target's density) computes it once."""
+        w0 = self.linearised_at.to(feats)
+        h, start, inputs, slopes = feats, 0, [], []
+        layers = self.layers
+        for i, (n_in, n_out, bias) in enumerate(layers):
+            inputs.append(h)
+            stop = start + n_in * n_out
+            h = h @ w0[start:stop].reshape(n_in, n_out)
+            start = stop
+            if bias:
+                h = h + w0[start:start + n_out]
+                start += n_out
+            if i < len(layers) - 1:
+                h = torch.tanh(h)
+                slopes.append(1 - h.square())
+        if self.level_scale is not None:
+            h = h + w0[-1:]
+        return h, inputs, slopes
+
+    def _tangent(self, w: torch.Tensor, primal: tuple) -> torch.Tensor:
+        """``Q_w0 + J_w0 (w - w0)``, ``w: (..., P)`` -> ``(..., M, A)``, from the network's
+        :meth:`primal` at ``w0`` by forward-mode differentiation written out layer by layer:
+        only the directional derivatives ``dh`` along ``w - w0`` carry the batch
+        (``d tanh(z) = (1 - tanh(z)^2) dz``)."""
+        q0, inputs, slopes = primal
         w0 = self.linearised_at.to(dtype=w.dtype, device=w.device)
         d = w - w0
         batch = d.shape[:-1]
-        h, dh, start = feats, None, 0     # the features do not depend on w: dh starts at 0
+        dh, start = None, 0     # the features do not depend on w: dh starts at 0
         layers = self.layers
         for i, (n_in, n_out, bias) in enumerate(layers):
             stop = start + n_in * n_out
-            W = w0[start:stop].reshape(n_in, n_out)
-            z, dz = h @ W, h @ d[..., start:stop].reshape(*batch, n_in, n_out)
+            dz = inputs[i] @ d[..., start:stop].reshape(*batch, n_in, n_out)
             if dh is not None:
-                dz = dz + dh @ W
+                dz = dz + dh @ w0[start:stop].reshape(n_in, n_out)
             start = stop
             if bias:
-                z, dz = z + w0[start:start + n_out], dz + d[..., None, start:start + n_out]
+                dz = dz + d[..., None, start:start + n_out]
                 start += n_out
-            if i < len(layers) - 1:
-                h = torch.tanh(z)
-                dh = (1 - h.square()) * dz
-            else:
-                h, dh = z, dz
+            dh = slopes[i] * dz if i < len(layers) - 1 else dz
         if self.level_scale is not None:
-            h, dh = h + w0[-1:], dh + d[..., None, -1:]
-        return h + dh
+            dh = dh + d[..., None, -1:]
+        return q0 + dh
 
     def __call__(self, w: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """``Q_w(s, .)``: ``w: (..., P)``, ``obs: (M, obs_dim)`` -> ``(..., M, A)``."""
@@ -707,6 +730,7 @@ class QValueTarget:
         self.center = torch.zeros(P, dtype=states.dtype, device=states.device)
         self.scale_tril = torch.eye(P, dtype=states.dtype, device=states.device)
         self.log_det = 0.0
+        self._primal = None  # the network at the linearisation point, on feats (linearised)
         self._subsample_size = None
         self._latent_rewards = False
         self.encoder = None
@@ -718,9 +742,13 @@ class QValueTarget:
     def n_params(self) -> int:
         return self.q_function.n_params
 
+    def q(self, w: torch.Tensor) -> torch.Tensor:
+        """``(..., K, A)`` Q-values at the distinct states for weights ``w: (..., P)``."""
+        return self.q_function.apply(w, self.feats, self._primal)
+
     def terms(self, w: torch.Tensor):
         """``(log_pi, reward)`` at the data, each ``(..., M)``, for weights ``w: (..., P)``."""
-        return self._terms(self.q_function.apply(w, self.feats))[:2]
+        return self._terms(self.q(w))[:2]
 
     def _terms(self, q: torch.Tensor):
         """``(log_pi (..., M), reward (..., M), prior_rewards (..., M) or (..., M * A))`` from
@@ -744,7 +772,7 @@ class QValueTarget:
 
     def log_joint(self, w: torch.Tensor) -> torch.Tensor:
         """``(...)``: log prior of ``w`` + log prior of its rewards + log-likelihood."""
-        log_pi, _, r_prior = self._terms(self.q_function.apply(w, self.feats))
+        log_pi, _, r_prior = self._terms(self.q(w))
         lp = self._log_norm_w - 0.5 * (w / self.prior_scale).square().sum(-1)
         return lp + self.data_reward_prior.log_prob(r_prior) + log_pi.sum(-1)
 
@@ -898,6 +926,7 @@ class QValueTarget:
             w, _ = self._mode()
         new = copy.copy(self)
         new.q_function = dataclasses.replace(self.q_function, linearised_at=w.detach().clone())
+        new._primal = new.q_function.primal(new.feats)
         if self.model.whiten:
             new._whiten_at(*new._newton_polish(w, new.hessian(w)))
         return new
@@ -931,7 +960,7 @@ class QValueTarget:
         def model():
             w = pyro.sample("w", dist.Normal(torch.zeros_like(prior_scale), prior_scale)
                             .to_event(1))
-            q = self.q_function.apply(w, self.feats)  # (K, A)
+            q = self.q(w)  # (K, A)
             iid = self.reward_prior.kind == "iid" and m.dynamics is None
             if not iid:
                 pyro.factor("reward_prior", self.data_reward_prior.log_prob(self._terms(q)[2]))
