@@ -21,7 +21,8 @@ and clone.
 Beside the NUTS rows (``method`` "nuts"), :data:`ALTERNATIVES` adds rows of other Q-function
 classes, each a NUTS posterior or a MAP estimate (LunarLander: Q crossed with the leg-contact
 flags, sampled; an MLP, which NUTS cannot sample in budget, as a MAP; that MLP linearised in its
-weights at the MAP, sampled), with behavioural cloning of the same class.
+weights at the MAP, sampled; an MLP on the features crossed with the flags, linearised), with
+behavioural cloning of the same class.
 
 ``python benchmarks/continuous.py --timing`` runs the timing protocol alone (:func:`timing`).
 ``python benchmarks/continuous.py [--quick]`` writes ``benchmarks/results/continuous.csv`` (one
@@ -29,7 +30,8 @@ row per posterior: env, n_trajectories, seed, method, apprentice_return, expert_
 bc_return, seconds, min_ess) and prints a table with the published figures; ``--quick``:
 CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations, written to
 ``continuous_quick.csv`` instead (never mixed with the full protocol's rows, as
-``rust_bus.py --quick``); ``--only ENV ...`` reruns some envs, keeping the other envs' rows.
+``rust_bus.py --quick``); ``--only ENV ...``, ``--methods METHOD ...`` and ``--ns N ...`` rerun
+some envs, methods and numbers of trajectories, keeping the other rows.
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ SETTINGS = {
 # Beside the NUTS rows: richer Q-function classes. A Q crossed with the observation's
 # two-valued coordinates (LunarLander's leg contacts) is linear in its parameters and sampled;
 # an MLP is not (every draw runs to the maximum tree depth), so it is a point estimate, and its
-# linearisation at that MAP (QValueModel(linearise=True)) is sampled. Chosen on the held-out
-# spot checks in benchmarks/RESULTS.md ("What limits LunarLander from 7 trajectories on").
+# linearisation at that MAP (QValueModel(linearise=True)) is sampled; "nuts-glm16x" is a
+# smaller MLP on the features crossed with the flags, linearised. Chosen on the held-out spot
+# checks in benchmarks/RESULTS.md ("What limits LunarLander from 7 trajectories on").
 ALTERNATIVES = {
     "LunarLander-v3": {"nuts-flags": dict(model=dict(cross_flags=True, weight_scale=10.0,
                                                      reward_scale=100.0),
@@ -98,7 +101,11 @@ ALTERNATIVES = {
                                           likelihood="boltzmann", inference="nuts"),
                        "nuts-glm64": dict(model=dict(hidden=(64,), weight_scale=3.0,
                                                      reward_scale=10.0, linearise=True),
-                                          likelihood="boltzmann", inference="nuts")},
+                                          likelihood="boltzmann", inference="nuts"),
+                       "nuts-glm16x": dict(model=dict(hidden=(16,), cross_flags=True,
+                                                      weight_scale=3.0, reward_scale=10.0,
+                                                      linearise=True),
+                                           likelihood="boltzmann", inference="nuts")},
 }
 
 
@@ -183,10 +190,11 @@ def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: 
     return row, post
 
 
-def main(quick: bool = False, threads: int = 1, only=None, methods=None):
+def main(quick: bool = False, threads: int = 1, only=None, methods=None, ns=None):
     """Run the protocol (module docstring), print the table and write the CSV; ``only``: the
     env ids to run, ``methods``: the methods to run (``"nuts"`` and keys of
-    :data:`ALTERNATIVES`), the CSV keeping the rows of an earlier run that neither selects."""
+    :data:`ALTERNATIVES`), ``ns``: the numbers of trajectories to run (of :data:`NS`), the CSV
+    keeping the rows of an earlier run that these do not select."""
     envs = ["CartPole-v1", "Acrobot-v1"]
     if not quick:
         if importlib.util.find_spec("Box2D") is not None:
@@ -204,9 +212,14 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None):
         if set(methods) - known:
             raise SystemExit(f"--methods: unknown method {sorted(set(methods) - known)}; "
                              f"expected some of {sorted(known)}")
+    all_ns = (1, 15) if quick else NS
+    if ns is not None and set(ns) - set(all_ns):
+        raise SystemExit(f"--ns: unknown number of trajectories {sorted(set(ns) - set(all_ns))};"
+                         f" expected some of {list(all_ns)}")
     path = _csv(quick)
-    kept = _kept_rows(envs, methods, path) if only is not None or methods is not None else []
-    ns = (1, 15) if quick else NS
+    selected = only is not None or methods is not None or ns is not None
+    kept = _kept_rows(envs, methods, path, ns) if selected else []
+    ns = [n for n in all_ns if ns is None or n in ns]
     seeds = range(2) if quick else range(5)
     draws = 250 if quick else 500
     n_test = 10 if quick else 20
@@ -275,15 +288,17 @@ def _csv(quick: bool = False) -> pathlib.Path:
     return CSV.with_stem(CSV.stem + "_quick") if quick else CSV
 
 
-def _kept_rows(envs, methods=None, path=None):
+def _kept_rows(envs, methods=None, path=None, ns=None):
     """The rows of the CSV (``path``, default the full protocol's) written before for envs
-    other than ``envs`` and, when ``methods`` is given, for methods other than ``methods``."""
+    other than ``envs``, or, when ``methods`` / ``ns`` is given, for other methods / numbers of
+    trajectories: every row a run of ``envs x methods x ns`` does not write again."""
     path = CSV if path is None else path
     if not path.exists():
         return []
     with open(path, newline="") as f:
         return [r for r in csv.DictReader(f)
-                if r["env"] not in envs or (methods is not None and r["method"] not in methods)]
+                if r["env"] not in envs or (methods is not None and r["method"] not in methods)
+                or (ns is not None and int(r["n_trajectories"]) not in ns)]
 
 
 def _write(rows, path=None):
@@ -307,9 +322,11 @@ if __name__ == "__main__":
     parser.add_argument("--methods", nargs="+", metavar="METHOD",
                         help="run these methods (nuts, or a key of ALTERNATIVES); the CSV keeps "
                              "the others' rows")
+    parser.add_argument("--ns", nargs="+", type=int, metavar="N",
+                        help="run these numbers of trajectories; the CSV keeps the others' rows")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
     if args.timing:
         timing()
     else:
-        main(args.quick, only=args.only, methods=args.methods)
+        main(args.quick, only=args.only, methods=args.methods, ns=args.ns)

@@ -58,6 +58,38 @@ def test_methods_keeps_the_rows_of_the_methods_it_does_not_run(bench):
                                                         ("LunarLander-v3", "map-mlp32")]
 
 
+def test_ns_keeps_the_rows_of_the_other_numbers_of_trajectories(bench):
+    rows = [_row("LunarLander-v3", 0), _row("LunarLander-v3", 0), _row("LunarLander-v3", 0)]
+    rows[1]["n_trajectories"], rows[2]["n_trajectories"] = 7, 7
+    rows[2]["method"] = "map-mlp32"
+    bench._write(rows)
+    kept = bench._kept_rows(["LunarLander-v3"], ["nuts"], ns=[7])
+    assert [(r["n_trajectories"], r["method"]) for r in kept] == [("1", "nuts"),
+                                                                   ("7", "map-mlp32")]
+    kept = bench._kept_rows(["LunarLander-v3"], None, ns=[7])
+    assert [(r["n_trajectories"], r["method"]) for r in kept] == [("1", "nuts")]
+
+
+def test_ns_runs_only_those_numbers_and_refuses_others(bench, monkeypatch):
+    import numpy as np
+
+    bench._write([_row("CartPole-v1", 0)])
+    calls = []
+
+    def fake_run(env_id, n, seed, draws, n_test, expert, method="nuts"):
+        calls.append(n)
+        return {**_row(env_id, seed), "n_trajectories": n}, None
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "evaluate", lambda *a, **k: np.array([1.0]))
+    bench.main(only=["CartPole-v1"], ns=[10])
+    assert set(calls) == {10}
+    with open(bench.CSV, newline="") as f:
+        assert [(r["n_trajectories"]) for r in csv.DictReader(f)] == ["1"] + ["10"] * 5
+    with pytest.raises(SystemExit, match="unknown number of trajectories.*4"):
+        bench.main(only=["CartPole-v1"], ns=[4, 7])
+
+
 def test_an_unknown_method_is_refused_before_any_work(bench):
     with pytest.raises(SystemExit, match="unknown method.*'bar'"):
         bench.main(only=["CartPole-v1"], methods=["nuts", "bar"])
