@@ -586,6 +586,7 @@ def test_a_linearised_q_is_the_networks_first_order_expansion(batch):
     assert torch.allclose(lin.apply(w, feats), expected, atol=1e-12)
     # the network at w0 computed once (as a target keeps it) gives the same expansion
     assert torch.equal(lin.apply(w, feats, lin.primal(feats)), lin.apply(w, feats))
+    assert net.primal(feats) is None  # the network itself needs no primal
     assert torch.equal(lin.apply(w0, feats), net.apply(w0, feats))
     assert not torch.allclose(net.apply(w, feats), expected, atol=1e-3)  # the net is not linear
     assert torch.equal(lin.start(7), w0)  # a fit starts where the expansion is exact

@@ -312,12 +312,16 @@ class QFunction:
         return h
 
     @torch.no_grad()
-    def primal(self, feats: torch.Tensor) -> tuple:
+    def primal(self, feats: torch.Tensor) -> tuple | None:
         """What the linearisation needs of the network at ``linearised_at = w0`` on
         ``feats: (M, F)``, which does not depend on ``w``: ``(q0 (M, A), inputs, slopes)``
         with ``inputs[l]: (M, n_in)`` each layer's input and ``slopes[l]: (M, n_out)`` the
-        derivative ``1 - tanh(z_l)^2`` of each hidden layer's activation. A caller that
-        evaluates many ``w`` on the same features (a target's density) computes it once."""
+        derivative ``1 - tanh(z_l)^2`` of each hidden layer's activation; None for the network
+        itself, which needs nothing. A caller that evaluates many ``w`` on the same features
+        (a target's density, a posterior's draws) computes it once and passes it to
+        :meth:`apply`."""
+        if self.linearised_at is None:
+            return None
         w0 = self.linearised_at.to(feats)
         h, start, inputs, slopes = feats, 0, [], []
         layers = self.layers

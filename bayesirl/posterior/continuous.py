@@ -187,7 +187,8 @@ class ContinuousPosterior(ChainDraws):
         """``(draws, M, A)`` Q-values at ``obs: (M, obs_dim)``."""
         obs = self._obs("obs", obs)
         feats = self.q_function.features(obs)
-        return _chunked(lambda w: self.q_function.apply(w, feats), self.samples["w"])
+        primal = self.q_function.primal(feats)
+        return _chunked(lambda w: self.q_function.apply(w, feats, primal), self.samples["w"])
 
     def one_step(self, obs, actions, neighbours: int = 5):
         """The one-step model of the data at ``(obs (M, obs_dim), actions (M,))``:
@@ -257,9 +258,10 @@ class ContinuousPosterior(ChainDraws):
         feats = self.q_function.features(torch.cat([obs, next_obs]))
         idx = torch.arange(M, device=obs.device)
         no_term = torch.zeros(M, dtype=torch.bool, device=obs.device)
+        primal = self.q_function.primal(feats)
 
         def rewards(w):
-            q = self.q_function.apply(w, feats)
+            q = self.q_function.apply(w, feats, primal)
             _, r = value_space_terms(q, idx, a, idx + M, no_term, self.rationality,
                                      self.discount * keep, self.likelihood)
             return r
