@@ -296,9 +296,17 @@ class QFunction:
         ``feats``, when the caller keeps it)."""
         if self.linearised_at is not None:
             return self._tangent(w, primal if primal is not None else self.primal(feats))
-        h, start = feats, 0
+        return self._forward(w, feats)[0]
+
+    def _forward(self, w: torch.Tensor, feats: torch.Tensor, record: bool = False):
+        """The network, ``w: (..., P)``, ``feats: (M, F)`` -> ``((..., M, A), inputs,
+        slopes)``; with ``record``, each layer's input and each hidden layer's
+        ``1 - tanh(z)^2`` (for :meth:`primal`), else two empty lists."""
+        h, start, inputs, slopes = feats, 0, [], []
         layers = self.layers
         for i, (n_in, n_out, bias) in enumerate(layers):
+            if record:
+                inputs.append(h)
             W = w[..., start:start + n_in * n_out].reshape(*w.shape[:-1], n_in, n_out)
             start += n_in * n_out
             h = h @ W
@@ -307,9 +315,11 @@ class QFunction:
                 start += n_out
             if i < len(layers) - 1:
                 h = torch.tanh(h)
+                if record:
+                    slopes.append(1 - h.square())
         if self.level_scale is not None:
             h = h + w[..., None, -1:]
-        return h
+        return h, inputs, slopes
 
     @torch.no_grad()
     def primal(self, feats: torch.Tensor) -> tuple | None:
@@ -322,23 +332,7 @@ class QFunction:
         :meth:`apply`."""
         if self.linearised_at is None:
             return None
-        w0 = self.linearised_at.to(feats)
-        h, start, inputs, slopes = feats, 0, [], []
-        layers = self.layers
-        for i, (n_in, n_out, bias) in enumerate(layers):
-            inputs.append(h)
-            stop = start + n_in * n_out
-            h = h @ w0[start:stop].reshape(n_in, n_out)
-            start = stop
-            if bias:
-                h = h + w0[start:start + n_out]
-                start += n_out
-            if i < len(layers) - 1:
-                h = torch.tanh(h)
-                slopes.append(1 - h.square())
-        if self.level_scale is not None:
-            h = h + w0[-1:]
-        return h, inputs, slopes
+        return self._forward(self.linearised_at.to(feats), feats, record=True)
 
     def _tangent(self, w: torch.Tensor, primal: tuple) -> torch.Tensor:
         """``Q_w0 + J_w0 (w - w0)``, ``w: (..., P)`` -> ``(..., M, A)``, from the network's
