@@ -976,6 +976,50 @@ def test_batch_split_over_threads_gives_identical_results(monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("hard", [False, True], ids=["soft", "hard"])
+def test_ctrl_c_during_a_compiled_adjoint_raises_keyboard_interrupt(hard):
+    """A raising SIGINT handler (the CLI's) runs while Numba boxes the array an adjoint
+    returns; CPython then reports a SystemError caused by the KeyboardInterrupt, which
+    inference does not read as Ctrl-C (a CI run lost its draws so). The entry points raise
+    the KeyboardInterrupt itself. Each call computes for tens of milliseconds, so the signal
+    lands inside one, not in the loop's Python between them."""
+    import signal
+    import threading
+
+    from bayesirl.planning import cpu_kernels as _cpu_dp
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Python runs signal handlers in the main thread only")
+    mdp = envs.gridworld(size=100, slip=0.2, horizon=100, dtype=torch.float64)
+    succ, prob = mdp.successors.numpy(), mdp.transition_probs.numpy()
+    S, A, T = mdp.n_states, mdp.n_actions, 100
+    r, v_end = random_reward(1, (1, S, A)).numpy(), np.zeros((1, S))
+    out, v, g_r = np.empty((1, T, S, A)), np.empty((1, T, S)), np.empty((1, S, A))
+    G = random_reward(2, (1, T, S, A)).numpy()
+    if hard:
+        _cpu_dp.hard_dp_forward(succ, prob, r, v_end, out, v)
+        adjoint = lambda: _cpu_dp.hard_dp_backward(succ, prob, out, v, None, G, g_r, 1e-9)  # noqa: E731
+    else:
+        _cpu_dp.soft_dp_forward(succ, prob, r, v_end, out, v)
+        adjoint = lambda: _cpu_dp.soft_dp_backward(succ, prob, out, None, G, g_r)  # noqa: E731
+    adjoint()  # compiled (or loaded from the cache) before the clock starts
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, handler)
+    main = threading.main_thread().ident
+    timer = threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            for _ in range(1000):
+                adjoint()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, old)
+
+
 def _elementwise(fn):
     """A compiled ``out[i] = fn(x[i])`` for a Numba-only function such as ``fast_exp``."""
     import numba

@@ -26,6 +26,7 @@ at batch 64 in float32 (benchmarks/planning.py).
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import math
 import os
 import threading
@@ -41,6 +42,28 @@ from bayesirl.planning import buffers as _buffers
 _BLOCK_BYTES = 2**18  # transitions of one block of states: (C, A, K) indices and probabilities
 
 _jit = numba.njit(cache=True, nogil=True)
+
+
+def _interruptible(entry):
+    """``entry`` (a Python entry point into the compiled kernels), raising a Ctrl-C as the
+    ``KeyboardInterrupt`` it is.
+
+    A Python SIGINT handler that raises (the CLI's, see ``bayesirl.cli.app``) can run while
+    Numba boxes an array that a compiled function returns; the dispatcher then returns that
+    result with the interrupt still set, and CPython reports it as a ``SystemError`` caused by
+    the ``KeyboardInterrupt``. Inference keeps its draws on a ``KeyboardInterrupt`` only, so
+    the cause is raised in its place. Any other ``SystemError`` passes unchanged.
+    """
+    @functools.wraps(entry)
+    def call(*args, **kwargs):
+        try:
+            return entry(*args, **kwargs)
+        except SystemError as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                raise e.__cause__ from None
+            raise
+
+    return call
 
 
 def block_size(S: int, A: int, K: int) -> int:
@@ -144,6 +167,7 @@ def _in_threads(fn, parts: list[slice]) -> list:
     return [first] + [f.result() for f in futures]
 
 
+@_interruptible
 def soft_dp_forward(succ, prob, r, v_end, log_policy, v, threads: int = 1):
     """Backward induction, filling ``log_policy (B, T, S, A)`` and ``v (B, T, S)``.
 
@@ -219,6 +243,7 @@ def _adjoint_buffers(B, S, A, dtype):
     return np.empty((B, S), dtype), np.empty((B, S), dtype), np.empty(A, dtype)
 
 
+@_interruptible
 def soft_dp_backward(succ, prob, log_policy, g_v, g_lp, g_r, threads: int = 1):
     """Adjoint of :func:`soft_dp_forward`, forward in time::
 
@@ -250,6 +275,7 @@ def _soft_backward_rows(succ, prob, log_policy, g_v, g_lp, g_r):
                      *_adjoint_buffers(B, S, A, dt), 0.0, block_size(*succ.shape))
 
 
+@_interruptible
 def hard_dp_forward(succ, prob, r, v_end, q, v):
     """Hard backward induction: fills ``q (B, T, S, A)`` and ``v = max_a q`` ``(B, T, S)``.
     Arguments as in :func:`soft_dp_forward`."""
@@ -257,6 +283,7 @@ def hard_dp_forward(succ, prob, r, v_end, q, v):
     _forward(succ, prob, r, v_end, q, v, block_size(S, A, K), False)
 
 
+@_interruptible
 def hard_dp_backward(succ, prob, q, v, g_v, g_q, g_r, rtol):
     """Adjoint of :func:`hard_dp_forward`: ``v_t = max_a q_t`` passes its gradient to the
     maximising actions, split evenly among ties within ``rtol * max(1, |v|)``::
