@@ -697,7 +697,7 @@ class QValueTarget:
         self.model, self.data = model, data
         self.likelihood, self.rationality = likelihood, float(rationality)
         self.discount = model.discount
-        self.q_function = model.q_function(data)
+        q_function = model.q_function(data)
         tr = data.transitions()
         self.transitions = tr
         M, A = tr.obs.shape[0], data.n_actions
@@ -713,8 +713,9 @@ class QValueTarget:
                  else torch.zeros_like(tr.actions))[:, None]
         self.next_idx = self.succ_idx.gather(1, taken).squeeze(1)
         with torch.no_grad():
-            self.feats = self.q_function.features(states)
-        self.prior_scale = self.q_function.prior_scale(states.dtype, states.device)
+            self.feats = q_function.features(states)
+        self._set_q_function(q_function)
+        self.prior_scale = q_function.prior_scale(states.dtype, states.device)
         self.reward_prior = model.reward_prior_of(data)
         if model.dynamics is not None:  # the prior covers (M, A) rewards, row-major
             self.data_reward_prior = self.reward_prior.at(
@@ -724,16 +725,22 @@ class QValueTarget:
             self.data_reward_prior = self.reward_prior.at(tr.obs, tr.actions)
         self._log_norm_w = float(-torch.log(self.prior_scale).sum()
                                  - 0.5 * self.prior_scale.numel() * math.log(2 * math.pi))
-        P = self.q_function.n_params
+        P = q_function.n_params
         self.center = torch.zeros(P, dtype=states.dtype, device=states.device)
         self.scale_tril = torch.eye(P, dtype=states.dtype, device=states.device)
         self.log_det = 0.0
-        self._primal = None  # the network at the linearisation point, on feats (linearised)
         self._subsample_size = None
         self._latent_rewards = False
         self.encoder = None
         if model.whiten:
             self._whiten()
+
+    def _set_q_function(self, q_function: QFunction) -> None:
+        """The one place ``q_function`` is set, with what follows from it on the fixed
+        ``feats``: a linearised network's primal (:meth:`QFunction.primal`, None for the
+        network itself), so that swapping the Q-function cannot leave a stale one."""
+        self.q_function = q_function
+        self._primal = q_function.primal(self.feats)
 
     # ------------------------------------------------------------------ density
     @property
@@ -923,8 +930,8 @@ class QValueTarget:
         else:
             w, _ = self._mode()
         new = copy.copy(self)
-        new.q_function = dataclasses.replace(self.q_function, linearised_at=w.detach().clone())
-        new._primal = new.q_function.primal(new.feats)
+        new._set_q_function(dataclasses.replace(self.q_function,
+                                                linearised_at=w.detach().clone()))
         if self.model.whiten:
             new._whiten_at(*new._newton_polish(w, new.hessian(w)))
         return new
