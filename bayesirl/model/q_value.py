@@ -262,6 +262,19 @@ class QFunction:
                                                               strict=True))]
 
     @property
+    def _slices(self) -> list[tuple[int, int, slice, slice | None]]:
+        """``(n_in, n_out, weights, bias)`` per layer: where its ``(n_in, n_out)`` matrix
+        (row-major) and its bias (None for the first layer) sit in ``w``. The one layout the
+        network and its linearisation read."""
+        out, start = [], 0
+        for n_in, n_out, bias in self.layers:
+            stop = start + n_in * n_out
+            out.append((n_in, n_out, slice(start, stop),
+                        slice(stop, stop + n_out) if bias else None))
+            start = stop + (n_out if bias else 0)
+        return out
+
+    @property
     def n_params(self) -> int:
         return (sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
                 + (self.level_scale is not None))
@@ -302,17 +315,14 @@ class QFunction:
         """The network, ``w: (..., P)``, ``feats: (M, F)`` -> ``((..., M, A), inputs,
         slopes)``; with ``record``, each layer's input and each hidden layer's
         ``1 - tanh(z)^2`` (for :meth:`primal`), else two empty lists."""
-        h, start, inputs, slopes = feats, 0, [], []
-        layers = self.layers
-        for i, (n_in, n_out, bias) in enumerate(layers):
+        h, inputs, slopes = feats, [], []
+        layers = self._slices
+        for i, (n_in, n_out, weights, bias) in enumerate(layers):
             if record:
                 inputs.append(h)
-            W = w[..., start:start + n_in * n_out].reshape(*w.shape[:-1], n_in, n_out)
-            start += n_in * n_out
-            h = h @ W
-            if bias:
-                h = h + w[..., None, start:start + n_out]
-                start += n_out
+            h = h @ w[..., weights].reshape(*w.shape[:-1], n_in, n_out)
+            if bias is not None:
+                h = h + w[..., None, bias]
             if i < len(layers) - 1:
                 h = torch.tanh(h)
                 if record:
@@ -343,17 +353,14 @@ class QFunction:
         w0 = self.linearised_at.to(dtype=w.dtype, device=w.device)
         d = w - w0
         batch = d.shape[:-1]
-        dh, start = None, 0     # the features do not depend on w: dh starts at 0
-        layers = self.layers
-        for i, (n_in, n_out, bias) in enumerate(layers):
-            stop = start + n_in * n_out
-            dz = inputs[i] @ d[..., start:stop].reshape(*batch, n_in, n_out)
+        dh = None     # the features do not depend on w: dh starts at 0
+        layers = self._slices
+        for i, (n_in, n_out, weights, bias) in enumerate(layers):
+            dz = inputs[i] @ d[..., weights].reshape(*batch, n_in, n_out)
             if dh is not None:
-                dz = dz + dh @ w0[start:stop].reshape(n_in, n_out)
-            start = stop
-            if bias:
-                dz = dz + d[..., None, start:start + n_out]
-                start += n_out
+                dz = dz + dh @ w0[weights].reshape(n_in, n_out)
+            if bias is not None:
+                dz = dz + d[..., None, bias]
             dh = slopes[i] * dz if i < len(layers) - 1 else dz
         if self.level_scale is not None:
             dh = dh + d[..., None, -1:]
