@@ -166,3 +166,41 @@ def test_a_map_row_has_no_effective_sample_size(bench, monkeypatch):
     assert post.method == "map" and post.q_function.hidden == (4,)
     assert row["method"] == "map-mlp4" and math.isnan(row["min_ess"])
     assert row["apprentice_return"] > 0 and row["bc_return"] > 0
+
+
+def test_the_target_is_valuewalks_fraction_or_the_better_published_one_on_lunarlander(bench):
+    # ValueWalk's fraction of the papers' expert (Acrobot: -87 / -88.8, a negative return)
+    assert bench.target("Acrobot-v1", 1) == pytest.approx(87.0 / 88.8)
+    assert bench.target("CartPole-v1", 15) == pytest.approx(495 / 500)
+    # LunarLander: the better of ValueWalk (-171 / 269) and AVRIL (-121 / 269) from 1, of the
+    # published expert score 269
+    assert bench.target("LunarLander-v3", 1) == pytest.approx(-121 / 269)
+    assert bench.target("LunarLander-v3", 7) == pytest.approx(255 / 269)
+
+
+def test_table_prints_the_written_csv_with_the_targets_and_runs_nothing(bench, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("table ran a posterior"))
+    rows = [dict(_row("Acrobot-v1", s), expert_return=-80.0, apprentice_return=a,
+                 bc_return=-90.0, seconds=10.0, min_ess=e)
+            for s, a, e in [(0, -78.0, 500.0), (1, -82.0, 400.0)]]
+    rows.append(dict(_row("LunarLander-v3", 0), n_trajectories=7, method="map-mlp32",
+                     expert_return=250.0, apprentice_return=245.0, min_ess=float("nan")))
+    bench._write(rows)
+    bench.table()
+    out = capsys.readouterr().out.splitlines()
+    acrobot = next(line for line in out if line.split()[:2] == ["1", "nuts"]).split()
+    # mean -80 over the seeds: fraction 1.00 of the expert's -80, BC 0.89, target 0.98: met;
+    # 10 s over the smallest ESS, 400
+    assert acrobot[2:11] == ["-80.0", "1.00", "-90.0", "0.89", "0.98", "0.29", "0.98", "yes",
+                             "10.0"]
+    assert acrobot[11:] == ["400", "0.025"]
+    lander = next(line for line in out if "map-mlp32" in line).split()
+    assert lander[3] == "0.98" and lander[8:10] == ["0.95", "yes"] and lander[-2:] == ["nan",
+                                                                                       "nan"]
+    assert any(line.startswith("LunarLander-v3: scripted expert 250.0") for line in out)
+
+
+def test_table_refuses_a_missing_csv(bench):
+    with pytest.raises(SystemExit, match="does not exist"):
+        bench.table()
