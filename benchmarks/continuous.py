@@ -252,10 +252,11 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None, ns=None
     return rows
 
 
-_HEADER = (f"{'N':>3} {'method':<11} {'apprentice':>10} {'frac':>6} {'BC':>8} {'frac':>6} "
-           f"{'ValueWalk':>9} {'AVRIL':>6} {'target':>6} {'met':>4} {'s':>6} {'min ESS':>8} "
-           f"{'s/ESS':>7}")
-_LEGEND = ("fractions of each expert's return (1 = expert level; ValueWalk/AVRIL: the published "
+_HEADER = (f"{'N':>3} {'method':<11} {'apprentice':>10} {'se':>5} {'frac':>6} {'BC':>8} "
+           f"{'frac':>6} {'ValueWalk':>9} {'AVRIL':>6} {'target':>6} {'met':>4} {'s':>6} "
+           f"{'min ESS':>8} {'s/ESS':>7}")
+_LEGEND = ("se: the standard error of the apprentice's mean return over the seeds; "
+           "fractions of each expert's return (1 = expert level; ValueWalk/AVRIL: the published "
            "figures over the papers' expert); target: the issue's (ValueWalk's fraction on "
            "CartPole and Acrobot, the better of ValueWalk's and AVRIL's on LunarLander); met: "
            "the apprentice's fraction, to the printed 2 digits, is at least the target")
@@ -272,18 +273,21 @@ def target(env_id: str, n: int) -> float:
 
 def _line(env_id: str, n: int, method: str, batch) -> str:
     """The table's line for the rows ``batch`` (CSV rows or :func:`run`'s; one env, N and
-    method, any seeds): mean returns and seconds over the seeds, the smallest ESS."""
+    method, any seeds): mean returns and seconds over the seeds, the standard error of the
+    apprentice's mean over the seeds (nan for one seed), the smallest ESS."""
     def mean(key):
         return float(np.mean([float(r[key]) for r in batch]))
 
     expert, app, bc, sec = (mean(k) for k in ("expert_return", "apprentice_return",
                                               "bc_return", "seconds"))
     ess = float(np.min([float(r["min_ess"]) for r in batch]))
+    returns = [float(r["apprentice_return"]) for r in batch]
+    se = float(np.std(returns, ddof=1) / math.sqrt(len(returns))) if len(returns) > 1 else math.nan
     pub, k = PUBLISHED[env_id], NS.index(n)
     frac, goal = fraction(app, expert), target(env_id, n)
     met = "yes" if round(frac, 2) >= round(goal, 2) else "no"
     per_ess = sec / ess if ess > 0 else math.nan
-    return (f"{n:>3} {method:<11} {app:>10.1f} {frac:>6.2f} {bc:>8.1f} "
+    return (f"{n:>3} {method:<11} {app:>10.1f} {se:>5.1f} {frac:>6.2f} {bc:>8.1f} "
             f"{fraction(bc, expert):>6.2f} {fraction(pub['ValueWalk'][k], pub['expert']):>9.2f} "
             f"{fraction(pub['AVRIL'][k], pub['expert']):>6.2f} {goal:>6.2f} {met:>4} "
             f"{sec:>6.1f} {ess:>8.0f} {per_ess:>7.3f}")

@@ -190,14 +190,14 @@ def test_table_prints_the_written_csv_with_the_targets_and_runs_nothing(bench, c
     bench.table()
     out = capsys.readouterr().out.splitlines()
     acrobot = next(line for line in out if line.split()[:2] == ["1", "nuts"]).split()
-    # mean -80 over the seeds: fraction 1.00 of the expert's -80, BC 0.89, target 0.98: met;
-    # 10 s over the smallest ESS, 400
-    assert acrobot[2:11] == ["-80.0", "1.00", "-90.0", "0.89", "0.98", "0.29", "0.98", "yes",
-                             "10.0"]
-    assert acrobot[11:] == ["400", "0.025"]
+    # mean -80 over the seeds, se sd(-78, -82) / sqrt(2) = 2; fraction 1.00 of the expert's
+    # -80, BC 0.89, target 0.98: met; 10 s over the smallest ESS, 400
+    assert acrobot[2:12] == ["-80.0", "2.0", "1.00", "-90.0", "0.89", "0.98", "0.29", "0.98",
+                             "yes", "10.0"]
+    assert acrobot[12:] == ["400", "0.025"]
     lander = next(line for line in out if "map-mlp32" in line).split()
-    assert lander[3] == "0.98" and lander[8:10] == ["0.95", "yes"] and lander[-2:] == ["nan",
-                                                                                       "nan"]
+    assert lander[3] == "nan" and lander[4] == "0.98"  # one seed: no standard error
+    assert lander[9:11] == ["0.95", "yes"] and lander[-2:] == ["nan", "nan"]
     assert any(line.startswith("LunarLander-v3: scripted expert 250.0") for line in out)
 
 
