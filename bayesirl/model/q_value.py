@@ -502,6 +502,11 @@ class QValueModel:
 
     Args:
         hidden: hidden widths of the Q-network; ``()`` (default) is linear in the features.
+            A network's posterior has many modes of nearly equal density whose greedy
+            policies can differ markedly (benchmarks/RESULTS.md, "Which mode the MAP finds");
+            which one the MAP (and so ``linearise``) reaches depends on ``seed`` and, through
+            the order of floating-point sums, on torch's thread count. Compare a few seeds
+            before trusting one network's posterior.
         features: ``None`` (the standardised observation and a constant, plus ``n_fourier``
             random Fourier features of lengthscale ``lengthscale`` drawn with ``seed``) or a
             callable ``obs (M, obs_dim) -> (M, F)`` of given features.
