@@ -31,8 +31,9 @@ bc_return, seconds, min_ess) and prints a table with the published figures; ``--
 CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations, written to
 ``continuous_quick.csv`` instead (never mixed with the full protocol's rows, as
 ``rust_bus.py --quick``); ``--only ENV ...``, ``--methods METHOD ...`` and ``--ns N ...`` rerun
-some envs, methods and numbers of trajectories, keeping the other rows; ``--table`` prints the
-table of the written CSV, with the issue's target beside each line, and runs nothing.
+some envs, methods and numbers of trajectories, keeping the other rows; ``--report`` prints the
+table of the written CSV, with the issue's target beside each line, and runs nothing (as
+``recovery.py --report``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import warnings
 
 import numpy as np
 import scipy.optimize
+import scipy.stats
 import torch
 
 import bayesirl as birl
@@ -262,13 +264,19 @@ _LEGEND = ("se: the standard error of the apprentice's mean return over the seed
            "the apprentice's fraction, to the printed 2 digits, is at least the target")
 
 
+def published(env_id: str, n: int, method: str) -> float:
+    """``method``'s (``"ValueWalk"`` or ``"AVRIL"``) published return from ``n`` trajectories
+    as a fraction of the papers' expert's."""
+    pub = PUBLISHED[env_id]
+    return fraction(pub[method][NS.index(n)], pub["expert"])
+
+
 def target(env_id: str, n: int) -> float:
     """The issue's target for the apprentice's fraction of the expert's return from ``n``
     trajectories: ValueWalk's published fraction on CartPole and Acrobot, the better of
     ValueWalk's and AVRIL's on LunarLander."""
-    pub, k = PUBLISHED[env_id], NS.index(n)
     methods = ("ValueWalk", "AVRIL") if env_id == "LunarLander-v3" else ("ValueWalk",)
-    return max(fraction(pub[m][k], pub["expert"]) for m in methods)
+    return max(published(env_id, n, m) for m in methods)
 
 
 def _line(env_id: str, n: int, method: str, batch) -> str:
@@ -278,28 +286,27 @@ def _line(env_id: str, n: int, method: str, batch) -> str:
     def mean(key):
         return float(np.mean([float(r[key]) for r in batch]))
 
-    expert, app, bc, sec = (mean(k) for k in ("expert_return", "apprentice_return",
-                                              "bc_return", "seconds"))
-    ess = float(np.min([float(r["min_ess"]) for r in batch]))
+    expert, bc, sec = (mean(k) for k in ("expert_return", "bc_return", "seconds"))
     returns = [float(r["apprentice_return"]) for r in batch]
-    se = float(np.std(returns, ddof=1) / math.sqrt(len(returns))) if len(returns) > 1 else math.nan
-    pub, k = PUBLISHED[env_id], NS.index(n)
+    app = float(np.mean(returns))
+    se = float(scipy.stats.sem(returns)) if len(returns) > 1 else math.nan
+    ess = float(np.min([float(r["min_ess"]) for r in batch]))
     frac, goal = fraction(app, expert), target(env_id, n)
     met = "yes" if round(frac, 2) >= round(goal, 2) else "no"
     per_ess = sec / ess if ess > 0 else math.nan
     return (f"{n:>3} {method:<11} {app:>10.1f} {se:>5.1f} {frac:>6.2f} {bc:>8.1f} "
-            f"{fraction(bc, expert):>6.2f} {fraction(pub['ValueWalk'][k], pub['expert']):>9.2f} "
-            f"{fraction(pub['AVRIL'][k], pub['expert']):>6.2f} {goal:>6.2f} {met:>4} "
+            f"{fraction(bc, expert):>6.2f} {published(env_id, n, 'ValueWalk'):>9.2f} "
+            f"{published(env_id, n, 'AVRIL'):>6.2f} {goal:>6.2f} {met:>4} "
             f"{sec:>6.1f} {ess:>8.0f} {per_ess:>7.3f}")
 
 
-def table(path=None):
+def report(path=None):
     """Print the table of a written CSV (default the full protocol's) without running
     anything: one line per env, method and N, as :func:`main` prints them, so that a CSV
     assembled from several ``--only`` / ``--methods`` / ``--ns`` runs reads as one."""
     path = CSV if path is None else pathlib.Path(path)
     if not path.exists():
-        raise SystemExit(f"--table: {path} does not exist; run the benchmark first")
+        raise SystemExit(f"--report: {path} does not exist; run the benchmark first")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     groups = {}
@@ -311,7 +318,7 @@ def table(path=None):
         print(f"\n{env_id}: scripted expert {', '.join(f'{e:.1f}' for e in sorted(experts))} "
               "on the test episodes")
         print(_HEADER)
-        methods = ["nuts"] + [m for m in ALTERNATIVES.get(env_id, {})]
+        methods = ["nuts", *ALTERNATIVES.get(env_id, {})]
         methods += sorted({m for m, _ in groups[env_id]} - set(methods))
         for n in NS:
             for method in methods:
@@ -375,7 +382,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true",
                         help="CartPole and Acrobot, N = 1 and 15, 2 seeds, shorter chains")
     parser.add_argument("--timing", action="store_true", help="the timing protocol alone")
-    parser.add_argument("--table", action="store_true",
+    parser.add_argument("--report", action="store_true",
                         help="print the table of the written CSV (with --quick: the quick one) "
                              "and run nothing")
     parser.add_argument("--only", nargs="+", metavar="ENV",
@@ -387,8 +394,8 @@ if __name__ == "__main__":
                         help="run these numbers of trajectories; the CSV keeps the others' rows")
     args = parser.parse_args()
     torch.set_default_dtype(torch.float64)
-    if args.table:
-        table(_csv(args.quick))
+    if args.report:
+        report(_csv(args.quick))
     elif args.timing:
         timing()
     else:

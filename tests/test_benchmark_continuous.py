@@ -178,16 +178,16 @@ def test_the_target_is_valuewalks_fraction_or_the_better_published_one_on_lunarl
     assert bench.target("LunarLander-v3", 7) == pytest.approx(255 / 269)
 
 
-def test_table_prints_the_written_csv_with_the_targets_and_runs_nothing(bench, capsys,
-                                                                       monkeypatch):
-    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("table ran a posterior"))
+def test_report_prints_the_written_csv_with_the_targets_and_runs_nothing(bench, capsys,
+                                                                        monkeypatch):
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("report ran a posterior"))
     rows = [dict(_row("Acrobot-v1", s), expert_return=-80.0, apprentice_return=a,
                  bc_return=-90.0, seconds=10.0, min_ess=e)
             for s, a, e in [(0, -78.0, 500.0), (1, -82.0, 400.0)]]
     rows.append(dict(_row("LunarLander-v3", 0), n_trajectories=7, method="map-mlp32",
                      expert_return=250.0, apprentice_return=245.0, min_ess=float("nan")))
     bench._write(rows)
-    bench.table()
+    bench.report()
     out = capsys.readouterr().out.splitlines()
     acrobot = next(line for line in out if line.split()[:2] == ["1", "nuts"]).split()
     # mean -80 over the seeds, se sd(-78, -82) / sqrt(2) = 2; fraction 1.00 of the expert's
@@ -201,6 +201,6 @@ def test_table_prints_the_written_csv_with_the_targets_and_runs_nothing(bench, c
     assert any(line.startswith("LunarLander-v3: scripted expert 250.0") for line in out)
 
 
-def test_table_refuses_a_missing_csv(bench):
+def test_report_refuses_a_missing_csv(bench):
     with pytest.raises(SystemExit, match="does not exist"):
-        bench.table()
+        bench.report()
