@@ -23,12 +23,8 @@ from bayesirl.core.control import (
     point_mass,
 )
 from bayesirl.core.trajectories import Trajectories, evaluate
-from bayesirl.model.q_value import (
-    FeatureMap,
-    QFunction,
-    QValueModel,
-    value_space_terms,
-)
+from bayesirl.model.q_function import FeatureMap, QFunction
+from bayesirl.model.q_value import QValueModel, value_space_terms
 from bayesirl.plots.continuous import plot_reward_slice, reward_slice
 from bayesirl.posterior.continuous import ContinuousPosterior
 from bayesirl.posterior.diagnostics import InferenceWarning

@@ -38,7 +38,7 @@ switches the expert's behaviour), or any feature map given. An MLP's posterior o
 is far from Gaussian (NUTS runs into its tree-depth cap on it); ``linearise=True`` replaces the
 network by its first-order expansion in the weights at the MAP, a model linear in ``w`` on the
 network's tangent features that every method samples as easily as a linear class
-(:class:`QFunction`, :meth:`QValueTarget.linearised`).
+(:class:`.QFunction`, :meth:`QValueTarget.linearised`).
 
 :meth:`QValueModel.build_target` makes the :class:`QValueTarget` that ``infer()`` samples:
 NUTS/HMC over ``w`` (ValueWalk's sampler) in coordinates whitened at the MAP by the Laplace
@@ -74,9 +74,10 @@ from bayesirl._validation import (
 )
 from bayesirl.core.trajectories import Trajectories
 from bayesirl.model.likelihood import check_likelihood, check_rationality
+from bayesirl.model.q_function import FeatureMap, QFunction
 
-__all__ = ["GUIDES", "REWARD_PRIORS", "FeatureMap", "QFunction", "QValueModel", "covariance_tril",
-           "QValueTarget", "RewardPrior", "knn_dynamics", "value_space_terms"]
+__all__ = ["GUIDES", "REWARD_PRIORS", "QValueModel", "covariance_tril", "QValueTarget",
+           "RewardPrior", "value_space_terms"]
 
 GUIDES = ("normal", "mvn", "lowrank", "avril")
 
@@ -114,279 +115,6 @@ def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     return out.index_add(-1, index, x)
 
 
-# ---------------------------------------------------------------------------- Q-functions
-@dataclasses.dataclass(frozen=True, eq=False)
-class FeatureMap:
-    """``phi(s) = [1, z, sqrt(2 / F) cos(z Omega^T + b)]`` with ``z = (s - loc) / scale``,
-    crossed, when ``flags`` is not empty, with the flags: ``[phi0, c_1 phi0, ..., c_K phi0]``
-    where ``phi0`` is the part before and ``c_k = 1[s_{flags[k]} > thresholds[k]]``.
-
-    A flag is an observation coordinate that takes two values (a leg's ground contact, a
-    gear). An expert whose behaviour switches with it (LunarLander's heuristic stops steering
-    once both legs touch down) needs a Q-function whose slope in the other coordinates changes
-    with it; crossing gives a Q linear in the parameters, so NUTS samples it as well as the
-    plain linear class, while an MLP's posterior defeats NUTS (every draw at the maximum tree
-    depth). The price: a flag's block is learnt only from the steps where the flag is on, so
-    the modes share less; an apprentice whose errors keep it out of a mode (a lander hovering
-    above the ground, never touching down) gains nothing from that mode's block and loses
-    what the shared weights learnt there.
-
-    Attributes:
-        loc, scale: ``(obs_dim,)`` standardisation (fitted to the data by :meth:`fit`).
-        frequencies: ``(F, obs_dim)`` random Fourier frequencies ``Omega`` (``F`` may be 0);
-            ``phases``: ``(F,)`` ``b``. With ``Omega ~ N(0, 1 / lengthscale^2)`` and
-            ``b ~ U(0, 2 pi)`` the Fourier part approximates an RBF kernel on ``z``
-            (Rahimi & Recht 2007).
-        flags: ``(K,)`` indices of the flag coordinates (K may be 0); thresholds: ``(K,)``
-            the midpoints of each flag's two values.
-    """
-
-    loc: torch.Tensor
-    scale: torch.Tensor
-    frequencies: torch.Tensor
-    phases: torch.Tensor
-    flags: tuple[int, ...] = ()
-    thresholds: torch.Tensor | None = None
-
-    @classmethod
-    def fit(cls, obs, n_fourier: int = 0, lengthscale: float = 1.0, seed: int = 0,
-            cross_flags: bool = False) -> FeatureMap:
-        """Standardise to ``obs: (M, obs_dim)`` (a zero spread becomes 1), draw ``n_fourier``
-        frequencies from a generator seeded ``seed`` and, with ``cross_flags``, cross the
-        features with every coordinate that takes exactly two values in ``obs``."""
-        obs = as_tensor("obs", obs)
-        n_fourier = check_int("n_fourier", n_fourier, low=0)
-        lengthscale = check_number("lengthscale", lengthscale, 0.0, low_open=True)
-        loc = obs.mean(0)
-        scale = obs.std(0) if obs.shape[0] > 1 else torch.ones_like(loc)
-        scale = torch.where(scale > 1e-8 * (1 + loc.abs()), scale, torch.ones_like(scale))
-        g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
-        freq = torch.randn(n_fourier, obs.shape[1], generator=g, dtype=torch.float64)
-        phases = 2 * math.pi * torch.rand(n_fourier, generator=g, dtype=torch.float64)
-        flags, thresholds = (), None
-        if cross_flags:
-            values = [torch.unique(obs[:, j]) for j in range(obs.shape[1])]
-            flags = tuple(j for j, v in enumerate(values) if v.numel() == 2)
-            if not flags:
-                raise ValueError("cross_flags: no observation coordinate takes exactly two "
-                                 "values in the data, so there is no flag to cross with")
-            thresholds = torch.stack([values[j].mean() for j in flags])
-        return cls(loc, scale, (freq / lengthscale).to(obs.dtype), phases.to(obs.dtype),
-                   flags, thresholds)
-
-    @property
-    def n_features(self) -> int:
-        return (1 + self.loc.shape[0] + self.frequencies.shape[0]) * (1 + len(self.flags))
-
-    def __call__(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(..., obs_dim) -> (..., n_features)``."""
-        z = (obs - self.loc.to(obs)) / self.scale.to(obs)
-        parts = [torch.ones_like(z[..., :1]), z]
-        n_fourier = self.frequencies.shape[0]
-        if n_fourier:
-            parts.append(math.sqrt(2.0 / n_fourier)
-                         * torch.cos(z @ self.frequencies.to(z).T + self.phases.to(z)))
-        phi = torch.cat(parts, -1)
-        if not self.flags:
-            return phi
-        on = (obs[..., list(self.flags)] > self.thresholds.to(obs)).to(obs)  # (..., K)
-        return torch.cat([phi, (on[..., :, None] * phi[..., None, :]).flatten(-2)], -1)
-
-    def spec(self) -> dict:
-        """A JSON-able description (:meth:`from_spec` rebuilds it)."""
-        spec = {"kind": "standardised", "loc": self.loc.tolist(),
-                "scale": self.scale.tolist(), "frequencies": self.frequencies.tolist(),
-                "phases": self.phases.tolist()}
-        if self.flags:
-            spec.update(flags=list(self.flags), thresholds=self.thresholds.tolist())
-        return spec
-
-    @classmethod
-    def from_spec(cls, spec: dict, dtype=None) -> FeatureMap:
-        dtype = dtype or torch.get_default_dtype()
-        d = len(spec["loc"])
-        flags = tuple(int(j) for j in spec.get("flags", ()))
-        thresholds = torch.tensor(spec["thresholds"], dtype=dtype) if flags else None
-        return cls(torch.tensor(spec["loc"], dtype=dtype), torch.tensor(spec["scale"], dtype=dtype),
-                   torch.tensor(spec["frequencies"], dtype=dtype).reshape(-1, d),
-                   torch.tensor(spec["phases"], dtype=dtype), flags, thresholds)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class QFunction:
-    """``Q_w(s, .)``: an MLP with flat weights ``w: (P,)`` on features ``phi(s): (F,)``.
-
-    Layer sizes ``[F, *hidden, A]``, tanh between layers. The first layer has no bias (the
-    features carry a constant); later layers do. Weights are laid out layer by layer, each
-    ``W_l: (n_in, n_out)`` row-major then ``b_l: (n_out,)``, and last, when ``level_scale`` is
-    set, one level ``L`` added to every action's Q. ``hidden=()`` is linear in the features:
-    ``Q = phi(s) W (+ L)``.
-
-    With ``linearised_at = w0`` set, ``Q`` is the network's first-order Taylor expansion in its
-    weights around ``w0``, ``Q_w = Q_w0 + J_w0 (w - w0)`` with ``J_w0 = dQ/dw`` at ``w0`` (the
-    linearised or "GLM" network of Immer, Korzepa & Bauer 2021): the same function at ``w0``,
-    the same gradient there, and linear in ``w``. A posterior over it moves ``Q`` only along
-    the network's tangent space at ``w0``, so the weight directions the data leave free (where
-    ``J`` is flat) leave ``Q`` as it is, where moving along them in the network itself can carry
-    ``Q`` anywhere (:class:`QValueModel` ``linearise``).
-
-    Attributes:
-        features: a :class:`FeatureMap` or any callable ``(M, obs_dim) -> (M, F)``.
-        n_features: F; n_actions: A; hidden: the hidden widths.
-        weight_scale: prior scale; ``w ~ N(0, weight_scale / sqrt(n_in))`` per weight and
-            ``N(0, weight_scale)`` per bias.
-        level_scale: prior scale of the level ``L ~ N(0, level_scale)`` shared by all
-            actions, or None for no level. Adding ``L`` to every Q leaves the policy as it is
-            and moves every reward by ``(1 - gamma) L``: the actions leave the rewards' level
-            free, and a value is of the order of ``reward / (1 - gamma)``, so a prior on the
-            level as narrow as a weight's would fix it. Apart from it each action keeps its
-            own weight-sized offset: one never taken is pushed down by the likelihood as far
-            as that prior lets it, not by ``level_scale``.
-        linearised_at: ``(P,)`` weights the network is linearised around, or None for the
-            network itself.
-    """
-
-    features: Callable
-    n_features: int
-    n_actions: int
-    hidden: tuple[int, ...] = ()
-    weight_scale: float = 1.0
-    level_scale: float | None = None
-    linearised_at: torch.Tensor | None = None
-
-    @property
-    def layers(self) -> list[tuple[int, int, bool]]:
-        """``(n_in, n_out, has_bias)`` per layer."""
-        sizes = [self.n_features, *self.hidden, self.n_actions]
-        return [(a, b, i > 0) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:],
-                                                              strict=True))]
-
-    @property
-    def _slices(self) -> list[tuple[int, int, slice, slice | None]]:
-        """``(n_in, n_out, weights, bias)`` per layer: where its ``(n_in, n_out)`` matrix
-        (row-major) and its bias (None for the first layer) sit in ``w``. The one layout the
-        network and its linearisation read."""
-        out, start = [], 0
-        for n_in, n_out, bias in self.layers:
-            stop = start + n_in * n_out
-            out.append((n_in, n_out, slice(start, stop),
-                        slice(stop, stop + n_out) if bias else None))
-            start = stop + (n_out if bias else 0)
-        return out
-
-    @property
-    def n_params(self) -> int:
-        return (sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
-                + (self.level_scale is not None))
-
-    def prior_scale(self, dtype=None, device=None) -> torch.Tensor:
-        """``(P,)`` prior standard deviation of each weight."""
-        parts = []
-        for n_in, n_out, bias in self.layers:
-            parts.append(torch.full((n_in * n_out,), self.weight_scale / math.sqrt(n_in)))
-            if bias:
-                parts.append(torch.full((n_out,), float(self.weight_scale)))
-        if self.level_scale is not None:
-            parts.append(torch.full((1,), float(self.level_scale)))
-        return torch.cat(parts).to(dtype=dtype or torch.get_default_dtype(), device=device)
-
-    def start(self, seed: int, dtype=None, device=None) -> torch.Tensor:
-        """``(P,)`` where a fit of ``w`` starts: 0 for a linear Q; for an MLP a prior draw
-        (generator seeded ``seed``), since at 0 every hidden unit is the same and the gradient
-        of every weight but the biases vanishes."""
-        scale = self.prior_scale(dtype, device)
-        if self.linearised_at is not None:  # the expansion's centre, where it is exact
-            return self.linearised_at.to(scale).clone()
-        if not self.hidden:
-            return torch.zeros_like(scale)
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(scale.shape, generator=g, dtype=torch.float64).to(scale) * scale
-
-    def apply(self, w: torch.Tensor, feats: torch.Tensor, primal: tuple | None = None
-              ) -> torch.Tensor:
-        """``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``: the network, or its
-        linearisation when ``linearised_at`` is set (``primal``: :meth:`primal` of these
-        ``feats``, when the caller keeps it)."""
-        if self.linearised_at is not None:
-            return self._tangent(w, primal if primal is not None else self.primal(feats))
-        return self._forward(w, feats)[0]
-
-    def _forward(self, w: torch.Tensor, feats: torch.Tensor, record: bool = False):
-        """The network, ``w: (..., P)``, ``feats: (M, F)`` -> ``((..., M, A), inputs,
-        slopes)``; with ``record``, each layer's input and each hidden layer's
-        ``1 - tanh(z)^2`` (for :meth:`primal`), else two empty lists."""
-        h, inputs, slopes = feats, [], []
-        layers = self._slices
-        for i, (n_in, n_out, weights, bias) in enumerate(layers):
-            if record:
-                inputs.append(h)
-            h = h @ w[..., weights].reshape(*w.shape[:-1], n_in, n_out)
-            if bias is not None:
-                h = h + w[..., None, bias]
-            if i < len(layers) - 1:
-                h = torch.tanh(h)
-                if record:
-                    slopes.append(1 - h.square())
-        if self.level_scale is not None:
-            h = h + w[..., None, -1:]
-        return h, inputs, slopes
-
-    @torch.no_grad()
-    def primal(self, feats: torch.Tensor) -> tuple | None:
-        """What the linearisation needs of the network at ``linearised_at = w0`` on
-        ``feats: (M, F)``, which does not depend on ``w``: ``(q0 (M, A), inputs, slopes)``
-        with ``inputs[l]: (M, n_in)`` each layer's input and ``slopes[l]: (M, n_out)`` the
-        derivative ``1 - tanh(z_l)^2`` of each hidden layer's activation; None for the network
-        itself, which needs nothing. A caller that evaluates many ``w`` on the same features
-        (a target's density, a posterior's draws) computes it once and passes it to
-        :meth:`apply`."""
-        if self.linearised_at is None:
-            return None
-        return self._forward(self.linearised_at.to(feats), feats, record=True)
-
-    def _tangent(self, w: torch.Tensor, primal: tuple) -> torch.Tensor:
-        """``Q_w0 + J_w0 (w - w0)``, ``w: (..., P)`` -> ``(..., M, A)``, from the network's
-        :meth:`primal` at ``w0`` by forward-mode differentiation written out layer by layer:
-        only the directional derivatives ``dh`` along ``w - w0`` carry the batch
-        (``d tanh(z) = (1 - tanh(z)^2) dz``)."""
-        q0, inputs, slopes = primal
-        w0 = self.linearised_at.to(dtype=w.dtype, device=w.device)
-        d = w - w0
-        batch = d.shape[:-1]
-        dh = None     # the features do not depend on w: dh starts at 0
-        layers = self._slices
-        for i, (n_in, n_out, weights, bias) in enumerate(layers):
-            dz = inputs[i] @ d[..., weights].reshape(*batch, n_in, n_out)
-            if dh is not None:
-                dz = dz + dh @ w0[weights].reshape(n_in, n_out)
-            if bias is not None:
-                dz = dz + d[..., None, bias]
-            dh = slopes[i] * dz if i < len(layers) - 1 else dz
-        if self.level_scale is not None:
-            dh = dh + d[..., None, -1:]
-        return q0 + dh
-
-    def __call__(self, w: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
-        """``Q_w(s, .)``: ``w: (..., P)``, ``obs: (M, obs_dim)`` -> ``(..., M, A)``."""
-        return self.apply(w, self.features(obs.to(w.dtype)))
-
-    def spec(self) -> dict | None:
-        """A JSON-able description of the class, or None when the features are a user's
-        callable. ``linearised_at`` is a weight vector, not part of the class: the posterior
-        file keeps it beside the draws."""
-        if not isinstance(self.features, FeatureMap):
-            return None
-        return {"features": self.features.spec(), "n_features": self.n_features,
-                "n_actions": self.n_actions, "hidden": list(self.hidden),
-                "weight_scale": self.weight_scale, "level_scale": self.level_scale}
-
-    @classmethod
-    def from_spec(cls, spec: dict, dtype=None) -> QFunction:
-        return cls(FeatureMap.from_spec(spec["features"], dtype), int(spec["n_features"]),
-                   int(spec["n_actions"]), tuple(int(h) for h in spec["hidden"]),
-                   float(spec["weight_scale"]), spec.get("level_scale"))
-
-
 # ---------------------------------------------------------------------------- reward prior
 REWARD_PRIORS = ("iid", "state", "state_action")
 
@@ -402,7 +130,7 @@ class RewardPrior:
     identity.
 
     Attributes:
-        features: ``psi``, a :class:`FeatureMap` or a callable ``(M, obs_dim) -> (M, F)``
+        features: ``psi``, a :class:`.FeatureMap` or a callable ``(M, obs_dim) -> (M, F)``
             (None for ``"iid"``).
         n_actions: A (for ``"state_action"``).
     """
@@ -511,11 +239,11 @@ class QValueModel:
             random Fourier features of lengthscale ``lengthscale`` drawn with ``seed``) or a
             callable ``obs (M, obs_dim) -> (M, F)`` of given features.
         cross_flags: cross those features with every observation coordinate that takes
-            exactly two values in the data (a contact flag; :class:`FeatureMap`), for an
+            exactly two values in the data (a contact flag; :class:`.FeatureMap`), for an
             expert whose behaviour switches with it; an error when there is none.
         weight_scale: prior scale of the weights (``/ sqrt(fan_in)``).
         level_scale: prior scale of ``Q``'s level shared by the actions (see
-            :class:`QFunction`); default ``reward_scale / (1 - discount)``, a value's scale.
+            :class:`.QFunction`); default ``reward_scale / (1 - discount)``, a value's scale.
         reward_prior: ``"iid"`` (ValueWalk's), ``"state"`` or ``"state_action"``
             (:class:`RewardPrior`).
         reward_loc, reward_scale: the prior's mean and scale (``"iid"``: of each reward;
@@ -528,7 +256,7 @@ class QValueModel:
             features.
         dynamics: ``dynamics(obs (M, obs_dim), actions (M,)) -> (next_obs, terminals)``, the
             successor of any state and action (a simulator, known physics, or a model fitted
-            to the data such as :func:`knn_dynamics`). With it the reward prior covers every
+            to the data such as :func:`.knn_dynamics`). With it the reward prior covers every
             action at each observed state, not only the action taken: the Bellman equation
             then ties ``Q(s, a')`` of actions never taken to the reward prior too, without
             which a flexible ``Q`` explains any behaviour with any reward there.
@@ -538,7 +266,7 @@ class QValueModel:
         whiten: sample in coordinates whitened at the MAP (the Laplace covariance); the
             posterior is the same, NUTS needs far fewer steps.
         linearise: for an MLP (``hidden`` not empty), replace the network by its first-order
-            Taylor expansion in the weights at the MAP (:class:`QFunction` ``linearised_at``;
+            Taylor expansion in the weights at the MAP (:class:`.QFunction` ``linearised_at``;
             :meth:`QValueTarget.linearised`). ``Q`` is then linear in ``w``, as in a linear
             class, but on the network's tangent features: the MAP and the Q-function there
             are the network's, and every method samples the linearised model's posterior
@@ -749,7 +477,7 @@ class QValueTarget:
 
     def _set_q_function(self, q_function: QFunction) -> None:
         """The one place ``q_function`` is set, with what follows from it on the fixed
-        ``feats``: a linearised network's primal (:meth:`QFunction.primal`, None for the
+        ``feats``: a linearised network's primal (:meth:`.QFunction.primal`, None for the
         network itself), so that swapping the Q-function cannot leave a stale one."""
         self.q_function = q_function
         self._primal = q_function.primal(self.feats)
@@ -838,7 +566,7 @@ class QValueTarget:
     # ------------------------------------------------------------------ whitening
     def map_estimate(self, w0: torch.Tensor | None = None, max_iter: int = 2000
                      ) -> torch.Tensor:
-        """``(P,)`` the MAP of ``w`` (L-BFGS-B from ``w0``; default :meth:`QFunction.start`
+        """``(P,)`` the MAP of ``w`` (L-BFGS-B from ``w0``; default :meth:`.QFunction.start`
         seeded with the model's ``seed``)."""
         like = self.center
         if w0 is None:
@@ -925,7 +653,7 @@ class QValueTarget:
 
     def linearised(self) -> QValueTarget:
         """This posterior with the MLP ``Q_w`` replaced by its linearisation at the MAP
-        ``w*``, ``Q_w* + J_w* (w - w*)`` (:class:`QFunction` ``linearised_at``), whitened at
+        ``w*``, ``Q_w* + J_w* (w - w*)`` (:class:`.QFunction` ``linearised_at``), whitened at
         the linearised model's own mode (:class:`QValueModel` ``linearise``).
 
         Invariant: the linearised model has the network's value and gradient at ``w*``, so
@@ -1061,38 +789,6 @@ def _all_successors(dynamics, tr, n_actions):
         nxt.append(torch.where(taken[:, None], tr.next_obs, n_a))
         term.append(torch.where(taken, tr.terminals, t_a))
     return torch.stack(nxt, 1), torch.stack(term, 1)
-
-
-def knn_dynamics(data: Trajectories, neighbours: int = 5) -> Callable:
-    """A one-step model of ``data``: ``f(obs (M, obs_dim), actions (M,)) -> (next_obs,
-    p_terminal)``. For each query the ``neighbours`` observed transitions with the same action
-    whose ``s`` is nearest (Euclidean, observations standardised by the data's spread) give the
-    mean displacement ``s' - s``, added to the query, and the fraction that terminated; an
-    action never taken falls back to all transitions. Near the data it follows the logged
-    dynamics; far from them it extrapolates the nearest displacement."""
-    k = check_int("neighbours", neighbours)
-    tr = data.transitions()
-    spread = tr.obs.std(0) if tr.obs.shape[0] > 1 else torch.ones_like(tr.obs[0])
-    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
-
-    def step(obs, actions):
-        obs = as_tensor("obs", obs, dtype=tr.obs.dtype, device=tr.obs.device)
-        actions = as_tensor("actions", actions, device=obs.device, integer=True).reshape(-1)
-        nxt = torch.empty_like(obs)
-        p_term = torch.empty(obs.shape[0], dtype=obs.dtype, device=obs.device)
-        for action in actions.unique().tolist():
-            rows = actions == action
-            pool = tr.actions == action
-            if not pool.any():
-                pool = torch.ones_like(pool)
-            src, dst = tr.obs[pool], tr.next_obs[pool]
-            d = torch.cdist(obs[rows] / spread, src / spread)
-            idx = d.topk(min(k, src.shape[0]), largest=False).indices
-            nxt[rows] = obs[rows] + (dst[idx] - src[idx]).mean(1)
-            p_term[rows] = tr.terminals[pool].to(obs.dtype)[idx].mean(1)
-        return nxt, p_term
-
-    return step
 
 
 class _AvrilGuide:

@@ -41,13 +41,13 @@ from bayesirl._validation import (
     check_int,
     check_probability,
 )
+from bayesirl.core.knn_dynamics import knn_dynamics
 from bayesirl.core.trajectories import Trajectories
+from bayesirl.model.q_function import QFunction
 from bayesirl.model.q_value import (
-    QFunction,
     QValueTarget,
     RewardPrior,
     encoder_rewards,
-    knn_dynamics,
     value_space_terms,
 )
 from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
@@ -79,7 +79,7 @@ class ContinuousPosterior(ChainDraws):
     """Posterior draws of a value-space model on continuous observations.
 
     Attributes:
-        q_function: the :class:`~bayesirl.model.q_value.QFunction` (features fitted to data).
+        q_function: the :class:`.QFunction` (features fitted to data).
         data: the :class:`~bayesirl.core.trajectories.Trajectories` conditioned on.
         params: ``{"w": (chains, draws, P)}``.
         rewards: ``(chains, draws, M)`` rewards at the data's transitions (row-major order of
@@ -193,7 +193,7 @@ class ContinuousPosterior(ChainDraws):
     def one_step(self, obs, actions, neighbours: int = 5):
         """The one-step model of the data at ``(obs (M, obs_dim), actions (M,))``:
         ``(next_obs (M, obs_dim), p_terminal (M,))`` (see
-        :func:`~bayesirl.model.q_value.knn_dynamics`). A plug-in estimate of the successor:
+        :func:`~bayesirl.core.knn_dynamics.knn_dynamics`). A plug-in estimate of the successor:
         reward bands built on it count the posterior's uncertainty, not this model's error."""
         obs = self._obs("obs", obs)
         a = self._actions(actions, obs.shape[0])
