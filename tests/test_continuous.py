@@ -319,6 +319,19 @@ def test_rewards_anywhere_match_the_data_where_the_successor_is_known(cartpole_p
     assert (band.lower <= band.mean).all() and (band.mean <= band.upper).all()
 
 
+def test_queries_of_the_wrong_shape_or_action_are_refused_by_name(cartpole_post):
+    post = cartpole_post  # CartPole: 4 coordinates, 2 actions
+    obs = post.data.transitions().obs[:2]
+    with pytest.raises(ValueError, match=r"obs must have shape \(M, 4\), got \(2, 3\)"):
+        post.q_values(obs[:, :3])
+    with pytest.raises(ValueError, match=r"next_obs must have shape \(M, 4\)"):
+        post.reward_at(obs, [0, 1], obs[:, :3])
+    with pytest.raises(ValueError, match=r"actions\[1\] is 2, expected an action index"):
+        post.reward_band(obs, [0, 2])
+    with pytest.raises(ValueError, match="actions has 3 entries for 2 observations"):
+        post.one_step(obs, [0, 1, 0])
+
+
 def test_the_apprentice_policies_act_and_thompson_redraws_per_episode(cartpole_post):
     post = cartpole_post
     obs = post.data.transitions().obs[:3].numpy()

@@ -62,3 +62,20 @@ def test_an_action_never_taken_falls_back_to_every_step():
 def test_a_bad_number_of_neighbours_is_refused(bad):
     with pytest.raises((ValueError, ArgumentTypeError), match="neighbours"):
         knn_dynamics(_line(), neighbours=bad)
+
+
+def test_queries_are_checked_against_the_data():
+    f = knn_dynamics(_line())
+    with pytest.raises(ValueError, match=r"obs must have shape \(M, 2\), got \(1, 3\)"):
+        f(torch.zeros(1, 3), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"actions\[1\] is 2, expected an action index in"):
+        f(torch.zeros(2, 2), torch.tensor([0, 2]))  # the data have 2 actions
+    with pytest.raises(ValueError, match="actions has 3 entries for 2 observations"):
+        f(torch.zeros(2, 2), torch.tensor([0, 1, 0]))
+    nxt, _ = f(torch.zeros(2), 1)  # one observation, one action
+    assert nxt.shape == (1, 2)
+
+
+def test_data_that_are_not_trajectories_are_refused():
+    with pytest.raises(ArgumentTypeError, match="data must be Trajectories"):
+        knn_dynamics(torch.zeros(3, 2))

@@ -166,3 +166,34 @@ def test_rollout_refuses_bad_arguments():
         rollout("CartPole-v1", lambda o: 0, 0)
     with pytest.raises(TypeError, match="policy must be callable"):
         rollout("CartPole-v1", 3, 1)
+
+
+def _two_actions():
+    return Trajectories.from_arrays(torch.randn(1, 4, 3, dtype=torch.float64),
+                                    torch.tensor([[0, 1, 1]]))
+
+
+def test_query_obs_takes_rows_of_the_data_s_width_in_its_dtype():
+    data = _two_actions()
+    one = data.query_obs("obs", np.zeros(3, dtype=np.float32))
+    assert one.shape == (1, 3) and one.dtype == torch.float64
+    assert data.query_obs("obs", torch.zeros(5, 3)).shape == (5, 3)
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(2, 4), torch.zeros(2, 1, 3), torch.zeros(4)])
+def test_query_obs_of_another_shape_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match=r"next_obs must have shape \(M, 3\), got"):
+        _two_actions().query_obs("next_obs", bad)
+
+
+def test_query_actions_repeat_one_action_and_check_each_against_the_data():
+    data = _two_actions()
+    assert data.query_actions(1, 3).tolist() == [1, 1, 1]
+    assert data.query_actions([0, 1], 2).dtype == torch.long
+    with pytest.raises(ValueError, match="actions has 2 entries for 3 observations"):
+        data.query_actions([0, 1], 3)
+    with pytest.raises(ValueError,
+                       match=r"actions\[1\] is 2, expected an action index in \[0, 2\)"):
+        data.query_actions([0, 2], 2)
+    with pytest.raises(ValueError, match=r"actions\[0\] is -1"):
+        data.query_actions([-1], 1)

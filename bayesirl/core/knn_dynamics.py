@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from bayesirl._validation import as_tensor, check_int
+from bayesirl._validation import ArgumentTypeError, check_int
 from bayesirl.core.trajectories import Trajectories
 
 __all__ = ["knn_dynamics"]
@@ -25,15 +25,21 @@ def knn_dynamics(data: Trajectories, neighbours: int = 5) -> Callable:
     whose ``s`` is nearest (Euclidean, observations standardised by the data's spread) give the
     mean displacement ``s' - s``, added to the query, and the fraction that terminated; an
     action never taken falls back to all transitions. Near the data it follows the logged
-    dynamics; far from them it extrapolates the nearest displacement."""
+    dynamics; far from them it extrapolates the nearest displacement. Queries are checked
+    against ``data`` (:meth:`~bayesirl.core.trajectories.Trajectories.query_obs`,
+    :meth:`~bayesirl.core.trajectories.Trajectories.query_actions`): observations of its width,
+    one action or one per observation, each in ``[0, data.n_actions)``."""
+    if not isinstance(data, Trajectories):
+        raise ArgumentTypeError(f"data must be Trajectories (bayesirl.core.trajectories), got "
+                                f"{type(data).__name__}")
     k = check_int("neighbours", neighbours)
     tr = data.transitions()
     spread = tr.obs.std(0) if tr.obs.shape[0] > 1 else torch.ones_like(tr.obs[0])
     spread = torch.where(spread > 0, spread, torch.ones_like(spread))
 
     def step(obs, actions):
-        obs = as_tensor("obs", obs, dtype=tr.obs.dtype, device=tr.obs.device)
-        actions = as_tensor("actions", actions, device=obs.device, integer=True).reshape(-1)
+        obs = data.query_obs("obs", obs)
+        actions = data.query_actions(actions, obs.shape[0])
         nxt = torch.empty_like(obs)
         p_term = torch.empty(obs.shape[0], dtype=obs.dtype, device=obs.device)
         for action in actions.unique().tolist():

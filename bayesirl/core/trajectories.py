@@ -34,7 +34,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl._validation import ArgumentTypeError, as_tensor, check_int, first_bad, fmt_index
+from bayesirl._validation import (
+    ArgumentTypeError,
+    as_tensor,
+    check_indices,
+    check_int,
+    first_bad,
+    fmt_index,
+)
 from bayesirl.core.demos import check_prefix_mask
 
 __all__ = ["Trajectories", "Transitions", "evaluate", "rollout"]
@@ -328,6 +335,32 @@ class Trajectories:
                                    next_obs=move(self.next_obs, True),
                                    terminals=move(self.terminals, False),
                                    mask=move(self.mask, False), rewards=move(self.rewards, True))
+
+    # ------------------------------------------------------------------ queries
+    def query_obs(self, name: str, obs) -> torch.Tensor:
+        """Observations to evaluate something fitted to these data at: ``obs`` as
+        ``(M, obs_dim)`` in this data's dtype and device (one observation ``(obs_dim,)``
+        becomes ``(1, obs_dim)``); an error naming ``name`` for any other shape, since
+        features of the wrong width would fail deep inside torch or, worse, broadcast."""
+        obs = as_tensor(name, obs, dtype=self.dtype, device=self.device)
+        if obs.dim() == 1:
+            obs = obs[None]
+        if obs.dim() != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"{name} must have shape (M, {self.obs_dim}), got "
+                             f"{tuple(obs.shape)}")
+        return obs
+
+    def query_actions(self, actions, m: int) -> torch.Tensor:
+        """``(m,)`` long actions to go with ``m`` query observations (one action is repeated
+        for all ``m``), each in ``[0, n_actions)``: an action outside would index a Q-value
+        that does not exist, or silently pick another action's neighbours."""
+        a = as_tensor("actions", actions, device=self.device, integer=True).reshape(-1)
+        if a.numel() == 1 and m > 1:
+            a = a.expand(m)
+        if a.shape[0] != m:
+            raise ValueError(f"actions has {a.shape[0]} entries for {m} observations")
+        check_indices("actions", a, self.n_actions, "an action")
+        return a
 
     # ------------------------------------------------------------------ views
     def transitions(self) -> Transitions:

@@ -161,31 +161,9 @@ class ContinuousPosterior(ChainDraws):
         return band.lower, band.upper
 
     # ------------------------------------------------------------------ anywhere
-    def _obs(self, name, obs) -> torch.Tensor:
-        obs = as_tensor(name, obs, dtype=self.data.dtype, device=self.data.device)
-        if obs.dim() == 1:
-            obs = obs[None]
-        if obs.dim() != 2 or obs.shape[1] != self.data.obs_dim:
-            raise ValueError(f"{name} must have shape (M, {self.data.obs_dim}), got "
-                             f"{tuple(obs.shape)}")
-        return obs
-
-    def _actions(self, actions, m: int) -> torch.Tensor:
-        a = as_tensor("actions", actions, device=self.data.device, integer=True).reshape(-1)
-        if a.numel() == 1 and m > 1:
-            a = a.expand(m)
-        if a.shape[0] != m:
-            raise ValueError(f"actions has {a.shape[0]} entries for {m} observations")
-        A = self.data.n_actions
-        bad = (a < 0) | (a >= A)
-        if bad.any():
-            i = int(bad.nonzero()[0])
-            raise ValueError(f"actions[{i}] is {int(a[i])}, expected an action in [0, {A})")
-        return a
-
     def q_values(self, obs) -> torch.Tensor:
         """``(draws, M, A)`` Q-values at ``obs: (M, obs_dim)``."""
-        obs = self._obs("obs", obs)
+        obs = self.data.query_obs("obs", obs)
         feats = self.q_function.features(obs)
         primal = self.q_function.primal(feats)
         return _chunked(lambda w: self.q_function.apply(w, feats, primal), self.samples["w"])
@@ -195,8 +173,8 @@ class ContinuousPosterior(ChainDraws):
         ``(next_obs (M, obs_dim), p_terminal (M,))`` (see
         :func:`~bayesirl.core.knn_dynamics.knn_dynamics`). A plug-in estimate of the successor:
         reward bands built on it count the posterior's uncertainty, not this model's error."""
-        obs = self._obs("obs", obs)
-        a = self._actions(actions, obs.shape[0])
+        obs = self.data.query_obs("obs", obs)
+        a = self.data.query_actions(actions, obs.shape[0])
         return knn_dynamics(self.data, neighbours)(obs, a)
 
     def reward_function(self, obs, actions=None, seed: int = 0) -> torch.Tensor:
@@ -209,12 +187,12 @@ class ContinuousPosterior(ChainDraws):
             raise ValueError("reward_function needs a reward_prior='state' or 'state_action' "
                              "model; this posterior's is "
                              f"{None if self.reward_prior is None else self.reward_prior.kind!r}")
-        obs = self._obs("obs", obs)
+        obs = self.data.query_obs("obs", obs)
         prior = self.reward_prior
         if prior.kind == "state_action":
             if actions is None:
                 raise ValueError("a 'state_action' reward function needs actions")
-            a = self._actions(actions, obs.shape[0])
+            a = self.data.query_actions(actions, obs.shape[0])
         else:
             a = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
         tr = self.data.transitions()
@@ -235,9 +213,9 @@ class ContinuousPosterior(ChainDraws):
         the prior has a reward function, else the second.
         """
         check_choice("method", method, ("auto", "function", "one_step"))
-        obs = self._obs("obs", obs)
+        obs = self.data.query_obs("obs", obs)
         M = obs.shape[0]
-        a = self._actions(actions, M)
+        a = self.data.query_actions(actions, M)
         if next_obs is None:
             if terminals is not None:
                 raise ValueError("terminals given without next_obs")
@@ -247,7 +225,7 @@ class ContinuousPosterior(ChainDraws):
             next_obs, keep = self.one_step(obs, a, neighbours)
             keep = 1.0 - keep
         else:
-            next_obs = self._obs("next_obs", next_obs)
+            next_obs = self.data.query_obs("next_obs", next_obs)
             if next_obs.shape[0] != M:
                 raise ValueError(f"next_obs has {next_obs.shape[0]} rows for {M} observations")
             term = (torch.zeros(M, dtype=torch.bool) if terminals is None
@@ -280,8 +258,8 @@ class ContinuousPosterior(ChainDraws):
         if self.encoder is None:
             raise ValueError("this posterior has no reward encoder: fit it with "
                              "infer(..., method='svi', guide='avril')")
-        obs = self._obs("obs", obs)
-        a = self._actions(actions, obs.shape[0])
+        obs = self.data.query_obs("obs", obs)
+        a = self.data.query_actions(actions, obs.shape[0])
         with torch.no_grad():
             mean, sd = encoder_rewards(self.encoder, self.q_function.features(obs), a,
                                        self.data.n_actions)
