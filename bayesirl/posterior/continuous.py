@@ -172,10 +172,9 @@ class ContinuousPosterior(ChainDraws):
         """The one-step model of the data at ``(obs (M, obs_dim), actions (M,))``:
         ``(next_obs (M, obs_dim), p_terminal (M,))`` (see
         :func:`~bayesirl.core.knn_dynamics.knn_dynamics`). A plug-in estimate of the successor:
-        reward bands built on it count the posterior's uncertainty, not this model's error."""
-        obs = self.data.query_obs("obs", obs)
-        a = self.data.query_actions(actions, obs.shape[0])
-        return knn_dynamics(self.data, neighbours)(obs, a)
+        reward bands built on it count the posterior's uncertainty, not this model's error.
+        The model checks ``obs`` and ``actions`` against the data."""
+        return knn_dynamics(self.data, neighbours)(obs, actions)
 
     def reward_function(self, obs, actions=None, seed: int = 0) -> torch.Tensor:
         """``(draws, M)`` draws of the reward function ``loc + psi(s[, a]) theta`` at any
