@@ -307,8 +307,7 @@ def report(path=None):
     path = CSV if path is None else pathlib.Path(path)
     if not path.exists():
         raise SystemExit(f"--report: {path} does not exist; run the benchmark first")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _read(path)
     groups = {}
     for r in rows:
         groups.setdefault(r["env"], {}).setdefault((r["method"], int(r["n_trajectories"])),
@@ -360,10 +359,15 @@ def _kept_rows(envs, methods=None, path=None, ns=None):
     path = CSV if path is None else path
     if not path.exists():
         return []
+    return [r for r in _read(path)
+            if r["env"] not in envs or (methods is not None and r["method"] not in methods)
+            or (ns is not None and int(r["n_trajectories"]) not in ns)]
+
+
+def _read(path: pathlib.Path) -> list[dict]:
+    """The rows of a written CSV, as strings (:data:`COLUMNS`)."""
     with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f)
-                if r["env"] not in envs or (methods is not None and r["method"] not in methods)
-                or (ns is not None and int(r["n_trajectories"]) not in ns)]
+        return list(csv.DictReader(f))
 
 
 def _write(rows, path=None):
