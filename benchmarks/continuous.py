@@ -16,7 +16,7 @@ protocol). Behavioural cloning is the same Q-function class fitted to the action
 MAP of ``softmax(beta Q)`` with the same beta and Normal prior on the weights). Data come from
 episodes seeded
 ``1000 * seed + i``; test episodes are seeded ``10_000 + i``, the same for expert, apprentice
-and clone.
+and clone, :data:`TEST_EPISODES` of them per policy.
 
 Beside the NUTS rows (``method`` "nuts"), :data:`ALTERNATIVES` adds rows of other Q-function
 classes, each a NUTS posterior or a MAP estimate (LunarLander: Q crossed with the leg-contact
@@ -27,9 +27,9 @@ behavioural cloning of the same class.
 ``python benchmarks/continuous.py --timing`` runs the timing protocol alone (:func:`timing`).
 ``python benchmarks/continuous.py [--quick]`` writes ``benchmarks/results/continuous.csv`` (one
 row per posterior: env, n_trajectories, seed, method, apprentice_return, expert_return,
-bc_return, seconds, min_ess) and prints a table with the published figures; ``--quick``:
-CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations, written to
-``continuous_quick.csv`` instead (never mixed with the full protocol's rows, as
+bc_return, seconds, min_ess, test_episodes) and prints a table with the published figures;
+``--quick``: CartPole and Acrobot, N = 1 and 15, 2 seeds, 2 x (250 + 250) iterations, 10 test
+episodes, written to ``continuous_quick.csv`` instead (never mixed with the full protocol's rows, as
 ``rust_bus.py --quick``); ``--only ENV ...``, ``--methods METHOD ...`` and ``--ns N ...`` rerun
 some envs, methods and numbers of trajectories, keeping the other rows; ``--report`` prints the
 table of the written CSV, with the issue's target beside each line, and runs nothing (as
@@ -60,7 +60,12 @@ from bayesirl.posterior.diagnostics import InferenceWarning
 HERE = pathlib.Path(__file__).resolve().parent
 CSV = HERE / "results" / "continuous.csv"
 COLUMNS = ("env", "n_trajectories", "seed", "method", "apprentice_return", "expert_return",
-           "bc_return", "seconds", "min_ess")
+           "bc_return", "seconds", "min_ess", "test_episodes")
+TEST_EPISODES = 300
+"""Test episodes per policy in the full protocol (``--quick``: 10), as ValueWalk's evaluation
+(300 per apprentice). The expert's mean over a small block of episodes can sit far from its
+mean over many (Acrobot's first 20: -75.8, its 300: -88.1; ``benchmarks/RESULTS.md``), and
+every fraction divides by it."""
 
 PUBLISHED = {
     "CartPole-v1": {"ValueWalk": (467, 493, 500, 500, 495),
@@ -190,7 +195,8 @@ def run(env_id: str, n: int, seed: int, draws: int, n_test: int, expert_return: 
                   progress=False).mean()
     row = {"env": env_id, "n_trajectories": n, "seed": seed, "method": method,
            "apprentice_return": float(apprentice), "expert_return": expert_return,
-           "bc_return": float(bc), "seconds": seconds, "min_ess": min_ess}
+           "bc_return": float(bc), "seconds": seconds, "min_ess": min_ess,
+           "test_episodes": n_test}
     return row, post
 
 
@@ -226,7 +232,7 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None, ns=None
     ns = [n for n in all_ns if ns is None or n in ns]
     seeds = range(2) if quick else range(5)
     draws = 250 if quick else 500
-    n_test = 10 if quick else 20
+    n_test = 10 if quick else TEST_EPISODES
     torch.set_num_threads(threads)
     rows = []
     print(f"\n## Continuous control: apprentice (greedy on the posterior mean Q; NUTS 2 x "
@@ -235,7 +241,7 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None, ns=None
     for env_id in envs:
         expert = float(evaluate(make_env(env_id), EXPERTS[env_id], n_test, seed=10_000,
                                 progress=False).mean())
-        print(f"\n{env_id}: scripted expert {expert:.1f} on the test episodes")
+        print(f"\n{env_id}: scripted expert {expert:.1f} on {n_test} test episodes")
         print(_HEADER)
         env_methods = [m for m in ["nuts"] + ([] if quick else list(ALTERNATIVES.get(env_id, {})))
                        if methods is None or m in methods]
@@ -254,10 +260,11 @@ def main(quick: bool = False, threads: int = 1, only=None, methods=None, ns=None
     return rows
 
 
-_HEADER = (f"{'N':>3} {'method':<11} {'apprentice':>10} {'se':>5} {'frac':>6} {'BC':>8} "
+_HEADER = (f"{'N':>3} {'method':<11} {'eps':>4} {'apprentice':>10} {'se':>5} {'frac':>6} {'BC':>8} "
            f"{'frac':>6} {'ValueWalk':>9} {'AVRIL':>6} {'target':>6} {'met':>4} {'s':>6} "
            f"{'min ESS':>8} {'s/ESS':>7}")
-_LEGEND = ("se: the standard error of the apprentice's mean return over the seeds; "
+_LEGEND = ("eps: test episodes per policy; se: the standard error of the apprentice's mean "
+           "return over the seeds; "
            "fractions of each expert's return (1 = expert level; ValueWalk/AVRIL: the published "
            "figures over the papers' expert); target: the issue's (ValueWalk's fraction on "
            "CartPole and Acrobot, the better of ValueWalk's and AVRIL's on LunarLander); met: "
@@ -280,9 +287,10 @@ def target(env_id: str, n: int) -> float:
 
 
 def _line(env_id: str, n: int, method: str, batch) -> str:
-    """The table's line for the rows ``batch`` (CSV rows or :func:`run`'s; one env, N and
-    method, any seeds): mean returns and seconds over the seeds, the standard error of the
-    apprentice's mean over the seeds (nan for one seed), the smallest ESS."""
+    """The table's line for the rows ``batch`` (CSV rows or :func:`run`'s; one env, N, method
+    and number of test episodes, any seeds): mean returns and seconds over the seeds, the
+    standard error of the apprentice's mean over the seeds (nan for one seed), the smallest
+    ESS."""
     def mean(key):
         return float(np.mean([float(r[key]) for r in batch]))
 
@@ -294,7 +302,8 @@ def _line(env_id: str, n: int, method: str, batch) -> str:
     frac, goal = fraction(app, expert), target(env_id, n)
     met = "yes" if round(frac, 2) >= round(goal, 2) else "no"
     per_ess = sec / ess if ess > 0 else math.nan
-    return (f"{n:>3} {method:<11} {app:>10.1f} {se:>5.1f} {frac:>6.2f} {bc:>8.1f} "
+    (episodes,) = {int(r["test_episodes"]) for r in batch}
+    return (f"{n:>3} {method:<11} {episodes:>4} {app:>10.1f} {se:>5.1f} {frac:>6.2f} {bc:>8.1f} "
             f"{fraction(bc, expert):>6.2f} {published(env_id, n, 'ValueWalk'):>9.2f} "
             f"{published(env_id, n, 'AVRIL'):>6.2f} {goal:>6.2f} {met:>4} "
             f"{sec:>6.1f} {ess:>8.0f} {per_ess:>7.3f}")
@@ -302,7 +311,8 @@ def _line(env_id: str, n: int, method: str, batch) -> str:
 
 def report(path=None):
     """Print the table of a written CSV (default the full protocol's) without running
-    anything: one line per env, method and N, as :func:`main` prints them, so that a CSV
+    anything: one line per env, method, N and number of test episodes, as :func:`main` prints
+    them (the most episodes first), so that a CSV
     assembled from several ``--only`` / ``--methods`` / ``--ns`` runs reads as one."""
     path = CSV if path is None else pathlib.Path(path)
     if not path.exists():
@@ -310,20 +320,23 @@ def report(path=None):
     rows = _read(path)
     groups = {}
     for r in rows:
-        groups.setdefault(r["env"], {}).setdefault((r["method"], int(r["n_trajectories"])),
-                                                   []).append(r)
+        key = (r["method"], int(r["n_trajectories"]), int(r["test_episodes"]))
+        groups.setdefault(r["env"], {}).setdefault(key, []).append(r)
     for env_id in (e for e in PUBLISHED if e in groups):
-        experts = {float(r["expert_return"]) for b in groups[env_id].values() for r in b}
-        print(f"\n{env_id}: scripted expert {', '.join(f'{e:.1f}' for e in sorted(experts))} "
-              "on the test episodes")
+        experts = {(int(r["test_episodes"]), float(r["expert_return"]))
+                   for b in groups[env_id].values() for r in b}
+        scores = ", ".join(f"{e:.1f} on {k}" for k, e in sorted(experts, reverse=True))
+        print(f"\n{env_id}: scripted expert {scores} test episodes")
         print(_HEADER)
         methods = ["nuts", *ALTERNATIVES.get(env_id, {})]
-        methods += sorted({m for m, _ in groups[env_id]} - set(methods))
+        methods += sorted({m for m, _, _ in groups[env_id]} - set(methods))
+        episodes = sorted({e for _, _, e in groups[env_id]}, reverse=True)
         for n in NS:
             for method in methods:
-                batch = groups[env_id].get((method, n))
-                if batch:
-                    print(_line(env_id, n, method, batch))
+                for eps in episodes:
+                    batch = groups[env_id].get((method, n, eps))
+                    if batch:
+                        print(_line(env_id, n, method, batch))
     print(f"\n{os.path.relpath(path, HERE.parent)}: {len(rows)} rows; {_LEGEND}")
 
 

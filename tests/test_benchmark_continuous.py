@@ -22,7 +22,7 @@ def bench(tmp_path, monkeypatch):
 def _row(env, seed):
     return {"env": env, "n_trajectories": 1, "seed": seed, "method": "nuts",
             "apprentice_return": 1.0, "expert_return": 2.0, "bc_return": 3.0, "seconds": 4.0,
-            "min_ess": 5.0}
+            "min_ess": 5.0, "test_episodes": 20}
 
 
 def test_only_keeps_the_rows_of_the_envs_it_does_not_run(bench):
@@ -190,15 +190,63 @@ def test_report_prints_the_written_csv_with_the_targets_and_runs_nothing(bench, 
     bench.report()
     out = capsys.readouterr().out.splitlines()
     acrobot = next(line for line in out if line.split()[:2] == ["1", "nuts"]).split()
-    # mean -80 over the seeds, se sd(-78, -82) / sqrt(2) = 2; fraction 1.00 of the expert's
-    # -80, BC 0.89, target 0.98: met; 10 s over the smallest ESS, 400
-    assert acrobot[2:12] == ["-80.0", "2.0", "1.00", "-90.0", "0.89", "0.98", "0.29", "0.98",
-                             "yes", "10.0"]
-    assert acrobot[12:] == ["400", "0.025"]
+    # 20 test episodes; mean -80 over the seeds, se sd(-78, -82) / sqrt(2) = 2; fraction 1.00
+    # of the expert's -80, BC 0.89, target 0.98: met; 10 s over the smallest ESS, 400
+    assert acrobot[2:13] == ["20", "-80.0", "2.0", "1.00", "-90.0", "0.89", "0.98", "0.29",
+                             "0.98", "yes", "10.0"]
+    assert acrobot[13:] == ["400", "0.025"]
     lander = next(line for line in out if "map-mlp32" in line).split()
-    assert lander[3] == "nan" and lander[4] == "0.98"  # one seed: no standard error
-    assert lander[9:11] == ["0.95", "yes"] and lander[-2:] == ["nan", "nan"]
-    assert any(line.startswith("LunarLander-v3: scripted expert 250.0") for line in out)
+    assert lander[4] == "nan" and lander[5] == "0.98"  # one seed: no standard error
+    assert lander[10:12] == ["0.95", "yes"] and lander[-2:] == ["nan", "nan"]
+    assert any(line.startswith("LunarLander-v3: scripted expert 250.0 on 20 test episodes")
+               for line in out)
+
+
+def test_report_keeps_rows_of_different_test_episodes_apart(bench, capsys):
+    """Rows of one env, N and method evaluated on 20 and on 300 episodes (a CSV holding rows of
+    runs before and after the protocol's change) print as two lines, each its own expert's
+    fraction, the most episodes first; the expert's score is given per number of episodes."""
+    rows = [dict(_row("Acrobot-v1", s), expert_return=-75.0, apprentice_return=-75.0)
+            for s in (0, 1)]
+    rows += [dict(_row("Acrobot-v1", s), expert_return=-90.0, apprentice_return=-88.0,
+                  test_episodes=300) for s in (0, 1)]
+    bench._write(rows)
+    bench.report()
+    out = capsys.readouterr().out.splitlines()
+    lines = [line.split() for line in out if line.split()[:2] == ["1", "nuts"]]
+    assert [(w[2], w[3], w[5]) for w in lines] == [("300", "-88.0", "1.02"),
+                                                    ("20", "-75.0", "1.00")]
+    assert "Acrobot-v1: scripted expert -90.0 on 300, -75.0 on 20 test episodes" in out
+
+
+def test_the_full_protocol_tests_each_policy_on_test_episodes_episodes(bench, monkeypatch):
+    """main hands run (and the expert's evaluation) TEST_EPISODES episodes, 10 with --quick,
+    and every row records how many."""
+    import numpy as np
+
+    calls, evaluated = [], []
+
+    def fake_run(env_id, n, seed, draws, n_test, expert, method="nuts"):
+        calls.append(n_test)
+        return {**_row(env_id, seed), "n_trajectories": n, "test_episodes": n_test}, None
+
+    def fake_evaluate(env, policy, n, **kwargs):
+        evaluated.append(n)
+        return np.zeros(n)
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "evaluate", fake_evaluate)
+    bench.main(only=["CartPole-v1"], ns=[1])
+    assert bench.TEST_EPISODES == 300 and set(calls) == set(evaluated) == {300}
+    bench.main(quick=True, only=["CartPole-v1"])
+    assert set(calls[5:]) == set(evaluated[1:]) == {10}
+    with open(bench.CSV, newline="") as f:
+        assert {r["test_episodes"] for r in csv.DictReader(f)} == {"300"}
+
+
+def test_run_records_its_test_episodes(bench):
+    row, _ = bench.run("CartPole-v1", 1, 0, 10, 3, 500.0)
+    assert row["test_episodes"] == 3 and list(row) == list(bench.COLUMNS)
 
 
 def test_report_refuses_a_missing_csv(bench):
