@@ -599,6 +599,12 @@ def test_a_linearised_q_is_the_networks_first_order_expansion(batch):
     assert torch.equal(lin.apply(w0, feats), net.apply(w0, feats))
     assert not torch.allclose(net.apply(w, feats), expected, atol=1e-3)  # the net is not linear
     assert torch.equal(lin.start(7), w0)  # a fit starts where the expansion is exact
+    # affine in w: the mean over draws is Q at the mean draw (the mean-Q policy's shortcut)
+    assert lin.linear_in_weights and not net.linear_in_weights
+    assert dataclasses.replace(net, hidden=()).linear_in_weights
+    if batch:
+        flat = w.reshape(-1, net.n_params)
+        assert torch.allclose(lin.apply(flat, feats).mean(0), lin.apply(flat.mean(0), feats))
 
 
 def _linearised_targets(data, likelihood="soft"):
@@ -658,6 +664,12 @@ def test_nuts_samples_a_linearised_mlp_in_few_steps_and_it_saves(tmp_path):
     assert torch.equal(back.q_function.linearised_at, post.q_function.linearised_at)
     obs = data.transitions().obs
     assert torch.allclose(back.q_values(obs), post.q_values(obs))
+    # Q is linear in w: the mean-Q policy acts on Q at the mean weights, which is the mean Q
+    policy = post.policy("mean")
+    assert post.q_function.linear_in_weights and policy._w.shape[0] == 1
+    q_mean = post.q_values(obs).mean(0)
+    assert torch.allclose(policy._q(obs[0].numpy())[0], q_mean[0])
+    assert [policy(o) for o in obs.numpy()] == q_mean.argmax(-1).tolist()
     tr = data.transitions()
     assert torch.allclose(back.reward_at(tr.obs, tr.actions, tr.next_obs, tr.terminals),
                           post.reward())

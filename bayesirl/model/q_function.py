@@ -183,6 +183,13 @@ class QFunction:
         return out
 
     @property
+    def linear_in_weights(self) -> bool:
+        """Whether ``Q_w`` is affine in ``w`` (no hidden layer, or linearised): then the mean
+        of ``Q_w`` over draws of ``w`` is ``Q`` at the draws' mean, one evaluation instead of
+        one per draw."""
+        return not self.hidden or self.linearised_at is not None
+
+    @property
     def n_params(self) -> int:
         return (sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
                 + (self.level_scale is not None))

@@ -451,8 +451,8 @@ class PosteriorPolicy:
         self.greedy = greedy
         self._rng = np.random.default_rng(check_int("seed", seed, low=0))
         w = posterior.samples["w"]
-        self._w = w.mean(0, keepdim=True) if (kind == "mean" and not posterior.q_function.hidden
-                                               ) else w  # linear Q: E[Q_w] = Q_E[w]
+        linear = kind == "mean" and posterior.q_function.linear_in_weights
+        self._w = w.mean(0, keepdim=True) if linear else w  # E[Q_w] = Q_E[w]
         self._draw = None
         self.reset(seed)
 
