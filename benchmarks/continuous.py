@@ -378,9 +378,16 @@ def _kept_rows(envs, methods=None, path=None, ns=None):
 
 
 def _read(path: pathlib.Path) -> list[dict]:
-    """The rows of a written CSV, as strings (:data:`COLUMNS`)."""
+    """The rows of a written CSV, as strings (:data:`COLUMNS`); a file written with other
+    columns (before ``test_episodes``, say) is refused by name rather than failing at the
+    first row that lacks one."""
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise SystemExit(f"{path} lacks the columns {missing}: it was written by an older "
+                             "version of this benchmark; move it aside and run again")
+        return list(reader)
 
 
 def _write(rows, path=None):

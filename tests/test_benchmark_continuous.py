@@ -249,6 +249,15 @@ def test_run_records_its_test_episodes(bench):
     assert row["test_episodes"] == 3 and list(row) == list(bench.COLUMNS)
 
 
+def test_a_csv_of_older_columns_is_refused_by_name(bench):
+    bench.CSV.write_text("env,n_trajectories,seed,method,apprentice_return,expert_return,"
+                         "bc_return,seconds,min_ess\nCartPole-v1,1,0,nuts,1,2,3,4,5\n")
+    with pytest.raises(SystemExit, match=r"lacks the columns \['test_episodes'\]"):
+        bench.report()
+    with pytest.raises(SystemExit, match="lacks the columns"):
+        bench._kept_rows(["Acrobot-v1"])
+
+
 def test_report_refuses_a_missing_csv(bench):
     with pytest.raises(SystemExit, match="does not exist"):
         bench.report()
