@@ -126,6 +126,24 @@ def test_episode_readers_name_the_episode_that_is_wrong():
         Trajectories.from_episodes([])
 
 
+def test_episode_readers_refuse_fractional_actions_and_terminations_by_name():
+    """As from_arrays does: a cast would make action 1.7 action 1 and a termination of 0.5
+    a terminal step."""
+    rng = np.random.default_rng(3)
+    ep = _episode(rng, 2)
+    with pytest.raises(TypeError, match=r"episodes\[0\] actions must hold integer indices"):
+        Trajectories.from_episodes([dict(ep, actions=np.array([1.7, 0.2]))])
+    with pytest.raises(TypeError, match=r"episodes\[0\] terminations must be boolean"):
+        Trajectories.from_episodes([dict(ep, terminations=np.array([0.0, 0.5]))])
+    whole = Trajectories.from_episodes([dict(ep, actions=np.array([1.0, 0.0]),
+                                             terminations=np.array([0.0, 1.0]))])
+    assert whole.actions.tolist() == [[1, 0]] and whole.terminals.tolist() == [[False, True]]
+    traj = SimpleNamespace(obs=rng.normal(size=(3, 2)), acts=np.array([0.5, 1.0]), infos=None,
+                           terminal=True)
+    with pytest.raises(TypeError, match=r"trajectories\[0\] actions must hold integer"):
+        Trajectories.from_imitation([traj])
+
+
 def test_indexing_selects_trajectories_and_trims_the_padding():
     obs = torch.randn(3, 5, 2)
     data = Trajectories.from_arrays(obs, torch.zeros(3, 5, dtype=torch.long), obs,
@@ -159,6 +177,19 @@ def test_a_policy_with_reset_is_reset_at_each_episode_with_its_seed():
 
     returns = evaluate("CartPole-v1", Policy(), 2, seed=10, progress=False)
     assert seen == [10, 11] and returns.shape == (2,)
+
+
+def test_an_environment_made_from_an_id_is_closed_and_a_given_one_left_open(monkeypatch):
+    import gymnasium as gym
+
+    closed = []
+    for cls in (gym.Env, gym.Wrapper):  # gym.make returns wrappers around the Env
+        monkeypatch.setattr(cls, "close", lambda self: closed.append(self))
+    env = make_env("CartPole-v1")
+    rollout(env, lambda o: 0, 1, progress=False)
+    assert closed == []  # the caller's environment stays open
+    rollout("CartPole-v1", lambda o: 0, 1, progress=False)
+    assert len(closed) == 1 and closed[0] is not env
 
 
 def test_rollout_refuses_bad_arguments():

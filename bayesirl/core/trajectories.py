@@ -362,6 +362,23 @@ class Trajectories:
         check_indices("actions", a, self.n_actions, "an action")
         return a
 
+    def query_terminals(self, name: str, terminals, m: int) -> torch.Tensor:
+        """``(m,)`` chances that each of ``m`` query transitions ends the episode, in this
+        data's dtype and device: booleans (1 for True) or probabilities in [0, 1] (a one-step
+        model's :func:`~bayesirl.core.knn_dynamics.knn_dynamics` gives a chance). The value
+        of the successor then counts with weight ``1 - chance``, the expectation over
+        termination; an error naming ``name`` for anything else, since a cast to bool would
+        make any chance above 0 a certain end."""
+        t = as_tensor(name, terminals, device=self.device).reshape(-1)
+        if t.shape[0] != m:
+            raise ValueError(f"{name} has {t.shape[0]} entries for {m} observations")
+        bad = ~((t >= 0) & (t <= 1))
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"{name}[{i}] is {t[i].item()}, expected a boolean or a chance "
+                             "in [0, 1]")
+        return t.to(self.dtype)
+
     # ------------------------------------------------------------------ views
     def transitions(self) -> Transitions:
         """The M real steps as flat arrays (see :class:`Transitions`)."""
@@ -417,14 +434,16 @@ def _row(where, obs, acts, terminals, rewards):
     if acts.ndim != 1 and not (acts.ndim == 2 and acts.shape[1] == 1):
         raise ValueError(f"{where} actions have shape {acts.shape}, expected (L,) discrete "
                          "actions")
-    acts = acts.reshape(-1)
+    # the checks from_arrays makes: numpy would cast 1.7 to action 1 and 0.5 to True
+    acts = as_tensor(f"{where} actions", acts.reshape(-1), integer=True).numpy()
     L = len(acts)
     if L == 0 or len(obs) != L + 1:
         raise ValueError(f"{where} has {len(obs)} observations and {L} actions, expected "
                          "L >= 1 actions and L + 1 observations")
     if terminals is None:
         terminals = np.zeros(L, dtype=bool)
-    terminals = np.asarray(terminals).reshape(-1)
+    terminals = _bool_tensor(f"{where} terminations", np.asarray(terminals).reshape(-1),
+                             "cpu").numpy()
     if len(terminals) != L:
         raise ValueError(f"{where} has {len(terminals)} terminal flags for {L} actions")
     if rewards is not None:
@@ -449,12 +468,7 @@ def _stack(rows, n_actions) -> Trajectories:
     lengths = np.array([len(r[1]) for r in rows])
     for i, (o, a, t, r) in enumerate(rows):
         L = len(a)
-        obs[i, :L + 1], term[i, :L] = o, t
-        try:
-            acts[i, :L] = a
-        except (TypeError, ValueError) as e:
-            raise ArgumentTypeError(f"episode {i} actions must be integers, got {a.dtype}"
-                                    ) from e
+        obs[i, :L + 1], term[i, :L], acts[i, :L] = o, t, a  # checked in _row
         if has_rewards:
             rew[i, :L] = r
     dtype = torch.get_default_dtype()
@@ -499,7 +513,17 @@ def rollout(env, policy: Callable, n: int, seed: int = 0, max_steps: int | None 
     if not callable(policy):
         raise ArgumentTypeError(f"policy must be callable, obs -> action, got "
                                 f"{type(policy).__name__}")
+    owned = isinstance(env, str)  # made here, so closed here
     env = _make_env(env)
+    try:
+        return _rollouts(env, policy, n, seed, max_steps, progress)
+    finally:
+        if owned:
+            env.close()
+
+
+def _rollouts(env, policy, n, seed, max_steps, progress) -> Trajectories:
+    """:func:`rollout`'s loop, on a checked environment and arguments."""
     n_actions = getattr(env.action_space, "n", None)
     if n_actions is None:
         raise ValueError(f"env must have a Discrete action space, got {env.action_space}")
