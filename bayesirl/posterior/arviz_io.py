@@ -27,7 +27,8 @@ with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on impo
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["ARVIZ_1", "bfmi", "from_groups", "group_names", "load_netcdf", "plot"]
+__all__ = ["ARVIZ_1", "bfmi", "from_groups", "group_names", "load_netcdf", "plot",
+           "read_fit_extras", "write_fit_extras"]
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 """True for ArviZ >= 1.0 (``xarray.DataTree``), False for 0.x (``arviz.InferenceData``)."""
@@ -91,6 +92,57 @@ def load_netcdf(path):
 
     with xr.open_datatree(path) as tree:
         return tree.load()
+
+
+COVARIANCE_DIMS = ("coordinate", "coordinate_bis")
+"""The dims of a saved ``extra["covariance"]``: its rows and its columns."""
+STANDARD_ERROR_PREFIXES = {"standard_errors": "standard_error_",
+                           "standard_errors_bhhh": "bhhh_standard_error_"}
+"""``extra`` key -> the prefix of its per-site ``constant_data`` variables in a saved
+posterior."""
+
+
+def _array(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+def write_fit_extras(extra: dict, site_dims: dict) -> tuple[dict, dict, dict]:
+    """A MAP's or Laplace fit's ``extra`` entries (standard errors per site, BHHH's too, and
+    the covariance over ``extra["coordinates"]``) as ``constant_data`` variables, their dims
+    (a site's from ``site_dims``) and the covariance's coords; every posterior type saves them
+    this way, so that :func:`read_fit_extras` gives them back."""
+    variables, dims, coords = {}, {}, {}
+    for key, prefix in STANDARD_ERROR_PREFIXES.items():
+        for site, se in (extra.get(key) or {}).items():
+            name = prefix + site
+            variables[name] = _array(se)
+            dims[name] = list(site_dims.get(site, ()))
+    if extra.get("covariance") is not None:
+        cov = _array(extra["covariance"])
+        names = list(extra.get("coordinates") or range(cov.shape[0]))
+        if cov.ndim != 2 or cov.shape != (len(names), len(names)):
+            raise ValueError(f"extra['covariance'] has shape {cov.shape}, expected "
+                             f"({len(names)}, {len(names)}) for extra['coordinates']")
+        variables["covariance"] = cov
+        dims["covariance"] = list(COVARIANCE_DIMS)
+        coords = {d: [str(n) for n in names] for d in COVARIANCE_DIMS}
+    return variables, dims, coords
+
+
+def read_fit_extras(group, tensor) -> dict:
+    """``extra`` entries (standard errors, BHHH's too, covariance, coordinates) from a saved
+    posterior's ``constant_data`` (:func:`write_fit_extras`), each array through
+    ``tensor``."""
+    extra = {}
+    for key, prefix in STANDARD_ERROR_PREFIXES.items():
+        errors = {k[len(prefix):]: tensor(group[k].values) for k in group.data_vars
+                  if k.startswith(prefix)}
+        if errors:
+            extra[key] = errors
+    if "covariance" in group:
+        extra["covariance"] = tensor(group["covariance"].values)
+        extra["coordinates"] = [str(c) for c in group["covariance"][COVARIANCE_DIMS[0]].values]
+    return extra
 
 
 _PLOTS_1 = {"trace": "plot_trace_dist", "rank": "plot_rank", "forest": "plot_forest"}

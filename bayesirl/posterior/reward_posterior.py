@@ -26,7 +26,13 @@ from bayesirl.model.likelihood import (
 )
 from bayesirl.planning.bellman import _check_mdp, broadcast_reward
 from bayesirl.planning.buffers import DRAWS_PER_PLAN
-from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
+from bayesirl.posterior.arviz_io import (
+    az,
+    from_groups,
+    load_netcdf,
+    read_fit_extras,
+    write_fit_extras,
+)
 from bayesirl.posterior.diagnostics import check_convergence
 from bayesirl.posterior.files import atomic_write
 
@@ -36,10 +42,6 @@ _FORMAT = "bayesirl.RewardPosterior/1"
 #: attributes of the posterior group that every saved posterior has
 _ATTRS = ("bayesirl_format", "method", "settings", "incomplete", "mdp_fingerprint",
           "param_dims", "param_coords")
-_COVARIANCE_DIMS = ("coordinate", "coordinate_bis")  # rows and columns of extra["covariance"]
-#: ``extra`` key -> the prefix of its per-site ``constant_data`` variables in a saved posterior
-_STANDARD_ERROR_PREFIXES = {"standard_errors": "standard_error_",
-                            "standard_errors_bhhh": "bhhh_standard_error_"}
 
 
 def _chunked(fn, x, *rest):
@@ -273,7 +275,7 @@ class RewardPosterior(ChainDraws):
                  "param_coords": json.dumps(self.coords)}
         if "elbo" in self.extra:
             attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
-        constant, constant_dims, constant_coords = self._fit_extras()
+        constant, constant_dims, constant_coords = write_fit_extras(self.extra, self.dims)
         if constant:
             groups["constant_data"] = constant
             dims["constant_data"] = constant_dims
@@ -290,26 +292,6 @@ class RewardPosterior(ChainDraws):
                 "action": list(mdp.action_names) if mdp is not None and mdp.action_names
                 else list(range(A)),
                 **self.coords}
-
-    def _fit_extras(self) -> tuple[dict, dict, dict]:
-        """The standard errors and covariance of :attr:`extra` as ``constant_data``
-        variables, their dims and the covariance's coords (its coordinates' names)."""
-        variables, dims, coords = {}, {}, {}
-        for key, prefix in _STANDARD_ERROR_PREFIXES.items():
-            for site, se in (self.extra.get(key) or {}).items():
-                name = prefix + site
-                variables[name] = torch.as_tensor(se).detach().cpu().numpy()
-                dims[name] = list(self.dims.get(site, ()))
-        if self.extra.get("covariance") is not None:
-            cov = torch.as_tensor(self.extra["covariance"]).detach().cpu().numpy()
-            names = list(self.extra.get("coordinates") or range(cov.shape[0]))
-            if cov.ndim != 2 or cov.shape != (len(names), len(names)):
-                raise ValueError(f"extra['covariance'] has shape {cov.shape}, expected "
-                                 f"({len(names)}, {len(names)}) for extra['coordinates']")
-            variables["covariance"] = cov
-            dims["covariance"] = list(_COVARIANCE_DIMS)
-            coords = {d: [str(n) for n in names] for d in _COVARIANCE_DIMS}
-        return variables, dims, coords
 
     def summary(self, var_names=None, **kwargs):
         """A table of the parameters (default: every site but ``reward``), one row a scalar
@@ -431,7 +413,7 @@ class RewardPosterior(ChainDraws):
                      for k in idata.sample_stats.data_vars}
         extra = {"elbo": list(np.atleast_1d(attrs["elbo"]))} if "elbo" in attrs else {}
         if hasattr(idata, "constant_data"):
-            extra.update(_read_fit_extras(idata.constant_data, tensor))
+            extra.update(read_fit_extras(idata.constant_data, tensor))
         return cls(mdp, rewards, params, log_lik, demos, attrs["method"], settings, stats, extra,
                    bool(attrs["incomplete"]), {k: tuple(v) for k, v in dims.items()}, coords,
                    attrs["mdp_fingerprint"] or None)
@@ -453,22 +435,6 @@ def _check_finite(path, name: str, values: torch.Tensor) -> None:
         raise ValueError(f"{path}: {name} draw {i} (chain {chain}, draw {draw}) is not finite "
                          f"({int(bad.sum())} of {bad.numel()} draws are not), expected finite "
                          "draws")
-
-
-def _read_fit_extras(group, tensor) -> dict:
-    """``extra`` entries (standard errors, BHHH's too, covariance, coordinates) from
-    ``constant_data``."""
-    extra = {}
-    for key, prefix in _STANDARD_ERROR_PREFIXES.items():
-        errors = {k[len(prefix):]: tensor(group[k].values) for k in group.data_vars
-                  if k.startswith(prefix)}
-        if errors:
-            extra[key] = errors
-    if "covariance" in group:
-        extra["covariance"] = tensor(group["covariance"].values)
-        extra["coordinates"] = [str(c) for c in group["covariance"][
-            _COVARIANCE_DIMS[0]].values]
-    return extra
 
 
 def _concat(parts: list[Demonstrations]) -> Demonstrations:
