@@ -432,8 +432,132 @@ def test_a_users_feature_map_must_be_given_again_to_load(tmp_path):
     assert torch.allclose(back.q_values(obs), post.q_values(obs))
 
 
+def test_a_feature_map_that_does_not_fit_the_saved_weights_is_refused_by_name(tmp_path):
+    data = _data(n=2, T=4, A=2)
+
+    def features(obs):
+        return torch.cat([torch.ones_like(obs[..., :1]), obs], -1)
+
+    post = birl.infer(None, data, QValueModel(features=features), method="map", progress=False)
+    post.save(tmp_path / "f.nc")
+    with pytest.raises(ValueError, match=r"holds 7 weights, .* has 11 \(5 features\)"):
+        ContinuousPosterior.load(tmp_path / "f.nc",
+                                 features=lambda obs: torch.cat([features(obs), obs], -1))
+
+
+def test_a_maps_standard_errors_and_covariance_survive_save_and_load(tmp_path):
+    data = _data(n=2, T=6, A=2)
+    fit = birl.infer(None, data, QValueModel(), method="map", progress=False)
+    assert fit.extra["standard_errors"]["w"].shape == (7,)
+    fit.save(tmp_path / "map.nc")
+    back = ContinuousPosterior.load(tmp_path / "map.nc")
+    assert torch.equal(back.extra["standard_errors"]["w"], fit.extra["standard_errors"]["w"])
+    assert torch.equal(back.extra["covariance"], fit.extra["covariance"])
+    assert back.extra["coordinates"] == fit.extra["coordinates"] == [f"w[{i}]" for i in range(7)]
+
+
+def test_a_posterior_loads_in_the_dtype_it_was_fitted_in(tmp_path):
+    """float32 data in a float64 session (and so float32 weights) come back float32, equal."""
+    d = _data(n=2, T=6, A=2)
+    data = Trajectories(d.obs.float(), d.actions, d.next_obs.float(), d.terminals, d.mask,
+                        d.n_actions)
+    fit = birl.infer(None, data, QValueModel(), method="map", progress=False)
+    assert fit.samples["w"].dtype == torch.float32
+    fit.save(tmp_path / "f32.nc")
+    back = ContinuousPosterior.load(tmp_path / "f32.nc")
+    assert back.data.obs.dtype == back.samples["w"].dtype == torch.float32
+    assert torch.equal(back.reward(), fit.reward())
+    assert torch.equal(back.samples["w"], fit.samples["w"])
+
+
+def test_reward_at_weighs_the_successor_by_the_chance_of_going_on(cartpole_post):
+    post = cartpole_post
+    tr = post.data.transitions()
+    obs, acts, nxt = tr.obs[:4], tr.actions[:4], tr.next_obs[:4]
+    q_now = post.q_values(obs)[:, torch.arange(4), acts]
+    v_next = torch.logsumexp(post.q_values(nxt), -1)  # soft, rationality 1
+    chance = torch.tensor([0.0, 0.2, 1.0, 0.5])
+    expected = q_now - post.discount * (1 - chance) * v_next
+    assert torch.allclose(post.reward_at(obs, acts, nxt, chance), expected)
+    assert torch.allclose(post.reward_at(obs, acts, nxt, [False, False, True, False])[:, 2],
+                          q_now[:, 2])
+    with pytest.raises(ValueError, match=r"terminals\[1\] is 1.5, expected a boolean or a "
+                                         r"chance in \[0, 1\]"):
+        post.reward_at(obs, acts, nxt, [0.0, 1.5, 0.0, 0.0])
+    with pytest.raises(TypeError, match="terminals must be an array of numbers"):
+        post.reward_at(obs, acts, nxt, ["no"] * 4)
+    with pytest.raises(ValueError, match="terminals has 3 entries for 4 observations"):
+        post.reward_at(obs, acts, nxt, [0, 0, 0])
+
+
+def test_a_dynamics_chance_of_termination_weighs_the_successor_in_the_model():
+    task = point_mass(grid=5, discount=0.8, rationality=1.0)
+    data = task.sample(2, 3, seed=0)
+
+    def dynamics(chance):
+        def step(obs, actions):
+            return task.dynamics(obs, actions)[0], torch.full((obs.shape[0],), chance)
+        return step
+
+    w = 0.5 * torch.randn(QValueModel(discount=0.8).build_target(
+        None, data, likelihood="soft", rationality=1.0).n_params)
+    r_all = {}
+    for chance in (0.0, 0.3, 1.0):
+        target = QValueModel(discount=0.8, dynamics=dynamics(chance)).build_target(
+            None, data, likelihood="soft", rationality=1.0)
+        r_all[chance] = target._terms(target.q(w))[2]
+    taken = torch.nn.functional.one_hot(data.transitions().actions, task.n_actions).reshape(-1)
+    untaken = taken == 0  # the observed successor, and its flag, for the action taken
+    mixed = 0.7 * r_all[0.0][untaken] + 0.3 * r_all[1.0][untaken]
+    assert torch.allclose(r_all[0.3][untaken], mixed)
+    assert torch.equal(r_all[0.3][~untaken], r_all[0.0][~untaken])
+    bad = QValueModel(dynamics=lambda o, a: (task.dynamics(o, a)[0], torch.zeros(len(o) + 1)))
+    with pytest.raises(ValueError, match="dynamics' terminals has 7 entries for 6 observations"):
+        bad.build_target(None, data, likelihood="soft", rationality=1.0)
+    bad = QValueModel(dynamics=lambda o, a: (task.dynamics(o, a)[0], torch.full((len(o),), 2.0)))
+    with pytest.raises(ValueError, match=r"dynamics' terminals\[0\] is 2.0"):
+        bad.build_target(None, data, likelihood="soft", rationality=1.0)
+
+
+def test_the_reward_function_conditions_on_every_action_the_prior_covers(tmp_path):
+    """With dynamics the "state" prior covers every action's reward at each observed state, so
+    the reward function's weights theta are conditioned on all M x A of them, as in the model
+    (the posterior keeps theta's conditional mean per draw, which needs the successors), and
+    that survives save and load, where the dynamics are not saved."""
+    task = point_mass(grid=5, discount=0.8, rationality=1.0)
+    data = task.sample(3, 4, seed=0)
+    model = QValueModel(discount=0.8, dynamics=task.dynamics, reward_prior="state")
+    target = model.build_target(None, data, likelihood="soft", rationality=1.0)
+    w = 0.3 * torch.randn(4, target.n_params, generator=torch.Generator().manual_seed(0))
+    post = ContinuousPosterior.from_target(target, {"w": w}, method="draws")
+    r_all = target._terms(target.q(w))[2]
+    assert r_all.shape == (4, data.n_transitions * task.n_actions)
+    assert torch.allclose(post.theta_mean[0], target.data_reward_prior.theta_mean(r_all))
+    taken_only = ContinuousPosterior(post.q_function, data, post.params, post.rewards,
+                                     discount=0.8, likelihood="soft", rationality=1.0,
+                                     reward_prior=post.reward_prior)
+    assert not torch.allclose(taken_only.theta_mean, post.theta_mean, atol=1e-3)
+    obs = data.transitions().obs[:5]
+    draws = post.reward_function(obs, seed=1)
+    assert draws.shape == (4, 5)
+    post.save(tmp_path / "state.nc")
+    back = ContinuousPosterior.load(tmp_path / "state.nc")
+    assert torch.equal(back.theta_mean, post.theta_mean)
+    assert torch.equal(back.reward_function(obs, seed=1), draws)
+
+
+def test_the_policy_refuses_an_observation_of_the_wrong_width(cartpole_post):
+    policy = cartpole_post.policy("mean")
+    with pytest.raises(ValueError, match=r"obs must have shape \(M, 4\), got \(1, 1\)"):
+        policy([0.5])
+    with pytest.raises(ValueError, match="one observation at a time, got 2"):
+        policy(np.zeros((2, 4)))
+
+
 def test_the_reward_slice_plot_draws_mean_and_band(cartpole_post):
     post = cartpole_post
+    with pytest.raises(ValueError, match="dims is 3, expected two observation coordinates"):
+        reward_slice(post, dims=3)
     xs, ys, mean, lo, hi = reward_slice(post, dims=(2, 3), grid=6)
     assert xs.shape == (6,) and mean.shape == (6, 6) and (hi >= lo).all()
     fig, axes = plt.subplots(1, 2)
@@ -699,13 +823,18 @@ def test_linearise_refuses_a_linear_q_and_a_non_bool():
         QValueModel(linearise=True)
     with pytest.raises(TypeError, match="linearise must be True or False"):
         QValueModel(hidden=(4,), linearise="yes")
+    with pytest.raises(TypeError, match="whiten must be True or False"):
+        QValueModel(whiten="False")
 
 
 def test_whitening_polishes_an_mlps_map_where_lbfgs_stops_on_a_shoulder(monkeypatch):
     """L-BFGS can stall on an MLP's ill-conditioned posterior where the Hessian is not positive
-    definite (here: stopped after 200 iterations); the whitening then takes saddle-free Newton
-    steps to the mode (gradient ~0, Hessian positive definite), the same mode as a long
-    L-BFGS run, and centres there."""
+    definite (here: stopped early, at the last of a few iteration caps whose point has a
+    negative Hessian eigenvalue; where it passes such points depends on SciPy's L-BFGS-B, which
+    changed between releases); the whitening then takes saddle-free Newton steps to the mode
+    (gradient ~0, Hessian positive definite, denser than where L-BFGS stopped) and centres
+    there. (The posterior has several modes: which one the steps reach from a given shoulder
+    need not be the one a long L-BFGS run reaches.)"""
     from bayesirl.model.q_value import QValueTarget
 
     data = _data(n=6, T=10, dim=2, A=3, seed=0)
@@ -719,16 +848,17 @@ def test_whitening_polishes_an_mlps_map_where_lbfgs_stops_on_a_shoulder(monkeypa
         return torch.autograd.grad(-t.log_joint(w), w)[0]
 
     plain = target(False)
-    short = plain.map_estimate(max_iter=200)
-    assert float(torch.linalg.eigvalsh(plain.hessian(short))[0]) < 0  # on a shoulder
-    mode = plain.map_estimate(max_iter=5000)
+    caps = [k for k in (25, 50, 75, 100, 125, 150, 200)
+            if float(torch.linalg.eigvalsh(plain.hessian(plain.map_estimate(max_iter=k)))[0]) < 0]
+    assert caps, "L-BFGS passed no shoulder on its way to the mode"
+    cap = caps[-1]
+    stalled = plain.map_estimate(max_iter=cap)
     full = QValueTarget.map_estimate
     monkeypatch.setattr(QValueTarget, "map_estimate",
-                        lambda self, w0=None, max_iter=2000: full(self, w0, 200))
+                        lambda self, w0=None, max_iter=2000: full(self, w0, cap))
     centre = target(True).center
     assert float(gradient(plain, centre).abs().max()) < 1e-6
     assert float(torch.linalg.eigvalsh(plain.hessian(centre))[0]) > 0
-    assert float(plain.log_joint(centre)) == pytest.approx(float(plain.log_joint(mode)),
-                                                           abs=1e-6)
+    assert float(plain.log_joint(centre)) > float(plain.log_joint(stalled))
     monkeypatch.setattr(QValueTarget, "_newton_polish", lambda self, w, H: (w, H))
     assert float(gradient(plain, target(True).center).abs().max()) > 1e-2

@@ -77,7 +77,7 @@ from bayesirl.model.likelihood import check_likelihood, check_rationality
 from bayesirl.model.q_function import FeatureMap, QFunction
 
 __all__ = ["GUIDES", "REWARD_PRIORS", "QValueModel", "covariance_tril", "QValueTarget",
-           "RewardPrior", "value_space_terms"]
+           "RewardPrior", "theta_draws", "value_space_terms"]
 
 GUIDES = ("normal", "mvn", "lowrank", "avril")
 
@@ -209,19 +209,30 @@ class _DataRewardPrior:
         quad = x.square().sum(-1) / p.noise ** 2 - proj.square().sum(-1) / p.noise ** 4
         return -0.5 * (quad + self.log_det + M * math.log(2 * math.pi))
 
-    def theta_given(self, r: torch.Tensor, generator: torch.Generator | None = None
-                    ) -> torch.Tensor:
-        """Draws ``(..., F)`` of ``theta | r`` for rewards ``r: (..., M)``, one per row."""
+    def theta_mean(self, r: torch.Tensor) -> torch.Tensor:
+        """``(..., F)`` posterior mean of ``theta`` given rewards ``r: (..., M)``,
+        ``A^-1 Psi^T (r - loc) / noise^2``; its covariance ``A^-1`` does not depend on ``r``
+        (:func:`theta_draws` draws from it)."""
         p = self.prior
         if self.design is None:
             raise ValueError("the 'iid' reward prior has no reward function; use "
                              "reward_prior='state' (or 'state_action')")
         b = ((r - p.loc) @ self.design / p.noise ** 2).unsqueeze(-1)
-        mean = torch.cholesky_solve(b, self.chol).squeeze(-1)
-        z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
-        # theta = mean + C^-T z has covariance (C C^T)^-1 = A^-1
-        return mean + torch.linalg.solve_triangular(self.chol.T, z.unsqueeze(-1),
-                                                    upper=True).squeeze(-1)
+        return torch.cholesky_solve(b, self.chol).squeeze(-1)
+
+    def theta_given(self, r: torch.Tensor, generator: torch.Generator | None = None
+                    ) -> torch.Tensor:
+        """Draws ``(..., F)`` of ``theta | r`` for rewards ``r: (..., M)``, one per row."""
+        return theta_draws(self.theta_mean(r), self.chol, generator)
+
+
+def theta_draws(mean: torch.Tensor, chol: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draws ``(..., F)`` of ``N(mean, (C C^T)^-1)``, one per row of ``mean: (..., F)``, for the
+    Cholesky factor ``chol = C: (F, F)`` of the precision: ``mean + C^-T z``."""
+    z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+    return mean + torch.linalg.solve_triangular(chol.T, z.unsqueeze(-1),
+                                                upper=True).squeeze(-1)
 
 
 # ---------------------------------------------------------------------------- the model
@@ -259,7 +270,9 @@ class QValueModel:
             to the data such as :func:`.knn_dynamics`). With it the reward prior covers every
             action at each observed state, not only the action taken: the Bellman equation
             then ties ``Q(s, a')`` of actions never taken to the reward prior too, without
-            which a flexible ``Q`` explains any behaviour with any reward there.
+            which a flexible ``Q`` explains any behaviour with any reward there. Its
+            ``terminals`` are booleans or chances of termination in [0, 1]; a chance ``p``
+            weighs ``V(s')`` by ``1 - p``.
         discount: gamma in [0, 1).
         bellman_noise: tau of the latent-reward form used by the amortised (AVRIL) guide, in
             (0, reward_scale); default ``0.1 * reward_scale``.
@@ -319,7 +332,9 @@ class QValueModel:
             bellman_noise = 0.1 * self.reward_scale
         self.bellman_noise = check_number("bellman_noise", bellman_noise, 0.0,
                                           self.reward_scale, low_open=True, high_open=True)
-        self.whiten = bool(whiten)
+        if not isinstance(whiten, bool):
+            raise ArgumentTypeError(f"whiten must be True or False, got {whiten!r}")
+        self.whiten = whiten
         if not isinstance(linearise, bool):
             raise ArgumentTypeError(f"linearise must be True or False, got {linearise!r}")
         if linearise and not widths:
@@ -443,7 +458,7 @@ class QValueTarget:
         M, A = tr.obs.shape[0], data.n_actions
         succ, term = tr.next_obs[:, None, :], tr.terminals[:, None]
         if model.dynamics is not None:  # every action's successor; the taken one as observed
-            succ, term = _all_successors(model.dynamics, tr, A)
+            succ, term = _all_successors(model.dynamics, data, tr, A)
         states, inverse = torch.unique(torch.cat([tr.obs, succ.reshape(-1, tr.obs.shape[1])]),
                                        dim=0, return_inverse=True)
         self.states = states
@@ -506,14 +521,24 @@ class QValueTarget:
             return log_pi, r, r
         M, A = self.succ_idx.shape
         every = torch.arange(A, device=q.device).repeat(M)
+        keep = 1.0 - self.succ_terminal.reshape(-1).to(q.dtype)  # a chance weighs V(s')
         _, r_all = value_space_terms(q, self.s_idx.repeat_interleave(A), every,
-                                     self.succ_idx.reshape(-1), self.succ_terminal.reshape(-1),
-                                     self.rationality, self.discount, self.likelihood)
+                                     self.succ_idx.reshape(-1),
+                                     torch.zeros_like(every, dtype=torch.bool),
+                                     self.rationality, self.discount * keep, self.likelihood)
         return log_pi, r, r_all
 
     def rewards(self, params) -> torch.Tensor:
         """``(..., M)`` rewards at the data."""
         return self.terms(params["w"])[1]
+
+    def theta_mean(self, w: torch.Tensor) -> torch.Tensor:
+        """``(..., F)``: for a ``"state"``/``"state_action"`` reward prior, the mean of the
+        reward function's weights ``theta`` given the rewards of ``w: (..., P)`` that the
+        prior covers (every action's where the model has dynamics, so only the target can
+        compute it); its covariance is ``(C C^T)^-1`` for ``C =``
+        ``self.data_reward_prior.chol``."""
+        return self.data_reward_prior.theta_mean(self._terms(self.q(w))[2])
 
     def log_joint(self, w: torch.Tensor) -> torch.Tensor:
         """``(...)``: log prior of ``w`` + log prior of its rewards + log-likelihood."""
@@ -771,9 +796,11 @@ class QValueTarget:
                                                 num_chains=num_chains, extra=extra)
 
 
-def _all_successors(dynamics, tr, n_actions):
+def _all_successors(dynamics, data, tr, n_actions):
     """``(next (M, A, obs_dim), terminals (M, A))``: ``dynamics`` for every action, the
-    observed successor for the action taken."""
+    observed successor for the action taken; ``terminals`` are chances of termination in
+    [0, 1] (:meth:`~bayesirl.core.trajectories.Trajectories.query_terminals`), the observed
+    flag for the action taken."""
     M = tr.obs.shape[0]
     nxt, term = [], []
     for a in range(n_actions):
@@ -783,11 +810,10 @@ def _all_successors(dynamics, tr, n_actions):
         if n_a.shape != tr.obs.shape:
             raise ValueError(f"dynamics returned next_obs of shape {tuple(n_a.shape)} for obs "
                              f"of shape {tuple(tr.obs.shape)}")
-        t_a = torch.as_tensor(t_a, device=tr.obs.device).reshape(M)
-        t_a = t_a > 0.5 if t_a.is_floating_point() else t_a.bool()  # a chance: the likelier
+        t_a = data.query_terminals("dynamics' terminals", t_a, M)
         taken = tr.actions == a
         nxt.append(torch.where(taken[:, None], tr.next_obs, n_a))
-        term.append(torch.where(taken, tr.terminals, t_a))
+        term.append(torch.where(taken, tr.terminals.to(t_a.dtype), t_a))
     return torch.stack(nxt, 1), torch.stack(term, 1)
 
 

@@ -16,6 +16,7 @@ import torch
 
 from bayesirl._validation import ArgumentTypeError, check_int, check_probability
 from bayesirl.plots.common import as_numpy, new_axes
+from bayesirl.posterior.continuous import credible_band
 
 __all__ = ["plot_reward_slice", "reward_slice"]
 
@@ -39,7 +40,7 @@ def reward_slice(posterior, dims=(0, 1), action: int | None = None, fixed=None, 
     """
     data = posterior.data
     D = data.obs_dim
-    if len(dims) != 2:
+    if np.ndim(dims) != 1 or len(dims) != 2:
         raise ValueError(f"dims is {dims!r}, expected two observation coordinates")
     dx, dy = (check_int(f"dims[{i}]", d, low=0, high=D - 1) for i, d in enumerate(dims))
     if dx == dy:
@@ -55,8 +56,8 @@ def reward_slice(posterior, dims=(0, 1), action: int | None = None, fixed=None, 
     if bounds is None:
         bounds = [(float(obs[:, d].min()), float(obs[:, d].max())) for d in (dx, dy)]
     (x0, x1), (y0, y1) = bounds
-    xs = torch.linspace(float(x0), float(x1), grid, dtype=obs.dtype)
-    ys = torch.linspace(float(y0), float(y1), grid, dtype=obs.dtype)
+    xs = torch.linspace(float(x0), float(x1), grid, dtype=obs.dtype, device=obs.device)
+    ys = torch.linspace(float(y0), float(y1), grid, dtype=obs.dtype, device=obs.device)
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     points = base.expand(grid * grid, D).clone()
     points[:, dx], points[:, dy] = xx.reshape(-1), yy.reshape(-1)
@@ -70,14 +71,12 @@ def reward_slice(posterior, dims=(0, 1), action: int | None = None, fixed=None, 
             total = total + posterior.reward_at(points, acts, nxt, term)
         else:
             total = total + posterior.reward_at(points, acts, neighbours=neighbours)
-    draws = total / len(actions)  # (draws, grid * grid)
-    q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype)
-    lo, hi = torch.quantile(draws, q, dim=0)
+    band = credible_band(total / len(actions), prob)  # draws (draws, grid * grid)
 
     def img(x):
         return as_numpy(x.reshape(grid, grid))
 
-    return as_numpy(xs), as_numpy(ys), img(draws.mean(0)), img(lo), img(hi)
+    return as_numpy(xs), as_numpy(ys), img(band.mean), img(band.lower), img(band.upper)
 
 
 def plot_reward_slice(posterior, dims=(0, 1), action: int | None = None, fixed=None,

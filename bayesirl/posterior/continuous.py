@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -48,13 +47,21 @@ from bayesirl.model.q_value import (
     QValueTarget,
     RewardPrior,
     encoder_rewards,
+    theta_draws,
     value_space_terms,
 )
-from bayesirl.posterior.arviz_io import az, from_groups, load_netcdf
+from bayesirl.posterior.arviz_io import (
+    az,
+    from_groups,
+    load_netcdf,
+    read_fit_extras,
+    write_fit_extras,
+)
 from bayesirl.posterior.diagnostics import check_convergence
+from bayesirl.posterior.files import atomic_write
 from bayesirl.posterior.reward_posterior import ChainDraws
 
-__all__ = ["ContinuousPosterior", "PosteriorPolicy", "RewardBand"]
+__all__ = ["ContinuousPosterior", "PosteriorPolicy", "RewardBand", "credible_band"]
 
 _FORMAT = "bayesirl.ContinuousPosterior/1"
 _CHUNK = 256  # draws evaluated at once
@@ -89,13 +96,19 @@ class ContinuousPosterior(ChainDraws):
         method, settings, sample_stats, extra: how the draws were made.
         encoder: the amortised reward encoder (AVRIL's guide), or None.
         reward_prior: the model's :class:`~bayesirl.model.q_value.RewardPrior`, or None.
+        theta_mean, theta_chol: for a ``"state"``/``"state_action"`` prior, ``(chains,
+            draws, F)`` means of the reward function's weights ``theta`` given each draw's
+            rewards, and the ``(F, F)`` Cholesky factor ``C`` of their common precision
+            (``theta | w ~ N(theta_mean, (C C^T)^-1)``). Kept from the target, because with
+            dynamics the prior also covers the actions not taken, whose rewards need the
+            successors; when not given they are computed from the rewards at the data.
     """
 
     def __init__(self, q_function: QFunction, data: Trajectories, params, rewards,
                  log_lik=None, *, discount: float, likelihood: str, rationality: float,
                  method: str = "draws", settings=None, sample_stats=None, extra=None,
                  encoder=None, incomplete: bool = False,
-                 reward_prior: RewardPrior | None = None):
+                 reward_prior: RewardPrior | None = None, theta_mean=None, theta_chol=None):
         self.q_function, self.data = q_function, data
         self.params = dict(params)
         self.rewards, self.log_lik = rewards, log_lik
@@ -108,6 +121,14 @@ class ContinuousPosterior(ChainDraws):
         self.encoder = encoder
         self.incomplete = bool(incomplete)
         self.reward_prior = reward_prior
+        if (theta_mean is None) != (theta_chol is None):
+            raise ValueError("theta_mean and theta_chol go together: give both or neither")
+        if theta_mean is None and reward_prior is not None and reward_prior.kind != "iid":
+            tr = data.transitions()
+            at_data = reward_prior.at(tr.obs, tr.actions)
+            theta_mean = _chunked(at_data.theta_mean, rewards.reshape(-1, rewards.shape[-1]))
+            theta_mean, theta_chol = theta_mean.reshape(*rewards.shape[:-1], -1), at_data.chol
+        self.theta_mean, self.theta_chol = theta_mean, theta_chol
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -129,6 +150,11 @@ class ContinuousPosterior(ChainDraws):
             raise ValueError(f"{w.shape[0]} draws do not split into {num_chains} equal chains")
         C = num_chains
         rewards = _chunked(lambda x: target.terms(x)[1], w)
+        theta_mean = theta_chol = None
+        if target.reward_prior.kind != "iid":
+            theta_mean = _chunked(target.theta_mean, w).reshape(C, -1, target.data_reward_prior
+                                                                .chol.shape[0])
+            theta_chol = target.data_reward_prior.chol
         if log_lik is None:
             log_lik = _chunked(lambda x: target.log_likelihood({"w": x}), w)
         log_lik = as_tensor("log_lik", log_lik).reshape(C, -1, target.data.n)
@@ -150,14 +176,15 @@ class ContinuousPosterior(ChainDraws):
                    discount=target.discount, likelihood=target.likelihood,
                    rationality=target.rationality, method=method, settings=settings,
                    sample_stats=stats, extra=extra, encoder=target.encoder,
-                   incomplete=incomplete, reward_prior=target.reward_prior)
+                   incomplete=incomplete, reward_prior=target.reward_prior,
+                   theta_mean=theta_mean, theta_chol=theta_chol)
 
     # ------------------------------------------------------------------ draws
     # num_chains, num_draws, samples ({"w": (chains * draws, P)}), reward() ((chains * draws, M)
     # at the data's transitions) and mean_reward() ((M,)) come from ChainDraws.
     def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Equal-tailed ``prob`` interval of the rewards at the data, ``(lower, upper)``."""
-        band = _band(self.reward(), prob)
+        band = credible_band(self.reward(), prob)
         return band.lower, band.upper
 
     # ------------------------------------------------------------------ anywhere
@@ -194,18 +221,19 @@ class ContinuousPosterior(ChainDraws):
             a = self.data.query_actions(actions, obs.shape[0])
         else:
             a = torch.zeros(obs.shape[0], dtype=torch.long, device=obs.device)
-        tr = self.data.transitions()
-        at_data = prior.at(tr.obs, tr.actions)
         g = torch.Generator().manual_seed(check_int("seed", seed, low=0))
-        theta = _chunked(lambda r: at_data.theta_given(r, g), self.reward())
+        mean = self.theta_mean.reshape(-1, self.theta_mean.shape[-1])
+        theta = _chunked(lambda m: theta_draws(m, self.theta_chol, g), mean)
         return prior.loc + theta @ prior.design(obs, a).T
 
     def reward_at(self, obs, actions, next_obs=None, terminals=None, *,
                   method: str = "auto", neighbours: int = 5, seed: int = 0) -> torch.Tensor:
         """``(draws, M)`` rewards of transitions ``(obs (M, obs_dim), actions (M,), next_obs)``.
 
-        With ``next_obs`` (and optionally ``terminals``, default none) this is exactly the
-        model's ``r = Q_w(s, a) - gamma (1 - terminal) V_w(s')``. Without it, ``method``:
+        With ``next_obs`` (and optionally ``terminals``: booleans or chances of termination
+        in [0, 1], default none) this is exactly the model's
+        ``r = Q_w(s, a) - gamma (1 - terminal) V_w(s')``, a chance weighting ``V_w(s')`` by
+        ``1 - chance``. Without it, ``method``:
         ``"function"``: :meth:`reward_function` (a ``"state"``/``"state_action"`` prior);
         ``"one_step"``: the successor and the chance of termination from :meth:`one_step`,
         ``r = Q_w(s, a) - gamma (1 - p_terminal) V_w(s_hat')``; ``"auto"``: the first where
@@ -227,11 +255,8 @@ class ContinuousPosterior(ChainDraws):
             next_obs = self.data.query_obs("next_obs", next_obs)
             if next_obs.shape[0] != M:
                 raise ValueError(f"next_obs has {next_obs.shape[0]} rows for {M} observations")
-            term = (torch.zeros(M, dtype=torch.bool) if terminals is None
-                    else torch.as_tensor(np.asarray(terminals, dtype=bool)).reshape(-1))
-            if term.shape[0] != M:
-                raise ValueError(f"terminals has {term.shape[0]} entries for {M} observations")
-            keep = (~term).to(obs.dtype).to(obs.device)
+            keep = (1.0 if terminals is None
+                    else 1.0 - self.data.query_terminals("terminals", terminals, M))
         feats = self.q_function.features(torch.cat([obs, next_obs]))
         idx = torch.arange(M, device=obs.device)
         no_term = torch.zeros(M, dtype=torch.bool, device=obs.device)
@@ -248,7 +273,7 @@ class ContinuousPosterior(ChainDraws):
     def reward_band(self, obs, actions, next_obs=None, terminals=None, *, prob: float = 0.9,
                     method: str = "auto", neighbours: int = 5, seed: int = 0) -> RewardBand:
         """Posterior mean and equal-tailed ``prob`` band of :meth:`reward_at`."""
-        return _band(self.reward_at(obs, actions, next_obs, terminals, method=method,
+        return credible_band(self.reward_at(obs, actions, next_obs, terminals, method=method,
                                     neighbours=neighbours, seed=seed), prob)
 
     def encoder_reward(self, obs, actions) -> RewardBand:
@@ -284,10 +309,12 @@ class ContinuousPosterior(ChainDraws):
         """ArviZ data (``InferenceData`` on ArviZ 0.x, ``DataTree`` on 1.x).
 
         Groups: posterior (``w`` ``(chain, draw, weight)``, ``reward``
-        ``(chain, draw, transition)``), log_likelihood (``actions``, one value per trajectory,
-        ``(chain, draw, trajectory)``, for ``az.loo``), sample_stats (MCMC), observed_data
-        (the trajectories, ``(trajectory, step[, obs_dim])``); the model and settings are
-        attributes of the posterior group."""
+        ``(chain, draw, transition)``, and for a structured reward prior ``theta_mean``
+        ``(chain, draw, reward_weight)``), log_likelihood (``actions``, one value per
+        trajectory, ``(chain, draw, trajectory)``, for ``az.loo``), sample_stats (MCMC),
+        observed_data (the trajectories, ``(trajectory, step[, obs_dim])``), constant_data
+        (a MAP's or Laplace fit's standard errors and covariance; ``theta_chol``); the model
+        and settings are attributes of the posterior group."""
         d = self.data
         groups = {"posterior": {"w": _np(self.params["w"]), "reward": _np(self.rewards)}}
         dims = {"posterior": {"w": ["weight"], "reward": ["transition"]}}
@@ -323,6 +350,19 @@ class ContinuousPosterior(ChainDraws):
             attrs["linearised_at"] = _np(self.q_function.linearised_at).astype(float)
         coords = {"trajectory": list(range(d.n)), "transition": list(range(self.rewards.shape[-1])),
                   "weight": list(range(self.params["w"].shape[-1]))}
+        constant, constant_dims, constant_coords = write_fit_extras(self.extra,
+                                                                    {"w": ["weight"]})
+        if self.theta_mean is not None:  # theta | w, which the dynamics (not saved) gave
+            groups["posterior"]["theta_mean"] = _np(self.theta_mean)
+            dims["posterior"]["theta_mean"] = ["reward_weight"]
+            constant["theta_chol"] = _np(self.theta_chol)
+            constant_dims["theta_chol"] = ["reward_weight", "reward_weight_bis"]
+            F = self.theta_chol.shape[0]
+            coords.update(reward_weight=list(range(F)), reward_weight_bis=list(range(F)))
+        if constant:
+            groups["constant_data"] = constant
+            dims["constant_data"] = constant_dims
+            coords.update(constant_coords)
         return from_groups(groups, coords=coords, dims=dims, attrs={"posterior": attrs})
 
     def summary(self, var_names=("w",), **kwargs):
@@ -344,17 +384,11 @@ class ContinuousPosterior(ChainDraws):
 
     # ------------------------------------------------------------------ files
     def save(self, path) -> None:
-        """Write a netCDF file atomically (a temporary file renamed into place)."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".nc.tmp", dir=folder)
-        os.close(fd)
-        try:
-            self.to_arviz().to_netcdf(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        """Write a netCDF file atomically
+        (:func:`~bayesirl.posterior.files.atomic_write`: the file gets the umask's
+        permissions, as any other output)."""
+        data = self.to_arviz()
+        atomic_write(path, lambda tmp: data.to_netcdf(tmp))
 
     @classmethod
     def load(cls, path, features: Callable | None = None,
@@ -373,7 +407,7 @@ class ContinuousPosterior(ChainDraws):
             raise ValueError(f"{path} is not a bayesirl continuous posterior (expected "
                              f"attribute bayesirl_format={_FORMAT!r})")
         attrs = post.attrs
-        dtype = torch.get_default_dtype()
+        dtype = torch.as_tensor(post["w"].values[..., :0]).dtype  # the fitted data's, as saved
 
         def tensor(x, dt=dtype):
             return torch.as_tensor(np.asarray(x)).to(dt)
@@ -398,6 +432,12 @@ class ContinuousPosterior(ChainDraws):
                                    model.get("level_scale"))
         else:
             q_function = QFunction.from_spec(spec, dtype)
+        n_saved = post["w"].shape[-1]
+        if q_function.n_params != n_saved:
+            raise ValueError(f"{path} holds {n_saved} weights, but its Q-function with these "
+                             f"features has {q_function.n_params} "
+                             f"({q_function.n_features} features): pass the feature map it "
+                             "was fitted with")
         if "linearised_at" in attrs:
             q_function = dataclasses.replace(
                 q_function, linearised_at=tensor(np.atleast_1d(attrs["linearised_at"])))
@@ -415,7 +455,12 @@ class ContinuousPosterior(ChainDraws):
                   for k in idata.sample_stats.data_vars}
                  if hasattr(idata, "sample_stats") else {})
         extra = {"elbo": list(np.atleast_1d(attrs["elbo"]))} if "elbo" in attrs else {}
+        if hasattr(idata, "constant_data"):
+            extra.update(read_fit_extras(idata.constant_data, tensor))
         prior_spec = json.loads(attrs.get("reward_prior", "null"))
+        theta = ({"theta_mean": tensor(post["theta_mean"].values),
+                  "theta_chol": tensor(idata.constant_data["theta_chol"].values)}
+                 if "theta_mean" in post else {})
         return cls(q_function, data, {"w": tensor(post["w"].values)},
                    tensor(post["reward"].values), log_lik, discount=float(attrs["discount"]),
                    likelihood=str(attrs["likelihood"]), rationality=float(attrs["rationality"]),
@@ -423,7 +468,7 @@ class ContinuousPosterior(ChainDraws):
                    sample_stats=stats, extra=extra, encoder=encoder,
                    incomplete=bool(attrs["incomplete"]),
                    reward_prior=None if prior_spec is None
-                   else RewardPrior.from_spec(prior_spec, dtype, reward_features))
+                   else RewardPrior.from_spec(prior_spec, dtype, reward_features), **theta)
 
     def __repr__(self) -> str:
         flag = ", incomplete" if self.incomplete else ""
@@ -469,13 +514,15 @@ class PosteriorPolicy:
         q = self._q(obs)
         beta = self.posterior.rationality
         if self.kind == "predictive":
-            return torch.softmax(beta * q, -1).mean(0).numpy()
-        return torch.softmax(beta * q.mean(0), -1).numpy()
+            return _np(torch.softmax(beta * q, -1).mean(0))
+        return _np(torch.softmax(beta * q.mean(0), -1))
 
     def _q(self, obs) -> torch.Tensor:
         post = self.posterior
-        x = torch.as_tensor(np.asarray(obs, dtype=np.float64).reshape(1, -1),
-                            dtype=post.data.dtype)
+        x = post.data.query_obs("obs", obs)
+        if x.shape[0] != 1:
+            raise ValueError(f"a policy acts on one observation at a time, got {x.shape[0]}; "
+                             "use action_probs for many")
         w = self._draw if self.kind == "thompson" else self._w
         with torch.no_grad():
             return post.q_function.apply(w, post.q_function.features(x))[:, 0]  # (draws, A)
@@ -489,7 +536,7 @@ class PosteriorPolicy:
         return int(self._rng.choice(len(p), p=p / p.sum()))
 
 
-def _band(draws: torch.Tensor, prob: float) -> RewardBand:
+def credible_band(draws: torch.Tensor, prob: float) -> RewardBand:
     """Mean and equal-tailed ``prob`` band over the draws of ``draws: (draws, M)``."""
     prob = check_probability("prob", prob, open_low=True, open_high=True)
     q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype, device=draws.device)
