@@ -280,6 +280,15 @@ def test_build_target_refuses_what_the_model_cannot_use():
         QValueModel(reward_scale=1.0, bellman_noise=2.0)
     with pytest.raises(ValueError, match="hidden is"):
         QValueModel(hidden=(0,))
+    with pytest.raises(ValueError, match="n_fourier would be ignored"):
+        QValueModel(features=lambda obs: obs, n_fourier=3)
+    with pytest.raises(ValueError, match="reward_features would be ignored"):
+        QValueModel(reward_features=lambda obs: obs)
+    with pytest.raises(ValueError, match="reward_fourier would be ignored"):
+        QValueModel(reward_prior="state", reward_features=lambda obs: obs, reward_fourier=2)
+    bad = QValueModel(dynamics=lambda o, a: (torch.full_like(o, math.nan), torch.zeros(len(o))))
+    with pytest.raises(ValueError, match=r"dynamics' next_obs\[0, 0\] is nan"):
+        bad.build_target(None, data, likelihood="soft", rationality=1.0)
 
 
 # ---------------------------------------------------------------------------- inference
@@ -409,6 +418,10 @@ def test_the_avril_guide_learns_an_amortised_reward_posterior(tmp_path):
     post.save(tmp_path / "avril.nc")
     back = ContinuousPosterior.load(tmp_path / "avril.nc")
     assert torch.allclose(back.encoder_reward(tr.obs, tr.actions).mean, band.mean)
+    target = QValueModel().build_target(None, data, likelihood="soft", rationality=1.0)
+    target.guide("avril")
+    target.guide("normal")  # a later guide on the same target drops the encoder it does not fit
+    assert target.encoder is None and not target._latent_rewards
     with pytest.raises(ValueError, match="no reward encoder"):
         birl.infer(None, data, QValueModel(), method="map",
                    progress=False).encoder_reward(tr.obs, tr.actions)

@@ -68,6 +68,7 @@ from pyro.infer import autoguide
 from bayesirl._validation import (
     ArgumentTypeError,
     as_tensor,
+    check_finite,
     check_int,
     check_number,
     positive_ints,
@@ -257,8 +258,9 @@ class QValueModel:
             :class:`.QFunction`); default ``reward_scale / (1 - discount)``, a value's scale.
         reward_prior: ``"iid"`` (ValueWalk's), ``"state"`` or ``"state_action"``
             (:class:`RewardPrior`).
-        reward_loc, reward_scale: the prior's mean and scale (``"iid"``: of each reward;
-            otherwise of each reward-function weight ``theta``).
+        reward_loc, reward_scale: the rewards' prior mean, and a scale: ``"iid"``: of each
+            reward; otherwise of each reward-function weight ``theta`` (the rewards are
+            ``reward_loc + Psi theta + noise``, :class:`RewardPrior`).
         reward_noise: ``"state"``/``"state_action"``: the spread of the rewards at the data
             around the reward function.
         reward_fourier, reward_lengthscale: random Fourier features of the reward function
@@ -357,6 +359,16 @@ class QValueModel:
             raise ArgumentTypeError(f"reward_features must be None or a callable obs -> "
                                     f"features, got {type(reward_features).__name__}")
         self.reward_features = reward_features
+        ignored = [name for name, given, used in (
+            ("n_fourier", n_fourier != 0, features is None),
+            ("reward_features", reward_features is not None, reward_prior != "iid"),
+            ("reward_fourier", reward_fourier != 0, reward_prior != "iid"
+             and reward_features is None)) if given and not used]
+        if ignored:  # a setting that would change nothing is a mistake to report
+            raise ValueError(f"{', '.join(ignored)} would be ignored: n_fourier is for the "
+                             "default features (not features=), reward_features and "
+                             "reward_fourier for a 'state' or 'state_action' reward_prior "
+                             "(reward_fourier without reward_features)")
 
     def __repr__(self) -> str:
         return (f"QValueModel(hidden={self.hidden}, n_fourier={self.n_fourier}, "
@@ -770,6 +782,7 @@ class QValueTarget:
             raise ValueError(f"guide is {name!r}, expected one of {GUIDES}")
         if name != "avril":
             self._latent_rewards = False
+            self.encoder = None  # an earlier "avril" guide's, which this one does not fit
             auto = {"normal": autoguide.AutoNormal, "mvn": autoguide.AutoMultivariateNormal,
                     "lowrank": autoguide.AutoLowRankMultivariateNormal}[name]
             return auto(self.pyro_model(self._subsample_size),
@@ -810,6 +823,7 @@ def _all_successors(dynamics, data, tr, n_actions):
         if n_a.shape != tr.obs.shape:
             raise ValueError(f"dynamics returned next_obs of shape {tuple(n_a.shape)} for obs "
                              f"of shape {tuple(tr.obs.shape)}")
+        check_finite("dynamics' next_obs", n_a)  # V there enters the gradients, terminal or not
         t_a = data.query_terminals("dynamics' terminals", t_a, M)
         taken = tr.actions == a
         nxt.append(torch.where(taken[:, None], tr.next_obs, n_a))
