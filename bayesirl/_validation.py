@@ -144,6 +144,20 @@ def check_finite(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected a finite number")
 
 
+def has_positive_support(prior: torch.distributions.Distribution) -> bool:
+    """Whether ``prior`` puts all its mass on ``[0, inf)`` (its support's lower bound is >= 0:
+    ``positive``, ``nonnegative``, ``greater_than(c)``, ``interval(c, d)`` with ``c >= 0``),
+    as a rationality, a scale or a tie strength needs: a draw below 0 reverses what it
+    scales. One rule for every such prior."""
+    support = prior.support
+    while isinstance(support, torch.distributions.constraints.independent):
+        support = support.base_constraint
+    low = getattr(support, "lower_bound", None)
+    if low is None:
+        return False
+    return bool((torch.as_tensor(low) >= 0).all())
+
+
 def check_process_executor(executor, tasks: str = "tasks", *,
                            global_state: str = "seed torch's global random number generator"
                            ) -> None:

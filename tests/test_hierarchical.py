@@ -58,6 +58,21 @@ def test_expert_demonstrations_key_each_trajectory_by_its_expert():
         ExpertDemonstrations(data.demos, data.expert, expert_names=["x"])
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"rationality": -1.0}, "rationality must be > 0, got -1.0"),
+    ({"rationality": torch.ones(3)}, r"rationality must be a number or have shape \(2,\) "
+                                     r"\(one per expert\), got shape \(3,\)"),
+    ({"mean": torch.zeros(3)}, r"mean must be a number or have shape \(2,\) \(one per "
+                               r"feature\)"),
+    ({"scale": float("nan")}, "scale is nan, expected a finite number"),
+])
+def test_simulated_experts_refuse_bad_settings_by_name(kwargs, match):
+    mdp = tiny_chain_mdp(horizon=3)
+    args = {"mean": 0.0, "scale": 1.0, "n_experts": 2, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        simulate_experts(mdp, mdp.features, 2, **args)
+
+
 # ---------------------------------------------------------------------------- likelihood
 @pytest.mark.parametrize("time", [{"horizon": 4}, {"discount": 0.8}])
 def test_batched_experts_equal_a_loop_over_experts(time):
@@ -148,6 +163,7 @@ def test_expert_rationality_is_the_median_times_a_lognormal_deviation():
     ({"pooling": "none", "scale_prior": dist.HalfNormal(1.0)}, ValueError,
      "scale_prior applies to pooling='partial'"),
     ({"scale_prior": dist.Normal(0.0, 1.0)}, ValueError, "must live on the positive reals"),
+    ({"scale_prior": dist.Uniform(-0.5, 2.0)}, ValueError, "must live on the positive reals"),
     ({"n_experts": 0}, ValueError, "n_experts is 0"),
 ])
 def test_bad_model_arguments_are_named(kwargs, error, match):

@@ -139,6 +139,8 @@ BAD_ARGUMENTS = [
     ("rationality-str", {"rationality": "5"}, ValueError, "rationality is '5'"),
     ("rationality-prior-real", {"rationality": dist.Normal(0.0, 1.0)}, ValueError,
      "rationality prior must live on the positive reals"),
+    ("rationality-prior-part-negative", {"rationality": dist.Uniform(-0.5, 2.0)}, ValueError,
+     "rationality prior must live on the positive reals"),
     ("rationality-prior-batch", {"rationality": dist.LogNormal(torch.zeros(2), 1.0)}, ValueError,
      r"rationality prior must be a scalar distribution, got batch_shape \(2,\)"),
     ("subsample-0", {"method": "svi", "subsample_size": 0}, ValueError,

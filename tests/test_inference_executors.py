@@ -78,6 +78,34 @@ def test_any_executor_runs_the_chains(chain_problem):
     assert torch.equal(inline.samples["theta"], sequential.samples["theta"])
 
 
+def test_a_jobs_own_error_comes_back_from_a_given_executor():
+    """In a fresh process, where nothing has imported concurrent.futures.process yet: the
+    except clause for a broken local pool once raised AttributeError over the job's error."""
+    code = textwrap.dedent("""
+        import concurrent.futures, math
+        from bayesirl.inference import executors
+
+        class Inline(concurrent.futures.Executor):
+            def submit(self, fn, /, *args, **kwargs):
+                future = concurrent.futures.Future()
+                try:
+                    future.set_result(fn(*args, **kwargs))
+                except Exception as e:
+                    future.set_exception(e)
+                return future
+
+        try:
+            executors.run_jobs(math.sqrt, [4.0, -1.0], parallel=True, ends_run=lambda r: False,
+                               executor=Inline())
+        except ValueError as e:
+            print("the job's error:", e)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "the job's error: math domain error" in out.stdout
+
+
 def test_a_job_run_in_this_process_gives_its_threads_back():
     torch.set_num_threads(2)
     try:

@@ -140,6 +140,33 @@ def test_ties_need_a_positive_tie_strength():
     assert "tie_strength" in nu_prior.priors
 
 
+def test_judges_rationality_and_tie_strength_priors_must_be_positive():
+    with pytest.raises(ValueError, match="rationality prior must live on the positive reals"):
+        PreferenceModel(birl.LinearReward(torch.eye(2)), rationality=dist.Uniform(-0.5, 2.0))
+    with pytest.raises(ValueError, match="tie_strength prior must live on the positive reals"):
+        PreferenceModel(birl.LinearReward(torch.eye(2)), tie_strength=dist.Uniform(-0.5, 2.0))
+    PreferenceModel(birl.LinearReward(torch.eye(2)), rationality=dist.Uniform(2.0, 5.0))
+
+
+def test_actions_past_the_reward_tables_last_are_refused_not_read_from_the_next_state():
+    """A state-action reward is read flat: action 3 of 2 at state 0 would be state 1's
+    action 1."""
+    prefs = Preferences.from_pairs([[0, 1]], states=[[0], [1]], actions=[[3], [0]])
+    model = PreferenceModel(birl.TabularReward(3, 2))
+    with pytest.raises(ValueError, match=r"actions\[0, 0\] is 3, expected an index in "
+                                         r"\[0, 2\) \(the reward's actions\)"):
+        model.build_target(None, prefs)
+    with pytest.raises(ValueError, match=r"actions\[0, 0\] is 3, .* \(the features' actions\)"):
+        prefs.feature_sums(torch.ones(3, 2, 1))
+    good = Preferences.from_pairs([[0, 1]], states=[[0], [1]], actions=[[1], [0]])
+    target = model.build_target(None, good)
+    theta = torch.arange(6.0).reshape(3, 2)
+    assert target.returns({"theta": theta}).tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"states\[1, 0\] is 3, expected an index in \[0, 3\)"):
+        target.returns({"theta": theta}, Preferences.from_pairs([[0, 1]], states=[[0], [3]],
+                                                                 actions=[[1], [0]]))
+
+
 # ---------------------------------------------------------------------------- the target
 def test_fused_potential_equals_the_generic_graph_in_value_and_gradient():
     target = PreferenceModel(birl.LinearReward(torch.eye(2), prior=dist.Normal(0.3, 2.0)),

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pyro.distributions as dist
 import pytest
 import torch
 
@@ -14,6 +15,7 @@ from bayesirl._validation import (
     check_int,
     check_number,
     check_probability,
+    has_positive_support,
     is_posterior,
     to_numpy,
 )
@@ -91,3 +93,15 @@ def test_to_numpy_keeps_or_sets_the_dtype():
     t = torch.ones(2, dtype=torch.float32, requires_grad=True)
     assert to_numpy(t).dtype == np.float32 and to_numpy(t, np.float64).dtype == np.float64
     assert to_numpy(None) is None
+
+
+@pytest.mark.parametrize("prior, positive", [
+    (dist.HalfNormal(1.0), True), (dist.LogNormal(0.0, 1.0), True), (dist.Gamma(2.0, 1.0), True),
+    (dist.Uniform(2.0, 5.0), True), (dist.Uniform(0.1, 0.9), True),
+    (dist.LogNormal(torch.zeros(3), 1.0).to_event(1), True),
+    (dist.Uniform(-0.5, 2.0), False), (dist.Normal(0.0, 1.0), False),
+    (dist.Delta(torch.tensor(2.0)), False)])
+def test_a_positive_prior_is_one_whose_support_starts_at_or_above_zero(prior, positive):
+    """Uniform(-0.5, 2) passed the old check (support has 1, not -1): a draw of -0.4 reversed
+    every preference; Uniform(2, 5) failed it (no -1, no 1) though every draw is positive."""
+    assert has_positive_support(prior) is positive

@@ -273,10 +273,8 @@ class Preferences:
         if phi.dim() == 3 and self.actions is None:
             raise ValueError("features are state-action features (S, A, d) but the "
                              "trajectories have no actions; give state features (S, d)")
-        top = int(self.states.max())
-        if top >= phi.shape[0]:
-            raise ValueError(f"the trajectories visit state {top}, but features has "
-                             f"{phi.shape[0]} rows")
+        self.check_indices(phi.shape[0], phi.shape[1] if phi.dim() == 3 else None,
+                           "the features'")
         w = self.step_weights(discount, phi.dtype).to(phi.device)
         steps = (phi[self.states] if phi.dim() == 2
                  else phi[self.states, self.actions])                      # (M, T, d)
@@ -296,14 +294,21 @@ class Preferences:
 
     def validate(self, mdp) -> Preferences:
         """Check state and action indices against ``mdp``; return ``self`` or raise."""
+        return self.check_indices(mdp.n_states, mdp.n_actions, "the MDP's")
+
+    def check_indices(self, n_states: int, n_actions: int | None, whose: str) -> Preferences:
+        """Check state indices against ``n_states`` and actions against ``n_actions`` (None:
+        unchecked), ``whose`` naming what they index (``"the MDP's"``); return ``self`` or
+        raise. A state-action reward is read flat, so an action past the last would silently
+        read the next state's reward."""
         if self.states is None:
             return self
-        for name, t, n in (("states", self.states, mdp.n_states),
-                           ("actions", self.actions, mdp.n_actions)):
-            if t is not None and (t >= n).any():
+        for name, t, n in (("states", self.states, n_states),
+                           ("actions", self.actions, n_actions)):
+            if t is not None and n is not None and (t >= n).any():
                 idx = first_bad(t >= n)
                 raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected an "
-                                 f"index in [0, {n}) (the MDP's {name})")
+                                 f"index in [0, {n}) ({whose} {name})")
         return self
 
     def __repr__(self) -> str:

@@ -43,6 +43,7 @@ import sys
 import threading
 import time
 import types
+from concurrent.futures.process import BrokenProcessPool  # a submodule, loaded on import
 from dataclasses import dataclass
 
 import threadpoolctl
@@ -253,7 +254,7 @@ def _gather(futures: list, stop, interrupted: bool, stoppable: bool) -> Ran:
             continue
         try:
             results.append(f.result())
-        except concurrent.futures.process.BrokenProcessPool as e:
+        except BrokenProcessPool as e:
             raise RuntimeError(
                 "a chain's process died before returning its draws (killed for lack of memory, "
                 "or by a signal); pass parallel=False to run the chains one after another, or "

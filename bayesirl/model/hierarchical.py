@@ -41,7 +41,15 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayesirl._validation import as_tensor, check_choice, check_int, check_names
+from bayesirl._validation import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_int,
+    check_names,
+    check_number,
+    has_positive_support,
+)
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.experts import ExpertDemonstrations
 from bayesirl.model.base_target import BaseTarget
@@ -68,7 +76,7 @@ def _check_positive_prior(name: str, prior, shape):
     if not isinstance(prior, torch.distributions.Distribution):
         raise TypeError(f"{name} must be a torch distribution on the positive reals (e.g. "
                         f"dist.HalfNormal(1.)), got {type(prior).__name__}")
-    if prior.support.check(torch.tensor(-1.0)) or not prior.support.check(torch.tensor(1.0)):
+    if not has_positive_support(prior):
         raise ValueError(f"{name} must live on the positive reals, got support {prior.support}")
     return _check_prior(name, prior, shape)
 
@@ -383,10 +391,23 @@ def simulate_experts(mdp, features, demos_per_expert: int, *, mean, scale, n_exp
     phi = as_tensor("features", features, dtype=mdp.dtype, device=mdp.device)
     d = phi.shape[-1]
     g = torch.Generator(device=mdp.device).manual_seed(check_int("seed", seed, 0))
+
+    def per(name, value, n, what, positive=False):  # a number or (n,), checked by name
+        t = as_tensor(name, value, dtype=mdp.dtype, device=mdp.device)
+        if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != n):
+            raise ValueError(f"{name} must be a number or have shape ({n},) (one per {what}), "
+                             f"got shape {tuple(t.shape)}")
+        if t.dim() == 0:
+            check_number(name, float(t))
+        check_finite(name, t)
+        if positive and not (t > 0).all():
+            raise ValueError(f"{name} must be > 0, got {t.min().item()}")
+        return t
+
+    mean, scale = per("mean", mean, d, "feature"), per("scale", scale, d, "feature")
     z = torch.randn(E, d, generator=g, dtype=mdp.dtype, device=mdp.device)
-    theta = (torch.as_tensor(mean, dtype=mdp.dtype, device=mdp.device)
-             + torch.as_tensor(scale, dtype=mdp.dtype, device=mdp.device) * z)
-    beta = torch.as_tensor(rationality, dtype=mdp.dtype, device=mdp.device).expand(E)
+    theta = mean + scale * z
+    beta = per("rationality", rationality, E, "expert", positive=True).expand(E)
     reward = torch.einsum("ed,sd->es" if phi.dim() == 2 else "ed,sad->esa", theta, phi)
     if phi.dim() == 2:
         reward = reward.unsqueeze(-1).expand(*reward.shape, mdp.n_actions)

@@ -28,6 +28,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from bayesirl._validation import has_positive_support
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood_kernels import DemoLogLikelihood
@@ -57,8 +58,7 @@ def check_rationality(rationality):
             raise ValueError("rationality prior must be a scalar distribution, got batch_shape "
                              f"{tuple(rationality.batch_shape)} and event_shape "
                              f"{tuple(rationality.event_shape)}")
-        if rationality.support.check(torch.tensor(-1.0)) or not rationality.support.check(
-                torch.tensor(1.0)):
+        if not has_positive_support(rationality):
             raise ValueError(f"rationality prior must live on the positive reals, got support "
                              f"{rationality.support}")
         return rationality

@@ -38,7 +38,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from bayesirl._validation import check_number
+from bayesirl._validation import check_number, has_positive_support
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.preferences import Preferences
 from bayesirl.model.base_target import BaseTarget
@@ -183,7 +183,7 @@ def _check_positive(name: str, value, allow_zero: bool = False):
             raise ValueError(f"{name} prior must be a scalar distribution, got batch_shape "
                              f"{tuple(value.batch_shape)}, event_shape "
                              f"{tuple(value.event_shape)}")
-        if value.support.check(torch.tensor(-1.0)) or not value.support.check(torch.tensor(1.0)):
+        if not has_positive_support(value):
             raise ValueError(f"{name} prior must live on the positive reals, got support "
                              f"{value.support}")
         return value
@@ -327,7 +327,9 @@ class PreferenceTarget(BaseTarget):
         # the feature differences of the pairs, (P, d): delta = beta theta . x_k
         self.X = None if self.F is None else self.F[pairs[:, 0]] - self.F[pairs[:, 1]]
         # the reward model's output for one parameter value: (S,) or (S, A)
-        self.state_action = self.reward_model.reward(self._zeros()).dim() == 2
+        self.reward_shape = tuple(self.reward_model.reward(self._zeros()).shape)
+        self.state_action = len(self.reward_shape) == 2
+        self.check_preferences(preferences)
         self.fused = self._fused()
 
     def _fused(self):
@@ -359,9 +361,18 @@ class PreferenceTarget(BaseTarget):
         """N demonstrations plus P pairs."""
         return (0 if self.demos is None else self.demos.n) + self.preferences.n_pairs
 
+    def check_preferences(self, preferences: Preferences) -> Preferences:
+        """``preferences`` if its states and actions index the reward model's table, else an
+        error naming the first that does not (with an MDP too, which ``validate`` checks
+        against, a reward table can be smaller or larger than the MDP's)."""
+        S = self.reward_shape[0]
+        return preferences.check_indices(S, self.reward_shape[1] if self.state_action
+                                         else None, "the reward's")
+
     def returns(self, params, preferences: Preferences | None = None) -> torch.Tensor:
         """``(..., M)`` returns of the trajectories of ``preferences`` (default the data's)."""
-        prefs = self.preferences if preferences is None else preferences
+        prefs = (self.preferences if preferences is None
+                 else self.check_preferences(preferences))
         if prefs is self.preferences and self.F is not None:
             return params[self.linear_site] @ self.F.T
         linear = _linear_returns_matrix(self.reward_model, prefs, self.discount)
