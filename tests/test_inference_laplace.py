@@ -212,3 +212,29 @@ def test_a_flat_direction_is_named_in_the_parameters_not_the_samplers_coordinate
     with pytest.raises(ValueError, match=r"in the unconstrained coordinates, mostly along "
                                          r"w\[0\]\)"):
         laplace(Swapped(), {"z": torch.zeros(2, dtype=torch.float64)})
+
+
+def test_bhhh_standard_errors_are_the_scores_alone_whatever_the_prior():
+    """BHHH's information is the outer product of the likelihood's scores; a proper prior's
+    curvature (which the second-order target's Newton fallback adds) must not shrink them:
+    at one point, a Normal(0, 0.5) prior and a flat one give the same BHHH errors, while the
+    Hessian's errors differ."""
+    from bayesirl.inference.map import laplace, laplace_fit
+    from bayesirl.inference.target import build_target
+
+    mdp = tiny_chain_mdp(discount=0.9)  # discounted: the exact second-order potential
+    demos = simulate_demos(mdp, mdp.reward, 40, seed=0, length=8)
+    proper = build_target(mdp, demos, birl.LinearReward(mdp.features,
+                                                        prior=dist.Normal(0.0, 0.5)),
+                          "soft", 1.0)
+    flat = build_target(mdp, demos, birl.LinearReward(mdp.features, prior=FLAT), "soft", 1.0)
+    fit = laplace_fit(proper)
+    u = proper.unconstrain(fit.params)
+    a, b = laplace(proper, u, bhhh=True), laplace(flat, u, bhhh=True)
+    torch.testing.assert_close(a.standard_errors_bhhh["theta"], b.standard_errors_bhhh["theta"])
+    torch.testing.assert_close(fit.opg_standard_errors["theta"], b.standard_errors_bhhh["theta"])
+    assert bool((a.standard_errors["theta"] < b.standard_errors["theta"]).all())
+    # a target without a transitions term: every log-likelihood term is a choice's
+    assert fit.log_likelihood_transition == 0.0
+    assert fit.log_likelihood_choice == fit.log_likelihood == pytest.approx(
+        float(demo_log_likelihood(mdp, demos, mdp.features @ fit.params["theta"]).sum()))

@@ -37,6 +37,7 @@ import scipy.optimize
 import torch
 
 from bayesirl.core.flat import flattening
+from bayesirl.model.dynamics_likelihood import FullLikelihoodTarget
 from bayesirl.posterior.diagnostics import InferenceWarning
 
 __all__ = ["MAX_COORDINATES", "Laplace", "LaplaceFit", "coordinate_names", "fit_map", "hessian",
@@ -281,8 +282,8 @@ def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None,
         bhhh = getattr(target, "improper", False)
     H, how, at = curvature if curvature is not None else _curvature(target, x, unflatten)
     opg = None
-    if bhhh:  # a second-order target's curvature is BHHH's information
-        opg = (at.curvature.to(x.dtype) if at is not None
+    if bhhh:  # BHHH's information: the scores' outer product alone, whatever the prior
+        opg = (at.derivatives.opg.to(x.dtype) if at is not None
                else _observation_information(target, unflatten(x)))
     names = coordinate_names(u_map)
     constrained = target.constrain(unflatten(x))
@@ -355,7 +356,8 @@ class LaplaceFit(NamedTuple):
             per-observation scores (BHHH), or None when not asked for or not available.
         log_likelihood: at the mode, the sum of ``target.log_likelihood``;
             ``log_likelihood_choice`` and ``log_likelihood_transition`` split it into the
-            demonstrations' terms and a last term (a full-likelihood target's transitions).
+            demonstrations' terms and a full-likelihood target's transitions term (0 for
+            any other target).
         gradient_norm: sup-norm of the potential's gradient at the mode (unconstrained).
         seconds: wall time of the fit.
     """
@@ -427,8 +429,9 @@ def laplace_fit(target, *, u0: dict[str, torch.Tensor] | None = None, max_iter: 
               for i, k in enumerate(params)}
     with torch.no_grad():
         ll = target.log_likelihood(params)
-    n_demo = ll.shape[-1] - 1
+    # a full likelihood's last term is its transitions'; any other target's are all choices
+    transition = (float(ll[..., -1]) if isinstance(target, FullLikelihoodTarget) else 0.0)
     return LaplaceFit(params, fit.standard_errors, blocks, fit.covariance,
                       fit.standard_errors_bhhh if opg else None, float(ll.sum()),
-                      float(ll[..., :n_demo].sum()), float(ll[..., n_demo]),
+                      float(ll.sum()) - transition, transition,
                       float(grad.abs().max()), time.perf_counter() - start)
