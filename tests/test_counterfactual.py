@@ -9,6 +9,7 @@ import torch
 
 import bayesirl as birl
 from bayesirl.decisions.counterfactual import (
+    FixedDynamicsWarning,
     band,
     counterfactual,
     discounted_occupancy,
@@ -175,6 +176,55 @@ def test_a_chain_with_two_recurrent_classes_has_no_stationary_distribution():
     mdp = birl.TabularMDP.from_dense(P, discount=0.9)
     with pytest.raises(ValueError, match="no unique stationary distribution"):
         stationary_distribution(mdp, torch.ones(3, 1))
+
+
+def test_the_lazy_chain_also_refuses_two_recurrent_classes(monkeypatch):
+    """Beyond the dense limit the lazy chain from uniform alone converged to (1/2, 0, 1/2)."""
+    P = torch.zeros(3, 1, 3)
+    P[0, 0, 0] = P[2, 0, 2] = 1.0
+    P[1, 0, 0] = P[1, 0, 2] = 0.5
+    mdp = birl.TabularMDP.from_dense(P, discount=0.9)
+    monkeypatch.setattr(cf, "DENSE_MAX_STATES", 0)
+    with pytest.raises(ValueError, match="no unique stationary distribution .* draw 0"):
+        stationary_distribution(mdp, torch.ones(3, 1))
+
+
+def test_a_changed_rationality_is_the_planners_and_p_is_not_a_reward_site():
+    mdp = tiny_bus(p=0.3, discount=0.9)
+    theta = torch.tensor([[1.0, 2.0], [1.5, 2.5]])
+    rewards = torch.einsum("dk,sak->dsa", theta.double(), mdp.features)
+    post = RewardPosterior(mdp, rewards.unsqueeze(0),
+                           params={"theta": theta.double().unsqueeze(0),
+                                   "rationality": torch.ones(1, 2, dtype=torch.float64)},
+                           settings={"likelihood": "soft"}, dims={"theta": ("feature",)},
+                           coords={"feature": ["theta_11", "RC"]})
+    base = counterfactual(post, progress=False)
+    sharp = counterfactual(post, params={"rationality": 10.0}, progress=False)
+    want = cf.action_log_probs(mdp, post.reward(), "soft", torch.full((2,), 10.0)).exp()
+    assert torch.allclose(sharp.policy, want)
+    assert not torch.allclose(sharp.policy, base.policy, atol=1e-3)
+    via_function = counterfactual(post, params=lambda d: {**d, "rationality": 10 * d[
+        "rationality"]}, progress=False)
+    assert torch.allclose(via_function.policy, want)
+
+
+def test_a_posterior_with_draws_of_the_dynamics_warns_that_it_plans_in_one_mdp():
+    mdp = tiny_bus(p=0.3, discount=0.9)
+    theta = torch.tensor([[1.0, 2.0], [1.5, 2.5]], dtype=torch.float64)
+    rewards = torch.einsum("dk,sak->dsa", theta, mdp.features)
+    p = torch.tensor([[[0.7, 0.3]], [[0.1, 0.9]]], dtype=torch.float64)  # (D, G, K)
+    post = RewardPosterior(mdp, rewards.unsqueeze(0),
+                           params={"theta": theta.unsqueeze(0), "p": p.unsqueeze(0)},
+                           settings={"likelihood": "soft"}, dims={"theta": ("feature",)},
+                           coords={"feature": ["theta_11", "RC"]})
+    with pytest.warns(FixedDynamicsWarning, match="leaves out the dynamics' uncertainty"):
+        counterfactual(post, progress=False)
+    with pytest.warns(FixedDynamicsWarning):
+        replacement_demand(post, torch.tensor([1.0, 2.0]), progress=False)
+    counterfactual(post, transition_probs=mdp.transition_probs, progress=False)  # chosen: quiet
+    with pytest.raises(ValueError, match=r"params\['p'\] would change the transition"):
+        counterfactual(post, params={"p": p}, transition_probs=mdp.transition_probs,
+                       progress=False)
 
 
 @pytest.fixture(scope="module")

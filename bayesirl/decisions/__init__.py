@@ -25,6 +25,7 @@ from bayesirl.decisions.counterfactual import (
     Band,
     Counterfactual,
     DemandCurve,
+    FixedDynamicsWarning,
     counterfactual,
     replacement_demand,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Band",
     "Counterfactual",
     "DemandCurve",
+    "FixedDynamicsWarning",
     "counterfactual",
     "replacement_demand",
     "CRITERIA",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -45,6 +46,7 @@ __all__ = [
     "OCCUPANCIES",
     "Band",
     "Counterfactual",
+    "FixedDynamicsWarning",
     "DemandCurve",
     "band",
     "counterfactual",
@@ -119,8 +121,8 @@ def stationary_distribution(mdp: TabularMDP, policy: torch.Tensor) -> torch.Tens
     Solves ``d = d P_pi``, ``sum_s d(s) = 1`` with ``P_pi(s, s') = sum_a pi(a|s) P(s'|s, a)``:
     a batched dense solve (one equation of ``(I - P_pi)^T d = 0`` replaced by the
     normalisation) up to :data:`DENSE_MAX_STATES` states, else the lazy chain
-    ``d <- (d + d P_pi) / 2`` from uniform, which converges for any chain with one recurrent
-    class, periodic or not.
+    ``d <- (d + d P_pi) / 2`` from a uniform and from a ramp start, which converges for any
+    chain with one recurrent class, periodic or not (to one limit from both starts).
 
     Args:
         mdp: a discounted MDP (its transitions; the discount is not used).
@@ -157,7 +159,12 @@ def stationary_distribution(mdp: TabularMDP, policy: torch.Tensor) -> torch.Tens
 
         d = _batched(solve, pi, _dense_chunk(S))
     else:
-        d = torch.full(pi.shape[:-1], 1.0 / S, dtype=pi.dtype, device=pi.device)
+        # two starts, uniform and a ramp: with one recurrent class both reach the same limit;
+        # with several, each start's limit weighs the classes by the mass it sends into them
+        ramp = torch.arange(1, S + 1, dtype=pi.dtype, device=pi.device)
+        starts = torch.stack([torch.ones_like(ramp), ramp]) / torch.stack(
+            [torch.ones_like(ramp), ramp]).sum(-1, keepdim=True)
+        d = starts[:, None, :].expand(2, *pi.shape[:-1]).clone()           # (2, B, S)
         for _ in range(_POWER_MAX_ITERS):
             new = 0.5 * (d + mdp64.push(d.unsqueeze(-1) * pi))
             done = (new - d).abs().amax() <= _POWER_TOL
@@ -167,6 +174,13 @@ def stationary_distribution(mdp: TabularMDP, policy: torch.Tensor) -> torch.Tens
         else:
             raise ValueError(f"the stationary distribution did not converge in "
                              f"{_POWER_MAX_ITERS} iterations of the lazy chain")
+        apart = (d[0] - d[1]).abs().amax(-1) > 1e-8
+        if apart.any():
+            raise ValueError("the controlled chain has no unique stationary distribution "
+                             "(several recurrent classes under the policy of draw "
+                             f"{int(apart.nonzero()[0])}: the lazy chain's limit depends on "
+                             "where it starts); use occupancy='discounted'")
+        d = d[0]
     d = d / d.sum(-1, keepdim=True)
     return d.reshape(*batch, S).to(policy.dtype)
 
@@ -232,9 +246,25 @@ def _check_kind(occupancy, mdp: TabularMDP) -> str:
     return occupancy
 
 
+class FixedDynamicsWarning(UserWarning):
+    """A posterior with draws of the transition probabilities (a full likelihood's ``"p"``)
+    planned in one MDP: the band leaves out the dynamics' uncertainty."""
+
+
 def _world(posterior, mdp, transition_probs) -> TabularMDP:
-    """The counterfactual MDP: ``mdp``, or the posterior's with new transition probabilities."""
+    """The counterfactual MDP: ``mdp``, or the posterior's with new transition probabilities.
+    Warns (:class:`FixedDynamicsWarning`) when neither is given for a posterior that has
+    draws of the transition probabilities: every draw is then planned in the posterior's MDP
+    (its transition probabilities are the first stage's estimate, as in Rust's and NFXP's
+    counterfactuals), not in its own ``p``; passing ``transition_probs`` (or ``mdp``) says so
+    explicitly."""
     base = getattr(posterior, "mdp", None)
+    if mdp is None and transition_probs is None and "p" in getattr(posterior, "params", {}):
+        warnings.warn("this posterior has draws of the transition probabilities ('p'), but "
+                      "every draw is planned in the posterior's MDP (the first stage's "
+                      "estimate): the band leaves out the dynamics' uncertainty; pass "
+                      "transition_probs= (e.g. posterior.mdp.transition_probs) or mdp= to "
+                      "choose the dynamics", FixedDynamicsWarning, stacklevel=3)
     if mdp is not None and transition_probs is not None:
         raise ValueError("give mdp or transition_probs, not both")
     if mdp is None:
@@ -338,7 +368,10 @@ def counterfactual(posterior, *, params=None, reward=None, reward_model=None, md
             a site in every draw (broadcasting against ``(D, ...)``), or a function from the
             dict of draws ``{site: (D, ...)}`` to a changed dict. The rewards are recomputed by
             ``reward_model``, by default the MDP's features times ``theta`` when the posterior
-            is a linear reward on them (checked on its stored draws).
+            is a linear reward on them (checked on its stored draws); a changed
+            ``rationality`` site is the planner's. The transition probabilities are changed
+            by ``mdp`` or ``transition_probs``, not here (a full likelihood's ``p``: see
+            :class:`FixedDynamicsWarning`).
         reward: or change the rewards directly: a function ``(D, S, A) -> (D, S, A)``.
         reward_model: the posterior's reward model (its ``reward(params)`` map) for ``params``.
         mdp: the counterfactual MDP (same states and actions; new transitions, discount or
@@ -370,7 +403,9 @@ def counterfactual(posterior, *, params=None, reward=None, reward_model=None, md
         rewards = posterior.reward().to(world.dtype)
         beta, likelihood = _rationality(posterior, rewards.shape[0]), _likelihood(posterior)
         if params is not None:
-            rewards = _changed_rewards(posterior, world, params, reward_model)
+            rewards, changed = _changed_rewards(posterior, world, params, reward_model)
+            if "rationality" in changed:  # the planner's beta, a site like the reward's
+                beta = torch.as_tensor(changed["rationality"]).reshape(-1).to(rewards)
     else:
         raise TypeError(f"posterior must be a RewardPosterior or a tensor of reward draws, got "
                         f"{type(posterior).__name__}")
@@ -391,7 +426,8 @@ def counterfactual(posterior, *, params=None, reward=None, reward_model=None, md
     return Counterfactual(world, rewards, policy, occ, kind)
 
 
-def _changed_rewards(posterior, world, params, reward_model) -> torch.Tensor:
+def _changed_rewards(posterior, world, params, reward_model) -> tuple[torch.Tensor, dict]:
+    """The rewards ``(D, S, A)`` of the changed draws, and those draws ``{site: (D, ...)}``."""
     draws = dict(posterior.samples)
     if callable(params):
         changed = params(dict(draws))
@@ -405,6 +441,10 @@ def _changed_rewards(posterior, world, params, reward_model) -> torch.Tensor:
             if site not in draws:
                 raise ValueError(f"params names site {site!r}, which the posterior lacks "
                                  f"(sites: {sorted(draws)})")
+            if site == "p":
+                raise ValueError("params['p'] would change the transition probabilities, "
+                                 "which the counterfactual takes from transition_probs= or "
+                                 "mdp=")
             v = torch.as_tensor(value, dtype=draws[site].dtype)
             try:
                 changed[site] = v.expand(D, *draws[site].shape[1:])
@@ -421,7 +461,7 @@ def _changed_rewards(posterior, world, params, reward_model) -> torch.Tensor:
         phi = _linear_features(posterior, world if world.features is not None
                                else posterior.mdp, "theta")
         r = torch.einsum("dk,sak->dsa", changed["theta"].to(phi), phi)
-    return broadcast_reward(world, r)
+    return broadcast_reward(world, r), changed
 
 
 # ------------------------------------------------------------------------ Rust's demand curve
