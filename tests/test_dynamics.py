@@ -121,6 +121,21 @@ def test_the_mode_is_refused_where_it_is_not_defined():
         DirichletTransitions.from_counts(rust_support(), [[0, 0, 0]]).mode()
 
 
+def test_a_group_with_one_valid_slot_has_mode_one_there_observed_or_not():
+    """A move the support fixes (one valid slot) has probability 1 whatever was counted; the
+    mode of the other groups is unchanged by it."""
+    succ = torch.tensor([[[1, 2]], [[2, 0]], [[2, 0]]])          # (S=3, A=1, K=2)
+    valid = torch.tensor([[[True, True]], [[True, True]], [[True, False]]])
+    sup = TransitionSupport(succ, valid=valid)
+    post = DirichletTransitions.from_counts(sup, [[3, 1], [2, 2], [0, 0]], prior=1.0)
+    mode = post.group_mode()
+    assert torch.allclose(mode[0], torch.tensor([0.75, 0.25], dtype=mode.dtype))
+    assert mode[2].tolist() == [1.0, 0.0]
+    mdp = post.to_mdp("mode", discount=0.9)
+    assert torch.allclose(mdp.transition_matrix()[2, 0], torch.tensor(
+        [0.0, 0.0, 1.0], dtype=mdp.dtype))
+
+
 def test_draws_are_reproducible_from_their_seed_tied_and_on_the_simplex():
     post = DirichletTransitions.from_counts(rust_support(S=5), [[20, 50, 5]], prior=1.0)
     d = post.draws(7, seed=11)

@@ -357,16 +357,18 @@ class DirichletTransitions:
 
         With a uniform prior (alpha = 1) this is the maximum-likelihood estimate, the observed
         frequencies. Defined when every valid concentration is >= 1 and one exceeds 1; raises
-        ``ValueError`` naming the group otherwise.
+        ``ValueError`` naming the group otherwise. A group with one valid slot (a move the
+        support fixes) has probability 1 there, observed or not.
         """
         c, valid = self.concentration, self.support.group_valid()
-        low = valid & (c < 1)
-        flat = ((c - 1) * valid).sum(-1) <= 0
+        lone = valid.sum(-1, keepdim=True) == 1
+        low = valid & (c < 1) & ~lone
+        flat = (((c - 1) * valid).sum(-1) <= 0) & ~lone[:, 0]
         if low.any() or flat.any():
             g = first_bad(low)[0] if low.any() else int(flat.nonzero()[0])
             raise ValueError(f"group {g} has concentration {c[g][valid[g]].tolist()}: the "
                              "Dirichlet mode needs every entry >= 1 and one > 1, use the mean")
-        m = (c - 1) * valid
+        m = torch.where(lone, valid.to(c.dtype), (c - 1) * valid)
         return (m / m.sum(-1, keepdim=True)).to(dtype or torch.get_default_dtype())
 
     def group_sd(self, dtype=None) -> torch.Tensor:
