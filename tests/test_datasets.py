@@ -9,7 +9,13 @@ import torch
 from scipy.special import logsumexp, softmax
 
 import bayesirl as birl
-from bayesirl.datasets import load_panel, rust_bus, rust_bus_panel, rust_bus_transitions
+from bayesirl.datasets import (
+    load_panel,
+    read_csv_columns,
+    rust_bus,
+    rust_bus_panel,
+    rust_bus_transitions,
+)
 from bayesirl.datasets.rust import COST_SCALE, KEEP, REPLACE
 
 
@@ -63,6 +69,34 @@ def test_a_csv_file_reads_like_the_same_columns_and_errors_name_its_line(tmp_pat
     with pytest.raises(ValueError, match=r"action='action': row 3 \(line 5 of .*bad.csv'\) "
                                          r"is 0.5, expected an integer"):
         load_panel(bad)
+
+
+def test_csv_errors_name_the_files_own_line_after_blank_lines_and_refuse_twin_columns(
+        tmp_path):
+    good = "id,period,state,action\n\n1,0,2,0\n\n1,1,x,0\n"  # the bad row is line 5
+    (tmp_path / "blank.csv").write_text(good)
+    with pytest.raises(ValueError, match=r"state='state': row 1 \(line 5 of .*blank.csv'\)"):
+        load_panel(tmp_path / "blank.csv")
+    (tmp_path / "fields.csv").write_text("id,period,state,action\n\n1,0,2,0\n1,1,0\n")
+    with pytest.raises(ValueError, match=r"fields.csv' line 4 has 3 fields, expected 4"):
+        read_csv_columns(tmp_path / "fields.csv")
+    (tmp_path / "twins.csv").write_text("id,period,state,state,action\n1,0,1,5,0\n")
+    with pytest.raises(ValueError, match=r"names the column\(s\) \['state'\] more than once"):
+        read_csv_columns(tmp_path / "twins.csv")
+    (tmp_path / "huge.csv").write_text("id,period,state,action\n1,0,99999999999999999999,0\n")
+    assert read_csv_columns(tmp_path / "huge.csv")["state"].dtype == np.float64
+    with pytest.raises(ValueError, match=r"state='state': row 0 \(line 2 of .*huge.csv'\) is "
+                                         r"1e\+20, expected an integer \(within int64\)"):
+        load_panel(tmp_path / "huge.csv")
+
+
+def test_keep_and_edges_of_the_wrong_kind_are_named():
+    cols = small_panel_columns()
+    assert load_panel(cols, keep=None).extra == {}
+    with pytest.raises(TypeError, match="keep must be a column name or a sequence"):
+        load_panel(cols, keep=3)
+    with pytest.raises(TypeError, match=r"edges must be numbers \(bin edges\), got \['a', 'b'\]"):
+        load_panel(cols, edges=["a", "b"])
 
 
 def test_string_and_composite_ids():

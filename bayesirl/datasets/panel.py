@@ -33,7 +33,7 @@ import torch
 from bayesirl._validation import ArgumentTypeError, check_choice, check_number
 from bayesirl.core.demos import Demonstrations
 
-__all__ = ["Panel", "load_panel", "read_csv_columns"]
+__all__ = ["CsvColumns", "Panel", "load_panel", "read_csv_columns"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,34 +120,47 @@ class Panel:
 # ---------------------------------------------------------------------------- reading
 
 
-def read_csv_columns(path) -> dict[str, np.ndarray]:
-    """A CSV file with a header row as ``{column name: (N,) array}``.
+class CsvColumns(dict):
+    """``{column name: (N,) array}`` read from a CSV file; ``lines``: ``(N,)`` the file's line
+    number (1-based) of each data row, so that messages name the line even after blank ones."""
+
+    lines: np.ndarray
+
+
+def read_csv_columns(path) -> CsvColumns:
+    """A CSV file with a header row as ``{column name: (N,) array}`` (a :class:`CsvColumns`).
 
     Columns whose every value parses as an integer become int64, else float64 where every value
-    parses as a number, else strings. Raises ``ValueError`` naming the file and line when a row
-    has the wrong number of fields, or the file has no header or no rows.
+    parses as a number, else strings. Blank lines are skipped. Raises ``ValueError`` naming the
+    file and line when a row has the wrong number of fields, when two columns share a name, or
+    when the file has no header or no rows.
     """
     where = repr(os.fspath(path))
     with open(path, newline="") as f:  # a missing file raises FileNotFoundError
-        rows = list(csv.reader(f))
-    rows = [r for r in rows if r]  # blank lines
-    if not rows:
+        numbered = [(k + 1, r) for k, r in enumerate(csv.reader(f)) if r]  # no blank lines
+    if not numbered:
         raise ValueError(f"{where} is empty, expected a header row and data rows")
-    header = [h.strip() for h in rows[0]]
-    if len(rows) < 2:
+    header = [h.strip() for h in numbered[0][1]]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise ValueError(f"{where} names the column(s) {twice} more than once in its header; "
+                         "a column is read by its name")
+    if len(numbered) < 2:
         raise ValueError(f"{where} has a header but no data rows")
-    for i, r in enumerate(rows[1:]):
+    lines, rows = (np.array([k for k, _ in numbered[1:]]), [r for _, r in numbered[1:]])
+    for line, r in zip(lines, rows, strict=True):
         if len(r) != len(header):
-            raise ValueError(f"{where} line {i + 2} has {len(r)} fields, expected "
+            raise ValueError(f"{where} line {line} has {len(r)} fields, expected "
                              f"{len(header)} like the header {header}")
-    cols = {}
+    cols = CsvColumns()
+    cols.lines = lines
     for j, name in enumerate(header):
-        values = np.array([r[j].strip() for r in rows[1:]])
+        values = np.array([r[j].strip() for r in rows])
         for kind in (np.int64, np.float64):
             try:
                 cols[name] = values.astype(kind)
                 break
-            except ValueError:
+            except (ValueError, OverflowError):  # an integer beyond int64 is a float
                 continue
         else:
             cols[name] = values
@@ -189,10 +202,11 @@ def _first_row(bad: np.ndarray) -> int:
     return int(np.flatnonzero(bad)[0])
 
 
-def _rows(where: str, csv_file: bool):
+def _rows(where: str, cols):
     """How messages name data row i: ``row i`` (0-based), plus its line in a CSV file."""
-    if csv_file:
-        return lambda i: f"row {i} (line {i + 2} of {where})"
+    lines = getattr(cols, "lines", None)
+    if lines is not None:
+        return lambda i: f"row {i} (line {lines[i]} of {where})"
     return lambda i: f"row {i}"
 
 
@@ -202,11 +216,13 @@ def _integers(values: np.ndarray, arg: str, name: str, low: int | None, at) -> n
     if kind in "iu":
         out = values.astype(np.int64)
     elif kind == "f":
-        bad = ~np.isfinite(values) | (values != np.round(values))
+        with np.errstate(invalid="ignore"):  # nan compares False
+            bad = (~np.isfinite(values) | (values != np.round(values))
+                   | (np.abs(values) >= 2.0 ** 63))  # beyond int64 a cast wraps silently
         if bad.any():
             i = _first_row(bad)
             raise ValueError(f"{arg}={name!r}: {at(i)} is {_show(values[i])}, expected an "
-                             "integer")
+                             "integer (within int64)")
         out = values.astype(np.int64)
     elif kind == "b":
         raise ArgumentTypeError(f"{arg}={name!r}: column {name!r} is boolean, expected "
@@ -216,7 +232,7 @@ def _integers(values: np.ndarray, arg: str, name: str, low: int | None, at) -> n
         for i, v in enumerate(values):
             try:
                 out[i] = int(v)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise ValueError(f"{arg}={name!r}: {at(i)} is {_show(v)}, expected an "
                                  "integer") from None
     if low is not None and (out < low).any():
@@ -245,7 +261,10 @@ def _reals(values: np.ndarray, arg: str, name: str, at) -> np.ndarray:
 def _bin(x: np.ndarray, name: str, edges, bin_width, at) -> tuple[np.ndarray, np.ndarray | None]:
     """Continuous states as bin indices (see the module docstring)."""
     if edges is not None:
-        e = np.asarray(edges, dtype=np.float64)
+        try:
+            e = np.asarray(edges, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ArgumentTypeError(f"edges must be numbers (bin edges), got {edges!r}") from err
         if e.ndim != 1 or len(e) < 2 or np.isnan(e).any() or not (np.diff(e) > 0).all():
             raise ValueError(f"edges must be an increasing 1-D array of at least 2 bin edges, "
                              f"got {edges!r}")
@@ -296,7 +315,7 @@ def load_panel(data, *, id="id", period="period", state="state", action="action"
     n = len(first)
     if n == 0:
         raise ValueError(f"{where} has no rows, expected at least one")
-    at = _rows(where, isinstance(data, (str, os.PathLike)))
+    at = _rows(where, cols)
     periods = _integers(first, "period", period, None, at)
     id_cols = [_column(cols, where, "id", c, n) for c in id_names]
     raw_state = _column(cols, where, "state", state, n)
@@ -308,6 +327,11 @@ def load_panel(data, *, id="id", period="period", state="state", action="action"
     actions = _integers(_column(cols, where, "action", action, n), "action", action, 0, at)
     if isinstance(keep, str):
         keep = (keep,)
+    elif keep is None:
+        keep = ()
+    elif not isinstance(keep, Sequence):
+        raise ArgumentTypeError(f"keep must be a column name or a sequence of them, got "
+                                f"{type(keep).__name__}")
     extra_raw = {k: _column(cols, where, "keep", k, n) for k in keep}
 
     # id codes: each column's codes, combined lexicographically for a composite id
