@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 
@@ -386,3 +387,63 @@ def test_chain_processes_exit_when_their_parent_is_killed(tmp_path, started):
     proc.kill()
     proc.communicate(timeout=60)
     _wait_for(lambda: not any(map(_alive, workers)), "the orphaned chains to exit", timeout=10)
+
+
+SLEEPER = """\
+import os, time
+
+
+def job(i):
+    open(os.path.join(os.environ["MARKS"], f"started-{i}"), "w").close()
+    time.sleep(120)  # deaf to the stop event: only abandoning ends the wait
+    return i
+"""
+
+ABANDONED = """\
+import time
+from bayesirl.inference import executors
+from sleeper import job  # a module the chain processes import (they do not run __main__)
+
+if __name__ == "__main__":
+    print("ready", flush=True)
+    start = time.monotonic()
+    ran = executors.run_jobs(job, [0, 1], parallel=True, ends_run=lambda r: False,
+                             max_workers=2)
+    print("returned", ran.abandoned, round(time.monotonic() - start), flush=True)
+"""
+
+
+@needs_proc
+@pytest.mark.slow
+def test_a_third_ctrl_c_stops_waiting_for_the_jobs(tmp_path):
+    """The module doc's promise: the third press drops the jobs still running, so the call
+    returns at once (it used to wait for them in the pool's shutdown, then drop them)."""
+    (tmp_path / "marks").mkdir()
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
+    script = tmp_path / "abandoned.py"
+    script.write_text(ABANDONED)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "MARKS": str(tmp_path / "marks"),
+                                 "PYTHONPATH": path},
+                            start_new_session=True)
+    try:
+        assert proc.stdout.readline().startswith("ready")
+        _wait_for(lambda: len(os.listdir(tmp_path / "marks")) == 2, "both jobs to start",
+                  timeout=120)
+        lines = []
+        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+        for _ in range(3):
+            os.kill(proc.pid, signal.SIGINT)
+            time.sleep(0.3)
+        # the call returns now, not when the jobs would end (they sleep 120 s); the process
+        # itself exits when the workers do (a real chain's, told to stop, after one iteration)
+        _wait_for(lambda: any(ln.startswith("returned") for ln in lines), "the call to return",
+                  timeout=60)
+        returned = next(ln.split() for ln in lines if ln.startswith("returned"))
+        assert returned[1] == "2" and int(returned[2]) < 60, returned
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=60)

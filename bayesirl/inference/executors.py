@@ -279,7 +279,7 @@ def _local_pool(fn, jobs, context, max_workers: int) -> Ran:
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers, mp_context=context, initializer=_init_worker,
         initargs=(stop, os.getpid()))
-    futures, interrupted = [], False
+    futures, interrupted, abandoned = [], False, False
     try:
         try:
             with _children_without_sigint():
@@ -288,9 +288,12 @@ def _local_pool(fn, jobs, context, max_workers: int) -> Ran:
         except KeyboardInterrupt:
             interrupted = True
         ran = _gather(futures, stop, interrupted, stoppable=True)
+        abandoned = ran.abandoned > 0
     finally:
+        # after the third Ctrl-C, no waiting: the workers, told to stop, exit after their
+        # current iteration (or with this process), and their results are dropped anyway
         try:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not abandoned, cancel_futures=True)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
     return ran
