@@ -475,7 +475,10 @@ class QValueTarget:
                                        dim=0, return_inverse=True)
         self.states = states
         self.s_idx = inverse[:M]
-        self.succ_idx, self.succ_terminal = inverse[M:].reshape(succ.shape[:2]), term
+        self.succ_idx = inverse[M:].reshape(succ.shape[:2])
+        # every action's discount on V(s'), (M * A,): a chance of termination p weighs it by
+        # 1 - p; made once here, not at each density evaluation
+        self.succ_discount = self.discount * (1.0 - term.reshape(-1).to(states.dtype))
         taken = (tr.actions if model.dynamics is not None
                  else torch.zeros_like(tr.actions))[:, None]
         self.next_idx = self.succ_idx.gather(1, taken).squeeze(1)
@@ -533,11 +536,11 @@ class QValueTarget:
             return log_pi, r, r
         M, A = self.succ_idx.shape
         every = torch.arange(A, device=q.device).repeat(M)
-        keep = 1.0 - self.succ_terminal.reshape(-1).to(q.dtype)  # a chance weighs V(s')
         _, r_all = value_space_terms(q, self.s_idx.repeat_interleave(A), every,
                                      self.succ_idx.reshape(-1),
                                      torch.zeros_like(every, dtype=torch.bool),
-                                     self.rationality, self.discount * keep, self.likelihood)
+                                     self.rationality, self.succ_discount.to(q.dtype),
+                                     self.likelihood)
         return log_pi, r, r_all
 
     def rewards(self, params) -> torch.Tensor:
