@@ -11,7 +11,9 @@ holes and goal), or any cells you give.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from bayesirl._validation import check_probability
 from bayesirl.plots.common import (
     as_numpy,
     draw_marks,
@@ -20,6 +22,7 @@ from bayesirl.plots.common import (
     new_axes,
     resolve_marks,
 )
+from bayesirl.posterior.bands import equal_tailed_interval
 
 __all__ = ["plot_recovery", "plot_reward", "plot_reward_panels"]
 
@@ -64,6 +67,12 @@ def _reduce_actions(values: np.ndarray, over_actions: str) -> tuple[np.ndarray, 
     return reduce(values, axis=1), f" ({over_actions} over actions)"
 
 
+def _interval(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
+    """The equal-tailed ``prob`` interval over the draws of ``draws: (n, ...)``, as arrays."""
+    lo, hi = equal_tailed_interval(torch.tensor(draws), prob)  # a copy: draws may be read-only
+    return lo.numpy(), hi.numpy()
+
+
 def _stat(draws: np.ndarray, stat: str, prob: float) -> np.ndarray:
     if stat == "mean":
         return draws.mean(0)
@@ -71,7 +80,7 @@ def _stat(draws: np.ndarray, stat: str, prob: float) -> np.ndarray:
         raise ValueError(f"stat={stat!r} needs posterior draws (got a single reward)")
     if stat == "sd":
         return draws.std(0, ddof=1)
-    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    lo, hi = _interval(draws, prob)
     return hi - lo
 
 
@@ -99,8 +108,7 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
     """
     if stat not in ("mean", "sd", "width"):
         raise ValueError(f"stat is {stat!r}, expected 'mean', 'sd' or 'width'")
-    if not 0 < prob < 1:
-        raise ValueError(f"prob is {prob!r}, expected a number in (0, 1)")
+    prob = check_probability("prob", prob, open_low=True, open_high=True)  # titles use it
     mdp, draws, source = _reward_draws(mdp_or_posterior, reward)
     marks = resolve_marks(mdp, marks)
     values, note = _reduce_actions(_stat(draws, stat, prob), over_actions)
@@ -124,8 +132,7 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
         x = np.arange(S)
         color = "C0" if stat == "mean" else "C3"
         if stat == "mean" and draws.shape[0] > 1:
-            q = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
-            lo, hi = (_reduce_actions(x, over_actions)[0] for x in q)
+            lo, hi = (_reduce_actions(x, over_actions)[0] for x in _interval(draws, prob))
             lo, hi = np.minimum(lo, values), np.maximum(hi, values)
             if S <= _MAX_BARS:
                 ax.bar(x, values, color=color, width=0.8, label="posterior mean")
@@ -213,7 +220,7 @@ def plot_recovery(true, posterior_or_draws, ax=None, prob: float = 0.9, center: 
         t = t - t.mean()
         draws = draws - draws.mean(1, keepdims=True)
     mean = draws.mean(0)
-    lo, hi = np.quantile(draws, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+    lo, hi = _interval(draws, prob)
     ax = new_axes(ax)
     ax.errorbar(t, mean, yerr=[mean - lo, hi - mean], fmt="o", ms=4, color="C0", ecolor="C0",
                 elinewidth=1, alpha=0.8, label=f"posterior mean, {prob:.0%} interval")
