@@ -559,6 +559,62 @@ def test_the_reward_function_conditions_on_every_action_the_prior_covers(tmp_pat
     assert torch.equal(back.reward_function(obs, seed=1), draws)
 
 
+def _draw_terms_target(kind, dynamics):
+    """A tiny target with a ``kind`` reward prior, with or without point-mass dynamics, and
+    four draws of its weights."""
+    if dynamics:
+        task = point_mass(grid=5, discount=0.8, rationality=1.0)
+        data = task.sample(2, 3, seed=0)
+        model = QValueModel(discount=0.8, dynamics=task.dynamics, reward_prior=kind,
+                            whiten=False)
+    else:
+        data = _data(n=2, T=4, A=3)
+        model = QValueModel(discount=0.8, reward_prior=kind, whiten=False,
+                            reward_fourier=0 if kind == "iid" else 4)
+    target = model.build_target(None, data, likelihood="soft", rationality=1.0)
+    w = 0.3 * torch.randn(4, target.n_params, generator=torch.Generator().manual_seed(0))
+    return target, w
+
+
+@pytest.mark.parametrize("kind, dynamics", [("iid", False), ("state", False),
+                                            ("state_action", False), ("state", True),
+                                            ("state_action", True)])
+def test_from_target_keeps_what_the_separate_evaluations_of_each_draw_give(kind, dynamics):
+    """draw_terms gives rewards, per-trajectory log-likelihood and theta | w from one pass;
+    the posterior built from it holds what terms, log_likelihood and theta_mean give one by
+    one."""
+    target, w = _draw_terms_target(kind, dynamics)
+    post = ContinuousPosterior.from_target(target, {"w": w}, method="draws", num_chains=2)
+    assert torch.allclose(post.rewards.reshape(4, -1), target.terms(w)[1])
+    assert torch.allclose(post.log_lik.reshape(4, -1), target.log_likelihood({"w": w}))
+    if kind == "iid":
+        assert post.theta_mean is None and post.theta_chol is None
+        assert target.draw_terms(w).theta_mean is None
+    else:
+        theta = target.theta_mean(w)
+        assert post.theta_mean.shape == (2, 2, theta.shape[-1])
+        assert torch.allclose(post.theta_mean.reshape(4, -1), theta)
+        assert torch.equal(post.theta_chol, target.data_reward_prior.chol)
+    given = torch.zeros(4, target.data.n)  # a sampler's own log-likelihood is kept as given
+    post = ContinuousPosterior.from_target(target, {"w": w}, method="draws", log_lik=given)
+    assert torch.equal(post.log_lik.reshape(4, -1), given)
+
+
+@pytest.mark.parametrize("dynamics", [False, True])
+def test_from_target_evaluates_q_once_per_draw(dynamics, monkeypatch):
+    target, w = _draw_terms_target("state", dynamics)
+    rows = []
+    q = target.q
+
+    def counted(x):
+        rows.append(x.shape[0])
+        return q(x)
+
+    monkeypatch.setattr(target, "q", counted)
+    ContinuousPosterior.from_target(target, {"w": w}, method="draws")
+    assert sum(rows) == w.shape[0]  # rewards, log-likelihood and theta | w: one pass
+
+
 def test_the_policy_refuses_an_observation_of_the_wrong_width(cartpole_post):
     policy = cartpole_post.policy("mean")
     with pytest.raises(ValueError, match=r"obs must have shape \(M, 4\), got \(1, 1\)"):

@@ -57,6 +57,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import pyro
 import pyro.distributions as dist
@@ -77,8 +78,8 @@ from bayesirl.core.trajectories import Trajectories
 from bayesirl.model.likelihood import check_likelihood, check_rationality
 from bayesirl.model.q_function import FeatureMap, QFunction
 
-__all__ = ["GUIDES", "REWARD_PRIORS", "QValueModel", "covariance_tril", "QValueTarget",
-           "RewardPrior", "theta_draws", "value_space_terms"]
+__all__ = ["GUIDES", "REWARD_PRIORS", "DrawTerms", "QValueModel", "covariance_tril",
+           "QValueTarget", "RewardPrior", "theta_draws", "value_space_terms"]
 
 GUIDES = ("normal", "mvn", "lowrank", "avril")
 
@@ -234,6 +235,15 @@ def theta_draws(mean: torch.Tensor, chol: torch.Tensor,
     z = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
     return mean + torch.linalg.solve_triangular(chol.T, z.unsqueeze(-1),
                                                 upper=True).squeeze(-1)
+
+
+class DrawTerms(NamedTuple):
+    """What a posterior keeps of each draw of ``w: (..., P)``
+    (:meth:`QValueTarget.draw_terms`)."""
+
+    reward: torch.Tensor  # (..., M) rewards at the data's transitions
+    log_lik: torch.Tensor  # (..., N) per-trajectory log-likelihood of the actions
+    theta_mean: torch.Tensor | None  # (..., F), or None under an "iid" reward prior
 
 
 # ---------------------------------------------------------------------------- the model
@@ -554,6 +564,18 @@ class QValueTarget:
         compute it); its covariance is ``(C C^T)^-1`` for ``C =``
         ``self.data_reward_prior.chol``."""
         return self.data_reward_prior.theta_mean(self._terms(self.q(w))[2])
+
+    def draw_terms(self, w: torch.Tensor) -> DrawTerms:
+        """:class:`DrawTerms` of weights ``w: (..., P)``: the rewards (:meth:`rewards`), the
+        per-trajectory log-likelihood (:meth:`log_likelihood`) and, for a
+        ``"state"``/``"state_action"`` reward prior, theta's conditional mean
+        (:meth:`theta_mean`), all from one evaluation of Q at the distinct states, the
+        costly step, where the three methods would evaluate it once each."""
+        log_pi, r, r_prior = self._terms(self.q(w))
+        theta = (None if self.reward_prior.kind == "iid"
+                 else self.data_reward_prior.theta_mean(r_prior))
+        return DrawTerms(r, _segment_sum(log_pi, self.transitions.trajectory, self.data.n),
+                         theta)
 
     def log_joint(self, w: torch.Tensor) -> torch.Tensor:
         """``(...)``: log prior of ``w`` + log prior of its rewards + log-likelihood."""

@@ -38,7 +38,6 @@ from bayesirl._validation import (
     as_tensor,
     check_choice,
     check_int,
-    check_probability,
 )
 from bayesirl.core.knn_dynamics import knn_dynamics
 from bayesirl.core.trajectories import Trajectories
@@ -57,6 +56,7 @@ from bayesirl.posterior.arviz_io import (
     read_fit_extras,
     write_fit_extras,
 )
+from bayesirl.posterior.bands import equal_tailed_interval
 from bayesirl.posterior.diagnostics import check_convergence
 from bayesirl.posterior.files import atomic_write
 from bayesirl.posterior.reward_posterior import ChainDraws
@@ -76,10 +76,16 @@ class RewardBand(NamedTuple):
     upper: torch.Tensor
 
 
-def _chunked(fn, w: torch.Tensor) -> torch.Tensor:
-    """``fn`` over the leading dim of ``w`` in chunks, concatenated."""
+def _chunked(fn, w: torch.Tensor):
+    """``fn`` over the leading dim of ``w`` in chunks, concatenated; where ``fn`` returns a
+    tuple of tensors (a NamedTuple), each field is concatenated, and a None field stays
+    None."""
     with torch.no_grad():
-        return torch.cat([fn(w[i:i + _CHUNK]) for i in range(0, w.shape[0], _CHUNK)])
+        parts = [fn(w[i:i + _CHUNK]) for i in range(0, w.shape[0], _CHUNK)]
+    if parts and isinstance(parts[0], tuple):
+        fields = (None if f[0] is None else torch.cat(f) for f in zip(*parts, strict=True))
+        return type(parts[0])(*fields)
+    return torch.cat(parts)
 
 
 class ContinuousPosterior(ChainDraws):
@@ -149,14 +155,13 @@ class ContinuousPosterior(ChainDraws):
         if w.shape[0] % num_chains:
             raise ValueError(f"{w.shape[0]} draws do not split into {num_chains} equal chains")
         C = num_chains
-        rewards = _chunked(lambda x: target.terms(x)[1], w)
-        theta_mean = theta_chol = None
-        if target.reward_prior.kind != "iid":
-            theta_mean = _chunked(target.theta_mean, w).reshape(C, -1, target.data_reward_prior
-                                                                .chol.shape[0])
+        # rewards, log-likelihood and theta | w from one evaluation of Q per draw
+        rewards, own_log_lik, theta_mean = _chunked(target.draw_terms, w)
+        theta_chol = None
+        if theta_mean is not None:
+            theta_mean = theta_mean.reshape(C, -1, theta_mean.shape[-1])
             theta_chol = target.data_reward_prior.chol
-        if log_lik is None:
-            log_lik = _chunked(lambda x: target.log_likelihood({"w": x}), w)
+        log_lik = own_log_lik if log_lik is None else log_lik
         log_lik = as_tensor("log_lik", log_lik).reshape(C, -1, target.data.n)
         stats = {}
         for k, v in dict(sample_stats or {}).items():
@@ -537,12 +542,9 @@ class PosteriorPolicy:
 
 
 def credible_band(draws: torch.Tensor, prob: float) -> RewardBand:
-    """Mean and equal-tailed ``prob`` band over the draws of ``draws: (draws, M)``."""
-    prob = check_probability("prob", prob, open_low=True, open_high=True)
-    q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype, device=draws.device)
-    step = max(1, 2 ** 23 // max(draws.shape[0], 1))  # torch.quantile caps its input's size
-    lo, hi = torch.cat([torch.quantile(draws[:, i:i + step], q, dim=0)
-                        for i in range(0, draws.shape[1], step)], -1)
+    """Mean and equal-tailed ``prob`` band over the draws of ``draws: (draws, M)``; the band
+    is :func:`~bayesirl.posterior.bands.equal_tailed_interval`."""
+    lo, hi = equal_tailed_interval(draws, prob)
     return RewardBand(draws.mean(0), lo, hi)
 
 
