@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import bayesirl as birl
+from bayesirl.core.dynamics import DirichletTransitions, TransitionSupport
 from bayesirl.decisions.counterfactual import (
     FixedDynamicsWarning,
     band,
@@ -16,6 +17,7 @@ from bayesirl.decisions.counterfactual import (
     replacement_demand,
     stationary_distribution,
 )
+from bayesirl.posterior.full_likelihood import FullLikelihoodPosterior
 from bayesirl.posterior.reward_posterior import RewardPosterior
 from bayesirl.testing import naive_log_policy
 
@@ -208,23 +210,139 @@ def test_a_changed_rationality_is_the_planners_and_p_is_not_a_reward_site():
     assert torch.allclose(via_function.policy, want)
 
 
-def test_a_posterior_with_draws_of_the_dynamics_warns_that_it_plans_in_one_mdp():
-    mdp = tiny_bus(p=0.3, discount=0.9)
-    theta = torch.tensor([[1.0, 2.0], [1.5, 2.5]], dtype=torch.float64)
+def offset_bus(discount=0.9):
+    """Three bins from a first stage: keep moves up 0 or 1 bin, replace restarts at bin 0 and
+    then moves; one group of increment probabilities (Rust's tying), features as
+    :func:`tiny_bus`'s. The MDP's successors are the support's, as a full likelihood needs."""
+    support = TransitionSupport.from_offsets(3, 2, offsets=(0, 1), origin=(None, 0))
+    phi = torch.zeros(3, 2, 2, dtype=torch.float64)
+    phi[:, KEEP, 0] = -torch.arange(3.0)
+    phi[:, REPLACE, 1] = -1.0
+    stage = DirichletTransitions.from_counts(support, torch.tensor([[6.0, 4.0]]))
+    return stage.to_mdp(discount=discount, features=phi, feature_names=("theta_11", "RC"),
+                        dtype=torch.float64), support
+
+
+def full_posterior(mdp, support, theta, p, cls=FullLikelihoodPosterior, **kwargs):
+    """A posterior of a linear reward with draws of theta ``(D, 2)`` and of p ``(D, 1, 2)``."""
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    p = torch.as_tensor(p, dtype=torch.float64)
     rewards = torch.einsum("dk,sak->dsa", theta, mdp.features)
-    p = torch.tensor([[[0.7, 0.3]], [[0.1, 0.9]]], dtype=torch.float64)  # (D, G, K)
-    post = RewardPosterior(mdp, rewards.unsqueeze(0),
-                           params={"theta": theta.unsqueeze(0), "p": p.unsqueeze(0)},
-                           settings={"likelihood": "soft"}, dims={"theta": ("feature",)},
-                           coords={"feature": ["theta_11", "RC"]})
+    return cls(mdp, rewards.unsqueeze(0), params={"theta": theta.unsqueeze(0),
+                                                  "p": p.unsqueeze(0)},
+               settings={"likelihood": "soft"}, dims={"theta": ("feature",),
+                                                      "p": ("group", "slot")},
+               coords={"feature": ["theta_11", "RC"]}, **kwargs)
+
+
+THETA = [[1.0, 2.0], [1.5, 2.5]]
+P_DRAWS = [[[0.7, 0.3]], [[0.1, 0.9]]]  # (D, G, K): far apart, so that the draws' own p matter
+
+
+def by_hand(mdp, rewards, probs, kind="stationary"):
+    """Each draw planned alone in its own probabilities: policies and occupancies (D, S, A)."""
+    pis, occs = [], []
+    for r, P in zip(rewards, probs, strict=True):
+        world = mdp.with_probabilities(P)
+        pi = cf.action_log_probs(world, r, "soft", 1.0).exp()
+        pis.append(pi)
+        occs.append(stationary_distribution(world, pi).unsqueeze(-1) * pi if kind ==
+                    "stationary" else discounted_occupancy(world, pi))
+    return torch.stack(pis), torch.stack(occs)
+
+
+@pytest.mark.parametrize("kind", ["stationary", "discounted"])
+def test_a_full_likelihood_posterior_plans_each_draw_in_its_own_transition_probabilities(kind):
+    mdp, support = offset_bus()
+    post = full_posterior(mdp, support, THETA, P_DRAWS, transition_groups=support.groups)
+    probs = post.transition_probs()
+    assert probs.shape == (2, 3, 2, 2)
+    torch.testing.assert_close(probs[1, 2, KEEP], torch.tensor([0.1, 0.9], dtype=torch.float64))
+    out = counterfactual(post, occupancy=kind, progress=False, chunk_size=1)  # no warning
+    want_pi, want_occ = by_hand(mdp, post.reward(), probs, kind)
+    torch.testing.assert_close(out.policy, want_pi)
+    torch.testing.assert_close(out.occupancy, want_occ)
+    torch.testing.assert_close(out.transitions, probs)
+    # planned in the first stage's probabilities instead, the draws' policies differ
+    fixed = counterfactual(post, transition_probs=mdp.transition_probs, occupancy=kind,
+                           progress=False)
+    assert fixed.transitions is None
+    assert not torch.allclose(fixed.policy[1], out.policy[1], atol=1e-3)
+    # "draws" beside a changed discount: each draw's own p in that MDP
+    slower = mdp.replace(discount=0.5)
+    again = counterfactual(post, mdp=slower, transition_probs="draws", occupancy=kind,
+                           progress=False)
+    torch.testing.assert_close(again.policy, by_hand(slower, post.reward(), probs, kind)[0])
+
+
+def test_replacement_demand_plans_each_cost_and_draw_in_the_draws_own_p():
+    mdp, support = offset_bus()
+    post = full_posterior(mdp, support, THETA, P_DRAWS, transition_groups=support.groups)
+    grid = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    curve = replacement_demand(post, grid, progress=False, chunk_size=3)
+    probs = post.transition_probs()
+    for g, cost in enumerate(grid):
+        theta = torch.tensor(THETA, dtype=torch.float64)
+        theta[:, 1] = cost
+        rewards = torch.einsum("dk,sak->dsa", theta, mdp.features)
+        _, occ = by_hand(mdp, rewards, probs)
+        torch.testing.assert_close(curve.draws[g], 12 * occ[..., REPLACE].sum(-1))
+    fixed = replacement_demand(post, grid, transition_probs=mdp.transition_probs,
+                               progress=False)
+    assert not torch.allclose(fixed.draws, curve.draws, atol=1e-3)
+
+
+def test_the_layout_of_the_draws_of_p_is_saved_and_loaded(tmp_path):
+    mdp, support = offset_bus()
+    post = full_posterior(mdp, support, THETA, P_DRAWS, transition_groups=support.groups)
+    post.save(tmp_path / "full.nc")
+    back = FullLikelihoodPosterior.load(tmp_path / "full.nc", mdp)
+    assert torch.equal(back.transition_groups, support.groups)
+    torch.testing.assert_close(back.transition_probs(), post.transition_probs())
+    torch.testing.assert_close(counterfactual(back, progress=False).policy,
+                               counterfactual(post, progress=False).policy)
+    # read as a plain RewardPosterior, the draws of p have no layout: planned in one MDP, warned
+    plain = RewardPosterior.load(tmp_path / "full.nc", mdp)
     with pytest.warns(FixedDynamicsWarning, match="leaves out the dynamics' uncertainty"):
-        counterfactual(post, progress=False)
-    with pytest.warns(FixedDynamicsWarning):
-        replacement_demand(post, torch.tensor([1.0, 2.0]), progress=False)
-    counterfactual(post, transition_probs=mdp.transition_probs, progress=False)  # chosen: quiet
-    with pytest.raises(ValueError, match=r"params\['p'\] would change the transition"):
-        counterfactual(post, params={"p": p}, transition_probs=mdp.transition_probs,
-                       progress=False)
+        counterfactual(plain, progress=False)
+
+
+def test_a_posterior_with_draws_of_p_but_no_layout_warns_that_it_plans_in_one_mdp():
+    mdp, support = offset_bus()
+    for post in (full_posterior(mdp, support, THETA, P_DRAWS, cls=RewardPosterior),
+                 full_posterior(mdp, support, THETA, P_DRAWS)):  # transition_groups None
+        with pytest.warns(FixedDynamicsWarning, match="leaves out the dynamics' uncertainty"):
+            counterfactual(post, progress=False)
+        with pytest.warns(FixedDynamicsWarning):
+            replacement_demand(post, torch.tensor([1.0, 2.0]), progress=False)
+        counterfactual(post, transition_probs=mdp.transition_probs, progress=False)  # quiet
+        with pytest.raises(ValueError, match=r"transition_probs='draws' needs a posterior"):
+            counterfactual(post, transition_probs="draws", progress=False)
+        with pytest.raises(ValueError, match=r"params\['p'\] would change the transition"):
+            counterfactual(post, params={"p": torch.tensor(P_DRAWS)},
+                           transition_probs=mdp.transition_probs, progress=False)
+    with pytest.raises(ValueError, match="transition_groups is None"):
+        post.transition_probs()
+
+
+def test_bad_per_draw_dynamics_inputs_are_named():
+    mdp, support = offset_bus()
+    post = full_posterior(mdp, support, THETA, P_DRAWS, transition_groups=support.groups)
+    with pytest.raises(ValueError, match=r"transition_probs is 'draw', expected 'draws'"):
+        counterfactual(post, transition_probs="draw", progress=False)
+    with pytest.raises(ValueError, match="give mdp or transition_probs, not both"):
+        counterfactual(post, mdp=mdp, transition_probs=mdp.transition_probs, progress=False)
+    other = birl.TabularMDP.from_dense(mdp.transition_matrix(), discount=0.9)  # K = S
+    with pytest.raises(ValueError, match="has other successors"):
+        counterfactual(post, mdp=other, transition_probs="draws", progress=False)
+    with pytest.raises(ValueError, match=r"transition_groups must have shape \(3, 2\)"):
+        full_posterior(mdp, support, THETA, P_DRAWS,
+                       transition_groups=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(TypeError, match="transition_groups must be integer"):
+        full_posterior(mdp, support, THETA, P_DRAWS, transition_groups=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"expected group indices in \[0, 1\)"):
+        full_posterior(mdp, support, THETA, P_DRAWS,
+                       transition_groups=torch.ones(3, 2, dtype=torch.long))
 
 
 @pytest.fixture(scope="module")

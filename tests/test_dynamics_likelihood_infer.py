@@ -51,6 +51,13 @@ def test_map_through_infer_is_laplaces_joint_mode_with_standard_errors_of_every_
     torch.testing.assert_close(back.extra["standard_errors"]["p"],
                                post.extra["standard_errors"]["p"])
     assert back.dims["p"] == ("group", "slot")
+    # the tying of (s, a) into groups comes with the posterior and its file, so that each
+    # draw's p can be planned in (decisions.counterfactual)
+    assert torch.equal(post.transition_groups, transitions.support.groups)
+    full = FullLikelihoodPosterior.load(tmp_path / "full.nc", mdp)
+    assert torch.equal(full.transition_groups, transitions.support.groups)
+    torch.testing.assert_close(full.transition_probs()[0], transitions.probabilities(
+        fit.params["p"]), rtol=1e-6, atol=1e-9)
 
 
 def test_a_short_nuts_run_samples_the_costs_and_the_increment_probabilities():

@@ -12,6 +12,11 @@ changed MDP, and the implied policy gives an occupancy:
 - ``"discounted"``: ``sum_t gamma^t Pr(s_t = s, a_t = a)`` from the initial distribution, total
   mass ``1 / (1 - gamma)`` (as :func:`~bayesirl.occupancy`).
 
+A posterior with draws of the transition probabilities (a full likelihood's ``p``, Rust's
+third stage) plans each draw in its own, so that the band carries the dynamics' uncertainty
+beside the reward's; ``transition_probs=`` or ``mdp=`` fix the dynamics instead (the
+first-stage estimate, as NFXP's counterfactuals do).
+
 Any statistic of (policy, occupancy) is then summarised over the draws by its mean and an
 equal-tailed credible band (:func:`band`). Draws are batched: one planner call per chunk of
 draws, and linear solves batched over the chunk (for the stationary distribution a dense LU of
@@ -35,11 +40,14 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from bayesirl._validation import check_probability
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs
 from bayesirl.planning.bellman import broadcast_reward
 from bayesirl.planning.bellman import occupancy as _planning_occupancy
 from bayesirl.planning.newton import policy_transitions
+from bayesirl.posterior.bands import equal_tailed_interval
+from bayesirl.posterior.full_likelihood import FullLikelihoodPosterior
 
 __all__ = [
     "DENSE_MAX_STATES",
@@ -75,28 +83,19 @@ class Band(NamedTuple):
 
 
 def _check_prob(prob) -> float:
-    if isinstance(prob, bool) or not isinstance(prob, numbers.Real) or not (
-            math.isfinite(prob) and 0 < prob < 1):
-        raise ValueError(f"prob is {prob!r}, expected a number in (0, 1)")
-    return float(prob)
+    return check_probability("prob", prob, open_low=True, open_high=True)
 
 
 def band(draws: torch.Tensor, prob: float = 0.95, dim: int = 0) -> Band:
     """Mean and equal-tailed ``prob`` band of ``draws`` over dimension ``dim`` (the draws).
 
     ``draws: (..., D, ...)``; returns a :class:`Band` whose tensors drop ``dim``. The band
-    brackets the median, not necessarily the mean (a skewed quantity's mean can leave a narrow
-    band; with ``prob`` near 1 it stays inside).
+    (:func:`~bayesirl.posterior.bands.equal_tailed_interval`) brackets the median, not
+    necessarily the mean (a skewed quantity's mean can leave a narrow band; with ``prob`` near
+    1 it stays inside).
     """
-    prob = _check_prob(prob)
-    if not isinstance(draws, torch.Tensor) or not draws.dtype.is_floating_point:
-        raise TypeError(f"draws must be a floating tensor, got {type(draws).__name__}")
-    if draws.dim() == 0 or draws.shape[dim] < 1:
-        raise ValueError(f"draws must have at least one draw along dim {dim}, got shape "
-                         f"{tuple(draws.shape)}")
-    q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=draws.dtype, device=draws.device)
-    lo, hi = torch.quantile(draws, q, dim=dim)
-    return Band(draws.mean(dim), lo, hi, prob)
+    lo, hi = equal_tailed_interval(draws, prob, dim)
+    return Band(draws.mean(dim), lo, hi, _check_prob(prob))
 
 
 # ------------------------------------------------------------------------ pure kernels
@@ -215,18 +214,42 @@ def _occupancy(mdp, policy, kind):
 
 
 def _implied(mdp: TabularMDP, rewards: torch.Tensor, likelihood: str, rationality: torch.Tensor,
-             kind: str, chunk_size: int, progress: bool, desc: str):
+             kind: str, chunk_size: int, progress: bool, desc: str,
+             transitions: torch.Tensor | None = None, which: torch.Tensor | None = None):
     """Policies and occupancies ``(B, S, A)`` of reward draws ``(B, S, A)`` with rationalities
-    ``(B,)``: one planner call and one batched solve per chunk of draws."""
-    policies, occupancies = [], []
+    ``(B,)``: one planner call and one batched solve per chunk of draws in ``mdp``.
+
+    With ``transitions (T, S, A, K)`` (probabilities on ``mdp``'s successors), row ``i`` is
+    planned in ``transitions[which[i]]`` (``which (B,)``, default ``arange(B)``): the rows
+    sharing one set of probabilities are planned together in its MDP, a chunk at a time."""
     B = rewards.shape[0]
     with torch.no_grad():
-        for i in tqdm(range(0, B, chunk_size), desc=desc, disable=not progress, leave=False):
-            pi = action_log_probs(mdp, rewards[i:i + chunk_size], likelihood,
-                                  rationality[i:i + chunk_size]).exp()
-            policies.append(pi)
-            occupancies.append(_occupancy(mdp, pi, kind))
-    return torch.cat(policies), torch.cat(occupancies)
+        if transitions is None:
+            policies, occupancies = [], []
+            for i in tqdm(range(0, B, chunk_size), desc=desc, disable=not progress,
+                          leave=False):
+                pi = action_log_probs(mdp, rewards[i:i + chunk_size], likelihood,
+                                      rationality[i:i + chunk_size]).exp()
+                policies.append(pi)
+                occupancies.append(_occupancy(mdp, pi, kind))
+            return torch.cat(policies), torch.cat(occupancies)
+        which = torch.arange(B) if which is None else which.cpu()
+        policy, occupancy = torch.empty_like(rewards), torch.empty_like(rewards)
+        order = torch.argsort(which, stable=True)
+        starts = torch.searchsorted(which[order], torch.arange(transitions.shape[0] + 1))
+        for t in tqdm(range(transitions.shape[0]), desc=desc, disable=not progress,
+                      leave=False):
+            rows = order[starts[t]:starts[t + 1]].to(rewards.device)
+            if rows.numel() == 0:
+                continue
+            world = mdp.with_probabilities(transitions[t])
+            for i in range(0, rows.numel(), chunk_size):
+                block = rows[i:i + chunk_size]
+                pi = action_log_probs(world, rewards[block], likelihood,
+                                      rationality[block]).exp()
+                policy[block] = pi
+                occupancy[block] = _occupancy(world, pi, kind)
+        return policy, occupancy
 
 
 # ------------------------------------------------------------------------ inputs
@@ -248,25 +271,57 @@ def _check_kind(occupancy, mdp: TabularMDP) -> str:
 
 class FixedDynamicsWarning(UserWarning):
     """A posterior with draws of the transition probabilities (a full likelihood's ``"p"``)
-    planned in one MDP: the band leaves out the dynamics' uncertainty."""
+    but not their layout over states and actions, planned in one MDP: the band leaves out the
+    dynamics' uncertainty."""
 
 
-def _world(posterior, mdp, transition_probs) -> TabularMDP:
-    """The counterfactual MDP: ``mdp``, or the posterior's with new transition probabilities.
-    Warns (:class:`FixedDynamicsWarning`) when neither is given for a posterior that has
-    draws of the transition probabilities: every draw is then planned in the posterior's MDP
-    (its transition probabilities are the first stage's estimate, as in Rust's and NFXP's
-    counterfactuals), not in its own ``p``; passing ``transition_probs`` (or ``mdp``) says so
-    explicitly."""
+DRAWS = "draws"  # transition_probs="draws": each posterior draw's own transition probabilities
+
+
+def _draw_transitions(posterior) -> torch.Tensor | None:
+    """``(D, S, A, K)`` each draw's transition probabilities, or None where the posterior has
+    no draws of them (or cannot lay them out: warned by :func:`_world`)."""
+    if not isinstance(posterior, FullLikelihoodPosterior) or (
+            posterior.transition_groups is None or "p" not in posterior.params):
+        return None
+    return posterior.transition_probs()
+
+
+def _world(posterior, mdp, transition_probs) -> tuple[TabularMDP, torch.Tensor | None]:
+    """The counterfactual MDP, and each draw's transition probabilities ``(D, S, A, K)`` on its
+    successors where the draws are planned in their own (else None).
+
+    - ``transition_probs="draws"``, or neither ``mdp`` nor ``transition_probs`` for a posterior
+      with draws of the transition probabilities (a
+      :class:`~bayesirl.posterior.FullLikelihoodPosterior`): each draw in its own ``p``, in
+      ``mdp`` (default the posterior's; same successors) otherwise;
+    - a tensor ``transition_probs``: every draw in those probabilities on the posterior's MDP;
+    - ``mdp``: every draw in that MDP.
+
+    Warns (:class:`FixedDynamicsWarning`) for a posterior with draws of ``p`` that cannot be
+    laid out over states and actions (a plain :class:`~bayesirl.RewardPosterior`), planned in
+    its MDP: its transition probabilities are the first stage's estimate."""
     base = getattr(posterior, "mdp", None)
-    if mdp is None and transition_probs is None and "p" in getattr(posterior, "params", {}):
-        warnings.warn("this posterior has draws of the transition probabilities ('p'), but "
-                      "every draw is planned in the posterior's MDP (the first stage's "
-                      "estimate): the band leaves out the dynamics' uncertainty; pass "
-                      "transition_probs= (e.g. posterior.mdp.transition_probs) or mdp= to "
-                      "choose the dynamics", FixedDynamicsWarning, stacklevel=3)
-    if mdp is not None and transition_probs is not None:
+    by_draw = isinstance(transition_probs, str)
+    if by_draw and transition_probs != DRAWS:
+        raise ValueError(f"transition_probs is {transition_probs!r}, expected {DRAWS!r} (each "
+                         "draw's own), probabilities (S, A, K) or None")
+    if mdp is not None and transition_probs is not None and not by_draw:
         raise ValueError("give mdp or transition_probs, not both")
+    draws = _draw_transitions(posterior) if (by_draw or (
+        mdp is None and transition_probs is None)) else None
+    if by_draw and draws is None:
+        raise ValueError("transition_probs='draws' needs a posterior with draws of the "
+                         "transition probabilities and their layout (a FullLikelihoodPosterior "
+                         "from infer(..., FullLikelihood(...)) or FullLikelihoodPosterior.load)")
+    if (mdp is None and transition_probs is None and draws is None
+            and "p" in getattr(posterior, "params", {})):
+        warnings.warn("this posterior has draws of the transition probabilities ('p') but not "
+                      "their layout over states and actions, so every draw is planned in the "
+                      "posterior's MDP (the first stage's estimate): the band leaves out the "
+                      "dynamics' uncertainty; load it with FullLikelihoodPosterior.load to plan "
+                      "each draw in its own p, or pass transition_probs= or mdp= to choose the "
+                      "dynamics", FixedDynamicsWarning, stacklevel=3)
     if mdp is None:
         if base is None:
             raise ValueError("the posterior has no MDP (loaded without one): pass mdp")
@@ -277,6 +332,14 @@ def _world(posterior, mdp, transition_probs) -> TabularMDP:
         raise ValueError(f"mdp has S={mdp.n_states}, A={mdp.n_actions} but the posterior's MDP "
                          f"has S={base.n_states}, A={base.n_actions}; a counterfactual keeps "
                          "the states and actions")
+    if draws is not None:
+        if tuple(mdp.successors.shape) != tuple(draws.shape[1:]) or (
+                base is not None and not torch.equal(mdp.successors, base.successors)):
+            raise ValueError("transition_probs='draws' plans each draw's p on the posterior "
+                             "MDP's successors, but mdp has other successors "
+                             f"{tuple(mdp.successors.shape)}; give an MDP with the same "
+                             "successors (e.g. posterior.mdp.replace(discount=...))")
+        return mdp, draws.to(mdp.dtype).detach()
     if transition_probs is not None:
         probs = torch.as_tensor(transition_probs, dtype=mdp.dtype, device=mdp.device)
         if probs.shape != mdp.transition_probs.shape:
@@ -284,7 +347,7 @@ def _world(posterior, mdp, transition_probs) -> TabularMDP:
                              f"{tuple(mdp.transition_probs.shape)} (the successors' layout), got "
                              f"{tuple(probs.shape)}")
         mdp = mdp.replace(transition_probs=probs.detach())  # validated: rows sum to 1
-    return mdp
+    return mdp, None
 
 
 def _linear_features(posterior, mdp: TabularMDP, site: str) -> torch.Tensor:
@@ -333,6 +396,9 @@ class Counterfactual:
         occupancy: ``(D, S, A)`` stationary (sums to 1) or discounted (sums to
             ``1 / (1 - gamma)``) state-action occupancy under each draw.
         kind: ``"stationary"`` or ``"discounted"``.
+        transitions: ``(D, S, A, K)`` each draw's own transition probabilities on
+            ``mdp``'s successors, where each draw was planned in its own (a full likelihood's
+            ``p``); None where every draw was planned in ``mdp``.
     """
 
     mdp: TabularMDP
@@ -340,6 +406,7 @@ class Counterfactual:
     policy: torch.Tensor
     occupancy: torch.Tensor
     kind: str
+    transitions: torch.Tensor | None = None
 
     def state_distribution(self) -> torch.Tensor:
         """``(D, S)`` the occupancy summed over actions."""
@@ -376,7 +443,12 @@ def counterfactual(posterior, *, params=None, reward=None, reward_model=None, md
         reward_model: the posterior's reward model (its ``reward(params)`` map) for ``params``.
         mdp: the counterfactual MDP (same states and actions; new transitions, discount or
             initial distribution), default the posterior's.
-        transition_probs: or new probabilities ``(S, A, K)`` on the posterior MDP's successors.
+        transition_probs: or new probabilities ``(S, A, K)`` on the posterior MDP's successors;
+            or ``"draws"``: each draw planned in its own transition probabilities (a
+            :class:`~bayesirl.posterior.FullLikelihoodPosterior`'s ``p``), in ``mdp`` when
+            given (same successors: e.g. another discount). The default for such a posterior
+            when neither ``mdp`` nor ``transition_probs`` is given, so that the band carries
+            the dynamics' uncertainty with the reward's; it plans draw by draw.
         occupancy: ``"stationary"`` or ``"discounted"`` (module docstring).
         chunk_size: draws planned at once.
         progress: a progress bar over chunks.
@@ -392,14 +464,14 @@ def counterfactual(posterior, *, params=None, reward=None, reward_model=None, md
             raise ValueError("reward draws need mdp")
         if params is not None:
             raise ValueError("params need a posterior with parameter draws, not reward draws")
-        world = _world(None, mdp, transition_probs)
+        world, draws = _world(None, mdp, transition_probs)
         rewards = broadcast_reward(world, posterior.detach())
         if rewards.dim() != 3:
             raise ValueError(f"reward draws must have shape (D, S, A), got "
                              f"{tuple(posterior.shape)}")
         beta, likelihood = torch.ones(rewards.shape[0], dtype=rewards.dtype), "soft"
     elif callable(getattr(posterior, "reward", None)):
-        world = _world(posterior, mdp, transition_probs)
+        world, draws = _world(posterior, mdp, transition_probs)
         rewards = posterior.reward().to(world.dtype)
         beta, likelihood = _rationality(posterior, rewards.shape[0]), _likelihood(posterior)
         if params is not None:
@@ -422,8 +494,8 @@ def counterfactual(posterior, *, params=None, reward=None, reward_model=None, md
     if not torch.isfinite(rewards).all():
         raise ValueError("the changed rewards contain non-finite values")
     policy, occ = _implied(world, rewards, likelihood, beta.to(rewards), kind, chunk_size,
-                           progress, "counterfactual")
-    return Counterfactual(world, rewards, policy, occ, kind)
+                           progress, "counterfactual", draws)
+    return Counterfactual(world, rewards, policy, occ, kind, draws)
 
 
 def _changed_rewards(posterior, world, params, reward_model) -> tuple[torch.Tensor, dict]:
@@ -480,8 +552,8 @@ class DemandCurve(NamedTuple):
     prob: float
 
 
-def replacement_demand(posterior, cost_grid, *, mdp=None, site: str = "theta",
-                       feature: str = "RC", replace_action: int = 1,
+def replacement_demand(posterior, cost_grid, *, mdp=None, transition_probs=None,
+                       site: str = "theta", feature: str = "RC", replace_action: int = 1,
                        periods_per_year: float = 12.0, prob: float = 0.95,
                        chunk_size: int = 256, progress: bool = True) -> DemandCurve:
     r"""Rust's (1987) expected replacement demand with a credible band over posterior draws.
@@ -491,7 +563,8 @@ def replacement_demand(posterior, cost_grid, *, mdp=None, site: str = "theta",
     recomputed, and the demand is ``periods_per_year * sum_s d(s) pi(replace | s)`` with ``d``
     the stationary distribution of the controlled state chain: the long-run replacements per
     bus per year when one period is a month. One planner call and one batched stationary solve
-    per chunk of (cost, draw) pairs.
+    per chunk of (cost, draw) pairs; with each draw's own transition probabilities, per draw
+    (its costs together).
 
     Args:
         posterior: a :class:`~bayesirl.RewardPosterior` of a linear reward on the MDP's
@@ -499,6 +572,8 @@ def replacement_demand(posterior, cost_grid, *, mdp=None, site: str = "theta",
             discounted MDP.
         cost_grid: ``(G,)`` replacement costs, in the units of the weight ``feature``.
         mdp: the counterfactual MDP, default the posterior's.
+        transition_probs: as :func:`counterfactual`'s: probabilities ``(S, A, K)``, or
+            ``"draws"`` (the default for a posterior with draws of them: each draw's own).
         site, feature: the parameter site and the name of the cost weight among the
             features' names (``posterior.coords["feature"]`` or ``mdp.feature_names``).
         replace_action: index of the replacement action.
@@ -512,7 +587,7 @@ def replacement_demand(posterior, cost_grid, *, mdp=None, site: str = "theta",
     chunk_size = _check_chunk(chunk_size)
     if not callable(getattr(posterior, "reward", None)) or not hasattr(posterior, "params"):
         raise TypeError(f"posterior must be a RewardPosterior, got {type(posterior).__name__}")
-    world = _world(posterior, mdp, None)
+    world, draws = _world(posterior, mdp, transition_probs)
     kind = _check_kind("stationary", world)
     grid = torch.as_tensor(cost_grid, dtype=world.dtype) if not isinstance(cost_grid, str) \
         else None
@@ -537,8 +612,9 @@ def replacement_demand(posterior, cost_grid, *, mdp=None, site: str = "theta",
     thetas[..., names.index(feature)] = grid.to(phi).unsqueeze(-1)
     rewards = torch.einsum("gdk,sak->gdsa", thetas, phi).reshape(G * D, *phi.shape[:2])
     beta = _rationality(posterior, D).to(phi).repeat(G)
+    which = None if draws is None else torch.arange(D).repeat(G)  # pair (g, d) -> draw d
     policy, occ = _implied(world, rewards, _likelihood(posterior), beta, kind, chunk_size,
-                           progress, "replacement demand")
+                           progress, "replacement demand", draws, which)
     rate = periods_per_year * occ[..., replace_action].sum(-1).reshape(G, D)
     summary = band(rate, prob, dim=1)
     return DemandCurve(grid, rate, summary.mean, summary.lower, summary.upper, prob)

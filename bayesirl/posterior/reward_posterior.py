@@ -33,6 +33,7 @@ from bayesirl.posterior.arviz_io import (
     read_fit_extras,
     write_fit_extras,
 )
+from bayesirl.posterior.bands import equal_tailed_interval
 from bayesirl.posterior.diagnostics import check_convergence
 from bayesirl.posterior.files import atomic_write
 
@@ -186,12 +187,9 @@ class RewardPosterior(ChainDraws):
 
     # ------------------------------------------------------------------ accessors
     def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
-        """Equal-tailed ``prob`` interval of the reward: ``(lower, upper)``, each ``(S, A)``."""
-        if not 0 < prob < 1:
-            raise ValueError(f"prob is {prob!r}, expected a number in (0, 1)")
-        q = torch.tensor([(1 - prob) / 2, (1 + prob) / 2], dtype=self.rewards.dtype)
-        lo, hi = torch.quantile(self.reward(), q.to(self.rewards.device), dim=0)
-        return lo, hi
+        """Equal-tailed ``prob`` interval of the reward: ``(lower, upper)``, each ``(S, A)``
+        (:func:`~bayesirl.posterior.bands.equal_tailed_interval` over the draws)."""
+        return equal_tailed_interval(self.reward(), prob)
 
     def _need_mdp(self, what):
         if self.mdp is None:
@@ -276,6 +274,8 @@ class RewardPosterior(ChainDraws):
         if "elbo" in self.extra:
             attrs["elbo"] = np.asarray(self.extra["elbo"], dtype=float)
         constant, constant_dims, constant_coords = write_fit_extras(self.extra, self.dims)
+        for name, (values, value_dims) in self._constant_data().items():
+            constant[name], constant_dims[name] = values, value_dims
         if constant:
             groups["constant_data"] = constant
             dims["constant_data"] = constant_dims
@@ -412,11 +412,23 @@ class RewardPosterior(ChainDraws):
             stats = {k: torch.as_tensor(idata.sample_stats[k].values)
                      for k in idata.sample_stats.data_vars}
         extra = {"elbo": list(np.atleast_1d(attrs["elbo"]))} if "elbo" in attrs else {}
-        if hasattr(idata, "constant_data"):
-            extra.update(read_fit_extras(idata.constant_data, tensor))
+        constant = getattr(idata, "constant_data", None)
+        if constant is not None:
+            extra.update(read_fit_extras(constant, tensor))
         return cls(mdp, rewards, params, log_lik, demos, attrs["method"], settings, stats, extra,
                    bool(attrs["incomplete"]), {k: tuple(v) for k, v in dims.items()}, coords,
-                   attrs["mdp_fingerprint"] or None)
+                   attrs["mdp_fingerprint"] or None, **cls._from_constant_data(constant))
+
+    def _constant_data(self) -> dict:
+        """A subclass's own ``constant_data`` variables, ``{name: (array, dims)}``, which
+        :meth:`to_arviz` writes and :meth:`_from_constant_data` reads back (none here)."""
+        return {}
+
+    @classmethod
+    def _from_constant_data(cls, group) -> dict:
+        """Keyword arguments of ``cls`` read from a saved ``constant_data`` group (None when
+        the file has none): the inverse of :meth:`_constant_data`."""
+        return {}
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}{tuple(v.shape[2:])}" for k, v in self.params.items())
