@@ -22,6 +22,11 @@ first-stage increment probabilities and the same discount:
    whether they hold the published estimates. Targets: under 60 s on 2 cores; ESS >= 400.
 5. **Demand curve**: :func:`bayesirl.decisions.replacement_demand` over the NUTS draws: expected
    replacements per bus-year against RC, with its 95% band.
+6. **Demand with the dynamics' uncertainty**: NUTS on the full likelihood (``theta`` and the
+   increment probabilities ``p`` together, flat prior on ``theta``, the first stage's uniform
+   Dirichlet on ``p``), then its demand curve twice on the same draws: each draw planned in its
+   own ``p`` (the default for such a posterior) and every draw in the first stage's ``p`` (as
+   NFXP's counterfactuals): seconds and the bands' widths side by side.
 
 Everything runs on one torch thread in this process (NFXP is single-threaded NumPy); the NUTS
 chains run one per core. Beside wall-clock medians it prints CPU times (of this process; of the
@@ -179,6 +184,7 @@ def main(quick: bool = False) -> None:
         _partial_table(quick, record)
         _full_table(quick, record)
         _nuts_and_demand(quick, record)
+        _dynamics_demand(quick, record)
     finally:
         torch.set_num_threads(threads)
     path = RESULTS.with_stem(RESULTS.stem + "_quick") if quick else RESULTS  # never mixed
@@ -359,6 +365,59 @@ def _nuts_and_demand(quick, record):
         print(f"{c:6.1f} {m:8.4f} [{lo_:8.4f}, {hi_:8.4f}]")
         record("demand", groups, discount, "bayesirl NUTS", f"demand at RC={c:g}", m,
                seconds=t_curve, note=f"95% [{lo_:.4f}, {hi_:.4f}]")
+
+
+def _dynamics_demand(quick, record):
+    groups, discount = (4,), 0.9999
+    samples, warmup = (200, 200) if quick else (1000, 1000)
+    mdp, demos = rust_bus(groups, discount=discount)
+    transitions = rust_bus_transitions(groups)
+    model = FullLikelihood(birl.LinearReward(mdp.features, prior=flat()), transitions)
+    print(f"\n6. Demand with the dynamics' uncertainty: NUTS on the full likelihood (theta and "
+          f"p), group 4, discount {discount}, 2 chains x ({warmup} warmup + {samples} draws), "
+          "chains in parallel processes")
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short --quick run may warn about its ESS
+        post = birl.infer(mdp, demos, model, method="nuts", num_samples=samples,
+                          warmup=warmup, num_chains=2, seed=0, progress=False, parallel=True)
+    seconds = time.perf_counter() - t0
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ess = az.ess(post.to_arviz(), var_names=["theta", "p"], method="bulk")
+    min_ess = min(float(ess[k].values.min()) for k in ("theta", "p"))
+    p = post.samples["p"][:, 0]
+    print(f"{seconds:.1f} s; min bulk ESS over theta and p {min_ess:.0f}; p = "
+          + ", ".join(f"{float(m):.4f} (sd {float(sd):.4f})"
+                      for m, sd in zip(p.mean(0), p.std(0), strict=True)))
+    record("demand_dynamics", groups, discount, "bayesirl NUTS full", "seconds", seconds,
+           seconds=seconds, note=f"min bulk ESS {min_ess:.0f} over theta and p")
+    grid = torch.linspace(2.0, 20.0, 7 if quick else 19)
+    curves = {}
+    for name, probs in (("own p", "draws"), ("first stage", mdp.transition_probs)):
+        t0 = time.perf_counter()
+        curve = birl.decisions.replacement_demand(post, grid, transition_probs=probs,
+                                                  prob=0.95, progress=False)
+        curves[name] = (curve, time.perf_counter() - t0)
+    n = len(grid) * curves["own p"][0].draws.shape[1]
+    print(f"demand per bus-year, 95% bands; {n} policies each: each draw in its own p "
+          f"{curves['own p'][1]:.1f} s, every draw in the first stage's p "
+          f"{curves['first stage'][1]:.1f} s")
+    print(f"{'RC':>6} {'mean':>8} {'band, own p':>20} {'band, first stage':>20} "
+          f"{'width ratio':>12}")
+    own, fixed = curves["own p"][0], curves["first stage"][0]
+    for i, c in enumerate(grid.tolist()):
+        w_own = float(own.upper[i] - own.lower[i])
+        w_fixed = float(fixed.upper[i] - fixed.lower[i])
+        print(f"{c:6.1f} {float(own.mean[i]):8.4f} [{float(own.lower[i]):8.4f}, "
+              f"{float(own.upper[i]):8.4f}] [{float(fixed.lower[i]):8.4f}, "
+              f"{float(fixed.upper[i]):8.4f}] {w_own / w_fixed:12.3f}")
+        for name, (curve, secs) in curves.items():
+            record("demand_dynamics", groups, discount, f"bayesirl NUTS full, {name}",
+                   f"demand at RC={c:g}", float(curve.mean[i]), seconds=secs,
+                   note=f"95% [{float(curve.lower[i]):.4f}, {float(curve.upper[i]):.4f}]")
 
 
 if __name__ == "__main__":
