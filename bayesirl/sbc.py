@@ -298,17 +298,12 @@ class _SimResult:
 
 
 def _simulate(sim: _Simulation) -> _SimResult:
-    """Run one simulation (see :func:`sbc`), leaving the caller's torch RNG and thread
-    counts as they were."""
-    import threadpoolctl
+    """Run one simulation (see :func:`sbc`) on one thread, leaving the caller's torch RNG and
+    thread counts as they were."""
+    from bayesirl.inference.executors import one_thread
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpoolctl.threadpool_limits(1), torch.random.fork_rng(devices=[]):
-            return _simulate_here(sim)
-    finally:
-        torch.set_num_threads(threads)
+    with one_thread(), torch.random.fork_rng(devices=[]):
+        return _simulate_here(sim)
 
 
 def _simulate_here(sim: _Simulation) -> _SimResult:

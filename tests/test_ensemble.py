@@ -9,6 +9,7 @@ so the tests are deterministic.
 import concurrent.futures
 import math
 import multiprocessing
+import sys
 import warnings
 
 import arviz as az
@@ -205,6 +206,48 @@ def test_an_interrupt_while_sampling_keeps_the_draws_made():
         chees_hmc(interrupted_after(U, 5), init, 10, 100, seed=0, progress=False)
 
 
+def test_a_ctrl_c_at_any_line_leaves_as_many_stats_as_draws():
+    """A Ctrl-C lands between any two lines (bytecodes) of the loop: raised in turn at every
+    line chees_hmc runs (a trace function raising in the traced frame), the run either ends
+    with KeyboardInterrupt or returns every statistic as long as its draws. Recording a draw,
+    then its statistics one by one, once left the draws one longer (or no stats to stack)."""
+    code = chees_hmc.__code__
+    init = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+
+    def run(at):
+        """The run interrupted at its ``at``-th line (never: None) and how many lines ran."""
+        lines = 0
+
+        def local(frame, event, arg):
+            nonlocal lines
+            if event == "line":
+                lines += 1
+                if lines == at:
+                    raise KeyboardInterrupt
+            return local
+
+        previous = sys.gettrace()
+        sys.settrace(lambda frame, event, arg: local if frame.f_code is code else None)
+        try:
+            return chees_hmc(lambda q: 0.5 * (q * q).sum(-1), init, 2, 0, progress=False), lines
+        except KeyboardInterrupt:
+            return None, lines
+        finally:
+            sys.settrace(previous)
+
+    _, total = run(None)
+    returned = 0
+    for at in range(1, total + 1):
+        out, _ = run(at)
+        if out is not None:
+            returned += 1
+            assert out.interrupted
+            n = out.draws.shape[1]
+            assert {k: v.shape for k, v in out.stats.items()} == {
+                k: (3, n) for k in out.stats}, f"interrupted at line {at} of {total}"
+    assert returned > 10  # most lines after the first draw return the draws made
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"init": torch.zeros(1, 2)}, r"init has shape \(1, 2\), expected \(chains, d\)"),
     ({"init": torch.zeros(4)}, r"init has shape \(4,\)"),
@@ -390,3 +433,26 @@ def test_a_large_batch_runs_on_every_core_and_the_thread_count_is_restored(tiny)
     before = torch.get_num_threads()
     run = run_vectorized(target, EnsembleOptions(4, 5, 5, progress=False, threads=2))
     assert run.settings["threads"] == 2 and torch.get_num_threads() == before
+
+
+def test_a_large_batch_inside_a_one_thread_job_keeps_its_one_thread(tiny, monkeypatch):
+    """run_jobs places one job per core on one torch thread; an ensemble run by such a job
+    (infer() called from it) samples on that thread instead of taking every core in every job,
+    and the job's thread count is given back after it."""
+    mdp, demos, model = tiny
+    target = build_target(mdp, demos, model, "soft", 1.0)
+    monkeypatch.setattr(ensemble.executors, "usable_cores", lambda: 4)
+    monkeypatch.setattr(ensemble, "THREADED_SWEEP", 0)  # every batch is large
+    seen, potential = [], target.potential
+    monkeypatch.setattr(target, "potential",
+                        lambda u: (seen.append(torch.get_num_threads()), potential(u))[1])
+
+    def job(_):
+        run = run_vectorized(target, EnsembleOptions(4, 3, 3, progress=False, map_init=False))
+        return run.settings["threads"], torch.get_num_threads()
+
+    before = torch.get_num_threads()
+    assert ensemble.executors._in_worker(job, None) == (1, 1)
+    assert set(seen) == {1} and torch.get_num_threads() == before
+    assert not ensemble.executors.one_thread_job()
+    assert ensemble.batch_threads(target, 8) == 4  # outside a job: every usable core

@@ -107,6 +107,66 @@ def test_a_jobs_own_error_comes_back_from_a_given_executor():
     assert "the job's error: math domain error" in out.stdout
 
 
+def test_a_jobs_error_is_raised_at_once_and_the_other_jobs_stopped():
+    """One job fails at once, one runs until asked to stop (as a chain does; 10 s otherwise),
+    one is queued: the error comes back at once, the running job is asked to stop and the
+    queued one cancelled. It once waited for every job to finish first."""
+    failed, running, queued = (concurrent.futures.Future() for _ in range(3))
+    for f in (failed, running):
+        f.set_running_or_notify_cancel()
+    stop = threading.Event()
+
+    def run_until_stopped():
+        running.set_result("stopped" if stop.wait(10) else "finished")
+        if queued.set_running_or_notify_cancel():  # the queue moves on (unless cancelled)
+            queued.set_result("ran")
+
+    worker = threading.Thread(target=run_until_stopped, daemon=True)
+    worker.start()
+    failed.set_exception(ValueError("chain 0 failed"))
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="chain 0 failed"):
+        executors._gather([failed, running, queued], stop, False, stoppable=True)
+    assert time.monotonic() - start < 5
+    assert stop.is_set() and queued.cancelled()
+    worker.join(10)
+    assert running.result(0) == "stopped"
+
+
+FAILING = """\
+import time
+from bayesirl.inference import executors
+
+
+def job(i):
+    \"\"\"Job 0 fails at once; job 1 runs 120 s unless asked to stop (a chain's check).\"\"\"
+    if i == 0:
+        raise ValueError("chain 0 failed")
+    for _ in range(1200):
+        if executors.stop_requested():
+            return "stopped"
+        time.sleep(0.1)
+    return "finished"
+"""
+
+
+@pytest.mark.slow  # two processes each import torch
+def test_a_failing_chain_process_ends_the_run_without_waiting_for_the_others(
+        tmp_path, monkeypatch):
+    """A local pool: the error comes back once the other worker has stopped (one iteration),
+    not after its 120 s, and the pool leaves no process behind."""
+    (tmp_path / "failing_jobs.py").write_text(FAILING)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned workers get this sys.path
+    from failing_jobs import job
+
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="chain 0 failed"):
+        executors.run_jobs(job, [0, 1], parallel=True, ends_run=lambda r: False,
+                           max_workers=2)
+    assert time.monotonic() - start < 90
+    assert multiprocessing.active_children() == []
+
+
 def test_a_job_run_in_this_process_gives_its_threads_back():
     torch.set_num_threads(2)
     try:

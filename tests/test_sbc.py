@@ -289,3 +289,22 @@ def test_executor_arguments_are_checked(chain):
             sbc(mdp, model, 2, executor=pool, **args)
     with pytest.raises(TypeError, match="must be picklable"):
         sbc(lambda rng: mdp, model, 2, executor=PicklingExecutor(), **args)
+
+
+def test_a_simulation_runs_as_a_one_thread_job_and_restores_the_threads(monkeypatch):
+    """Inside, the vectorized ensemble must not raise torch's threads to every core (it asks
+    executors.one_thread_job()); outside, the caller's count comes back."""
+    from bayesirl import sbc as sbc_module
+    from bayesirl.inference import executors
+
+    seen = {}
+
+    def fake(sim):
+        seen.update(threads=torch.get_num_threads(), marked=executors.one_thread_job())
+        return "ran"
+
+    monkeypatch.setattr(sbc_module, "_simulate_here", fake)
+    before = torch.get_num_threads()
+    assert sbc_module._simulate(None) == "ran"
+    assert seen == {"threads": 1, "marked": True}
+    assert torch.get_num_threads() == before and not executors.one_thread_job()

@@ -365,8 +365,9 @@ def chees_hmc(potential_fn: Callable[[torch.Tensor], torch.Tensor], init: torch.
     terminal = ends[-1] if ends else warmup - max(1, warmup // 5)
     window: list[torch.Tensor] = []
     log_t_sum, log_t_n = 0.0, 0
-    draws, stats = [], {k: [] for k in ("acceptance_rate", "step_size", "n_steps", "diverging",
-                                        "energy", "lp")}
+    # one (draw, stats) record per kept iteration, appended whole: a Ctrl-C between two
+    # bytecodes keeps both or neither, so the draws and every statistic keep one length
+    kept: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
     interrupted = False
     bar = tqdm(total=warmup + num_samples, desc=f"{desc} ({C} chains)", disable=not progress,
                leave=False)
@@ -432,24 +433,24 @@ def chees_hmc(potential_fn: Callable[[torch.Tensor], torch.Tensor], init: torch.
                         log_t = log_t_sum / log_t_n
                     log_t = min(max(log_t, math.log(eps)), math.log(max_leapfrog_steps * eps))
             else:
-                draws.append(q)
-                for name, value in (("acceptance_rate", accept_prob),
-                                    ("step_size", torch.full((C,), eps, dtype=dtype)),
-                                    ("n_steps", torch.full((C,), n_steps)),
-                                    ("diverging", diverging), ("energy", h0), ("lp", -u)):
-                    stats[name].append(value.detach().cpu())
+                row = {name: value.detach().cpu() for name, value in (
+                    ("acceptance_rate", accept_prob),
+                    ("step_size", torch.full((C,), eps, dtype=dtype)),
+                    ("n_steps", torch.full((C,), n_steps)),
+                    ("diverging", diverging), ("energy", h0), ("lp", -u))}
+                kept.append((q, row))
             bar.update()
             if it % 10 == 0:
                 bar.set_postfix(step_size=f"{eps:.2g}", steps=n_steps)
     except KeyboardInterrupt:
-        if not draws:
+        if not kept:
             raise KeyboardInterrupt("inference interrupted before any draw was made") from None
         interrupted = True
     finally:
         bar.close()
-    out_stats = {k: torch.stack(v, 1) for k, v in stats.items()}
-    return EnsembleRun(torch.stack(draws, 1), out_stats, eps, math.exp(log_t), metric.inv_mass,
-                       calls,
+    draws = torch.stack([q for q, _ in kept], 1)
+    out_stats = {k: torch.stack([row[k] for _, row in kept], 1) for k in kept[0][1]}
+    return EnsembleRun(draws, out_stats, eps, math.exp(log_t), metric.inv_mass, calls,
                        interrupted)
 
 
@@ -587,10 +588,11 @@ THREADED_SWEEP = 2 ** 20
 def batch_threads(target, num_chains: int) -> int | None:
     """The torch threads for ``num_chains`` chains on ``target``: every usable core when one
     sweep of the batched planner, ``num_chains * S * A * K * T``, exceeds
-    :data:`THREADED_SWEEP`; None (keep the caller's) otherwise or for a target without an
-    MDP."""
+    :data:`THREADED_SWEEP`; None (keep the caller's) otherwise, for a target without an MDP,
+    and inside a job of :func:`~bayesirl.inference.executors.run_jobs` (one job per core on
+    one thread: every core in each would oversubscribe the machine)."""
     mdp = getattr(target, "mdp", None)
-    if mdp is None or not hasattr(mdp, "successors"):
+    if mdp is None or not hasattr(mdp, "successors") or executors.one_thread_job():
         return None
     sweep = num_chains * mdp.n_states * mdp.n_actions * mdp.successors.shape[-1] * (
         mdp.horizon if mdp.finite_horizon else 1)

@@ -24,6 +24,11 @@ this process asks the local workers to stop after their current iteration
 far, come back as usual. A second Ctrl-C changes nothing; a third stops waiting and drops the
 jobs still finishing. Jobs on a given executor cannot be asked to stop: the first Ctrl-C keeps
 what has finished and abandons the rest.
+
+Errors. The first job to fail ends the run as soon as its error comes back, not after the
+other jobs' full runs: the jobs not started are cancelled, the local workers asked to stop as
+after a Ctrl-C (the pool closes once they have, after their current iteration), and the error
+is raised; jobs running on a given executor are abandoned.
 """
 
 from __future__ import annotations
@@ -49,9 +54,11 @@ from dataclasses import dataclass
 import threadpoolctl
 import torch
 
-__all__ = ["Ran", "note", "run_jobs", "stop_requested", "usable_cores"]
+__all__ = ["Ran", "note", "one_thread", "one_thread_job", "run_jobs", "stop_requested",
+           "usable_cores"]
 
 _STOP = None  # in a local pool's worker: the Event its parent sets after a Ctrl-C
+_ONE_THREAD = False  # while this process runs a job on one thread (one_thread())
 _PR_SET_PDEATHSIG = 1
 _ABANDON_AFTER = 3  # Ctrl-C presses after which the jobs still running are dropped
 
@@ -64,6 +71,14 @@ def note(message: str) -> None:
 def stop_requested() -> bool:
     """Whether the process that runs the jobs asked this worker to stop (after a Ctrl-C)."""
     return _STOP is not None and _STOP.is_set()
+
+
+def one_thread_job() -> bool:
+    """Whether this process is running a job placed one per core on one torch and one BLAS
+    thread (:func:`one_thread`: :func:`run_jobs`'s workers, SBC's simulations): code inside
+    should keep that count (the vectorized ensemble, which raises it for a large batch,
+    does)."""
+    return _ONE_THREAD
 
 
 def usable_cores() -> int:
@@ -87,17 +102,28 @@ class Ran:
 
 
 # ---------------------------------------------------------------------------- workers
-def _in_worker(fn, job):
-    # one job per core: one torch thread and one BLAS thread (numpy's, which refracting NUTS
-    # uses: two BLAS pools of two threads on two cores oversubscribe them); restored after,
-    # for an executor that runs the job in its own process
-    threads = torch.get_num_threads()
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one torch thread and one BLAS thread (numpy's, which refracting NUTS
+    uses: two BLAS pools of two threads on two cores oversubscribe them), marked as a
+    one-thread job (:func:`one_thread_job` is True inside), and restore both counts and the
+    mark after. Where one job runs per core: :func:`run_jobs`'s workers, SBC's simulations."""
+    global _ONE_THREAD
+    threads, marked = torch.get_num_threads(), _ONE_THREAD
     torch.set_num_threads(1)
+    _ONE_THREAD = True
     try:
         with threadpoolctl.threadpool_limits(1):
-            return fn(job)
+            yield
     finally:
+        _ONE_THREAD = marked
         torch.set_num_threads(threads)
+
+
+def _in_worker(fn, job):
+    # one job per core, restored after for an executor that runs the job in its own process
+    with one_thread():
+        return fn(job)
 
 
 def _init_worker(stop, parent_pid: int) -> None:
@@ -225,41 +251,53 @@ def _children_without_sigint():
 # ---------------------------------------------------------------------------- running
 def _gather(futures: list, stop, interrupted: bool, stoppable: bool) -> Ran:
     """Wait for ``futures``, surviving Ctrl-C (see the module doc); ``stop`` is the local
-    pool's event (None on a given executor), ``stoppable`` whether running jobs honour it."""
+    pool's event (None on a given executor), ``stoppable`` whether running jobs honour it.
+
+    A job's error is raised as soon as it comes back (the first to fail; before any Ctrl-C):
+    the jobs not started are cancelled and the running ones asked to stop as after a Ctrl-C
+    (a local pool's shutdown then waits the one iteration they take to stop), rather than
+    the error waiting for every other job's full run."""
     presses = int(interrupted)
     pending = set(futures)
     abandoned = 0
 
-    def on_interrupt():
+    def stop_the_rest():
         for f in futures:
             f.cancel()
         if stop is not None:
             stop.set()
 
     if interrupted:
-        on_interrupt()
+        stop_the_rest()
     while pending:
         if presses >= (_ABANDON_AFTER if stoppable else 1):
             abandoned = sum(1 for f in pending if not f.cancelled())
             break
         try:
-            _, pending = concurrent.futures.wait(pending)
+            done, pending = concurrent.futures.wait(
+                pending, return_when=concurrent.futures.FIRST_EXCEPTION)
         except KeyboardInterrupt:
             presses += 1
-            on_interrupt()
-    results = []
-    for f in futures:
-        if f.cancelled() or not f.done():
-            results.append(None)
+            stop_the_rest()
             continue
-        try:
-            results.append(f.result())
-        except BrokenProcessPool as e:
-            raise RuntimeError(
-                "a chain's process died before returning its draws (killed for lack of memory, "
-                "or by a signal); pass parallel=False to run the chains one after another, or "
-                "fewer max_workers") from e
+        failed = [f for f in futures if f in done and not f.cancelled() and f.exception()]
+        if failed and not presses:  # after a Ctrl-C the stopped jobs' draws are wanted
+            stop_the_rest()
+            _result(failed[0])  # raises its error
+    results = [None if f.cancelled() or not f.done() else _result(f) for f in futures]
     return Ran(results, presses > 0, abandoned)
+
+
+def _result(future):
+    """``future``'s result; its job's error as it is, a local pool's broken process as a
+    RuntimeError saying what to do."""
+    try:
+        return future.result()
+    except BrokenProcessPool as e:
+        raise RuntimeError(
+            "a chain's process died before returning its draws (killed for lack of memory, "
+            "or by a signal); pass parallel=False to run the chains one after another, or "
+            "fewer max_workers") from e
 
 
 def _sequential(fn, jobs, ends_run) -> Ran:
