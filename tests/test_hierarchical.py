@@ -223,6 +223,20 @@ def test_predictive_theta_of_a_new_member_is_mu_plus_tau_z():
         post.predictive_theta()
 
 
+def test_feature_coords_take_the_mdps_names_only_for_the_mdps_own_features():
+    """The MDP's feature names label the model's features only when they are the MDP's
+    features (as LinearReward's do): other features of the same shape (here its columns
+    swapped) once took them on shape alone, naming each weight after the other feature."""
+    mdp = tiny_chain_mdp(horizon=3)
+    assert mdp.feature_names == ("phi0", "phi1")
+    own = HierarchicalReward(mdp.features, 2)
+    assert own.coords(mdp) == {"feature": ["phi0", "phi1"], "expert": ["e0", "e1"]}
+    swapped = HierarchicalReward(mdp.features[:, [1, 0]], 2)
+    assert swapped.coords(mdp)["feature"] == ["f0", "f1"]
+    named = HierarchicalReward(mdp.features[:, [1, 0]], 2, feature_names=["b", "a"])
+    assert named.coords(mdp)["feature"] == ["b", "a"]
+
+
 def test_loo_compares_pooled_separate_and_hierarchical_fits_of_the_same_data():
     mdp = tiny_chain_mdp(horizon=4)
     data, _ = _data(mdp, E=3, n=4)
@@ -236,6 +250,35 @@ def test_loo_compares_pooled_separate_and_hierarchical_fits_of_the_same_data():
     assert np.isfinite(table["elpd_loo"]).all()
     with pytest.raises(ValueError, match="at least two"):
         loo_compare({"a": posts["none"]})
+
+
+def test_loo_compare_names_a_posterior_without_pointwise_demonstration_terms():
+    """A preference posterior without log_lik (not computed for very many draws) once failed
+    with AttributeError on None, one fitted to preferences alone with a TypeError from inside
+    ArviZ; both are a ValueError naming the posterior."""
+    from bayesirl.core.preferences import Preferences
+    from bayesirl.model.preferences import PreferenceModel
+
+    g = torch.Generator().manual_seed(0)
+    prefs = Preferences.from_pairs(torch.tensor([[0, 1], [2, 1], [3, 0]]),
+                                   features=torch.randn(4, 2, generator=g))
+    target = PreferenceModel(birl.LinearReward(torch.eye(2))).build_target(None, prefs)
+    theta = torch.randn(40, 2, generator=g)
+    pairs_only = target.make_posterior({"theta": theta}, method="draws", num_chains=2)
+    assert pairs_only.log_lik.shape == (2, 20, 3)
+    without = target.posterior_class(target, pairs_only.params, None, "draws")
+    mdp = tiny_chain_mdp(horizon=3)
+    data, _ = _data(mdp, E=2, n=3)
+    model = HierarchicalReward(mdp.features, 2, pooling="complete")
+    fit = model.build_target(mdp, data).make_posterior({"theta": theta}, method="draws",
+                                                       num_chains=2)
+    with pytest.raises(ValueError, match=r"posterior 'prefs' \(PreferencePosterior\) has no "
+                                         r"pointwise log-likelihood \(log_lik is None\)"):
+        loo_compare({"pooled": fit, "prefs": without})
+    with pytest.raises(ValueError, match=r"posterior 'prefs' \(PreferencePosterior\) has no "
+                                         r"pointwise log-likelihood of demonstrations "
+                                         r"\('actions'; its terms: \['preference'\]\)"):
+        loo_compare({"pooled": fit, "prefs": pairs_only})
 
 
 # ---------------------------------------------------------------------------- calibration

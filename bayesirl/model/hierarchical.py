@@ -118,7 +118,8 @@ class HierarchicalReward:
         rationality: ``"shared"`` or ``"expert"``.
         rationality_scale_prior: prior of ``sigma``, the spread of ``log beta_e`` ("expert").
             Default ``HalfNormal(0.5)``.
-        feature_names, expert_names: ArviZ coordinates (default ``f0..``, ``e0..``).
+        feature_names, expert_names: ArviZ coordinates (default the MDP's feature names when
+            ``features`` are the MDP's own, else ``f0..``; ``e0..``).
 
     ``infer(mdp, expert_demos, model, ...)`` takes ``ExpertDemonstrations`` with
     ``n_experts == E``.
@@ -220,10 +221,14 @@ class HierarchicalReward:
                          "reward is undefined; use pooling='partial'")
 
     def coords(self, mdp=None) -> dict[str, list]:
+        """``feature`` and ``expert`` coordinates: the names given, else the MDP's feature
+        names when the features are the MDP's own (equal values, not just an equal shape:
+        other features of the same count would get wrong names), else ``f0..``, ``e0..``."""
         names = self.feature_names
         if names is None and mdp is not None and mdp.feature_names is not None and (
-                mdp.features is not None and mdp.features.shape == self.features.shape):
-            names = list(mdp.feature_names)
+                mdp.features is not None and mdp.features.shape == self.features.shape
+                and torch.equal(mdp.features, self.features.to(mdp.features))):
+            names = list(mdp.feature_names)  # the MDP's own features: use its names
         return {"feature": names or [f"f{i}" for i in range(self.n_features)],
                 "expert": self.expert_names or [f"e{e}" for e in range(self.n_experts)]}
 
@@ -317,29 +322,45 @@ class HierarchicalTarget(BaseTarget):
 def loo_compare(posteriors: dict, **kwargs):
     """``arviz.compare`` of fits to the same demonstrations by PSIS-LOO (e.g. pooled, separate
     and hierarchical), from each posterior's pointwise log-likelihood (``actions``, one term
-    per demonstration). ``posteriors``: ``{name: posterior}`` with ``to_arviz()``."""
+    per demonstration). ``posteriors``: ``{name: posterior}`` with ``to_arviz()``. A
+    ValueError naming the posterior that has no such terms (no ``log_lik``, or only a
+    preference posterior's ``preference`` terms)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         import arviz as az
     if not isinstance(posteriors, dict) or len(posteriors) < 2:
         raise ValueError("posteriors must be a dict of at least two named posteriors")
-    n = {name: int(p.log_lik.shape[-1]) for name, p in posteriors.items()}
+    data = {name: _loo_data(name, p) for name, p in posteriors.items()}
+    n = {name: int(d.log_likelihood["actions"].shape[-1]) for name, d in data.items()}
     if len(set(n.values())) != 1:
         raise ValueError(f"the posteriors have different numbers of pointwise terms {n}; "
                          "compare fits to the same demonstrations")
-    data = {name: _loo_data(p) for name, p in posteriors.items()}
     with warnings.catch_warnings():  # ArviZ 0.23's compare() on pandas >= 3.1, not ours
         warnings.filterwarnings("ignore", "The inplace keyword in DataFrame.sort_values")
         return az.compare(data, var_name="actions", **kwargs)
 
 
-def _loo_data(posterior):
-    """ArviZ data of ``posterior`` for LOO, which reads only its pointwise log-likelihood: a
-    posterior whose ``to_arviz`` can leave the reward draws out (``rewards=False``, a
-    :class:`~bayesirl.posterior.hierarchical.HierarchicalPosterior`'s) does."""
+def _loo_data(name, posterior):
+    """ArviZ data of ``posterior`` (``posteriors[name]``) for LOO, which reads only its
+    pointwise log-likelihood ``actions``: a posterior whose ``to_arviz`` can leave the reward
+    draws out (``rewards=False``, a
+    :class:`~bayesirl.posterior.hierarchical.HierarchicalPosterior`'s) does. A ValueError
+    naming the posterior when it has no such terms."""
+    what = f"posterior {name!r} ({type(posterior).__name__})"
+    if getattr(posterior, "log_lik", None) is None:
+        raise ValueError(f"{what} has no pointwise log-likelihood (log_lik is None), which LOO "
+                         "needs; rebuild it with one (a PreferencePosterior of very many draws "
+                         "leaves it out: from_target(..., pointwise=True))")
     if "rewards" in inspect.signature(posterior.to_arviz).parameters:
-        return posterior.to_arviz(rewards=False)
-    return posterior.to_arviz()
+        data = posterior.to_arviz(rewards=False)
+    else:
+        data = posterior.to_arviz()
+    terms = list(data.log_likelihood.data_vars) if hasattr(data, "log_likelihood") else []
+    if "actions" not in terms:
+        raise ValueError(f"{what} has no pointwise log-likelihood of demonstrations ('actions'; "
+                         f"its terms: {terms}): loo_compare compares fits to the same "
+                         "demonstrations, and a fit to preferences alone has none")
+    return data
 
 
 def sample_rollouts(mdp, policy: torch.Tensor, n: int, length: int,
