@@ -30,6 +30,7 @@ __all__ = [
     "check_process_executor",
     "first_bad",
     "fmt_index",
+    "integer_scalar",
     "is_posterior",
     "check_names",
     "positive_ints",
@@ -59,6 +60,24 @@ def check_int(name: str, value, low: int | None = 1, high: int | None = None) ->
         span = (f"[{low}, {high}]" if low is not None and high is not None
                 else f">= {low}" if low is not None else f"<= {high}")
         raise ValueError(f"{name} is {value}, expected an integer {span}")
+    return int(value)
+
+
+def integer_scalar(value) -> int | None:
+    """``value`` as an int when it is one integer, else None.
+
+    One integer is a Python or NumPy integer or a 0-d integer tensor (``demos.states[0, 0]``);
+    bools (Python, NumPy or tensor), floats, strings and anything with a dimension (lists,
+    arrays, 1-d tensors) give None. The one rule for arguments that take either one index or
+    something else (an index list, a mask, a distribution), so that ``np.int64(3)`` and
+    ``torch.tensor(3)`` mean what ``3`` does."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex or (
+                value.dtype == torch.bool):
+            return None
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        return None
     return int(value)
 
 

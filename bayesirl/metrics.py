@@ -12,11 +12,19 @@ import math
 
 import torch
 
+from bayesirl._validation import check_choice, check_number
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.planning.bellman import policy_value, soft_value_iteration, value_iteration
 
 __all__ = ["epic_distance", "expected_value_difference", "held_out_log_likelihood"]
+
+#: A canonical reward counts as constant (zero up to shaping) in :func:`epic_distance` when its
+#: standard deviation is at most ``EPIC_ZERO_STD * sqrt(S) * eps * max|R|``, ``eps`` the machine
+#: epsilon of the MDP's dtype. Canonicalising a pure shaping reward leaves a rounding residue
+#: that grows with the number of states summed over; measured on gridworlds with 9 to 10 000
+#: states (uniform coverage up to 400), float32 and float64: at most ``4 sqrt(S) eps max|R|``.
+EPIC_ZERO_STD = 64.0
 
 
 def _rewards(mdp, value, name, transitions=False):
@@ -147,7 +155,10 @@ def epic_distance(mdp: TabularMDP, r1, r2, discount: float | None = None,
     on ``s'`` and is passed as ``(..., S, A, S)``. (A reward shaped only in expectation,
     ``r + gamma E[Phi(s')] - Phi(s)``, is not equivalent in this sense under stochastic
     dynamics.) A canonical reward with zero variance is the zero reward up to shaping: the
-    distance between two such is 0, and ``nan`` against a non-constant one.
+    distance between two such is 0, and ``nan`` against a non-constant one. "Zero" allows for
+    rounding: a standard deviation of at most ``64 sqrt(S) eps max|R|`` over the coverage
+    (``eps = torch.finfo(mdp.dtype).eps``; ``bayesirl.metrics.EPIC_ZERO_STD``), so that a
+    pure shaping reward is recognised in float32 as in float64.
 
     Args:
         mdp: the MDP (successors for the coverage, discount).
@@ -162,11 +173,9 @@ def epic_distance(mdp: TabularMDP, r1, r2, discount: float | None = None,
     """
     R1, k1 = _rewards(mdp, r1, "r1", transitions=True)
     R2, k2 = _rewards(mdp, r2, "r2", transitions=True)
-    if coverage not in ("transitions", "uniform"):
-        raise ValueError(f"coverage is {coverage!r}, expected 'transitions' or 'uniform'")
-    gamma = (1.0 if mdp.finite_horizon else mdp.discount) if discount is None else discount
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma <= 1:
-        raise ValueError(f"discount is {discount!r}, expected a number in [0, 1]")
+    check_choice("coverage", coverage, ("transitions", "uniform"))
+    gamma = ((1.0 if mdp.finite_horizon else mdp.discount) if discount is None
+             else check_number("discount", discount, 0.0, 1.0))
     ds = _distribution("state_dist", state_dist, mdp.n_states, R1)
     da = _distribution("action_dist", action_dist, mdp.n_actions, R1)
     if coverage == "uniform" and k1 != k2:  # both dense, so that the parts line up
@@ -176,8 +185,9 @@ def epic_distance(mdp: TabularMDP, r1, r2, discount: float | None = None,
         parts1 = _canonical_parts(mdp, R1, k1, gamma, ds, da, coverage)
         parts2 = _canonical_parts(mdp, R2, k2, gamma, ds, da, coverage)
         cov, var1, var2 = _moments(parts1, parts2)
-        tiny1 = var1 <= (1e-10 * R1.abs().flatten(-3 if k1 == "sas" else -2).amax(-1)) ** 2
-        tiny2 = var2 <= (1e-10 * R2.abs().flatten(-3 if k2 == "sas" else -2).amax(-1)) ** 2
+        zero = EPIC_ZERO_STD * math.sqrt(mdp.n_states) * torch.finfo(R1.dtype).eps
+        tiny1 = var1 <= (zero * R1.abs().flatten(-3 if k1 == "sas" else -2).amax(-1)) ** 2
+        tiny2 = var2 <= (zero * R2.abs().flatten(-3 if k2 == "sas" else -2).amax(-1)) ** 2
         rho = cov / (var1 * var2).sqrt()
         dist = ((1 - rho).clamp(min=0) / 2).sqrt()
         dist = torch.where(tiny1 | tiny2, torch.full_like(dist, math.nan), dist)
@@ -197,17 +207,17 @@ def held_out_log_likelihood(mdp: TabularMDP, posterior_or_reward, demos: Demonst
     Args:
         mdp: the MDP.
         posterior_or_reward: ``(S,)``/``(S, A)``, a batch ``(..., S, A)`` or a posterior.
-        demos: held-out :class:`~bayesirl.Demonstrations` (validated against ``mdp``).
+        demos: held-out :class:`~bayesirl.Demonstrations` (validated against ``mdp``); padding
+            columns past the longest demonstration (even past a finite horizon) are ignored.
         rationality: beta > 0, the Boltzmann inverse temperature.
     """
     r, _ = _rewards(mdp, posterior_or_reward, "posterior_or_reward")
     if not isinstance(demos, Demonstrations):
         raise TypeError(f"demos must be Demonstrations, got {type(demos).__name__}")
     demos.validate(mdp)
-    if isinstance(rationality, bool) or not isinstance(rationality, (int, float)) or not (
-            math.isfinite(rationality) and rationality > 0):
-        raise ValueError(f"rationality is {rationality!r}, expected a finite number > 0")
-    s, a, m = (x.to(mdp.device) for x in (demos.states, demos.actions, demos.mask))
+    rationality = check_number("rationality", rationality, 0.0, low_open=True)
+    T = int(demos.lengths.max()) if demos.n else 0  # all-padding columns: not steps
+    s, a, m = (x[:, :T].to(mdp.device) for x in (demos.states, demos.actions, demos.mask))
     with torch.no_grad():
         lp = soft_value_iteration(mdp, rationality * r).log_policy
         step = lp[..., torch.arange(s.shape[1], device=mdp.device), s, a] if (

@@ -113,7 +113,8 @@ def test_mce_state_action_features_and_map(stochastic):
     res = mce_irl(sa, demos, l2=0.0)
     mu = expected_features(sa, res.reward, demos.empirical_initial(sa.n_states))
     assert (mu - demos.feature_expectations(sa)).abs().max() < 1e-3
-    # with l2 > 0: the MAP under theta ~ N(0, I / (N l2)) is stationary, mu - mu_E + l2 theta = 0
+    # with l2 > 0 the penalised dual is stationary: mu - mu_E + l2 theta = 0 (the MAP under
+    # N(0, I / (N l2)) only on deterministic dynamics: test_mce_map_only_on_deterministic...)
     res = mce_irl(sa, demos, l2=0.5)
     mu = expected_features(sa, res.reward, demos.empirical_initial(sa.n_states))
     assert (mu - demos.feature_expectations(sa) + 0.5 * res.theta).abs().max() < 1e-5
@@ -239,6 +240,69 @@ def test_maxent_on_discounted_mdp_uses_a_horizon():
         maxent_irl(mdp, demos, horizon=13)
 
 
+def test_mce_map_only_on_deterministic_dynamics():
+    """With l2 = 1/N, MCE's estimate is the MAP under N(0, I) of the demonstrations' causal
+    log-likelihood (held_out_log_likelihood) on deterministic dynamics, and not under slip."""
+    gaps = {}
+    for slip in (0.0, 0.1):
+        mdp = envs.gridworld(size=6, slip=slip, horizon=12, block=(3, 2), seed=0,
+                             dtype=torch.float64)
+        demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=20, seed=0)
+        phi = mdp.state_action_features()
+
+        def log_post(theta, mdp=mdp, demos=demos, phi=phi):
+            return float(held_out_log_likelihood(mdp, phi @ theta, demos).sum()
+                         - theta @ theta / 2)
+        theta, h = mce_irl(mdp, demos, l2=1 / demos.n).theta, 1e-5
+        grad = [(log_post(theta + h * e) - log_post(theta - h * e)) / (2 * h)
+                for e in torch.eye(len(theta))]
+        gaps[slip] = max(abs(g) for g in grad)  # 0 up to N * tol and differencing error
+    assert gaps[0.0] < 1e-4 and gaps[0.1] > 1e-1, gaps
+
+
+@pytest.mark.parametrize("algorithm", [mce_irl, maxent_irl])
+def test_float32_converges_to_the_float64_answer(algorithm):
+    """The README problem in float32 (its default dtype): the solve runs in float64, so L-BFGS
+    converges (no ConvergenceWarning, an error here) to float64's theta; in float32 it stopped
+    on round-off with the gradient at 4e-3 and warned."""
+    out = {}
+    for dtype in (torch.float32, torch.float64):
+        mdp = envs.gridworld(size=8, slip=0.1, horizon=30, block=(4, 2), seed=0, dtype=dtype)
+        demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=20, seed=0)
+        out[dtype] = algorithm(mdp, demos, l2=1 / demos.n)
+        assert out[dtype].info["converged"]
+        assert out[dtype].theta.dtype == out[dtype].reward.dtype == dtype
+        assert out[dtype].info["grad"].dtype == dtype
+    torch.testing.assert_close(out[torch.float32].theta.double(), out[torch.float64].theta,
+                               rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------- start states
+def logged_starts():
+    """Demonstrations that all start in state 0 of a 6x6 gridworld whose mdp.initial is
+    uniform (logged data), and the same MDP with the demonstrations' start as its initial."""
+    mdp = envs.gridworld(size=6, slip=0.1, horizon=12, block=2, seed=2, dtype=torch.float64)
+    demos = birl.rollouts(mdp, birl.value_iteration(mdp, mdp.reward), n=50, seed=0, initial=0)
+    return mdp, demos, mdp.replace(initial=demos.empirical_initial(mdp.n_states))
+
+
+def test_projection_and_max_margin_start_where_the_demonstrations_do():
+    """Like mce_irl, initial="empirical" (the default) compares the policies' feature counts
+    from the demonstrations' start with the experts'; from mdp.initial a gap remains that no
+    reward closes."""
+    mdp, demos, mdp0 = logged_starts()
+    res = projection_irl(mdp, demos, max_iters=50)
+    assert torch.equal(res.theta, projection_irl(mdp0, demos, max_iters=50,
+                                                 initial="mdp").theta)
+    assert res.history["distance"][-1] < 0.02
+    assert projection_irl(mdp, demos, max_iters=50, initial="mdp").history["distance"][-1] > 1
+    mm = max_margin_irl(mdp, demos)
+    assert torch.equal(mm.theta, max_margin_irl(mdp0, demos, initial="mdp").theta)
+    assert mm.info["slack"] < max_margin_irl(mdp, demos, initial="mdp").info["slack"] - 1
+    for evd in (expected_value_difference(mdp0, mdp.reward, r.reward) for r in (res, mm)):
+        assert float(evd) < 1e-3
+
+
 # ---------------------------------------------------------------------------- projection
 def test_projection_distance_decreases_monotonically(stochastic, fitted):
     mdp, demos, _ = stochastic
@@ -296,10 +360,12 @@ def test_max_margin_constraints_hold_at_the_solution(margin, stochastic, fitted)
     assert np.abs(w2).sum() + info["C"] * xi2 == pytest.approx(np.abs(w).sum() + info["C"] * xi,
                                                                abs=1e-7)
     # no policy violates its constraint: check the loss-augmented best response from scratch
-    loss = info["loss_vector"]
+    # (from the demonstrations' start, initial="empirical")
+    loss, start = info["loss_vector"], stochastic[1].empirical_initial(mdp.n_states)
     plan = birl.value_iteration(mdp, res.reward + loss)
-    L = float((birl.occupancy(mdp, plan) * loss).sum()) if margin == "loss" else 1.0
-    mu = birl.feature_expectations(mdp, plan)
+    L = float((birl.occupancy(mdp, plan, initial=start) * loss).sum()) if margin == "loss" \
+        else 1.0
+    mu = birl.feature_expectations(mdp, plan, initial=start)
     assert float(res.theta @ (info["expert_features"] - mu)) >= L - xi - 1e-6
 
 
@@ -315,6 +381,9 @@ def test_deep_maxent_seeded_and_state_action(stochastic):
     a, b = (deep_maxent_irl(mdp, demos, max_iters=3, seed=5) for _ in range(2))
     c = deep_maxent_irl(mdp, demos, max_iters=3, seed=6)
     assert torch.equal(a.reward, b.reward) and not torch.equal(a.reward, c.reward)
+    # NumPy integers are integers (they were refused as "seed is np.int64(5), expected an int")
+    d = deep_maxent_irl(mdp, demos, max_iters=3, seed=np.int64(5), hidden=np.array([32, 32]))
+    assert torch.equal(a.reward, d.reward)
     assert (a.reward == a.reward[:, :1]).all()  # a state reward, broadcast over actions
     phi = torch.cat([mdp.state_action_features(), torch.eye(mdp.n_actions).expand(
         mdp.n_states, -1, -1)], -1)
@@ -339,7 +408,10 @@ BAD_OPTIONS = [
     (max_margin_irl, {"margin": "hinge"}, "margin is 'hinge'"),
     (deep_maxent_irl, {"hidden": (0,)}, r"hidden is \(0,\)"),
     (deep_maxent_irl, {"weight_decay": -1.0}, "weight_decay is -1.0"),
-    (deep_maxent_irl, {"seed": None}, "seed is None"),
+    (deep_maxent_irl, {"seed": None}, "seed must be an integer, got None"),
+    (deep_maxent_irl, {"seed": -1}, "seed is -1, expected an integer >= 0"),
+    (projection_irl, {"initial": "uniform"}, "initial is 'uniform'"),
+    (max_margin_irl, {"initial": "uniform"}, "initial is 'uniform'"),
 ]
 
 
@@ -370,6 +442,16 @@ def test_bad_problems(algorithm, deterministic):
         algorithm(mdp, [(0, 1)])
     with pytest.raises(TypeError, match="mdp must be a TabularMDP"):
         algorithm("gridworld", demos)
+
+
+@pytest.mark.parametrize("shape", [(36, 0), (36, 5, 0)])
+def test_zero_width_features_are_refused_at_construction(shape, deterministic):
+    """d = 0 features reached the baselines, which failed inside torch or NumPy (or returned a
+    zero reward): the MDP refuses them, naming features and d >= 1."""
+    mdp = deterministic[0]
+    with pytest.raises(ValueError, match=rf"features has shape \({shape[0]}, .*0\), expected "
+                                         "d >= 1 features"):
+        mdp.replace(features=torch.zeros(shape), feature_names=None)
 
 
 def test_irl_result_defaults():

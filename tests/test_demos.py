@@ -325,6 +325,14 @@ def test_rollouts_deterministic_path():
     assert d.final_states.tolist() == [2, 2, 2]
     d = rollouts(mdp, pi, n=2, length=3, initial=3)
     assert d.states.tolist() == [[3, 0, 1]] * 2 and d.final_states.tolist() == [2, 2]
+    # one start state as a NumPy integer or a 0-d tensor (e.g. a logged state) is a state
+    # index too; they were refused ("initial must be a state index ..., got 3.0")
+    for state in (np.int64(3), torch.tensor(3), d.states[0, 0]):
+        assert torch.equal(rollouts(mdp, pi, n=2, length=3, initial=state).states, d.states)
+    for bad in (np.int64(4), torch.tensor(-1)):
+        with pytest.raises(ValueError, match=r"initial is (4|-1), expected a state index in "
+                                             r"\[0, 4\)"):
+            rollouts(mdp, pi, n=2, length=3, initial=bad)
 
 
 def test_rollouts_time_indexed_policy_uses_step_t():

@@ -44,7 +44,7 @@ def test_importance_weights_match_brute_force(n_demos):
     states = torch.randint(S, (M, T), generator=g)
     actions = torch.randint(A, (M, T), generator=g)
     mask = torch.arange(T) < torch.tensor([4, 4, 4, 4, 2, 3])[:, None]
-    counts = gcl._visit_counts(states, actions, mask, S, A)
+    counts = gcl._visit_counts(states, actions, mask, S, A, reward.dtype)
     log_w = torch.log_softmax(gcl._log_ratios(reward, log_pi, counts, log_demo, n_demos), 0)
     assert math.isclose(log_w.exp().sum().item(), 1.0, rel_tol=1e-12)
 
@@ -88,7 +88,7 @@ def test_importance_weights_recover_maxent_visits():
     rng = np.random.default_rng(0)
     s, a, _, _ = gcl._rollouts(envs.sampler(mdp), log_pi, 20000, mdp.horizon, rng, 0)
     counts = gcl._visit_counts(torch.as_tensor(s), torch.as_tensor(a),
-                               torch.ones(s.shape, dtype=torch.bool), 3, 2)
+                               torch.ones(s.shape, dtype=torch.bool), 3, 2, reward.dtype)
     w = torch.softmax(gcl._log_ratios(reward, log_pi, counts), 0)
     estimate = w @ counts
     se = ((w[:, None] * (counts - estimate)) ** 2).sum(0).sqrt()
@@ -246,3 +246,22 @@ def test_bad_env_and_demos():
         guided_cost_learning(42, demos)
     with pytest.raises(TypeError, match="demos must be a Demonstrations"):
         guided_cost_learning("FrozenLake-v1", torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("mdp_dtype, default", [(torch.float64, torch.float32),
+                                                (torch.float32, torch.float64)])
+def test_computes_in_the_mdps_dtype(mdp_dtype, default):
+    """Like every other baseline, a TabularMDP's dtype, not torch's default (the reward came
+    back in the default dtype). Other environments have no dtype and use the default."""
+    mdp = envs.gridworld(size=3, slip=0.1, horizon=4, block=1, seed=0, dtype=mdp_dtype)
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, 5 * mdp.reward), n=4, seed=0)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        res = guided_cost_learning(mdp, demos, n_iters=3, n_samples=4,
+                                   features=mdp.features.to(default))
+        other = guided_cost_learning(envs.sampler(mdp), demos, n_iters=3, n_samples=4)
+    finally:
+        torch.set_default_dtype(old)
+    assert res.reward.dtype == res.theta.dtype == res.info["policy"].dtype == mdp_dtype
+    assert other.reward.dtype == default

@@ -58,6 +58,22 @@ def test_expert_demonstrations_key_each_trajectory_by_its_expert():
         ExpertDemonstrations(data.demos, data.expert, expert_names=["x"])
 
 
+@pytest.mark.parametrize("index", [4, np.int64(4), torch.tensor(4), -1, np.int32(-1)])
+def test_expert_demonstrations_take_one_index_as_demonstrations_do(index):
+    """One index, as an int, NumPy integer or 0-d tensor, picks one demonstration and its
+    expert (NumPy and tensor scalars were refused: "expert must have shape (1,) ..., got ()")."""
+    mdp = tiny_chain_mdp(horizon=3)
+    plan = birl.soft_value_iteration(mdp, mdp.reward)
+    a, b = birl.rollouts(mdp, plan, n=3, seed=0), birl.rollouts(mdp, plan, n=2, seed=1)
+    data = ExpertDemonstrations.from_groups([a, b])
+    one = data[index]
+    assert one.n == 1 and one.expert.tolist() == [1] and one.counts.tolist() == [0, 1]
+    assert torch.equal(one.demos.states, data.demos[index].states)
+    assert torch.equal(one.demos.states, b.states[1:])
+    with pytest.raises(IndexError, match="demonstration 5 out of range for 5"):
+        data[np.int64(5)]
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"rationality": -1.0}, "rationality must be > 0, got -1.0"),
     ({"rationality": torch.ones(3)}, r"rationality must be a number or have shape \(2,\) "

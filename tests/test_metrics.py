@@ -157,12 +157,36 @@ def test_epic_batched_and_degenerate(grid):
     assert math.isnan(epic_distance(mdp, const, mdp.reward).item())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_epic_recognises_pure_shaping_in_either_dtype(dtype):
+    """A pure shaping reward gamma Phi(s') - Phi(s) (plus a constant) canonicalises to 0 up to
+    round-off, which scales with the dtype's eps: nan against the truth, 0 against the zero
+    reward. In float32 the fixed 1e-10 max|R| threshold was below round-off (0.668, nan)."""
+    mdp = envs.gridworld(size=5, slip=0.1, discount=0.9, block=1, seed=0, dtype=dtype)
+    S, A = mdp.n_states, mdp.n_actions
+    g = torch.Generator().manual_seed(0)
+    for scale, const in ((1.0, 0.0), (100.0, 3.0), (1e-3, -50.0)):
+        phi = scale * torch.randn(S, generator=g, dtype=dtype)
+        shaped = (0.9 * phi[None, None, :] - phi[:, None, None] + const).expand(S, A, S)
+        for coverage in ("transitions", "uniform"):
+            assert math.isnan(epic_distance(mdp, shaped, mdp.reward, coverage=coverage).item())
+            assert epic_distance(mdp, shaped, torch.zeros(S), coverage=coverage).item() == 0
+    # a real reward on top of a large constant is still a reward (distance 0 to itself)
+    offset = mdp.reward + 1000
+    assert epic_distance(mdp, offset, mdp.reward).item() == pytest.approx(0, abs=1e-3)
+    assert not math.isnan(epic_distance(mdp, 1e-3 * mdp.reward + 1, mdp.reward).item())
+
+
 def test_epic_bad_inputs(grid):
     mdp, _ = grid
     with pytest.raises(ValueError, match="coverage is 'all'"):
         epic_distance(mdp, mdp.reward, mdp.reward, coverage="all")
     with pytest.raises(ValueError, match="discount is 1.5"):
         epic_distance(mdp, mdp.reward, mdp.reward, discount=1.5)
+    # a NumPy scalar is a number (it was refused as "discount is np.float32(0.9), expected a
+    # number in [0, 1]")
+    assert epic_distance(mdp, mdp.reward, 2 * mdp.reward, discount=np.float32(0.9)).item() == \
+        pytest.approx(epic_distance(mdp, mdp.reward, 2 * mdp.reward, discount=0.9).item())
     with pytest.raises(ValueError, match=r"state_dist must be a probability vector of shape \(25"):
         epic_distance(mdp, mdp.reward, mdp.reward, state_dist=torch.ones(25))
     with pytest.raises(ValueError, match=r"r2 must have shape"):
@@ -203,10 +227,32 @@ def test_held_out_log_likelihood_by_hand_discounted():
     assert torch.allclose(held_out_log_likelihood(mdp, r, demos), want)
 
 
+def test_held_out_ignores_padding_past_the_horizon(grid):
+    """Valid demonstrations padded wider than a finite horizon (the extra columns all masked):
+    the same values as unpadded, not an IndexError from the time-indexed policy."""
+    mdp, demos = grid
+    d = demos[:3]
+
+    def pad(x):
+        return torch.nn.functional.pad(x, (0, 4))
+    wide = birl.Demonstrations(pad(d.states), pad(d.actions), pad(d.mask))
+    assert wide.max_length == mdp.horizon + 4 and wide.validate(mdp) is wide
+    torch.testing.assert_close(held_out_log_likelihood(mdp, mdp.reward, wide),
+                               held_out_log_likelihood(mdp, mdp.reward, d))
+    draws = torch.stack([mdp.reward, -mdp.reward])
+    torch.testing.assert_close(held_out_log_likelihood(mdp, draws, wide),
+                               held_out_log_likelihood(mdp, draws, d))
+
+
 def test_held_out_bad_inputs(grid):
     mdp, demos = grid
     with pytest.raises(ValueError, match="rationality is 0"):
         held_out_log_likelihood(mdp, mdp.reward, demos, rationality=0)
+    # a NumPy scalar is a number (it was refused as "rationality is np.float32(2.0), expected
+    # a finite number > 0")
+    torch.testing.assert_close(
+        held_out_log_likelihood(mdp, mdp.reward, demos, rationality=np.float32(2)),
+        held_out_log_likelihood(mdp, mdp.reward, demos, rationality=2.0))
     bad = birl.Demonstrations.from_arrays(torch.tensor([[30, 0]]), torch.tensor([[0, 0]]))
     with pytest.raises(ValueError, match=r"states\[0, 0\] is 30"):
         held_out_log_likelihood(mdp, mdp.reward, bad)

@@ -16,6 +16,7 @@ from bayesirl._validation import (
     check_number,
     check_probability,
     has_positive_support,
+    integer_scalar,
     is_posterior,
     to_numpy,
 )
@@ -47,6 +48,14 @@ def test_check_int_bounds_and_numpy_integers():
         check_int("k", 4, 1, 3)
     with pytest.raises(ValueError, match="n is 0, expected an integer >= 1"):
         check_int("n", 0)
+
+
+def test_integer_scalar_is_one_integer_of_any_kind():
+    for value in (3, np.int64(3), np.uint8(3), torch.tensor(3), torch.tensor(3, dtype=torch.int8)):
+        assert integer_scalar(value) == 3 and type(integer_scalar(value)) is int
+    for value in (True, np.bool_(True), torch.tensor(True), 3.0, np.float32(3), torch.tensor(3.0),
+                  torch.tensor([3]), np.array([3]), [3], "3", None):
+        assert integer_scalar(value) is None, value
 
 
 @pytest.mark.parametrize("kwargs, value, message", [

@@ -5,7 +5,8 @@
   distribution ``(S,)``;
 - the planning oracle :func:`greedy` (hard optimal policy and its feature expectations);
 - the maximum causal entropy dual :func:`soft_dual` and the optimiser :func:`fit_linear` shared by
-  MCE and MaxEnt IRL (they differ only in the dual's backward pass).
+  MCE and MaxEnt IRL (they differ only in the dual's backward pass), which solves in float64
+  (:func:`in_float64`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,12 @@ def expert_features(mdp: TabularMDP, counts: torch.Tensor) -> torch.Tensor:
 
 
 def start_distribution(mdp: TabularMDP, demos: Demonstrations, initial: str) -> torch.Tensor:
-    """``(S,)`` start distribution: ``mdp.initial`` or the demonstrations' first states."""
+    """``(S,)`` start distribution of the policies' expected feature counts: the
+    demonstrations' first states (``"empirical"``) or ``mdp.initial`` (``"mdp"``).
+
+    The experts' counts always start where the demonstrations do, so ``"empirical"`` compares
+    like with like; ``"mdp"`` is for demonstrations whose starts are a sample of
+    ``mdp.initial`` and too few to estimate it."""
     check_choice("initial", initial, ("empirical", "mdp"))
     if initial == "mdp":
         return mdp.initial
@@ -94,13 +100,14 @@ def linear_reward(mdp: TabularMDP, theta: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- planning oracles
-def greedy(mdp: TabularMDP, reward: torch.Tensor):
-    """``(plan, mu)``: the hard optimal plan for ``reward`` and its feature expectations ``(d,)``.
+def greedy(mdp: TabularMDP, reward: torch.Tensor, start: torch.Tensor):
+    """``(plan, mu)``: the hard optimal plan for ``reward (S, A)`` and its feature expectations
+    ``(d,)`` from the start distribution ``start (S,)`` (:func:`start_distribution`).
 
     Ties split uniformly, so the zero reward gives the uniform random policy.
     """
     plan = value_iteration(mdp, reward.detach())
-    return plan, feature_expectations(mdp, plan)
+    return plan, feature_expectations(mdp, plan, initial=start)
 
 
 def soft_dual(mdp: TabularMDP, reward, counts, start):
@@ -117,14 +124,35 @@ def soft_dual(mdp: TabularMDP, reward, counts, start):
 
 
 # ---------------------------------------------------------------------------- optimiser
+def in_float64(mdp: TabularMDP) -> TabularMDP:
+    """``mdp`` with its floating tensors in float64 (itself if already float64).
+
+    The probability rows (``transition_probs``, ``initial``) are renormalised after the cast: a
+    float32 MDP is valid when they sum to 1 within float32's tolerance, which float64's
+    validation would refuse."""
+    if mdp.dtype == torch.float64:
+        return mdp
+    p, p0 = mdp.transition_probs.to(torch.float64), mdp.initial.to(torch.float64)
+    return mdp.replace(transition_probs=p / p.sum(-1, keepdim=True), initial=p0 / p0.sum())
+
+
 def fit_linear(mdp, counts, start, dual, *, l2, method, max_iters, tol, lr, progress, desc):
     """Minimise ``dual(phi . theta) + l2 / 2 |theta|^2`` over ``theta (d,)`` from 0.
 
     ``dual(mdp, reward, counts, start) -> (loss, occupancy)``; the gradient in ``theta`` is
     ``mu(theta) - mu_E + l2 theta`` with ``mu = <occupancy, phi>``, ``mu_E = <counts, phi>``.
     ``method`` is ``"lbfgs"`` (scipy L-BFGS-B, analytic gradient) or ``"adam"``; both stop when
-    the gradient's sup-norm is at most ``tol``. Returns ``(theta, history, info)``.
+    the gradient's sup-norm is at most ``tol``. Returns ``(theta, history, info)``, ``theta``
+    and ``info["grad"]`` in ``mdp.dtype``.
+
+    The solve runs in float64 whatever ``mdp.dtype`` (``mdp``, ``counts`` and ``start`` are
+    cast): in float32 the dual's round-off is larger than the decreases L-BFGS sees near the
+    optimum, so it stopped early, short of ``tol``, and warned as if the dual were unbounded.
+    A float32 and a float64 MDP thus give the same ``theta`` to float32 precision.
     """
+    dtype = mdp.dtype
+    mdp = in_float64(mdp)
+    counts, start = (x.to(device=mdp.device, dtype=mdp.dtype) for x in (counts, start))
     phi = mdp.state_action_features()
     mu_e = expert_features(mdp, counts)
     history = {"loss": [], "grad_norm": [], "feature_distance": []}
@@ -186,5 +214,5 @@ def fit_linear(mdp, counts, start, dual, *, l2, method, max_iters, tol, lr, prog
             "policies achieve (e.g. features the demonstrations never visit), where with l2 = 0 "
             f"no maximiser exists: raise l2 (now {l2:g}). Otherwise raise max_iters or tol.",
             ConvergenceWarning, stacklevel=3)
-    return theta, history, {"converged": converged, "iterations": iters, "message": message,
-                            "grad": point[1]}
+    return theta.to(dtype), history, {"converged": converged, "iterations": iters,
+                                      "message": message, "grad": point[1].to(dtype)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl._validation import check_int, check_number
+from bayesirl._validation import check_int, check_number, positive_ints
 from bayesirl.baselines import _common
 from bayesirl.baselines.result import IRLResult
 
@@ -43,14 +43,14 @@ def deep_maxent_irl(mdp, demos, *, hidden=(32, 32), lr: float = 1e-2,
     Args:
         mdp: a :class:`~bayesirl.TabularMDP` with features; finite horizon or discounted.
         demos: :class:`~bayesirl.Demonstrations`, validated against ``mdp``.
-        hidden: widths of the hidden layers.
+        hidden: widths of the hidden layers (integers >= 1).
         lr: Adam's learning rate.
         weight_decay: Adam's L2 weight decay >= 0 on the network's parameters.
         max_iters: Adam steps.
         tol: stop early when the visitation difference's sup-norm is at most ``tol``.
         initial: ``"empirical"`` or ``"mdp"`` start distribution (see
             :func:`~bayesirl.baselines.mce_irl`).
-        seed: seed of the initialisation.
+        seed: seed of the initialisation, an integer >= 0 (Python or NumPy).
         progress: show a tqdm bar.
 
     Returns:
@@ -59,21 +59,20 @@ def deep_maxent_irl(mdp, demos, *, hidden=(32, 32), lr: float = 1e-2,
         mapping ``(..., d)`` features to ``(..., 1)``), ``converged``.
     """
     mdp, demos = _common.check_problem(mdp, demos)
-    if isinstance(hidden, (int, str)) or not all(
-            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+    widths = positive_ints(hidden)
+    if widths is None:
         raise ValueError(f"hidden is {hidden!r}, expected a sequence of positive ints")
     lr = check_number("lr", lr, 0.0, low_open=True)
     weight_decay = check_number("weight_decay", weight_decay, 0.0)
     max_iters = check_int("max_iters", max_iters)
     tol = check_number("tol", tol, 0.0, low_open=True)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed is {seed!r}, expected an int")
+    seed = check_int("seed", seed, 0)
     counts = _common.expert_counts(mdp, demos)
     start = _common.start_distribution(mdp, demos, initial)
     phi = mdp.features
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _mlp(phi.shape[-1], tuple(hidden), mdp.dtype, mdp.device)
+        net = _mlp(phi.shape[-1], widths, mdp.dtype, mdp.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     history = {"loss": [], "grad_norm": []}
 

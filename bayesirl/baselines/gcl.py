@@ -22,6 +22,7 @@ from bayesirl._validation import check_int, check_number
 from bayesirl.baselines.result import IRLResult
 from bayesirl.core import envs
 from bayesirl.core.demos import Demonstrations
+from bayesirl.core.mdp import TabularMDP
 
 __all__ = ["guided_cost_learning"]
 
@@ -37,9 +38,8 @@ def _as_sampler(env, horizon):
                          f"with Discrete observation and action spaces: {e}") from e
 
 
-def _visit_counts(states, actions, mask, S, A):
+def _visit_counts(states, actions, mask, S, A, dtype):
     """``(M, S * A)`` visits of each ``(s, a)`` by each of M padded ``(M, T)`` trajectories."""
-    dtype = torch.get_default_dtype()
     out = torch.zeros(states.shape[0], S * A, dtype=dtype)
     return out.scatter_add_(1, states * A + actions, mask.to(dtype))
 
@@ -116,10 +116,10 @@ class _Replay:
         self.keys, inverse = np.unique(keys, return_inverse=True)
         self.counts = np.bincount(inverse.ravel(), weights=weights)
 
-    def tensors(self):
-        """``sa, s', counts`` of the distinct transitions and ``n_sa: (S * A,)``."""
+    def tensors(self, dtype):
+        """``sa, s', counts`` of the distinct transitions and ``n_sa: (S * A,)`` (counts in
+        ``dtype``)."""
         sa, s2 = np.divmod(self.keys, self.S)
-        dtype = torch.get_default_dtype()
         c = torch.as_tensor(self.counts, dtype=dtype)
         sa = torch.as_tensor(sa)
         return sa, torch.as_tensor(s2), c, torch.zeros(self.S * self.A, dtype=dtype).index_add_(
@@ -144,11 +144,12 @@ def _check_demos(demos, S, A, horizon):
                          f"horizon={horizon}")
 
 
-def _features(features, S, A):
-    """``(S * A, d)`` flattened state-action features, or None for one-hot ``(s, a)``."""
+def _features(features, S, A, dtype):
+    """``(S * A, d)`` flattened state-action features in ``dtype``, or None for one-hot
+    ``(s, a)``."""
     if features is None:
         return None
-    phi = torch.as_tensor(features, dtype=torch.get_default_dtype())
+    phi = torch.as_tensor(features, dtype=dtype)
     if phi.dim() == 2 and phi.shape[0] == S:
         phi = phi.unsqueeze(1).expand(S, A, phi.shape[1])
     if phi.dim() != 3 or tuple(phi.shape[:2]) != (S, A) or phi.shape[2] < 1:
@@ -206,6 +207,10 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
             global random state; theta starts at 0, so no torch generator is needed).
         progress: show a tqdm bar over iterations.
 
+    Computation is on the CPU, in ``env.dtype`` for a :class:`~bayesirl.TabularMDP` (as every
+    other baseline follows ``mdp.dtype``) and in torch's default dtype for other
+    environments, which have none.
+
     Returns:
         :class:`~bayesirl.baselines.result.IRLResult`: ``reward: (S, A)``, ``theta: (d,)``,
         ``history`` with per-iteration ``"loss"``, ``"ess"`` (``1 / sum_j w_j^2``, out of
@@ -229,8 +234,9 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
     T = demos.max_length if horizon is None else horizon
     gamma = 1 - 1 / T if discount is None else check_number(
         "discount", discount, 0.0, 1.0, high_open=True)
-    phi = _features(features, S, A)
-    dtype = torch.get_default_dtype()
+    # an MDP's dtype, read off its initial distribution (same dtype): the tables stay unread
+    dtype = env.initial.dtype if isinstance(env, TabularMDP) else torch.get_default_dtype()
+    phi = _features(features, S, A, dtype)
     rng = np.random.default_rng(seed)
     env_seed = int(rng.integers(2**31))
 
@@ -242,7 +248,7 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
         rows, last = torch.arange(demos.n), demos.lengths - 1
         replay.add(demos.states[rows, last].numpy(), demos.actions[rows, last].numpy(),
                    demos.final_states.numpy())
-    demo_counts = _visit_counts(demos.states, demos.actions, demos.mask, S, A)
+    demo_counts = _visit_counts(demos.states, demos.actions, demos.mask, S, A, dtype)
     demo_sa = demo_counts.sum(0).view(S, A)
     log_demo = torch.log((demo_sa + 1) / (demo_sa.sum(1, keepdim=True) + A))
     n_mix = demos.n if mix_demos else 0
@@ -261,7 +267,7 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
                                       env_seed if it == 0 else None)
         replay.add(s, a, s2)
         counts = _visit_counts(torch.as_tensor(s), torch.as_tensor(a),
-                               torch.ones(s.shape, dtype=torch.bool), S, A)
+                               torch.ones(s.shape, dtype=torch.bool), S, A, dtype)
         if n_mix:
             counts = torch.cat([counts, demo_counts])
         r = reward_of(theta)
@@ -273,7 +279,8 @@ def guided_cost_learning(env, demos: Demonstrations, *, features=None, horizon=N
         opt.step()
         with torch.no_grad():
             log_w = torch.log_softmax(z, 0)
-            q = _soft_q(q, reward_of(theta), *replay.tensors(), gamma, policy_lr, policy_sweeps)
+            q = _soft_q(q, reward_of(theta), *replay.tensors(dtype), gamma, policy_lr,
+                        policy_sweeps)
         history["loss"].append(loss.item())
         history["ess"].append(1.0 / log_w.mul(2).exp().sum().item())
         history["sample_return"].append(float(returns.mean()))

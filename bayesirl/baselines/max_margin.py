@@ -34,7 +34,8 @@ def solve_margin_lp(deltas: np.ndarray, losses: np.ndarray, C: float):
 
 
 def max_margin_irl(mdp, demos, *, C: float = 1.0, margin: str = "loss", tol: float = 1e-6,
-                   max_iters: int = 100, progress: bool = False) -> IRLResult:
+                   max_iters: int = 100, initial: str = "empirical",
+                   progress: bool = False) -> IRLResult:
     """Max-margin IRL: a linear reward under which the experts beat every policy by a margin.
 
     With ``mu_E`` the experts' feature expectations and ``mu_j`` those of policies ``pi_j``, solve
@@ -65,6 +66,12 @@ def max_margin_irl(mdp, demos, *, C: float = 1.0, margin: str = "loss", tol: flo
         margin: ``"loss"`` or ``"unit"``.
         tol: constraint violation accepted at termination.
         max_iters: most constraints to add (a ConvergenceWarning reports running out).
+        initial: start distribution of the policies' feature expectations ``mu_j`` and
+            losses, as in :func:`~bayesirl.baselines.mce_irl`: ``"empirical"`` (the
+            demonstrations' first states, where ``mu_E`` starts; default) or ``"mdp"``
+            (``mdp.initial``, for demonstrations whose starts are too few to stand for it).
+            With ``"mdp"`` and demonstrations that start elsewhere, ``mu_E - mu_j`` mixes
+            the reward's effect with the difference of starts.
         progress: show a tqdm bar.
 
     Returns:
@@ -78,6 +85,7 @@ def max_margin_irl(mdp, demos, *, C: float = 1.0, margin: str = "loss", tol: flo
     check_choice("margin", margin, ("loss", "unit"))
     tol = check_number("tol", tol, 0.0, low_open=True)
     max_iters = check_int("max_iters", max_iters)
+    start = _common.start_distribution(mdp, demos, initial)
     counts = _common.expert_counts(mdp, demos)
     mu_e = _common.expert_features(mdp, counts)
     loss = 1 - counts / counts.max() if margin == "loss" else torch.zeros_like(counts)
@@ -88,8 +96,8 @@ def max_margin_irl(mdp, demos, *, C: float = 1.0, margin: str = "loss", tol: flo
     converged = False
     for _ in tqdm(range(max_iters), desc="max-margin IRL", disable=not progress, leave=False):
         theta = torch.as_tensor(w, dtype=mdp.dtype, device=mdp.device)
-        plan, mu = _common.greedy(mdp, _common.linear_reward(mdp, theta) + loss)
-        L = float((occupancy(mdp, plan) * loss).sum()) if margin == "loss" else 1.0
+        plan, mu = _common.greedy(mdp, _common.linear_reward(mdp, theta) + loss, start)
+        L = float((occupancy(mdp, plan, initial=start) * loss).sum()) if margin == "loss" else 1.0
         delta = (mu_e - mu).cpu().double().numpy()
         violation = L - xi - float(w @ delta)
         history["violation"].append(violation)

@@ -28,9 +28,18 @@ def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical",
     ``r(s, a) = phi(s, a) . theta``; its gradient is expected minus empirical feature counts,
     ``mu(theta) - mu_E + l2 theta``, with ``mu(theta)`` from the soft policy's occupancy. At the
     optimum with ``l2 = 0`` the soft policy matches ``mu_E`` (to ``tol``, sup-norm). With
-    ``l2 > 0`` the result is the MAP estimate under the prior ``theta ~ N(0, I / (N l2))``
-    (``L`` is the mean over the N demonstrations), and the soft policy matches
-    ``mu_E - l2 theta``.
+    ``l2 > 0`` the soft policy matches ``mu_E - l2 theta``.
+
+    Likelihood reading: on *deterministic* dynamics, finite horizon, with ``initial=
+    "empirical"``, ``L`` is the mean negative causal log-likelihood of the demonstrations,
+    ``-(1/N) sum_i sum_t log pi_t(a_t^i | s_t^i)`` (the soft Bellman terms telescope along
+    each path), so the estimate is the maximum-likelihood one and, with ``l2 > 0``, the MAP
+    under the prior ``theta ~ N(0, I / (N l2))`` (``l2 = 1 / N``: ``N(0, I)``). Under
+    stochastic dynamics the terms ``E[V_{t+1}(s')] - V_{t+1}(s_{t+1})`` depend on ``theta``
+    and do not cancel (likewise for the rescaled discounted counts or ``initial="mdp"``):
+    the result is then the feature-matching (maximum causal entropy) estimate with an L2
+    penalty, not that MAP (README problem, slip 0.1: a different ``theta``, log posterior 4
+    lower than the maximiser's). :func:`bayesirl.infer` with ``method="map"`` gives the MAP.
 
     Why the default ``l2 = 0.01`` and not 0: with indicator (one-hot) features the maximiser of
     the unpenalised dual often does not exist. A feature the demonstrations never switch on

@@ -34,7 +34,7 @@ def _mixture_weights(mus: torch.Tensor, mu_e: torch.Tensor, start: np.ndarray) -
 
 
 def projection_irl(mdp, demos, *, eps: float = 1e-3, max_iters: int = 100,
-                   progress: bool = False) -> IRLResult:
+                   initial: str = "empirical", progress: bool = False) -> IRLResult:
     """Apprenticeship learning via inverse RL, projection method (Abbeel and Ng 2004).
 
     With ``mu_E`` the experts' (discounted) feature expectations ``(d,)`` and ``pi_0`` the
@@ -68,13 +68,20 @@ def projection_irl(mdp, demos, *, eps: float = 1e-3, max_iters: int = 100,
 
     Finite-horizon MDPs use time-indexed policies; discounted MDPs stationary ones (the
     demonstrations' discounted counts rescaled to mass ``1 / (1 - gamma)``, as in
-    :func:`~bayesirl.baselines.mce_irl`).
+    :func:`~bayesirl.baselines.mce_irl`). The policies' ``mu(pi)`` start from ``initial``, by
+    default where the demonstrations start, as ``mu_E`` does: from ``mdp.initial`` instead, a
+    start the demonstrations never use leaves a gap in feature expectations that no reward
+    closes.
 
     Args:
         mdp: a :class:`~bayesirl.TabularMDP` with features ``(S, d)`` or ``(S, A, d)``.
         demos: :class:`~bayesirl.Demonstrations`, validated against ``mdp``.
         eps: stop when ``|mu_E - mu_bar|_2 <= eps`` (feature-expectation units).
         max_iters: most policies to add.
+        initial: start distribution of the policies' feature expectations, as in
+            :func:`~bayesirl.baselines.mce_irl`: ``"empirical"`` (the demonstrations' first
+            states, default) or ``"mdp"`` (``mdp.initial``, for demonstrations whose starts
+            are too few to stand for it).
         progress: show a tqdm bar.
 
     Returns:
@@ -88,9 +95,10 @@ def projection_irl(mdp, demos, *, eps: float = 1e-3, max_iters: int = 100,
     mdp, demos = _common.check_problem(mdp, demos)
     eps = check_number("eps", eps, 0.0, low_open=True)
     max_iters = check_int("max_iters", max_iters)
+    start = _common.start_distribution(mdp, demos, initial)
     mu_e = _common.expert_features(mdp, _common.expert_counts(mdp, demos))
     d = mu_e.shape[0]
-    plan, mu = _common.greedy(mdp, mu_e.new_zeros(mdp.n_states, mdp.n_actions))
+    plan, mu = _common.greedy(mdp, mu_e.new_zeros(mdp.n_states, mdp.n_actions), start)
     policies, weights, mus = [plan.policy], [mu_e.new_zeros(d)], [mu]
     lam = np.ones(1)  # mixture weights producing mu_bar
     mu_bar = mu
@@ -99,7 +107,7 @@ def projection_irl(mdp, demos, *, eps: float = 1e-3, max_iters: int = 100,
         w = mu_e - mu_bar
         if w.norm() <= eps:
             break
-        plan, mu = _common.greedy(mdp, _common.linear_reward(mdp, w))
+        plan, mu = _common.greedy(mdp, _common.linear_reward(mdp, w), start)
         policies.append(plan.policy)
         weights.append(w / w.norm())
         mus.append(mu)

@@ -22,7 +22,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl._validation import as_tensor, check_indices, check_int, first_bad, fmt_index
+from bayesirl._validation import (
+    as_tensor,
+    check_indices,
+    check_int,
+    first_bad,
+    fmt_index,
+    integer_scalar,
+)
 from bayesirl.core.mdp import TabularMDP, check_mdp
 
 __all__ = ["Demonstrations", "rollouts"]
@@ -199,12 +206,10 @@ class Demonstrations:
         return self.n
 
     def __getitem__(self, idx) -> Demonstrations:
-        """A subset (int, slice, index list/LongTensor or bool mask over N), trimmed to its
-        longest demonstration."""
-        if isinstance(idx, (int, np.integer)) or (
-                isinstance(idx, torch.Tensor) and idx.dim() == 0
-                and not (idx.dtype.is_floating_point or idx.dtype == torch.bool)):
-            idx = int(idx)
+        """A subset (one index: an int, NumPy integer or 0-d integer tensor; a slice, index
+        list/LongTensor or bool mask over N), trimmed to its longest demonstration."""
+        if (one := integer_scalar(idx)) is not None:
+            idx = one
             if not -self.n <= idx < self.n:
                 raise IndexError(f"demonstration {idx} out of range for {self.n} demonstrations")
             idx = [idx]
@@ -351,7 +356,8 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
         n: number of demonstrations (>= 1), sampled in parallel.
         seed: seed of the ``torch.Generator`` that drives all sampling.
         length: steps per demonstration; defaults to ``mdp.horizon``, required if discounted.
-        initial: ``(S,)`` start distribution (default ``mdp.initial``) or one start state.
+        initial: ``(S,)`` start distribution (default ``mdp.initial``) or one start state
+            (an int, a NumPy integer or a 0-d integer tensor such as ``demos.states[0, 0]``).
         progress: show a tqdm bar over steps.
 
     Returns:
@@ -380,10 +386,10 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
                          "that are >= 0 and sum to 1")
     if initial is None:
         mu = mdp.initial
-    elif isinstance(initial, int) and not isinstance(initial, bool):
-        if not 0 <= initial < S:
-            raise ValueError(f"initial is {initial}, expected a state index in [0, {S})")
-        mu = torch.nn.functional.one_hot(torch.tensor(initial), S).to(mdp.dtype)
+    elif (state := integer_scalar(initial)) is not None:
+        if not 0 <= state < S:
+            raise ValueError(f"initial is {state}, expected a state index in [0, {S})")
+        mu = torch.nn.functional.one_hot(torch.tensor(state), S).to(mdp.dtype)
     else:
         mu = as_tensor("initial", initial, dtype=mdp.dtype)
         if tuple(mu.shape) != (S,) or not torch.isfinite(mu).all() or (mu < 0).any() \

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bayesirl._validation import as_tensor, check_int, check_names, first_bad
+from bayesirl._validation import as_tensor, check_int, check_names, first_bad, integer_scalar
 from bayesirl.core.demos import Demonstrations
 
 __all__ = ["ExpertDemonstrations", "concat_demonstrations"]
@@ -134,11 +134,14 @@ class ExpertDemonstrations:
         return self.demos[idx]
 
     def __getitem__(self, idx) -> ExpertDemonstrations:
-        """A subset of the demonstrations (an index list, LongTensor, slice or bool mask over
-        N), keeping every expert (some may be left without data)."""
-        if isinstance(idx, int):
-            idx = [idx]
-        sub = self.demos[idx]
+        """A subset of the demonstrations, keeping every expert (some may be left without data).
+
+        ``idx`` is what indexing a :class:`~bayesirl.Demonstrations` takes: one index (an int,
+        NumPy integer or 0-d integer tensor), an index list, LongTensor, slice or bool mask
+        over N."""
+        sub = self.demos[idx]  # the same indices; it names one out of range
+        if (one := integer_scalar(idx)) is not None:
+            idx = [one]
         expert = self.expert[torch.as_tensor(idx, device=self.device)
                              if isinstance(idx, list) else idx]
         return ExpertDemonstrations(sub, expert, self.n_experts, self.expert_names)

@@ -51,7 +51,8 @@ class TabularMDP:
         horizon: number of decisions T of a finite-horizon problem (time-indexed policy).
         discount: gamma in [0, 1) of an infinite-horizon problem (stationary policy).
             Exactly one of ``horizon`` and ``discount`` is given.
-        features: ``(S, d)`` state features or ``(S, A, d)`` state-action features.
+        features: ``(S, d)`` state features or ``(S, A, d)`` state-action features, ``d >= 1``
+            (None for none).
         feature_names: ``d`` names, used as coordinates in ArviZ output.
         reward: ground-truth reward ``(S,)`` or ``(S, A)``, when known (simulated problems).
         shape: grid shape ``(rows, cols)`` with ``rows * cols == S`` for plotting.
@@ -113,6 +114,9 @@ class TabularMDP:
                                                                  and phi.shape[1] != A):
                 raise ValueError(f"features must have shape ({S}, d) or ({S}, {A}, d), "
                                  f"got {tuple(phi.shape)}")
+            if phi.shape[-1] < 1:  # a reward of no features: features=None says that
+                raise ValueError(f"features has shape {tuple(phi.shape)}, expected d >= 1 "
+                                 "features (pass features=None for none)")
             check_finite("features", phi)
             set_(self, "features", phi)
             d = phi.shape[-1]
