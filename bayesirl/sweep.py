@@ -12,13 +12,18 @@ spec (the spec's own ``inference.seed`` seeds it), never on the worker that runs
 to any ``concurrent.futures.Executor`` (a process pool, a Dask client's ``get_executor()``) or
 run here one after another. With ``out``, a cell writes into ``out/<cell name>/`` as it
 finishes: ``posterior.nc`` (:meth:`~bayesirl.RewardPosterior.save`) and then ``cell.json``
-(its overrides, a digest of its spec, its metrics), the marker of a finished cell; every
+(its overrides, a digest of its spec and of the contents of the files it names, its
+metrics), the marker of a finished cell; every
 attempt first appends a line to ``attempts.log``. A task whose cell is already finished returns
 it without running, and a re-run of the sweep submits only unfinished cells, so an interrupted
 sweep or a lost worker (whose task the executor runs again) loses nothing finished. The cell
 writes its files from the worker when the worker shares the file system, and otherwise this
-process writes them when the result arrives. A cell folder holding another spec's cell is
-refused, never overwritten.
+process writes them when the result arrives. A cell folder holding another spec's cell (or
+one run on a file the spec names, such as ``demonstrations.file``, that has changed since) is
+refused, never overwritten; the spec's folder plays no part, so a copied spec and its files
+find their finished cells. A grid axis of an ``[inference]`` option that no cell's method uses
+is refused (its cells would be the same run); options only some cells ignore warn
+(:class:`SweepWarning`).
 
 The sweep ends with one comparison table, a row per cell (``out/comparison.csv`` and
 ``comparison.png``): the overrides, seconds, the smallest bulk ESS and largest R-hat; where the
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -54,7 +60,7 @@ import numpy as np
 import torch
 
 from bayesirl._validation import check_process_executor
-from bayesirl.cli.build import build, fast_mode
+from bayesirl.cli.build import build, fast_mode, unused_options
 from bayesirl.cli.spec import Spec, SpecError, load_spec, parse_spec, tomllib
 from bayesirl.inference.facade import infer
 from bayesirl.inference.target import digest
@@ -63,8 +69,8 @@ from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.posterior.files import atomic_write
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
-__all__ = ["Cell", "CellResult", "CellTask", "SweepResult", "cells_of", "local_cluster",
-           "parse_grid", "run_cell", "sweep"]
+__all__ = ["Cell", "CellResult", "CellTask", "SweepResult", "SweepWarning", "cells_of",
+           "local_cluster", "parse_grid", "run_cell", "sweep"]
 
 _FINISHED = "cell.json"
 _POSTERIOR = "posterior.nc"
@@ -72,6 +78,11 @@ _ATTEMPTS = "attempts.log"
 _COLUMNS = ("method", "chains", "draws", "seconds", "min_ess", "max_rhat", "inference_warnings",
             "evd", "epic", "elpd_loo", "loo_se", "p_loo", "loo_bad_k", "loo_rank", "elpd_diff",
             "loo_weight", "data", "error")
+
+
+class SweepWarning(UserWarning):
+    """Something in a sweep's spec or grid has no effect (an option some cells' method
+    ignores); ``bayesirl sweep`` prints it as a warning line."""
 
 
 # ---------------------------------------------------------------------------- the grid
@@ -215,7 +226,8 @@ class CellTask:
     the folder its relative file paths resolve against (``base``), the spec's ``spec_name``,
     the cell, the sweep's output folder ``out`` (None: no files), ``fast`` (the CLI's fast
     mode, resolved by the caller so that workers need no environment variable) and ``digest``
-    of all that (recorded in ``cell.json``)."""
+    of the data, the contents of the files it names and ``fast`` (recorded in
+    ``cell.json``)."""
 
     data: dict
     base: str
@@ -252,7 +264,8 @@ def _finished(folder: Path, digest_: str) -> dict | None:
         raise ValueError(f"{marker} is not readable as a finished cell's record ({e}); remove "
                          "it to run the cell again") from None
     if record.get("digest") != digest_:
-        raise ValueError(f"{folder} holds a cell of another spec or grid (digest "
+        raise ValueError(f"{folder} holds a cell of another spec or grid, or of changed "
+                         "data (a file the spec names changed since; digest "
                          f"{record.get('digest')}, this cell {digest_}); choose another out "
                          "folder or remove that one")
     return record["metrics"]
@@ -365,6 +378,53 @@ def _spec_data(spec) -> tuple[dict, Path, str]:
                     f"{type(spec).__name__}")
 
 
+def _file_hashes(spec: Spec, cache: dict) -> dict[str, str]:
+    """``{spec key: sha256 of the file's content}`` for every file ``spec`` names
+    (``environment.file``, ``demonstrations.file``); ``cache`` maps paths read before."""
+    out = {}
+    for key, path in (("environment.file", spec.environment.file),
+                      ("demonstrations.file", spec.demonstrations.file)):
+        if path is None:
+            continue
+        path = Path(path).resolve()
+        if path not in cache:
+            h = hashlib.sha256()
+            try:
+                with open(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        h.update(block)
+            except OSError as e:
+                raise SpecError(f"{key} is {str(path)!r}, which cannot be read "
+                                f"({e.strerror or e})") from None
+            cache[path] = h.hexdigest()
+        out[key] = cache[path]
+    return out
+
+
+def _check_unused(cells: list[Cell], specs: dict[str, Spec]) -> None:
+    """A grid axis of an ``[inference]`` option that no cell's method uses changes nothing
+    (its cells are the same run): SpecError naming it. Options some cells ignore (an axis
+    beside a method axis, or set in the spec) warn (:class:`SweepWarning`)."""
+    if not cells:
+        return
+    axes = [k.split(".", 1)[1] for k in cells[0].overrides
+            if k.startswith("inference.") and k.count(".") == 1]
+    ignored: dict[str, list[str]] = {}
+    for cell in cells:
+        spec = specs[cell.name]
+        for key in dict.fromkeys(unused_options(spec) + unused_options(spec, axes)):
+            ignored.setdefault(key, []).append(spec.inference.method)
+    for key, methods in ignored.items():
+        names = ", ".join(repr(m) for m in dict.fromkeys(methods))
+        if key in cells[0].overrides and len(methods) == len(cells):
+            raise SpecError(f"grid key {key!r} changes nothing: method {names} does not use "
+                            "it, so its cells are the same run; remove it from the grid")
+        warnings.warn(f"{key} is ignored by method {names} in {len(methods)} of {len(cells)} "
+                      "cell(s)" + (" (cells that differ only in it are the same run)"
+                                   if key in cells[0].overrides else ""),
+                      SweepWarning, stacklevel=3)
+
+
 def _prepare_out(out) -> Path | None:
     """The output folder, created and checked writable before any work (nothing is lost to
     a folder found unwritable at the end)."""
@@ -412,15 +472,19 @@ def sweep(spec, grid: dict, *, executor=None, out=None, progress: bool = True,
     data, base, spec_name = _spec_data(spec)
     cells = cells_of(grid)
     fast = fast_mode() if fast is None else bool(fast)
-    tasks = []
+    tasks, parsed, hashes = [], {}, {}
     for cell in cells:
         cell_data = _with_overrides(data, cell.overrides)
         try:
-            parse_spec(cell_data, base, spec_name)
+            parsed[cell.name] = parse_spec(cell_data, base, spec_name)
+            files = _file_hashes(parsed[cell.name], hashes)
         except SpecError as e:
             raise SpecError(f"cell {cell.name}: {e}") from None
+        # the files' contents, not the spec's folder: a copied spec finds its cells, and a
+        # changed demonstrations.file does not pass for the finished cells of the old one
         tasks.append(CellTask(cell_data, str(base), spec_name, cell, None, fast,
-                              digest((cell_data, str(base), fast))))
+                              digest((cell_data, files, fast))))
+    _check_unused(cells, parsed)
     out = _prepare_out(out)
     if out is not None:
         tasks = [dataclasses.replace(t, out=str(out)) for t in tasks]

@@ -9,13 +9,19 @@ from helpers import tiny_spec
 
 import bayesirl as birl
 from bayesirl.cli import app as cli
+from bayesirl.inference.facade import METHODS, USED_BY
+
+
+def used(method, **options):
+    """``options`` that ``method`` uses (a spec setting others gets a warning line)."""
+    return {k: v for k, v in options.items() if k not in USED_BY or method in USED_BY[k]}
 
 
 def tiny(method="map"):
     """The tiny gridworld spec with a short run of ``method``."""
     return tiny_spec(comment="a tiny problem for the CLI tests",
-                     inference=dict(method=method, num_samples=10, warmup=10, steps=20,
-                                    max_tree_depth=4))
+                     inference=dict(method=method, **used(method, num_samples=10, warmup=10,
+                                                          steps=20, max_tree_depth=4)))
 
 
 def write_tiny(tmp_path, method="map", name="tiny.toml"):
@@ -27,7 +33,7 @@ def write_tiny(tmp_path, method="map", name="tiny.toml"):
 @pytest.mark.parametrize("argv, options", [
     (["--help"], ["run", "demo", "Exit codes", "130 interrupted"]),
     (["run", "--help"], ["SPEC.toml", "--out", "--overwrite", "--method", "--num-samples",
-                         "--seed", "--quiet", "nuts", "svi", "map"]),
+                         "--seed", "--quiet", *METHODS]),
     (["demo", "--help"], ["--out", "--overwrite", "--quiet", "gridworld"]),
 ])
 def test_help_lists_every_option(capsys, argv, options):
@@ -35,6 +41,14 @@ def test_help_lists_every_option(capsys, argv, options):
     out = capsys.readouterr().out
     for option in options:
         assert option in out
+
+
+def test_the_method_help_describes_every_method():
+    parser = cli._parser()
+    run = next(a for a in parser._actions if a.dest == "command").choices["run"]
+    method = next(a for a in run._actions if a.dest == "method")
+    for name in METHODS:
+        assert name in method.help, name
 
 
 def test_every_option_has_help_text():
@@ -71,6 +85,8 @@ def test_bad_spec_exits_2_with_one_line_naming_the_key(tmp_path, capsys):
     (["run", "{spec}", "--num-samples", "0"], "--num-samples"),
     (["run", "{spec}", "--method", "gibbs"], "--method"),
     (["run", "{spec}", "--seed", "-1"], "--seed"),
+    (["run", "{spec}", "--seed", "4294967296"], "--seed: 4294967296 is not an integer in "
+                                                "[0, 4294967295]"),
     (["run"], "SPEC.toml"),
     (["walk"], "walk"),
 ])
@@ -107,11 +123,13 @@ def test_run_map_writes_outputs_and_skips_diagnostics(tmp_path, capsys):
 
 
 def test_run_nuts_with_overrides(tmp_path, capsys):
-    out = tmp_path / "out"
-    code = cli.main(["run", str(write_tiny(tmp_path)), "--out", str(out), "--method", "nuts",
+    out, path = tmp_path / "out", tmp_path / "tiny.toml"
+    path.write_text(tiny("nuts").replace('method = "nuts"', 'method = "map"'))
+    code = cli.main(["run", str(path), "--out", str(out), "--method", "nuts",
                      "--num-samples", "8", "--seed", "3", "--quiet"])
     assert code == 0
     captured = capsys.readouterr()
+    assert "does not use" not in captured.err  # the spec's NUTS options are used by NUTS
     assert "posterior summary" not in captured.out  # --quiet
     assert "wrote" in captured.out
     post = birl.RewardPosterior.load(out / "posterior.nc")
@@ -126,6 +144,11 @@ def test_run_nuts_with_overrides(tmp_path, capsys):
     for part in ("## Timing", "| inference |", "## Posterior summary", "## Diagnostics",
                  "![diagnostics](diagnostics.png)", "R-hat"):
         assert part in report
+    overrides = ('`inference.method = "nuts"`, `inference.num_samples = 8`, '
+                 '`inference.seed = 3`')
+    assert f"- command-line overrides: {overrides}" in report
+    assert f"As written; the command line overrode {overrides}." in report
+    assert 'method = "map"' in report  # the spec's text, as written
 
 
 def test_run_svi_writes_elbo_diagnostics(tmp_path, capsys):
@@ -147,6 +170,8 @@ def test_decisions_compare_the_mean_and_robust_policies(tmp_path, capsys):
     assert cli.main(["run", str(path), "--out", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "decisions (see decisions.png)" in stdout
+    assert "wrote posterior.nc, summary.csv, report.md, decisions.csv, " in stdout
+    assert "decisions.png" in stdout.split("wrote ")[1]
     table = pd.read_csv(out / "decisions.csv", index_col=0)
     assert list(table.index) == ["posterior-mean reward",
                                  "robust (BROIL, alpha = 0.9, lam = 0)"]
@@ -168,6 +193,24 @@ def test_decisions_compare_the_mean_and_robust_policies(tmp_path, capsys):
     assert "## Decisions under reward uncertainty" in report
     assert "from decisions.start [[2, 2], 0]" in report
     assert "![decisions](decisions.png)" in report and (out / "decisions.png").is_file()
+
+
+def test_a_seed_infer_cannot_take_exits_2_before_any_work(tmp_path, capsys):
+    path = tmp_path / "seed.toml"
+    path.write_text(tiny("map").replace('method = "map"', 'method = "map"\nseed = 4294967296'))
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = one_line_error(capsys)
+    assert "inference.seed is 4294967296, expected an integer in [0, 4294967295]" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seed.toml"]
+
+
+def test_options_the_method_ignores_are_named_in_a_warning(tmp_path, capsys):
+    path = tmp_path / "chains.toml"
+    path.write_text(tiny("map").replace('method = "map"', 'method = "map"\nnum_chains = 4'))
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("bayesirl: warning: inference.num_chains is 4, but method 'map' does not "
+                   "use it; ignored\n")
 
 
 def test_decisions_on_a_non_grid_mdp(tmp_path):

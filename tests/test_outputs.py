@@ -11,14 +11,17 @@ from helpers import tiny_spec
 
 import bayesirl as birl
 from bayesirl.cli import app as cli
-from bayesirl.cli.folder import OutputFolder
+from bayesirl.cli.folder import OutputError, OutputFolder
+from bayesirl.inference.facade import USED_BY
 from bayesirl.posterior.files import temporary_path
 
 
 def write_spec(tmp_path, method="map", decisions=False, name="tiny"):
     path = tmp_path / f"{name.replace('/', '_').replace('.', '_')}.toml"
     path.write_text(tiny_spec(name, comment="a tiny problem for the output-folder tests",
-                              inference=dict(method=method, num_samples=10, steps=20))
+                              inference=dict(method=method, **{
+                                  k: v for k, v in dict(num_samples=10, steps=20).items()
+                                  if method in USED_BY[k]}))
                     + ("[decisions]\nalpha = 0.9\n" if decisions else ""))
     return path
 
@@ -155,9 +158,26 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
     (stale / "posterior.nc").write_text("half a run")
     alive = tmp_path / name  # this process's own name pattern: a live writer, kept
     alive.mkdir()
-    folder = OutputFolder(tmp_path / "out")
-    folder.discard()
+    with pytest.raises(OutputError, match=f"is being written by another run .*{name}"):
+        OutputFolder(tmp_path / "out")  # and it keeps this run from writing the same --out
     assert not stale.exists() and alive.exists()
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_killed_runs_staging_folder_does_not_block_an_existing_out(tmp_path, inside):
+    """Killed runs staged beside --out (it was missing) or inside it (it existed): neither is
+    taken for a run writing the same --out now."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    name = os.path.basename(temporary_path(out, ".partial"))
+    stale = (out if inside else tmp_path) / name.replace(f".{os.getpid()}.",
+                                                         f".{int(dead.stdout)}.")
+    stale.mkdir()
+    folder = OutputFolder(out)
+    folder.discard()
+    assert not stale.exists() and os.listdir(out) == []
 
 
 @pytest.mark.parametrize("name", ["../escaped", "/abs/escaped"])
@@ -189,3 +209,124 @@ def test_a_figure_that_fails_does_not_cost_the_posterior(tmp_path, capsys, monke
                                        "summary.csv"]
     assert birl.RewardPosterior.load(out / "posterior.nc").method == "map"
     assert "## Problems" in (out / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------- two runs, one --out
+def staged(folder, **files):
+    for name, text in files.items():
+        (folder.path / name).write_text(text)
+    return folder
+
+
+def test_a_run_never_deletes_what_another_run_committed_to_its_out(tmp_path):
+    out = tmp_path / "out"
+    late = staged(OutputFolder(out), **{"posterior.nc": "late", "report.md": "late"})
+    out.mkdir()  # meanwhile another run (started at the same moment) finished first
+    (out / "posterior.nc").write_text("first")
+    with pytest.raises(OutputError, match=r"is not empty \(it holds 'posterior.nc'\) at the end "
+                                          r"of the run .*--overwrite was not given; this run's "
+                                          r"outputs are kept in (\S+)") as caught:
+        late.commit()
+    late.discard()
+    assert os.listdir(out) == ["posterior.nc"] and (out / "posterior.nc").read_text() == "first"
+    kept = tmp_path / str(caught.value).rsplit(" kept in ", 1)[1]
+    assert kept.parent == tmp_path and not kept.name.startswith(".")
+    assert sorted(os.listdir(kept)) == ["posterior.nc", "report.md"]
+    assert (kept / "posterior.nc").read_text() == "late"
+
+
+def test_overwrite_at_commit_replaces_the_other_runs_outputs(tmp_path):
+    out = tmp_path / "out"
+    late = staged(OutputFolder(out, overwrite=True), **{"posterior.nc": "late"})
+    out.mkdir()
+    (out / "posterior.nc").write_text("first")
+    (out / "recovery.png").write_text("first")
+    assert late.commit() == out
+    assert os.listdir(out) == ["posterior.nc"] and (out / "posterior.nc").read_text() == "late"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_the_cli_keeps_its_outputs_when_another_run_wrote_out_meanwhile(tmp_path, capsys,
+                                                                         monkeypatch):
+    report_module = importlib.import_module("bayesirl.cli.report")
+    out, write_report = tmp_path / "out", report_module.write_report
+
+    def other_run_finishes_first(*args, **kwargs):
+        out.mkdir()
+        (out / "posterior.nc").write_text("the other run's")
+        return write_report(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "write_report", other_run_finishes_first)
+    assert cli.main(["run", str(write_spec(tmp_path)), "--out", str(out), "--quiet"]) == 1
+    err = one_line_error(capsys)
+    assert f"--out {out} is not empty" in err and "outputs are kept in" in err
+    assert os.listdir(out) == ["posterior.nc"]
+    assert (out / "posterior.nc").read_text() == "the other run's"
+    kept = [f for f in os.listdir(tmp_path) if ".unsaved." in f]
+    assert len(kept) == 1 and str(tmp_path / kept[0]) in err
+    assert birl.RewardPosterior.load(tmp_path / kept[0] / "posterior.nc").method == "map"
+
+
+def test_an_existing_out_is_kept_and_filled_not_replaced(tmp_path, monkeypatch):
+    """A mount point or a shell's working folder: its inode, mode and anything holding it stay;
+    the run stages inside it (one file system) and moves the files in, report.md last."""
+    report_module = importlib.import_module("bayesirl.cli.report")
+    out, seen, write_report = tmp_path / "out", {}, report_module.write_report
+    out.mkdir()
+    out.chmod(0o750)
+    before = os.stat(out)
+
+    def spy(*args, **kwargs):
+        seen["staging"] = os.listdir(out)
+        return write_report(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "write_report", spy)
+    assert cli.main(["run", str(write_spec(tmp_path)), "--out", str(out), "--quiet"]) == 0
+    after = os.stat(out)
+    assert (after.st_ino, after.st_mode, after.st_uid) == (before.st_ino, before.st_mode,
+                                                          before.st_uid)
+    assert len(seen["staging"]) == 1 and seen["staging"][0].endswith(".partial")
+    assert sorted(os.listdir(out)) == ["policy.png", "posterior.nc", "report.md", "reward.png",
+                                       "summary.csv"]
+    assert sorted(os.listdir(tmp_path)) == ["out", "tiny.toml"]
+
+
+def test_a_failed_move_keeps_the_outputs_not_yet_moved(tmp_path, monkeypatch):
+    folder_module = importlib.import_module("bayesirl.cli.folder")
+    out = tmp_path / "out"
+    out.mkdir()
+    folder = staged(OutputFolder(out), **{"posterior.nc": "p", "report.md": "r",
+                                          "summary.csv": "s"})
+    replace = os.replace
+
+    def fail_on_the_report(src, dst):
+        if os.path.basename(dst) == "report.md":
+            raise OSError(16, "Device or resource busy")
+        return replace(src, dst)
+
+    monkeypatch.setattr(folder_module.os, "replace", fail_on_the_report)
+    with pytest.raises(OutputError, match=r"moving report.md into --out .* failed \(Device or "
+                                          r"resource busy\) after 2 of 3 files; this run's "
+                                          r"outputs are kept in") as caught:
+        folder.commit()
+    folder.discard()
+    kept = str(caught.value).rsplit(" kept in ", 1)[1]
+    assert os.path.dirname(kept) == str(tmp_path) and os.listdir(kept) == ["report.md"]
+    assert sorted(os.listdir(out)) == ["posterior.nc", "summary.csv"]
+
+
+def test_a_refused_run_creates_no_folder(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(tiny_spec(inference={"method": "map"}).replace("block = 1", "block = 2"))
+    out = tmp_path / "a" / "b" / "out"
+    assert cli.main(["run", str(spec), "--out", str(out)]) == 2  # refused when built
+    assert "block is 2" in one_line_error(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["bad.toml"]
+
+
+def test_a_refused_run_leaves_an_existing_out_as_it_was(tmp_path, capsys):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(tiny_spec(inference={"method": "map"}).replace("block = 1", "block = 2"))
+    (tmp_path / "out").mkdir()
+    assert cli.main(["run", str(spec), "--out", str(tmp_path / "out")]) == 2
+    assert os.listdir(tmp_path / "out") == []

@@ -172,8 +172,35 @@ def test_overrides(tmp_path):
     spec = apply_overrides(load_spec(spec_with(tmp_path)), method="svi", num_samples=9, seed=4)
     assert (spec.inference.method, spec.inference.num_samples, spec.inference.seed) == (
         "svi", 9, 4)
-    with pytest.raises(SpecError, match="method is 'gibbs'"):
+    assert spec.overrides == {"inference.method": "svi", "inference.num_samples": 9,
+                              "inference.seed": 4}
+    with pytest.raises(SpecError, match="--method is 'gibbs'"):
         apply_overrides(spec, method="gibbs")
+    with pytest.raises(SpecError, match=r"--seed is 4294967296, expected an integer in "
+                                        r"\[0, 4294967295\]"):
+        apply_overrides(spec, seed=2 ** 32)
+
+
+def test_the_seed_bound_is_infers():
+    """SEED_MAX (inference.seed, --seed) is the largest seed bayesirl.infer takes."""
+    from bayesirl.cli.spec import SEED_MAX
+    from bayesirl.inference.facade import _check_options
+
+    ok = dict(method="map", space="auto", num_samples=1, warmup=0, num_chains=1, steps=1,
+              max_tree_depth=1, num_steps=1, target_accept=0.8, lr=0.1, lr_decay=1.0)
+    _check_options(seed=SEED_MAX, **ok)
+    with pytest.raises(ValueError, match="seed is 4294967296"):
+        _check_options(seed=SEED_MAX + 1, **ok)
+
+
+def test_unused_inference_options_are_the_ones_the_method_ignores(tmp_path):
+    from bayesirl.cli.build import unused_options
+
+    spec = load_spec(spec_with(tmp_path, {"inference.num_chains": 4, "inference.steps": 2000,
+                                          "inference.seed": 3, "inference.warmup": 7}))
+    assert unused_options(spec) == ["inference.warmup", "inference.num_chains"]  # map
+    assert unused_options(spec, ["steps", "seed", "lr"]) == ["inference.steps", "inference.lr"]
+    assert unused_options(apply_overrides(spec, method="nuts")) == []
 
 
 def test_boltzmann_expert_follows_the_likelihood(tmp_path):
@@ -340,6 +367,14 @@ BAD_SPECS = [
     ({"decisions.lam": 2}, ["decisions.lam", "2", "[0, 1]"]),
     ({"decisions.start": [[1, 2, 3]]}, ["decisions.start", "[[1, 2, 3]]", "[row, col] cells"]),
     ({"decisions.robust": True}, ["decisions.robust", "allowed keys: alpha, lam, start"]),
+    # integers beyond what infer, torch and NumPy take: refused here, not deep in a run
+    ({"inference.seed": 2 ** 32}, ["inference.seed is 4294967296", "[0, 4294967295]"]),
+    ({"demonstrations.seed": 2 ** 64}, ["demonstrations.seed is an integer of about 20 digits",
+                                        "64-bit"]),
+    ({"environment.size": 10 ** 30}, ["environment.size", "64-bit"]),
+    ({"inference.lr": 10 ** 400}, ["inference.lr is an integer of about 401 digits", "> 0"]),
+    ({"reward.prior": {"family": "normal", "loc": -10 ** 400}},
+     ["reward.prior.loc is an integer of about 401 digits", "a finite number"]),
 ]
 
 
@@ -484,6 +519,55 @@ def test_a_huge_gridworld_is_refused_with_its_memory_before_allocating(tmp_path,
     assert "GiB available" in message
 
 
+@pytest.mark.parametrize("changes, expected", [
+    ({"demonstrations.n": 10 ** 8}, "demonstrations.n is 100000000: 100000000 demonstrations of "
+                                    "5 steps, which needs at least 7.92 GiB of memory to "
+                                    "simulate, more than the 1 GiB available"),
+    ({"environment.horizon": 10 ** 10, "demonstrations.length": 5},
+     "environment.horizon is 10000000000: planning 1e+10 steps over 16 states and 5 actions, "
+     "which needs at least 7.15e+03 GiB of memory for its tables"),
+])
+def test_huge_demonstrations_or_horizons_are_refused_with_their_memory(tmp_path, monkeypatch,
+                                                                       changes, expected):
+    import bayesirl.cli.build as build_module
+
+    monkeypatch.setattr(build_module, "available_memory", lambda: 2.0 ** 30)
+    with pytest.raises(SpecError) as info:
+        build(load_spec(spec_with(tmp_path, changes)))
+    assert "\n" not in str(info.value) and expected in str(info.value)
+
+
+def test_the_planning_memory_estimate_bounds_the_planners_tables():
+    from bayesirl.cli.build import planning_bytes
+    from bayesirl.planning.bellman import soft_value_iteration
+
+    mdp = birl.envs.gridworld(size=4, block=1, horizon=7)
+    plan = soft_value_iteration(mdp, mdp.reward)
+    tables = sum(x.numel() * x.element_size() for x in (plan.log_policy, plan.v))
+    assert 0 < planning_bytes(mdp) <= tables
+    assert planning_bytes(birl.envs.gridworld(size=4, block=1, discount=0.9)) == 0
+
+
+@pytest.mark.parametrize("expert", ["soft", "boltzmann"])
+@pytest.mark.parametrize("time", ["horizon", "discount"])
+def test_a_near_deterministic_expert_simulates_valid_demonstrations(tmp_path, expert, time):
+    """A soft expert's log-policy Q - V loses its normalisation to rounding at rationality
+    1e10 (rollouts refused the policy as not summing to 1); build renormalises it."""
+    changes = {"demonstrations.rationality": 1e10, "demonstrations.expert": expert,
+               "environment.horizon": 5 if time == "horizon" else None,
+               "environment.discount": 0.9 if time == "discount" else None,
+               "demonstrations.length": 5}
+    _, demos, _, _ = build(load_spec(spec_with(tmp_path, changes)))
+    assert demos.n == 3
+
+
+def test_an_expert_policy_that_overflows_names_the_rationality(tmp_path):
+    spec = load_spec(spec_with(tmp_path, {"demonstrations.rationality": 1.7e308}))
+    with pytest.raises(SpecError, match=r"demonstrations.rationality is 1.7e\+308: the soft "
+                                        r"expert's policy is not finite"):
+        build(spec)
+
+
 def test_the_memory_estimate_bounds_what_the_builder_allocates():
     from bayesirl.cli.build import environment_bytes
 
@@ -522,6 +606,12 @@ BAD_MDP_NPZ = [
     ({"horizon": np.array(2.5)}, ["horizon is 2.5", "integer"]),
     ({"initial": np.full(9, 0.2)}, ["initial sums to 1.8", "expected 1"]),
     ({"features": np.zeros((8, 2))}, ["features must have shape (9, d)"]),
+    ({"features": np.array([["a", "b"]] * 9)}, ["array features has dtype <U1",
+                                                "expected real numbers"]),
+    ({"reward": np.array(["x"] * 9)}, ["array reward has dtype <U1"]),
+    ({"shape": np.array(["3", "x"])}, ["array shape has dtype <U1"]),
+    ({"shape": np.array([3.5, 3.0])}, ["array shape is [3.5, 3.0]", "two whole numbers"]),
+    ({"horizon": np.array(1e300)}, ["array horizon is 1e+300", "GiB of memory for its tables"]),
 ]
 
 

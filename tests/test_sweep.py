@@ -5,17 +5,18 @@ warmup + 20 draws per chain), so the numbers are meaningless and the code paths 
 import concurrent.futures
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import sweep_spec
+from helpers import sweep_spec, tiny_spec
 
 from bayesirl.cli.app import main
 from bayesirl.cli.spec import SpecError
-from bayesirl.sweep import Cell, cells_of, parse_grid, sweep
+from bayesirl.sweep import Cell, SweepWarning, cells_of, parse_grid, sweep
 
 SPEC = sweep_spec()
 
@@ -164,6 +165,58 @@ def test_a_folder_holding_another_specs_cell_is_refused(spec, tmp_path):
         sweep(spec, {"inference.seed": [0]}, out=out, progress=False, fast=True)
 
 
+@pytest.fixture
+def file_spec(tmp_path):
+    """A MAP spec whose demonstrations are a CSV file beside it, in its own folder."""
+    folder = tmp_path / "a"
+    folder.mkdir()
+    (folder / "demos.csv").write_text("episode,step,state,action\n0,0,0,4\n0,1,0,4\n"
+                                      "1,0,4,1\n")
+    path = folder / "tiny.toml"
+    path.write_text(tiny_spec(inference={"method": "map"}).replace(
+        "[demonstrations]\nn = 4", '[demonstrations]\nfile = "demos.csv"'))
+    return path
+
+
+def test_a_changed_data_file_is_never_taken_for_the_finished_cells(file_spec, tmp_path):
+    out, grid = tmp_path / "out", {"inference.seed": [0]}
+    sweep(file_spec, grid, out=out, progress=False, fast=True)
+    with open(file_spec.parent / "demos.csv", "a") as f:
+        f.write("2,0,8,4\n")  # one more demonstration: the finished cell is stale
+    with pytest.raises(ValueError, match="holds a cell of another spec or grid, or of changed "
+                                         "data"):
+        sweep(file_spec, grid, out=out, progress=False, fast=True)
+
+
+def test_a_copied_spec_and_its_files_find_their_finished_cells(file_spec, tmp_path):
+    out, grid = tmp_path / "out", {"inference.seed": [0]}
+    sweep(file_spec, grid, out=out, progress=False, fast=True)
+    copy = tmp_path / "b"
+    shutil.copytree(file_spec.parent, copy)
+    again = sweep(copy / "tiny.toml", grid, out=out, progress=False, fast=True)
+    assert again.skipped == ["inference.seed=0"] and again.failed == {}
+
+
+def test_a_grid_axis_the_method_ignores_is_refused_before_any_work(tmp_path):
+    spec = tmp_path / "map.toml"
+    spec.write_text(tiny_spec(inference={"method": "map"}))
+    with pytest.raises(SpecError, match="grid key 'inference.num_chains' changes nothing: method "
+                                        "'map' does not use it"):
+        sweep(spec, {"inference.num_chains": [1, 4]}, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(SweepWarning, match="inference.num_chains is ignored by method 'map' in 2 "
+                                          "of 4 cell"):
+        sweep(spec, {"inference.method": ["map", "nuts"], "inference.num_chains": [1, 2]},
+              progress=False, fast=True)
+
+
+def test_a_grid_of_seeds_infer_cannot_take_is_refused_before_any_work(spec, tmp_path):
+    with pytest.raises(SpecError, match=r"cell inference.seed=4294967296: inference.seed is "
+                                        r"4294967296, expected an integer in \[0, 4294967295\]"):
+        sweep(spec, {"inference.seed": [0, 2 ** 32]}, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_sweep_arguments(spec, tmp_path):
     with pytest.raises(TypeError, match="spec must be a path"):
         sweep(3, {"inference.seed": [0]}, progress=False)
@@ -204,6 +257,21 @@ def test_cli_sweep_writes_the_cells_and_the_comparison(spec, tmp_path, capsys):
 def test_cli_sweep_bad_arguments_exit_2(spec, tmp_path, capsys, args, match):
     assert main(["sweep", str(spec), "--out", str(tmp_path / "o"), *args]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_cli_sweep_names_a_grid_axis_that_changes_nothing(tmp_path, capsys):
+    spec = tmp_path / "map.toml"
+    spec.write_text(tiny_spec(inference={"method": "map"}))
+    assert main(["sweep", str(spec), "--grid", "inference.num_chains=1,4", "--out",
+                 str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bayesirl: error: grid key 'inference.num_chains' changes nothing")
+    assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+    spec.write_text(tiny_spec(inference={"method": "map", "steps": 30}))
+    assert main(["sweep", str(spec), "--grid", "inference.seed=0", "--out",
+                 str(tmp_path / "o"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ("bayesirl: warning: inference.steps is ignored by method "
+                                       "'map' in 1 of 1 cell(s)\n")
 
 
 def test_cli_sweep_without_dask_says_how_to_install_it(spec, tmp_path, capsys, monkeypatch):

@@ -8,12 +8,14 @@ SVI fit), ``recovery.png`` (when the true reward is known) and ``report.md``; a 
 ``[decisions]`` table also gets ``decisions.csv`` and ``decisions.png``: the policy optimal for
 the posterior-mean reward against the robust (BROIL) policy.
 
-The outputs are written into a folder beside ``--out`` and moved into place when complete
-(:mod:`bayesirl.cli.folder`): ``--out`` holds one run's files or none. A non-empty ``--out`` is
-refused unless ``--overwrite`` (which replaces only a folder of a previous run's outputs), and
-a folder that cannot be written is found before any work. Ctrl-C (SIGINT) stops the run and
-keeps what it made (see :class:`_Interrupts`): the draws so far, marked incomplete in
-``posterior.nc`` and in the report.
+The outputs are written into a staging folder and moved into ``--out`` when complete
+(:mod:`bayesirl.cli.folder`, which says what is atomic): ``--out`` holds one run's files or
+none. A non-empty ``--out`` is refused unless ``--overwrite`` (which replaces only a folder of a
+previous run's outputs), and a folder that cannot be written is found before any work; a
+refused run creates nothing. When another run wrote ``--out`` meanwhile, the run keeps its
+outputs in a folder the error names rather than replace the other's (exit 1). Ctrl-C
+(SIGINT) stops the run and keeps what it made (see :class:`_Interrupts`): the draws so far,
+marked incomplete in ``posterior.nc`` and in the report.
 
 Exit codes: 0 success; 1 inference failed, or the outputs could not be written; 2 a bad spec,
 bad arguments or an unusable ``--out`` (one line on stderr, nothing done); 130 interrupted
@@ -35,9 +37,17 @@ from pathlib import Path
 
 from bayesirl.cli import report
 from bayesirl.cli import sweep as sweep_cli
-from bayesirl.cli.build import build, deployment_mdp, fast_mode
+from bayesirl.cli.build import build, deployment_mdp, fast_mode, unused_options
 from bayesirl.cli.folder import OutputError, OutputFolder
-from bayesirl.cli.spec import SpecError, apply_overrides, load_spec, parse_spec, tomllib
+from bayesirl.cli.spec import (
+    INT_MAX,
+    SEED_MAX,
+    SpecError,
+    apply_overrides,
+    load_spec,
+    parse_spec,
+    tomllib,
+)
 from bayesirl.inference.facade import METHODS
 
 __all__ = ["DEFAULT_SPEC_RESOURCE", "main"]
@@ -61,16 +71,19 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
 
 
-def _int_at_least(minimum: int):
-    """An argparse ``type`` accepting integers ``>= minimum``."""
+def _int_at_least(minimum: int, maximum: int = INT_MAX):
+    """An argparse ``type`` accepting integers in ``[minimum, maximum]`` (the bounds of the
+    spec key the option overrides)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text} is not an integer >= {minimum}")
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(
+                f"{text[:40]} is not an integer " + (f">= {minimum}" if maximum == INT_MAX
+                                                     else f"in [{minimum}, {maximum}]"))
         return value
 
     return parse
@@ -111,12 +124,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", metavar="SPEC.toml", type=Path, help="the problem specification")
     _add_output_options(run)
     run.add_argument("--method", choices=METHODS, default=None,
-                     help="override inference.method: nuts, hmc (MCMC), svi (variational) or "
-                          "map (a point estimate)")
+                     help="override inference.method: nuts, hmc (MCMC), svi (variational), "
+                          "map (a point estimate) or laplace (draws from a Gaussian at the "
+                          "MAP)")
     run.add_argument("--num-samples", metavar="N", type=_int_at_least(1), default=None,
                      help="override inference.num_samples: draws per chain (MCMC) or from the "
                           "fitted guide (SVI)")
-    run.add_argument("--seed", metavar="S", type=_int_at_least(0), default=None,
+    run.add_argument("--seed", metavar="S", type=_int_at_least(0, SEED_MAX), default=None,
                      help="override inference.seed (all randomness of the inference)")
     demo = sub.add_parser(
         "demo", help="run the default spec (8x8 gridworld, linear reward, NUTS) end to end",
@@ -210,6 +224,10 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
               file=sys.stderr)
         return 130
     t_build = time.perf_counter() - start
+    for key in unused_options(spec):  # infer_kwargs left them out: say so, they were set
+        value = getattr(spec.inference, key.split(".")[1])
+        print(f"bayesirl: warning: {key} is {value!r}, but method {spec.inference.method!r} "
+              "does not use it; ignored", file=sys.stderr)
     _say(quiet, f"spec {spec.name}: {spec.description or spec.source or ''}".rstrip(": "),
          f"  MDP: {mdp!r}", f"  demonstrations: {demos!r}",
          f"  reward: {spec.reward.model}, likelihood: {kwargs['likelihood']}, "
@@ -262,6 +280,9 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
         print(f"bayesirl: cannot write the outputs to {folder.target}: {e}".replace("\n", " "),
               file=sys.stderr)
         return 1
+    except OutputError as e:  # --out changed under the run: the outputs are kept elsewhere
+        print(f"bayesirl: error: {e}".replace("\n", " "), file=sys.stderr)
+        return 1
     if decision_table is not None and not quiet:
         import pandas as pd
 
@@ -269,6 +290,7 @@ def _run_into(spec, folder: OutputFolder, quiet: bool, interrupts: _Interrupts) 
             print("\ndecisions (see decisions.png):")
             print(decision_table.to_string())
     files = ["posterior.nc", "summary.csv", "report.md"]
+    files += ["decisions.csv"] if decision_table is not None else []
     files += [f for f in figures.values() if f.endswith(".png")]
     print(f"wrote {', '.join(files)} to {target} (total {timing['total']:.1f} s)")
     if notes:

@@ -11,7 +11,9 @@ meaningless, the code paths are the real ones.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import warnings
 from typing import Any, NamedTuple
 
 import torch
@@ -21,13 +23,15 @@ from bayesirl.cli.spec import (
     DATASETS,
     DemonstrationsSpec,
     EnvironmentSpec,
+    InferenceSpec,
     PriorSpec,
     Spec,
     SpecError,
 )
 
-__all__ = ["Built", "available_memory", "build", "deployment_mdp", "environment_bytes",
-           "fast_mode", "infer_kwargs"]
+__all__ = ["Built", "available_memory", "build", "demonstrations_bytes", "deployment_mdp",
+           "environment_bytes", "fast_mode", "infer_kwargs", "planning_bytes",
+           "unused_options"]
 
 FAST_NUM_SAMPLES = 20
 FAST_WARMUP = 20
@@ -105,17 +109,56 @@ def available_memory() -> float | None:
         return None
 
 
-def _check_memory(env: EnvironmentSpec) -> None:
-    """Refuse an environment whose arrays alone exceed the memory available, naming the figure
-    (a MemoryError, or the system killing the process, would come only after minutes)."""
-    need, what = environment_bytes(env.name, env.options)
+def _check_bytes(need: float, where: str, what: str, doing: str) -> None:
+    """The one memory rule: refuse ``need`` bytes beyond the memory available, naming the
+    spec key (``where``), what takes the memory and for what (``doing``): a MemoryError, or
+    the system killing the process, would come only after minutes, as a traceback."""
     have = available_memory()
     if have is not None and need > have:
-        key = next((k for k in ("size", "n_states") if k in env.options), None)
-        where = f"environment.{key} is {env.options[key]!r}" if key else "environment"
         raise SpecError(f"{where}: {what}, which needs at least {need / _GIB:.3g} GiB of memory "
-                        f"to build, more than the {have / _GIB:.3g} GiB available; choose a "
+                        f"{doing}, more than the {have / _GIB:.3g} GiB available; choose a "
                         "smaller problem")
+
+
+def _check_memory(env: EnvironmentSpec) -> None:
+    """Refuse an environment whose arrays alone exceed the memory available."""
+    need, what = environment_bytes(env.name, env.options)
+    key = next((k for k in ("size", "n_states") if k in env.options), None)
+    _check_bytes(need, f"environment.{key} is {env.options[key]!r}" if key else "environment",
+                 what, "to build")
+
+
+def planning_bytes(mdp) -> float:
+    """A lower bound on the memory one finite-horizon planning pass over ``mdp`` allocates:
+    the policy ``(horizon, S, A)`` and the values ``(horizon, S)`` of backward induction,
+    float64 (0 for a discounted MDP, whose tables are ``(S, A)``). The expert's simulated
+    policy and every likelihood evaluation of the inference make one."""
+    if not mdp.finite_horizon:
+        return 0.0
+    return float(mdp.horizon) * mdp.n_states * (mdp.n_actions + 1) * 8
+
+
+def _check_planning_memory(env: EnvironmentSpec, mdp) -> None:
+    """Refuse a horizon whose planning tables exceed the memory available, naming the key
+    that set it (``environment.horizon``, or the file's ``horizon`` array)."""
+    if not mdp.finite_horizon:
+        return
+    h = mdp.horizon if mdp.horizon < 10 ** 9 else f"{float(mdp.horizon):.3g}"
+    if "horizon" in env.options:
+        where = f"environment.horizon is {env.options['horizon']!r}"
+    elif env.file is not None:
+        where = f"environment.file {env.file.name!r}: array horizon is {h}"
+    else:
+        where = f"environment (its horizon is {h})"
+    _check_bytes(planning_bytes(mdp), where,
+                 f"planning {h} steps over {mdp.n_states} states and {mdp.n_actions} actions",
+                 "for its tables")
+
+
+def demonstrations_bytes(n: int, length: int) -> float:
+    """A lower bound on the memory of ``n`` simulated demonstrations of ``length`` steps: the
+    states and actions (int64) and the mask (bool) of :class:`~bayesirl.Demonstrations`."""
+    return float(n) * float(length) * (8 + 8 + 1)
 
 
 def _build_environment(env: EnvironmentSpec):
@@ -124,9 +167,11 @@ def _build_environment(env: EnvironmentSpec):
     options = dict(env.options)
     if env.file is not None:
         try:
-            return load_mdp_npz(env.file, options.get("horizon"), options.get("discount"))
+            mdp = load_mdp_npz(env.file, options.get("horizon"), options.get("discount"))
         except SpecError as e:
             raise SpecError.at("environment.file", e) from None
+        _check_planning_memory(env, mdp)
+        return mdp
     try:
         if env.name == "gymnasium":
             try:
@@ -140,13 +185,16 @@ def _build_environment(env: EnvironmentSpec):
             except Exception as e:  # gymnasium raises its own error types for unknown ids
                 raise SpecError(f"environment.id is {env_id!r} with kwargs {kwargs!r}: "
                                 f"gymnasium.make failed ({type(e).__name__}: {e})") from None
-            return envs.from_gymnasium(gym_env, **options)
-        _check_memory(env)
-        return getattr(envs, env.name)(**options)
+            mdp = envs.from_gymnasium(gym_env, **options)
+        else:
+            _check_memory(env)
+            mdp = getattr(envs, env.name)(**options)
     except SpecError:
         raise
     except (TypeError, ValueError) as e:
         raise SpecError.at(f"environment ({env.name})", e) from None
+    _check_planning_memory(env, mdp)
+    return mdp
 
 
 def _build_demos(spec: Spec, mdp):
@@ -172,9 +220,22 @@ def _build_demos(spec: Spec, mdp):
     if mdp.finite_horizon and length > mdp.horizon:
         raise SpecError(f"demonstrations.length is {length}, expected at most the "
                         f"environment's horizon {mdp.horizon}")
+    _check_bytes(demonstrations_bytes(d.n, length), f"demonstrations.n is {d.n}",
+                 f"{d.n} demonstrations of {length} steps", "to simulate")
     expert = d.expert or spec.likelihood.kind
-    with torch.no_grad():
-        policy = action_log_probs(mdp, mdp.reward, expert, d.rationality).exp()
+    with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        log_policy = action_log_probs(mdp, mdp.reward, expert, d.rationality)
+    if (torch.isnan(log_policy).any() or (log_policy == math.inf).any()
+            or not torch.isfinite(log_policy).any(-1).all()):  # the planner's warnings say so too
+        raise SpecError(f"demonstrations.rationality is {d.rationality!r}: the {expert} "
+                        "expert's policy is not finite at this rationality (the scaled rewards "
+                        "overflow); choose a smaller one")
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    # log_softmax renormalises: a soft expert's log-policy is Q - V, which loses its
+    # normalisation to rounding when rationality * reward is large (1e10: sums off by 1e-6)
+    policy = torch.log_softmax(log_policy, dim=-1).exp()
     return rollouts(mdp, policy, n=d.n, seed=d.seed, length=length)
 
 
@@ -226,7 +287,8 @@ def infer_kwargs(spec: Spec, n_demos: int | None = None, fast: bool | None = Non
     """Keyword arguments of :func:`bayesirl.infer` from ``[likelihood]`` and ``[inference]``;
     ``fast`` (default: :func:`fast_mode`) shrinks the sample counts. Options the spec's method
     does not use (``steps`` with NUTS, ``num_chains`` with MAP) are left out, so infer has
-    nothing to warn about: a spec table holds every option with its default."""
+    nothing to warn about: a spec table holds every option with its default (those the spec
+    set are named by :func:`unused_options`, which the command line reports)."""
     from bayesirl.inference.facade import USED_BY
 
     inf, lik = spec.inference, spec.likelihood
@@ -247,6 +309,22 @@ def infer_kwargs(spec: Spec, n_demos: int | None = None, fast: bool | None = Non
     kwargs["rationality"] = (rationality.distribution() if isinstance(rationality, PriorSpec)
                              else rationality)
     return {k: v for k, v in kwargs.items() if k not in USED_BY or inf.method in USED_BY[k]}
+
+
+def unused_options(spec: Spec, keys=None) -> list[str]:
+    """The ``[inference]`` options among ``keys`` (names of its keys; default: those the spec
+    sets to anything but their default) that the spec's method does not use
+    (:data:`bayesirl.inference.facade.USED_BY`), as ``"inference.<key>"``: :func:`infer_kwargs`
+    leaves them out, so the command line says so (``bayesirl run`` warns, ``bayesirl sweep``
+    refuses a grid axis of them). The rule of :func:`bayesirl.infer`'s own
+    UnusedOptionWarning: a default value is not an option set."""
+    from bayesirl.inference.facade import USED_BY
+
+    inf, default = spec.inference, InferenceSpec()
+    if keys is None:
+        keys = [f.name for f in dataclasses.fields(inf)
+                if getattr(inf, f.name) != getattr(default, f.name)]
+    return [f"inference.{k}" for k in keys if k in USED_BY and inf.method not in USED_BY[k]]
 
 
 def _build_dataset(spec: Spec):

@@ -47,6 +47,16 @@ def _scalar(path, arrays, key, kind):
     return value.item()
 
 
+def _real_array(path, arrays, key) -> np.ndarray:
+    """``arrays[key]`` if it holds real numbers (integers, floats or booleans); a SpecError
+    naming the file and the array otherwise (strings, complex numbers, dates)."""
+    value = arrays[key]
+    if not (np.issubdtype(value.dtype, np.integer) or np.issubdtype(value.dtype, np.floating)
+            or value.dtype == np.bool_):
+        raise SpecError(f"{path}: array {key} has dtype {value.dtype}, expected real numbers")
+    return value
+
+
 def load_mdp_npz(path, horizon: int | None = None, discount: float | None = None):
     """A :class:`~bayesirl.TabularMDP` from an ``.npz`` file.
 
@@ -84,14 +94,21 @@ def load_mdp_npz(path, horizon: int | None = None, discount: float | None = None
     kwargs = {"horizon": horizon, "discount": discount}
     for key in ("features", "initial", "reward"):
         if key in arrays:
-            kwargs[key] = torch.as_tensor(arrays[key], dtype=torch.get_default_dtype())
+            kwargs[key] = torch.as_tensor(_real_array(path, arrays, key),
+                                          dtype=torch.get_default_dtype())
     if "shape" in arrays:
-        kwargs["shape"] = tuple(int(x) for x in np.ravel(arrays["shape"]))
+        shape = _real_array(path, arrays, "shape")
+        if shape.ndim != 1 or not np.all(np.isfinite(shape)) or not np.all(
+                shape == np.round(shape)):
+            raise SpecError(f"{path}: array shape is {shape.tolist()!r}, expected two whole "
+                            "numbers (rows, cols)")
+        kwargs["shape"] = tuple(int(x) for x in shape)
     for key in ("feature_names", "state_names", "action_names"):
         if key in arrays:
             kwargs[key] = tuple(str(x) for x in np.ravel(arrays[key]))
     try:
-        P = torch.as_tensor(arrays["transitions"], dtype=torch.get_default_dtype())
+        P = torch.as_tensor(_real_array(path, arrays, "transitions"),
+                            dtype=torch.get_default_dtype())
         return TabularMDP.from_dense(P, **kwargs)
     except (TypeError, ValueError) as e:
         raise SpecError.at(str(path), e) from None

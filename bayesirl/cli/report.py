@@ -219,7 +219,8 @@ def write_decisions(post, spec, mdp, out: Path):
 def write_report(spec, built, post, summary, diagnostics, figures, timing, out: Path,
                  decision_table=None, interrupted=(), problems=()) -> None:
     """``report.md``: the problem, settings, timing, summary, diagnostics, decisions, figures
-    and the spec; ``interrupted`` lines (what an interrupt stopped) and ``problems`` (outputs
+    and the spec (as written, with the command line's overrides listed beside it);
+    ``interrupted`` lines (what an interrupt stopped) and ``problems`` (outputs
     that failed) come first."""
     mdp, demos, _, kwargs = built
     settings = {k: v for k, v in post.settings.items() if k != "seconds"}
@@ -230,8 +231,11 @@ def write_report(spec, built, post, summary, diagnostics, figures, timing, out: 
         lines += ["## Problems", ""] + [f"- {line}" for line in problems] + [""]
     if spec.description:
         lines += [spec.description, ""]
-    lines += [f"- spec: `{spec.source}`" if spec.source else "- spec: built-in default",
-              f"- MDP: `{mdp!r}`", f"- demonstrations: `{demos!r}`",
+    overrides = ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in spec.overrides.items())
+    lines.append(f"- spec: `{spec.source}`" if spec.source else "- spec: built-in default")
+    if overrides:
+        lines.append(f"- command-line overrides: {overrides} (they replace the spec's values)")
+    lines += [f"- MDP: `{mdp!r}`", f"- demonstrations: `{demos!r}`",
               f"- reward model: {spec.reward.model}"
               + (f", prior {spec.reward.prior}" if spec.reward.prior else ""),
               f"- likelihood: {spec.likelihood.kind}, rationality {spec.likelihood.rationality}",
@@ -260,6 +264,9 @@ def write_report(spec, built, post, summary, diagnostics, figures, timing, out: 
             lines += [f"### {name}", "", f"![{name}]({file})", ""]
         else:
             lines += [f"- {name}: {file}"]
-    lines += ["", "## Spec", "", "```toml", spec.text.rstrip(), "```", ""]
+    lines += ["", "## Spec", ""]
+    if overrides:
+        lines += [f"As written; the command line overrode {overrides}.", ""]
+    lines += ["```toml", spec.text.rstrip(), "```", ""]
     text = "\n".join(lines)
     atomic_write(out / "report.md", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -44,7 +44,7 @@ from typing import Any
 import pyro.distributions as dist
 import torch
 
-from bayesirl.inference.facade import GUIDES, METHODS, SPACES
+from bayesirl.inference.facade import GUIDES, METHODS, SEED_MAX, SPACES
 from bayesirl.model.likelihood import LIKELIHOODS
 
 try:
@@ -83,6 +83,8 @@ def _show(value) -> str:
         return "a table {" + ", ".join(sorted(value)) + "}"
     if isinstance(value, Path):
         return repr(str(value))
+    if isinstance(value, int) and value.bit_length() > 64:  # no str(): 4300 digits raise
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     return repr(value)
 
 
@@ -90,12 +92,23 @@ def _fail(where: str, value, expected: str):
     raise SpecError(f"{where} is {_show(value)}, expected {expected}")
 
 
-def _int(low: int | None = None):
+#: the largest integer a spec key takes: TOML's integers are 64-bit (Python's parser reads
+#: longer ones, which torch and NumPy cannot hold)
+INT_MAX = 2 ** 63 - 1
+
+
+def _int(low: int | None = None, high: int = INT_MAX):
+    if low is None:
+        what = f"an integer <= {high}"
+    else:
+        what = f"an integer >= {low}" if high == INT_MAX else f"an integer in [{low}, {high}]"
+
     def check(where, value):
         if isinstance(value, bool) or not isinstance(value, int):
-            _fail(where, value, "an integer" + (f" >= {low}" if low is not None else ""))
-        if low is not None and value < low:
-            _fail(where, value, f"an integer >= {low}")
+            _fail(where, value, what)
+        if (low is not None and value < low) or value > high or value < -INT_MAX - 1:
+            _fail(where, value, what + (" (a 64-bit integer)" if value > high == INT_MAX
+                                        else ""))
         return value
     return check
 
@@ -114,14 +127,19 @@ def _real(low: float | None = None, high: float | None = None, low_open: bool = 
         what = "a finite number"
 
     def check(where, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-                value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(where, value, what)
+        try:
+            number = float(value)  # an integer of 400 digits overflows
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             _fail(where, value, what)
         if low is not None and (value < low or (low_open and value == low)):
             _fail(where, value, what)
         if high is not None and (value > high or (high_open and value == high)):
             _fail(where, value, what)
-        return float(value)
+        return number
     return check
 
 
@@ -204,6 +222,7 @@ _PROB = _real(0.0, 1.0)
 _DISCOUNT = _real(0.0, 1.0, high_open=True)
 _POSITIVE = _real(0.0, low_open=True)
 _SEED = _int(0)
+_INFERENCE_SEED = _int(0, SEED_MAX)
 _HORIZON = _int(1)
 
 
@@ -401,7 +420,7 @@ class InferenceSpec:
 
 _INFERENCE_SCHEMA = {
     "method": _choice(*METHODS), "num_samples": _int(1), "warmup": _int(0),
-    "num_chains": _int(1), "seed": _SEED, "guide": _choice(*GUIDES), "steps": _int(1),
+    "num_chains": _int(1), "seed": _INFERENCE_SEED, "guide": _choice(*GUIDES), "steps": _int(1),
     "lr": _POSITIVE, "lr_decay": _real(0.0, 1.0, low_open=True), "subsample_size": _int(1),
     "target_accept": _real(0.0, 1.0, low_open=True, high_open=True),
     "max_tree_depth": _int(1), "num_steps": _int(1), "space": _choice(*SPACES),
@@ -447,6 +466,9 @@ class Spec:
     description: str = ""
     source: Path | None = None
     text: str = ""
+    #: the command line's overrides of the spec ``{"inference.method": "svi", ...}``
+    #: (:func:`apply_overrides`): ``text`` is the spec as written, without them
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _resolve(value: str, base: Path) -> Path:
@@ -567,7 +589,7 @@ def load_spec(path) -> Spec:
         raise SpecError(f"{path}: cannot read the spec ({e})") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, ValueError) as e:  # ValueError: an integer > 4300 digits
         raise SpecError(f"{path}: invalid TOML: {e}") from None
     try:
         return parse_spec(data, path.resolve().parent, path.stem, text, path)
@@ -577,9 +599,12 @@ def load_spec(path) -> Spec:
 
 def apply_overrides(spec: Spec, method: str | None = None, num_samples: int | None = None,
                     seed: int | None = None) -> Spec:
-    """A copy of ``spec`` with command-line overrides of ``[inference]`` (None keeps)."""
+    """A copy of ``spec`` with command-line overrides of ``[inference]`` (None keeps),
+    recorded in its ``overrides`` (the report lists them beside the spec's text). Checked as
+    the spec's keys are; an error names the option (``--seed``)."""
     changes = {"method": method, "num_samples": num_samples, "seed": seed}
-    schema = {"method": _choice(*METHODS), "num_samples": _int(1), "seed": _SEED}
-    changes = {k: schema[k](k.replace("_", "-"), v) for k, v in changes.items()
-               if v is not None}
-    return dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, **changes))
+    changes = {k: _INFERENCE_SCHEMA[k]("--" + k.replace("_", "-"), v)
+               for k, v in changes.items() if v is not None}
+    return dataclasses.replace(
+        spec, inference=dataclasses.replace(spec.inference, **changes),
+        overrides={**spec.overrides, **{f"inference.{k}": v for k, v in changes.items()}})

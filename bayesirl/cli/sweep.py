@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import warnings
 from pathlib import Path
 
 __all__ = ["add_parser", "run"]
@@ -68,6 +69,26 @@ def _error(message: str, code: int) -> int:
 
 
 @contextlib.contextmanager
+def _warning_lines():
+    """Print each :class:`~bayesirl.sweep.SweepWarning` as one ``bayesirl: warning:`` line
+    on stderr (not Python's file:line form); other warnings as before."""
+    from bayesirl.sweep import SweepWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SweepWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, SweepWarning):
+                print(f"bayesirl: warning: {message}".replace("\n", " "), file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield
+
+
+@contextlib.contextmanager
 def _executor(workers: int | None, scheduler: str | None):
     """None, or a Dask client's executor (a LocalCluster's with ``workers``), closed on
     leaving. ImportError when Dask is missing."""
@@ -102,7 +123,7 @@ def run(args) -> int:
         return _error(f"error: {e}", 2)
     out = args.out if args.out is not None else Path("bayesirl-output") / f"{spec.name}-sweep"
     try:
-        with _executor(args.workers, args.scheduler) as executor:
+        with _executor(args.workers, args.scheduler) as executor, _warning_lines():
             result = sweep(spec, grid, executor=executor, out=out, progress=not args.quiet)
     except ImportError as e:
         return _error(str(e), 2)

@@ -45,12 +45,13 @@ from bayesirl.model.likelihood import check_likelihood, check_rationality
 from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.posterior.reward_posterior import RewardPosterior
 
-__all__ = ["GUIDES", "METHODS", "SPACES", "USED_BY", "UnusedOptionWarning", "infer"]
+__all__ = ["GUIDES", "METHODS", "SEED_MAX", "SPACES", "USED_BY", "UnusedOptionWarning", "infer"]
 
 METHODS = ("nuts", "hmc", "svi", "map", "laplace")
 SPACES = ("auto", "reward", "value")
 GUIDES = svi.GUIDES
 _MCMC = ("nuts", "hmc")
+SEED_MAX = 2 ** 32 - 1  # the largest seed infer takes (the CLI's inference.seed, --seed)
 _SMALL = 2 ** 20  # state-action-successor-steps per Bellman sweep up to which one thread runs
 
 #: The methods each option is used by; any other method warns when it is not the default
@@ -147,7 +148,7 @@ def _check_options(method, space, num_samples, warmup, num_chains, steps, seed,
                              ("num_chains", num_chains, 1), ("steps", steps, 1),
                              ("max_tree_depth", max_tree_depth, 1), ("num_steps", num_steps, 1)):
         _check_int(name, value, low)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise ValueError(f"seed is {seed!r}, expected an integer in [0, 2**32)")
     if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
         raise ValueError(f"target_accept is {target_accept!r}, expected a number in (0, 1)")
