@@ -24,6 +24,7 @@ from bayesirl import envs
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.decisions._solvers import flow_constraints
 from bayesirl.decisions.bounds import order_statistic
+from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
 
 # ---------------------------------------------------------------------------- problems
@@ -197,6 +198,57 @@ def test_baselines():
     assert shifted.expected_return == pytest.approx(none.expected_return, abs=1e-9)
 
 
+def test_expert_baseline_refuses_demonstrations_too_short_for_the_experts_occupancy():
+    """Demonstrations of 5 steps at gamma 0.9 carry discounted mass 4.1 of a policy's 10: the
+    expert's own policy then showed a regret, and per-draw reward offsets (which a soft
+    likelihood cannot identify) changed the robust policy. Refused, naming what is missing."""
+    mdp = tiny_chain_mdp(discount=0.9)
+    r = mdp.reward.unsqueeze(-1).expand(3, 2)
+    demos = simulate_demos(mdp, r, 50, seed=0, length=5)
+    R = r + torch.randn(20, 1, 1, generator=torch.Generator().manual_seed(0),
+                        dtype=torch.float64)
+    post = birl.RewardPosterior.from_draws(mdp, R, demos=demos)
+    with pytest.raises(ValueError, match=r"mass 4\.095 per demonstration.* = 10 at gamma=0\.9: "
+                                         r"59\.0% of the expert's discounted occupancy is "
+                                         r"missing.*at least 44 steps.*Plan"):
+        dec.robust_policy(mdp, post, alpha=0.9, baseline="expert")
+    # finite horizon: demonstrations shorter than the horizon miss the expert's last steps
+    fh = tiny_chain_mdp(horizon=4)
+    short = simulate_demos(fh, r, 20, seed=0, length=2)
+    post = birl.RewardPosterior.from_draws(fh, R, demos=short)
+    with pytest.raises(ValueError, match=r"demonstrations of the MDP's horizon 4.*\(length 2\) "
+                                         r"cover 2 of the expert's 4 steps.*50\.0%"):
+        dec.robust_policy(fh, post, alpha=0.9, baseline="expert")
+    full = simulate_demos(fh, r, 20, seed=0, length=4)
+    post = birl.RewardPosterior.from_draws(fh, R, demos=full)
+    assert math.isfinite(dec.robust_policy(fh, post, alpha=0.9, baseline="expert").cvar)
+
+
+def test_expert_baseline_gives_the_expert_no_regret():
+    """With demonstrations long enough to stand for the discounted occupancy, the expert's own
+    policy has ~0 regret in every draw, whatever the draw's offset, and the robust policy is
+    the one the expert's Plan as baseline gives."""
+    from bayesirl.decisions.robust import _baseline_returns
+
+    mdp = tiny_chain_mdp(discount=0.9)
+    r = mdp.reward.unsqueeze(-1).expand(3, 2)
+    expert = birl.soft_value_iteration(mdp, r)
+    demos = simulate_demos(mdp, r, 2000, seed=0, length=100)
+    g = torch.Generator().manual_seed(0)
+    R = r + 0.5 * torch.randn(30, 3, 1, generator=g, dtype=torch.float64) + 3.0 * torch.randn(
+        30, 1, 1, generator=g, dtype=torch.float64)
+    post = birl.RewardPosterior.from_draws(mdp, R, demos=demos)
+    own = torch.einsum("dsa,sa->d", R, birl.occupancy(mdp, expert))
+    regret = own - _baseline_returns(mdp, post, "expert", R)
+    # the Monte Carlo error of 2000 demonstrations, against returns spread over +-30 by the
+    # offsets (5-step demonstrations gave regrets of that size)
+    assert own.std() > 10 and regret.abs().max() < 0.1
+    a = dec.robust_policy(mdp, post, alpha=0.9, lam=0.0, baseline="expert")
+    b = dec.robust_policy(mdp, post, alpha=0.9, lam=0.0, baseline=expert)
+    assert a.cvar == pytest.approx(b.cvar, abs=0.1)
+    torch.testing.assert_close(a.policy, b.policy, atol=0.05, rtol=0)  # 5 steps: 0.7 apart
+
+
 def test_accepts_posterior_and_state_rewards():
     mdp, R = risky_safe(finite=False)
     post = birl.RewardPosterior.from_draws(mdp, R)
@@ -368,6 +420,23 @@ def test_ppc_callable_statistic_and_plot():
     plt.close("all")
 
 
+def test_ppc_replicates_end_where_each_demonstration_ends():
+    """A replicate's final_states are the states after each demonstration's own last step, not
+    after the padded length: a one-step demonstration from state 0 that moves right (no slip,
+    the expert always does) ends in state 1 in every replicate."""
+    mdp = tiny_chain_mdp(horizon=4, slip=0.0)
+    R = torch.tensor([[-10.0, -10.0, 10.0]] * 5, dtype=torch.float64)
+    states = torch.tensor([[0, 0, 0, 0], [0, 1, 2, 2]])
+    actions = torch.tensor([[1, 0, 0, 0], [1, 1, 1, 1]])
+    demos = birl.Demonstrations.from_arrays(states, actions, lengths=[1, 4],
+                                            final_states=[1, 2])
+    out = dec.posterior_predictive_check(mdp, R, demos, n_sims=30,
+                                         statistic=lambda d: d.final_states.double())
+    assert torch.equal(out.observed, torch.tensor([1.0, 2.0]))
+    assert (out.replicated[:, 0] == 1).all()
+    assert out.p_values[0] == 1.0
+
+
 def test_ppc_flags_demos_from_another_reward():
     mdp = envs.gridworld(size=5, slip=0.1, block=1, discount=0.9, seed=0)
     truth, wrong = torch.zeros(25), torch.zeros(25)
@@ -435,6 +504,20 @@ def _bad_cases():
         (lambda: dec.posterior_predictive_check(mdp, R, demos, statistic=lambda d: [math.nan]),
          ValueError, "statistic returned"),
         (lambda: dec.cvar([1.0, 2.0], 0.5, weights=[1.0]), ValueError, "weights must be 2"),
+        (lambda: dec.cvar([1.0, math.nan], 0.5), ValueError,
+         re.escape("values[1] is nan, expected a finite number")),
+        (lambda: dec.cvar([-math.inf, 1.0], 0.5), ValueError, re.escape("values[0] is -inf")),
+        (lambda: dec.posterior_predictive_check(mdp, R, demos, seed="a"), TypeError,
+         "seed must be an integer, got 'a'"),
+        (lambda: dec.posterior_predictive_check(mdp, R, demos, seed=-1), ValueError,
+         "seed is -1, expected an integer >= 0"),
+        (lambda: dec.posterior_predictive_check(mdp, R, demos, statistic=lambda d: "x"),
+         TypeError, r"statistic returned str 'x' \(the callable <lambda>\), expected a tensor"),
+        (lambda: dec.posterior_predictive_check(mdp, R, demos, statistic=lambda d: [1j]),
+         TypeError, "statistic returned a tensor of dtype torch.complex"),
+        (lambda: dec.robust_policy(mdp, birl.RewardPosterior.from_draws(mdp, R, demos=demos),
+                                   baseline="expert"), ValueError,
+         r"12\.5% of the expert's discounted occupancy is missing.*at least 7 steps"),
         (lambda: envs.lava_world(lava=[(0, 9)]), ValueError, re.escape("lava[0] is (0, 9)")),
         (lambda: envs.lava_world(goal=(4, 8)), ValueError, "is a lava cell"),
     ]

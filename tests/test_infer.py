@@ -318,6 +318,38 @@ def test_diagnostics_flag_stuck_chain():
     assert any("constant within a chain" in p for p in problems)
 
 
+def test_diagnostics_do_not_flag_components_constant_by_construction():
+    """A component pinned in every draw (a normalisation such as r[:, 0] = 0) has nothing to
+    explore: it is not a chain that did not move, in one chain or several."""
+    rng = np.random.default_rng(4)
+    for chains in (1, 4):
+        theta = rng.standard_normal((chains, 1000, 3))
+        theta[..., 0] = 0.0
+        assert convergence_problems(idata_of(theta), ["theta"]) == []
+    mdp = tiny_chain_mdp(discount=0.9)
+    r = torch.randn(1000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r[:, 0] = 0.0
+    assert birl.RewardPosterior.from_draws(mdp, r).check_convergence() == []
+
+
+def test_diagnostics_flag_a_stuck_chain_beside_pinned_components():
+    """A chain that rejected every proposal is flagged though another component is pinned,
+    also when it is the only chain (nothing to compare it with)."""
+    rng = np.random.default_rng(5)
+    theta = rng.standard_normal((2, 1000, 3))
+    theta[..., 0] = 0.0
+    theta[1, :, 1:] = 0.3                       # chain 1 never moves
+    assert any("constant within a chain" in p
+               for p in convergence_problems(idata_of(theta), ["theta"]))
+    lone = np.full((1, 1000, 2), 0.3)
+    assert any("constant within a chain" in p
+               for p in convergence_problems(idata_of(lone), ["theta"]))
+    partly = rng.standard_normal((2, 1000, 2))
+    partly[1, :, 1] = 0.3                       # one component stuck in one chain
+    assert any("constant within a chain" in p
+               for p in convergence_problems(idata_of(partly), ["theta"]))
+
+
 def _nuts_idata(n_steps, settings):
     theta = np.random.default_rng(5).standard_normal(n_steps.shape)
     idata = idata_of(theta, n_steps=n_steps)

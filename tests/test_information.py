@@ -128,6 +128,22 @@ def test_population_robust_policy_uses_the_predictive_rewards_of_a_new_member():
         population_robust_policy(mdp, separate)
 
 
+def test_population_robust_policy_refuses_other_dynamics():
+    """Documented: the MDP must have the posterior's transitions, not only its S and A (a
+    deployment may change the horizon, discount or initial distribution)."""
+    mdp = tiny_chain_mdp(horizon=3)
+    post = _hierarchical_posterior(mdp)
+    slippery = tiny_chain_mdp(horizon=3, slip=0.6)
+    with pytest.raises(ValueError, match=r"their transition probabilities differ.*"
+                                         r"posterior\.predictive_reward\(n\) to robust_policy"):
+        population_robust_policy(slippery, post)
+    with pytest.raises(ValueError, match=r"numbers of states differ \(3 vs 4\)"):
+        population_robust_policy(birl.envs.gridworld(size=2, block=1, horizon=3), post)
+    # the deployment's horizon and initial distribution may differ
+    other = mdp.replace(discount=0.9, initial=torch.tensor([0.0, 0.0, 1.0], dtype=mdp.dtype))
+    assert math.isfinite(population_robust_policy(other, post).objective)
+
+
 def test_decision_tools_take_one_experts_posterior():
     mdp = tiny_chain_mdp(horizon=3)
     post = _hierarchical_posterior(mdp)

@@ -108,7 +108,8 @@ def test_reward_errors(grid):
         plots.plot_reward(grid, stat="median")
     with pytest.raises(ValueError, match="needs posterior draws"):
         plots.plot_reward(grid, stat="sd")
-    with pytest.raises(ValueError, match=r"reward must have shape \(\.\.\., 16\)"):
+    with pytest.raises(ValueError,
+                       match=r"reward must have shape \(\.\.\., 16, 5\) or \(\.\.\., 16\)"):
         plots.plot_reward(grid, torch.zeros(7))
 
 
@@ -436,3 +437,109 @@ def test_one_rule_says_what_a_posterior_is(grid):
     assert is_posterior(post)
     assert not is_posterior(grid) and not is_posterior(grid.reward)
     assert not is_posterior(torch.zeros(3, grid.n_states))
+
+
+def test_state_action_reward_with_as_many_actions_as_states():
+    """An (S, A) reward with S == A is one state-action reward, as broadcast_reward and
+    RewardPosterior.from_draws read it, not S draws of a state reward."""
+    P = np.full((3, 3, 3), 1 / 3)
+    mdp = birl.TabularMDP.from_dense(P, discount=0.9, initial=np.ones(3) / 3)
+    r = torch.tensor([[0.0, 0.0, 10.0], [1.0, 1.0, 1.0], [2.0, 2.0, 2.0]])
+    ax = plots.plot_reward(mdp, reward=r)
+    assert [p.get_height() for p in ax.patches] == [10.0, 1.0, 2.0]
+    assert ax.get_title() == "reward (max over actions)"
+    draws = r.expand(2, 3, 3)          # draws of state-action rewards: (n, S, A)
+    ax = plots.plot_reward(mdp, reward=draws)
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], [10.0, 1.0, 2.0])
+    states = torch.tensor([[0.0, 1.0, 2.0], [2.0, 3.0, 4.0]])   # (n, S), n != S: state rewards
+    ax = plots.plot_reward(mdp, reward=states)
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], [1.0, 2.0, 3.0])
+
+
+def _hierarchical(mdp):
+    """A hierarchical posterior of 3 experts from known draws (one chain of 6)."""
+    from bayesirl.model.hierarchical import HierarchicalReward, simulate_experts
+
+    data, theta = simulate_experts(mdp, mdp.features, 2, mean=torch.tensor([1.0, -0.5]),
+                                   scale=0.5, n_experts=3, seed=0)
+    target = HierarchicalReward(mdp.features, 3).build_target(mdp, data)
+    g = torch.Generator().manual_seed(0)
+    params = {"mu": torch.randn(6, 2, generator=g), "tau": torch.rand(6, 2, generator=g),
+              "z": torch.randn(6, 3, 2, generator=g)}
+    return target.make_posterior(params, method="draws"), theta
+
+
+def test_hierarchical_posterior_is_refused_with_what_to_pass():
+    from bayesirl.testing import tiny_chain_mdp
+
+    mdp = tiny_chain_mdp(horizon=3)
+    hier, theta = _hierarchical(mdp)
+    one_reward = r"takes a posterior of one reward, draws \(n, 3, 2\); HierarchicalPosterior"
+    expert = r"pass posterior\.expert\(e\) for expert e's posterior"
+    for draw in (lambda: plots.plot_reward(hier), lambda: plots.plot_reward_panels(hier),
+                 lambda: plots.plot_policy(mdp, hier)):
+        with pytest.raises(TypeError, match=one_reward + r".*\(6, 3, 3, 2\); .*" + expert):
+            draw()
+    assert plt.get_fignums() == []                   # refused before a figure is made
+    with pytest.raises(ValueError, match=r"true has shape \(2,\), expected a reward \(3, 3\) or "
+                                         r"\(3, 3, 2\), or theta \(3, 2\); .*" + expert):
+        plots.plot_recovery(theta[0], hier)
+    # what works: every expert's theta at once, one expert's posterior, the diagnostics
+    ax = plots.plot_recovery(theta, hier, label="theta")
+    np.testing.assert_allclose(ax.containers[0].lines[0].get_data()[1],
+                               hier.theta.mean(0).reshape(-1).numpy(), rtol=1e-6)
+    one = hier.expert(1)
+    ax = plots.plot_reward(one)
+    np.testing.assert_allclose([p.get_height() for p in ax.patches],
+                               hier.reward()[:, 1, :, 0].mean(0).numpy(), rtol=1e-6)
+    assert plots.plot_policy(mdp, one).images
+    assert plots.plot_recovery(theta[1], one, label="theta").get_xlabel() == "true theta"
+    axes = plots.plot_diagnostics(hier, max_params=3)
+    assert axes.shape == (3, 3)
+    assert {a.get_title().split("[")[0] for a in axes[:, 0]} <= {"mu", "tau", "z"}
+    with pytest.raises(TypeError, match=r"plot_diagnostics needs a posterior's per-chain "
+                                        r"parameter draws .*pass the hierarchical posterior"):
+        plots.plot_diagnostics(one)
+
+
+def test_preference_posterior_plots():
+    from bayesirl.core.preferences import Preferences
+    from bayesirl.model.preferences import PreferenceModel
+    from bayesirl.testing import tiny_chain_mdp
+
+    mdp = tiny_chain_mdp(horizon=3)
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=4, seed=0)
+    prefs = Preferences.from_demonstrations(demos, [[0, 1], [2, 3]])
+    theta = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = PreferenceModel(birl.LinearReward(mdp.features))
+    post = model.build_target(mdp, prefs).make_posterior({"theta": theta}, method="draws")
+    ax = plots.plot_reward(post)
+    np.testing.assert_allclose([p.get_height() for p in ax.patches],
+                               (theta @ mdp.features.T).mean(0).numpy())
+    assert plots.plot_recovery(torch.zeros(2), post).get_xlabel() == "true reward"
+    assert plots.plot_diagnostics(post, max_params=2).shape == (2, 3)
+    assert plots.plot_policy(mdp, post).images
+    alone = model.build_target(None, prefs).make_posterior({"theta": theta}, method="draws")
+    with pytest.raises(ValueError, match="the posterior has no MDP, which plot_reward needs"):
+        plots.plot_reward(alone)
+
+
+def test_policy_background_of_state_action_values(grid):
+    post = fake_posterior(grid, state_action=True)
+    probs = torch.full((16, 5), 0.2)
+    mean = post.mean_reward()                                     # (S, A)
+    ax = plots.plot_policy(grid, probs, background=mean)
+    np.testing.assert_allclose(ax.images[0].get_array().data,
+                               mean.max(1).values.reshape(4, 4).numpy())
+    assert colorbar_label(ax) == "posterior mean reward (max over actions)"
+    ax = plots.plot_policy(grid, probs, background=grid.reward)  # (S,): as it is
+    assert colorbar_label(ax) == "posterior mean reward"
+    for bad in (torch.ones(5), torch.ones(16, 4), torch.full((16,), float("nan"))):
+        with pytest.raises(ValueError, match=r"background must be 16 finite values, one per "
+                                             r"state, with shape \(16,\) or \(16, 5\)"):
+            plots.plot_policy(grid, probs, background=bad)
+
+
+def test_reward_panels_take_a_posterior():
+    with pytest.raises(TypeError, match="posterior must be a RewardPosterior .* got Tensor"):
+        plots.plot_reward_panels(torch.zeros(3, 2))

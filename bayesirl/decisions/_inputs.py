@@ -39,13 +39,16 @@ def same_dynamics(a: TabularMDP, b: TabularMDP, atol: float = 1e-6) -> bool:
     return torch.equal(ka, kb) and bool(((pa - pb).abs() <= atol).all())
 
 
-def check_posterior_mdp(mdp: TabularMDP, posterior) -> None:
+def check_posterior_mdp(mdp: TabularMDP, posterior,
+                        instead: str = "pass posterior.reward() to use the reward draws with "
+                                       "other dynamics") -> None:
     """Raise a ValueError naming both MDPs when a posterior was inferred on other dynamics.
 
     Decisions may change what is a deployment choice (initial distribution, horizon or
     discount, features); the states, actions and transitions must be the posterior's, since
     its reward draws and rationality describe the expert of that world. Posteriors without an
-    MDP (loaded without one) are checked on the shape of their reward draws only.
+    MDP (loaded without one) are checked on the shape of their reward draws only. ``instead``
+    ends the message: how to use the draws with other dynamics deliberately.
     """
     other = getattr(posterior, "mdp", None)
     if other is None or other is mdp or same_dynamics(mdp, other):
@@ -59,8 +62,7 @@ def check_posterior_mdp(mdp: TabularMDP, posterior) -> None:
     raise ValueError(f"posterior was inferred on {other!r} (fingerprint {other.fingerprint()}) "
                      f"but mdp is {mdp!r} (fingerprint {mdp.fingerprint()}): {why}; expected "
                      "the posterior's MDP (its initial distribution, horizon or discount may "
-                     "differ), or pass posterior.reward() to use the reward draws with other "
-                     "dynamics")
+                     f"differ), or {instead}")
 
 
 def reward_draws(mdp: TabularMDP, posterior, weights=None) -> tuple[torch.Tensor, torch.Tensor]:

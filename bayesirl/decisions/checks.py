@@ -57,7 +57,9 @@ class PredictiveCheck(NamedTuple):
 
 def _simulate(mdp, pi, demos, g):
     """Replicates ``(states, actions)`` of shape ``(B, N, L)`` under policies ``pi (B, ...)``,
-    each demonstration restarted from its observed start state; plus the final states."""
+    each demonstration restarted from its observed start state; plus the final states
+    ``(B, N)``: the state after each demonstration's own last step (its length, not the padded
+    ``L``: the steps past it are simulated alongside but masked)."""
     B, (N, L) = pi.shape[0], demos.states.shape
     s = demos.states[:, 0].to(mdp.device).expand(B, N)
     b = torch.arange(B, device=mdp.device)[:, None]
@@ -70,7 +72,9 @@ def _simulate(mdp, pi, demos, g):
                               generator=g).view(B, N, 1)
         states[..., t], actions[..., t] = s, a
         s = mdp.successors[s, a].gather(-1, k).squeeze(-1)
-    return states, actions, s
+    after = torch.cat([states[..., 1:], s[..., None]], -1)      # the state after step t
+    last = (demos.lengths.to(mdp.device) - 1).expand(B, N)[..., None]
+    return states, actions, after.gather(-1, last).squeeze(-1)
 
 
 def _builtin(name, mdp, states, actions, mask):
@@ -95,11 +99,25 @@ def _builtin(name, mdp, states, actions, mask):
     return counts @ phi / N
 
 
-def _as_statistic(value, k=None) -> torch.Tensor:
-    t = torch.as_tensor(value).detach().reshape(-1).to(torch.get_default_dtype())
+def _as_statistic(statistic, value, k=None) -> torch.Tensor:
+    """A callable statistic's result ``value`` as ``(k,)`` floats; ``k`` (the length on the
+    observed demonstrations) is checked on the replicates. What is not real numbers raises a
+    TypeError naming the statistic."""
+    name = f"the callable {getattr(statistic, '__name__', type(statistic).__name__)}"
+    try:
+        t = torch.as_tensor(value).detach()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"statistic returned {type(value).__name__} {value!r:.60} ({name}), "
+                        "expected a tensor of real numbers (k,)") from e
+    if not (t.dtype.is_floating_point or t.dtype in (torch.int8, torch.int16, torch.int32,
+                                                      torch.int64, torch.uint8, torch.bool)):
+        raise TypeError(f"statistic returned a tensor of dtype {t.dtype} ({name}), expected "
+                        "real numbers")
+    t = t.reshape(-1).to(torch.get_default_dtype())
     if (k is not None and t.numel() != k) or not torch.isfinite(t).all():
-        raise ValueError(f"statistic returned {tuple(t.shape)} values, expected {k} finite "
-                         "numbers (the same length as on the observed demonstrations)")
+        want = "finite numbers" if k is None else (
+            f"{k} finite numbers (the same length as on the observed demonstrations)")
+        raise ValueError(f"statistic returned {tuple(t.shape)} values ({name}), expected {want}")
     return t
 
 
@@ -151,9 +169,10 @@ def posterior_predictive_check(mdp: TabularMDP, posterior, demos: Demonstrations
         statistic: ``"state_visitation"`` (visits per state, ``(S,)``), ``"action_frequency"``
             (``(A,)``), ``"feature_counts"`` (mean per demonstration of
             ``sum_t gamma^t phi(s_t, a_t)``, ``(d,)``), or a callable
-            ``Demonstrations -> (k,)`` tensor.
+            ``Demonstrations -> (k,)`` tensor of real numbers (a replicate's
+            ``final_states`` are the states after each demonstration's own last step).
         n_sims: number of replicated datasets (>= 1).
-        seed: seeds the choice of draws and the rollouts.
+        seed: an integer >= 0; seeds the choice of draws and the rollouts.
         ax, plot: draw observed values against replicated 50% / 90% intervals per component on
             ``ax`` (a new figure when ``plot=True`` and no ``ax``).
         alternative: ``"two-sided"``, ``"greater"`` or ``"less"`` (module docstring).
@@ -178,6 +197,7 @@ def posterior_predictive_check(mdp: TabularMDP, posterior, demos: Demonstrations
     if alternative not in _ALTERNATIVES:
         raise ValueError(f"alternative is {alternative!r}, expected one of {_ALTERNATIVES}")
     n_sims = check_int("n_sims", n_sims)
+    seed = check_int("seed", seed, 0)
     R, p = reward_draws(mdp, posterior)
     g = torch.Generator(device=mdp.device).manual_seed(seed)
     idx = torch.multinomial(p, n_sims, replacement=True, generator=g)
@@ -186,8 +206,8 @@ def posterior_predictive_check(mdp: TabularMDP, posterior, demos: Demonstrations
     states, actions, final = _simulate(mdp, pi, demos, g)
     mask = demos.mask.to(mdp.device)
     if callable(statistic):
-        observed = _as_statistic(statistic(demos))
-        replicated = torch.stack([_as_statistic(statistic(Demonstrations(
+        observed = _as_statistic(statistic, statistic(demos))
+        replicated = torch.stack([_as_statistic(statistic, statistic(Demonstrations(
             states[b], actions[b], mask, final[b])), observed.numel()) for b in range(n_sims)])
     else:
         observed = _builtin(statistic, mdp, demos.states.to(mdp.device)[None],

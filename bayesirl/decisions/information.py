@@ -36,7 +36,7 @@ import torch
 from bayesirl._validation import check_int
 from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.core.preferences import Preferences
-from bayesirl.decisions._inputs import draw_log_probs
+from bayesirl.decisions._inputs import check_posterior_mdp, draw_log_probs
 from bayesirl.decisions.robust import RobustPolicy, robust_policy
 from bayesirl.model.hierarchical import sample_rollouts
 from bayesirl.posterior.hierarchical import HierarchicalPosterior
@@ -201,14 +201,15 @@ def population_robust_policy(mdp: TabularMDP, posterior: HierarchicalPosterior,
     (:meth:`HierarchicalPosterior.predictive_reward`, seeded by ``seed``), go to
     :func:`~bayesirl.decisions.robust_policy` with ``alpha``, ``lam`` and ``method``. ``mdp``
     must have the posterior's states, actions and transitions (its horizon, discount or
-    initial distribution may differ: a new member's situation).
+    initial distribution may differ: a new member's situation); other dynamics raise a
+    ValueError naming both MDPs, the check :func:`~bayesirl.decisions.robust_policy` makes.
     """
     mdp = check_mdp(mdp)
     if not isinstance(posterior, HierarchicalPosterior):
         raise TypeError(f"posterior must be a HierarchicalPosterior, got "
                         f"{type(posterior).__name__}")
-    if (mdp.n_states, mdp.n_actions) != (posterior.mdp.n_states, posterior.mdp.n_actions):
-        raise ValueError(f"mdp has S={mdp.n_states}, A={mdp.n_actions} but the posterior's MDP "
-                         f"has S={posterior.mdp.n_states}, A={posterior.mdp.n_actions}")
+    check_posterior_mdp(mdp, posterior, instead=(  # states, actions, transitions: one rule
+        "pass posterior.predictive_reward(n) to robust_policy to use the predictive reward "
+        "draws with other dynamics"))
     draws = posterior.predictive_reward(n=n, seed=seed)
     return robust_policy(mdp, draws, alpha=alpha, lam=lam, method=method)

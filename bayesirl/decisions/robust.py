@@ -33,19 +33,30 @@ occupancies, and the objective is concave in ``u``, so the optimum can be a stoc
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 
-from bayesirl._validation import check_probability, is_posterior
+from bayesirl._validation import check_finite, check_probability, is_posterior
 from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.decisions._inputs import policy_probs, reward_draws
 from bayesirl.decisions._solvers import solve_columns, solve_lp
 from bayesirl.planning.bellman import Plan, occupancy, value_iteration
 
-__all__ = ["METHODS", "RobustPolicy", "bayes_optimal_policy", "cvar", "robust_policy"]
+__all__ = ["EXPERT_MASS_RTOL", "METHODS", "RobustPolicy", "bayes_optimal_policy", "cvar",
+           "robust_policy"]
 
 METHODS = ("lp", "columns")
+
+#: The largest share of a policy's occupancy mass (``1 / (1 - gamma)``, or the horizon ``T``)
+#: that the demonstrations may leave uncovered for ``baseline="expert"``. The regret
+#: ``R_i . u - R_i . u_expert`` compares occupancies; where the demonstrations' empirical
+#: occupancy has less mass than ``u``, a constant offset ``c`` of a draw (which a soft-optimal
+#: likelihood cannot identify) shifts that draw's regret by ``c`` times the missing mass, so the
+#: robust policy would follow offsets that mean nothing. With at most 1 % missing, the shift is
+#: at most 1 % of the offset's effect on a return.
+EXPERT_MASS_RTOL = 0.01
 
 
 class RobustPolicy(NamedTuple):
@@ -73,12 +84,14 @@ class RobustPolicy(NamedTuple):
 def cvar(values, alpha: float, weights=None) -> float:
     """Lower-tail conditional value at risk: the mean of the worst ``1 - alpha`` of ``values``.
 
-    ``values: (D,)`` with probabilities ``weights`` (default uniform); an atom straddling the
-    ``1 - alpha`` quantile counts with the part of its weight inside the tail, so this equals
-    ``max_sigma sigma - E[(sigma - X)_+] / (1 - alpha)`` exactly.
+    ``values: (D,)`` finite numbers (a nan or inf is refused, naming its index: it would make
+    the tail mean meaningless) with probabilities ``weights`` (default uniform); an atom
+    straddling the ``1 - alpha`` quantile counts with the part of its weight inside the tail,
+    so this equals ``max_sigma sigma - E[(sigma - X)_+] / (1 - alpha)`` exactly.
     """
     alpha = check_probability("alpha", alpha, open_low=True, open_high=True)
     x = torch.as_tensor(values, dtype=torch.float64).detach().cpu().reshape(-1)
+    check_finite("values", x)
     p = torch.ones_like(x) if weights is None else torch.as_tensor(
         weights, dtype=torch.float64).detach().cpu().reshape(-1)
     if p.shape != x.shape or not torch.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
@@ -94,7 +107,6 @@ def cvar(values, alpha: float, weights=None) -> float:
 
 def _baseline_returns(mdp, posterior, baseline, R) -> torch.Tensor:
     """``b: (D,)``, the baseline's return under every draw (zeros for ``None``)."""
-    S, A = mdp.n_states, mdp.n_actions
     if baseline is None:
         return torch.zeros(R.shape[0], dtype=R.dtype, device=R.device)
     if isinstance(baseline, str):
@@ -105,13 +117,55 @@ def _baseline_returns(mdp, posterior, baseline, R) -> torch.Tensor:
         if demos is None:
             raise ValueError("baseline='expert' needs a RewardPosterior with demos (the "
                              "posterior has none); pass the expert's policy or occupancy")
-        demos.validate(mdp)
-        occ = demos.counts(S, A, mdp.discount, dtype=mdp.dtype).to(mdp.device) / demos.n
+        occ = _expert_occupancy(mdp, demos)
     elif isinstance(baseline, Plan):
         occ = occupancy(mdp, policy_probs(mdp, baseline, "baseline"))
     else:
         occ = _tensor_baseline(mdp, baseline)
     return torch.einsum("dsa,sa->d", R, occ)
+
+
+def _expert_occupancy(mdp, demos) -> torch.Tensor:
+    """The demonstrations' empirical occupancy ``(S, A)`` (visits per demonstration, step t
+    weighted by ``gamma**t``; undiscounted summed over steps for a finite horizon).
+
+    It stands for the expert's occupancy only when it has (nearly) a policy occupancy's mass,
+    ``1 / (1 - gamma)`` or the horizon ``T``: truncated demonstrations miss the expert's later
+    steps, and a regret against them is not a regret (see :data:`EXPERT_MASS_RTOL`). Missing
+    more than that share raises a ValueError saying how much is missing and what to pass
+    instead. The occupancy is not rescaled to full mass: that would assume the unseen steps
+    visit what the first ones did, which is wrong whenever the expert's start is not where it
+    stays (a chain walked from one end).
+    """
+    demos.validate(mdp)
+    S, A = mdp.n_states, mdp.n_actions
+    occ = demos.counts(S, A, mdp.discount, dtype=mdp.dtype).to(mdp.device) / demos.n
+    full = float(mdp.horizon) if mdp.finite_horizon else 1.0 / (1.0 - mdp.discount)
+    have = float(occ.sum())
+    missing = full - have
+    if missing <= EXPERT_MASS_RTOL * full:
+        return occ
+    lengths = demos.lengths
+    span = (f"length {int(lengths.min())}" if int(lengths.min()) == int(lengths.max()) else
+            f"lengths {int(lengths.min())} to {int(lengths.max())}")
+    instead = ("pass the expert's policy (a Plan, or an (S, A) policy tensor) or its occupancy "
+               "measure as baseline instead")
+    if mdp.finite_horizon:
+        raise ValueError(
+            f"baseline='expert' needs demonstrations of the MDP's horizon {mdp.horizon}: the "
+            f"demonstrations ({span}) cover {have:.4g} of the expert's {mdp.horizon} steps "
+            f"on average, {missing / full:.1%} of its occupancy missing (at most "
+            f"{EXPERT_MASS_RTOL:.0%} allowed), so the regret would compare a truncated expert "
+            f"with whole policies; use demonstrations of {mdp.horizon} steps, or {instead}")
+    gamma = mdp.discount
+    need = math.ceil(math.log(EXPERT_MASS_RTOL) / math.log(gamma))
+    raise ValueError(
+        f"baseline='expert': the demonstrations ({span}) have a discounted occupancy of mass "
+        f"{have:.4g} per demonstration, but a policy's has 1 / (1 - gamma) = {full:.4g} at "
+        f"gamma={gamma:g}: {missing / full:.1%} of the expert's discounted occupancy is "
+        f"missing (at most {EXPERT_MASS_RTOL:.0%} allowed), so per-draw reward offsets, which "
+        f"the likelihood cannot identify, would change the regret; demonstrations of at "
+        f"least {need} steps stand for the expert at this discount, or {instead}")
 
 
 def _tensor_baseline(mdp, baseline) -> torch.Tensor:
@@ -160,7 +214,11 @@ def robust_policy(mdp: TabularMDP, posterior, alpha: float = 0.95, lam: float = 
             return (:func:`bayes_optimal_policy`), ``lam = 0`` the CVaR alone.
         baseline: what ``psi`` subtracts from each draw's return: ``None`` (nothing),
             ``"expert"`` (the demonstrations' empirical occupancy from ``posterior.demos``, step
-            t weighted by ``gamma**t``: regret against the expert), a :class:`Plan`, or a tensor:
+            t weighted by ``gamma**t``: regret against the expert; refused when the
+            demonstrations miss more than
+            :data:`~bayesirl.decisions.robust.EXPERT_MASS_RTOL` of a policy's occupancy mass,
+            i.e. are shorter than the horizon or too short for the discount), a
+            :class:`Plan`, or a tensor:
             a policy (rows summing to 1; ``(S, A)`` or ``(T, S, A)``) or an occupancy measure
             (``(S, A)``, or ``(T, S, A)`` per step, with the MDP's total mass).
         weights: ``(D,)`` probabilities of the draws (e.g. a grid posterior); default uniform.

@@ -13,7 +13,8 @@ import numpy as np
 from bayesirl._validation import is_posterior, to_numpy
 from bayesirl.core.envs import map_marks
 
-__all__ = ["as_numpy", "draw_marks", "grid_axes", "is_posterior", "new_axes", "resolve_marks"]
+__all__ = ["as_numpy", "draw_marks", "grid_axes", "is_posterior", "new_axes", "one_expert_hint",
+           "posterior_rewards", "reduce_actions", "resolve_marks"]
 
 
 def new_axes(ax, ncols=1, figsize=None):
@@ -30,6 +31,48 @@ def new_axes(ax, ncols=1, figsize=None):
 def as_numpy(x) -> np.ndarray:
     """A tensor or array-like as a float64 NumPy array (detached, on the CPU)."""
     return to_numpy(x, np.float64)
+
+
+def one_expert_hint(posterior) -> str:
+    """What to pass instead of a posterior of several experts' rewards (one with a callable
+    ``expert(e)``, a :class:`~bayesirl.HierarchicalPosterior`): ``""`` for any other."""
+    if not callable(getattr(posterior, "expert", None)):
+        return ""
+    return (f"; a {type(posterior).__name__} holds one reward per expert: pass "
+            "posterior.expert(e) for expert e's posterior")
+
+
+def posterior_rewards(posterior, what: str):
+    """``(mdp, draws)`` of a posterior of one reward: its MDP and reward draws ``(n, S, A)``.
+
+    The one check of the posteriors that figures take (``what`` names the figure in the
+    messages): a posterior without an MDP (a saved posterior loaded without one, a
+    preference fit without one) raises a ValueError, one whose ``reward()`` is not
+    ``(n, S, A)`` a TypeError, saying what to pass instead (a hierarchical posterior's
+    ``reward()`` is ``(n, E, S, A)``, one reward per expert: ``posterior.expert(e)``).
+    """
+    mdp = getattr(posterior, "mdp", None)
+    if mdp is None:
+        raise ValueError(f"the posterior has no MDP, which {what} needs: load a saved posterior "
+                         "with RewardPosterior.load(path, mdp), or infer with an MDP")
+    draws = posterior.reward()
+    S, A = mdp.n_states, mdp.n_actions
+    if draws.dim() != 3 or tuple(draws.shape[1:]) != (S, A):
+        raise TypeError(f"{what} takes a posterior of one reward, draws (n, {S}, {A}); "
+                        f"{type(posterior).__name__}.reward() has shape "
+                        f"{tuple(draws.shape)}{one_expert_hint(posterior)}")
+    return mdp, draws
+
+
+def reduce_actions(values: np.ndarray, over_actions: str) -> tuple[np.ndarray, str]:
+    """``(S, A) -> (S,)``: exact when constant over actions, else the ``"max"`` or ``"mean"``
+    over actions, with a note for titles and labels (``" (max over actions)"``)."""
+    if np.allclose(values, values[:, :1], rtol=1e-9, atol=1e-12):
+        return values[:, 0], ""
+    if over_actions not in ("max", "mean"):
+        raise ValueError(f"over_actions is {over_actions!r}, expected 'max' or 'mean'")
+    reduce = np.max if over_actions == "max" else np.mean
+    return reduce(values, axis=1), f" ({over_actions} over actions)"
 
 
 

@@ -68,14 +68,25 @@ def plot_posterior(posterior, kind: str = "trace", var_names=None, axes=None, **
 
 def _scalar_draws(posterior) -> dict[str, np.ndarray]:
     """Every scalar component of every parameter site as ``(chains, draws)``, named like
-    ``theta[cell(0,1)]``."""
+    ``theta[cell(0,1)]`` (by index where the posterior has no ``dims``/``coords``: a
+    hierarchical or preference posterior). A posterior without per-chain draws ``params``
+    raises a TypeError saying what to pass."""
+    params = getattr(posterior, "params", None)
+    if not isinstance(params, dict):
+        parent = getattr(posterior, "parent", None)
+        hint = ("; pass the hierarchical posterior it came from" if parent is not None else
+                "; pass a RewardPosterior, HierarchicalPosterior or PreferencePosterior")
+        raise TypeError(f"plot_diagnostics needs a posterior's per-chain parameter draws "
+                        f"(params), which {type(posterior).__name__} has not{hint}")
+    names = getattr(posterior, "dims", None) or {}
+    labels_of = getattr(posterior, "coords", None) or {}
     out = {}
-    for name, value in posterior.params.items():
+    for name, value in params.items():
         v = as_numpy(value)
         C, D = v.shape[:2]
         flat = v.reshape(C, D, -1)
-        dims = posterior.dims.get(name, ())
-        coords = [posterior.coords.get(d) for d in dims]
+        dims = names.get(name, ())
+        coords = [labels_of.get(d) for d in dims]
         for j, idx in enumerate(np.ndindex(*v.shape[2:]) if v.ndim > 2 else [()]):
             labels = [str(coords[k][i]) if k < len(coords) and coords[k] and i < len(coords[k])
                       else str(i) for k, i in enumerate(idx)]
@@ -90,7 +101,9 @@ def plot_diagnostics(posterior, max_params: int = 6, axes=None):
     mixing chains give).
 
     Drawn with matplotlib (R-hat from ArviZ), so it draws on given ``axes`` with any ArviZ.
-    Returns the ``(k, 3)`` array of axes.
+    ``posterior``: anything with per-chain draws ``params`` ``{site: (chains, draws, ...)}``:
+    a :class:`~bayesirl.RewardPosterior`, a hierarchical or a preference posterior (one
+    expert's ``hier.expert(e)`` has none: pass ``hier``). Returns the ``(k, 3)`` array of axes.
     """
     draws = _scalar_draws(posterior)
     if not draws:

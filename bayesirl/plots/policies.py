@@ -18,6 +18,8 @@ from bayesirl.plots.common import (
     grid_axes,
     is_posterior,
     new_axes,
+    posterior_rewards,
+    reduce_actions,
     resolve_marks,
 )
 
@@ -40,12 +42,9 @@ def _policy_draws(posterior, t: int, max_draws: int = 200) -> np.ndarray:
     evenly spaced posterior reward draws."""
     from bayesirl.model.likelihood import action_log_probs
 
-    mdp = posterior.mdp
-    if mdp is None:
-        raise ValueError("the posterior has no MDP: load it with RewardPosterior.load(path, "
-                         "mdp) to plot its policy")
-    likelihood = posterior.settings.get("likelihood", "soft")
-    rewards, beta = posterior.reward(), posterior.rationality
+    mdp, rewards = posterior_rewards(posterior, "plot_policy")
+    likelihood = (getattr(posterior, "settings", None) or {}).get("likelihood", "soft")
+    beta = posterior.rationality
     idx = torch.linspace(0, rewards.shape[0] - 1, min(max_draws, rewards.shape[0])).round()
     idx = idx.long().unique()
     if mdp.finite_horizon and not 0 <= t < mdp.horizon:
@@ -56,6 +55,20 @@ def _policy_draws(posterior, t: int, max_draws: int = 200) -> np.ndarray:
             p = action_log_probs(mdp, rewards[chunk], likelihood, beta[chunk]).exp()
             out.append(p[:, t] if mdp.finite_horizon else p)
     return as_numpy(torch.cat(out))
+
+
+def _background(mdp, background) -> tuple[np.ndarray, str]:
+    """``background`` as ``(S,)`` values and a note for the colorbar: ``(S,)`` as it is,
+    ``(S, A)`` reduced over actions (the maximum, as :func:`plot_reward`); else a ValueError
+    naming ``background`` and its shape."""
+    S, A = mdp.n_states, mdp.n_actions
+    bg = as_numpy(background)
+    if bg.shape == (S, A):
+        return reduce_actions(bg, "max")
+    if bg.shape != (S,) or not np.all(np.isfinite(bg)):
+        raise ValueError(f"background must be {S} finite values, one per state, with shape "
+                         f"({S},) or ({S}, {A}) (reduced over actions), got shape {bg.shape}")
+    return bg, ""
 
 
 def _directions(mdp, directions):
@@ -84,7 +97,10 @@ def plot_policy(mdp, policy, ax=None, uncertainty=None, t: int = 0, background=N
         uncertainty: ``(S,)`` or ``(S, A)`` non-negative values (e.g. posterior sd of the action
             probabilities), drawn as arrow transparency: opaque where 0, faint at the maximum;
             ``"sd"`` computes that sd from a posterior ``policy``.
-        background: ``(S,)`` values drawn in grey under the arrows (e.g. the mean reward).
+        background: ``(S,)`` values drawn in grey under the arrows (e.g. the mean reward),
+            or ``(S, A)`` values (``posterior.mean_reward()``) reduced to their maximum over
+            actions as :func:`~bayesirl.plots.plot_reward` reduces them (exact when constant
+            over actions; the colorbar says so otherwise). Grid MDPs only.
         directions: action names from ``stay, up, down, left, right`` in action order
             (default ``mdp.action_names``; :data:`bayesirl.core.envs.GYM_DIRECTIONS` has
             Gymnasium's grids).
@@ -127,6 +143,8 @@ def plot_policy(mdp, policy, ax=None, uncertainty=None, t: int = 0, background=N
             raise ValueError(f"uncertainty must be non-negative with shape ({S},) or ({S}, {A})"
                              f", got shape {u.shape}")
         alpha = 1.0 - 0.85 * u / max(float(u.max()), 1e-12)
+    if background is not None:
+        bg, bg_note = _background(mdp, background)
     moves = _directions(mdp, directions)
     ax = new_axes(ax)
     when = f" (t = {t})" if timed else ""
@@ -142,9 +160,9 @@ def plot_policy(mdp, policy, ax=None, uncertainty=None, t: int = 0, background=N
         return ax
     rows, cols = mdp.shape
     if background is not None:
-        bg = as_numpy(background).reshape(rows, cols)
-        im = ax.imshow(bg, cmap="Greys", origin="upper", interpolation="nearest", alpha=0.6)
-        ax.figure.colorbar(im, ax=ax, label="posterior mean reward", shrink=0.9)
+        im = ax.imshow(bg.reshape(rows, cols), cmap="Greys", origin="upper",
+                       interpolation="nearest", alpha=0.6)
+        ax.figure.colorbar(im, ax=ax, label="posterior mean reward" + bg_note, shrink=0.9)
     row, col = np.divmod(np.arange(S), cols)
     shown = probs >= min_prob
     top = float(probs[shown].max()) if shown.any() else 1.0

@@ -14,12 +14,16 @@ import numpy as np
 import torch
 
 from bayesirl._validation import check_probability
+from bayesirl.planning.bellman import broadcast_reward
 from bayesirl.plots.common import (
     as_numpy,
     draw_marks,
     grid_axes,
     is_posterior,
     new_axes,
+    one_expert_hint,
+    posterior_rewards,
+    reduce_actions,
     resolve_marks,
 )
 from bayesirl.posterior.bands import equal_tailed_interval
@@ -31,12 +35,14 @@ _STAT_LABELS = {"mean": "reward", "sd": "posterior sd of reward"}
 
 
 def _reward_draws(obj, reward):
-    """``(mdp, draws (n, S, A) or None, single (S, A) or None, source)`` of a plot input."""
+    """``(mdp, draws (n, S, A), source)`` of a plot input: a posterior's reward draws, or an
+    MDP's ``reward`` (default its true reward) read by
+    :func:`~bayesirl.planning.broadcast_reward`'s rule: ``(..., S, A)`` when the last two dims
+    are ``(S, A)`` (so an ``(S, S)`` reward with ``S == A`` is one state-action reward), else
+    ``(..., S)`` state rewards."""
     if is_posterior(obj):
-        if obj.mdp is None:
-            raise ValueError("the posterior has no MDP: load it with RewardPosterior.load(path, "
-                             "mdp) to plot it")
-        return obj.mdp, as_numpy(obj.reward()), "posterior"
+        mdp, draws = posterior_rewards(obj, "plot_reward")
+        return mdp, as_numpy(draws), "posterior"
     mdp = obj
     if not hasattr(mdp, "n_states"):
         raise TypeError(f"expected a TabularMDP or a RewardPosterior, got {type(obj).__name__}")
@@ -46,25 +52,10 @@ def _reward_draws(obj, reward):
         if mdp.reward is None:
             raise ValueError("the MDP has no true reward; pass reward=")
         reward, source = mdp.reward, "true"
-    r = as_numpy(reward)
-    if r.ndim >= 1 and r.shape[-1] == S:
-        r = np.repeat(r[..., None], A, -1)
-    elif not (r.ndim >= 2 and r.shape[-2:] == (S, A)):
-        raise ValueError(f"reward must have shape (..., {S}) or (..., {S}, {A}), got {r.shape}")
-    draws = r.reshape(-1, S, A)
+    draws = as_numpy(broadcast_reward(mdp, as_numpy(reward))).reshape(-1, S, A)
     if draws.shape[0] > 1:
         source = "posterior" if source == "reward" else source
     return mdp, draws, source
-
-
-def _reduce_actions(values: np.ndarray, over_actions: str) -> tuple[np.ndarray, str]:
-    """``(S, A) -> (S,)``: exact when constant over actions, else max/mean with a note."""
-    if np.allclose(values, values[:, :1], rtol=1e-9, atol=1e-12):
-        return values[:, 0], ""
-    if over_actions not in ("max", "mean"):
-        raise ValueError(f"over_actions is {over_actions!r}, expected 'max' or 'mean'")
-    reduce = np.max if over_actions == "max" else np.mean
-    return reduce(values, axis=1), f" ({over_actions} over actions)"
 
 
 def _interval(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarray]:
@@ -111,7 +102,7 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
     prob = check_probability("prob", prob, open_low=True, open_high=True)  # titles use it
     mdp, draws, source = _reward_draws(mdp_or_posterior, reward)
     marks = resolve_marks(mdp, marks)
-    values, note = _reduce_actions(_stat(draws, stat, prob), over_actions)
+    values, note = reduce_actions(_stat(draws, stat, prob), over_actions)
     label = _STAT_LABELS.get(stat, f"{prob:.0%} interval width of reward")
     if title is None:
         title = {"mean": {"posterior": "posterior mean reward", "true": "true reward"}.get(
@@ -132,7 +123,7 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
         x = np.arange(S)
         color = "C0" if stat == "mean" else "C3"
         if stat == "mean" and draws.shape[0] > 1:
-            lo, hi = (_reduce_actions(x, over_actions)[0] for x in _interval(draws, prob))
+            lo, hi = (reduce_actions(x, over_actions)[0] for x in _interval(draws, prob))
             lo, hi = np.minimum(lo, values), np.maximum(hi, values)
             if S <= _MAX_BARS:
                 ax.bar(x, values, color=color, width=0.8, label="posterior mean")
@@ -160,12 +151,19 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
 
 def plot_reward_panels(posterior, axes=None, show_true: bool = False, over_actions="max"):
     """Posterior mean and posterior sd of the reward side by side (and the true reward first
-    with ``show_true`` when the MDP has one). Returns the array of axes."""
-    mdp = posterior.mdp
-    with_true = show_true and mdp is not None and mdp.reward is not None
+    with ``show_true`` when the MDP has one). Returns the array of axes.
+
+    ``posterior`` is a posterior of one reward (:func:`plot_reward`'s); anything else raises
+    before anything is drawn."""
+    if not is_posterior(posterior):
+        raise TypeError(f"posterior must be a RewardPosterior (or another posterior with "
+                        f"reward()), got {type(posterior).__name__}; plot_reward draws a reward "
+                        "tensor")
+    mdp, _ = posterior_rewards(posterior, "plot_reward_panels")
+    with_true = show_true and mdp.reward is not None
     n = 3 if with_true else 2
-    axes = new_axes(axes, ncols=n, figsize=(4.6 * n, 3.9) if mdp is not None and
-                     mdp.shape is not None else (5.5 * n, 3.6))
+    axes = new_axes(axes, ncols=n, figsize=(4.6 * n, 3.9) if mdp.shape is not None else
+                    (5.5 * n, 3.6))
     axes = np.asarray(axes).ravel()
     if len(axes) != n:
         raise ValueError(f"axes has {len(axes)} axes, expected {n}")
@@ -185,9 +183,10 @@ def plot_recovery(true, posterior_or_draws, ax=None, prob: float = 0.9, center: 
     """True versus inferred values with central ``prob`` intervals and the identity line.
 
     Args:
-        true: true values: a reward ``(S,)`` / ``(S, A)``, or parameters ``(d,)``.
-        posterior_or_draws: a :class:`RewardPosterior` (its reward draws, or its ``theta`` draws
-            when ``true`` has the length of theta but not of the reward) or draws
+        true: true values: a reward ``(S,)`` / ``(S, A)``, or parameters ``(d,)``; for a
+            hierarchical posterior every expert's, ``(E, S[, A])`` or ``(E, d)``.
+        posterior_or_draws: a posterior (its reward draws ``reward()``, or its ``theta``
+            draws when ``true`` has the shape of theta but not of the reward) or draws
             ``(n, *true.shape)``.
         center: subtract the mean over entries from the truth and from every draw (soft-optimal
             rewards are identified only up to a constant).
@@ -198,19 +197,20 @@ def plot_recovery(true, posterior_or_draws, ax=None, prob: float = 0.9, center: 
     t = as_numpy(true)
     if is_posterior(posterior_or_draws):
         post = posterior_or_draws
-        S, A = post.rewards.shape[-2:]
-        theta = post.samples.get("theta")
-        if t.shape == (S,) or t.shape == (S, A):
-            draws = as_numpy(post.reward())
-            draws = draws[..., 0] if t.shape == (S,) else draws
-            if t.shape == (S,) and not np.allclose(as_numpy(post.reward()), draws[..., None]):
-                raise ValueError("true is a state reward (S,) but the posterior rewards vary "
-                                 "over actions; pass true with shape (S, A)")
+        rewards = as_numpy(post.reward())                      # (n, [E,] S, A)
+        shape = rewards.shape[1:]
+        theta = getattr(post, "samples", {}).get("theta")
+        if t.shape in (shape, shape[:-1]):
+            draws = rewards[..., 0] if t.shape == shape[:-1] else rewards
+            if t.shape == shape[:-1] and not np.allclose(rewards, draws[..., None]):
+                raise ValueError(f"true is a state reward {t.shape} but the posterior rewards "
+                                 f"vary over actions; pass true with shape {shape}")
         elif theta is not None and t.shape == tuple(theta.shape[1:]):
             draws = as_numpy(theta)
         else:
-            raise ValueError(f"true has shape {t.shape}, expected ({S},), ({S}, {A}) or the "
-                             "shape of theta")
+            of_theta = "" if theta is None else f", or theta {tuple(theta.shape[1:])}"
+            raise ValueError(f"true has shape {t.shape}, expected a reward {shape[:-1]} or "
+                             f"{shape}{of_theta}{one_expert_hint(post)}")
     else:
         draws = as_numpy(posterior_or_draws)
         if draws.shape[1:] != t.shape:

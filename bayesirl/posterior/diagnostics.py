@@ -52,8 +52,7 @@ def convergence_problems(idata, var_names) -> list[str]:
             ess = az.ess(idata, var_names=var_names, method="bulk")
             worst_ess = min((float(np.nanmin(ess[v].values)) for v in ess.data_vars),
                             default=np.nan)
-        stuck = [v for v in var_names if v in post and bool(
-            (post[v].max("draw") == post[v].min("draw")).any())]
+        stuck = _stuck(post, var_names)
         if stuck:
             problems.append(f"draws of {', '.join(stuck)} are constant within a chain: the "
                             "sampler did not move (every proposal rejected)")
@@ -83,6 +82,31 @@ def convergence_problems(idata, var_names) -> list[str]:
                         "traverse (reparameterise or simplify the model), or raise "
                         "max_tree_depth (each level doubles the cost of a draw)")
     return problems
+
+
+def _stuck(post, var_names) -> list[str]:
+    """The variables of ``post`` (an ArviZ posterior group) with a component that a chain
+    never moved: constant within a chain although it varies across the posterior, or
+    constant in a chain where every component of every variable is (a chain that rejected
+    every proposal, which also catches a lone stuck chain).
+
+    A component constant in every draw of every chain while others vary (a normalisation
+    pinned by construction, e.g. ``r[:, 0] = 0``) is not flagged: it has nothing to explore.
+    ArviZ gives constant draws a large ESS, so this is checked explicitly."""
+    names = [v for v in var_names if v in post]
+    if not names:
+        return []
+    draws = {v: post[v].transpose("chain", "draw", ...).values for v in names}
+    within = {v: (x.max(1) == x.min(1)) for v, x in draws.items()}        # (chain, ...)
+    frozen = np.logical_and.reduce([w.reshape(w.shape[0], -1).all(1)
+                                    for w in within.values()])             # (chain,)
+    out = []
+    for v, x in draws.items():
+        varies = x.max((0, 1)) != x.min((0, 1))                            # (...)
+        flags = within[v] & (varies | frozen.reshape((-1,) + (1,) * varies.ndim))
+        if flags.any():
+            out.append(v)
+    return out
 
 
 def _capped_trees(idata) -> tuple[int, int, int] | None:
