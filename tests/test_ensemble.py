@@ -32,6 +32,7 @@ from bayesirl.inference.ensemble import (
     use_vectorized,
     warmup_windows,
 )
+from bayesirl.inference.facade import UnusedOptionWarning
 from bayesirl.inference.target import build_target
 from bayesirl.posterior.diagnostics import InferenceWarning
 from bayesirl.testing import tiny_chain_mdp
@@ -456,3 +457,28 @@ def test_a_large_batch_inside_a_one_thread_job_keeps_its_one_thread(tiny, monkey
     assert set(seen) == {1} and torch.get_num_threads() == before
     assert not ensemble.executors.one_thread_job()
     assert ensemble.batch_threads(target, 8) == 4  # outside a job: every usable core
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"method": "nuts", "target_accept": 0.99, "max_tree_depth": 2},
+     ["target_accept=0.99", "max_tree_depth=2"]),
+    ({"method": "hmc", "num_steps": 3}, ["num_steps=3"]),
+    ({"method": "nuts", "target_accept": 0.9, "chain_method": "vectorized"},
+     ["target_accept=0.9"]),
+])
+def test_options_the_vectorized_chains_ignore_warn_naming_them(tiny, kwargs, names):
+    mdp, demos, model = tiny
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        post = birl.infer(mdp, demos, model, num_samples=10, warmup=10, num_chains=8,
+                          progress=False, seed=0, **kwargs)
+    assert post.settings["chain_method"] == "vectorized"
+    message = " ".join(str(w.message) for w in record
+                       if isinstance(w.message, UnusedOptionWarning))
+    assert "vectorized ChEES-HMC" in message
+    assert all(name in message for name in names), message
+    assert "chain_method='independent'" in message
+    with warnings.catch_warnings():  # independent chains use them: no warning
+        warnings.simplefilter("error", UnusedOptionWarning)
+        assert not use_vectorized("independent", build_target(mdp, demos, model, "soft", 1.0),
+                                  "nuts", "auto", 8)

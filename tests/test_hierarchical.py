@@ -339,7 +339,9 @@ def test_infer_takes_a_hierarchical_model():
     mdp = tiny_chain_mdp(horizon=3)
     data, _ = _data(mdp, E=2, n=3)
     model = HierarchicalReward(mdp.features, 2)
-    fit = birl.infer(mdp, data, model, method="map", progress=False)
+    # the joint mode of a hierarchy collapses tau[1] to 0, the edge of its HalfNormal's support
+    with pytest.warns(InferenceWarning, match="edge of the prior's support along tau"):
+        fit = birl.infer(mdp, data, model, method="map", progress=False)
     assert isinstance(fit, HierarchicalPosterior)
     assert fit.theta.shape == (1, 2, 2) and fit.log_lik.shape == (1, 1, data.n)
     with pytest.warns(UserWarning, match="MCMC convergence problems"):  # 20 draws
@@ -376,3 +378,12 @@ def test_pyro_model_has_the_targets_density_and_svi_runs_in_minibatches():
     post = birl.infer(mdp, data, model, method="svi", steps=50, num_samples=20,
                       subsample_size=6, progress=False)
     assert post.theta.shape == (20, 3, 2) and len(post.extra["elbo"]) == 50
+
+
+def test_subsample_size_of_a_hierarchical_target_is_bounded_by_its_demonstrations():
+    mdp = tiny_chain_mdp(horizon=3)
+    data, _ = _data(mdp)
+    with pytest.raises(ValueError, match=rf"subsample_size is 99, expected an integer in "
+                                         rf"\[1, {data.n}\]"):
+        birl.infer(mdp, data, HierarchicalReward(mdp.features, 3), method="svi", steps=2,
+                   subsample_size=99, progress=False)

@@ -448,3 +448,15 @@ def test_the_blas_pools_are_scanned_again_only_after_an_import(monkeypatch):
     assert facade._thread_pools() is first
     monkeypatch.setitem(sys.modules, "bayesirl_test_new_module", types.ModuleType("m"))
     assert facade._thread_pools() is not first
+
+
+def test_subsample_size_of_a_preference_target_is_bounded_by_its_pairs():
+    from bayesirl.core.preferences import Preferences
+    from bayesirl.model.preferences import PreferenceModel
+
+    mdp = tiny_chain_mdp(horizon=4)
+    demos = simulate_demos(mdp, mdp.reward, 6, seed=0)
+    prefs = Preferences.from_demonstrations(demos, [[0, 1], [2, 3], [4, 5]])
+    model = PreferenceModel(birl.LinearReward(mdp.features))
+    with pytest.raises(ValueError, match=r"subsample_size is 10, expected an integer in \[1, 3\]"):
+        birl.infer(mdp, prefs, model, method="svi", steps=2, subsample_size=10, progress=False)

@@ -168,3 +168,21 @@ def test_every_reward_model_fingerprints(problem, tmp_path, model):
     first = birl.infer(mdp, demos, make(), checkpoint=path, **kw)
     again = birl.infer(mdp, demos, make(), checkpoint=path, **kw)
     assert again.extra["elbo"] == first.extra["elbo"]
+
+
+@pytest.mark.parametrize("where, match", [
+    ("missing/ck.pt", "its directory .* does not exist"),
+    (".", "a directory; expected the path of a file"),
+])
+def test_a_checkpoint_in_no_directory_is_refused_before_svi_starts(problem, tmp_path, where,
+                                                                   match, monkeypatch):
+    import bayesirl.inference.svi as svi_module
+
+    def never(*args, **kwargs):
+        raise AssertionError("SVI ran")
+
+    monkeypatch.setattr(svi_module, "run_svi", never)
+    mdp, demos, model = problem
+    with pytest.raises(ValueError, match=f"checkpoint is .*{match}"):
+        birl.infer(mdp, demos, model, method="svi", steps=300, progress=False,
+                   checkpoint=tmp_path / where)

@@ -5,6 +5,7 @@ MAP is the MLE that SciPy finds and the standard errors are those of the finite-
 Hessian of the log-likelihood; a Hessian that is not positive definite is named by coordinate."""
 
 import math
+import re
 
 import numpy as np
 import pyro.distributions as dist
@@ -238,3 +239,36 @@ def test_bhhh_standard_errors_are_the_scores_alone_whatever_the_prior():
     assert fit.log_likelihood_transition == 0.0
     assert fit.log_likelihood_choice == fit.log_likelihood == pytest.approx(
         float(demo_log_likelihood(mdp, demos, mdp.features @ fit.params["theta"]).sum()))
+
+
+def test_float32_mdp_standard_errors_agree_with_float64():
+    # the finite-difference Hessian's step is scaled to the dtype: with 1e-3 in float32 the
+    # gradient's rounding dominated (standard errors ~3x too small, or a spurious warning)
+    import warnings
+
+    m = birl.TabularReward(3, prior=dist.Normal(0., 1.))
+    mdp64 = tiny_chain_mdp(discount=0.99)
+    demos = simulate_demos(mdp64, mdp64.reward, 20, seed=2, length=4)
+    se = []
+    for mdp in (mdp64, mdp64.to(dtype=torch.float32)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            post = birl.infer(mdp, demos, m, method="map")
+        se.append(post.extra["standard_errors"]["theta"].double())
+    assert torch.allclose(se[1], se[0], rtol=0.15), se
+
+
+@pytest.mark.parametrize("prior, site", [(dist.HalfNormal(1.0), "theta[1]"),
+                                         (dist.Uniform(-0.2, 0.3), "theta[0]")])
+def test_a_map_on_the_edge_of_a_bounded_prior_withholds_its_standard_errors(prior, site):
+    # true theta (1, -0.5): a HalfNormal's mode of theta[1] is 0, a Uniform's at its bounds;
+    # the delta method there gave standard errors of 1e-5 without a word
+    mdp = tiny_chain_mdp(horizon=4)
+    demos = simulate_demos(mdp, mdp.reward, 5, seed=0)
+    model = birl.LinearReward(mdp.features, prior=prior)
+    with pytest.warns(InferenceWarning,
+                      match=f"edge of the prior's support along {re.escape(site)}"):
+        post = birl.infer(mdp, demos, model, method="map")
+    assert "standard_errors" not in post.extra
+    with pytest.raises(ValueError, match="not meaningful"):
+        birl.infer(mdp, demos, model, method="laplace", num_samples=10)

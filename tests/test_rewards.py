@@ -251,6 +251,45 @@ def test_plain_torch_distribution_is_wrapped():
                                torch.distributions.Normal(0.0, 2.0).log_prob(theta).sum())
 
 
+@pytest.mark.parametrize("make", [
+    lambda td: td.HalfNormal(1.5), lambda td: td.LogNormal(0.2, 0.7),
+    lambda td: td.HalfCauchy(1.0), lambda td: td.Gamma(2.0, 3.0),
+    lambda td: td.Uniform(-1.0, 2.0), lambda td: td.Laplace(0.0, torch.tensor([1.0, 2.0])),
+], ids=["HalfNormal", "LogNormal", "HalfCauchy", "Gamma", "Uniform", "Laplace"])
+def test_plain_torch_distributions_transformed_ones_included_become_pyros(make):
+    torch_prior = make(torch.distributions)
+    model = LinearReward(state_features(), prior=torch_prior)
+    prior = model.priors()["theta"]
+    assert isinstance(prior, TorchDistributionMixin)
+    torch.manual_seed(0)
+    theta = torch_prior.expand((2,)).sample()
+    torch.testing.assert_close(prior.log_prob(theta), torch_prior.log_prob(theta).sum())
+    trace = pyro.poutine.trace(lambda: pyro.sample("theta", prior)).get_trace()
+    assert trace.nodes["theta"]["value"].shape == (2,)
+
+
+def test_a_plain_torch_distribution_without_a_pyro_counterpart_is_a_type_error():
+    class Odd(torch.distributions.Normal):
+        pass
+
+    with pytest.raises(TypeError, match="prior is a plain torch Odd with no Pyro counterpart; "
+                                        "pass prior as a pyro.distributions"):
+        LinearReward(state_features(), prior=Odd(0.0, 1.0))
+
+
+def test_a_plain_torch_rationality_prior_runs_with_svi():
+    import bayesirl as birl
+    from bayesirl.testing import simulate_demos
+
+    mdp = tiny_chain_mdp(horizon=4)
+    demos = simulate_demos(mdp, mdp.reward, 10, seed=0)
+    model = LinearReward(mdp.features, prior=torch.distributions.Normal(0.0, 1.0))
+    post = birl.infer(mdp, demos, model, method="svi", steps=20, num_samples=10,
+                      rationality=torch.distributions.LogNormal(0.0, 1.0), progress=False)
+    assert post.samples["rationality"].shape == (10,)
+    assert (post.samples["rationality"] > 0).all()
+
+
 def test_gp_hyperprior_sites_sampled():
     model, _ = get_model("gp-hyperpriors")
     tr = pyro.poutine.trace(model).get_trace()

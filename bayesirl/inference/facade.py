@@ -160,13 +160,28 @@ def _check_options(method, space, num_samples, warmup, num_chains, steps, seed,
                          "step at the last step relative to lr; 1 keeps it constant)")
 
 
+def _subsample_units(target) -> int | float:
+    """How many units SVI's minibatches draw from: a reward model's (or hierarchical, or
+    Q-value model's) demonstrations, a preference target's pairs (its ``plate("pair")``);
+    inf where the target does not say."""
+    if isinstance(target, Target):
+        return target.demos.n
+    preferences = getattr(target, "preferences", None)
+    if isinstance(getattr(preferences, "n_pairs", None), int):
+        return preferences.n_pairs
+    data = getattr(target, "data", None)
+    if isinstance(getattr(data, "n", None), int):
+        return data.n
+    return math.inf
+
+
 def _check_svi_options(target, method, guide, subsample_size, checkpoint_every):
     """SVI's checks that need the target: a known guide and minibatches no larger than the
     demonstrations (checked whatever the method: a typo fails early); for SVI, a Pyro model
     and a valid checkpoint interval."""
     if not isinstance(target, HasGuide) and guide not in svi.GUIDES:
         raise ValueError(f"guide is {guide!r}, expected one of {tuple(svi.GUIDES)}")
-    n = target.demos.n if isinstance(target, Target) else math.inf
+    n = _subsample_units(target)
     if subsample_size is not None and not (isinstance(subsample_size, int)
                                            and not isinstance(subsample_size, bool)
                                            and 1 <= subsample_size <= n):
@@ -277,10 +292,11 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
         target = build_target(mdp, demos, reward_model, options.likelihood,
                               options.rationality)
         _check_svi_options(target, method, guide, subsample_size, checkpoint_every)
-        _warn_unused(method, arguments)
+        vectorized = _vectorized(target, options)
+        _warn_unused(method, arguments, vectorized)
         start = time.perf_counter()
         pyro.set_rng_seed(seed)
-        fit = _run(target, options)
+        fit = _run(target, options, vectorized)
         settings = {"likelihood": options.likelihood, "seed": seed, "num_samples": num_samples,
                     "rationality": repr(options.rationality), **fit.settings,
                     "seconds": time.perf_counter() - start}
@@ -301,8 +317,9 @@ def _options(mdp, demos, reward_model, **kwargs) -> Options:
     _check_workers(kw["parallel"], kw["max_workers"], kw["executor"])
     kw["likelihood"] = check_likelihood(kw["likelihood"])
     kw["rationality"] = check_rationality(kw["rationality"])
-    if kw["checkpoint"] is not None:
-        kw["checkpoint"] = os.fspath(kw["checkpoint"])
+    if kw["checkpoint"] is not None:  # SVI's: checked now, not at its first save
+        kw["checkpoint"] = (svi.check_checkpoint(kw["checkpoint"]) if kw["method"] == "svi"
+                            else os.fspath(kw["checkpoint"]))
     return Options(**kw)
 
 
@@ -310,14 +327,31 @@ _DEFAULTS = {name: p.default for name, p in inspect.signature(infer).parameters.
              if name in USED_BY}
 
 
-def _warn_unused(method: str, arguments: dict) -> None:
+#: NUTS's and HMC's options that the vectorized ChEES-HMC ensemble does not use
+_VECTORIZED_IGNORES = ("target_accept", "max_tree_depth", "num_steps")
+
+
+def _warn_unused(method: str, arguments: dict, vectorized: bool = False) -> None:
     """One UnusedOptionWarning naming the options set (not to their default) that ``method``
-    does not use."""
+    does not use; where the chains run vectorized (ChEES-HMC, ``vectorized``), another naming
+    the NUTS/HMC options it ignores."""
     unused = [f"{k}={v!r}" for k, v in arguments.items() if k in USED_BY
               and method not in USED_BY[k] and not _is_default(v, _DEFAULTS[k])]
     if unused:
         warnings.warn(UnusedOptionWarning(f"method={method!r} does not use "
                                           f"{', '.join(unused)}"), stacklevel=3)
+    if not vectorized:
+        return
+    ignored = [f"{k}={arguments[k]!r}" for k in _VECTORIZED_IGNORES if k in arguments
+               and method in USED_BY[k] and not _is_default(arguments[k], _DEFAULTS[k])]
+    if ignored:
+        how = ("chain_method='vectorized'" if arguments.get("chain_method") == "vectorized"
+               else f"chain_method=None with num_chains={arguments.get('num_chains')} "
+                    f"(>= {ensemble.AUTO_MIN_CHAINS})")
+        warnings.warn(UnusedOptionWarning(
+            f"{how} ran the chains as vectorized ChEES-HMC, not method={method!r}, and it does "
+            f"not use {', '.join(ignored)}; pass chain_method='independent' to run "
+            f"{method.upper()} chains with them"), stacklevel=3)
 
 
 def _is_default(value, default) -> bool:
@@ -363,11 +397,19 @@ def _thread_pools() -> threadpoolctl.ThreadpoolController:
     return _pools[1]
 
 
-def _run(target, o: Options) -> Fit:
-    """Dispatch to the method's algorithm."""
-    if ensemble.use_vectorized(o.chain_method, target, o.method, o.space, o.num_chains,
-                               parallel=o.parallel, executor=o.executor,
-                               max_workers=o.max_workers):
+def _vectorized(target, o: Options) -> bool:
+    """Whether the chains run as the vectorized ChEES-HMC ensemble
+    (:func:`~bayesirl.inference.ensemble.use_vectorized`)."""
+    return ensemble.use_vectorized(o.chain_method, target, o.method, o.space, o.num_chains,
+                                   parallel=o.parallel, executor=o.executor,
+                                   max_workers=o.max_workers)
+
+
+def _run(target, o: Options, vectorized: bool | None = None) -> Fit:
+    """Dispatch to the method's algorithm (``vectorized``: :func:`_vectorized`, where known)."""
+    if vectorized is None:
+        vectorized = _vectorized(target, o)
+    if vectorized:
         return _run_vectorized(target, o)
     if o.method in _MCMC:
         return _run_mcmc(target, o)

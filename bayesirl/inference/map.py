@@ -19,9 +19,13 @@ econometrician reports them. ``H`` is exact for a target with a second-order pot
 fixed point); otherwise it comes from autograd where the potential is twice
 differentiable, else (the compiled dynamic programs are differentiable once) from central
 differences of its autograd gradient, Richardson-extrapolated (error O(h^4), h = 1e-3 per unit
-of the coordinate); either way it is symmetrised, and a Hessian that is not positive definite
+of the coordinate in float64, eps^(1/7) ~ 0.1 in float32, where the gradient's rounding would
+swamp a smaller step); either way it is symmetrised, and a Hessian that is not positive definite
 (a flat or unidentified direction, or a MAP on a saddle) has no Laplace approximation: the
-coordinate it fails along is named.
+coordinate it fails along is named. Neither has a MAP on the edge of a bounded prior's support
+(a HalfNormal's 0, a Uniform's bound: the unconstrained coordinate runs off to infinity, where
+the transform is flat and the delta method's standard errors shrink to nothing): the
+coordinate is named instead.
 """
 
 from __future__ import annotations
@@ -201,9 +205,15 @@ def hessian(f, x: torch.Tensor) -> tuple[torch.Tensor, str]:
             e[i] = h
             return (grad(x + e) - grad(x - e)) / (2 * h)
 
+        # the step balances truncation (O(h^4) after Richardson) against the gradient's
+        # rounding (O(eps / h), the fixed point's tolerance included): 1e-3 in float64, but
+        # in float32 (eps ~1e-7) a step of 1e-3 leaves the Hessian mostly rounding noise
+        # (standard errors several times too small); eps^(1/7) ~ 0.1 there
+        eps = torch.finfo(x.dtype).eps if x.is_floating_point() else 0.0
+        step = _FD_STEP if eps <= torch.finfo(torch.float64).eps else max(_FD_STEP, eps ** (1 / 7))
         columns = []
         for i in range(x.numel()):
-            h = _FD_STEP * max(1.0, abs(float(x[i])))
+            h = step * max(1.0, abs(float(x[i])))
             columns.append((4 * central(i, h / 2) - central(i, h)) / 3)
         H = torch.stack(columns, 1)
         how = "finite differences of the gradient"
@@ -268,6 +278,22 @@ def _curvature(target, x: torch.Tensor, unflatten):
     return H, how, None
 
 
+#: An unconstrained posterior sd above which, with the constraining transform's derivative
+#: below _EDGE_SLOPE, a coordinate's mode lies at the edge of its support (the transform's
+#: image of u -> +-inf): its delta-method standard error (slope x sd) is an artefact there
+_EDGE_SD, _EDGE_SLOPE = 1e3, 1e-3
+
+
+def _at_the_edge(covariance: torch.Tensor, J: torch.Tensor) -> int | None:
+    """The first unconstrained coordinate whose mode lies at the edge of a bounded support
+    (a huge unconstrained sd where the transform is flat: a HalfNormal's ``theta -> 0``, a
+    Uniform's bound), or None."""
+    sd = covariance.diagonal().clamp(min=0).sqrt()
+    slope = J.abs().amax(0) if J.numel() else torch.zeros_like(sd)
+    edge = ((sd > _EDGE_SD) & (slope < _EDGE_SLOPE)).nonzero()
+    return int(edge[0, 0]) if edge.numel() else None
+
+
 def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None,
             curvature=None) -> Laplace:
     """The Laplace approximation of ``target`` at its MAP ``u_map`` (unconstrained), with
@@ -309,6 +335,14 @@ def laplace(target, u_map: dict[str, torch.Tensor], bhhh: bool | None = None,
                          "approximation; use a proper prior on it, or method='nuts'")
     covariance = torch.cholesky_inverse(chol)
     covariance = 0.5 * (covariance + covariance.T)
+    edge = _at_the_edge(covariance, J)
+    if edge is not None:
+        at = int(J[:, edge].abs().argmax())  # the constrained entry it moves
+        raise ValueError(f"the MAP is on the edge of the prior's support along {names[edge]} "
+                         f"(at {coordinate_names(constrained)[at]} = "
+                         f"{float(c_flatten(constrained)[at]):.6g}): the posterior is flat in "
+                         "the unconstrained coordinate there, so standard errors or a Laplace "
+                         "approximation at a bound are not meaningful; use method='nuts'")
 
     def standard_errors(cov):  # the delta method, per constrained site
         return c_unflatten(((J @ cov) * J).sum(-1).clamp(min=0).sqrt())

@@ -116,6 +116,20 @@ def _set_rng_state(state: dict) -> None:
                                        cached)})
 
 
+def check_checkpoint(path) -> str:
+    """``path`` as a string, checked before SVI starts: a file (not a directory) in a directory
+    that exists, so that a typo fails at once rather than at the first save. ValueError naming
+    ``checkpoint`` otherwise."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint is {path!r}, a directory; expected the path of a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"checkpoint is {path!r}, but its directory {parent!r} does not "
+                         "exist; create it, or pass a checkpoint path in an existing directory")
+    return path
+
+
 def _save_checkpoint(path, step, losses, guide, optim, print_):
     """Atomically write everything SVI needs to resume exactly (parameters, optimiser moments,
     the step, the ELBO trace, the RNG states) with the fingerprint ``print_``: tensors and

@@ -27,6 +27,7 @@ import math
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro.distributions.torch_distribution import TorchDistributionMixin
 
 from bayesirl._validation import has_positive_support
 from bayesirl.core.demos import Demonstrations
@@ -61,6 +62,10 @@ def check_rationality(rationality):
         if not has_positive_support(rationality):
             raise ValueError(f"rationality prior must live on the positive reals, got support "
                              f"{rationality.support}")
+        if not isinstance(rationality, TorchDistributionMixin):  # Pyro's, for SVI's guides
+            from bayesirl.model.rewards import _wrap
+
+            rationality = _wrap(rationality, "rationality")
         return rationality
     if isinstance(rationality, bool) or not isinstance(rationality, (int, float)) or not (
             math.isfinite(rationality) and rationality > 0):

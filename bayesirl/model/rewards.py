@@ -14,6 +14,7 @@ rewards from saved draws. Each model names the dims of its sites (``dims``) for 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pyro
@@ -53,18 +54,42 @@ def _check_prior(name: str, prior, shape: tuple[int, ...]) -> dist.Distribution:
             want = "> 0" if support is constraints.positive else f"in {support}"
             raise ValueError(f"{name}.{attr} is {value.tolist()}, expected values {want}")
     if not isinstance(prior, TorchDistributionMixin):
-        prior = _wrap(prior)
+        prior = _wrap(prior, name)
     return prior.expand(shape).to_event(len(shape)) if shape else prior
 
 
-def _wrap(prior: torch.distributions.Distribution) -> dist.Distribution:
-    """Give a plain torch distribution Pyro's ``expand``/``to_event`` (same density)."""
-    cls = getattr(dist, type(prior).__name__, None)
-    if cls is None:
-        raise TypeError(f"prior {type(prior).__name__} has no Pyro counterpart; use "
-                        "pyro.distributions")
-    params = {k: getattr(prior, k) for k in prior.arg_constraints if k in prior.__dict__}
-    return cls(**params)
+def _wrap(prior: torch.distributions.Distribution, name: str = "prior") -> dist.Distribution:
+    """The Pyro distribution of the same class name and density as the plain torch
+    distribution ``prior`` (Pyro's ``expand``/``to_event``, ``event_dim``): built from the
+    parameters it holds and, where the Pyro constructor needs others, the torch one's
+    attributes of those names (``HalfNormal.scale``, ``LogNormal.loc``: properties of a
+    transformed distribution); its density is checked at a draw. TypeError naming ``name``
+    and saying to use pyro.distributions where there is no such conversion."""
+    kind = type(prior).__name__
+    advice = (f"; pass {name} as a pyro.distributions distribution (e.g. "
+              f"pyro.distributions.{kind}(...) in place of torch.distributions.{kind})")
+    cls = getattr(dist, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, TorchDistributionMixin)):
+        raise TypeError(f"{name} is a plain torch {kind} with no Pyro counterpart{advice}")
+    try:
+        params = {k: v for k, v in prior.__dict__.items() if k in prior.arg_constraints}
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if (p.name not in params and p.name != "self" and p.default is p.empty
+                    and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)):
+                params[p.name] = getattr(prior, p.name)
+        wrapped = cls(**params)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():  # the caller's RNG untouched
+            x = prior.sample()
+            same = (wrapped.batch_shape == prior.batch_shape
+                    and wrapped.event_shape == prior.event_shape
+                    and torch.allclose(wrapped.log_prob(x), prior.log_prob(x), equal_nan=True))
+    except (AttributeError, TypeError, ValueError, NotImplementedError) as e:
+        raise TypeError(f"{name} is a plain torch {kind} that could not be converted to "
+                        f"pyro.distributions.{kind} ({e}){advice}") from None
+    if not same:
+        raise TypeError(f"{name} is a plain torch {kind} whose pyro.distributions.{kind} "
+                        f"counterpart, built from its parameters, has another density{advice}")
+    return wrapped
 
 
 def is_improper(prior: dist.Distribution) -> bool:
