@@ -144,6 +144,25 @@ def test_float32_with_q_values_near_1e8_stays_finite_and_normalised():
         assert torch.allclose(lp.exp().sum(-1), torch.ones((), dtype=torch.float32), atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_discounted_soft_policy_normalised_at_q_values_near_1e10(dtype):
+    """rationality x reward near 1e10: ``V`` rounds at that magnitude, so ``Q - V`` lost the
+    policy's normalisation (1.6e-7 in float64); the backup shifts by ``max Q`` first and the
+    best action's log-probability is exact (normalised to a few eps)."""
+    mdp = tiny_chain_mdp(discount=0.9, dtype=dtype)
+    offset = 1e9 if dtype == torch.float64 else 1e4  # Q ~ 10 x offset, differences ~ 1
+    r = mdp.features @ torch.tensor(THETA, dtype=dtype) + offset
+    plan = birl.soft_value_iteration(mdp, r)
+    eps = torch.finfo(dtype).eps
+    assert torch.isfinite(plan.log_policy).all() and plan.v.abs().max() > offset
+    assert plan.log_policy.max(-1).values.min() < -0.01  # no state's policy is deterministic
+    assert (plan.log_policy.exp().sum(-1) - 1).abs().max().item() <= 4 * eps
+    v, lp = birl.planning.bellman.soft_backup(torch.tensor([[1e10, 1e10 - 1.0, 1e10 - 3.0]],
+                                                           dtype=torch.float64))
+    assert abs(lp.exp().sum().item() - 1) <= 4 * torch.finfo(torch.float64).eps
+    assert lp[0, 0].item() == pytest.approx(-math.log(1 + math.exp(-1) + math.exp(-3)), abs=1e-15)
+
+
 # ---------------------------------------------------------------------------- discount 0.999
 @anomaly
 @pytest.mark.parametrize("solver", ["iterate", "newton"])

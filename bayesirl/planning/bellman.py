@@ -132,9 +132,16 @@ def broadcast_reward(mdp: TabularMDP, reward: torch.Tensor) -> torch.Tensor:
 
 
 def soft_backup(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(V, log_policy)`` of ``q: (..., S, A)`` under a log-sum-exp over actions."""
-    v = torch.logsumexp(q, -1)
-    return v, q - v.unsqueeze(-1)
+    """``(V, log_policy)`` of ``q: (..., S, A)`` under a log-sum-exp over actions.
+
+    ``log_policy = (q - max q) - log Z`` with ``Z = sum exp(q - max q)``, not ``q - V``: at
+    ``|q|`` near 1e10 ``V = max q + log Z`` rounds away most of ``log Z`` and ``q - V`` loses
+    the policy's normalisation (1e-7 in float64); shifting first keeps the best action's
+    log-probability exact, as the finite-horizon kernels do."""
+    m = q.amax(-1, keepdim=True)
+    shifted = q - m
+    log_z = shifted.exp().sum(-1, keepdim=True).log()
+    return (m + log_z).squeeze(-1), shifted - log_z
 
 
 def _tie_rtol(dtype) -> float:
