@@ -62,6 +62,7 @@ import torch
 from bayesirl._validation import check_process_executor
 from bayesirl.cli.build import build, fast_mode, unused_options
 from bayesirl.cli.spec import Spec, SpecError, load_spec, parse_spec, tomllib
+from bayesirl.inference.executors import one_thread
 from bayesirl.inference.facade import infer
 from bayesirl.inference.target import digest
 from bayesirl.metrics import epic_distance, expected_value_difference
@@ -451,8 +452,11 @@ def sweep(spec, grid: dict, *, executor=None, out=None, progress: bool = True,
         grid: ``{"table.key": [values]}``, e.g. ``{"inference.seed": [0, 1],
             "likelihood.kind": ["soft", "boltzmann"]}``; every combination is a cell.
         executor: a ``concurrent.futures.Executor`` that runs cells in processes (a
-            ``ProcessPoolExecutor``, a Dask client's ``get_executor()``); None runs them here
-            one after another.
+            ``ProcessPoolExecutor``, a Dask client's ``get_executor()``), one cell per worker
+            on one torch and one BLAS thread (:func:`~bayesirl.inference.executors.one_thread`,
+            as :func:`~bayesirl.infer`'s chains: a cell that would raise the count for a large
+            batch keeps it, so workers on every core do not oversubscribe them); None runs them
+            here one after another, on this process's threads.
         out: the folder of the cells' files and the comparison (None: nothing written, nothing
             skipped).
         progress: a tqdm bar over the cells.
@@ -529,6 +533,13 @@ def _failed(task: CellTask, e: BaseException) -> CellResult:
         "\n", " "))
 
 
+def _run_cell_on_one_thread(task: CellTask) -> CellResult:
+    """:func:`run_cell` in an executor's worker: one cell per worker process, each on one
+    thread (:func:`~bayesirl.inference.executors.one_thread`), counts restored after."""
+    with one_thread():
+        return run_cell(task)
+
+
 def _run_tasks(tasks: list[CellTask], executor):
     """Yield each task's :class:`CellResult` as it finishes: here in order, or from
     ``executor`` in order of completion."""
@@ -547,7 +558,7 @@ def _run_tasks(tasks: list[CellTask], executor):
         except Exception as e:  # pickling raises many types
             raise TypeError(f"a cell cannot be sent to a worker ({type(e).__name__}: {e})") \
                 from None
-    futures = {executor.submit(run_cell, task): task for task in tasks}
+    futures = {executor.submit(_run_cell_on_one_thread, task): task for task in tasks}
     try:
         for future in concurrent.futures.as_completed(futures):
             try:

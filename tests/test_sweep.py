@@ -157,6 +157,49 @@ def test_a_failing_cell_is_reported_and_the_others_finish(spec, tmp_path):
     assert not (out / bad / "cell.json").exists()
 
 
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once in this process (a stand-in for a worker process, so
+    that a test can see the state the call runs in)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as e:
+            future.set_exception(e)
+        return future
+
+
+def test_cells_sent_to_an_executor_run_on_one_thread_as_one_thread_jobs(spec, monkeypatch):
+    """One cell per worker, on one thread (as infer's chains): a cell whose batch would raise
+    torch's thread count (the vectorized ensemble's batch_threads) keeps it, so workers on
+    every core do not oversubscribe them. Cells run here keep this process's threads."""
+    from bayesirl.inference.executors import one_thread_job
+
+    sweep_module = sys.modules["bayesirl.sweep"]  # the name bayesirl.sweep is the function
+
+    seen = []
+    run_cell = sweep_module.run_cell
+
+    def recording(task):
+        seen.append((one_thread_job(), torch.get_num_threads()))
+        return run_cell(task)
+
+    monkeypatch.setattr(sweep_module, "run_cell", recording)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        grid = {"inference.seed": [0, 1]}
+        sweep(spec, grid, executor=InlineExecutor(), progress=False, fast=True)
+        assert seen == [(True, 1), (True, 1)]
+        assert torch.get_num_threads() == 2 and not one_thread_job()  # restored
+        seen.clear()
+        sweep(spec, grid, progress=False, fast=True)
+        assert seen == [(False, 2), (False, 2)]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_folder_holding_another_specs_cell_is_refused(spec, tmp_path):
     out = tmp_path / "out"
     sweep(spec, {"inference.seed": [0]}, out=out, progress=False, fast=True)
