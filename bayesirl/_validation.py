@@ -19,23 +19,34 @@ import numpy as np
 import torch
 
 __all__ = [
+    "GENERATOR_SEED_MAX",
+    "SEED_MAX",
     "ArgumentTypeError",
     "as_tensor",
     "check_choice",
+    "check_distribution_rows",
     "check_finite",
     "check_indices",
     "check_int",
     "check_number",
     "check_probability",
     "check_process_executor",
+    "check_seed",
     "first_bad",
     "fmt_index",
     "integer_scalar",
     "is_posterior",
     "check_names",
     "positive_ints",
+    "select_rows",
+    "sum_tolerance",
     "to_numpy",
 ]
+
+#: The largest seed :func:`bayesirl.infer` takes (the CLI's ``inference.seed``, ``--seed``).
+SEED_MAX = 2 ** 32 - 1
+#: The largest seed ``torch.Generator.manual_seed`` takes (a 64-bit unsigned integer).
+GENERATOR_SEED_MAX = 2 ** 64 - 1
 
 
 class ArgumentTypeError(TypeError, ValueError):
@@ -103,6 +114,15 @@ def check_number(name: str, value, low: float = -math.inf, high: float = math.in
     return v
 
 
+def check_seed(name: str, seed, high: int = GENERATOR_SEED_MAX) -> int:
+    """``seed`` as an int in ``[0, high]``: a Python or NumPy integer (bools, floats and
+    strings raise :class:`ArgumentTypeError`). The default bound is what a
+    ``torch.Generator`` takes; :data:`SEED_MAX` is :func:`bayesirl.infer`'s. A 0-d integer
+    tensor counts as its integer (:func:`integer_scalar`)."""
+    one = integer_scalar(seed)
+    return check_int(name, seed if one is None else one, 0, high)
+
+
 def check_probability(name: str, value, *, open_low: bool = False,
                       open_high: bool = False) -> float:
     """A probability in [0, 1] (or an open side), e.g. a credible level or a slip rate."""
@@ -163,6 +183,37 @@ def check_finite(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected a finite number")
 
 
+def sum_tolerance(dtype: torch.dtype) -> float:
+    """How far from 1 a sum of probabilities stored in ``dtype`` may be: 1e-6 in float64,
+    1e-4 in other dtypes (the rounding that a sum of probabilities in float32 may carry)."""
+    return 1e-6 if dtype == torch.float64 else 1e-4
+
+
+def check_distribution_rows(name: str, p: torch.Tensor, dim: int = -1) -> None:
+    """``p`` holds probability distributions along ``dim`` (``(..., n)`` for the default last
+    axis: transitions, an initial distribution, a policy's action probabilities): every entry
+    finite and >= 0, each row summing to 1 within :func:`sum_tolerance` of ``p``'s dtype.
+
+    The one home of that rule; errors name the first bad entry or row: ``"policy[2, 1, 0] is
+    -0.5, expected a probability >= 0"``, ``"policy[2, 1] sums to 3, expected 1"`` (``"initial
+    sums to 3, expected 1"`` for a single distribution). A real tensor is expected
+    (:func:`as_tensor` makes one)."""
+    p = p.detach()
+    check_finite(name, p)
+    neg = p < 0
+    if neg.any():
+        idx = first_bad(neg)
+        raise ValueError(f"{name}{fmt_index(idx)} is {p[idx].item():.6g}, "
+                         "expected a probability >= 0")
+    sums = p.sum(dim)
+    bad = (sums - 1).abs() > sum_tolerance(p.dtype)
+    if bad.any():
+        idx = first_bad(bad)
+        where = name + (fmt_index(idx) if idx else "")  # one distribution has one sum, no index
+        over = "" if dim in (-1, p.dim() - 1) else f" over dim {dim}"
+        raise ValueError(f"{where} sums to {sums[idx].item():.6g}{over}, expected 1")
+
+
 def has_positive_support(prior: torch.distributions.Distribution) -> bool:
     """Whether ``prior`` puts all its mass on ``[0, inf)`` (its support's lower bound is >= 0:
     ``positive``, ``nonnegative``, ``greater_than(c)``, ``interval(c, d)`` with ``c >= 0``),
@@ -212,6 +263,46 @@ def check_indices(name: str, t: torch.Tensor, n: int | None = None, what: str = 
         idx = first_bad(bad)
         expected = "a non-negative index" if n is None else f"{what} index in [0, {n})"
         raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected {expected}")
+
+
+def select_rows(idx, n: int, what: str, whats: str, device=None) -> torch.Tensor:
+    """The rows ``idx`` selects of ``n`` items (a ``what``, ``whats`` in the plural) as a long
+    tensor ``(k,)`` on ``device``: ``idx`` is one index (an int, a NumPy integer or a 0-d
+    integer tensor), a slice, a sequence / array / tensor of indices, or a bool mask ``(n,)``.
+    The one rule of ``__getitem__`` over demonstrations, trajectories and comparisons.
+
+    Indices lie in ``[-n, n)``: another is an ``IndexError`` naming it and the range, as is a
+    mask of another length; a float, a string or anything else that is no index is an
+    :class:`ArgumentTypeError`."""
+    rows = torch.arange(n, device=device)
+    if (one := integer_scalar(idx)) is not None:
+        if not -n <= one < n:
+            raise IndexError(f"{what} {one} out of range for {n} {whats}, expected an index "
+                             f"in [{-n}, {n})")
+        return rows[[one]]
+    if isinstance(idx, slice):
+        return rows[idx]
+    kinds = (f"{whats} must be indexed by an integer, a slice, a sequence of integers or a "
+             f"bool mask of length {n}")
+    try:
+        t = idx if isinstance(idx, torch.Tensor) else torch.as_tensor(np.asarray(idx))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ArgumentTypeError(f"{kinds}, got {type(idx).__name__}") from e
+    if t.dtype == torch.bool:
+        if tuple(t.shape) != (n,):
+            raise IndexError(f"the bool mask has shape {tuple(t.shape)}, expected ({n},), one "
+                             f"entry per {what}")
+        return rows[t.to(rows.device)]
+    if t.dim() > 1 or (t.numel() and (t.dtype.is_floating_point or t.dtype.is_complex)):
+        raise ArgumentTypeError(f"{kinds}, got {idx!r}" if t.numel() <= 10 else
+                                f"{kinds}, got a {tuple(t.shape)} {t.dtype} array")
+    t = t.reshape(-1).long()
+    bad = (t < -n) | (t >= n)
+    if bad.any():
+        i = first_bad(bad)[0]
+        raise IndexError(f"index[{i}] is {t[i].item()}, out of range for {n} {whats}, "
+                         f"expected an index in [{-n}, {n})")
+    return rows[t.to(rows.device)]
 
 
 def positive_ints(values) -> tuple[int, ...] | None:

@@ -144,6 +144,30 @@ def test_getitem_subsets_and_trims():
         d[3]
 
 
+
+@pytest.mark.parametrize("idx, error, match", [
+    ([0, 99], IndexError,
+     r"index\[1\] is 99, out of range for 3 demonstrations, expected an index in \[-3, 3\)"),
+    (torch.tensor([-4]), IndexError, r"index\[0\] is -4, out of range for 3 demonstrations"),
+    (7, IndexError, r"demonstration 7 out of range for 3 demonstrations, expected an index in "
+                    r"\[-3, 3\)"),
+    (torch.tensor([True, False]), IndexError,
+     r"the bool mask has shape \(2,\), expected \(3,\), one entry per demonstration"),
+    (1.0, TypeError, "demonstrations must be indexed by an integer, a slice, a sequence of "
+                     "integers or a bool mask of length 3, got 1.0"),
+    ([0.5, 1.0], TypeError, r"demonstrations must be indexed by .*, got \[0.5, 1.0\]"),
+    ("a", TypeError, "demonstrations must be indexed by .*, got str"),
+    ([[0, 1]], TypeError, r"demonstrations must be indexed by .*, got \[\[0, 1\]\]"),
+])
+def test_getitem_errors_name_the_index_and_the_range(idx, error, match):
+    """Only the single-int case was checked: index lists, floats and masks of another length
+    fell through to torch's IndexError (or a silently wrong selection)."""
+    d = Demonstrations.from_arrays([[0, 1], [1, 1], [3, 2]], [[1, 1]] * 3)
+    with pytest.raises(error, match=match):
+        d[idx]
+    assert d[[0, -1]].states.tolist() == [[0, 1], [3, 2]]
+    assert d[np.array([True, False, True])].n == 2
+
 # ---------------------------------------------------------------------- validate
 @pytest.mark.parametrize("states, actions, lengths, final, match", [
     ([[0, 1], [1, 4]], [[1, 0], [0, 0]], None, None,
@@ -210,6 +234,17 @@ def test_counts(discount):
     with pytest.raises(ValueError, match=r"step 2: states\[0, 2\] is 2, expected a state index"):
         good_demos().counts(2, 2)
 
+
+
+@pytest.mark.parametrize("discount, match", [(2.0, "discount is 2.0"), (-0.1, "discount is -0.1"),
+                                             ("0.9", "discount is '0.9'"),
+                                             (float("nan"), "discount is nan")])
+def test_counts_discount_is_checked(discount, match):
+    """discount=2.0 was accepted and "0.9" failed in a pow."""
+    with pytest.raises(ValueError, match=match + r", expected a number in \[0, 1\]"):
+        good_demos().counts(4, 2, discount=discount)
+    assert good_demos().counts(4, 2, discount=np.float64(0.5)).sum().item() == pytest.approx(
+        1 + 0.5 + 0.25 + 1 + 0.5)
 
 @pytest.mark.parametrize("kind", ["finite", "discounted", "state_action"])
 def test_feature_expectations(kind):
@@ -363,11 +398,11 @@ def test_rollouts_action_frequencies_match_policy():
      r"policy must have shape \(5, 3\) or \(T, 5, 3\)"),
     (dict(policy=torch.full((2, 3, 5, 3), 1 / 3), n=2), "policy must have shape"),
     (dict(policy=torch.full((3, 5, 3), 1 / 3), n=2), "policy has 3 time steps, expected at least"),
-    (dict(policy=torch.full((5, 3), 0.5), n=2),
-     r"policy\[0\] is \[0.5, 0.5, 0.5\], expected probabilities that are >= 0 and sum to 1"),
+    (dict(policy=torch.full((5, 3), 0.5), n=2), r"policy\[0\] sums to 1.5, expected 1"),
     (dict(policy=torch.tensor([[1 / 3] * 3] * 4 + [[-1.0, 1.0, 1.0]]), n=2),
-     r"policy\[4\] is \[-1.0, 1.0, 1.0\]"),
-    (dict(policy=torch.full((5, 3), float("nan")), n=2), r"policy\[0\] is \[nan"),
+     r"policy\[4, 0\] is -1, expected a probability >= 0"),
+    (dict(policy=torch.full((5, 3), float("nan")), n=2),
+     r"policy\[0, 0\] is nan, expected a finite number"),
     (dict(policy=torch.full((5, 3), 1 / 3), n=2, length=0), "length is 0, expected an integer"),
     (dict(policy=torch.full((5, 3), 1 / 3), n=0), "n is 0, expected an integer >= 1"),
     (dict(policy=torch.full((5, 3), 1 / 3), n=1, length=9), "length is 9, expected at most"),
@@ -378,3 +413,26 @@ def test_rollouts_errors(kwargs, match):
     mdp = random_mdp(discount=0.9) if kwargs.pop("discounted", False) else random_mdp()
     with pytest.raises(ValueError, match=match):
         rollouts(mdp, **kwargs)
+
+
+@pytest.mark.parametrize("mdp, seed, error, match", [
+    ("ok", "0", TypeError, r"seed must be an integer, got '0' \(str\)"),
+    ("ok", 1.0, TypeError, r"seed must be an integer, got 1.0 \(float\)"),
+    ("ok", 2 ** 70, ValueError, r"seed is 1180591620717411303424, expected an integer "
+                                r"\[0, 18446744073709551615\]"),
+    ("ok", -1, ValueError, "seed is -1, expected an integer"),
+    (None, 0, TypeError, "mdp must be a TabularMDP, got NoneType"),
+])
+def test_rollouts_checks_mdp_and_seed(mdp, seed, error, match):
+    """A string seed was a torch RuntimeError, 2**70 an OverflowError and mdp=None an
+    AttributeError."""
+    world = random_mdp()
+    with pytest.raises(error, match=match):
+        rollouts(world if mdp == "ok" else mdp, torch.full((5, 3), 1 / 3), 2, seed=seed)
+    big = rollouts(world, torch.full((5, 3), 1 / 3), 2, seed=2 ** 64 - 1)  # a Generator's range
+    assert_same(big, rollouts(world, torch.full((5, 3), 1 / 3), 2, seed=np.uint64(2 ** 64 - 1)))
+
+
+def test_rollouts_initial_must_be_a_distribution():
+    with pytest.raises(ValueError, match="initial sums to 2.5, expected 1"):
+        rollouts(random_mdp(), torch.full((5, 3), 1 / 3), 2, initial=[0.5] * 5)

@@ -459,7 +459,7 @@ def test_non_finite_reward_warns_instead_of_looping():
     r = r.clone()
     r[3, 0] = math.nan
     with pytest.warns(ConvergenceWarning, match="did not converge"):
-        plan = birl.soft_value_iteration(mdp, r)
+        plan = birl.soft_value_iteration(mdp, r, check=False)
     assert plan.num_iters < 30
 
 
@@ -515,5 +515,6 @@ def test_value_iteration_stops_at_once_on_a_non_finite_reward():
     reward = reward.clone()
     reward[3, 0] = float("nan")
     with pytest.warns(ConvergenceWarning, match="not finite after 1 iterations"):
-        plan = birl.soft_value_iteration(mdp, reward, solver="iterate", max_iters=200_000)
+        plan = birl.soft_value_iteration(mdp, reward, solver="iterate", max_iters=200_000,
+                                         check=False)
     assert plan.num_iters == 1

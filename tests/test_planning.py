@@ -819,6 +819,114 @@ def test_feature_expectations_without_features():
         birl.feature_expectations(mdp, torch.full((2, 2, 2), 0.5))
 
 
+def _not_policies(mdp, r):
+    """What is not a policy, with the error it gets: log-probabilities, Q-values, scaled
+    probabilities and a non-finite entry."""
+    plan = birl.soft_value_iteration(mdp, r)
+    nan = plan.policy.clone()
+    nan[..., 1, :] = math.nan
+    return [(plan.log_policy, r"policy\[.*\] is -.*, expected a probability >= 0"),
+            (plan.q.abs() + 1, r"policy\[.*\] sums to .*, expected 1"),
+            (plan.policy * 3, r"policy\[0(, 0)?\] sums to 3, expected 1"),
+            (nan, r"policy\[.*1, 0\] is nan, expected a finite number")]
+
+
+@pytest.mark.parametrize("finite", [True, False], ids=["finite", "discounted"])
+def test_occupancy_refuses_what_is_not_a_policy(finite):
+    """log_policy or Q-values passed as a policy were read as probabilities (negative visits,
+    3x the mass, +-1e308 discounted): every entry taking a policy tensor checks its rows."""
+    mdp, _, r = tiny(17, **(dict(horizon=3) if finite else dict(discount=0.9)))
+    for policy, match in _not_policies(mdp, r):
+        for call in (birl.occupancy, birl.feature_expectations,
+                     lambda m, p: birl.policy_value(m, p, torch.zeros(3))):
+            with pytest.raises(ValueError, match=match):
+                call(mdp, policy)
+    plan = birl.soft_value_iteration(mdp, r)  # its probabilities pass, in float32 too
+    occ = birl.occupancy(mdp, plan)           # (checked in their own dtype)
+    torch.testing.assert_close(birl.occupancy(mdp, plan.policy.float()), occ, atol=1e-5,
+                               rtol=0)
+
+
+def test_occupancy_refuses_an_initial_that_is_not_a_distribution(finite_mdp):
+    policy = torch.full((3, 3, 2), 0.5)
+    for initial, match in ((torch.ones(3), "initial sums to 3, expected 1"),
+                           (torch.tensor([1.5, -0.5, 0.0]),
+                            r"initial\[1\] is -0.5, expected a probability >= 0"),
+                           (torch.tensor([math.nan, 0.5, 0.5]),
+                            r"initial\[0\] is nan, expected a finite number")):
+        with pytest.raises(ValueError, match=match):
+            birl.occupancy(finite_mdp, policy, initial=initial)
+    mass = birl.occupancy(finite_mdp, policy, initial=[0.0, 1.0, 0.0]).sum()
+    assert mass.item() == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("finite", [True, False], ids=["finite", "discounted"])
+def test_planners_refuse_a_non_finite_reward(bad, finite):
+    """A NaN or infinite reward gave NaN values (all of them) or, discounted, a warning: the
+    public planners refuse it, naming the entry (-inf is no "forbidden action": refused too)."""
+    mdp = tiny(17, **(dict(horizon=3) if finite else dict(discount=0.9)))[0]
+    r = torch.zeros(3, 2)
+    r[2, 1] = bad
+    match = rf"reward\[2, 1\] is {bad}, expected a finite number"
+    policy = birl.soft_value_iteration(mdp, torch.zeros(3)).policy
+    for call in (lambda: birl.soft_value_iteration(mdp, r),
+                 lambda: birl.soft_value_iteration(mdp, r, temperature=2.0),
+                 lambda: birl.value_iteration(mdp, r),
+                 lambda: birl.policy_value(mdp, policy, r)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    if finite:
+        with pytest.raises(ValueError, match=rf"terminal_reward\[1\] is {bad}, expected a "
+                                             "finite number"):
+            birl.soft_value_iteration(mdp, torch.zeros(3),
+                                      terminal_reward=torch.tensor([0.0, bad, 0.0]))
+
+
+def test_planners_refuse_a_complex_reward(finite_mdp):
+    """The imaginary part was dropped silently."""
+    r = torch.zeros(3, dtype=torch.complex64)
+    for call in (birl.soft_value_iteration, birl.value_iteration, broadcast_reward,
+                 lambda m, x: birl.policy_value(m, torch.full((3, 3, 2), 0.5), x)):
+        with pytest.raises(TypeError, match="reward must be real-valued, got dtype "
+                                            "torch.complex64"):
+            call(finite_mdp, r)
+
+
+def test_unchecked_planner_keeps_the_non_finite_guard():
+    """Inference plans with check=False, where a non-finite reward (a rejected proposal)
+    gives non-finite values and, discounted, a warning instead of an error."""
+    mdp = tiny(17, discount=0.9)[0]
+    with pytest.warns(ConvergenceWarning, match="not finite after 1 iterations"):
+        plan = birl.soft_value_iteration(mdp, torch.tensor([0.0, math.nan, 0.0]),
+                                         solver="iterate", check=False)
+    assert plan.v.isnan().all()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(tol=-1e-3), ValueError, r"tol is -0.001, expected a number > 0"),
+    (dict(tol=0), ValueError, r"tol is 0, expected a number > 0"),
+    (dict(tol=math.nan), ValueError, r"tol is nan, expected a number > 0"),
+    (dict(tol="1e-3"), ValueError, r"tol is '1e-3', expected a number > 0"),
+    (dict(max_iters=10.5), TypeError, r"max_iters must be an integer, got 10.5 \(float\)"),
+    (dict(max_iters=0), ValueError, r"max_iters is 0, expected an integer >= 1"),
+])
+def test_planner_options_are_checked(kwargs, error, match):
+    """A negative tol was accepted, a string one failed comparing with a float, and a float
+    max_iters failed inside range()."""
+    mdp, _, r = tiny(17, discount=0.9)
+    plan = birl.soft_value_iteration(mdp, r)
+    for call in (lambda: birl.soft_value_iteration(mdp, r, **kwargs),
+                 lambda: birl.value_iteration(mdp, r, **kwargs),
+                 lambda: birl.occupancy(mdp, plan, **kwargs),
+                 lambda: birl.policy_value(mdp, plan, r, **kwargs)):
+        with pytest.raises(error, match=match):
+            call()
+    if "tol" in kwargs:
+        with pytest.raises(error, match=match):
+            birl.planning.choose_solver(mdp, kwargs["tol"])
+
+
 # ---------------------------------------------------------------------------- two kernels
 @pytest.mark.parametrize("dense", [True, False], ids=["dense-P", "csr-P"])
 @pytest.mark.parametrize("outputs", ["both", "v", "log_policy"])

@@ -24,11 +24,14 @@ from tqdm.auto import tqdm
 
 from bayesirl._validation import (
     as_tensor,
+    check_distribution_rows,
     check_indices,
     check_int,
+    check_number,
+    check_seed,
     first_bad,
-    fmt_index,
     integer_scalar,
+    select_rows,
 )
 from bayesirl.core.mdp import TabularMDP, check_mdp
 
@@ -207,14 +210,12 @@ class Demonstrations:
 
     def __getitem__(self, idx) -> Demonstrations:
         """A subset (one index: an int, NumPy integer or 0-d integer tensor; a slice, index
-        list/LongTensor or bool mask over N), trimmed to its longest demonstration."""
-        if (one := integer_scalar(idx)) is not None:
-            idx = one
-            if not -self.n <= idx < self.n:
-                raise IndexError(f"demonstration {idx} out of range for {self.n} demonstrations")
-            idx = [idx]
-        if isinstance(idx, torch.Tensor):
-            idx = idx.to(self.device)
+        list/LongTensor or bool mask over N), trimmed to its longest demonstration.
+
+        Indices lie in ``[-N, N)`` and a bool mask has length N; otherwise an ``IndexError``
+        names the bad entry (a non-integer index is a ``TypeError``;
+        :func:`~bayesirl._validation.select_rows`)."""
+        idx = select_rows(idx, self.n, "demonstration", "demonstrations", self.device)
         mask = self.mask[idx]
         T = max(int(mask.sum(1).max()), 1) if mask.shape[0] else self.max_length
         final = None if self.final_states is None else self.final_states[idx]
@@ -282,12 +283,14 @@ class Demonstrations:
     # ------------------------------------------------------------------ statistics
     def counts(self, n_states: int, n_actions: int, discount: float | None = None,
                dtype: torch.dtype | None = None) -> torch.Tensor:
-        """``(S, A)`` visit counts summed over demonstrations, step t weighted by discount**t."""
+        """``(S, A)`` visit counts summed over demonstrations, step t weighted by discount**t
+        (``discount`` in [0, 1], or None for 1)."""
         _check_range("states", self.states, n_states, "a state")
         _check_range("actions", self.actions, n_actions, "an action")
         dtype = dtype or torch.get_default_dtype()
         w = self.mask.to(dtype)
         if discount is not None:
+            discount = check_number("discount", discount, 0.0, 1.0)
             w = w * discount ** torch.arange(self.max_length, dtype=dtype, device=self.device)
         flat = (self.states * n_actions + self.actions).reshape(-1)
         out = torch.zeros(n_states * n_actions, dtype=dtype, device=self.device)
@@ -354,7 +357,8 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
             stationary), or action probabilities of one of those shapes. A time-indexed
             policy uses ``policy[t]`` at step t and needs at least ``length`` steps.
         n: number of demonstrations (>= 1), sampled in parallel.
-        seed: seed of the ``torch.Generator`` that drives all sampling.
+        seed: seed of the ``torch.Generator`` that drives all sampling, an integer in
+            ``[0, 2**64)``.
         length: steps per demonstration; defaults to ``mdp.horizon``, required if discounted.
         initial: ``(S,)`` start distribution (default ``mdp.initial``) or one start state
             (an int, a NumPy integer or a 0-d integer tensor such as ``demos.states[0, 0]``).
@@ -363,8 +367,10 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
     Returns:
         :class:`Demonstrations` with ``states, actions: (n, length)`` and ``final_states: (n,)``.
     """
+    check_mdp(mdp)
     S, A, dev = mdp.n_states, mdp.n_actions, mdp.device
     check_int("n", n)
+    seed = check_seed("seed", seed)
     if length is None and not mdp.finite_horizon:
         raise ValueError("length is required for a discounted MDP (it has no horizon)")
     length = check_int("length", mdp.horizon if length is None else length)
@@ -378,12 +384,7 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
     if pi.dim() == 3 and pi.shape[0] < length:
         raise ValueError(f"policy has {pi.shape[0]} time steps, expected at least "
                          f"length={length}")
-    sums, tol = pi.sum(-1), (1e-6 if pi.dtype == torch.float64 else 1e-4)
-    bad = (~torch.isfinite(pi) | (pi < 0)).any(-1) | ~((sums - 1).abs() <= tol)
-    if bad.any():
-        idx = first_bad(bad)
-        raise ValueError(f"policy{fmt_index(idx)} is {pi[idx].tolist()}, expected probabilities "
-                         "that are >= 0 and sum to 1")
+    check_distribution_rows("policy", pi)
     if initial is None:
         mu = mdp.initial
     elif (state := integer_scalar(initial)) is not None:
@@ -392,10 +393,10 @@ def rollouts(mdp: TabularMDP, policy, n: int, seed: int = 0, length: int | None 
         mu = torch.nn.functional.one_hot(torch.tensor(state), S).to(mdp.dtype)
     else:
         mu = as_tensor("initial", initial, dtype=mdp.dtype)
-        if tuple(mu.shape) != (S,) or not torch.isfinite(mu).all() or (mu < 0).any() \
-                or abs(mu.sum().item() - 1) > 1e-4:
+        if tuple(mu.shape) != (S,):
             raise ValueError(f"initial must be a state index or a distribution of shape ({S},),"
-                             f" got {mu if mu.numel() <= 10 else tuple(mu.shape)}")
+                             f" got shape {tuple(mu.shape)}")
+        check_distribution_rows("initial", mu)
     g = torch.Generator(device=dev).manual_seed(seed)
     states = torch.empty(n, length, dtype=torch.long, device=dev)
     actions = torch.empty(n, length, dtype=torch.long, device=dev)

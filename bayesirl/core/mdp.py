@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import torch
 
 from bayesirl._validation import (
+    ArgumentTypeError,
     as_tensor,
+    check_distribution_rows,
     check_finite,
     check_indices,
     check_int,
     check_names,
     check_number,
-    first_bad,
-    fmt_index,
     positive_ints,
 )
 from bayesirl.core.sparse import (
@@ -88,7 +88,7 @@ class TabularMDP:
             raise ValueError(f"successors must have shape {(S, A, K)} like transition_probs, "
                              f"got {tuple(succ.shape)}")
         check_indices("successors", succ, S, "a state")
-        check_distributions("transition_probs", probs)
+        check_distribution_rows("transition_probs", probs)
         set_(self, "transition_probs", probs)
         set_(self, "successors", succ)
 
@@ -96,7 +96,7 @@ class TabularMDP:
         if tuple(initial.shape) != (S,):
             raise ValueError(f"initial must have shape ({S},) (one entry per state), "
                              f"got {tuple(initial.shape)}")
-        check_distributions("initial", initial)
+        check_distribution_rows("initial", initial)
         set_(self, "initial", initial)
 
         if (self.horizon is None) == (self.discount is None):
@@ -155,7 +155,7 @@ class TabularMDP:
         P = as_tensor("transitions", transitions)
         if P.dim() != 3 or P.shape[0] != P.shape[2] or P.shape[0] < 1 or P.shape[1] < 1:
             raise ValueError(f"transitions must have shape (S, A, S), got {tuple(P.shape)}")
-        check_distributions("transitions", P)
+        check_distribution_rows("transitions", P)
         S = P.shape[0]
         K = max(int((P > 0).sum(-1).max()), 1)
         # the K largest entries of each row hold all of its mass
@@ -229,23 +229,46 @@ class TabularMDP:
         return batch_first(out, w.shape[:-2], (self.n_states,))
 
     def to(self, device=None, dtype=None) -> TabularMDP:
-        """A copy on ``device`` with floating tensors cast to ``dtype``."""
+        """A copy on ``device`` (a ``torch.device`` or a name such as ``"cuda"``) with floating
+        tensors cast to ``dtype``, a floating dtype (``torch.float32``, ``torch.float64``)."""
+        if dtype is not None and not (isinstance(dtype, torch.dtype)
+                                      and dtype.is_floating_point):
+            raise ArgumentTypeError(f"dtype is {dtype!r}, expected a floating torch dtype "
+                                    "(torch.float32 or torch.float64): probabilities, features "
+                                    "and rewards are real numbers")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError) as e:
+                error = ArgumentTypeError if isinstance(e, TypeError) else ValueError
+                raise error(f"device is {device!r}, expected a torch device or its name, such "
+                            "as 'cpu', 'cuda' or 'cuda:1'") from e
+
         def move(t):
             if t is None:
                 return None
             if t.dtype.is_floating_point:
                 return t.to(device=device, dtype=dtype)
             return t.to(device=device)
-        return dataclasses.replace(
-            self, successors=move(self.successors), transition_probs=move(self.transition_probs),
-            initial=move(self.initial), features=move(self.features), reward=move(self.reward))
+        try:
+            moved = {k: move(getattr(self, k)) for k in ("successors", "transition_probs",
+                                                         "initial", "features", "reward")}
+        except (RuntimeError, AssertionError) as e:  # a device torch has no backend for
+            raise ValueError(f"device is {str(device)!r}, which is not available: "
+                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+        return dataclasses.replace(self, **moved)
 
     def replace(self, **changes) -> TabularMDP:
-        """A validated copy with some fields changed (e.g. ``mdp.replace(horizon=10)``)."""
+        """A validated copy with some fields changed (e.g. ``mdp.replace(horizon=10)``).
+
+        Giving ``horizon`` clears ``discount`` and the other way round; giving ``features``
+        without ``feature_names`` drops the old names (they named the old features)."""
         if "horizon" in changes and "discount" not in changes:
             changes["discount"] = None
         if "discount" in changes and "horizon" not in changes:
             changes["horizon"] = None
+        if "features" in changes and "feature_names" not in changes:
+            changes["feature_names"] = None
         return dataclasses.replace(self, **changes)
 
     def with_probabilities(self, prob) -> TabularMDP:
@@ -268,7 +291,7 @@ class TabularMDP:
         if tuple(prob.shape) != (S, A, K):
             raise ValueError(f"prob must have shape {(S, A, K)} like successors, "
                              f"got {tuple(prob.shape)}")
-        check_distributions("prob", prob)
+        check_distribution_rows("prob", prob)
         copy = dataclasses.replace(self, transition_probs=prob)
         copy.__dict__["_operators"] = transition_operators(copy.successors, prob.detach())
         return copy
@@ -288,29 +311,6 @@ class TabularMDP:
         d = "" if self.features is None else f", features={tuple(self.features.shape)}"
         return (f"TabularMDP(S={self.n_states}, A={self.n_actions}, K={self.successors.shape[-1]}"
                 f", {T}{d}, dtype={self.dtype}, device={self.device})")
-
-
-def _sum_tolerance(dtype: torch.dtype) -> float:
-    return 1e-6 if dtype == torch.float64 else 1e-4
-
-
-def check_distributions(name: str, p: torch.Tensor) -> None:
-    """``p: (..., n)`` holds probability distributions over its last axis: finite, every entry
-    >= 0, each ``p[...]`` summing to 1 within 1e-6 (float64) or 1e-4 (other dtypes), the
-    rounding that a sum of ``n`` probabilities stored in that dtype may carry. The one home of
-    that rule for transitions and initial distributions; errors name the first bad index."""
-    check_finite(name, p)
-    neg = p < 0
-    if neg.any():
-        idx = first_bad(neg)
-        raise ValueError(f"{name}{fmt_index(idx)} is {p[idx].item():.6g}, "
-                         "expected a probability >= 0")
-    sums = p.detach().sum(-1)
-    bad = (sums - 1).abs() > _sum_tolerance(p.dtype)
-    if bad.any():
-        idx = first_bad(bad)
-        where = name + (fmt_index(idx) if idx else "")  # a 1-D p has one sum, no index
-        raise ValueError(f"{where} sums to {sums[idx].item():.6g}, expected 1")
 
 
 def check_mdp(mdp, name: str = "mdp") -> TabularMDP:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from bayesirl._validation import is_posterior
+from bayesirl._validation import as_tensor, check_distribution_rows, is_posterior
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs
 from bayesirl.planning.bellman import Plan
@@ -137,21 +137,21 @@ def draw_log_probs(mdp: TabularMDP, R: torch.Tensor, likelihood: str,
 
 
 def policy_probs(mdp: TabularMDP, policy, name: str = "policy") -> torch.Tensor:
-    """One policy's probabilities ``(T, S, A)`` or ``(S, A)`` from a :class:`Plan` or a tensor."""
+    """One policy's probabilities ``(T, S, A)`` or ``(S, A)`` from a :class:`Plan` or a tensor
+    whose rows are distributions (:func:`~bayesirl._validation.check_distribution_rows`, in the
+    tensor's own dtype), returned in ``mdp``'s dtype (rows renormalised after a cast)."""
     probs = policy.policy if isinstance(policy, Plan) else policy
     try:
-        probs = torch.as_tensor(probs, dtype=mdp.dtype, device=mdp.device).detach()
-    except (TypeError, ValueError, RuntimeError) as e:
+        probs = as_tensor(name, probs, device=mdp.device).detach()
+    except TypeError as e:
         raise TypeError(f"{name} must be a Plan or a tensor of action probabilities, got "
-                        f"{type(policy).__name__}") from e
+                        f"{type(policy).__name__} ({e})") from e
     S, A = mdp.n_states, mdp.n_actions
     want = (mdp.horizon, S, A) if mdp.finite_horizon else (S, A)
     if tuple(probs.shape) != want:
         raise ValueError(f"{name} must have shape {want} (one policy), got {tuple(probs.shape)}")
-    sums = probs.sum(-1)
-    bad = ~torch.isfinite(probs).all(-1) | (probs < 0).any(-1) | ((sums - 1).abs() > 1e-6)
-    if bad.any():
-        idx = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"{name}{list(idx)} is {probs[idx].tolist()}, expected probabilities "
-                         "that are >= 0 and sum to 1")
-    return probs
+    check_distribution_rows(name, probs)
+    if probs.dtype == mdp.dtype:
+        return probs
+    probs = probs.to(mdp.dtype)  # rows within the rounding of their own dtype: now exact
+    return probs / probs.sum(-1, keepdim=True)

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import torch
 
-from bayesirl._validation import check_int, is_posterior
+from bayesirl._validation import check_int, check_seed, is_posterior
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.decisions._inputs import expert_probs, reward_draws
@@ -197,7 +197,7 @@ def posterior_predictive_check(mdp: TabularMDP, posterior, demos: Demonstrations
     if alternative not in _ALTERNATIVES:
         raise ValueError(f"alternative is {alternative!r}, expected one of {_ALTERNATIVES}")
     n_sims = check_int("n_sims", n_sims)
-    seed = check_int("seed", seed, 0)
+    seed = check_seed("seed", seed)
     R, p = reward_draws(mdp, posterior)
     g = torch.Generator(device=mdp.device).manual_seed(seed)
     idx = torch.multinomial(p, n_sims, replacement=True, generator=g)

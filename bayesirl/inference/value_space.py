@@ -225,8 +225,8 @@ class ValueSpaceTarget:
     # ------------------------------------------------------------ values <-> rewards
     def _values_of(self, theta):
         """The parameters ``V (S,)`` or ``Q (S, A)`` whose Bellman map gives ``theta``."""
-        plan = (value_iteration(self.mdp, theta) if self.boltzmann
-                else soft_value_iteration(self.mdp, self.beta * theta))  # soft plans on beta r
+        plan = (value_iteration(self.mdp, theta, check=False) if self.boltzmann  # soft: beta r
+                else soft_value_iteration(self.mdp, self.beta * theta, check=False))
         return (plan.v if self.state_only else plan.q).detach()
 
     def _bellman(self, p):

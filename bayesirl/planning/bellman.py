@@ -36,6 +36,13 @@ import warnings
 import numpy as np
 import torch
 
+from bayesirl._validation import (
+    as_tensor,
+    check_distribution_rows,
+    check_finite,
+    check_int,
+    check_number,
+)
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.planning import buffers as _buffers
 from bayesirl.planning import cpu_kernels as _cpu_dp
@@ -120,9 +127,12 @@ def _check_mdp(mdp) -> None:
 
 
 def broadcast_reward(mdp: TabularMDP, reward: torch.Tensor) -> torch.Tensor:
-    """Return ``reward`` as ``(..., S, A)``; a state reward ``(..., S)`` broadcasts over actions."""
+    """Return ``reward`` as ``(..., S, A)``; a state reward ``(..., S)`` broadcasts over actions.
+
+    ``reward`` must be real (a complex or non-numeric one raises); its values are not checked
+    here (inference calls this in its inner loops): the public planners check them."""
     S, A = mdp.n_states, mdp.n_actions
-    reward = torch.as_tensor(reward, dtype=mdp.dtype, device=mdp.device)
+    reward = as_tensor("reward", reward, dtype=mdp.dtype, device=mdp.device)
     if reward.dim() >= 2 and tuple(reward.shape[-2:]) == (S, A):
         return reward
     if reward.dim() >= 1 and reward.shape[-1] == S:
@@ -502,6 +512,7 @@ def choose_solver(mdp: TabularMDP, tol: float | None = None, batch: int = 1,
     """
     _check_mdp(mdp)
     solver = _check_solver(solver)
+    _check_tol(tol)
     if mdp.finite_horizon:
         raise ValueError(f"solver applies to discounted MDPs only (this one has horizon "
                          f"{mdp.horizon})")
@@ -576,6 +587,26 @@ def _default_tol(dtype):
     return 1e-10 if dtype == torch.float64 else 1e-5
 
 
+def _check_tol(tol, max_iters=None):
+    """The public entries' check of the discounted options: ``tol`` None or a finite number
+    > 0, ``max_iters`` an integer >= 1."""
+    if tol is not None:
+        check_number("tol", tol, 0.0, low_open=True)
+    if max_iters is not None:
+        check_int("max_iters", max_iters)
+
+
+def _check_plan_inputs(mdp, reward, terminal_reward, tol, max_iters) -> None:
+    """The public planners' checks of what they plan on (unless ``check=False``): ``reward``
+    (and ``terminal_reward``) real and finite, ``tol`` and ``max_iters`` as :func:`_check_tol`
+    wants."""
+    _check_tol(tol, max_iters)
+    check_finite("reward", as_tensor("reward", reward, mdp.dtype, mdp.device).detach())
+    if terminal_reward is not None:
+        check_finite("terminal_reward", as_tensor("terminal_reward", terminal_reward, mdp.dtype,
+                                                  mdp.device).detach())
+
+
 def _plan(mdp, reward, backup, terminal_reward, tol, max_iters, solver, threads, warm_start):
     _check_solver(solver)
     threads = _check_threads(threads)
@@ -591,7 +622,7 @@ def _plan(mdp, reward, backup, terminal_reward, tol, max_iters, solver, threads,
         terminal = None
         if terminal_reward is not None:
             S = mdp.n_states
-            terminal = torch.as_tensor(terminal_reward, dtype=r.dtype, device=r.device)
+            terminal = as_tensor("terminal_reward", terminal_reward, r.dtype, r.device)
             if terminal.shape[-1:] != (S,):
                 raise ValueError(f"terminal_reward must have shape (..., {S}), "
                                  f"got {tuple(terminal.shape)}")
@@ -613,7 +644,8 @@ def _plan(mdp, reward, backup, terminal_reward, tol, max_iters, solver, threads,
 def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: float = 1.0,
                          terminal_reward: torch.Tensor | None = None, tol: float | None = None,
                          max_iters: int = 100_000, solver: str = "auto",
-                         threads: int | None = None, warm_start: bool = True) -> Plan:
+                         threads: int | None = None, warm_start: bool = True,
+                         check: bool = True) -> Plan:
     """Soft (maximum causal entropy) value iteration.
 
     Args:
@@ -654,8 +686,16 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
     ``threads``: torch's intra-op threads during the solve and its adjoint; ``None`` runs a
     small problem (``batch * S * A * K <= SMALL_WORK``) on one thread and leaves larger ones
     alone.
+
+    ``reward`` and ``terminal_reward`` must be real and finite (a ValueError names the first
+    entry that is not), ``tol`` a number > 0 and ``max_iters`` an integer >= 1. ``check=False``
+    skips those checks, for loops that plan many times (inference: there a check costs a
+    device sync, and a non-finite reward is a rejected proposal, which gives non-finite values
+    and, discounted, a :class:`ConvergenceWarning`, not an error).
     """
     _check_mdp(mdp)
+    if check:
+        _check_plan_inputs(mdp, reward, terminal_reward, tol, max_iters)
     if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
         temperature = temperature.item()
     if isinstance(temperature, bool) or not (isinstance(temperature, (int, float, np.floating))
@@ -673,30 +713,42 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
 def value_iteration(mdp: TabularMDP, reward: torch.Tensor,
                     terminal_reward: torch.Tensor | None = None, tol: float | None = None,
                     max_iters: int = 100_000, solver: str = "auto",
-                    threads: int | None = None, warm_start: bool = True) -> Plan:
+                    threads: int | None = None, warm_start: bool = True,
+                    check: bool = True) -> Plan:
     """Hard value iteration: the optimal ``Q*`` and a greedy policy (ties split uniformly).
 
     Shapes, arguments and the discounted solvers as in :func:`soft_value_iteration`;
     ``log_policy`` is ``-inf`` off the argmax. ``q`` is differentiable in ``reward`` (almost
     everywhere), as the Boltzmann likelihood needs. ``solver="newton"`` is policy iteration: it
     stops when the greedy policy is stable, at the exact fixed point up to rounding.
+    ``reward``, ``terminal_reward``, ``tol`` and ``max_iters`` are checked as there (``check``).
     """
     _check_mdp(mdp)
+    if check:
+        _check_plan_inputs(mdp, reward, terminal_reward, tol, max_iters)
     return _plan(mdp, reward, _hard_backup, terminal_reward, tol, max_iters, solver, threads,
                  warm_start)
 
 
 def _policy_probs(mdp: TabularMDP, policy) -> torch.Tensor:
-    """Action probabilities ``(..., T, S, A)`` or ``(..., S, A)`` from a Plan or a tensor."""
-    probs = policy.policy if isinstance(policy, Plan) else torch.as_tensor(
-        policy, dtype=mdp.dtype, device=mdp.device)
+    """Action probabilities ``(..., T, S, A)`` or ``(..., S, A)`` from a Plan or a tensor.
+
+    A tensor must hold probabilities (each ``[..., s, :]`` row finite, >= 0 and summing to 1,
+    checked in its own dtype): log-probabilities, Q-values or scaled probabilities raise."""
+    if isinstance(policy, Plan):
+        probs = policy.policy
+    else:
+        probs = as_tensor("policy", policy, device=mdp.device)
     S, A = mdp.n_states, mdp.n_actions
     need = 3 if mdp.finite_horizon else 2
     if probs.dim() < need or tuple(probs.shape[-2:]) != (S, A) or (
             mdp.finite_horizon and probs.shape[-3] != mdp.horizon):
         want = f"(..., {mdp.horizon}, {S}, {A})" if mdp.finite_horizon else f"(..., {S}, {A})"
         raise ValueError(f"policy must have shape {want}, got {tuple(probs.shape)}")
-    return probs
+    if isinstance(policy, Plan):
+        return probs
+    check_distribution_rows("policy", probs)
+    return probs.to(mdp.dtype)
 
 
 class _DiscountedVisits(torch.autograd.Function):
@@ -734,8 +786,9 @@ def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
 
     Args:
         policy: a :class:`Plan`, or action probabilities ``(..., T, S, A)`` (finite horizon)
-            or ``(..., S, A)`` (discounted).
-        initial: ``(S,)`` start distribution.
+            or ``(..., S, A)`` (discounted), each row finite, >= 0 and summing to 1 (not
+            ``plan.log_policy``: pass the plan or ``plan.policy``).
+        initial: ``(S,)`` start distribution (finite, >= 0, summing to 1).
         per_time: finite horizon only: return ``(..., T, S, A)`` per-step visitation.
         tol, max_iters: discounted, plain iteration only (error bound and sweeps).
         solver: discounted only: ``"iterate"`` sums the visits by the gamma-contraction
@@ -753,11 +806,14 @@ def occupancy(mdp: TabularMDP, policy, initial: torch.Tensor | None = None,
         raise ValueError("mdp.transition_probs requires grad, but occupancy does not "
                          "differentiate with respect to transition probabilities; detach them "
                          "or call it under torch.no_grad()")
+    _check_tol(tol, max_iters)
     pi = _policy_probs(mdp, policy)
-    mu = mdp.initial if initial is None else torch.as_tensor(initial, dtype=pi.dtype,
-                                                             device=pi.device)
+    mu = mdp.initial if initial is None else as_tensor("initial", initial, device=pi.device)
     if mu.shape != (mdp.n_states,):
         raise ValueError(f"initial must have shape ({mdp.n_states},), got {tuple(mu.shape)}")
+    if initial is not None:
+        check_distribution_rows("initial", mu)
+        mu = mu.to(pi.dtype)
     if mdp.finite_horizon:
         if solver == "newton":
             raise ValueError(f"solver='newton' applies to discounted MDPs only (this one has "
@@ -786,9 +842,11 @@ def policy_value(mdp: TabularMDP, policy, reward: torch.Tensor, **kwargs) -> tor
     """Expected return ``(...)`` of ``policy`` under ``reward`` from ``mdp.initial``.
 
     Finite horizon: expected sum of the T rewards; discounted: expected discounted sum.
-    Keyword arguments go to :func:`occupancy`.
+    ``policy`` as in :func:`occupancy`; ``reward`` ``(..., S, A)`` or ``(..., S)``, real and
+    finite. Keyword arguments go to :func:`occupancy`.
     """
     _check_mdp(mdp)
+    check_finite("reward", as_tensor("reward", reward, mdp.dtype, mdp.device).detach())
     return (occupancy(mdp, policy, **kwargs) * broadcast_reward(mdp, reward)).sum((-2, -1))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from bayesirl._validation import as_tensor, check_distribution_rows
 from bayesirl.planning.buffers import DRAWS_PER_PLAN
 from bayesirl.plots.common import (
     as_numpy,
@@ -32,9 +33,14 @@ _DOT = 120.0    # marker area (points^2) of "stay" taken with probability 1
 
 
 def _policy_probs(policy) -> np.ndarray:
+    """A plan's action probabilities, or those of a tensor ``(..., S, A)`` whose rows are
+    distributions (log-probabilities or Q-values raise, naming ``policy``)."""
     if hasattr(policy, "log_policy"):
         return as_numpy(policy.log_policy.exp())
-    return as_numpy(policy)
+    probs = as_tensor("policy", policy)
+    if probs.dim() >= 2:  # others fail plot_policy's shape check
+        check_distribution_rows("policy", probs)
+    return as_numpy(probs)
 
 
 def _policy_draws(posterior, t: int, max_draws: int = 200) -> np.ndarray:
@@ -211,7 +217,9 @@ def plot_visits(mdp, policy, ax=None, vmax=None, marks="auto", title=None):
     discounted visits otherwise).
 
     Args:
-        policy: a plan or probabilities ``(S, A)`` / ``(T, S, A)``.
+        policy: a plan, probabilities ``(S, A)`` / ``(T, S, A)`` (each row >= 0 and summing to
+            1), or a :class:`RewardPosterior` (its posterior-averaged policy,
+            ``posterior.policy()``, as :func:`plot_policy` draws it).
         vmax: clip the colour scale there (e.g. 1, so that a path shows next to the cell where
             the agent then stays); the colorbar says so.
         marks: as in :func:`plot_reward`.
@@ -222,8 +230,9 @@ def plot_visits(mdp, policy, ax=None, vmax=None, marks="auto", title=None):
     from bayesirl.planning.bellman import occupancy
 
     marks = resolve_marks(mdp, marks)
-    if not hasattr(policy, "log_policy"):
-        policy = torch.as_tensor(policy, dtype=mdp.dtype, device=mdp.device)
+    if is_posterior(policy):
+        posterior_rewards(policy, "plot_visits")  # a posterior of one reward, with an MDP
+        policy = policy.policy()
     visits = as_numpy(occupancy(mdp, policy).sum(-1))
     clipped = vmax is not None and visits.max() > vmax
     label = ("expected visits" if mdp.finite_horizon else "expected discounted visits") + (

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bayesirl._validation import check_probability
+from bayesirl._validation import as_tensor, check_finite, check_probability
 from bayesirl.planning.bellman import broadcast_reward
 from bayesirl.plots.common import (
     as_numpy,
@@ -48,11 +48,20 @@ def _reward_draws(obj, reward):
         raise TypeError(f"expected a TabularMDP or a RewardPosterior, got {type(obj).__name__}")
     S, A = mdp.n_states, mdp.n_actions
     source = "reward"
+    if is_posterior(reward):  # plot_reward(mdp, posterior): the posterior's draws on mdp
+        draws = reward.reward()
+        if draws.dim() != 3 or tuple(draws.shape[1:]) != (S, A):
+            raise TypeError(f"reward is a {type(reward).__name__} whose reward() has shape "
+                            f"{tuple(draws.shape)}, expected draws (n, {S}, {A}) on this MDP"
+                            f"{one_expert_hint(reward)}")
+        return mdp, as_numpy(draws), "posterior"
     if reward is None:
         if mdp.reward is None:
             raise ValueError("the MDP has no true reward; pass reward=")
         reward, source = mdp.reward, "true"
-    draws = as_numpy(broadcast_reward(mdp, as_numpy(reward))).reshape(-1, S, A)
+    reward = as_tensor("reward", reward)
+    check_finite("reward", reward.detach())
+    draws = as_numpy(broadcast_reward(mdp, reward)).reshape(-1, S, A)
     if draws.shape[0] > 1:
         source = "posterior" if source == "reward" else source
     return mdp, draws, source
@@ -83,8 +92,9 @@ def plot_reward(mdp_or_posterior, reward=None, ax=None, stat: str = "mean",
 
     Args:
         mdp_or_posterior: a :class:`~bayesirl.RewardPosterior` (its reward draws), or
-            an MDP with ``reward`` (``(S,)``, ``(S, A)`` or draws ``(n, S[, A])``; default the
-            MDP's true reward).
+            an MDP with ``reward`` (``(S,)``, ``(S, A)`` or draws ``(n, S[, A])``, finite; a
+            RewardPosterior of this MDP's states and actions, its draws; default the MDP's
+            true reward).
         stat: ``"mean"``, ``"sd"`` (posterior sd) or ``"width"`` (width of the central ``prob``
             interval); the last two need draws.
         over_actions: how a state-action reward becomes a map: ``"max"`` or ``"mean"`` over
@@ -215,6 +225,8 @@ def plot_recovery(true, posterior_or_draws, ax=None, prob: float = 0.9, center: 
         draws = as_numpy(posterior_or_draws)
         if draws.shape[1:] != t.shape:
             raise ValueError(f"draws have shape {draws.shape}, expected (n, *{t.shape})")
+    check_finite("true", torch.as_tensor(t))
+    check_finite("draws", torch.as_tensor(draws))
     t, draws = t.reshape(-1), draws.reshape(draws.shape[0], -1)
     if center:
         t = t - t.mean()
