@@ -10,11 +10,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from bayesirl._validation import check_choice, check_number
+from bayesirl._validation import (
+    as_tensor,
+    check_choice,
+    check_finite,
+    check_number,
+    first_bad,
+    fmt_index,
+    is_posterior,
+)
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
+from bayesirl.model.likelihood import action_log_probs, check_likelihood
 from bayesirl.planning.bellman import policy_value, soft_value_iteration, value_iteration
 
 __all__ = ["epic_distance", "expected_value_difference", "held_out_log_likelihood"]
@@ -32,7 +42,7 @@ def _rewards(mdp, value, name, transitions=False):
     ``(..., S, A, S)`` (kind "sas"); posterior objects are replaced by ``value.reward()``."""
     if not isinstance(mdp, TabularMDP):
         raise TypeError(f"mdp must be a TabularMDP, got {type(mdp).__name__}")
-    if not isinstance(value, torch.Tensor) and callable(getattr(value, "reward", None)):
+    if is_posterior(value):
         value = value.reward()
     try:
         r = torch.as_tensor(value, dtype=mdp.dtype, device=mdp.device)
@@ -173,6 +183,13 @@ def epic_distance(mdp: TabularMDP, r1, r2, discount: float | None = None,
     """
     R1, k1 = _rewards(mdp, r1, "r1", transitions=True)
     R2, k2 = _rewards(mdp, r2, "r2", transitions=True)
+    lead1, lead2 = (R.shape[:-3 if k == "sas" else -2] for R, k in ((R1, k1), (R2, k2)))
+    try:
+        torch.broadcast_shapes(lead1, lead2)
+    except RuntimeError:
+        raise ValueError(f"r1 has shape {tuple(R1.shape)} and r2 {tuple(R2.shape)}: their "
+                         f"leading (batch) dims {tuple(lead1)} and {tuple(lead2)} do not "
+                         "broadcast") from None
     check_choice("coverage", coverage, ("transitions", "uniform"))
     gamma = ((1.0 if mdp.finite_horizon else mdp.discount) if discount is None
              else check_number("discount", discount, 0.0, 1.0))
@@ -195,12 +212,13 @@ def epic_distance(mdp: TabularMDP, r1, r2, discount: float | None = None,
 
 
 def held_out_log_likelihood(mdp: TabularMDP, posterior_or_reward, demos: Demonstrations,
-                            rationality: float = 1.0) -> torch.Tensor:
-    """Log-likelihood ``(N,)`` of each held-out demonstration under the soft-optimal policy.
+                            rationality=None, likelihood: str | None = None) -> torch.Tensor:
+    """Log-likelihood ``(N,)`` of each held-out demonstration under the expert's policy.
 
-    For a point reward ``r``: ``sum_t log pi_t(a_t | s_t)`` per demonstration, ``pi`` the soft
-    (maximum causal entropy) policy of ``rationality * r``. For a batch of rewards or a
-    posterior (draws ``r_k``): the log posterior-predictive probability of each demonstration,
+    For a point reward ``r``: ``sum_t log pi_t(a_t | s_t)`` per demonstration, ``pi`` the
+    expert policy of ``r`` (by default the soft, maximum causal entropy, policy of
+    ``rationality * r``). For a batch of rewards or a posterior (draws ``r_k``): the log
+    posterior-predictive probability of each demonstration,
     ``log (1/K) sum_k prod_t pi_t^{(k)}(a_t | s_t)`` (a log-mean-exp over draws). Dynamics terms
     do not depend on the reward and are left out. Take ``.mean()`` for the mean per demo.
 
@@ -209,17 +227,51 @@ def held_out_log_likelihood(mdp: TabularMDP, posterior_or_reward, demos: Demonst
         posterior_or_reward: ``(S,)``/``(S, A)``, a batch ``(..., S, A)`` or a posterior.
         demos: held-out :class:`~bayesirl.Demonstrations` (validated against ``mdp``); padding
             columns past the longest demonstration (even past a finite horizon) are ignored.
-        rationality: beta > 0, the Boltzmann inverse temperature.
+        rationality: beta > 0, the expert's inverse temperature: a number, or a tensor ``(...)``
+            of one per reward of the batch (e.g. per draw). Default: a posterior's own,
+            per draw (``posterior.rationality``: its inferred draws, or its fixed value), and
+            1 for rewards given as tensors.
+        likelihood: ``"soft"`` or ``"boltzmann"`` (``pi ∝ exp(beta Q*)``). Default: a
+            posterior's own (``posterior.settings["likelihood"]``), else ``"soft"``.
+
+    An explicit ``rationality`` or ``likelihood`` is used even where the posterior says
+    otherwise: it scores the posterior's rewards under another expert model on purpose (a
+    posterior inferred with rationality 5 scores its own draws with 5 by default).
     """
     r, _ = _rewards(mdp, posterior_or_reward, "posterior_or_reward")
     if not isinstance(demos, Demonstrations):
         raise TypeError(f"demos must be Demonstrations, got {type(demos).__name__}")
     demos.validate(mdp)
-    rationality = check_number("rationality", rationality, 0.0, low_open=True)
+    own = posterior_or_reward if is_posterior(posterior_or_reward) else None
+    if likelihood is None:
+        likelihood = (getattr(own, "settings", None) or {}).get("likelihood", "soft")
+    likelihood = check_likelihood(likelihood)
+    batch = r.shape[:-2]
+    if rationality is None:
+        beta = getattr(own, "rationality", None)
+        beta = torch.ones(()) if beta is None else torch.as_tensor(beta).detach()
+        # one per draw: aligned with the leading dims of posterior.reward()
+        beta = beta.reshape(tuple(beta.shape) + (1,) * (len(batch) - beta.dim()))
+    elif isinstance(rationality, (torch.Tensor, np.ndarray, list, tuple)):
+        beta = as_tensor("rationality", rationality)
+        check_finite("rationality", beta)
+        if (beta <= 0).any():
+            idx = first_bad(beta <= 0)
+            raise ValueError(f"rationality{fmt_index(idx)} is {beta[idx].item()}, expected a "
+                             "number > 0")
+    else:
+        beta = torch.tensor(check_number("rationality", rationality, 0.0, low_open=True))
+    beta = beta.to(dtype=r.dtype, device=r.device)
+    try:
+        if torch.broadcast_shapes(beta.shape, batch) != batch:
+            raise RuntimeError
+    except RuntimeError:
+        raise ValueError(f"rationality has shape {tuple(beta.shape)}, expected a number or "
+                         f"one per reward: a shape that broadcasts to {tuple(batch)}") from None
     T = int(demos.lengths.max()) if demos.n else 0  # all-padding columns: not steps
     s, a, m = (x[:, :T].to(mdp.device) for x in (demos.states, demos.actions, demos.mask))
     with torch.no_grad():
-        lp = soft_value_iteration(mdp, rationality * r).log_policy
+        lp = action_log_probs(mdp, r, likelihood, beta)
         step = lp[..., torch.arange(s.shape[1], device=mdp.device), s, a] if (
             mdp.finite_horizon) else lp[..., s, a]                     # (..., N, T)
         ll = torch.where(m, step, torch.zeros_like(step)).sum(-1)      # (..., N)

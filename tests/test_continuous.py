@@ -399,6 +399,9 @@ def test_map_and_svi_give_posteriors_too():
     fit = birl.infer(None, data, QValueModel(), method="map", progress=False)
     target = QValueModel().build_target(None, data, likelihood="soft", rationality=1.0)
     assert torch.allclose(fit.samples["w"][0], target.center, atol=1e-4)
+    with pytest.raises(ValueError, match=r"credible_interval\(\) needs at least 2 posterior "
+                                         r"draws, the method='map' posterior has 1"):
+        fit.credible_interval()  # a MAP's interval would have width 0
     with warnings.catch_warnings():  # 50 steps: SVI may say it has not converged
         warnings.simplefilter("ignore", InferenceWarning)
         svi = birl.infer(None, data, QValueModel(), method="svi", guide="normal", steps=50,

@@ -483,7 +483,7 @@ def _bad_cases():
         (lambda: dec.value_at_risk_bound(mdp, R, torch.ones(3, 3) / 3), ValueError,
          re.escape("policy must have shape (3, 2) (one policy), got (3, 3)")),
         (lambda: dec.value_at_risk_bound(mdp, R, torch.ones(3, 2)), ValueError,
-         "expected probabilities"),
+         re.escape("policy[0] sums to 2, expected 1")),
         (lambda: dec.active_query(mdp, R, k=0), ValueError, re.escape("k is 0, expected an "
                                                                       "integer [1, 3]")),
         (lambda: dec.active_query(mdp, R, k=3, exclude=[1]), ValueError,
@@ -510,7 +510,9 @@ def _bad_cases():
         (lambda: dec.posterior_predictive_check(mdp, R, demos, seed="a"), TypeError,
          "seed must be an integer, got 'a'"),
         (lambda: dec.posterior_predictive_check(mdp, R, demos, seed=-1), ValueError,
-         "seed is -1, expected an integer >= 0"),
+         re.escape("seed is -1, expected an integer [0, 18446744073709551615]")),
+        (lambda: dec.posterior_predictive_check(mdp, R, demos, seed=2 ** 70), ValueError,
+         re.escape(f"seed is {2 ** 70}, expected an integer [0, 18446744073709551615]")),
         (lambda: dec.posterior_predictive_check(mdp, R, demos, statistic=lambda d: "x"),
          TypeError, r"statistic returned str 'x' \(the callable <lambda>\), expected a tensor"),
         (lambda: dec.posterior_predictive_check(mdp, R, demos, statistic=lambda d: [1j]),
@@ -528,6 +530,22 @@ def test_bad_inputs(case):
     fn, error, match = _bad_cases()[case]
     with pytest.raises(error, match=match):
         fn()
+
+
+
+def test_policy_rows_are_checked_within_their_dtype_tolerance():
+    """One rule for policy rows (bayesirl._validation.check_distribution_rows): a float32
+    policy's rows may round 1e-5 away from 1 (refused at 1e-6 before), log-probabilities and
+    scaled probabilities are refused as everywhere else."""
+    mdp, R = risky_safe(finite=False)
+    pi = torch.tensor([[0.3, 0.7], [0.5, 0.5], [0.9, 0.1]], dtype=torch.float32)
+    rounded = pi.clone()
+    rounded[0, 0] += 1e-5
+    assert dec.value_at_risk_bound(mdp, R.repeat(10, 1), rounded).evd.shape == (20,)
+    for bad, match in ((pi.log(), r"policy\[0, 0\] is -1.20397, expected a probability >= 0"),
+                       (pi * 2, r"policy\[0\] sums to 2, expected 1")):
+        with pytest.raises(ValueError, match=match):
+            dec.value_at_risk_bound(mdp, R.repeat(10, 1), bad)
 
 
 # ---------------------------------------------------------------------------- lava world

@@ -187,7 +187,7 @@ def test_a_users_process_pool_runs_the_chains(chain_problem):
 
 @pytest.mark.parametrize("kwargs,exc,match", [
     ({"max_workers": 0}, ValueError, "max_workers is 0, expected an integer >= 1"),
-    ({"max_workers": 1.5}, ValueError, "max_workers is 1.5"),
+    ({"max_workers": 1.5}, ValueError, "max_workers must be an integer, got 1.5"),
     ({"executor": "dask"}, TypeError,
      r"executor must be a concurrent.futures.Executor( or None)?, got str"),
     ({"executor": concurrent.futures.ThreadPoolExecutor(1)}, ValueError,

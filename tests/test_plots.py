@@ -281,6 +281,48 @@ def test_visits_map_is_the_occupancy(grid):
     assert ax.get_ylabel() == "expected discounted visits (clipped at 0.1)"
 
 
+def test_policy_figures_refuse_what_is_not_a_policy(grid):
+    """plot_policy drew no arrow for log-probabilities and drew Q-values or scaled
+    probabilities as if they were probabilities; plot_visits summed negative visits."""
+    plan = birl.soft_value_iteration(grid, grid.reward)
+    for bad, match in ((plan.log_policy, r"policy\[0, 0, 0\] is -.*, expected a probability "
+                                         r">= 0"),
+                       (plan.q.abs() + 1, r"policy\[0, 0\] sums to .*, expected 1"),
+                       (plan.policy * 3, r"policy\[0, 0\] sums to 3, expected 1")):
+        for draw in (plots.plot_policy, plots.plot_visits):
+            with pytest.raises(ValueError, match=match):
+                draw(grid, bad)
+    assert plt.get_fignums() == []                   # refused before a figure is made
+
+
+def test_visits_and_reward_of_a_posterior_on_an_mdp(grid):
+    """plot_reward(mdp, posterior) and plot_visits(mdp, posterior) failed inside float(): the
+    posterior's reward draws and its posterior-averaged policy (as plot_policy draws it)."""
+    post = fake_posterior(grid)
+    ax = plots.plot_visits(grid, post)
+    visits = birl.occupancy(grid, post.policy()).sum(-1).numpy()
+    np.testing.assert_allclose(ax.images[0].get_array(), visits.reshape(4, 4))
+    for stat in ("mean", "sd"):
+        ax = plots.plot_reward(grid, post, stat=stat)
+        expected = plots.plot_reward(post, stat=stat)
+        np.testing.assert_allclose(ax.images[0].get_array(), expected.images[0].get_array())
+        assert ax.get_title() == expected.get_title()
+    other = birl.envs.random_mdp(n_states=6, n_actions=2, horizon=3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"reward is a RewardPosterior whose reward\(\) has "
+                                        r"shape \(40, 16, 5\), expected draws \(n, 6, 2\)"):
+        plots.plot_reward(other, post)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_reward_map_refuses_a_non_finite_reward(grid, bad):
+    r = torch.zeros(grid.n_states, dtype=torch.float64)
+    r[3] = bad
+    with pytest.raises(ValueError, match=rf"reward\[3\] is {bad}, expected a finite number"):
+        plots.plot_reward(grid, r)
+    with pytest.raises(TypeError, match="reward must be real-valued"):
+        plots.plot_reward(grid, torch.zeros(grid.n_states, dtype=torch.complex128))
+
+
 def test_recovery_plot_points_intervals_and_identity(grid):
     post = fake_posterior(grid)
     ax = plots.plot_recovery(grid.reward, post, prob=0.9)
@@ -309,6 +351,10 @@ def test_recovery_from_draws_centred():
     assert ax.get_xlabel() == "true theta (centred)"
     with pytest.raises(ValueError, match="draws have shape"):
         plots.plot_recovery(true, np.zeros((10, 4)))
+    with pytest.raises(ValueError, match=r"true\[1\] is nan, expected a finite number"):
+        plots.plot_recovery(np.array([1.0, np.nan, 3.0]), draws)
+    with pytest.raises(ValueError, match=r"draws\[2, 0\] is inf, expected a finite number"):
+        plots.plot_recovery(true, np.where(np.arange(30).reshape(10, 3) == 6, np.inf, draws))
 
 
 @pytest.fixture(scope="module")
@@ -477,9 +523,13 @@ def test_hierarchical_posterior_is_refused_with_what_to_pass():
     one_reward = r"takes a posterior of one reward, draws \(n, 3, 2\); HierarchicalPosterior"
     expert = r"pass posterior\.expert\(e\) for expert e's posterior"
     for draw in (lambda: plots.plot_reward(hier), lambda: plots.plot_reward_panels(hier),
-                 lambda: plots.plot_policy(mdp, hier)):
+                 lambda: plots.plot_policy(mdp, hier), lambda: plots.plot_visits(mdp, hier)):
         with pytest.raises(TypeError, match=one_reward + r".*\(6, 3, 3, 2\); .*" + expert):
             draw()
+    with pytest.raises(TypeError, match=r"reward is a HierarchicalPosterior whose reward\(\) "
+                                        r"has shape \(6, 3, 3, 2\), expected draws \(n, 3, 2\) "
+                                        r"on this MDP; .*" + expert):
+        plots.plot_reward(mdp, hier)
     assert plt.get_fignums() == []                   # refused before a figure is made
     with pytest.raises(ValueError, match=r"true has shape \(2,\), expected a reward \(3, 3\) or "
                                          r"\(3, 3, 2\), or theta \(3, 2\); .*" + expert):

@@ -112,8 +112,9 @@ def test_predictive(nuts_post, problem):
     again = nuts_post.predictive(5, seed=3)
     assert torch.equal(d.states, again.states) and torch.equal(d.actions, again.actions)
     assert nuts_post.predictive(2, length=2).states.shape == (2, 2)
-    for n in (0, -1, 2.5, True):
-        with pytest.raises(ValueError, match=f"n is {n!r}"):
+    for n, match in ((0, "n is 0"), (-1, "n is -1"), (2.5, "n must be an integer, got 2.5"),
+                     (True, "n must be an integer, got True")):
+        with pytest.raises(ValueError, match=match):
             nuts_post.predictive(n)
 
 

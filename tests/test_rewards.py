@@ -326,8 +326,8 @@ def test_bad_prior_tabular_batch():
 @pytest.mark.parametrize("kwargs,match", [
     ({"n_states": 0}, "n_states is 0"),
     ({"n_states": 3, "n_actions": 0}, "n_actions is 0"),
-    ({"n_states": 2.5}, "n_states is 2.5"),
-    ({"n_states": True}, "n_states is True"),
+    ({"n_states": 2.5}, "n_states must be an integer, got 2.5"),
+    ({"n_states": True}, "n_states must be an integer, got True"),
 ])
 def test_tabular_bad_sizes(kwargs, match):
     with pytest.raises(ValueError, match=match):

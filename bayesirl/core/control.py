@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bayesirl._validation import check_int, check_number
+from bayesirl._validation import as_tensor, check_indices, check_int, check_number
 from bayesirl.core.trajectories import Trajectories
 
 __all__ = ["EXPERTS", "PointMass", "acrobot_expert", "cartpole_expert", "lunar_lander_expert",
@@ -86,6 +86,18 @@ def make_env(env_id: str, **kwargs):
 _MOVES = np.array([(0, 0), (0, 1), (0, -1), (-1, 0), (1, 0)])  # (dx, dy): stay up down left right
 
 
+def _points(name: str, obs) -> np.ndarray:
+    """``obs`` as a float array ``(..., 2)`` of plane coordinates, naming ``name`` when it
+    has another last dimension (a third coordinate would be ignored, one would fail deep in
+    NumPy)."""
+    p = np.asarray(obs.detach().cpu() if isinstance(obs, torch.Tensor) else obs,
+                   dtype=np.float64)
+    if p.ndim < 1 or p.shape[-1] != 2:
+        raise ValueError(f"{name} must have shape (..., 2), the point's (x, y), got "
+                         f"{p.shape}")
+    return p
+
+
 @dataclass(frozen=True, eq=False)
 class PointMass:
     """A point on a ``grid x grid`` lattice of ``[-1, 1]^2`` with a known reward field.
@@ -113,7 +125,7 @@ class PointMass:
     def reward_field(obs) -> np.ndarray:
         """``r(x, y)``: a goal bump at (0.5, 0.5) and a pit at (-0.4, -0.3); ``obs: (..., 2)``
         -> ``(...)``."""
-        p = np.asarray(obs, dtype=np.float64)
+        p = _points("obs", obs)
         x, y = p[..., 0], p[..., 1]
         goal = np.exp(-((x - 0.5) ** 2 + (y - 0.5) ** 2) / 0.18)
         pit = np.exp(-((x + 0.4) ** 2 + (y + 0.3) ** 2) / 0.08)
@@ -121,7 +133,7 @@ class PointMass:
 
     def index(self, obs) -> np.ndarray:
         """Lattice indices ``(...)`` of observations ``(..., 2)`` (nearest lattice point)."""
-        ij = np.rint((np.asarray(obs, dtype=np.float64) + 1.0) / self.step_size).astype(int)
+        ij = np.rint((_points("obs", obs) + 1.0) / self.step_size).astype(int)
         ij = np.clip(ij, 0, self.grid - 1)
         return ij[..., 0] * self.grid + ij[..., 1]
 
@@ -133,12 +145,13 @@ class PointMass:
     def dynamics(self, obs, actions):
         """``(next_obs, terminals)`` after ``actions (...)`` in ``obs (..., 2)``: one lattice
         step, clipped at the walls; nothing is terminal. Accepts and returns NumPy arrays or
-        torch tensors."""
+        torch tensors. Actions are integers in ``[0, 5)`` (stay, up, down, left, right)."""
         as_torch = isinstance(obs, torch.Tensor)
         like = obs
-        obs = obs.detach().cpu().numpy() if as_torch else np.asarray(obs, dtype=np.float64)
-        actions = (actions.detach().cpu().numpy() if isinstance(actions, torch.Tensor)
-                   else np.asarray(actions))
+        obs = _points("obs", obs)
+        a = as_tensor("actions", actions, integer=True).cpu()
+        check_indices("actions", a if a.dim() else a.reshape(1), self.n_actions, "an action")
+        actions = a.numpy()
         nxt = np.clip(obs + self.step_size * _MOVES[actions], -1.0, 1.0)
         terminals = np.zeros(nxt.shape[:-1], dtype=bool)
         if as_torch:
@@ -176,8 +189,10 @@ class PointMass:
 
 def point_mass(grid: int = 15, discount: float = 0.9, rationality: float = 2.0,
                tol: float = 1e-10) -> PointMass:
-    """The point-mass task (see the module docstring), its expert solved to ``tol``."""
+    """The point-mass task (see the module docstring), its expert solved to ``tol`` > 0 (the
+    largest change of ``Q*`` in a sweep)."""
     grid = check_int("grid", grid, low=2)
+    tol = check_number("tol", tol, 0.0, low_open=True)
     discount = check_number("discount", discount, 0.0, 1.0, high_open=True)
     beta = check_number("rationality", rationality, 0.0, low_open=True)
     task = PointMass(grid, discount, beta, np.zeros((grid * grid, 5)))

@@ -34,8 +34,10 @@ from bayesirl._validation import (
     check_number,
     first_bad,
     fmt_index,
+    select_rows,
 )
 from bayesirl.core.demos import Demonstrations, check_prefix_mask
+from bayesirl.core.trajectories import bool_tensor
 
 __all__ = ["Preferences"]
 
@@ -142,12 +144,7 @@ class Preferences:
         if self.ties is None:
             ties = torch.zeros(pairs.shape[0], dtype=torch.bool, device=device)
         else:
-            ties = self.ties if isinstance(self.ties, torch.Tensor) else torch.as_tensor(
-                self.ties)
-            if ties.dtype != torch.bool:
-                if ties.dtype.is_complex or not ((ties == 0) | (ties == 1)).all():
-                    raise TypeError(f"ties must be boolean (or 0/1), got dtype {ties.dtype}")
-                ties = ties != 0
+            ties = bool_tensor("ties", self.ties, device)
             if tuple(ties.shape) != (pairs.shape[0],):
                 raise ValueError(f"ties must have shape ({pairs.shape[0]},), one per pair, got "
                                  f"{tuple(ties.shape)}")
@@ -252,10 +249,11 @@ class Preferences:
         return self.pairs.device
 
     def __getitem__(self, idx) -> Preferences:
-        """A subset of the comparisons (any index of the P pairs), keeping every trajectory."""
-        if isinstance(idx, int):
-            idx = [idx]
-        return Preferences(self.pairs[idx], self.ties[idx], self.states, self.actions,
+        """A subset of the comparisons (an int, a slice, indices or a bool mask ``(P,)`` over
+        the P pairs; :func:`~bayesirl._validation.select_rows`), keeping every
+        trajectory."""
+        rows = select_rows(idx, self.n_pairs, "pair", "pairs", self.device)
+        return Preferences(self.pairs[rows], self.ties[rows], self.states, self.actions,
                            self.mask, self.features)
 
     def feature_sums(self, features, discount: float | None = None) -> torch.Tensor:

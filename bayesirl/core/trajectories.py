@@ -39,8 +39,11 @@ from bayesirl._validation import (
     as_tensor,
     check_indices,
     check_int,
+    check_number,
     first_bad,
     fmt_index,
+    integer_scalar,
+    select_rows,
 )
 from bayesirl.core.demos import check_prefix_mask
 
@@ -62,8 +65,14 @@ class Transitions(NamedTuple):
     step: torch.Tensor
 
 
-def _bool_tensor(name: str, value, device) -> torch.Tensor:
-    t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+def bool_tensor(name: str, value, device) -> torch.Tensor:
+    """``value`` as a bool tensor: bools, or 0/1 (anything else, strings included, is an
+    ArgumentTypeError naming ``name``)."""
+    try:
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError):
+        shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+        raise ArgumentTypeError(f"{name} must be boolean (or 0/1), got {shown}") from None
     if t.dtype != torch.bool:
         if t.dtype.is_complex or not ((t == 0) | (t == 1)).all():
             raise ArgumentTypeError(f"{name} must be boolean (or 0/1), got dtype {t.dtype}")
@@ -124,8 +133,8 @@ class Trajectories:
             raise ValueError(f"next_obs must have shape {tuple(obs.shape)} like obs, got "
                              f"{tuple(next_obs.shape)}")
         actions = as_tensor("actions", self.actions, device=device, integer=True)
-        terminals = _bool_tensor("terminals", self.terminals, device)
-        mask = _bool_tensor("mask", self.mask, device)
+        terminals = bool_tensor("terminals", self.terminals, device)
+        mask = bool_tensor("mask", self.mask, device)
         for name, t in (("actions", actions), ("terminals", terminals), ("mask", mask)):
             if tuple(t.shape) != (N, T):
                 raise ValueError(f"{name} must have shape ({N}, {T}), got {tuple(t.shape)}")
@@ -214,11 +223,11 @@ class Trajectories:
         elif mask is None:
             mask = torch.ones(N, T, dtype=torch.bool, device=obs.device)
         else:
-            mask = _bool_tensor("mask", mask, obs.device)
+            mask = bool_tensor("mask", mask, obs.device)
         if terminals is None:
             terminals = torch.zeros(N, T, dtype=torch.bool, device=obs.device)
         else:
-            terminals = _bool_tensor("terminals", terminals, obs.device)
+            terminals = bool_tensor("terminals", terminals, obs.device)
             if tuple(terminals.shape) == (N,):  # per trajectory: its last real step
                 per_step = torch.zeros(N, T, dtype=torch.bool, device=obs.device)
                 if mask.shape == (N, T):
@@ -257,8 +266,13 @@ class Trajectories:
             obs, acts = get("obs"), get("acts")
             n = len(np.asarray(acts).reshape(-1))
             term = np.zeros(n, dtype=bool)
-            if n and bool(get("terminal", required=False) or False):
-                term[-1] = True
+            flag = get("terminal", required=False)
+            if flag is not None:  # "False" is not True: a bool (or 0/1) or an error
+                flag = bool_tensor(f"trajectories[{i}].terminal", flag, "cpu")
+                if flag.numel() != 1:
+                    raise ValueError(f"trajectories[{i}].terminal must be one bool, got shape "
+                                     f"{tuple(flag.shape)}")
+                term[-1:] = bool(flag)
             rows.append(_row(f"trajectories[{i}]", obs, acts, term, get("rews", required=False)))
         return _stack(rows, n_actions)
 
@@ -304,11 +318,10 @@ class Trajectories:
                 f"transitions={self.n_transitions})")
 
     def __getitem__(self, idx) -> Trajectories:
-        """The trajectories ``idx`` (an int, a slice, a sequence or tensor of indices), padding
-        trimmed to their longest."""
-        if isinstance(idx, (int, np.integer)):
-            idx = [int(idx)]
-        rows = torch.arange(self.n, device=self.device)[idx]
+        """The trajectories ``idx`` (an int, a slice, a sequence or tensor of indices, or a bool
+        mask ``(N,)``; :func:`~bayesirl._validation.select_rows`), padding trimmed to their
+        longest."""
+        rows = select_rows(idx, self.n, "trajectory", "trajectories", self.device)
         if rows.numel() == 0:
             raise ValueError(f"index {idx!r} selects no trajectory")
         T = int(self.lengths[rows].max())
@@ -322,7 +335,11 @@ class Trajectories:
                                    rewards=take(self.rewards))
 
     def to(self, device=None, dtype=None) -> Trajectories:
-        """A copy on ``device`` with observations (and rewards) in the floating ``dtype``."""
+        """A copy on ``device`` with observations (and rewards) in the floating ``dtype`` (a
+        TypeError for any other: observations are real numbers)."""
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ArgumentTypeError(f"dtype must be a floating torch dtype (observations are "
+                                    f"real numbers), got {dtype!r}")
         dtype = dtype or self.dtype
 
         def move(x, floating):
@@ -388,11 +405,13 @@ class Trajectories:
                            trajectory, step)
 
     def returns(self, discount: float = 1.0) -> torch.Tensor:
-        """``(N,)`` (discounted) sum of the logged environment rewards of each trajectory."""
+        """``(N,)`` (discounted) sum of the logged environment rewards of each trajectory;
+        ``discount`` gamma in [0, 1]."""
         if self.rewards is None:
             raise ValueError("these trajectories carry no rewards (rewards is None)")
+        discount = check_number("discount", discount, 0.0, 1.0)
         t = torch.arange(self.max_length, device=self.device, dtype=self.dtype)
-        weights = torch.as_tensor(float(discount), dtype=self.dtype) ** t
+        weights = torch.as_tensor(discount, dtype=self.dtype) ** t
         return (self.rewards * weights * self.mask).sum(1)
 
 
@@ -442,7 +461,7 @@ def _row(where, obs, acts, terminals, rewards):
                          "L >= 1 actions and L + 1 observations")
     if terminals is None:
         terminals = np.zeros(L, dtype=bool)
-    terminals = _bool_tensor(f"{where} terminations", np.asarray(terminals).reshape(-1),
+    terminals = bool_tensor(f"{where} terminations", np.asarray(terminals).reshape(-1),
                              "cpu").numpy()
     if len(terminals) != L:
         raise ValueError(f"{where} has {len(terminals)} terminal flags for {L} actions")
@@ -535,7 +554,7 @@ def _rollouts(env, policy, n, seed, max_steps, progress) -> Trajectories:
         obs, acts, rews = [np.asarray(o, dtype=np.float64).reshape(-1)], [], []
         terminated = False
         while True:
-            a = int(policy(obs[-1]))
+            a = _action(policy(obs[-1]), n_actions, i, len(acts))
             o, r, terminated, truncated, _ = env.step(a)
             obs.append(np.asarray(o, dtype=np.float64).reshape(-1))
             acts.append(a)
@@ -546,6 +565,17 @@ def _rollouts(env, policy, n, seed, max_steps, progress) -> Trajectories:
         term[-1] = bool(terminated)
         rows.append((np.stack(obs), np.asarray(acts), term, np.asarray(rews)))
     return _stack(rows, int(n_actions))
+
+
+def _action(value, n_actions: int, episode: int, step: int) -> int:
+    """A policy's action as an int in ``[0, n_actions)`` (an integer, a NumPy integer or a 0-d
+    integer array or tensor), else a ValueError naming the episode and the step: a float would
+    be truncated to another action, and an action out of range fails inside the environment."""
+    a = integer_scalar(value[()] if isinstance(value, np.ndarray) and value.ndim == 0 else value)
+    if a is None or not 0 <= a < n_actions:
+        raise ValueError(f"policy returned {value!r} in episode {episode}, step {step}, "
+                         f"expected an integer action in [0, {n_actions})")
+    return a
 
 
 def evaluate(env, policy: Callable, n: int, seed: int = 0, max_steps: int | None = None,

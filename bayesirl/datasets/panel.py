@@ -133,11 +133,20 @@ def read_csv_columns(path) -> CsvColumns:
     Columns whose every value parses as an integer become int64, else float64 where every value
     parses as a number, else strings. Blank lines are skipped. Raises ``ValueError`` naming the
     file and line when a row has the wrong number of fields, when two columns share a name, or
-    when the file has no header or no rows.
+    when the file has no header or no rows, or is not a UTF-8 text file (a byte-order mark, as
+    Excel writes, is skipped); a missing file raises ``FileNotFoundError``.
     """
     where = repr(os.fspath(path))
-    with open(path, newline="") as f:  # a missing file raises FileNotFoundError
-        numbered = [(k + 1, r) for k, r in enumerate(csv.reader(f)) if r]  # no blank lines
+    if os.path.isdir(path):
+        raise ValueError(f"{where} is a directory, expected a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            numbered = [(k + 1, r) for k, r in enumerate(csv.reader(f)) if r]  # no blank lines
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where} is not a UTF-8 text file (byte {e.start} is "
+                         f"{e.object[e.start:e.start + 1]!r}), expected a CSV file") from None
+    except csv.Error as e:
+        raise ValueError(f"{where} is not a readable CSV file ({e})") from None
     if not numbered:
         raise ValueError(f"{where} is empty, expected a header row and data rows")
     header = [h.strip() for h in numbered[0][1]]

@@ -24,6 +24,7 @@ import torch
 from bayesirl._validation import check_int
 from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.decisions._inputs import expert_probs, reward_draws
+from bayesirl.posterior.reward_posterior import require_draws
 
 __all__ = ["CRITERIA", "Query", "active_query"]
 
@@ -66,7 +67,9 @@ def active_query(mdp: TabularMDP, posterior, k: int = 1, criterion: str = "entro
         posterior: a :class:`~bayesirl.RewardPosterior` or reward draws ``(D, S)`` /
             ``(D, S, A)`` (then the soft expert with rationality 1).
         k: how many states, in ``[1, S - len(exclude)]``.
-        criterion: ``"entropy"`` or ``"info_gain"`` (see the module docstring).
+        criterion: ``"entropy"`` or ``"info_gain"`` (see the module docstring);
+            ``"info_gain"`` compares draws, so it needs at least 2 (a ValueError for one
+            draw, e.g. a MAP fit, where every score would be 0).
         exclude: states never returned (e.g. already asked): indices or an ``(S,)`` bool mask.
         weights: ``(D,)`` probabilities of the draws (default uniform).
 
@@ -78,8 +81,13 @@ def active_query(mdp: TabularMDP, posterior, k: int = 1, criterion: str = "entro
         raise ValueError(f"criterion is {criterion!r}, expected one of {CRITERIA}")
     S = mdp.n_states
     skip = _excluded(exclude, S, mdp.device)
+    if skip.all():
+        raise ValueError(f"exclude leaves no state to query: it excludes all {S} states")
     k = check_int("k", k, 1, S - int(skip.sum()))
     R, p = reward_draws(mdp, posterior, weights)
+    if criterion == "info_gain":
+        require_draws(R.shape[0], "active_query(criterion='info_gain')",
+                      method=getattr(posterior, "method", None))
     probs = expert_probs(mdp, posterior, R)                       # (D, [T,] S, A)
     mean = torch.einsum("d,d...->...", p, probs)
     scores = torch.special.entr(mean).sum(-1)

@@ -29,6 +29,7 @@ from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.decisions._inputs import policy_probs, reward_draws
 from bayesirl.planning.bellman import occupancy, value_iteration
 from bayesirl.planning.buffers import DRAWS_PER_PLAN
+from bayesirl.posterior.reward_posterior import require_draws
 
 __all__ = ["VaRBound", "value_at_risk_bound"]
 
@@ -77,7 +78,8 @@ def value_at_risk_bound(mdp: TabularMDP, posterior, policy, alpha: float = 0.95,
             ``mdp.initial``.
         posterior: a :class:`~bayesirl.RewardPosterior` or reward draws ``(n, S)`` /
             ``(n, S, A)``. The bound assumes the draws are independent posterior samples:
-            thin MCMC chains to about their effective sample size first.
+            thin MCMC chains to about their effective sample size first. At least 2 draws (a
+            ValueError for one, e.g. a MAP fit: a point estimate is no sample of the loss).
         policy: the evaluation policy, a :class:`~bayesirl.Plan` or probabilities ``(S, A)``
             (discounted) / ``(T, S, A)`` (finite horizon).
         alpha: quantile level in (0, 1).
@@ -90,6 +92,7 @@ def value_at_risk_bound(mdp: TabularMDP, posterior, policy, alpha: float = 0.95,
     alpha = check_probability("alpha", alpha, open_low=True, open_high=True)
     delta = check_probability("delta", delta, open_low=True, open_high=True)
     R, _ = reward_draws(mdp, posterior)
+    require_draws(R.shape[0], "value_at_risk_bound", method=getattr(posterior, "method", None))
     pi = policy_probs(mdp, policy)
     with torch.no_grad():
         evd = optimal_values(mdp, R) - torch.einsum("dsa,sa->d", R, occupancy(mdp, pi))

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from bayesirl._validation import check_probability
+from bayesirl._validation import as_tensor, check_probability
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs
 from bayesirl.planning.bellman import broadcast_reward
@@ -517,7 +517,7 @@ def _changed_rewards(posterior, world, params, reward_model) -> tuple[torch.Tens
                 raise ValueError("params['p'] would change the transition probabilities, "
                                  "which the counterfactual takes from transition_probs= or "
                                  "mdp=")
-            v = torch.as_tensor(value, dtype=draws[site].dtype)
+            v = as_tensor(f"params[{site!r}]", value, dtype=draws[site].dtype)
             try:
                 changed[site] = v.expand(D, *draws[site].shape[1:])
             except RuntimeError as e:

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import torch
 
-from bayesirl._validation import check_finite, check_probability, is_posterior
+from bayesirl._validation import as_tensor, check_finite, check_probability, is_posterior
 from bayesirl.core.mdp import TabularMDP, check_mdp
 from bayesirl.decisions._inputs import policy_probs, reward_draws
 from bayesirl.decisions._solvers import solve_columns, solve_lp
@@ -90,10 +90,14 @@ def cvar(values, alpha: float, weights=None) -> float:
     so this equals ``max_sigma sigma - E[(sigma - X)_+] / (1 - alpha)`` exactly.
     """
     alpha = check_probability("alpha", alpha, open_low=True, open_high=True)
-    x = torch.as_tensor(values, dtype=torch.float64).detach().cpu().reshape(-1)
+    x = as_tensor("values", values, dtype=torch.float64).detach().cpu()
+    if x.dim() > 1:
+        raise ValueError(f"values must have shape (D,), one value per draw, got "
+                         f"{tuple(x.shape)}")
+    x = x.reshape(-1)
     check_finite("values", x)
-    p = torch.ones_like(x) if weights is None else torch.as_tensor(
-        weights, dtype=torch.float64).detach().cpu().reshape(-1)
+    p = torch.ones_like(x) if weights is None else as_tensor(
+        "weights", weights, dtype=torch.float64).detach().cpu()
     if p.shape != x.shape or not torch.isfinite(p).all() or (p < 0).any() or p.sum() <= 0:
         raise ValueError(f"weights must be {x.numel()} non-negative numbers with a positive sum "
                          f"(one per value), got shape {tuple(p.shape)}")

@@ -36,7 +36,14 @@ import pyro
 import threadpoolctl
 import torch
 
-from bayesirl._validation import check_process_executor
+from bayesirl._validation import (
+    SEED_MAX,
+    check_int,
+    check_number,
+    check_process_executor,
+    check_seed,
+    integer_scalar,
+)
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.inference import ensemble, mcmc, svi
 from bayesirl.inference import map as map_
@@ -51,7 +58,6 @@ METHODS = ("nuts", "hmc", "svi", "map", "laplace")
 SPACES = ("auto", "reward", "value")
 GUIDES = svi.GUIDES
 _MCMC = ("nuts", "hmc")
-SEED_MAX = 2 ** 32 - 1  # the largest seed infer takes (the CLI's inference.seed, --seed)
 _SMALL = 2 ** 20  # state-action-successor-steps per Bellman sweep up to which one thread runs
 
 #: The methods each option is used by; any other method warns when it is not the default
@@ -114,11 +120,6 @@ class Fit(NamedTuple):
     settings: dict
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} is {value!r}, expected an integer >= {low}")
-
-
 def _check_flag(name, value, none: bool = False):
     """A bool (or None where ``none``): ``parallel="no"`` is a TypeError, not True."""
     if (value is None and none) or isinstance(value, (bool, np.bool_)):
@@ -126,38 +127,41 @@ def _check_flag(name, value, none: bool = False):
     raise TypeError(f"{name} is {value!r}, expected True, False" + (" or None" if none else ""))
 
 
-def _check_workers(parallel, max_workers, executor):
-    """Where chains run: ``max_workers`` None or >= 1; ``executor`` a process-based
-    ``concurrent.futures.Executor``, which ``parallel=False`` contradicts."""
+def _check_workers(parallel, max_workers, executor) -> int | None:
+    """Where chains run: ``max_workers`` None or >= 1 (returned as an int); ``executor`` a
+    process-based ``concurrent.futures.Executor``, which ``parallel=False`` contradicts."""
     if max_workers is not None:
-        _check_int("max_workers", max_workers, 1)
+        max_workers = check_int("max_workers", max_workers, 1)
     check_process_executor(executor, "chains")
     if executor is not None and parallel is False:
         raise ValueError("parallel is False but an executor was given; leave parallel unset "
                          "to run the chains on the executor")
+    return max_workers
 
 
 def _check_options(method, space, num_samples, warmup, num_chains, steps, seed,
-                   max_tree_depth, num_steps, target_accept, lr, lr_decay):
-    """The checks of infer()'s options that need nothing else (one ValueError each)."""
+                   max_tree_depth, num_steps, target_accept, lr, lr_decay) -> dict:
+    """The checks of infer()'s options that need nothing else (one error each). Returns the
+    numbers as Python ints and floats by name (NumPy scalars are numbers too)."""
     if space not in SPACES:
         raise ValueError(f"space is {space!r}, expected one of {SPACES}")
     if method not in METHODS:
         raise ValueError(f"method is {method!r}, expected one of {METHODS}")
-    for name, value, low in (("num_samples", num_samples, 1), ("warmup", warmup, 0),
-                             ("num_chains", num_chains, 1), ("steps", steps, 1),
-                             ("max_tree_depth", max_tree_depth, 1), ("num_steps", num_steps, 1)):
-        _check_int(name, value, low)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise ValueError(f"seed is {seed!r}, expected an integer in [0, 2**32)")
-    if not (isinstance(target_accept, (int, float)) and 0 < target_accept < 1):
-        raise ValueError(f"target_accept is {target_accept!r}, expected a number in (0, 1)")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr is {lr!r}, expected a finite number > 0")
-    if isinstance(lr_decay, bool) or not (isinstance(lr_decay, (int, float))
-                                          and 0 < lr_decay <= 1):
-        raise ValueError(f"lr_decay is {lr_decay!r}, expected a number in (0, 1] (the SVI "
-                         "step at the last step relative to lr; 1 keeps it constant)")
+    out = {name: check_int(name, value, low)
+           for name, value, low in (("num_samples", num_samples, 1), ("warmup", warmup, 0),
+                                    ("num_chains", num_chains, 1), ("steps", steps, 1),
+                                    ("max_tree_depth", max_tree_depth, 1),
+                                    ("num_steps", num_steps, 1))}
+    out["seed"] = check_seed("seed", seed, SEED_MAX)
+    out["target_accept"] = check_number("target_accept", target_accept, 0.0, 1.0,
+                                        low_open=True, high_open=True)
+    out["lr"] = check_number("lr", lr, 0.0, low_open=True)
+    try:
+        out["lr_decay"] = check_number("lr_decay", lr_decay, 0.0, 1.0, low_open=True)
+    except ValueError as e:
+        raise ValueError(f"{e} (the SVI step at the last step relative to lr; 1 keeps it "
+                         "constant)") from None
+    return out
 
 
 def _subsample_units(target) -> int | float:
@@ -291,13 +295,15 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
     with _threads_for(mdp):  # the checks of a small problem too (a rank, a validation)
         target = build_target(mdp, demos, reward_model, options.likelihood,
                               options.rationality)
-        _check_svi_options(target, method, guide, subsample_size, checkpoint_every)
+        _check_svi_options(target, method, guide, options.subsample_size,
+                           options.checkpoint_every)
         vectorized = _vectorized(target, options)
         _warn_unused(method, arguments, vectorized)
         start = time.perf_counter()
-        pyro.set_rng_seed(seed)
+        pyro.set_rng_seed(options.seed)
         fit = _run(target, options, vectorized)
-        settings = {"likelihood": options.likelihood, "seed": seed, "num_samples": num_samples,
+        settings = {"likelihood": options.likelihood, "seed": options.seed,
+                    "num_samples": options.num_samples,
                     "rationality": repr(options.rationality), **fit.settings,
                     "seconds": time.perf_counter() - start}
         return _posterior(target, options, fit, settings)
@@ -307,14 +313,17 @@ def _options(mdp, demos, reward_model, **kwargs) -> Options:
     """infer()'s arguments checked one by one (ValueError or TypeError naming each)."""
     kw = dict(kwargs)
     kw["warmup"] = kw["num_samples"] if kw["warmup"] is None else kw["warmup"]
-    _check_options(kw["method"], kw["space"], kw["num_samples"], kw["warmup"],
-                   kw["num_chains"], kw["steps"], kw["seed"], kw["max_tree_depth"],
-                   kw["num_steps"], kw["target_accept"], kw["lr"], kw["lr_decay"])
+    kw.update(_check_options(kw["method"], kw["space"], kw["num_samples"], kw["warmup"],
+                             kw["num_chains"], kw["steps"], kw["seed"], kw["max_tree_depth"],
+                             kw["num_steps"], kw["target_accept"], kw["lr"], kw["lr_decay"]))
     for name in ("progress", "strict", "map_init"):
         kw[name] = _check_flag(name, kw[name])
     for name in ("parallel", "dense_mass"):
         kw[name] = _check_flag(name, kw[name], none=True)
-    _check_workers(kw["parallel"], kw["max_workers"], kw["executor"])
+    kw["max_workers"] = _check_workers(kw["parallel"], kw["max_workers"], kw["executor"])
+    for name in ("subsample_size", "checkpoint_every"):  # checked with the target
+        if (value := integer_scalar(kw[name])) is not None:
+            kw[name] = value
     kw["likelihood"] = check_likelihood(kw["likelihood"])
     kw["rationality"] = check_rationality(kw["rationality"])
     if kw["checkpoint"] is not None:  # SVI's: checked now, not at its first save

@@ -22,14 +22,12 @@ The rationality ``beta`` is a fixed positive float or a prior, inferred jointly 
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 
-from bayesirl._validation import has_positive_support
+from bayesirl._validation import check_number, has_positive_support
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood_kernels import DemoLogLikelihood
@@ -53,7 +51,8 @@ def check_likelihood(likelihood) -> str:
 
 
 def check_rationality(rationality):
-    """A positive finite float, or a distribution on the positive reals."""
+    """A positive finite float (a Python or NumPy number or a 0-d real tensor, returned as a
+    float), or a distribution on the positive reals."""
     if isinstance(rationality, torch.distributions.Distribution):
         if rationality.event_shape != () or rationality.batch_shape != ():
             raise ValueError("rationality prior must be a scalar distribution, got batch_shape "
@@ -67,11 +66,14 @@ def check_rationality(rationality):
 
             rationality = _wrap(rationality, "rationality")
         return rationality
-    if isinstance(rationality, bool) or not isinstance(rationality, (int, float)) or not (
-            math.isfinite(rationality) and rationality > 0):
+    value = rationality
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and value.dtype != torch.bool:
+        value = value.item()
+    try:
+        return check_number("rationality", value, 0.0, low_open=True)
+    except ValueError:
         raise ValueError(f"rationality is {rationality!r}, expected a number > 0 or a prior "
-                         "distribution (e.g. dist.LogNormal(0., 1.))")
-    return float(rationality)
+                         "distribution (e.g. dist.LogNormal(0., 1.))") from None
 
 
 def action_log_probs(mdp: TabularMDP, reward: torch.Tensor, likelihood: str = "soft",
@@ -89,8 +91,8 @@ def action_log_probs(mdp: TabularMDP, reward: torch.Tensor, likelihood: str = "s
     r = broadcast_reward(mdp, reward)
     beta = torch.as_tensor(rationality, dtype=r.dtype, device=r.device)
     if likelihood == "soft":
-        return soft_value_iteration(mdp, beta[..., None, None] * r).log_policy
-    q = value_iteration(mdp, r).q
+        return soft_value_iteration(mdp, beta[..., None, None] * r, check=False).log_policy
+    q = value_iteration(mdp, r, check=False).q
     beta = beta[..., None, None, None] if mdp.finite_horizon else beta[..., None, None]
     return torch.log_softmax(beta * q, -1)
 

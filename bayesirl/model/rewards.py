@@ -23,7 +23,7 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistributionMixin
 from torch.distributions import constraints
 
-from bayesirl._validation import as_tensor, check_names, positive_ints
+from bayesirl._validation import as_tensor, check_int, check_names, positive_ints
 
 __all__ = ["GPReward", "LinearReward", "NeuralReward", "RewardModel", "TabularReward"]
 
@@ -216,10 +216,8 @@ class TabularReward(RewardModel):
     """
 
     def __init__(self, n_states: int, n_actions: int | None = None, prior=None):
-        for name, value in (("n_states", n_states), ("n_actions", n_actions)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"{name} is {value!r}, expected an integer >= 1")
+        n_states = check_int("n_states", n_states)
+        n_actions = None if n_actions is None else check_int("n_actions", n_actions)
         self.shape = (n_states,) if n_actions is None else (n_states, n_actions)
         self.prior = _check_prior("prior", dist.Normal(0.0, 1.0) if prior is None else prior,
                                   self.shape)

@@ -16,7 +16,7 @@ import torch
 
 from bayesirl._validation import ArgumentTypeError, check_int, check_probability
 from bayesirl.plots.common import as_numpy, new_axes
-from bayesirl.posterior.continuous import credible_band
+from bayesirl.posterior.continuous import ContinuousPosterior, credible_band
 
 __all__ = ["plot_reward_slice", "reward_slice"]
 
@@ -38,6 +38,11 @@ def reward_slice(posterior, dims=(0, 1), action: int | None = None, fixed=None, 
             successor of each grid point when known (a simulator, a known model); default the
             posterior's one-step model of the data.
     """
+    if not isinstance(posterior, ContinuousPosterior):
+        raise ArgumentTypeError(f"posterior must be a ContinuousPosterior (of a value-space "
+                                f"model on continuous observations), got "
+                                f"{type(posterior).__name__}; a tabular posterior's reward is "
+                                "drawn by plot_reward")
     data = posterior.data
     D = data.obs_dim
     if np.ndim(dims) != 1 or len(dims) != 2:

@@ -12,8 +12,10 @@ import warnings
 
 import numpy as np
 
+from bayesirl._validation import check_int
 from bayesirl.plots.common import as_numpy, new_axes
 from bayesirl.posterior import arviz_io
+from bayesirl.posterior.reward_posterior import require_draws
 
 __all__ = ["plot_diagnostics", "plot_elbo", "plot_posterior"]
 
@@ -51,11 +53,16 @@ def plot_posterior(posterior, kind: str = "trace", var_names=None, axes=None, **
     and two on 1.x (labels, intervals; their y axes are shared). ArviZ 1.x has no axes
     argument: its plot is laid out on these in place of a figure of its own (any number of
     axes of the right size, in row-major order; a wrong number raises ``ValueError`` naming
-    the rows x columns it needs), and ``axes`` is returned as an array.
+    the rows x columns it needs), and ``axes`` is returned as an array. ``var_names`` must
+    name variables of the posterior group (a ValueError lists them). A posterior of one draw
+    (a MAP fit) has nothing to plot: a ValueError.
     """
     if kind not in ("trace", "rank", "forest"):
         raise ValueError(f"kind is {kind!r}, expected 'trace', 'rank' or 'forest'")
     idata = _idata(posterior)
+    sizes = idata.posterior.sizes
+    require_draws(sizes.get("chain", 1) * sizes.get("draw", 1), "plot_posterior",
+                  method=getattr(posterior, "method", None))
     if var_names is None:
         params = getattr(posterior, "params", None)
         var_names = list(params) if params else [v for v in idata.posterior.data_vars
@@ -103,14 +110,16 @@ def plot_diagnostics(posterior, max_params: int = 6, axes=None):
     Drawn with matplotlib (R-hat from ArviZ), so it draws on given ``axes`` with any ArviZ.
     ``posterior``: anything with per-chain draws ``params`` ``{site: (chains, draws, ...)}``:
     a :class:`~bayesirl.RewardPosterior`, a hierarchical or a preference posterior (one
-    expert's ``hier.expert(e)`` has none: pass ``hier``). Returns the ``(k, 3)`` array of axes.
+    expert's ``hier.expert(e)`` has none: pass ``hier``), with at least 4 draws per chain.
+    ``max_params`` >= 1. Returns the ``(k, 3)`` array of axes.
     """
+    max_params = check_int("max_params", max_params)
     draws = _scalar_draws(posterior)
     if not draws:
         raise ValueError("the posterior has no parameter draws")
     C, D = next(iter(draws.values())).shape
-    if D < 4:
-        raise ValueError(f"diagnostics need several draws per chain, got {D}")
+    require_draws(D, "plot_diagnostics", 4, method=getattr(posterior, "method", None),
+                  per_chain=True)
     names = list(draws)
     if C > 1:
         with warnings.catch_warnings():

@@ -27,8 +27,8 @@ with warnings.catch_warnings():  # ArviZ 0.2x announces its 1.0 refactor on impo
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["ARVIZ_1", "bfmi", "from_groups", "group_names", "load_netcdf", "plot",
-           "read_fit_extras", "write_fit_extras"]
+__all__ = ["ARVIZ_1", "bfmi", "check_var_names", "from_groups", "group_names", "load_netcdf",
+           "plot", "read_fit_extras", "write_fit_extras"]
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 """True for ArviZ >= 1.0 (``xarray.DataTree``), False for 0.x (``arviz.InferenceData``)."""
@@ -145,6 +145,28 @@ def read_fit_extras(group, tensor) -> dict:
     return extra
 
 
+def check_var_names(var_names, available) -> list[str]:
+    """``var_names`` (a name or a list of names; ``"~name"`` leaves a variable out, as in
+    ArviZ) as the list of the ``available`` variables it selects; a ValueError naming a name
+    that is not among them, and listing them, instead of ArviZ's KeyError."""
+    available = list(available)
+    names = [var_names] if isinstance(var_names, str) else var_names
+    try:
+        names = list(names)
+    except TypeError:
+        raise TypeError(f"var_names must be a variable name or a list of names, got "
+                        f"{type(var_names).__name__}") from None
+    for name in names:
+        if not isinstance(name, str) or name.removeprefix("~") not in available:
+            raise ValueError(f"var_names has {name!r}, expected names from {available}")
+    dropped = {n[1:] for n in names if n.startswith("~")}
+    kept = [n for n in names if not n.startswith("~")] or available
+    out = [n for n in kept if n not in dropped]
+    if not out:
+        raise ValueError(f"var_names {names!r} leaves no variable of {available}")
+    return out
+
+
 _PLOTS_1 = {"trace": "plot_trace_dist", "rank": "plot_rank", "forest": "plot_forest"}
 _ONTO_AXES = threading.Lock()  # one plot at a time swaps arviz_plots' grid maker for axes
 
@@ -158,7 +180,11 @@ def plot(kind: str, data, var_names, axes=None, **kwargs):
     the plot is laid out on them instead (see :func:`_onto_axes`): as many axes as ArviZ's grid
     has plots, e.g. ``(n_variables, 2)`` for the trace, one per scalar component for the rank
     plot and two (labels, intervals) for the forest; this returns ``axes`` as an array.
+    ``var_names`` must name variables of ``data.posterior`` (:func:`check_var_names`) unless
+    ``filter_vars`` asks ArviZ to match them.
     """
+    if kwargs.get("filter_vars") is None:
+        var_names = check_var_names(var_names, data.posterior.data_vars)
     if not ARVIZ_1:
         if kind == "trace":
             return az.plot_trace(data, var_names=var_names, axes=axes, **kwargs)

@@ -188,7 +188,9 @@ class ContinuousPosterior(ChainDraws):
     # num_chains, num_draws, samples ({"w": (chains * draws, P)}), reward() ((chains * draws, M)
     # at the data's transitions) and mean_reward() ((M,)) come from ChainDraws.
     def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
-        """Equal-tailed ``prob`` interval of the rewards at the data, ``(lower, upper)``."""
+        """Equal-tailed ``prob`` interval of the rewards at the data, ``(lower, upper)``;
+        needs at least two draws (a MAP's interval would have width 0)."""
+        self.require_draws("credible_interval()")
         band = credible_band(self.reward(), prob)
         return band.lower, band.upper
 

@@ -71,9 +71,14 @@ def _fsync_folder(folder: str) -> None:
 def atomic_write(path, write) -> None:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``, then fsync it and rename it
     to ``path``. The temporary file is removed on any exception; leftovers of killed writers of
-    ``path`` are removed first."""
+    ``path`` are removed first. A ``path`` whose folder does not exist, or that is a folder,
+    raises naming it (not the temporary file)."""
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: its folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
     for old in stale_temporaries(path):
         with contextlib.suppress(OSError):
             os.remove(old)

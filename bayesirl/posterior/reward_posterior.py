@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from bayesirl._validation import as_tensor
+from bayesirl._validation import SEED_MAX, as_tensor, check_int, check_seed
 from bayesirl.core.demos import Demonstrations, rollouts
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import (
@@ -28,6 +28,7 @@ from bayesirl.planning.bellman import _check_mdp, broadcast_reward
 from bayesirl.planning.buffers import DRAWS_PER_PLAN
 from bayesirl.posterior.arviz_io import (
     az,
+    check_var_names,
     from_groups,
     load_netcdf,
     read_fit_extras,
@@ -37,12 +38,27 @@ from bayesirl.posterior.bands import equal_tailed_interval
 from bayesirl.posterior.diagnostics import check_convergence
 from bayesirl.posterior.files import atomic_write
 
-__all__ = ["RewardPosterior"]
+__all__ = ["RewardPosterior", "require_draws"]
 
 _FORMAT = "bayesirl.RewardPosterior/1"
 #: attributes of the posterior group that every saved posterior has
 _ATTRS = ("bayesirl_format", "method", "settings", "incomplete", "mdp_fingerprint",
           "param_dims", "param_coords")
+
+
+def require_draws(n: int, what: str, at_least: int = 2, *, method: str | None = None,
+                  per_chain: bool = False) -> None:
+    """The one rule for tools that need posterior draws, not one point: raise a ValueError
+    naming ``what`` when there are fewer than ``at_least`` draws (``n``; draws per chain with
+    ``per_chain``). A spread, a quantile, a trace or an information gain over one draw (a MAP
+    fit) would be zero or meaningless, not an answer. ``method`` names what made the draws."""
+    if n >= at_least:
+        return
+    unit = "draws per chain" if per_chain else "posterior draws"
+    got = f"the method={method!r} posterior has {n}" if method else f"got {n}"
+    hint = ("; a MAP fit is one point estimate: use method='laplace', 'svi' or 'nuts' for draws"
+            if method == "map" else "")
+    raise ValueError(f"{what} needs at least {at_least} {unit}, {got}{hint}")
 
 
 def _chunked(fn, x, *rest):
@@ -88,6 +104,12 @@ class ChainDraws:
     def mean_reward(self) -> torch.Tensor:
         """Posterior mean reward, ``event``-shaped: ``(S, A)`` or ``(M,)``."""
         return self.reward().mean(0)
+
+    def require_draws(self, what: str, at_least: int = 2) -> None:
+        """Raise a ValueError naming ``what`` (a tool that needs a spread of draws) when this
+        posterior has fewer than ``at_least`` draws, e.g. a MAP fit (:func:`require_draws`)."""
+        require_draws(self.num_chains * self.num_draws, what, at_least,
+                      method=getattr(self, "method", None))
 
 
 class RewardPosterior(ChainDraws):
@@ -163,9 +185,11 @@ class RewardPosterior(ChainDraws):
         if demos is not None and not isinstance(demos, Demonstrations):
             raise TypeError(f"demos must be Demonstrations or None, got {type(demos).__name__}")
         likelihood = check_likelihood(likelihood)
-        if isinstance(check_rationality(rationality), torch.distributions.Distribution):
+        checked = check_rationality(rationality)
+        if isinstance(checked, torch.distributions.Distribution):
             raise TypeError("rationality must be a number > 0 here (reward draws carry no "
                             f"rationality draws), got {type(rationality).__name__}")
+        rationality = checked  # a float (np.float32(2.0) too): settings keep its repr
         r = as_tensor("reward_draws", reward_draws, mdp.dtype, mdp.device)
         S, A = mdp.n_states, mdp.n_actions
         if r.dim() not in (2, 3) or r.shape[1] != S or (r.dim() == 3 and r.shape[2] != A) or (
@@ -188,7 +212,9 @@ class RewardPosterior(ChainDraws):
     # ------------------------------------------------------------------ accessors
     def credible_interval(self, prob: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
         """Equal-tailed ``prob`` interval of the reward: ``(lower, upper)``, each ``(S, A)``
-        (:func:`~bayesirl.posterior.bands.equal_tailed_interval` over the draws)."""
+        (:func:`~bayesirl.posterior.bands.equal_tailed_interval` over the draws); a ValueError
+        for a posterior of one draw (a MAP fit), whose interval would have width 0."""
+        self.require_draws("credible_interval()")
         return equal_tailed_interval(self.reward(), prob)
 
     def _need_mdp(self, what):
@@ -218,10 +244,12 @@ class RewardPosterior(ChainDraws):
 
     def predictive(self, n: int, seed: int = 0, length: int | None = None) -> Demonstrations:
         """``n`` posterior-predictive demonstrations: each from the expert policy of a random
-        posterior draw (drawn with ``seed``)."""
+        posterior draw (drawn with ``seed``, an integer in ``[0, 2**32)`` as ``infer`` takes;
+        demonstration ``j`` is rolled out with the seed ``seed * 100_003 + j``, which stays far
+        below the ``2**64`` a ``torch.Generator`` takes)."""
         mdp = self._need_mdp("predictive()")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n is {n!r}, expected an integer >= 1")
+        n = check_int("n", n)
+        seed = check_seed("seed", seed, SEED_MAX)
         g = torch.Generator().manual_seed(seed)
         idx = torch.randint(self.reward().shape[0], (n,), generator=g)
         likelihood = self.settings.get("likelihood", "soft")
@@ -298,13 +326,18 @@ class RewardPosterior(ChainDraws):
         component named as ArviZ names it (``theta[cell(0,1)]``).
 
         Several draws: ArviZ's summary (``az.summary``; keyword arguments go there), with the
-        convergence columns (R-hat, ESS) only from two chains on, as R-hat needs two. A point
+        convergence columns (R-hat, ESS) only from two chains on, as R-hat needs two.
+        ``var_names`` must name sites of the posterior or ``reward`` (a ValueError lists
+        them; ``"~name"`` leaves one out, as in ArviZ). A point
         estimate (MAP, or any single draw): columns ``estimate`` and, where :attr:`extra` has
         ``standard_errors``, ``se``, the standard error in the parameter's units: no sd of a
         single draw, so no NaN columns and no ArviZ warnings.
         """
+        point = self.num_chains * self.num_draws == 1
         names = var_names if var_names is not None else (list(self.params) or ["reward"])
-        if self.num_chains * self.num_draws == 1:
+        if var_names is not None and (point or kwargs.get("filter_vars") is None):
+            names = check_var_names(var_names, [*self.params, "reward"])
+        if point:
             return self._point_summary(names)
         if self.num_chains < 2:
             kwargs.setdefault("kind", "stats")
@@ -319,11 +352,8 @@ class RewardPosterior(ChainDraws):
         for name in names:
             if name == "reward":
                 value, dims = self.rewards[0, 0], ("state", "action")
-            elif name in self.params:
+            else:  # a name of self.params (summary checked var_names)
                 value, dims = self.params[name][0, 0], self.dims.get(name, ())
-            else:
-                raise ValueError(f"var_names has {name!r}, expected names from "
-                                 f"{sorted(self.params) + ['reward']}")
             value = value.detach().cpu().double().numpy()
             se = errors.get(name)
             se = None if se is None else torch.as_tensor(se).detach().cpu().double().numpy()
