@@ -23,6 +23,7 @@ __all__ = [
     "SEED_MAX",
     "ArgumentTypeError",
     "as_tensor",
+    "bool_tensor",
     "check_choice",
     "check_distribution_rows",
     "check_finite",
@@ -263,6 +264,21 @@ def check_indices(name: str, t: torch.Tensor, n: int | None = None, what: str = 
         idx = first_bad(bad)
         expected = "a non-negative index" if n is None else f"{what} index in [0, {n})"
         raise ValueError(f"{name}{fmt_index(idx)} is {t[idx].item()}, expected {expected}")
+
+
+def bool_tensor(name: str, value, device) -> torch.Tensor:
+    """``value`` as a bool tensor: bools, or 0/1 (anything else, strings included, is an
+    ArgumentTypeError naming ``name``)."""
+    try:
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError):
+        shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
+        raise ArgumentTypeError(f"{name} must be boolean (or 0/1), got {shown}") from None
+    if t.dtype != torch.bool:
+        if t.dtype.is_complex or not ((t == 0) | (t == 1)).all():
+            raise ArgumentTypeError(f"{name} must be boolean (or 0/1), got dtype {t.dtype}")
+        t = t != 0
+    return t.to(device)
 
 
 def select_rows(idx, n: int, what: str, whats: str, device=None) -> torch.Tensor:

@@ -29,6 +29,7 @@ import torch
 
 from bayesirl._validation import (
     as_tensor,
+    bool_tensor,
     check_finite,
     check_indices,
     check_number,
@@ -37,7 +38,6 @@ from bayesirl._validation import (
     select_rows,
 )
 from bayesirl.core.demos import Demonstrations, check_prefix_mask
-from bayesirl.core.trajectories import bool_tensor
 
 __all__ = ["Preferences"]
 

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from bayesirl._validation import (
     ArgumentTypeError,
     as_tensor,
+    bool_tensor,
     check_indices,
     check_int,
     check_number,
@@ -63,21 +64,6 @@ class Transitions(NamedTuple):
     terminals: torch.Tensor
     trajectory: torch.Tensor
     step: torch.Tensor
-
-
-def bool_tensor(name: str, value, device) -> torch.Tensor:
-    """``value`` as a bool tensor: bools, or 0/1 (anything else, strings included, is an
-    ArgumentTypeError naming ``name``)."""
-    try:
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-    except (TypeError, ValueError, RuntimeError):
-        shown = repr(value) if len(repr(value)) <= 40 else type(value).__name__
-        raise ArgumentTypeError(f"{name} must be boolean (or 0/1), got {shown}") from None
-    if t.dtype != torch.bool:
-        if t.dtype.is_complex or not ((t == 0) | (t == 1)).all():
-            raise ArgumentTypeError(f"{name} must be boolean (or 0/1), got dtype {t.dtype}")
-        t = t != 0
-    return t.to(device)
 
 
 def _check_finite_on(name: str, t: torch.Tensor, mask: torch.Tensor) -> None:
