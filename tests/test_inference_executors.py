@@ -293,6 +293,8 @@ class Marking(birl.LinearReward):
 
 
 if __name__ == "__main__":
+    import faulthandler, signal
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # _finish asks for the stacks
     warnings.simplefilter("ignore")
     mdp = tiny_chain_mdp()
     demos = simulate_demos(mdp, mdp.reward, 10, seed=0)
@@ -383,8 +385,21 @@ def _alive(pid):
         return False
 
 
-def _finish(proc):
-    out, err = proc.communicate(timeout=300)
+def _finish(proc, timeout=300):
+    """The interrupted script's ``(stdout, stderr)`` once it exits. Should it hang (the full
+    slow run once saw these scripts never return), fail with its threads' stacks (the script
+    registers faulthandler on SIGUSR1) and its children's states, not a bare timeout."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        children = {pid: (_stat(pid)[0] if _alive(pid) else "gone") for pid in _children(proc)}
+        os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the interrupted script did not return in {timeout} s; children (pid: "
+                    f"state) {children}; stdout:\n{out[-2000:]}\nstderr, with the stacks:\n"
+                    f"{err[-6000:]}")
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     return out, err
