@@ -9,6 +9,7 @@ The text is written line by line in the order a person would (``name``, ``[envir
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 
 
@@ -49,3 +50,17 @@ def sweep_spec(num: int = 20) -> str:
         reward={"model": "linear", "prior": {"family": "normal", "loc": 0.0, "scale": 1.0}},
         inference={"method": "nuts", "num_samples": num, "warmup": num, "num_chains": 2,
                    "parallel": False})
+
+
+class InlineExecutor(concurrent.futures.Executor):
+    """Runs each submitted call at once in this process, its result or error in the returned
+    future: a stand-in for a worker process, so that a test sees the state the call runs in
+    (one home for the tests of chains, sweeps and jobs on a given executor)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except Exception as e:
+            future.set_exception(e)
+        return future

@@ -17,6 +17,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import InlineExecutor
 
 import bayesirl as birl
 from bayesirl.inference import executors
@@ -30,18 +31,6 @@ def _infer(chain_problem, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)
         return birl.infer(mdp, demos, model, **{**KW, **kwargs})
-
-
-class InlineExecutor(concurrent.futures.Executor):
-    """An executor that runs each job as it is submitted, in this process."""
-
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
-
-    def submit(self, fn, /, *args, **kwargs):
-        future = concurrent.futures.Future()
-        future.set_result(fn(*args, **kwargs))
-        return future
 
 
 # ---------------------------------------------------------------------------- where chains run
@@ -83,26 +72,20 @@ def test_a_jobs_own_error_comes_back_from_a_given_executor():
     """In a fresh process, where nothing has imported concurrent.futures.process yet: the
     except clause for a broken local pool once raised AttributeError over the job's error."""
     code = textwrap.dedent("""
-        import concurrent.futures, math
+        import math
         from bayesirl.inference import executors
-
-        class Inline(concurrent.futures.Executor):
-            def submit(self, fn, /, *args, **kwargs):
-                future = concurrent.futures.Future()
-                try:
-                    future.set_result(fn(*args, **kwargs))
-                except Exception as e:
-                    future.set_exception(e)
-                return future
+        from helpers import InlineExecutor
 
         try:
             executors.run_jobs(math.sqrt, [4.0, -1.0], parallel=True, ends_run=lambda r: False,
-                               executor=Inline())
+                               executor=InlineExecutor())
         except ValueError as e:
             print("the job's error:", e)
     """)
+    tests = os.path.dirname(os.path.abspath(__file__))  # where helpers.py is
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, env={**os.environ, "PYTHONPATH": path})
     assert out.returncode == 0, out.stderr
     assert "the job's error: math domain error" in out.stdout
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import sweep_spec, tiny_spec
+from helpers import InlineExecutor, sweep_spec, tiny_spec
 
 from bayesirl.cli.app import main
 from bayesirl.cli.spec import SpecError
@@ -155,19 +155,6 @@ def test_a_failing_cell_is_reported_and_the_others_finish(spec, tmp_path):
     assert result.table.loc[bad, "error"] == result.failed[bad]
     assert (out / "demonstrations.length=4" / "cell.json").is_file()
     assert not (out / bad / "cell.json").exists()
-
-
-class InlineExecutor(concurrent.futures.Executor):
-    """Runs each submitted call at once in this process (a stand-in for a worker process, so
-    that a test can see the state the call runs in)."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future = concurrent.futures.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except Exception as e:
-            future.set_exception(e)
-        return future
 
 
 def test_cells_sent_to_an_executor_run_on_one_thread_as_one_thread_jobs(spec, monkeypatch):
