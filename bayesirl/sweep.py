@@ -40,7 +40,6 @@ processes on 127.0.0.1); ``Client(local_cluster(2)).get_executor()`` is an execu
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
@@ -62,7 +61,7 @@ import torch
 from bayesirl._validation import check_process_executor
 from bayesirl.cli.build import build, fast_mode, unused_options
 from bayesirl.cli.spec import Spec, SpecError, load_spec, parse_spec, tomllib
-from bayesirl.inference.executors import one_thread
+from bayesirl.inference.executors import as_completed, one_thread
 from bayesirl.inference.facade import infer
 from bayesirl.inference.target import digest
 from bayesirl.metrics import epic_distance, expected_value_difference
@@ -560,7 +559,7 @@ def _run_tasks(tasks: list[CellTask], executor):
                 from None
     futures = {executor.submit(_run_cell_on_one_thread, task): task for task in tasks}
     try:
-        for future in concurrent.futures.as_completed(futures):
+        for future in as_completed(futures):  # sees a Ctrl-C that landed on another thread
             try:
                 yield future.result()
             except Exception as e:  # the cell failed (or its worker was lost for good)

@@ -109,7 +109,8 @@ def test_a_jobs_error_is_raised_at_once_and_the_other_jobs_stopped():
     failed.set_exception(ValueError("chain 0 failed"))
     start = time.monotonic()
     with pytest.raises(ValueError, match="chain 0 failed"):
-        executors._gather([failed, running, queued], stop, False, stoppable=True)
+        executors._gather([failed, running, queued], stop, executors._Presses(),
+                          stoppable=True)
     assert time.monotonic() - start < 5
     assert stop.is_set() and queued.cancelled()
     worker.join(10)
@@ -148,6 +149,88 @@ def test_a_failing_chain_process_ends_the_run_without_waiting_for_the_others(
                            max_workers=2)
     assert time.monotonic() - start < 90
     assert multiprocessing.active_children() == []
+
+
+def _press_on_another_thread(ready):
+    """Once ``ready()``, a Ctrl-C delivered to a helper thread (which does not block SIGINT),
+    not to the main thread: the kernel hands a process-directed signal to any such thread
+    (a torch or BLAS thread, say), and Python then runs the handler in the main thread only
+    when that thread next runs bytecode."""
+    def press():
+        while not ready():
+            time.sleep(0.01)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    threading.Thread(target=press, daemon=True).start()
+
+
+needs_pthread_kill = pytest.mark.skipif(not hasattr(signal, "pthread_kill"),
+                                        reason="signals a thread (POSIX)")
+
+
+@needs_pthread_kill
+@pytest.mark.parametrize("handler", ["python's default", "one that raises (the CLI's)"])
+def test_a_ctrl_c_handled_on_another_thread_still_ends_the_wait(handler):
+    """The full slow run hung twice: the main thread sat in an untimed wait for the chains,
+    which sampled on, because the Ctrl-C had landed on another thread and the main thread
+    never ran Python's handler. The wait now wakes to look. Jobs on a given executor cannot
+    be asked to stop, so the first press abandons them; here they would run 10 s."""
+    started, release = [], threading.Event()
+
+    def job(i):
+        started.append(i)
+        return release.wait(10)
+
+    def raising(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler
+                             if handler == "python's default" else raising)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            _press_on_another_thread(lambda: len(started) == 2)
+            start = time.monotonic()
+            ran = executors.run_jobs(job, [0, 1], parallel=True, ends_run=lambda r: False,
+                                     executor=pool)
+            elapsed = time.monotonic() - start
+            release.set()
+        installed = signal.getsignal(signal.SIGINT)
+    finally:
+        release.set()
+        signal.signal(signal.SIGINT, previous)
+    assert elapsed < 5, elapsed
+    assert ran.interrupted and ran.abandoned == 2 and ran.results == [None, None]
+    assert installed is (signal.default_int_handler if handler == "python's default"
+                         else raising)  # the handler is restored (or was never replaced)
+
+
+@needs_pthread_kill
+def test_waiting_for_futures_as_they_finish_sees_a_ctrl_c_on_another_thread():
+    """What a sweep waits with: a Ctrl-C that landed on another thread (a Dask client's) is
+    raised within the poll, not when the next cell finishes (here in 10 s)."""
+    futures = [concurrent.futures.Future() for _ in range(2)]
+    finish = threading.Timer(10, lambda: [f.set_result(None) for f in futures])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        finish.start()
+        start = time.monotonic()
+        _press_on_another_thread(lambda: time.monotonic() > start + 0.5)  # once waiting
+        with pytest.raises(KeyboardInterrupt):
+            for _ in executors.as_completed(futures):
+                pass
+        elapsed = time.monotonic() - start
+    finally:
+        finish.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert elapsed < 5, elapsed
+
+
+def test_futures_come_back_as_they_finish():
+    futures = [concurrent.futures.Future() for _ in range(3)]
+    futures[2].set_result(2)
+    threading.Timer(0.3, lambda: futures[0].set_result(0)).start()
+    threading.Timer(0.6, lambda: futures[1].set_result(1)).start()
+    assert [f.result() for f in executors.as_completed(futures)] == [2, 0, 1]
 
 
 def test_a_job_run_in_this_process_gives_its_threads_back():
@@ -469,6 +552,66 @@ if __name__ == "__main__":
                              max_workers=2)
     print("returned", ran.abandoned, round(time.monotonic() - start), flush=True)
 """
+
+
+STOPPABLE = """\
+import os, time
+from bayesirl.inference import executors
+
+
+def job(i):
+    \"\"\"Runs until asked to stop, as a chain does (120 s at most); returns its iterations.\"\"\"
+    open(os.path.join(os.environ["MARKS"], f"started-{i}"), "w").close()
+    for n in range(12000):
+        if executors.stop_requested():
+            return n
+        time.sleep(0.01)
+    return -1
+"""
+
+PRESSED_ELSEWHERE = """\
+import os, signal, threading, time
+from bayesirl.inference import executors
+from stoppable import job
+
+if __name__ == "__main__":
+    def press():  # as the kernel may: a Ctrl-C to a thread other than the main one
+        while len(os.listdir(os.environ["MARKS"])) < 2:
+            time.sleep(0.05)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    threading.Thread(target=press, daemon=True).start()
+    ran = executors.run_jobs(job, [0, 1], parallel=True, ends_run=lambda r: False,
+                             max_workers=2)
+    print("returned", ran.interrupted, *ran.results, flush=True)
+"""
+
+
+@needs_pthread_kill
+@pytest.mark.slow  # two processes each import torch
+def test_a_ctrl_c_on_another_thread_stops_the_local_pools_jobs(tmp_path):
+    """The hang of the full slow run, made certain: the press lands on a helper thread while
+    the main thread waits for a local pool. The jobs are asked to stop and their results
+    come back (it waited, with the jobs running, until killed)."""
+    (tmp_path / "marks").mkdir()
+    (tmp_path / "stoppable.py").write_text(STOPPABLE)
+    (tmp_path / "pressed.py").write_text(PRESSED_ELSEWHERE)
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "pressed.py")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, start_new_session=True,
+                            env={**os.environ, "MARKS": str(tmp_path / "marks"),
+                                 "PYTHONPATH": path})
+    try:
+        out, err = proc.communicate(timeout=100)  # the jobs alone would run 120 s
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-3000:]
+    returned = out.split()
+    assert returned[:2] == ["returned", "True"], out
+    assert all(int(n) >= 0 for n in returned[2:]) and len(returned) == 4, out
 
 
 @needs_proc

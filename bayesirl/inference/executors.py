@@ -25,6 +25,15 @@ far, come back as usual. A second Ctrl-C changes nothing; a third stops waiting 
 jobs still finishing. Jobs on a given executor cannot be asked to stop: the first Ctrl-C keeps
 what has finished and abandons the rest.
 
+While the jobs run, Python's default SIGINT handler is replaced by one that only counts the
+presses (:class:`_Presses`), and the wait wakes every :data:`_POLL` seconds to read the count.
+Both are needed. The kernel may hand a Ctrl-C to any thread that does not block it (a torch or
+BLAS thread), and Python then runs its handler in the main thread only when that thread next
+executes bytecode: a main thread blocked in an untimed wait never does, and the run hung with
+its chains sampling on. And a KeyboardInterrupt raised inside ``concurrent.futures`` (taking the
+futures' locks, submitting) can leave its state half-changed. A handler other than Python's
+default (the CLI's) is left in place, and its KeyboardInterrupt caught as before.
+
 Errors. The first job to fail ends the run as soon as its error comes back, not after the
 other jobs' full runs: the jobs not started are cancelled, the local workers asked to stop as
 after a Ctrl-C (the pool closes once they have, after their current iteration), and the error
@@ -54,13 +63,14 @@ from dataclasses import dataclass
 import threadpoolctl
 import torch
 
-__all__ = ["Ran", "note", "one_thread", "one_thread_job", "run_jobs", "stop_requested",
-           "usable_cores"]
+__all__ = ["Ran", "as_completed", "note", "one_thread", "one_thread_job", "run_jobs",
+           "stop_requested", "usable_cores"]
 
 _STOP = None  # in a local pool's worker: the Event its parent sets after a Ctrl-C
 _ONE_THREAD = False  # while this process runs a job on one thread (one_thread())
 _PR_SET_PDEATHSIG = 1
 _ABANDON_AFTER = 3  # Ctrl-C presses after which the jobs still running are dropped
+_POLL = 0.1  # seconds between looks at the Ctrl-C count while waiting for jobs
 
 
 def note(message: str) -> None:
@@ -227,39 +237,67 @@ def _start_context(job):
 @contextlib.contextmanager
 def _children_without_sigint():
     """Processes started inside begin with SIGINT blocked (a blocked signal stays blocked
-    across ``exec``), so Ctrl-C never interrupts their start-up; a Ctrl-C to this process
-    meanwhile is held and raised as KeyboardInterrupt on leaving."""
+    across ``exec``), so Ctrl-C never interrupts their start-up. A Ctrl-C to this process
+    meanwhile is held by the kernel and delivered on leaving (or handled at once, should the
+    kernel hand it to another thread): run this inside :func:`_counting_presses`, whose
+    handler only counts it."""
     if (threading.current_thread() is not threading.main_thread()
             or not hasattr(signal, "pthread_sigmask")):
         yield
         return
-    held = []
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not None:
-        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-    if held:
-        raise KeyboardInterrupt
+
+
+class _Presses:
+    """The Ctrl-C presses received while jobs run: a SIGINT handler that counts them and
+    raises nothing (``caught`` adds those that came as a KeyboardInterrupt from a handler left
+    in place)."""
+
+    def __init__(self):
+        self.counted = 0
+        self.caught = 0
+
+    def __call__(self, signum, frame):
+        self.counted += 1
+
+    @property
+    def count(self) -> int:
+        return self.counted + self.caught
+
+
+@contextlib.contextmanager
+def _counting_presses():
+    """Inside, Python's default SIGINT handler is replaced by a :class:`_Presses` (yielded),
+    restored on leaving; another handler (the CLI's, one that ignores) is left as it is, and
+    the main thread alone can have one (elsewhere the yielded count stays 0)."""
+    presses = _Presses()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield presses
+        return
+    previous = signal.signal(signal.SIGINT, presses)
+    try:
+        yield presses
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # ---------------------------------------------------------------------------- running
-def _gather(futures: list, stop, interrupted: bool, stoppable: bool) -> Ran:
+def _gather(futures: list, stop, presses: _Presses, stoppable: bool) -> Ran:
     """Wait for ``futures``, surviving Ctrl-C (see the module doc); ``stop`` is the local
-    pool's event (None on a given executor), ``stoppable`` whether running jobs honour it.
+    pool's event (None on a given executor), ``presses`` the Ctrl-C count so far (from
+    :func:`_counting_presses`), ``stoppable`` whether running jobs honour ``stop``.
 
     A job's error is raised as soon as it comes back (the first to fail; before any Ctrl-C):
     the jobs not started are cancelled and the running ones asked to stop as after a Ctrl-C
     (a local pool's shutdown then waits the one iteration they take to stop), rather than
     the error waiting for every other job's full run."""
-    presses = int(interrupted)
     pending = set(futures)
-    abandoned = 0
+    abandoned = handled = 0
 
     def stop_the_rest():
         for f in futures:
@@ -267,25 +305,27 @@ def _gather(futures: list, stop, interrupted: bool, stoppable: bool) -> Ran:
         if stop is not None:
             stop.set()
 
-    if interrupted:
-        stop_the_rest()
-    while pending:
-        if presses >= (_ABANDON_AFTER if stoppable else 1):
+    while True:
+        if presses.count > handled:
+            handled = presses.count
+            stop_the_rest()
+        if not pending:
+            break
+        if presses.count >= (_ABANDON_AFTER if stoppable else 1):
             abandoned = sum(1 for f in pending if not f.cancelled())
             break
-        try:
+        try:  # timed: an untimed wait may never see a Ctrl-C (the module doc)
             done, pending = concurrent.futures.wait(
-                pending, return_when=concurrent.futures.FIRST_EXCEPTION)
-        except KeyboardInterrupt:
-            presses += 1
-            stop_the_rest()
+                pending, timeout=_POLL, return_when=concurrent.futures.FIRST_EXCEPTION)
+        except KeyboardInterrupt:  # from a SIGINT handler left in place
+            presses.caught += 1
             continue
         failed = [f for f in futures if f in done and not f.cancelled() and f.exception()]
-        if failed and not presses:  # after a Ctrl-C the stopped jobs' draws are wanted
+        if failed and not presses.count:  # after a Ctrl-C the stopped jobs' draws are wanted
             stop_the_rest()
             _result(failed[0])  # raises its error
     results = [None if f.cancelled() or not f.done() else _result(f) for f in futures]
-    return Ran(results, presses > 0, abandoned)
+    return Ran(results, presses.count > 0, abandoned)
 
 
 def _result(future):
@@ -312,29 +352,53 @@ def _sequential(fn, jobs, ends_run) -> Ran:
     return Ran(results + [None] * (len(jobs) - len(results)), interrupted)
 
 
+def _submit(submit, fn, jobs, presses: _Presses) -> list:
+    """The futures of ``jobs`` submitted through ``submit``, until a Ctrl-C (counted in
+    ``presses``): the jobs after it are not started."""
+    futures = []
+    try:
+        for job in jobs:
+            if presses.count:
+                break
+            futures.append(submit(_in_worker, fn, job))
+    except KeyboardInterrupt:  # from a SIGINT handler left in place
+        presses.caught += 1
+    return futures
+
+
 def _local_pool(fn, jobs, context, max_workers: int) -> Ran:
     stop = context.Event()
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers, mp_context=context, initializer=_init_worker,
         initargs=(stop, os.getpid()))
-    futures, interrupted, abandoned = [], False, False
+    abandoned = False
     try:
-        try:
+        with _counting_presses() as presses:
             with _children_without_sigint():
-                for job in jobs:
-                    futures.append(pool.submit(_in_worker, fn, job))
-        except KeyboardInterrupt:
-            interrupted = True
-        ran = _gather(futures, stop, interrupted, stoppable=True)
+                futures = _submit(pool.submit, fn, jobs, presses)
+            ran = _gather(futures, stop, presses, stoppable=True)
         abandoned = ran.abandoned > 0
     finally:
         # after the third Ctrl-C, no waiting: the workers, told to stop, exit after their
-        # current iteration (or with this process), and their results are dropped anyway
+        # current iteration (or with this process), and their results are dropped anyway;
+        # here Ctrl-C is Python's again, and stops the wait for that iteration
         try:
             pool.shutdown(wait=not abandoned, cancel_futures=True)
         except KeyboardInterrupt:
             pool.shutdown(wait=False, cancel_futures=True)
     return ran
+
+
+def as_completed(futures):
+    """Yield ``futures`` as they finish, as ``concurrent.futures.as_completed`` does, but
+    waking every :data:`_POLL` seconds, so that a Ctrl-C raises KeyboardInterrupt here within
+    that time even when it landed on another thread (a Dask client's, say): an untimed wait
+    sees it only when the next future finishes (the module doc)."""
+    pending = set(futures)
+    while pending:
+        done, pending = concurrent.futures.wait(
+            pending, timeout=_POLL, return_when=concurrent.futures.FIRST_COMPLETED)
+        yield from done
 
 
 def run_jobs(fn, jobs: list, *, parallel: bool, ends_run, executor=None,
@@ -345,13 +409,9 @@ def run_jobs(fn, jobs: list, *, parallel: bool, ends_run, executor=None,
     true (it was interrupted) also ends the run. ``fn`` must be a module-level function. See
     the module doc for Ctrl-C."""
     if executor is not None:
-        futures, interrupted = [], False
-        try:
-            for job in jobs:
-                futures.append(executor.submit(_in_worker, fn, job))
-        except KeyboardInterrupt:
-            interrupted = True
-        return _gather(futures, None, interrupted, stoppable=False)
+        with _counting_presses() as presses:
+            futures = _submit(executor.submit, fn, jobs, presses)
+            return _gather(futures, None, presses, stoppable=False)
     if not parallel or len(jobs) < 2:
         return _sequential(fn, jobs, ends_run)
     context, why_not = _start_context(jobs[0])
