@@ -38,6 +38,7 @@ __all__ = [
     "integer_scalar",
     "is_posterior",
     "check_names",
+    "float_dtype",
     "positive_ints",
     "select_rows",
     "sum_tolerance",
@@ -164,6 +165,19 @@ def as_tensor(name: str, value, dtype=None, device=None, integer: bool = False) 
     if not t.dtype.is_floating_point:
         t = t.to(torch.get_default_dtype())
     return t.to(device=device, dtype=dtype or t.dtype)
+
+
+def float_dtype(dtype) -> torch.dtype:
+    """``dtype`` if it is a floating torch dtype (``torch.float32``, ``torch.float64``), torch's
+    default dtype for None; anything else raises :class:`ArgumentTypeError`. Probabilities,
+    features, observations and rewards are real numbers: an integer dtype would truncate them
+    (probabilities to 0), and a complex one is not real."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ArgumentTypeError(f"dtype must be a floating torch dtype (torch.float32 or "
+                                f"torch.float64), got {dtype!r}")
+    return dtype
 
 
 def first_bad(mask: torch.Tensor) -> tuple[int, ...]:

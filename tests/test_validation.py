@@ -15,6 +15,7 @@ from bayesirl._validation import (
     check_int,
     check_number,
     check_probability,
+    float_dtype,
     has_positive_support,
     integer_scalar,
     is_posterior,
@@ -114,3 +115,22 @@ def test_a_positive_prior_is_one_whose_support_starts_at_or_above_zero(prior, po
     """Uniform(-0.5, 2) passed the old check (support has 1, not -1): a draw of -0.4 reversed
     every preference; Uniform(2, 5) failed it (no -1, no 1) though every draw is positive."""
     assert has_positive_support(prior) is positive
+
+
+def test_one_floating_dtype_rule_for_every_dtype_argument():
+    """The MDP's and the trajectories' ``to``, the environments and Rust's data set each had
+    their own check and message (one a ValueError); now one rule, an ArgumentTypeError (both a
+    TypeError and a ValueError) with one message."""
+    assert float_dtype(None) == torch.get_default_dtype()
+    assert float_dtype(torch.float32) == torch.float32
+    mdp = birl.envs.gridworld(size=2)
+    traj = birl.Trajectories.from_arrays(np.zeros((1, 2, 1)), np.zeros((1, 2), dtype=int),
+                                         next_obs=np.zeros((1, 2, 1)))
+    calls = [float_dtype, lambda d: mdp.to(dtype=d), lambda d: traj.to(dtype=d),
+             lambda d: birl.envs.gridworld(size=2, dtype=d),
+             lambda d: birl.datasets.rust_bus(dtype=d)]
+    for call in calls:
+        for bad in (torch.int64, torch.complex64, "float32"):
+            with pytest.raises(ArgumentTypeError, match=r"^dtype must be a floating torch dtype "
+                               rf"\(torch.float32 or torch.float64\), got {bad!r}$"):
+                call(bad)

@@ -26,7 +26,7 @@ from collections import Counter
 import numpy as np
 import torch
 
-from bayesirl._validation import check_int, check_probability
+from bayesirl._validation import check_int, check_probability, float_dtype
 from bayesirl.core.mdp import TabularMDP
 
 __all__ = ["GYM_DIRECTIONS", "EnvSampler", "from_gymnasium", "gym_directions", "gridworld",
@@ -52,19 +52,6 @@ def _time(horizon, discount):
 def _rng(seed):
     """The builders' only source of randomness: a numpy Generator from an int ``seed >= 0``."""
     return np.random.default_rng(check_int("seed", seed, low=0))
-
-
-def _float_dtype(dtype):
-    """``dtype`` (default ``torch.get_default_dtype()``), checked to be a floating torch dtype."""
-    if dtype is None:
-        return torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype):
-        raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float64), got {dtype!r} "
-                        f"({type(dtype).__name__})")
-    if not dtype.is_floating_point:
-        raise ValueError(f"dtype is {dtype}, expected a floating dtype (torch.float32 or "
-                         "torch.float64): probabilities and features are real numbers")
-    return dtype
 
 
 def _tensor(x, dtype):
@@ -127,7 +114,7 @@ def gridworld(size=8, slip=0.1, horizon=None, discount=None, block=2, seed=0, dt
     slip = check_probability("slip", slip)
     horizon, discount = _time(horizon, discount)
     bh, bw = _block_shape(block, size)
-    dtype = _float_dtype(dtype)
+    dtype = float_dtype(dtype)
     rng = _rng(seed)
     r, c = np.divmod(np.arange(size * size), size)
     mcols = size // bw
@@ -173,7 +160,7 @@ def objectworld(size=32, n_colors=2, density=0.05, determinism=0.7, discount=0.9
     n_colors = check_int("n_colors", n_colors, low=2)
     density = check_probability("density", density)
     determinism = check_probability("determinism", determinism)
-    dtype = _float_dtype(dtype)
+    dtype = float_dtype(dtype)
     if horizon is not None:
         discount = None
     rng = _rng(seed)
@@ -222,7 +209,7 @@ def random_mdp(n_states=100, n_actions=4, branching=3, n_features=8, horizon=Non
     if K > S:
         raise ValueError(f"branching is {K}, expected at most n_states={S}")
     horizon, discount = _time(horizon, discount)
-    dtype = _float_dtype(dtype)
+    dtype = float_dtype(dtype)
     rng = _rng(seed)
     succ = _distinct_successors(rng, S, K, S * A).reshape(S, A, K)
     probs = rng.dirichlet(np.ones(K), size=(S, A))
@@ -336,7 +323,7 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
     (:func:`map_marks` reads them back, to mark holes and the goal on plots).
     Neither horizon nor discount means ``discount=0.9``.
     """
-    dtype = _float_dtype(dtype)
+    dtype = float_dtype(dtype)
     env = _make_env(env)
     u = getattr(env, "unwrapped", env)
     if not hasattr(u, "P"):
@@ -536,7 +523,7 @@ def lava_world(size=9, lava=None, goal=None, slip=0.0, discount=0.9, terrain=0.2
     """
     size = check_int("size", size, low=3)
     slip = check_probability("slip", slip)
-    dtype = _float_dtype(dtype)
+    dtype = float_dtype(dtype)
     g = size // 2
     goal_cell = _grid_cells("goal", [(0, size - 1) if goal is None else goal], size)
     lava_cells = _grid_cells("lava", [(r, c) for r in range(g, min(g + 3, size))

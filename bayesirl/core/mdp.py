@@ -28,6 +28,7 @@ from bayesirl._validation import (
     check_int,
     check_names,
     check_number,
+    float_dtype,
     positive_ints,
 )
 from bayesirl.core.sparse import (
@@ -231,11 +232,8 @@ class TabularMDP:
     def to(self, device=None, dtype=None) -> TabularMDP:
         """A copy on ``device`` (a ``torch.device`` or a name such as ``"cuda"``) with floating
         tensors cast to ``dtype``, a floating dtype (``torch.float32``, ``torch.float64``)."""
-        if dtype is not None and not (isinstance(dtype, torch.dtype)
-                                      and dtype.is_floating_point):
-            raise ArgumentTypeError(f"dtype is {dtype!r}, expected a floating torch dtype "
-                                    "(torch.float32 or torch.float64): probabilities, features "
-                                    "and rewards are real numbers")
+        if dtype is not None:
+            float_dtype(dtype)
         if device is not None:
             try:
                 device = torch.device(device)

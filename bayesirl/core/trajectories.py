@@ -42,6 +42,7 @@ from bayesirl._validation import (
     check_int,
     check_number,
     first_bad,
+    float_dtype,
     fmt_index,
     integer_scalar,
     select_rows,
@@ -323,10 +324,7 @@ class Trajectories:
     def to(self, device=None, dtype=None) -> Trajectories:
         """A copy on ``device`` with observations (and rewards) in the floating ``dtype`` (a
         TypeError for any other: observations are real numbers)."""
-        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-            raise ArgumentTypeError(f"dtype must be a floating torch dtype (observations are "
-                                    f"real numbers), got {dtype!r}")
-        dtype = dtype or self.dtype
+        dtype = self.dtype if dtype is None else float_dtype(dtype)
 
         def move(x, floating):
             if x is None:

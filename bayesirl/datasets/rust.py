@@ -60,7 +60,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bayesirl._validation import ArgumentTypeError, check_choice, check_int
+from bayesirl._validation import ArgumentTypeError, check_choice, check_int, float_dtype
 from bayesirl.core.demos import Demonstrations
 from bayesirl.core.dynamics import DirichletTransitions, TransitionSupport, fit_transitions
 from bayesirl.core.mdp import TabularMDP
@@ -239,8 +239,7 @@ def rust_bus(groups=(4,), bins: int = 90, bin_size: int = DATA_BIN_SIZE,
         convention and units); and :class:`~bayesirl.Demonstrations`, one per bus (group 4:
         37 of 116 months, 4 292 decisions), checked against the MDP.
     """
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ArgumentTypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    dtype = float_dtype(dtype)
     check_choice("first_stage", first_stage, _FIRST_STAGES)
     panel = rust_bus_panel(groups, bin_size, source)
     dyn = _first_stage(panel, _bins(bins, panel, bin_size), _factor(bin_size), first_stage,
