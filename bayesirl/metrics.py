@@ -26,6 +26,7 @@ from bayesirl.core.demos import Demonstrations
 from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs, check_likelihood
 from bayesirl.planning.bellman import policy_value, soft_value_iteration, value_iteration
+from bayesirl.posterior.reward_posterior import expert_model
 
 __all__ = ["epic_distance", "expected_value_difference", "held_out_log_likelihood"]
 
@@ -242,14 +243,12 @@ def held_out_log_likelihood(mdp: TabularMDP, posterior_or_reward, demos: Demonst
     if not isinstance(demos, Demonstrations):
         raise TypeError(f"demos must be Demonstrations, got {type(demos).__name__}")
     demos.validate(mdp)
-    own = posterior_or_reward if is_posterior(posterior_or_reward) else None
-    if likelihood is None:
-        likelihood = (getattr(own, "settings", None) or {}).get("likelihood", "soft")
-    likelihood = check_likelihood(likelihood)
+    own_likelihood, own_beta = (expert_model(posterior_or_reward)
+                                if is_posterior(posterior_or_reward) else ("soft", None))
+    likelihood = check_likelihood(own_likelihood if likelihood is None else likelihood)
     batch = r.shape[:-2]
     if rationality is None:
-        beta = getattr(own, "rationality", None)
-        beta = torch.ones(()) if beta is None else torch.as_tensor(beta).detach()
+        beta = torch.ones(()) if own_beta is None else own_beta
         # one per draw: aligned with the leading dims of posterior.reward()
         beta = beta.reshape(tuple(beta.shape) + (1,) * (len(batch) - beta.dim()))
     elif isinstance(rationality, (torch.Tensor, np.ndarray, list, tuple)):

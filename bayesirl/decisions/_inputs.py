@@ -13,6 +13,7 @@ from bayesirl.core.mdp import TabularMDP
 from bayesirl.model.likelihood import action_log_probs
 from bayesirl.planning.bellman import Plan
 from bayesirl.planning.buffers import DRAWS_PER_PLAN
+from bayesirl.posterior.reward_posterior import expert_model
 
 
 def _transitions(mdp: TabularMDP) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,10 +112,9 @@ def expert_probs(mdp: TabularMDP, posterior, R: torch.Tensor, index=None) -> tor
     """
     likelihood, beta = "soft", torch.ones(R.shape[0], dtype=R.dtype, device=R.device)
     if is_posterior(posterior):
-        settings = getattr(posterior, "settings", None) or {}
-        likelihood = settings.get("likelihood", "soft")
-        if getattr(posterior, "rationality", None) is not None:
-            beta = torch.as_tensor(posterior.rationality).reshape(-1).to(R)
+        likelihood, own = expert_model(posterior)
+        if own is not None:
+            beta = own.reshape(-1).to(R)
     if index is not None:
         R, beta = R[index], beta[index]
     return draw_log_probs(mdp, R, likelihood, beta).exp_()

@@ -38,7 +38,7 @@ from bayesirl.posterior.bands import equal_tailed_interval
 from bayesirl.posterior.diagnostics import check_convergence
 from bayesirl.posterior.files import atomic_write
 
-__all__ = ["RewardPosterior", "require_draws"]
+__all__ = ["RewardPosterior", "expert_model", "require_draws"]
 
 _FORMAT = "bayesirl.RewardPosterior/1"
 #: attributes of the posterior group that every saved posterior has
@@ -59,6 +59,18 @@ def require_draws(n: int, what: str, at_least: int = 2, *, method: str | None = 
     hint = ("; a MAP fit is one point estimate: use method='laplace', 'svi' or 'nuts' for draws"
             if method == "map" else "")
     raise ValueError(f"{what} needs at least {at_least} {unit}, {got}{hint}")
+
+
+def expert_model(posterior) -> tuple[str, torch.Tensor | None]:
+    """The expert a posterior was inferred under, for the tools that score or plan with its
+    own expert (the decision tools' action probabilities, the held-out log-likelihood): its
+    likelihood, ``"soft"`` or ``"boltzmann"`` (``settings["likelihood"]``; ``"soft"`` where it
+    records none), and its rationality as a detached tensor, ``(D,)`` draws when inferred or
+    the fixed value ``()``, None where it has none (then the expert's is 1)."""
+    settings = getattr(posterior, "settings", None) or {}
+    beta = getattr(posterior, "rationality", None)
+    return (settings.get("likelihood", "soft"),
+            None if beta is None else torch.as_tensor(beta).detach())
 
 
 def _chunked(fn, x, *rest):
