@@ -596,15 +596,18 @@ def _check_tol(tol, max_iters=None):
         check_int("max_iters", max_iters)
 
 
-def _check_plan_inputs(mdp, reward, terminal_reward, tol, max_iters) -> None:
-    """The public planners' checks of what they plan on (unless ``check=False``): ``reward``
-    (and ``terminal_reward``) real and finite, ``tol`` and ``max_iters`` as :func:`_check_tol`
-    wants."""
+def _checked_plan_inputs(mdp, reward, terminal_reward, tol, max_iters):
+    """The public planners' checks of what they plan on (unless ``check=False``): ``tol`` and
+    ``max_iters`` as :func:`_check_tol` wants, and ``(reward, terminal_reward)`` returned as
+    tensors in the MDP's dtype and device (gradients kept), checked real and finite, so that
+    planning converts them once."""
     _check_tol(tol, max_iters)
-    check_finite("reward", as_tensor("reward", reward, mdp.dtype, mdp.device).detach())
+    reward = as_tensor("reward", reward, mdp.dtype, mdp.device)
+    check_finite("reward", reward.detach())
     if terminal_reward is not None:
-        check_finite("terminal_reward", as_tensor("terminal_reward", terminal_reward, mdp.dtype,
-                                                  mdp.device).detach())
+        terminal_reward = as_tensor("terminal_reward", terminal_reward, mdp.dtype, mdp.device)
+        check_finite("terminal_reward", terminal_reward.detach())
+    return reward, terminal_reward
 
 
 def _plan(mdp, reward, backup, terminal_reward, tol, max_iters, solver, threads, warm_start):
@@ -695,7 +698,8 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
     """
     _check_mdp(mdp)
     if check:
-        _check_plan_inputs(mdp, reward, terminal_reward, tol, max_iters)
+        reward, terminal_reward = _checked_plan_inputs(mdp, reward, terminal_reward, tol,
+                                                       max_iters)
     if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
         temperature = temperature.item()
     if isinstance(temperature, bool) or not (isinstance(temperature, (int, float, np.floating))
@@ -725,7 +729,8 @@ def value_iteration(mdp: TabularMDP, reward: torch.Tensor,
     """
     _check_mdp(mdp)
     if check:
-        _check_plan_inputs(mdp, reward, terminal_reward, tol, max_iters)
+        reward, terminal_reward = _checked_plan_inputs(mdp, reward, terminal_reward, tol,
+                                                       max_iters)
     return _plan(mdp, reward, _hard_backup, terminal_reward, tol, max_iters, solver, threads,
                  warm_start)
 
