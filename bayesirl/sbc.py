@@ -12,7 +12,6 @@ inside the functions: posterior.py imports the diagnostics, which import this mo
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import pickle
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from bayesirl._validation import check_process_executor
+from bayesirl.inference.executors import as_completed, one_thread
 
 __all__ = ["SBCResult", "rank_uniformity", "sbc"]
 
@@ -300,8 +300,6 @@ class _SimResult:
 def _simulate(sim: _Simulation) -> _SimResult:
     """Run one simulation (see :func:`sbc`) on one thread, leaving the caller's torch RNG and
     thread counts as they were."""
-    from bayesirl.inference.executors import one_thread
-
     with one_thread(), torch.random.fork_rng(devices=[]):
         return _simulate_here(sim)
 
@@ -376,7 +374,7 @@ def _run_simulations(sims: list[_Simulation], executor, bar) -> list[_SimResult]
     futures = {executor.submit(_simulate, sim): k for k, sim in enumerate(sims)}
     results: list = [None] * len(sims)
     try:
-        for future in concurrent.futures.as_completed(futures):
+        for future in as_completed(futures):  # sees a Ctrl-C that landed on another thread
             results[futures[future]] = future.result()
             bar.update()
     except BaseException:

@@ -5,6 +5,7 @@ process group during start-up, and a parent killed outright. The draws never dep
 chain ran."""
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -151,17 +152,29 @@ def test_a_failing_chain_process_ends_the_run_without_waiting_for_the_others(
     assert multiprocessing.active_children() == []
 
 
+@contextlib.contextmanager
 def _press_on_another_thread(ready):
-    """Once ``ready()``, a Ctrl-C delivered to a helper thread (which does not block SIGINT),
-    not to the main thread: the kernel hands a process-directed signal to any such thread
-    (a torch or BLAS thread, say), and Python then runs the handler in the main thread only
-    when that thread next runs bytecode."""
-    def press():
-        while not ready():
-            time.sleep(0.01)
-        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+    """Inside the block, once ``ready()``, a Ctrl-C delivered to a helper thread (which does
+    not block SIGINT), not to the main thread: the kernel hands a process-directed signal to
+    any such thread (a torch or BLAS thread, say), and Python then runs the handler in the
+    main thread only when that thread next runs bytecode. The helper is joined on leaving, so
+    no press reaches pytest after the block (should the code under it fail early)."""
+    leaving = threading.Event()
 
-    threading.Thread(target=press, daemon=True).start()
+    def press():
+        while not leaving.is_set():
+            if ready():
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    helper = threading.Thread(target=press, daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        leaving.set()
+        helper.join(5)
 
 
 needs_pthread_kill = pytest.mark.skipif(not hasattr(signal, "pthread_kill"),
@@ -174,7 +187,9 @@ def test_a_ctrl_c_handled_on_another_thread_still_ends_the_wait(handler):
     """The full slow run hung twice: the main thread sat in an untimed wait for the chains,
     which sampled on, because the Ctrl-C had landed on another thread and the main thread
     never ran Python's handler. The wait now wakes to look. Jobs on a given executor cannot
-    be asked to stop, so the first press abandons them; here they would run 10 s."""
+    be asked to stop, so the first press abandons them; here it would run 10 s. (One job, on
+    one thread: run_jobs' callers refuse thread pools, whose jobs would share the process's
+    one-thread mark and torch's thread count, and two side by side restore them wrongly.)"""
     started, release = [], threading.Event()
 
     def job(i):
@@ -187,10 +202,10 @@ def test_a_ctrl_c_handled_on_another_thread_still_ends_the_wait(handler):
     previous = signal.signal(signal.SIGINT, signal.default_int_handler
                              if handler == "python's default" else raising)
     try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            _press_on_another_thread(lambda: len(started) == 2)
+        with (concurrent.futures.ThreadPoolExecutor(1) as pool,
+              _press_on_another_thread(lambda: started == [0])):
             start = time.monotonic()
-            ran = executors.run_jobs(job, [0, 1], parallel=True, ends_run=lambda r: False,
+            ran = executors.run_jobs(job, [0], parallel=True, ends_run=lambda r: False,
                                      executor=pool)
             elapsed = time.monotonic() - start
             release.set()
@@ -199,7 +214,8 @@ def test_a_ctrl_c_handled_on_another_thread_still_ends_the_wait(handler):
         release.set()
         signal.signal(signal.SIGINT, previous)
     assert elapsed < 5, elapsed
-    assert ran.interrupted and ran.abandoned == 2 and ran.results == [None, None]
+    assert ran.interrupted and ran.abandoned == 1 and ran.results == [None]
+    assert not executors.one_thread_job()  # the job, finished, restored the mark
     assert installed is (signal.default_int_handler if handler == "python's default"
                          else raising)  # the handler is restored (or was never replaced)
 
@@ -214,8 +230,8 @@ def test_waiting_for_futures_as_they_finish_sees_a_ctrl_c_on_another_thread():
     try:
         finish.start()
         start = time.monotonic()
-        _press_on_another_thread(lambda: time.monotonic() > start + 0.5)  # once waiting
-        with pytest.raises(KeyboardInterrupt):
+        with (_press_on_another_thread(lambda: time.monotonic() > start + 0.5),  # once waiting
+              pytest.raises(KeyboardInterrupt)):
             for _ in executors.as_completed(futures):
                 pass
         elapsed = time.monotonic() - start
@@ -228,9 +244,90 @@ def test_waiting_for_futures_as_they_finish_sees_a_ctrl_c_on_another_thread():
 def test_futures_come_back_as_they_finish():
     futures = [concurrent.futures.Future() for _ in range(3)]
     futures[2].set_result(2)
-    threading.Timer(0.3, lambda: futures[0].set_result(0)).start()
-    threading.Timer(0.6, lambda: futures[1].set_result(1)).start()
-    assert [f.result() for f in executors.as_completed(futures)] == [2, 0, 1]
+    finished = executors.as_completed(futures)
+    assert next(finished).result() == 2
+    futures[0].set_result(0)
+    assert next(finished).result() == 0
+    futures[1].set_result(1)
+    assert next(finished).result() == 1
+    assert next(finished, None) is None
+
+
+def test_a_job_run_in_the_main_thread_is_interrupted_as_in_sequence():
+    """An executor that runs each call as it is submitted runs the job in this thread: a
+    Ctrl-C there reaches the job as KeyboardInterrupt (a chain stops and keeps its draws), and
+    the jobs after it are not started."""
+    running = []
+
+    def job(i):
+        running.append(i)
+        try:
+            for _ in range(1000):  # computing, as a chain does (a long sleep would not see a
+                time.sleep(0.01)   # press handled on another thread until it ends)
+            return "finished"
+        except KeyboardInterrupt:
+            return "stopped"
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _press_on_another_thread(lambda: running == [0]):
+            start = time.monotonic()
+            ran = executors.run_jobs(job, [0, 1], parallel=True, ends_run=lambda r: False,
+                                     executor=InlineExecutor())
+            elapsed = time.monotonic() - start
+        installed = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert elapsed < 5, elapsed
+    assert ran.interrupted and ran.results == ["stopped", None] and ran.abandoned == 0
+    assert running == [0]
+    assert installed is signal.default_int_handler
+
+
+@needs_pthread_kill
+@pytest.mark.slow  # two processes each import torch
+def test_the_clis_handler_meets_a_ctrl_c_held_while_the_pool_starts(tmp_path, monkeypatch):
+    """The CLI's handler raises KeyboardInterrupt on the first press and swallows the rest. A
+    press while the pool's processes start is held until they have (SIGINT blocked in this
+    thread); it is then counted, not raised outside the wait, which once left the jobs to
+    run their course (120 s here) and lost their results."""
+    (tmp_path / "stoppable.py").write_text(STOPPABLE)
+    (tmp_path / "marks").mkdir()
+    monkeypatch.setenv("MARKS", str(tmp_path / "marks"))
+    monkeypatch.syspath_prepend(str(tmp_path))  # the spawned workers get this sys.path
+    from stoppable import job
+
+    presses = []
+
+    def clis(signum, frame):  # as bayesirl.cli.app._Interrupts in phase "infer"
+        presses.append(signum)
+        if len(presses) == 1:
+            raise KeyboardInterrupt
+
+    submit = concurrent.futures.ProcessPoolExecutor.submit
+
+    def press_then_submit(self, *args, **kwargs):
+        if not presses:  # to this thread, which blocks SIGINT while processes start
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures.ProcessPoolExecutor, "submit", press_then_submit)
+    previous = signal.signal(signal.SIGINT, clis)
+    start = time.monotonic()
+    try:
+        ran = executors.run_jobs(job, [0, 1, 2], parallel=True, ends_run=lambda r: False,
+                                 max_workers=2)
+    except KeyboardInterrupt:  # not to pytest, which would take it for the user's
+        pytest.fail(f"the press escaped run_jobs after {time.monotonic() - start:.0f} s")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    elapsed = time.monotonic() - start
+    assert elapsed < 90, elapsed
+    assert ran.interrupted and len(presses) == 1
+    # the two running jobs stopped and came back; the third was cancelled, or (already in
+    # the pool's call queue) stopped at once
+    assert all(r is not None and r >= 0 for r in ran.results[:2]), ran.results
+    assert ran.results[2] in (None, 0), ran.results
 
 
 def test_a_job_run_in_this_process_gives_its_threads_back():

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import bayesirl as birl
+import bayesirl.sbc as sbc_module
 from bayesirl.sbc import SBCResult, rank_uniformity, sbc
 from bayesirl.testing import grid_posterior, tiny_chain_mdp
 
@@ -265,13 +266,13 @@ def test_an_executor_gives_the_ranks_of_a_sequential_run(chain, monkeypatch):
               seed=1, progress=False)
     sequential = sbc(mdp, model, 4, **kw)
     executor = PicklingExecutor()
-    real_as_completed = concurrent.futures.as_completed
+    real_as_completed = sbc_module.as_completed
 
     def as_completed(futures):
         executor.run_all()
         return real_as_completed(futures)
 
-    monkeypatch.setattr(concurrent.futures, "as_completed", as_completed)
+    monkeypatch.setattr(sbc_module, "as_completed", as_completed)
     remote = sbc(mdp, model, 4, executor=executor, **kw)
     assert executor.ran == 4
     assert np.array_equal(remote.ranks, sequential.ranks)

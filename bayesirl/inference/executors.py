@@ -25,14 +25,14 @@ far, come back as usual. A second Ctrl-C changes nothing; a third stops waiting 
 jobs still finishing. Jobs on a given executor cannot be asked to stop: the first Ctrl-C keeps
 what has finished and abandons the rest.
 
-While the jobs run, Python's default SIGINT handler is replaced by one that only counts the
-presses (:class:`_Presses`), and the wait wakes every :data:`_POLL` seconds to read the count.
-Both are needed. The kernel may hand a Ctrl-C to any thread that does not block it (a torch or
-BLAS thread), and Python then runs its handler in the main thread only when that thread next
-executes bytecode: a main thread blocked in an untimed wait never does, and the run hung with
-its chains sampling on. And a KeyboardInterrupt raised inside ``concurrent.futures`` (taking the
-futures' locks, submitting) can leave its state half-changed. A handler other than Python's
-default (the CLI's) is left in place, and its KeyboardInterrupt caught as before.
+While the jobs run, the main thread's SIGINT handler is wrapped in one that counts the presses
+and never raises (:class:`_Presses`; the CLI's own handler still runs inside it), and the wait
+wakes every :data:`_POLL` seconds to read the count. Both are needed. The kernel may hand a
+Ctrl-C to any thread that does not block it (a torch or BLAS thread), and Python then runs its
+handler in the main thread only when that thread next executes bytecode: a main thread blocked
+in an untimed wait never does, and the run hung with its chains sampling on. And a
+KeyboardInterrupt raised inside ``concurrent.futures`` or ``multiprocessing`` (taking the
+futures' locks, starting a process) can leave their state half-changed.
 
 Errors. The first job to fail ends the run as soon as its error comes back, not after the
 other jobs' full runs: the jobs not started are cancelled, the local workers asked to stop as
@@ -132,7 +132,7 @@ def one_thread():
 
 def _in_worker(fn, job):
     # one job per core, restored after for an executor that runs the job in its own process
-    with one_thread():
+    with one_thread(), _interruptible_in_main_thread():
         return fn(job)
 
 
@@ -240,29 +240,52 @@ def _children_without_sigint():
     across ``exec``), so Ctrl-C never interrupts their start-up. A Ctrl-C to this process
     meanwhile is held by the kernel and delivered on leaving (or handled at once, should the
     kernel hand it to another thread): run this inside :func:`_counting_presses`, whose
-    handler only counts it."""
+    handler only counts it. The thread's signal mask is restored as it was."""
     if (threading.current_thread() is not threading.main_thread()
             or not hasattr(signal, "pthread_sigmask")):
         yield
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class _Presses:
-    """The Ctrl-C presses received while jobs run: a SIGINT handler that counts them and
-    raises nothing (``caught`` adds those that came as a KeyboardInterrupt from a handler left
-    in place)."""
+    """The Ctrl-C presses received while jobs run, as a SIGINT handler that never raises.
 
-    def __init__(self):
+    It replaces the main thread's handler (``previous``). Where that is Python's default, a
+    press is counted. Any other (the CLI's, which keeps its own count and phases) is called,
+    and a press is counted when it raises KeyboardInterrupt; one it swallows is not. So no
+    KeyboardInterrupt is raised inside ``concurrent.futures`` or ``multiprocessing`` (taking
+    the futures' locks, starting a process), whose state it could leave half-changed.
+    ``caught`` counts those that came as a KeyboardInterrupt all the same (a handler set by
+    someone else meanwhile); ``count`` is the total."""
+
+    def __init__(self, previous=None):
+        self.previous = previous
         self.counted = 0
         self.caught = 0
 
     def __call__(self, signum, frame):
+        if callable(self.previous) and self.previous is not signal.default_int_handler:
+            try:
+                self.previous(signum, frame)
+            except KeyboardInterrupt:
+                pass
+            else:
+                return
         self.counted += 1
+
+    def raising(self, signum, frame):
+        """The handler while a job runs in the main thread itself (an executor that runs
+        calls as they are submitted): a press counted is also raised as KeyboardInterrupt,
+        which a chain expects in order to stop and keep its draws, as when run in sequence."""
+        before = self.counted
+        self(signum, frame)
+        if self.counted > before:
+            raise KeyboardInterrupt
 
     @property
     def count(self) -> int:
@@ -271,19 +294,45 @@ class _Presses:
 
 @contextlib.contextmanager
 def _counting_presses():
-    """Inside, Python's default SIGINT handler is replaced by a :class:`_Presses` (yielded),
-    restored on leaving; another handler (the CLI's, one that ignores) is left as it is, and
-    the main thread alone can have one (elsewhere the yielded count stays 0)."""
-    presses = _Presses()
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield presses
+    """Inside, the main thread's SIGINT handler is a :class:`_Presses` (yielded) wrapping the
+    one it had, restored on leaving: a press landing after the last look at the count (the
+    jobs done) is then dropped. Elsewhere nothing is installed (the count stays 0; Python runs
+    handlers in the main thread only), nor where SIGINT is ignored or not handled from
+    Python; inside another such block (jobs that run jobs, in this thread) the outer count is
+    shared."""
+    if threading.current_thread() is not threading.main_thread():
+        yield _Presses()
         return
-    previous = signal.signal(signal.SIGINT, presses)
+    previous = signal.getsignal(signal.SIGINT)
+    if isinstance(previous, _Presses):
+        yield previous
+        return
+    if not callable(previous):  # SIG_IGN, SIG_DFL, or a handler not set from Python
+        yield _Presses()
+        return
+    presses = _Presses(previous)
+    signal.signal(signal.SIGINT, presses)
     try:
         yield presses
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _interruptible_in_main_thread():
+    """A job that runs in the main thread inside :func:`_counting_presses` gets Ctrl-C as a
+    KeyboardInterrupt (:meth:`_Presses.raising`); elsewhere (a worker process or thread)
+    nothing changes."""
+    handler = (signal.getsignal(signal.SIGINT)
+               if threading.current_thread() is threading.main_thread() else None)
+    if not isinstance(handler, _Presses):
+        yield
+        return
+    signal.signal(signal.SIGINT, handler.raising)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 # ---------------------------------------------------------------------------- running
@@ -312,7 +361,7 @@ def _gather(futures: list, stop, presses: _Presses, stoppable: bool) -> Ran:
         if not pending:
             break
         if presses.count >= (_ABANDON_AFTER if stoppable else 1):
-            abandoned = sum(1 for f in pending if not f.cancelled())
+            abandoned = sum(1 for f in pending if not f.done())  # cancelled ones are done
             break
         try:  # timed: an untimed wait may never see a Ctrl-C (the module doc)
             done, pending = concurrent.futures.wait(
@@ -353,16 +402,19 @@ def _sequential(fn, jobs, ends_run) -> Ran:
 
 
 def _submit(submit, fn, jobs, presses: _Presses) -> list:
-    """The futures of ``jobs`` submitted through ``submit``, until a Ctrl-C (counted in
-    ``presses``): the jobs after it are not started."""
+    """One future per job: ``jobs`` submitted through ``submit`` until a Ctrl-C (counted in
+    ``presses``); the jobs after it are not started, their futures cancelled."""
     futures = []
     try:
         for job in jobs:
             if presses.count:
                 break
             futures.append(submit(_in_worker, fn, job))
-    except KeyboardInterrupt:  # from a SIGINT handler left in place
+    except KeyboardInterrupt:  # from a SIGINT handler set by someone else meanwhile
         presses.caught += 1
+    while len(futures) < len(jobs):
+        futures.append(concurrent.futures.Future())
+        futures[-1].cancel()
     return futures
 
 
