@@ -6,7 +6,10 @@ import concurrent.futures
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -185,6 +188,52 @@ def test_cells_sent_to_an_executor_run_on_one_thread_as_one_thread_jobs(spec, mo
         assert seen == [(False, 2), (False, 2)]
     finally:
         torch.set_num_threads(threads)
+
+
+class StuckExecutor(concurrent.futures.Executor):
+    """Cells sent here never finish (until ``finish`` gives each an error)."""
+
+    def __init__(self):
+        self.futures = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.futures.append(concurrent.futures.Future())
+        return self.futures[-1]
+
+    def finish(self):
+        for f in self.futures:
+            if f.set_running_or_notify_cancel():
+                f.set_exception(RuntimeError("finished late"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="signals a thread (POSIX)")
+def test_a_ctrl_c_on_another_thread_stops_the_sweep_while_cells_run(spec):
+    """A Dask client's threads may take a Ctrl-C that the kernel hands to the process; the
+    sweep's wait for its cells looks for it ten times a second, rather than when the next
+    cell finishes (here in 10 s, when every cell fails)."""
+    executor = StuckExecutor()
+    late = threading.Timer(10, executor.finish)
+    start = time.monotonic()
+
+    def press():
+        time.sleep(1)  # the sweep is waiting by then
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    presser = threading.Thread(target=press, daemon=True)
+    try:
+        late.start()
+        presser.start()
+        with pytest.raises(KeyboardInterrupt):
+            sweep(spec, {"inference.seed": [0, 1]}, executor=executor, progress=False,
+                  fast=True)
+        elapsed = time.monotonic() - start
+    finally:
+        presser.join(5)
+        late.cancel()
+        signal.signal(signal.SIGINT, previous)
+    assert elapsed < 5, elapsed
+    assert all(f.cancelled() for f in executor.futures)  # the cells not finished are dropped
 
 
 def test_a_folder_holding_another_specs_cell_is_refused(spec, tmp_path):
