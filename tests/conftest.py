@@ -3,6 +3,7 @@
 The warnings-as-errors setting and the ``slow`` marker live in pyproject.toml."""
 
 import os
+import signal
 
 # one BLAS thread per pytest worker (set before NumPy loads OpenBLAS): pytest -n 2 on two cores
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -20,6 +21,16 @@ os.environ.setdefault("BAYESIRL_FAST", "1")
 torch.set_num_threads(1)
 
 
+def _sigint_state():
+    """This thread's SIGINT handler and whether its signal mask blocks SIGINT: what the
+    processes a test starts inherit (a blocked or ignored SIGINT survives exec), so a test
+    that left either changed would leave the Ctrl-C tests after it in the same worker waiting
+    for a signal that never arrives."""
+    blocked = (signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+               if hasattr(signal, "pthread_sigmask") else None)
+    return signal.getsignal(signal.SIGINT), blocked
+
+
 @pytest.fixture(autouse=True)
 def _harness():
     old = torch.get_default_dtype()
@@ -27,8 +38,12 @@ def _harness():
     pyro.enable_validation(True)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
+    sigint = _sigint_state()
     yield
     torch.set_default_dtype(old)
+    assert _sigint_state() == sigint, (
+        f"the test left SIGINT's handler and mask-blocked state {_sigint_state()}, found "
+        f"{sigint}")
 
 
 @pytest.fixture(scope="module")

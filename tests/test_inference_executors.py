@@ -488,6 +488,9 @@ def started(tmp_path):
         procs.append(proc)
         line = proc.stdout.readline()
         assert line.startswith("ready"), proc.communicate(timeout=60)[1][-3000:]
+        deaf = _sigint_deaf(proc.pid)
+        assert not deaf, (f"the script started with SIGINT {deaf} (inherited from this "
+                          f"process: {_sigint_deaf(os.getpid())}), so no Ctrl-C can reach it")
         return proc
 
     yield start
@@ -495,6 +498,16 @@ def started(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=60)
+
+
+def _sigint_deaf(pid) -> str:
+    """How the process ``pid``'s main thread cannot take SIGINT ("ignored", "blocked"), ""
+    when it can: both survive exec, so a test process left that way passes it on."""
+    status = dict(line.split(":\t", 1) for line in _proc(pid, "status").splitlines()
+                  if ":\t" in line)
+    bit = 1 << (signal.SIGINT - 1)
+    return " and ".join(what for what, key in (("ignored", "SigIgn"), ("blocked", "SigBlk"))
+                        if int(status[key], 16) & bit)
 
 
 def _wait_for(condition, what, timeout=300):
@@ -556,13 +569,16 @@ def _finish(proc, timeout=300):
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         children = {pid: (_stat(pid)[0] if _alive(pid) else "gone") for pid in _children(proc)}
+        pending = {k: v for k, v in (line.split(":\t", 1) for line in
+                                     _proc(proc.pid, "status").splitlines() if ":\t" in line)
+                   if k in ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")}
         os.kill(proc.pid, signal.SIGUSR1)
         time.sleep(2)
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=60)
         pytest.fail(f"the interrupted script did not return in {timeout} s; children (pid: "
-                    f"state) {children}; stdout:\n{out[-2000:]}\nstderr, with the stacks:\n"
-                    f"{err[-6000:]}")
+                    f"state) {children}; its signal masks {pending}; stdout:\n{out[-2000:]}\n"
+                    f"stderr, with the stacks:\n{err[-6000:]}")
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err, err[-3000:]
     return out, err
