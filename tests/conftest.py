@@ -14,6 +14,13 @@ import pyro  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# A test run started in the background of a non-interactive shell (`make test-slow &` in a
+# script) begins with SIGINT ignored, and an ignored signal stays ignored across exec: the
+# scripts the Ctrl-C tests start would never see their Ctrl-C, as a user's terminal or Jupyter
+# kernel always does. Take SIGINT back as Python's default here, so they inherit that.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 matplotlib.use("Agg")
 os.environ.setdefault("BAYESIRL_FAST", "1")
 # pytest -n 2 runs two workers on CI's two cores: one intra-op thread each avoids OpenMP

@@ -490,7 +490,8 @@ def started(tmp_path):
         assert line.startswith("ready"), proc.communicate(timeout=60)[1][-3000:]
         deaf = _sigint_deaf(proc.pid)
         assert not deaf, (f"the script started with SIGINT {deaf} (inherited from this "
-                          f"process: {_sigint_deaf(os.getpid())}), so no Ctrl-C can reach it")
+                          f"process: {_sigint_deaf(os.getpid())}; conftest.py undoes a "
+                          "background shell's ignore), so no Ctrl-C can reach it")
         return proc
 
     yield start
