@@ -324,10 +324,9 @@ def test_the_clis_handler_meets_a_ctrl_c_held_while_the_pool_starts(tmp_path, mo
     elapsed = time.monotonic() - start
     assert elapsed < 90, elapsed
     assert ran.interrupted and len(presses) == 1
-    # the two running jobs stopped and came back; the third was cancelled, or (already in
-    # the pool's call queue) stopped at once
-    assert all(r is not None and r >= 0 for r in ran.results[:2]), ran.results
-    assert ran.results[2] in (None, 0), ran.results
+    # no job ran its course (-1): each was cancelled before it started (None) or stopped
+    # and came back with its iterations; which, depends on how far the pool had got
+    assert all(r is None or r >= 0 for r in ran.results), ran.results
 
 
 def test_a_job_run_in_this_process_gives_its_threads_back():
