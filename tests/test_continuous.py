@@ -934,3 +934,29 @@ def test_whitening_polishes_an_mlps_map_where_lbfgs_stops_on_a_shoulder(monkeypa
     assert float(plain.log_joint(centre)) > float(plain.log_joint(stalled))
     monkeypatch.setattr(QValueTarget, "_newton_polish", lambda self, w, H: (w, H))
     assert float(gradient(plain, target(True).center).abs().max()) > 1e-2
+
+
+def test_whitening_centres_on_the_mode_where_lbfgs_stops_at_its_iteration_cap(monkeypatch):
+    """A linear Q whose Hessian is positive definite wherever L-BFGS stops: capped at a few
+    iterations (as a posterior over many random features caps it at 2 000, gradient still
+    near 1), the whitening's Newton steps still take it to the mode that
+    :meth:`QValueTarget.init_unconstrained` promises (``u = 0`` is the MAP)."""
+    from bayesirl.model.q_value import QValueTarget
+
+    data = _data(n=6, T=10, dim=2, A=3, seed=0)
+
+    def target(whiten):
+        return QValueModel(n_fourier=20, weight_scale=10.0, whiten=whiten).build_target(
+            None, data, likelihood="soft", rationality=1.0)
+
+    plain = target(False)
+    stalled = plain.map_estimate(max_iter=3)
+    assert float(torch.linalg.eigvalsh(plain.hessian(stalled))[0]) > 0
+    assert float(_grad(plain, stalled).abs().max()) > 1e-2
+    mode = plain.map_estimate()
+    full = QValueTarget.map_estimate
+    monkeypatch.setattr(QValueTarget, "map_estimate",
+                        lambda self, w0=None, max_iter=2000: full(self, w0, 3))
+    centre = target(True).center
+    assert float(_grad(plain, centre).abs().max()) < 1e-6
+    assert torch.allclose(centre, mode, atol=1e-4)

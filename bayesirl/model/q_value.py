@@ -654,12 +654,12 @@ class QValueTarget:
 
     def _newton_polish(self, w: torch.Tensor, H: torch.Tensor, max_steps: int = 20
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Saddle-free Newton steps from where L-BFGS stopped, to the mode of an MLP's posterior
-        (:meth:`_mode` takes them where the Hessian there is not positive definite;
-        :meth:`linearised` to the linearised model's). Its curvatures span many orders of magnitude
-        (the data pin some directions, the prior alone others), and L-BFGS can stall short of the
-        mode on a shoulder where the Hessian is not positive definite, which leaves the whitening,
-        the MAP and its Laplace approximation off. Each step divides the gradient by the absolute
+        """Saddle-free Newton steps from where L-BFGS stopped, to the mode of the posterior
+        (:meth:`_mode`; :meth:`linearised` to the linearised model's). Its curvatures span many
+        orders of magnitude (the data pin some directions, the prior alone others), and L-BFGS
+        can stall short of the mode, on a shoulder where the Hessian is not positive definite or
+        at its iteration cap, which leaves the whitening, the MAP and its Laplace approximation
+        off. Each step divides the gradient by the absolute
         eigenvalues of the Hessian (floored as the whitening floors them): a descent direction even
         along negative curvature, where Newton's step is not; halved until the density rises. Stops
         at a gradient below ``1e-9 (1 + |log density|)``. ``H``: the Hessian at ``w``, which the
@@ -697,12 +697,14 @@ class QValueTarget:
 
     def _mode(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(w (P,), H (P, P))``: the MAP and the Hessian of ``-log_joint`` there. L-BFGS, then
-        saddle-free Newton steps where it stopped short of the mode on a shoulder (an MLP's
-        Hessian there is not positive definite)."""
+        saddle-free Newton steps from where it stopped (none when its gradient is already
+        below the polish's tolerance). L-BFGS stops short of the mode on a shoulder (an MLP's
+        Hessian there is not positive definite) and at its iteration cap on a posterior whose
+        curvatures span many orders of magnitude (many random features), with a positive
+        definite Hessian; either way the whitening would centre off the mode that
+        :meth:`init_unconstrained` promises."""
         w = self.map_estimate()
-        H = self.hessian(w)
-        if float(torch.linalg.eigvalsh(H)[0]) <= 0:
-            w, H = self._newton_polish(w, H)
+        w, H = self._newton_polish(w, self.hessian(w))
         return w.detach(), H
 
     def _whiten_at(self, w: torch.Tensor, H: torch.Tensor) -> None:
