@@ -243,8 +243,7 @@ def held_out_log_likelihood(mdp: TabularMDP, posterior_or_reward, demos: Demonst
     if not isinstance(demos, Demonstrations):
         raise TypeError(f"demos must be Demonstrations, got {type(demos).__name__}")
     demos.validate(mdp)
-    own_likelihood, own_beta = (expert_model(posterior_or_reward)
-                                if is_posterior(posterior_or_reward) else ("soft", None))
+    own_likelihood, own_beta = expert_model(posterior_or_reward)
     likelihood = check_likelihood(own_likelihood if likelihood is None else likelihood)
     batch = r.shape[:-2]
     if rationality is None:

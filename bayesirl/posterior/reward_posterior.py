@@ -66,7 +66,8 @@ def expert_model(posterior) -> tuple[str, torch.Tensor | None]:
     own expert (the decision tools' action probabilities, the held-out log-likelihood): its
     likelihood, ``"soft"`` or ``"boltzmann"`` (``settings["likelihood"]``; ``"soft"`` where it
     records none), and its rationality as a detached tensor, ``(D,)`` draws when inferred or
-    the fixed value ``()``, None where it has none (then the expert's is 1)."""
+    the fixed value ``()``, None where it has none (then the expert's is 1). Rewards given as
+    a bare tensor record neither: ``("soft", None)``."""
     settings = getattr(posterior, "settings", None) or {}
     beta = getattr(posterior, "rationality", None)
     return (settings.get("likelihood", "soft"),
