@@ -6,6 +6,7 @@ Hessian of the log-likelihood; a Hessian that is not positive definite is named 
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pyro.distributions as dist
@@ -272,3 +273,24 @@ def test_a_map_on_the_edge_of_a_bounded_prior_withholds_its_standard_errors(prio
     assert "standard_errors" not in post.extra
     with pytest.raises(ValueError, match="not meaningful"):
         birl.infer(mdp, demos, model, method="laplace", num_samples=10)
+
+
+def test_a_map_search_stopped_at_its_iteration_cap_says_so(monkeypatch):
+    """L-BFGS out of iterations before its tolerances are met: the point is not the MAP, and
+    ``method="map"`` says so at the caller's line (the cap forced to 1 iteration here; the
+    continuous tutorial's point mass without whitening meets the real one, 200, with its
+    largest gradient at 11). A search that converges says nothing."""
+    import bayesirl.inference.map as map_
+
+    _, *rest = map_.fit_map.__defaults__  # the cap, set in place: no wrapper's frame
+    monkeypatch.setattr(map_.fit_map, "__defaults__", (1, *rest))
+    with pytest.warns(InferenceWarning, match=r"the MAP search stopped at its cap of 1 L-BFGS "
+                      r"iterations with the largest gradient .* is not the MAP") as record:
+        short = birl.infer(None, None, ConjugateModel(), method="map", progress=False)
+    assert [w.filename for w in record] == [__file__]
+    assert abs(float(short.params["mu"]) - MU_MAP) > 1e-3
+    monkeypatch.undo()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        post = birl.infer(None, None, ConjugateModel(), method="map", progress=False)
+    np.testing.assert_allclose(float(post.params["mu"]), MU_MAP, rtol=1e-6)

@@ -226,7 +226,9 @@ def infer(mdp, demos, reward_model, method: str = "nuts", *, likelihood: str = "
             flat prior the MAP is the maximum-likelihood estimate and these are its standard
             errors from the observed information. ``"laplace"``: ``num_samples`` draws of
             that Gaussian approximation (seeded), pushed through the constraints, with the
-            same extras.
+            same extras. Either warns
+            (:class:`~bayesirl.posterior.diagnostics.InferenceWarning`) when the search for
+            the MAP ran out of iterations before it converged.
         likelihood: ``"soft"`` (maximum causal entropy) or ``"boltzmann"``.
         rationality: beta > 0, or a prior on it (e.g. ``dist.LogNormal(0., 1.)``).
         num_samples: draws per chain (MCMC) or from the fitted guide (SVI).
@@ -465,9 +467,10 @@ def _run_svi(target, o: Options) -> Fit:
 def _run_map(target, o: Options) -> Fit:
     """The MAP with its standard errors (``method="map"``; a warning instead where the
     Hessian is not positive definite, and none beyond ``map.MAX_COORDINATES`` coordinates,
-    as ``settings["hessian"]`` says), or ``num_samples`` draws of the Laplace approximation
-    (``method="laplace"``, seeded with ``seed``)."""
-    u, _ = map_.fit_map(target, target.init_unconstrained())
+    as ``settings["hessian"]`` says; a warning where the search stopped short), or
+    ``num_samples`` draws of the Laplace approximation (``method="laplace"``, seeded with
+    ``seed``)."""
+    u, _ = map_.fit_map(target, target.init_unconstrained(), warn=True)
     d = sum(v.numel() for v in u.values())
     if o.method == "map" and d > map_.MAX_COORDINATES:  # a dense Hessian: d gradients x 4
         return Fit({k: v[None, None] for k, v in target.constrain(u).items()}, {}, {}, False,

@@ -132,10 +132,13 @@ def newton_map(second_order, theta0: torch.Tensor, max_iter: int = 100,
 
 
 def fit_map(target, u0: dict[str, torch.Tensor], max_iter: int = 200,
-            jacobian: bool = False) -> tuple[dict[str, torch.Tensor], float]:
+            jacobian: bool = False, warn: bool = False) -> tuple[dict[str, torch.Tensor], float]:
     """Minimise ``target.potential(u, jacobian)`` over unconstrained ``u`` from ``u0``;
     ``jacobian=False`` is the MAP of AutoDelta. Returns ``(u, loss)``, ``u`` shaped like
-    ``u0``.
+    ``u0``. With ``warn`` (where the point is the answer, ``method="map"``, not a start for a
+    sampler), an :class:`~bayesirl.posterior.diagnostics.InferenceWarning` when L-BFGS stops
+    at ``max_iter`` with its gradient not yet small (:func:`_stopped_short`): the point
+    returned is then not the MAP. The warning names the line that called ``infer()``.
 
     A target with an exact second-order potential
     (:class:`~bayesirl.inference.target.SecondOrder`; its unconstrained coordinates are its one
@@ -166,7 +169,23 @@ def fit_map(target, u0: dict[str, torch.Tensor], max_iter: int = 200,
     x0 = flatten(u0).to("cpu", torch.float64).numpy()
     result = scipy.optimize.minimize(loss_and_grad, x0, jac=True, method="L-BFGS-B",
                                      options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-14})
+    if warn and _stopped_short(result, max_iter):
+        warnings.warn(InferenceWarning(
+            f"the MAP search stopped at its cap of {max_iter} L-BFGS iterations with the "
+            f"largest gradient of the negative log posterior {np.abs(result.jac).max():.3g} "
+            "(unconstrained coordinates): the point returned, and any standard errors at it, "
+            "is not the MAP; the posterior is badly conditioned in these coordinates (a "
+            "value-space model: keep whiten=True), or use method='nuts'"), stacklevel=5)
     return unflatten(result.x), float(result.fun)
+
+
+def _stopped_short(result, max_iter: int) -> bool:
+    """Whether an L-BFGS-B ``result`` ran out of iterations before its tolerances were met:
+    at the cap with the largest gradient above ``1e-6 (1 + |loss|)`` (its other stops, a
+    tolerance met or a line search that rounding defeats, are at the optimum to the
+    precision the potential allows)."""
+    return (int(result.nit) >= max_iter
+            and float(np.abs(result.jac).max()) > 1e-6 * (1.0 + abs(float(result.fun))))
 
 
 def coordinate_names(u: dict[str, torch.Tensor]) -> list[str]:
@@ -371,7 +390,7 @@ def laplace_draws(target, fit: Laplace, num_samples: int, seed: int) -> dict[str
 
 def warn_without_standard_errors(error: ValueError) -> None:
     """After ``method="map"`` the MAP stands without standard errors; say why."""
-    warnings.warn(InferenceWarning(f"no standard errors at the MAP: {error}"), stacklevel=3)
+    warnings.warn(InferenceWarning(f"no standard errors at the MAP: {error}"), stacklevel=5)
 
 
 class LaplaceFit(NamedTuple):
