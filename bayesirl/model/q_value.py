@@ -659,11 +659,11 @@ class QValueTarget:
         orders of magnitude (the data pin some directions, the prior alone others), and L-BFGS
         can stall short of the mode, on a shoulder where the Hessian is not positive definite or
         at its iteration cap, which leaves the whitening, the MAP and its Laplace approximation
-        off. Each step divides the gradient by the absolute
-        eigenvalues of the Hessian (floored as the whitening floors them): a descent direction even
-        along negative curvature, where Newton's step is not; halved until the density rises. Stops
-        at a gradient below ``1e-9 (1 + |log density|)``. ``H``: the Hessian at ``w``, which the
-        caller has; returns the polished ``w`` and the Hessian there."""
+        off. Each step divides the gradient by the absolute eigenvalues of the Hessian (floored
+        as the whitening floors them): a descent direction even along negative curvature, where
+        Newton's step is not; halved until the density rises. Stops at a gradient below
+        ``1e-9 (1 + |log density|)``. ``H``: the Hessian at ``w``, which the caller has; returns
+        the polished ``w`` and the Hessian there."""
         floor = self._curvature_floor()
 
         def loss_and_grad(x):
