@@ -680,15 +680,26 @@ def test_the_posterior_recovers_a_known_reward_field():
     rewards' level is not identified by the actions (every Q moved by L moves every reward by
     (1 - gamma) L) and the band is wide in that direction; the band of the rewards' shape
     alone (each draw centred) covers the truth less often than nominal, the Q-function's
-    Fourier features not representing the lattice's exact Q (about 0.3 when written)."""
+    Fourier features not representing the lattice's exact Q (about 0.3 when written).
+
+    Convergence is asserted here, not left to ``infer``'s warning: with 2 chains of 500 the
+    largest split R-hat over the 600 rewards lands either side of its warning threshold, 1.01,
+    by chance (1.003-1.018 over seeds 0 and 1 and the whitening centred on or 0.16 sd off the
+    mode, every min bulk ESS above 1 400 and every recovery figure the same)."""
+    import arviz as az
+
     task = point_mass()
     data = task.sample(30, 20, seed=1)
     truth = torch.as_tensor(task.true_reward(data.transitions().obs.numpy()))
     model = QValueModel(n_fourier=100, lengthscale=0.5, weight_scale=30.0, discount=0.9,
                         reward_prior="state", reward_fourier=50, reward_lengthscale=0.5,
                         reward_noise=0.1, dynamics=task.dynamics)
-    post = birl.infer(None, data, model, method="nuts", rationality=2.0, num_samples=500,
-                      warmup=500, progress=False, seed=0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "MCMC convergence problems", InferenceWarning)
+        post = birl.infer(None, data, model, method="nuts", rationality=2.0, num_samples=500,
+                          warmup=500, progress=False, seed=0)
+    assert post.min_ess() >= 400
+    assert float(az.rhat(post.to_arviz(), var_names=["reward"])["reward"].max()) < 1.05
     mean = post.mean_reward()
     lo, hi = post.credible_interval(0.9)
     cover = float(((truth >= lo) & (truth <= hi)).double().mean())
