@@ -49,8 +49,8 @@ def _harness():
     yield
     torch.set_default_dtype(old)
     assert _sigint_state() == sigint, (
-        f"the test left SIGINT's handler and mask-blocked state {_sigint_state()}, found "
-        f"{sigint}")
+        f"the test changed SIGINT's handler and mask-blocked state from {sigint} to "
+        f"{_sigint_state()}")
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,19 @@ and the Dask cluster. Each test states only what it varies (the inference settin
 The text is written line by line in the order a person would (``name``, ``[environment]``,
 ``[demonstrations]``, ``[reward]``, ``[inference]``), so a test may still edit one line of it
 (``.replace("size = 3", "sise = 3")``) to make a bad spec.
+
+Also the stand-ins the tests of jobs share: an executor that runs calls inline, and a Ctrl-C
+pressed on another thread.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import signal
+import threading
+import time
 
 
 def toml_value(value) -> str:
@@ -64,3 +71,28 @@ class InlineExecutor(concurrent.futures.Executor):
         except Exception as e:
             future.set_exception(e)
         return future
+
+
+@contextlib.contextmanager
+def press_on_another_thread(ready):
+    """Inside the block, once ``ready()``, a Ctrl-C delivered to a helper thread (which does
+    not block SIGINT), not to the main thread: the kernel hands a process-directed signal to
+    any such thread (a torch or BLAS thread, say), and Python then runs the handler in the
+    main thread only when that thread next runs bytecode. The helper is joined on leaving, so
+    no press reaches pytest after the block (should the code under it fail early)."""
+    leaving = threading.Event()
+
+    def press():
+        while not leaving.is_set():
+            if ready():
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                return
+            time.sleep(0.01)
+
+    helper = threading.Thread(target=press, daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        leaving.set()
+        helper.join(5)

@@ -5,7 +5,6 @@ process group during start-up, and a parent killed outright. The draws never dep
 chain ran."""
 
 import concurrent.futures
-import contextlib
 import multiprocessing
 import os
 import signal
@@ -18,7 +17,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import InlineExecutor
+from helpers import InlineExecutor, press_on_another_thread
 
 import bayesirl as birl
 from bayesirl.inference import executors
@@ -75,7 +74,7 @@ def test_a_jobs_own_error_comes_back_from_a_given_executor():
     code = textwrap.dedent("""
         import math
         from bayesirl.inference import executors
-        from helpers import InlineExecutor
+        from helpers import InlineExecutor, press_on_another_thread
 
         try:
             executors.run_jobs(math.sqrt, [4.0, -1.0], parallel=True, ends_run=lambda r: False,
@@ -152,31 +151,6 @@ def test_a_failing_chain_process_ends_the_run_without_waiting_for_the_others(
     assert multiprocessing.active_children() == []
 
 
-@contextlib.contextmanager
-def _press_on_another_thread(ready):
-    """Inside the block, once ``ready()``, a Ctrl-C delivered to a helper thread (which does
-    not block SIGINT), not to the main thread: the kernel hands a process-directed signal to
-    any such thread (a torch or BLAS thread, say), and Python then runs the handler in the
-    main thread only when that thread next runs bytecode. The helper is joined on leaving, so
-    no press reaches pytest after the block (should the code under it fail early)."""
-    leaving = threading.Event()
-
-    def press():
-        while not leaving.is_set():
-            if ready():
-                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-                return
-            time.sleep(0.01)
-
-    helper = threading.Thread(target=press, daemon=True)
-    helper.start()
-    try:
-        yield
-    finally:
-        leaving.set()
-        helper.join(5)
-
-
 needs_pthread_kill = pytest.mark.skipif(not hasattr(signal, "pthread_kill"),
                                         reason="signals a thread (POSIX)")
 
@@ -203,7 +177,7 @@ def test_a_ctrl_c_handled_on_another_thread_still_ends_the_wait(handler):
                              if handler == "python's default" else raising)
     try:
         with (concurrent.futures.ThreadPoolExecutor(1) as pool,
-              _press_on_another_thread(lambda: started == [0])):
+              press_on_another_thread(lambda: started == [0])):
             start = time.monotonic()
             ran = executors.run_jobs(job, [0], parallel=True, ends_run=lambda r: False,
                                      executor=pool)
@@ -230,7 +204,7 @@ def test_waiting_for_futures_as_they_finish_sees_a_ctrl_c_on_another_thread():
     try:
         finish.start()
         start = time.monotonic()
-        with (_press_on_another_thread(lambda: time.monotonic() > start + 0.5),  # once waiting
+        with (press_on_another_thread(lambda: time.monotonic() > start + 0.5),  # once waiting
               pytest.raises(KeyboardInterrupt)):
             for _ in executors.as_completed(futures):
                 pass
@@ -270,7 +244,7 @@ def test_a_job_run_in_the_main_thread_is_interrupted_as_in_sequence():
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with _press_on_another_thread(lambda: running == [0]):
+        with press_on_another_thread(lambda: running == [0]):
             start = time.monotonic()
             ran = executors.run_jobs(job, [0, 1], parallel=True, ends_run=lambda r: False,
                                      executor=InlineExecutor())

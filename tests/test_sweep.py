@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import InlineExecutor, sweep_spec, tiny_spec
+from helpers import InlineExecutor, press_on_another_thread, sweep_spec, tiny_spec
 
 from bayesirl.cli.app import main
 from bayesirl.cli.spec import SpecError
@@ -214,22 +214,15 @@ def test_a_ctrl_c_on_another_thread_stops_the_sweep_while_cells_run(spec):
     executor = StuckExecutor()
     late = threading.Timer(10, executor.finish)
     start = time.monotonic()
-
-    def press():
-        time.sleep(1)  # the sweep is waiting by then
-        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    presser = threading.Thread(target=press, daemon=True)
     try:
         late.start()
-        presser.start()
-        with pytest.raises(KeyboardInterrupt):
+        with (press_on_another_thread(lambda: time.monotonic() > start + 1),  # once waiting
+              pytest.raises(KeyboardInterrupt)):
             sweep(spec, {"inference.seed": [0, 1]}, executor=executor, progress=False,
                   fast=True)
         elapsed = time.monotonic() - start
     finally:
-        presser.join(5)
         late.cancel()
         signal.signal(signal.SIGINT, previous)
     assert elapsed < 5, elapsed
