@@ -127,8 +127,9 @@ def test_a_flat_direction_is_named_by_coordinate():
     point without standard errors and says why; Laplace has no Gaussian to draw from."""
     with pytest.warns(InferenceWarning, match=r"no standard errors at the MAP: the Hessian of "
                       r"the negative log posterior at the MAP is not positive definite \("
-                      r"smallest eigenvalue .*, mostly along free\[[01]\]\)"):
+                      r"smallest eigenvalue .*, mostly along free\[[01]\]\)") as record:
         post = birl.infer(None, None, ConjugateModel(free=True), method="map", progress=False)
+    assert [w.filename for w in record] == [__file__]  # the caller's line, not infer's insides
     assert "standard_errors" not in post.extra
     with pytest.raises(ValueError, match=r"mostly along free\[[01]\]"):
         birl.infer(None, None, ConjugateModel(free=True), method="laplace", num_samples=5,
