@@ -26,7 +26,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 # the documentation site (docs/), warnings as errors, every reference checked; a fresh build (-E)
-# so that every page's warnings are reported; tests/test_docs.py runs the same build
+# so that every page's warnings are reported; tests/test_docs.py runs the same build (a slow
+# test; the default suite runs it with the dummy builder, which reads and resolves, writes nothing)
 docs: $(STAMP)
 	$(PY) -m sphinx -E -W --keep-going -n -q -b html docs docs/_build/html
 	@echo "open docs/_build/html/index.html"
