@@ -33,8 +33,9 @@ __all__ = ["epic_distance", "expected_value_difference", "held_out_log_likelihoo
 #: A canonical reward counts as constant (zero up to shaping) in :func:`epic_distance` when its
 #: standard deviation is at most ``EPIC_ZERO_STD * sqrt(S) * eps * max|R|``, ``eps`` the machine
 #: epsilon of the MDP's dtype. Canonicalising a pure shaping reward leaves a rounding residue
-#: that grows with the number of states summed over; measured on gridworlds with 9 to 10 000
-#: states (uniform coverage up to 400), float32 and float64: at most ``4 sqrt(S) eps max|R|``.
+#: that grows with the number of states summed over, of order ``sqrt(S) eps max|R|``; the
+#: factor 64 leaves a wide margin above it (``benchmarks/RESULTS.md``, "Figures behind design
+#: choices").
 EPIC_ZERO_STD = 64.0
 
 

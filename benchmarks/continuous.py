@@ -64,8 +64,8 @@ COLUMNS = ("env", "n_trajectories", "seed", "method", "apprentice_return", "expe
 TEST_EPISODES = 300
 """Test episodes per policy in the full protocol (``--quick``: 10), as ValueWalk's evaluation
 (300 per apprentice). The expert's mean over a small block of episodes can sit far from its
-mean over many (Acrobot's first 20: -75.8, its 300: -88.1; ``benchmarks/RESULTS.md``), and
-every fraction divides by it."""
+mean over many (``benchmarks/RESULTS.md``, "300 test episodes per policy"), and every fraction
+divides by it."""
 
 PUBLISHED = {
     "CartPole-v1": {"ValueWalk": (467, 493, 500, 500, 495),

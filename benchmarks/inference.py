@@ -196,9 +196,8 @@ def table_gridworld(quick: bool):
     model = birl.LinearReward(mdp.features)
     rows = []
     # bayesirl runs infer()'s default 2 chains, one after the other on one core, and
-    # PolicyWalk gets the same wall time: the min ESS of one 1000-draw chain varies by 2x
-    # with the seed (254-480 for bayesirl's NUTS over seeds 0-3), and PolicyWalk's of a
-    # 4000-step chain was 14, too few to estimate a rate from
+    # PolicyWalk gets the same wall time: the min ESS of one 1000-draw chain varies a lot
+    # with the seed, and a short PolicyWalk chain's is too small to estimate a rate from
     draws, total, settings = run_bayesirl(mdp, demos, model, n, w, num_chains=2)
     rows.append(_row("bayesirl NUTS", draws, total))
     pw_n, (pw_draws, pw_total, sampling) = run_policywalk_for(
@@ -313,7 +312,7 @@ def _ms_per_gradient(potential, u, n=20):
 
 def svi_time_to_nuts(quick: bool):
     """SVI runs of more and more steps (infer()'s default lr, decayed to lr / 20 over the
-    run: a constant step's final iterate jittered 0.2-0.5 sd here) until the
+    run: with a constant step the final iterate jitters around the optimum) until the
     largest |SVI mean - NUTS mean| / NUTS sd over theta is below 0.1; prints every run."""
     mdp, demos = gridworld_problem()
     model = birl.LinearReward(mdp.features)

@@ -43,7 +43,7 @@ transition of a row is from its state (bin 0 after a replacement) to the next ro
 same bus; the last month of each bus has none.  Rust's own data step (and ruspy's) codes the
 month after a replacement as an increment of 1 whatever the new bin, and keeps the increment
 into each bus's first retained month from the dropped month before it: counts 1 682 / 2 555 / 55
-against this CSV's 1 685 / 2 515 / 55, which moves the stage-2 estimates in the third decimal.
+against this CSV's 1 685 / 2 515 / 55, which moves the stage-2 estimates slightly.
 Pass Rust's ``p`` to :func:`fit_nfxp` to reproduce his stage 2; a :class:`Panel` built with his
 increments (into month t, paired with the choice of month t) reproduces his stage 3.
 

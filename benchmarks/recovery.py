@@ -13,14 +13,14 @@ Methods, all on the discrete indicator features ``(S, 4 * size)`` unless said ot
 - ``max_margin`` (Abbeel & Ng 2004 / Ratliff et al. 2006), defaults;
 - ``maxent`` (Ziebart et al. 2008), finite horizon 8 (the demonstrations' length), ``l2``;
 - ``mce`` (Ziebart et al. 2010), discounted, ``l2`` (without it the dual is unbounded on
-  indicator features the demonstrations never switch on, L-BFGS runs its 500 iterations
-  without converging, 5+ minutes per fit at size 16);
+  indicator features the demonstrations never switch on, and L-BFGS runs to its iteration
+  cap without converging);
 - ``deep_maxent`` (Wulfmeier et al. 2016), ``max_iters`` capped;
 - ``bayes_linear``: ``birl.infer(LinearReward(features, Normal(0, 1)), method="svi",
   guide="mvn", map_init=False, lr=0.1)``, rationality 1 in the likelihood (the model is *not*
   told the demonstrator's rationality 5; the weights absorb it). SVI starts at the prior
-  centre: the L-BFGS MAP start (``map_init=True``) costs ~40 soft-VI gradients, more than the
-  whole short SVI run, and gave the same posterior-mean EVD on a size-16 check (0.97 vs 1.00);
+  centre: the L-BFGS MAP start (``map_init=True``) costs more soft-VI gradients than the
+  whole short SVI run and does not change the posterior mean's EVD;
 - ``bayes_gp``: ``GPReward`` on the continuous objectworld features (the 4 distances to the
   nearest object of each outer/inner colour; same layout, same true reward), fixed RBF
   hyperparameters (lengthscale 2, variance 4, jitter 1e-5), ``guide="normal"``, otherwise as
@@ -45,15 +45,12 @@ MaxEnt/MCE at every N, and clearly better at N <= 16" -- per N, PASS when the li
 mean's EVD (mean over seeds, training world) is <= the smaller of MaxEnt's and MCE's, and, at
 N <= 16, at most 0.8 of it ("clearly": 20% lower). The GP posterior's line is printed as well.
 
-``main(quick=True)``: size 16, N in {4, 16, 64}, one seed, capped iterations: ~70 s of CPU,
-3.5-4 minutes of wall time on a 2-core machine at load 7-9 (it gets a third of a core). The
-full run loops seeds outermost, so a cut-off run still covers every N, and stores its rows
-after each (seed, N) in ``results/recovery_{quick,full}.json``; ``--report`` prints the table,
-verdict and plot of a stored (possibly unfinished) run. One (seed, N) at size 32 takes ~3
-minutes of wall time on that loaded machine (the Bayesian fits dominate), so the full 18 runs
-take about an hour there. The plot (EVD against N, min-max bands over seeds for the point
-methods, the mean posterior 5%-95% EVD band for the Bayesian ones) goes to
-``benchmarks/results/recovery.png``.
+``main(quick=True)``: size 16, N in {4, 16, 64}, one seed, capped iterations. The full run
+(the Bayesian fits dominate its time) loops seeds outermost, so a cut-off run still covers
+every N, and stores its rows after each (seed, N) in ``results/recovery_{quick,full}.json``;
+``--report`` prints the table, verdict and plot of a stored (possibly unfinished) run. The
+plot (EVD against N, min-max bands over seeds for the point methods, the mean posterior 5%-95%
+EVD band for the Bayesian ones) goes to ``benchmarks/results/recovery.png``.
 
 Run: ``python benchmarks/recovery.py [--quick]``.
 """
@@ -357,7 +354,7 @@ def main(quick: bool = False, out: pathlib.Path | None = None):
     mode = "quick" if quick else "full"
     cfg = CONFIG[mode]
     t_start = time.perf_counter()
-    importlib.import_module("torch._dynamo")  # torch.optim imports it on first use: ~6 s
+    importlib.import_module("torch._dynamo")  # torch.optim imports it on first use: not timed
     transfer_worlds = [worlds(cfg["size"], s) for s in TRANSFER_SEEDS]
     mdp0, _ = worlds(cfg["size"], cfg["seeds"][0])
     zero_evd = float(birl.metrics.expected_value_difference(

@@ -11,7 +11,7 @@ Side by side in one run, on this machine's cores (every row says what ran):
     Target: >= 4x.
 (b) the 32x32 gridworld (S = 1024, horizon 50, 16 block features of 8x8 cells, 50
     demonstrations): the same comparison, float64 as (a); and the vectorized chains once more
-    on the float32 MDP (the planner's batch kernel is 2-4x faster per row in float32).
+    on the float32 MDP (the planner's batch kernel is faster per row in float32).
     Target: >= 4x.
 (c) SBC of the tiny NUTS tier of tests/test_sbc.py (3-state chain, horizon 3, one feature, 10
     demonstrations, 100 warmup + 100 draws, L = 9): the same simulations one after another here

@@ -38,8 +38,8 @@ def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical",
     stochastic dynamics the terms ``E[V_{t+1}(s')] - V_{t+1}(s_{t+1})`` depend on ``theta``
     and do not cancel (likewise for the rescaled discounted counts or ``initial="mdp"``):
     the result is then the feature-matching (maximum causal entropy) estimate with an L2
-    penalty, not that MAP (README problem, slip 0.1: a different ``theta``, log posterior 4
-    lower than the maximiser's). :func:`bayesirl.infer` with ``method="map"`` gives the MAP.
+    penalty, not that MAP (on the README problem with slip 0.1, a different ``theta`` with a
+    lower log posterior). :func:`bayesirl.infer` with ``method="map"`` gives the MAP.
 
     Why the default ``l2 = 0.01`` and not 0: with indicator (one-hot) features the maximiser of
     the unpenalised dual often does not exist. A feature the demonstrations never switch on
@@ -47,13 +47,12 @@ def mce_irl(mdp, demos, *, l2: float = DEFAULT_L2, initial: str = "empirical",
     attains, and the weights drift without bound (on an 8x8 gridworld with 2x2 block features,
     horizon 30, 20 demonstrations: ``|theta| ~ 1e29`` and no convergence with ``l2 = 0``).
     One-hot features also sum to a constant, so adding ``c`` to every weight leaves the policy
-    unchanged; any ``l2 > 0`` picks the smallest-norm solution (weights of mean 0). Measured
-    on gridworlds (4 finite-horizon and 2 discounted, block and cell features, 5 to 100
-    demonstrations), ``l2 = 0.01`` converged everywhere in 15 to 96 iterations, with an EVD
-    equal to or lower than ``l2 = 1e-3`` or ``1e-4`` (which took up to 233 and 500+
-    iterations); where ``l2 = 0`` converges, the bias is a feature mismatch
-    ``|mu - mu_E|_2 = l2 |theta|_2`` of about 0.02 with the same EVD. Pass ``l2=0`` for exact
-    feature matching (the classic MCE estimate) when every feature is visited.
+    unchanged; any ``l2 > 0`` picks the smallest-norm solution (weights of mean 0). A penalty
+    as large as 0.01 keeps L-BFGS's iterations few where smaller ones take many, at no cost
+    in EVD on the gridworlds compared (``benchmarks/RESULTS.md``, "Figures behind design
+    choices"); its bias is a feature mismatch ``|mu - mu_E|_2 = l2 |theta|_2``. Pass
+    ``l2=0`` for exact feature matching (the classic MCE estimate) when every feature is
+    visited.
 
     Sign convention: the derivation (Ziebart 2010) writes costs, ``r = -theta_cost^T phi``;
     bayesirl's ``theta`` are reward weights, ``r = phi . theta``, so ``theta = -theta_cost``.

@@ -58,13 +58,11 @@ def projection_irl(mdp, demos, *, eps: float = 1e-3, max_iters: int = 100,
     optimal for the returned reward. ``pi_0`` is left out: its ``w_0 = 0`` is the start, not a
     reward the method produced, and returning it gave a constant reward whenever the experts
     look nearly uniform (``pi_0`` then carries most of the mixture). ``theta`` is 0 only if
-    ``|mu_E - mu(pi_0)|_2 <= eps`` (nothing to learn). Measured, EVD as a fraction of a random
-    reward's, 24 gridworld runs (6x6, slip 0 and 0.1, N 20 and 100, 6 seeds): this choice
-    mean 0.016, max 0.09; the ``w_j`` of the found policy closest to ``mu_E`` mean 0.07,
-    max 0.53; the last ``w_n`` mean 0.76 (the ``w_i`` alternate in direction, so the last one
-    is often a correction, not the reward). On 24 objectworld runs (16x16, N 4 to 128), as a
-    fraction of the zero reward's EVD: 0.44, closest 0.53, last 0.71, and 0.79 with ``pi_0``
-    allowed (a constant reward in 13 of the 24).
+    ``|mu_E - mu(pi_0)|_2 <= eps`` (nothing to learn). The last ``w_n`` is not returned: the
+    ``w_i`` alternate in direction, so the last one is often a correction, not the reward; of
+    the candidates compared (this one, the ``w_j`` of the found policy closest to ``mu_E``,
+    the last, ``pi_0`` allowed), this one recovers the reward best (``benchmarks/RESULTS.md``,
+    "Figures behind design choices").
 
     Finite-horizon MDPs use time-indexed policies; discounted MDPs stationary ones (the
     demonstrations' discounted counts rescaled to mass ``1 / (1 - gamma)``, as in

@@ -4,8 +4,8 @@
 orientations, so the expectation ``E[v(s') | s, a]`` and its transpose (pushing state-action mass
 forward to next states) are each one sparse-dense product, and each is the other's backward.
 A plain ``index_select`` would materialise ``(..., S, A, K)`` and backpropagate with a scattered
-``index_add``; at S = 1e5 with 64 batch columns that is about 5x slower
-(``benchmarks/planning.py``). These operators serve ``expected_next``/``push`` and the
+``index_add``, much slower on wide batches (``benchmarks/RESULTS.md``, "Figures behind design
+choices"). These operators serve ``expected_next``/``push`` and the
 accelerator path of the finite-horizon DP; on the CPU that DP is compiled
 (:mod:`bayesirl.planning.cpu_kernels`).
 
@@ -13,8 +13,8 @@ Dense operands are batch-last, ``(S, B)`` and ``(S * A, B)``: the layout sparse 
 
 Tiny MDPs (``S * A * S <= DENSE_MAX``, a few hundred states) use a dense ``(S * A, S)`` matrix
 instead: a 2 MB matrix-vector product beats any sparse kernel there, and the CSR kernels start
-OpenMP threads that, on a loaded 2-core machine, cost milliseconds per call for microseconds of
-work. Large MDPs never materialise anything dense.
+OpenMP threads whose start-up outweighs that little work, most of all on a loaded machine.
+Large MDPs never materialise anything dense.
 """
 
 from __future__ import annotations

@@ -400,7 +400,7 @@ _pools: tuple[int, threadpoolctl.ThreadpoolController] | None = None
 
 def _thread_pools() -> threadpoolctl.ThreadpoolController:
     """The BLAS/OpenMP pools loaded in this process. Finding them scans every loaded library
-    (about a millisecond, as much as a small MAP's fixed points), so the scan is kept until a
+    (as long as a small MAP's fixed points take), so the scan is kept until a
     module is imported (a native library comes with one: scipy's BLAS, numba's OpenMP)."""
     global _pools
     if _pools is None or _pools[0] != len(sys.modules):

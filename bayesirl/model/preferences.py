@@ -137,8 +137,8 @@ class _BradleyTerryNormal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, Y, loc, scale, log_norm):
         m = theta @ Y.T                                                  # -delta, (..., P)
-        # softplus(m) = max(m, 0) + log(1 + exp(-|m|)); log rather than log1p (not
-        # vectorised in float64, ten times slower): the absolute error stays below 1e-16
+        # softplus(m) = max(m, 0) + log(1 + exp(-|m|)); log rather than log1p (torch's float64
+        # log1p is not vectorised): the absolute error stays below 1e-16
         nll = torch.clamp(m, min=0) + torch.log(1 + torch.exp(-m.abs()))
         z = (theta - loc) / scale
         ctx.save_for_backward(torch.sigmoid(m), z, Y, scale)

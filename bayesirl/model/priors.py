@@ -108,8 +108,8 @@ def prior_influence(estimate, covariance, scale, loc=0.0) -> torch.Tensor:
     ``(C^-1 + D^-1)^-1 (C^-1 theta_hat + D^-1 loc)``; this returns
     ``(MAP - theta_hat) / sqrt(diag C)``, one entry per parameter. Shifts of order 0.1 or less
     mean the prior is weak for these data. The approximation is local: large shifts come out
-    wrong (Rust's group 4 at 0.975 under ``Normal(0, 1)``: predicted MAP (0.40, 4.37), found
-    (1.56, 6.09)), so read it as a check that a prior is weak, not as a correction.
+    wrong (Rust's group 4 at 0.975 under ``Normal(0, 1)`` is such a case), so read it as a
+    check that a prior is weak, not as a correction.
 
     Args:
         estimate: ``(d,)`` maximum-likelihood estimate.

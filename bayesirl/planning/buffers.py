@@ -1,9 +1,9 @@
 """Reuse of large CPU output buffers between calls of the same shape.
 
 Fresh memory is expensive: the first write to a newly mapped page costs the kernel (and, on a
-virtual machine, the hypervisor) a page fault and a zero fill. Measured on the 2-core machine
-this project is developed on, the first pass over a fresh 1 GB array takes 0.4-2 s against
-0.17 s for the next pass. Torch's CPU allocator keeps no cache, so a planner called thousands of
+virtual machine, the hypervisor) a page fault and a zero fill, which makes the first pass over
+a fresh array several times slower than the next (``benchmarks/RESULTS.md``, "Figures behind
+design choices"). Torch's CPU allocator keeps no cache, so a planner called thousands of
 times with the same shapes (as NUTS, SVI and the benchmarks do) would pay that on every call
 for its ``(..., T, S, A)`` outputs.
 

@@ -19,8 +19,8 @@ From :data:`WIDE_BATCH` reward rows on, the soft DP runs with the batch innermos
 are scalar libm calls), and tiles of states move between the two layouts through 8x8
 transposes in registers (:func:`_transpose_strided`: a scalar transpose moves one element per
 instruction and cost as much as the arithmetic at S = 1e5, batch 64). These work in the working
-precision throughout (the batch-first kernels take float64 exponentials and sums), 3-4x faster
-at batch 64 in float32 (benchmarks/planning.py).
+precision throughout (the batch-first kernels take float64 exponentials and sums), so float32
+rows take the SIMD path end to end (``benchmarks/planning.py`` measures it).
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def hard_dp_backward(succ, prob, q, v, g_v, g_q, g_r, rtol):
 # The user's batch-first arrays are transposed TILE states at a time into small batch-last
 # scratch tiles; the reward, the values and the carries live batch-last for the whole call.
 
-WIDE_BATCH = 8  # from here on the batch-innermost kernels are faster (2-3x at B = 8 to 64)
+WIDE_BATCH = 8  # from this many rows on, the batch-innermost kernels are the faster ones
 MIN_THREAD_WORK = 2**16  # T * S * A * rows of a batch part run in its own thread
 TILE = 64        # states per transposed tile
 
@@ -497,7 +497,7 @@ def _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, c
     ``i < rows, j < cols`` (flat arrays): 8x8 register blocks, scalar edges. The side with the
     larger stride (far apart rows, in memory the window does not cover) is walked eight of
     its rows at a time from start to end, which the hardware prefetchers follow; sweeping
-    all its rows eight elements at a time instead cost 1.3x in the backward's read-in."""
+    all its rows eight elements at a time defeats them."""
     if not (0 <= src_at and src_at + (rows - 1) * src_stride + cols <= src.size
             and 0 <= dst_at and dst_at + (cols - 1) * dst_stride + rows <= dst.size):
         raise IndexError("transpose out of bounds")
