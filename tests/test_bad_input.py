@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bayesirl as birl
+from bayesirl.cli import spec as cli_spec
 from bayesirl.core.demos import Demonstrations
 from bayesirl.posterior.arviz_io import from_groups
 from bayesirl.posterior.diagnostics import ConvergenceError, InferenceWarning
@@ -616,14 +617,13 @@ LOAD_SPEC = [
 
 @pytest.mark.parametrize("text,match", table(LOAD_SPEC))
 def test_load_spec(tmp_path, text, match):
-    spec = pytest.importorskip("bayesirl.cli.spec")
     path = tmp_path / "spec.toml"
     if isinstance(text, bytes):
         path.write_bytes(text)
     else:
         path.write_text(text)
     with pytest.raises(ValueError, match=match):
-        spec.load_spec(path)
+        cli_spec.load_spec(path)
 
 
 # ---------------------------------------------------------------------------- fuzzing

@@ -402,6 +402,44 @@ def test_ppc_shapes_and_observed(statistic, time):
     assert torch.equal(again.replicated, out.replicated)
 
 
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_ppc_p_values_follow_their_definitions(alternative):
+    """The p-values recomputed from the returned replicates by counting, as the module doc
+    defines them: mid-p per component (ties split), and the omnibus mid-p of the discrepancy
+    sum_j (T_j - m_j)^2 / v_j (a component with v = 0 adds 0 where the data agree,
+    infinity where they do not)."""
+    mdp = envs.gridworld(size=4, block=2, seed=0, horizon=8)
+    demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=6, length=8,
+                          seed=0)
+    R = mdp.reward + 0.5 * torch.randn(30, 16, generator=torch.Generator().manual_seed(0))
+
+    def visits_and_steps(d):  # the last component is the same in every replicate and the data
+        visits = torch.bincount(d.states[d.mask], minlength=16).double()
+        return torch.cat([visits, torch.tensor([float(d.n_steps)])])
+
+    out = dec.posterior_predictive_check(mdp, R, demos, statistic=visits_and_steps,
+                                         n_sims=40, alternative=alternative)
+    rep, obs = out.replicated.numpy(), out.observed.numpy()
+    n, k = rep.shape
+    upper = np.array([(sum(rep[b, j] > obs[j] for b in range(n))
+                       + 0.5 * sum(rep[b, j] == obs[j] for b in range(n))) / n
+                      for j in range(k)])
+    want = {"greater": upper, "less": 1 - upper,
+            "two-sided": np.minimum(1.0, 2 * np.minimum(upper, 1 - upper))}[alternative]
+    np.testing.assert_allclose(out.p_values.numpy(), want, rtol=0, atol=1e-12)
+    assert 0 < want.min() < 0.5 < want.max()   # the components do not all tie
+    m, v = rep.mean(0), rep.var(0, ddof=1)
+    assert v[-1] == 0 and (v > 0).any()    # both kinds of component are exercised
+
+    def discrepancy(x):
+        return sum(0.0 if x[j] == m[j] else np.inf if v[j] == 0 else (x[j] - m[j]) ** 2 / v[j]
+                   for j in range(k))
+
+    x_obs, x_rep = discrepancy(obs), [discrepancy(rep[b]) for b in range(n)]
+    omnibus = (sum(x > x_obs for x in x_rep) + 0.5 * sum(x == x_obs for x in x_rep)) / n
+    assert out.omnibus_p == pytest.approx(omnibus, abs=1e-12)
+
+
 def test_ppc_callable_statistic_and_plot():
     mdp = envs.gridworld(size=4, block=2, seed=0)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=5, length=6)

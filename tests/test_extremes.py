@@ -121,7 +121,9 @@ def test_float32_agrees_with_float64(name, likelihood):
     lp32 = action_log_probs(mdp32, model32.reward({"theta": theta32}), likelihood, beta)
     assert lp32.dtype == torch.float32
     scale = q_scale(mdp64, model64, theta64, beta)
-    check_policy(lp32, 4 * EPS32 * scale)
+    # the planners normalise after subtracting each row's max, so a float32 row sums to 1
+    # within a few eps at any Q scale; only the gap to float64 grows with the scale
+    check_policy(lp32, 4 * EPS32)
     err = (lp32.double() - lp64).abs().max().item()
     assert err <= F32_ULPS * EPS32 * scale, f"float32 error {err:.3g} at scale {scale:.3g}"
     demos = demos_of(mdp64, lp64)

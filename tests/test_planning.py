@@ -718,14 +718,23 @@ def test_reward_wrong_shape(finite_mdp, shape):
 
 @pytest.mark.parametrize("tau", [0, -1.0, math.nan, math.inf, -math.inf])
 def test_bad_temperature(finite_mdp, tau):
-    with pytest.raises(ValueError, match=r"temperature is .*, expected a finite number > 0"):
+    with pytest.raises(ValueError, match=r"temperature is .*, expected a number > 0$"):
         birl.soft_value_iteration(finite_mdp, torch.zeros(3), temperature=tau)
 
 
-@pytest.mark.parametrize("tau", ["1", None, [1.0]])
+@pytest.mark.parametrize("tau", ["1", None, [1.0], True])
 def test_temperature_not_a_number(finite_mdp, tau):
-    with pytest.raises((TypeError, ValueError), match="temperature"):
+    with pytest.raises(ValueError, match=rf"temperature is {re.escape(repr(tau))}, expected a "
+                                         r"number > 0$"):
         birl.soft_value_iteration(finite_mdp, torch.zeros(3), temperature=tau)
+
+
+def test_temperature_as_a_one_element_tensor_or_numpy_scalar(finite_mdp):
+    reward = torch.randn(3, 2, dtype=finite_mdp.dtype)
+    want = birl.soft_value_iteration(finite_mdp, reward, temperature=2.0).log_policy
+    for tau in (torch.tensor(2.0), np.float32(2.0)):
+        got = birl.soft_value_iteration(finite_mdp, reward, temperature=tau).log_policy
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize("shape", [(), (4,), (3, 2), (2, 4)], ids=str)

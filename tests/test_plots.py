@@ -139,9 +139,8 @@ def test_policy_arrows_have_lengths_proportional_to_probabilities(grid):
     shown = p[:, moving] >= 0.05
     assert q.N == shown.sum()
     lengths = np.hypot(q.U, q.V)
-    expected = p[:, moving][shown]  # quiver order: action by action, states in order
+    # quiver order: action by action, states in order
     order = np.concatenate([p[:, a][p[:, a] >= 0.05] for a in moving])
-    np.testing.assert_allclose(np.sort(expected), np.sort(order))
     np.testing.assert_allclose(lengths / order, np.full(len(order), lengths[0] / order[0]))
     # the most likely action drawn (stay included) would get 0.45 cells
     assert lengths.max() == pytest.approx(0.45 * p[:, moving].max() / p.max())

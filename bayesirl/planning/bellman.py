@@ -33,7 +33,6 @@ import numbers
 import threading
 import warnings
 
-import numpy as np
 import torch
 
 from bayesirl._validation import (
@@ -702,9 +701,7 @@ def soft_value_iteration(mdp: TabularMDP, reward: torch.Tensor, temperature: flo
                                                        max_iters)
     if isinstance(temperature, torch.Tensor) and temperature.numel() == 1:
         temperature = temperature.item()
-    if isinstance(temperature, bool) or not (isinstance(temperature, (int, float, np.floating))
-                                             and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature is {temperature!r}, expected a finite number > 0")
+    temperature = check_number("temperature", temperature, 0.0, low_open=True)
     opts = (tol, max_iters, solver, threads, warm_start)
     if temperature == 1:
         return _plan(mdp, reward, soft_backup, terminal_reward, *opts)
