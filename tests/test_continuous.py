@@ -362,6 +362,42 @@ def test_the_apprentice_policies_act_and_thompson_redraws_per_episode(cartpole_p
     assert probs.shape == (3, 2) and torch.allclose(probs.sum(-1), torch.ones(3))
 
 
+def test_the_apprentice_policies_are_what_their_kinds_define(cartpole_post):
+    """Each kind against its definition on the draws' Q-values: ``"mean"`` greedy on the mean
+    Q (probabilities ``softmax(beta E[Q])``), ``"predictive"`` on ``E[softmax(beta Q)]``,
+    ``"thompson"`` on one draw's Q; a sampling policy's action frequencies match its
+    probabilities within 4 binomial standard errors."""
+    post = cartpole_post
+    obs = post.data.transitions().obs[:6]
+    q = post.q_values(obs)                                           # (draws, M, A)
+    beta = post.rationality
+    mean = torch.softmax(beta * q.mean(0), -1)
+    predictive = torch.softmax(beta * q, -1).mean(0)
+    torch.testing.assert_close(post.action_probs(obs, "mean"), mean)
+    torch.testing.assert_close(post.action_probs(obs, "predictive"), predictive)
+    for kind, want in (("mean", mean), ("predictive", predictive)):
+        policy = post.policy(kind)
+        for i, o in enumerate(obs.numpy()):
+            np.testing.assert_allclose(policy.probs(o), want[i].numpy(), rtol=1e-6, atol=1e-9)
+            assert policy(o) == int(q.mean(0)[i].argmax() if kind == "mean" else want[i].argmax())
+    thompson = post.policy("thompson", seed=5)
+    per_draw = torch.softmax(beta * q, -1)                            # (draws, M, A)
+    for episode in range(3):
+        thompson.reset(episode)
+        got = torch.as_tensor(np.stack([thompson.probs(o) for o in obs.numpy()]))
+        match = (per_draw - got.to(per_draw)).abs().amax((-1, -2)) < 1e-6
+        assert match.any(), "a Thompson episode acts on no single draw's Q"
+        d = int(match.nonzero()[0])
+        assert [thompson(o) for o in obs.numpy()] == q[d].argmax(-1).tolist()
+    # a sampling policy: frequencies at the observation whose mean policy is least certain
+    i = int((mean[:, 0] - 0.5).abs().argmin())
+    sampler = post.policy("mean", greedy=False, seed=0)
+    n = 2000
+    freq = np.mean([sampler(obs[i].numpy()) == 1 for _ in range(n)])
+    p1 = float(mean[i, 1])
+    assert abs(freq - p1) <= 4 * np.sqrt(p1 * (1 - p1) / n) + 1e-12, (freq, p1)
+
+
 def test_arviz_data_has_per_trajectory_log_likelihood_and_round_trips(cartpole_post, tmp_path):
     post = cartpole_post
     idata = post.to_arviz()
