@@ -257,7 +257,8 @@ def test_float32_mdp_standard_errors_agree_with_float64():
             warnings.simplefilter("error")
             post = birl.infer(mdp, demos, m, method="map")
         se.append(post.extra["standard_errors"]["theta"].double())
-    assert torch.allclose(se[1], se[0], rtol=0.15), se
+    # float32 rounding leaves them 2e-4 to 4e-4 apart (relative) on this and three more seeds
+    assert torch.allclose(se[1], se[0], rtol=2e-3, atol=0), se
 
 
 @pytest.mark.parametrize("prior, site", [(dist.HalfNormal(1.0), "theta[1]"),

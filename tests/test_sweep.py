@@ -10,7 +10,9 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
@@ -145,6 +147,20 @@ def test_comparison_table_compares_loo_only_among_cells_of_the_same_data(spec, t
         assert group["loo_weight"].sum() == pytest.approx(1.0)
         assert (group["elpd_diff"] >= 0).all() and (group["elpd_diff"] == 0).sum() == 1
     assert (table["evd"] >= -1e-9).all() and table["epic"].between(0, 1).all()
+    # each row's metrics are its own cell's posterior's (the cells' values all differ)
+    from bayesirl.metrics import epic_distance, expected_value_difference
+    for name, post in result.posteriors.items():
+        mdp = post.mdp
+        evd = float(expected_value_difference(mdp, None, post).mean())
+        epic = float(torch.nanmean(epic_distance(mdp, mdp.reward, post.reward())))
+        assert table.loc[name, "evd"] == pytest.approx(evd, rel=1e-9, abs=1e-12)
+        assert table.loc[name, "epic"] == pytest.approx(epic, rel=1e-9, abs=1e-12)
+        with warnings.catch_warnings():  # a few draws: ArviZ warns about its k-hat
+            warnings.simplefilter("ignore")
+            loo = az.loo(post.to_arviz())
+        elpd = float(loo.elpd if hasattr(loo, "elpd") else loo.elpd_loo)
+        assert table.loc[name, "elpd_loo"] == pytest.approx(elpd, rel=1e-9)
+    assert table["evd"].nunique() == len(table) and table["elpd_loo"].nunique() == len(table)
     saved = pd.read_csv(tmp_path / "out" / "comparison.csv", index_col="cell")
     assert np.allclose(saved["elpd_loo"], table["elpd_loo"])
 
