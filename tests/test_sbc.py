@@ -7,7 +7,8 @@ Tiers:
 - broken likelihood (default run): a posterior that conditions on half of the demonstrations is
   calibrated for theta but fails the log-likelihood rank test, decisively.
 - NUTS smoke (default run): 20 simulations, structure only.
-- NUTS and SVI tiers (``-m slow``): 100 simulations each; NUTS must pass, SVI is reported.
+- NUTS and SVI tiers (``-m slow``): 100 simulations each; both must pass (SVI's Normal guide
+  is close to exact on this 1-d posterior of 10 demonstrations).
 
 Each uniformity test has a stated false-alarm rate: the family-wise level ``alpha = 0.001``
 (Bonferroni over the quantities), so a correct sampler fails a seeded run with probability
@@ -225,17 +226,18 @@ def test_nuts_tier_100_simulations_passes(chain):
 
 
 @pytest.mark.slow
-def test_svi_tier_100_simulations_reported(chain):
+def test_svi_tier_100_simulations_passes(chain):
     mdp, model = chain
     start, cpu = time.perf_counter(), time.process_time()
     result = sbc(mdp, model, 100, n_demos=10, method="svi", n_draws=19,
                  infer_kwargs={"guide": "normal", "steps": 300, "lr": 0.05}, seed=0,
                  progress=False)
     seconds = time.perf_counter() - start
-    print(f"\nSVI tier (reported, not asserted): {result} in {seconds:.0f} s "
+    print(f"\nSVI tier: {result} in {seconds:.0f} s "
           f"({time.process_time() - cpu:.0f} s CPU); "
           f"counts {result.counts.tolist()}")
     assert result.ranks.shape == (100, 2)
+    assert result.passed, result
 
 
 # ---------------------------------------------------------------------------- executors
