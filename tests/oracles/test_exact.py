@@ -274,7 +274,8 @@ def test_svi_full_covariance_guides_match_quadrature(guide, kind, likelihood, st
     ratio = post.samples["theta"].std(0) / g.sd
     print(f"(mean - exact) / sd = {err}, sd / exact = {ratio}")
     assert (err.abs() < 0.2).all(), err
-    assert (ratio - 1).abs().lt(0.25).all(), ratio
+    # sd ratios 0.98-1.10 over these four cases at seed 3; 2000 draws add ~1.6% of noise
+    assert (ratio - 1).abs().lt(0.15).all(), ratio
 
 
 @pytest.mark.slow
