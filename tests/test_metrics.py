@@ -4,6 +4,7 @@ EPIC is checked against a naive implementation written here with explicit loops 
 (s, a, s') triples, and for its defining invariances (potential shaping, positive rescaling).
 """
 
+import itertools
 import math
 
 import numpy as np
@@ -71,6 +72,39 @@ def test_evd_soft_and_discounted():
     # hard EVD of the soft-optimal policy's value gap is >= 0; soft EVD can have either sign
     assert expected_value_difference(mdp, r, -r).item() > 0
     assert torch.isfinite(expected_value_difference(mdp, r, 5 * r, soft=True))
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["hard", "soft"])
+def test_evd_against_enumerated_policies(soft):
+    """EVD on a 4-state, 2-action MDP from first principles in NumPy: every deterministic
+    stationary policy's value by a linear solve (V = (I - gamma P_pi)^-1 r_pi), the optimal one
+    the best of all 16; soft-optimal policies by soft value iteration iterated to convergence."""
+    mdp, P = tiny(seed=3, discount=0.8)
+    S, A, gamma = 4, 2, 0.8
+    init = mdp.initial.numpy()
+    g = torch.Generator().manual_seed(4)
+    true, other = (torch.randn(S, A, generator=g, dtype=torch.float64) for _ in range(2))
+
+    def value(pi, r):                            # pi: (S, A) probabilities
+        P_pi = np.einsum("sa,sat->st", pi, P)
+        return np.linalg.solve(np.eye(S) - gamma * P_pi, (pi * r).sum(-1))
+
+    def optimal(r):
+        if soft:
+            v = np.zeros(S)
+            for _ in range(2000):
+                q = r + gamma * P @ v
+                v = np.log(np.exp(q).sum(-1))
+            return np.exp(q - v[:, None])
+        best = max(itertools.product(range(A), repeat=S),
+                   key=lambda acts: init @ value(np.eye(A)[list(acts)], r))
+        return np.eye(A)[list(best)]
+
+    t, o = true.numpy(), other.numpy()
+    want = init @ value(optimal(t), t) - init @ value(optimal(o), t)
+    got = float(expected_value_difference(mdp, true, other, soft=soft))
+    assert got == pytest.approx(want, abs=1e-9)
+    assert abs(want) > 0.05  # the two rewards' optimal policies differ
 
 
 def test_evd_bad_inputs(grid):
