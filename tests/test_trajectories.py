@@ -114,6 +114,33 @@ def test_imitation_style_trajectories_mark_a_terminal_only_when_the_episode_term
     assert torch.allclose(data.next_obs[1, :2], torch.as_tensor(trajs[1].obs[1:]))
 
 
+def test_imitation_style_episodes_cut_by_a_time_limit_are_not_terminal():
+    """imitation marks every whole episode ``terminal``; Stable-Baselines3's rollouts record a
+    time limit's cut in the last info, and only an episode that was not cut ends in a terminal
+    step. A mistaken cut would set V(s') = 0 at the last step of every time-limited episode."""
+    rng = np.random.default_rng(4)
+
+    def traj(n, infos):
+        return SimpleNamespace(obs=rng.normal(size=(n + 1, 2)), acts=np.zeros(n, dtype=int),
+                               infos=None if infos is None else np.array(infos, dtype=object),
+                               terminal=True)
+
+    trajs = [traj(3, [{}, {}, {"TimeLimit.truncated": True}]),
+             traj(2, [{}, {"TimeLimit.truncated": False, "episode": {"r": 2.0}}]),
+             traj(2, [{}, {}]),
+             traj(2, None)]
+    data = Trajectories.from_imitation(trajs, n_actions=2)
+    assert data.terminals.tolist() == [[False, False, False], [False, True, False],
+                                       [False, True, False], [False, True, False]]
+    with pytest.raises(ValueError, match=r"trajectories\[0\] has 1 infos and 3 actions"):
+        Trajectories.from_imitation([traj(3, [{}])])
+    with pytest.raises(TypeError, match=r"trajectories\[0\] infos\[-1\]\['TimeLimit.truncated'\] "
+                                        r"is 'yes', expected a bool"):
+        Trajectories.from_imitation([traj(1, [{"TimeLimit.truncated": "yes"}])])
+    with pytest.raises(TypeError, match=r"trajectories\[0\] infos\[-1\] is int, expected a dict"):
+        Trajectories.from_imitation([traj(1, [3])])
+
+
 def test_episode_readers_name_the_episode_that_is_wrong():
     rng = np.random.default_rng(2)
     good, bad = _episode(rng, 3), _episode(rng, 3)

@@ -26,7 +26,7 @@ it. Padding entries are zero.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -245,8 +245,17 @@ class Trajectories:
     def from_imitation(cls, trajectories: Iterable, n_actions: int | None = None
                        ) -> Trajectories:
         """From imitation-style trajectories: objects (or mappings) with ``obs``
-        ``(L + 1, obs_dim)``, ``acts`` ``(L,)``, ``terminal`` (bool: the episode ended in a
-        terminal state) and optionally ``rews`` ``(L,)``."""
+        ``(L + 1, obs_dim)``, ``acts`` ``(L,)``, ``terminal``, optionally ``infos`` ``(L,)``
+        (dicts) and ``rews`` ``(L,)``.
+
+        imitation's ``terminal`` says that the trajectory holds its episode's last step, which
+        is true of every whole episode, including one a time limit cut short; the cut is
+        recorded in the last step's info as ``"TimeLimit.truncated"`` (Stable-Baselines3's
+        vectorised environments, which imitation's rollouts use). The last step is terminal
+        (``V(s') = 0`` in the value-space model) when ``terminal`` is true and that info does
+        not say truncated. Without ``infos`` a true ``terminal`` is read as a termination:
+        pass the infos of time-limited episodes, or a CartPole episode cut at 500 steps would
+        be read as a failure."""
         rows = []
         for i, tr in enumerate(_listed("trajectories", trajectories)):
             get = _getter(f"trajectories[{i}]", tr)
@@ -259,7 +268,8 @@ class Trajectories:
                 if flag.numel() != 1:
                     raise ValueError(f"trajectories[{i}].terminal must be one bool, got shape "
                                      f"{tuple(flag.shape)}")
-                term[-1:] = bool(flag)
+                term[-1:] = bool(flag) and not _truncated(f"trajectories[{i}]",
+                                                          get("infos", required=False), n)
             rows.append(_row(f"trajectories[{i}]", obs, acts, term, get("rews", required=False)))
         return _stack(rows, n_actions)
 
@@ -408,6 +418,27 @@ def _listed(name, items) -> list:
     if not items:
         raise ValueError(f"{name} is empty, expected at least one")
     return items
+
+
+def _truncated(where: str, infos, n: int) -> bool:
+    """Whether imitation-style ``infos`` (``n`` dicts, or None) mark the last step as cut by a
+    time limit (``"TimeLimit.truncated"``, Stable-Baselines3's key)."""
+    if infos is None or n == 0:
+        return False
+    infos = list(infos)
+    if len(infos) != n:
+        raise ValueError(f"{where} has {len(infos)} infos and {n} actions, expected one info "
+                         "per action")
+    last = infos[-1]
+    if last is None:
+        return False
+    if not isinstance(last, Mapping):
+        raise TypeError(f"{where} infos[-1] is {type(last).__name__}, expected a dict")
+    flag = last.get("TimeLimit.truncated", False)
+    if not isinstance(flag, (bool, np.bool_)):
+        raise TypeError(f"{where} infos[-1]['TimeLimit.truncated'] is {flag!r}, expected a "
+                        "bool")
+    return bool(flag)
 
 
 def _getter(where: str, item) -> Callable:
