@@ -3,6 +3,8 @@ the Pyro model, inference through infer(), the posterior object, plots, and (slo
 a known reward and simulation-based calibration."""
 
 import math
+import subprocess
+import sys
 import warnings
 
 import matplotlib.pyplot as plt
@@ -397,6 +399,33 @@ def test_the_apprentice_policies_are_what_their_kinds_define(cartpole_post):
     assert abs(freq - p1) <= 4 * np.sqrt(p1 * (1 - p1) / n) + 1e-12, (freq, p1)
 
 
+def test_the_per_trajectory_log_likelihood_is_the_sum_of_its_steps_log_policy(cartpole_post):
+    """``log_lik[c, d, i] = sum_t log softmax(beta Q_w(s_it, .))[a_it]`` over trajectory i's
+    steps, for the draw ``w`` of chain c, draw d: from the draws' Q-values directly."""
+    post = cartpole_post
+    data = post.data
+    N, T = data.actions.shape
+    q = post.q_values(data.obs.reshape(N * T, -1)).reshape(-1, N, T, data.n_actions)
+    logp = torch.log_softmax(post.rationality * q, -1)
+    steps = logp.gather(-1, data.actions[None, ..., None].expand(q.shape[0], N, T, 1))[..., 0]
+    want = (steps * data.mask).sum(-1)                                   # (draws, N)
+    torch.testing.assert_close(post.log_lik.reshape(-1, N), want)
+    assert post.log_lik.shape == (2, 100, N)
+
+
+def test_hmc_samples_the_value_space_posterior_too():
+    torch.set_default_dtype(torch.float64)
+    data = birl.core.rollout("CartPole-v1", cartpole_expert, 1, seed=1, max_steps=20,
+                             progress=False)
+    with pytest.warns(InferenceWarning):  # 2 x 30 draws: too few for 400 ESS, as it says
+        post = birl.infer(None, data, QValueModel(), method="hmc", num_samples=30, warmup=30,
+                          num_steps=8, num_chains=2, parallel=False, progress=False, seed=0)
+    assert isinstance(post, ContinuousPosterior) and post.method == "hmc"
+    assert post.samples["w"].shape == (60, QValueModel().q_function(data).n_params)
+    assert post.samples["w"].std(0).min() > 0  # the chains moved in every weight
+    assert post.reward().shape == (60, int(data.mask.sum()))
+
+
 def test_arviz_data_has_per_trajectory_log_likelihood_and_round_trips(cartpole_post, tmp_path):
     post = cartpole_post
     idata = post.to_arviz()
@@ -683,6 +712,29 @@ def test_the_scripted_experts_return_valid_actions():
     assert acrobot_expert(np.array([1, 0, 1, 0, 0.0, -0.3])) == 0
     assert set(EXPERTS) == {"CartPole-v1", "Acrobot-v1", "LunarLander-v3"}
     assert evaluate("CartPole-v1", cartpole_expert, 1, seed=0, progress=False)[0] == 500
+
+
+@pytest.mark.parametrize("env_id,floor", [("Acrobot-v1", -120.0), ("LunarLander-v3", 100.0)])
+def test_the_scripted_experts_solve_their_tasks(env_id, floor):
+    """Five seeded episodes of each expert score far above a random policy (Acrobot about
+    -500, LunarLander about -200): the floors are well under the experts' means over 300
+    episodes (``benchmarks/RESULTS.md``), leaving room for one LunarLander crash in five."""
+    returns = evaluate(env_id, EXPERTS[env_id], 5, seed=0, progress=False)
+    assert returns.mean() > floor, returns
+
+
+def test_an_environment_id_loads_box2d_under_warnings_as_errors():
+    """Box2D's SWIG extension warns while it loads; raised as an error there, it crashed the
+    interpreter (a segmentation fault) when ``evaluate`` or ``rollout`` was given the id
+    rather than an environment. Its own process, so that Box2D loads for the first time."""
+    code = ("from bayesirl.core.control import EXPERTS\n"
+            "from bayesirl.core.trajectories import evaluate\n"
+            "print(evaluate('LunarLander-v3', EXPERTS['LunarLander-v3'], 1, seed=0, "
+            "progress=False)[0])\n")
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert float(done.stdout.split()[-1]) > 0
 
 
 def test_the_lunar_lander_heuristic_runs_under_warnings_as_errors():

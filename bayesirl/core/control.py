@@ -24,13 +24,13 @@ moves are deterministic, the reward of every observed transition is exactly
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bayesirl._validation import as_tensor, check_indices, check_int, check_number
+from bayesirl.core.gym_envs import box2d_safe, make_env
 from bayesirl.core.trajectories import Trajectories
 
 __all__ = ["EXPERTS", "PointMass", "acrobot_expert", "cartpole_expert", "lunar_lander_expert",
@@ -58,8 +58,7 @@ class _DiscreteLander:
 
 def lunar_lander_expert(obs) -> int:
     """LunarLander-v3: Gymnasium's ``heuristic`` (discrete actions); needs Box2D."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # SWIG types, at Box2D's import
+    with box2d_safe():
         from gymnasium.envs.box2d.lunar_lander import heuristic
     return int(heuristic(_DiscreteLander, np.asarray(obs, dtype=np.float64).reshape(-1)))
 
@@ -67,19 +66,6 @@ def lunar_lander_expert(obs) -> int:
 EXPERTS = {"CartPole-v1": cartpole_expert, "Acrobot-v1": acrobot_expert,
            "LunarLander-v3": lunar_lander_expert}
 """The scripted expert of each environment id."""
-
-
-def make_env(env_id: str, **kwargs):
-    """``gymnasium.make(env_id, **kwargs)``.
-
-    Box2D's SWIG bindings emit DeprecationWarnings while they load; under warnings-as-errors
-    (pytest's ``filterwarnings = error``) that load crashes the interpreter, so they are
-    silenced here, for the import only."""
-    import gymnasium as gym
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return gym.make(env_id, **kwargs)
 
 
 # ---------------------------------------------------------------------------- point mass

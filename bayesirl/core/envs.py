@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bayesirl._validation import check_int, check_probability, float_dtype
+from bayesirl.core.gym_envs import make_env
 from bayesirl.core.mdp import TabularMDP
 
 __all__ = ["GYM_DIRECTIONS", "EnvSampler", "from_gymnasium", "gym_directions", "gridworld",
@@ -224,14 +225,7 @@ def random_mdp(n_states=100, n_actions=4, branching=3, n_features=8, horizon=Non
 
 # ---------------------------------------------------------------------------- Gymnasium
 def _make_env(env):
-    if isinstance(env, str):
-        try:
-            import gymnasium
-        except ImportError as e:
-            raise ImportError("gymnasium is needed for Gymnasium environments: "
-                              "pip install bayesirl[gym]") from e
-        return gymnasium.make(env)
-    return env
+    return make_env(env) if isinstance(env, str) else env
 
 
 def _discrete_sizes(env):
