@@ -74,6 +74,15 @@ def test_transitions_are_the_real_steps_in_row_major_order():
      r"without next_obs it must have T \+ 1 = 4 steps"),
     (lambda: Trajectories.from_arrays(torch.zeros(2, 4, 1), torch.zeros(2, 3), lengths=[3, 0]),
      r"lengths\[1\] is 0, expected an integer in \[1, 3\]"),
+    (lambda: Trajectories.from_arrays(torch.zeros(2, 4, 1), torch.zeros(2, 3), lengths=[3, 2],
+                                      mask=torch.ones(2, 3, dtype=bool)),
+     r"give at most one of lengths and mask"),
+    (lambda: Trajectories.from_episodes([
+        {"observations": np.zeros((3, 2)), "actions": np.zeros(2, dtype=int)},
+        {"observations": np.zeros((3, 3)), "actions": np.zeros(2, dtype=int)}]),
+     r"episodes have observations of different sizes \[2, 3\]"),
+    (lambda: rollout("MountainCarContinuous-v0", lambda obs: 0, 1, progress=False),
+     r"env must have a Discrete action space, got Box"),
     (lambda: Trajectories.from_arrays(torch.zeros(0, 4, 1), torch.zeros(0, 3)),
      r"trajectories are empty"),
 ])
