@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from bayesirl._validation import check_int, check_probability, float_dtype
-from bayesirl.core.gym_envs import make_env
+from bayesirl.core.gym_envs import as_env
 from bayesirl.core.mdp import TabularMDP
 
 __all__ = ["GYM_DIRECTIONS", "EnvSampler", "from_gymnasium", "gym_directions", "gridworld",
@@ -224,10 +224,6 @@ def random_mdp(n_states=100, n_actions=4, branching=3, n_features=8, horizon=Non
 
 
 # ---------------------------------------------------------------------------- Gymnasium
-def _make_env(env):
-    return make_env(env) if isinstance(env, str) else env
-
-
 def _discrete_sizes(env):
     sizes = []
     for name in ("observation_space", "action_space"):
@@ -318,7 +314,7 @@ def from_gymnasium(env, horizon=None, discount=None, features=None, feature_name
     Neither horizon nor discount means ``discount=0.9``.
     """
     dtype = float_dtype(dtype)
-    env = _make_env(env)
+    env = as_env(env)
     u = getattr(env, "unwrapped", env)
     if not hasattr(u, "P"):
         raise TypeError(f"env {env!r} has no transition table env.unwrapped.P; use sampler(env) "
@@ -470,7 +466,7 @@ def sampler(source, horizon=None) -> EnvSampler:
         horizon = check_int("horizon", horizon)
     if isinstance(source, TabularMDP):
         return _mdp_sampler(source, horizon)
-    source = _make_env(source)
+    source = as_env(source)
     if not (callable(getattr(source, "reset", None)) and callable(getattr(source, "step", None))):
         raise TypeError(f"source must be a TabularMDP or a Gymnasium env, got {source!r}")
     return _gym_sampler(source, horizon)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 
-__all__ = ["box2d_safe", "make_env"]
+__all__ = ["as_env", "box2d_safe", "make_env"]
 
 
 @contextlib.contextmanager
@@ -35,3 +35,9 @@ def make_env(env_id: str, **kwargs):
                           "pip install bayesirl[gym]") from e
     with box2d_safe():
         return gymnasium.make(env_id, **kwargs)
+
+
+def as_env(env):
+    """``env`` itself, or the environment :func:`make_env` builds when it is an id (a str):
+    the one rule for arguments that take either."""
+    return make_env(env) if isinstance(env, str) else env

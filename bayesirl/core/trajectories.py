@@ -48,7 +48,7 @@ from bayesirl._validation import (
     select_rows,
 )
 from bayesirl.core.demos import check_prefix_mask
-from bayesirl.core.gym_envs import make_env
+from bayesirl.core.gym_envs import as_env
 
 __all__ = ["Trajectories", "Transitions", "evaluate", "rollout"]
 
@@ -514,8 +514,7 @@ def _stack(rows, n_actions) -> Trajectories:
 
 
 def _make_env(env):
-    if isinstance(env, str):
-        return make_env(env)
+    env = as_env(env)
     if not (hasattr(env, "reset") and hasattr(env, "step")):
         raise ArgumentTypeError(f"env must be a Gymnasium environment or an environment id, "
                                 f"got {type(env).__name__}")

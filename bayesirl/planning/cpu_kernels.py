@@ -496,8 +496,8 @@ def _transpose_strided(src, src_at, src_stride, dst, dst_at, dst_stride, rows, c
     """``dst[dst_at + j * dst_stride + i] = src[src_at + i * src_stride + j]`` for
     ``i < rows, j < cols`` (flat arrays): 8x8 register blocks, scalar edges. The side with the
     larger stride (far apart rows, in memory the window does not cover) is walked eight of
-    its rows at a time from start to end, which the hardware prefetchers follow; sweeping
-    all its rows eight elements at a time defeats them."""
+    its rows at a time from start to end, which the hardware prefetchers follow better than
+    a sweep of all its rows eight elements at a time."""
     if not (0 <= src_at and src_at + (rows - 1) * src_stride + cols <= src.size
             and 0 <= dst_at and dst_at + (cols - 1) * dst_stride + rows <= dst.size):
         raise IndexError("transpose out of bounds")
