@@ -704,6 +704,39 @@ def test_the_reward_slice_plot_draws_mean_and_band(cartpole_post):
         reward_slice(post, dims=(1, 1))
 
 
+def test_the_reward_slice_is_the_reward_band_at_each_grid_point(cartpole_post):
+    """Cell ``[j, i]`` of the slice is :meth:`reward_band` at ``obs[dims] = (xs[i], ys[j])``,
+    the other coordinates at ``fixed``; with no action, the band of each draw's mean over the
+    actions; the plot shows the mean and the band's width as they are."""
+    post = cartpole_post
+    fixed = np.array([0.1, -0.2, 0.0, 0.3])
+    bounds = ((-0.1, 0.15), (-0.5, 0.4))
+    xs, ys, mean, lo, hi = reward_slice(post, dims=(3, 1), action=1, fixed=fixed,
+                                        bounds=bounds, grid=4, prob=0.8)
+    assert np.allclose(xs, np.linspace(-0.1, 0.15, 4))
+    assert np.allclose(ys, np.linspace(-0.5, 0.4, 4))
+    pts = np.tile(fixed, (16, 1))
+    pts[:, 3] = np.tile(xs, 4)      # x varies along a row
+    pts[:, 1] = np.repeat(ys, 4)    # y down the rows
+    obs = torch.as_tensor(pts)
+    band = post.reward_band(obs, torch.ones(16, dtype=torch.long), prob=0.8)
+    for got, want in ((mean, band.mean), (lo, band.lower), (hi, band.upper)):
+        assert np.allclose(got, want.numpy().reshape(4, 4), rtol=1e-12, atol=1e-12)
+    _, _, mean_all, lo_all, hi_all = reward_slice(post, dims=(3, 1), fixed=fixed,
+                                                  bounds=bounds, grid=4, prob=0.8)
+    each = torch.stack([post.reward_at(obs, torch.full((16,), a, dtype=torch.long))
+                        for a in range(2)]).mean(0)  # (draws, 16)
+    lo_e, hi_e = np.quantile(each.numpy(), [0.1, 0.9], axis=0)
+    assert np.allclose(mean_all, each.mean(0).numpy().reshape(4, 4), atol=1e-12)
+    assert np.allclose(lo_all, lo_e.reshape(4, 4)) and np.allclose(hi_all, hi_e.reshape(4, 4))
+    ax_mean, ax_band = plot_reward_slice(post, dims=(3, 1), fixed=fixed, bounds=bounds, grid=4,
+                                         prob=0.8, show_data=False)
+    assert np.allclose(ax_mean.images[0].get_array(), mean_all)
+    assert np.allclose(ax_band.images[0].get_array(), hi_all - lo_all)
+    assert ax_mean.images[0].get_extent() == [xs[0], xs[-1], ys[0], ys[-1]]
+    plt.close(ax_mean.figure)
+
+
 # ---------------------------------------------------------------------------- experts, tasks
 def test_the_scripted_experts_return_valid_actions():
     assert cartpole_expert(np.array([0.0, 0.0, 0.1, 0.0])) == 1
