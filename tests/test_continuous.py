@@ -791,23 +791,17 @@ def test_the_point_mass_reward_is_exactly_what_the_bellman_equation_implies():
 
 
 # ---------------------------------------------------------------------------- slow
-@pytest.mark.slow
-def test_the_posterior_recovers_a_known_reward_field():
+@pytest.fixture(scope="module")
+def known_reward():
     """Point mass on a 15 x 15 lattice, a soft-optimal expert (beta = 2, gamma = 0.9) of a
-    known reward field, 30 trajectories of 20 steps. With a reward that is a function of the
-    state (reward_prior="state") and the dynamics, the posterior mean reward at the data
-    correlates with the truth; the 90% band covers it at least at the nominal rate. The
-    rewards' level is not identified by the actions (every Q moved by L moves every reward by
-    (1 - gamma) L) and the band is wide in that direction; the band of the rewards' shape
-    alone (each draw centred) covers the truth less often than nominal, the Q-function's
-    Fourier features not representing the lattice's exact Q (about 0.3 when written).
+    known reward field, 30 trajectories of 20 steps; a reward that is a function of the state
+    (reward_prior="state") and the known dynamics. ``(task, data, truth at the data, post)``.
 
-    Convergence is asserted here, not left to ``infer``'s warning: with 2 chains of 500 the
-    largest split R-hat over the 600 rewards lands either side of its warning threshold, 1.01,
-    by chance (1.003-1.018 over seeds 0 and 1 and the whitening centred on or 0.16 sd off the
-    mode, every min bulk ESS above 1 400 and every recovery figure the same)."""
-    import arviz as az
-
+    Convergence is asserted by the tests, not left to ``infer``'s warning: with 2 chains of
+    500 the largest split R-hat over the 600 rewards lands either side of its warning
+    threshold, 1.01, by chance (1.003-1.018 over seeds 0 and 1 and the whitening centred on or
+    0.16 sd off the mode, every min bulk ESS above 1 400 and every recovery figure the same)."""
+    torch.set_default_dtype(torch.float64)  # a module fixture runs before the harness's
     task = point_mass()
     data = task.sample(30, 20, seed=1)
     truth = torch.as_tensor(task.true_reward(data.transitions().obs.numpy()))
@@ -818,16 +812,41 @@ def test_the_posterior_recovers_a_known_reward_field():
         warnings.filterwarnings("ignore", "MCMC convergence problems", InferenceWarning)
         post = birl.infer(None, data, model, method="nuts", rationality=2.0, num_samples=500,
                           warmup=500, progress=False, seed=0)
+    return task, data, truth, post
+
+
+@pytest.mark.slow
+def test_the_posterior_recovers_a_known_reward_field(known_reward):
+    """The posterior mean reward at the data correlates with the truth, and so does the
+    reward function's mean over the whole lattice (where the data are sparse)."""
+    import arviz as az
+
+    task, data, truth, post = known_reward
     assert post.min_ess() >= 400
     assert float(az.rhat(post.to_arviz(), var_names=["reward"])["reward"].max()) < 1.05
-    mean = post.mean_reward()
-    lo, hi = post.credible_interval(0.9)
-    cover = float(((truth >= lo) & (truth <= hi)).double().mean())
-    assert np.corrcoef(mean, truth)[0, 1] > 0.95
-    assert cover >= 0.85
+    assert np.corrcoef(post.mean_reward(), truth)[0, 1] > 0.95
     grid = torch.as_tensor(task.coords(np.arange(task.grid ** 2)))
     band = post.reward_band(grid, torch.zeros(len(grid), dtype=torch.long))  # anywhere
     assert np.corrcoef(band.mean, task.reward_field(grid.numpy()))[0, 1] > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="the band is overconfident against a reward and an "
+                   "expert outside the model's classes: shape coverage 0.06 / 0.28 at 50 / 90% "
+                   "(benchmarks/RESULTS.md, 'The continuous posterior against references')")
+def test_the_band_of_a_known_reward_covers_it_at_the_nominal_rate(known_reward):
+    """Issue 21 asks that the band cover the true reward at about the nominal rate. The
+    rewards' level is not identified by the actions (every Q moved by L moves every reward by
+    (1 - gamma) L), so the band checked is that of the rewards' shape: each draw and the truth
+    centred over the data. Within 0.1 of 50% and of 90%, both ways."""
+    _, _, truth, post = known_reward
+    draws = post.reward()
+    shape = (draws - draws.mean(1, keepdim=True)).numpy()
+    true_shape = (truth - truth.mean()).numpy()
+    for prob in (0.5, 0.9):
+        lo, hi = np.quantile(shape, [(1 - prob) / 2, (1 + prob) / 2], axis=0)
+        cover = float(((true_shape >= lo) & (true_shape <= hi)).mean())
+        assert abs(cover - prob) < 0.1, (prob, cover)
 
 
 @pytest.mark.slow
@@ -871,6 +890,34 @@ def test_nuts_on_a_network_matches_a_metropolis_reference():
     ratio = nuts.std(0) / ref.std(0)
     assert float(z.abs().max()) < 0.25, z
     assert 0.85 < float(ratio.min()) and float(ratio.max()) < 1.15, ratio
+
+
+@pytest.mark.slow
+def test_svi_guides_against_nuts_on_the_same_posterior():
+    """The full-rank Gaussian guide ("mvn") has NUTS's reward posterior at the data: means
+    within half a posterior sd, spreads within 20% (measured 0.35 and 0.99-1.13; the
+    posterior is near-Gaussian, not Gaussian). AVRIL's guide: its encoder's mean follows
+    NUTS's, and its ``q(w)`` is far narrower than the posterior, as its docstring says: ``q``
+    factorises ``w`` from the latent rewards that the Bellman residual ties to it within tau,
+    so ``q(w)`` takes about ``w``'s spread given the rewards (measured 0.13-0.20 of NUTS's)."""
+    data = birl.core.rollout("CartPole-v1", cartpole_expert, 3, seed=0, max_steps=60,
+                             progress=False)
+    with warnings.catch_warnings():  # SVI's convergence warnings are not what is checked
+        warnings.simplefilter("ignore", InferenceWarning)
+        nuts = birl.infer(None, data, QValueModel(), method="nuts", num_samples=1000,
+                          warmup=500, num_chains=2, progress=False, seed=0).reward()
+        mvn = birl.infer(None, data, QValueModel(), method="svi", guide="mvn", steps=6000,
+                         lr=0.005, num_samples=2000, progress=False, seed=0).reward()
+        avril = birl.infer(None, data, QValueModel(), method="svi", guide="avril", steps=3000,
+                           lr=0.01, num_samples=2000, progress=False, seed=0)
+    sd = nuts.std(0)
+    assert float(((mvn.mean(0) - nuts.mean(0)) / sd).abs().max()) < 0.5
+    ratio = mvn.std(0) / sd
+    assert 0.85 < float(ratio.min()) and float(ratio.max()) < 1.2, ratio
+    tr = data.transitions()
+    band = avril.encoder_reward(tr.obs, tr.actions)
+    assert np.corrcoef(band.mean, nuts.mean(0))[0, 1] > 0.85
+    assert float((avril.reward().std(0) / sd).max()) < 0.35
 
 
 def _sbc_task():

@@ -804,7 +804,13 @@ class QValueTarget:
         sigma_phi(s)_a)`` (a tanh MLP of the features, hidden width 64), which evaluates the
         reward posterior at any state. ``"avril"`` switches :meth:`pyro_model` to its
         latent-reward form (the same density over ``w``). Calling the guide returns
-        ``{"w": draw}``."""
+        ``{"w": draw}``.
+
+        AVRIL's ``q(w)`` is far narrower than the posterior: ``q`` factorises ``w`` from the
+        latent rewards, which the Bellman residual ties to ``w`` within ``bellman_noise``, so
+        ``q(w)`` takes about ``w``'s spread given the rewards. Read the reward posterior from
+        the encoder (``encoder_reward``), or use ``"mvn"`` or NUTS for ``w``'s
+        (``benchmarks/RESULTS.md``, "The continuous posterior against references")."""
         if name not in GUIDES:
             raise ValueError(f"guide is {name!r}, expected one of {GUIDES}")
         if name != "avril":
