@@ -128,8 +128,8 @@ class RewardPrior:
     ``kind="iid"``: ``r_i ~ N(loc, scale)`` independently. ``"state"`` and ``"state_action"``:
     ``r = loc + Psi theta + eps``, ``theta ~ N(0, scale^2 I_F)``, ``eps ~ N(0, noise^2 I_M)``,
     with ``Psi = psi(s)`` or ``psi(s) ⊗ onehot(a)``: marginally
-    ``r ~ N(loc, noise^2 I + scale^2 Psi Psi^T)``, evaluated in ``O(M F)`` by the Woodbury
-    identity.
+    ``r ~ N(loc, noise^2 I + scale^2 Psi Psi^T)``, evaluated in ``O(M F)`` through the
+    posterior of ``theta`` given ``r`` (:class:`_DataRewardPrior`).
 
     Attributes:
         features: ``psi``, a :class:`.FeatureMap` or a callable ``(M, obs_dim) -> (M, F)``
@@ -182,10 +182,15 @@ class RewardPrior:
 class _DataRewardPrior:
     """:class:`RewardPrior` at fixed transitions: ``log_prob(r)`` and ``theta | r``.
 
-    With ``A = I / scale^2 + Psi^T Psi / noise^2 = C C^T`` (Cholesky):
-    ``r^T K^-1 r = |r|^2 / noise^2 - |C^-1 Psi^T r|^2 / noise^4`` and
-    ``log det K = 2 M log noise + 2 F log scale + 2 log det C``; the posterior of ``theta``
-    given ``r`` is ``N(A^-1 Psi^T r / noise^2, A^-1)``.
+    With ``A = I / scale^2 + Psi^T Psi / noise^2 = C C^T`` (Cholesky), the posterior of
+    ``theta`` given ``r`` is ``N(theta_r, A^-1)``, ``theta_r = A^-1 Psi^T r / noise^2``;
+    ``r^T K^-1 r = |r - Psi theta_r|^2 / noise^2 + |theta_r|^2 / scale^2`` (the minimum over
+    ``theta`` of the same sum) and ``log det K = 2 M log noise + 2 F log scale + 2 log det C``.
+    The quadratic form is a sum of two non-negative terms, not Woodbury's difference
+    ``|r|^2 / noise^2 - |C^-1 Psi^T r|^2 / noise^4``: with a small ``noise`` that difference
+    cancels almost all of its terms, and in float32 its rounding (tenths of a nat to nats at
+    a few thousand rewards) swamped NUTS's energy errors, shrinking its step size to nothing.
+    (Rewards relative to ``loc`` throughout.)
     """
 
     def __init__(self, prior: RewardPrior, design: torch.Tensor | None):
@@ -206,9 +211,9 @@ class _DataRewardPrior:
         if self.design is None:
             return (-0.5 * (x / p.scale).square().sum(-1)
                     - M * (math.log(p.scale) + 0.5 * math.log(2 * math.pi)))
-        proj = torch.linalg.solve_triangular(self.chol, (x @ self.design).unsqueeze(-1),
-                                             upper=False).squeeze(-1)
-        quad = x.square().sum(-1) / p.noise ** 2 - proj.square().sum(-1) / p.noise ** 4
+        theta = self.theta_mean(r)
+        resid = x - theta @ self.design.T
+        quad = resid.square().sum(-1) / p.noise ** 2 + theta.square().sum(-1) / p.scale ** 2
         return -0.5 * (quad + self.log_det + M * math.log(2 * math.pi))
 
     def theta_mean(self, r: torch.Tensor) -> torch.Tensor:
