@@ -1,6 +1,9 @@
 """Test harness: float64, validation on, a clean Pyro param store, warnings as errors.
 
-The warnings-as-errors setting and the ``slow`` marker live in pyproject.toml."""
+The warnings-as-errors setting and the ``slow`` marker live in pyproject.toml. Float64 is the
+default from this module's import on, not only inside each test: fixtures of a wider scope
+(module, session) are set up before a test's own harness, and would otherwise build their
+objects in whatever dtype the test before them left (torch's float32 in a fresh worker)."""
 
 import os
 import signal
@@ -26,6 +29,7 @@ os.environ.setdefault("BAYESIRL_FAST", "1")
 # pytest -n 2 runs two workers on CI's two cores: one intra-op thread each avoids OpenMP
 # oversubscription, which makes small sparse kernels orders of magnitude slower
 torch.set_num_threads(1)
+torch.set_default_dtype(torch.float64)
 
 
 def _sigint_state():

@@ -550,7 +550,6 @@ def test_posterior_from_draws(mdp, demos, make, exc, match):
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A saved posterior and broken variants of it."""
-    torch.set_default_dtype(torch.float64)
     m = tiny_chain_mdp()
     folder = tmp_path_factory.mktemp("posteriors")
     good = folder / "post.nc"

@@ -316,7 +316,6 @@ def test_build_target_refuses_what_the_model_cannot_use():
 # ---------------------------------------------------------------------------- inference
 @pytest.fixture(scope="module")
 def cartpole_post():
-    torch.set_default_dtype(torch.float64)
     data = birl.core.rollout("CartPole-v1", cartpole_expert, 2, seed=0, max_steps=40,
                              progress=False)
     with pytest.warns(InferenceWarning):  # 2 x 100 draws: too few for 400 ESS, as it says
@@ -435,7 +434,6 @@ def test_the_per_trajectory_log_likelihood_is_the_sum_of_its_steps_log_policy(ca
 
 
 def test_hmc_samples_the_value_space_posterior_too():
-    torch.set_default_dtype(torch.float64)
     data = birl.core.rollout("CartPole-v1", cartpole_expert, 1, seed=1, max_steps=20,
                              progress=False)
     with pytest.warns(InferenceWarning):  # 2 x 30 draws: too few for 400 ESS, as it says
@@ -822,7 +820,6 @@ def known_reward():
     500 the largest split R-hat over the 600 rewards lands either side of its warning
     threshold, 1.01, by chance (1.003-1.018 over seeds 0 and 1 and the whitening centred on or
     0.16 sd off the mode, every min bulk ESS above 1 400 and every recovery figure the same)."""
-    torch.set_default_dtype(torch.float64)  # a module fixture runs before the harness's
     task = point_mass()
     data = task.sample(30, 20, seed=1)
     truth = torch.as_tensor(task.true_reward(data.transitions().obs.numpy()))

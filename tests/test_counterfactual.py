@@ -347,7 +347,6 @@ def test_bad_per_draw_dynamics_inputs_are_named():
 
 @pytest.fixture(scope="module")
 def small():
-    torch.set_default_dtype(torch.float64)
     mdp = tiny_bus(discount=0.5)
     return mdp, posterior_of(mdp, [[1.0, 2.0], [1.2, 2.2]])
 

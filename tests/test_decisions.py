@@ -332,7 +332,6 @@ def split_posterior():
     columns; the draws share the true reward on the left three columns and differ, widely, on
     the others. (The goal reward is large so that the expert is nearly deterministic where the
     draws agree: the entropy criterion cannot tell indifference from disagreement.)"""
-    torch.set_default_dtype(torch.float64)
     mdp = envs.gridworld(size=5, slip=0.0, block=1, discount=0.9, seed=0)
     truth = torch.zeros(25)
     truth[0] = 10.0
@@ -635,7 +634,6 @@ class GridFamily:
 
 @pytest.fixture(scope="module")
 def family():
-    torch.set_default_dtype(torch.float64)
     return GridFamily()
 
 

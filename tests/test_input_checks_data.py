@@ -27,7 +27,6 @@ MAP_NEEDS_DRAWS = "method='map' posterior has 1; a MAP fit is one point estimate
 @pytest.fixture(scope="module")
 def fits():
     """``(mdp, demos, map_post, laplace_post)`` on the tiny chain MDP."""
-    torch.set_default_dtype(torch.float64)
     mdp = tiny_chain_mdp()
     demos = simulate_demos(mdp, mdp.reward, 10, seed=0)
     model = birl.LinearReward(mdp.features)

@@ -22,7 +22,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # these MDPs are tiny
 @pytest.fixture(scope="module")
 def grid():
     """A 5x5 stochastic finite-horizon gridworld, its expert and 60 soft-optimal demos."""
-    torch.set_default_dtype(torch.float64)
     mdp = envs.gridworld(size=5, slip=0.1, horizon=10, block=1, seed=0, dtype=torch.float64)
     demos = birl.rollouts(mdp, birl.soft_value_iteration(mdp, mdp.reward), n=60, seed=0)
     return mdp, demos

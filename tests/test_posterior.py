@@ -1,7 +1,6 @@
 """Tests of bayesirl.posterior.reward_posterior: accessors, ArviZ conversion, netCDF round trips,
 from_draws."""
 
-import contextlib
 import os
 import warnings
 
@@ -20,29 +19,17 @@ from bayesirl.posterior.reward_posterior import RewardPosterior
 from bayesirl.testing import grid_posterior, simulate_demos, tiny_chain_mdp
 
 
-@contextlib.contextmanager
-def float64():
-    """Module-scoped fixtures run outside the per-test float64 harness of conftest."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(old)
-
-
 @pytest.fixture(scope="module")
 def problem():
-    with float64():
-        mdp = tiny_chain_mdp()
-        return mdp, simulate_demos(mdp, mdp.reward, 12, seed=0)
+    mdp = tiny_chain_mdp()
+    return mdp, simulate_demos(mdp, mdp.reward, 12, seed=0)
 
 
 @pytest.fixture(scope="module")
 def nuts_post(problem):
     """A short two-chain NUTS run (few draws: it warns about ESS, which is not tested here)."""
     mdp, demos = problem
-    with float64(), warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", InferenceWarning)
         return birl.infer(mdp, demos, birl.LinearReward(mdp.features), num_samples=20,
                           warmup=50, num_chains=2, seed=1, progress=False)

@@ -15,7 +15,6 @@ from bayesirl.testing import simulate_demos, tiny_chain_mdp
 
 @pytest.fixture(scope="module")
 def problem():
-    torch.set_default_dtype(torch.float64)
     mdp = tiny_chain_mdp(discount=0.8)
     demos = simulate_demos(mdp, mdp.reward * 2, n=30, seed=1, length=8)
     return mdp, demos
