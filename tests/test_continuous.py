@@ -126,15 +126,88 @@ def test_with_dynamics_the_reward_prior_covers_every_action():
     w = 0.5 * torch.randn(target.n_params)
     qf, tr = target.q_function, data.transitions()
     direct = dist.Normal(0.0, qf.prior_scale()).log_prob(w).sum()
+    seen = set()  # the prior counts each distinct (s, a, s') once
     for i in range(tr.obs.shape[0]):
         q = qf(w, tr.obs[i:i + 1])[0]
         direct = direct + torch.log_softmax(q, 0)[tr.actions[i]]
         for a in range(task.n_actions):
             nxt = task.dynamics(tr.obs[i:i + 1], torch.tensor([a]))[0]
-            r = q[a] - 0.8 * torch.logsumexp(qf(w, nxt)[0], 0)
-            direct = direct + dist.Normal(0.0, 0.7).log_prob(r)
+            key = (*tr.obs[i].tolist(), a, *nxt[0].tolist())
+            if key not in seen:
+                seen.add(key)
+                r = q[a] - 0.8 * torch.logsumexp(qf(w, nxt)[0], 0)
+                direct = direct + dist.Normal(0.0, 0.7).log_prob(r)
+    assert len(seen) < tr.obs.shape[0] * task.n_actions  # the walls and "stay" repeat some
     assert torch.allclose(-target.potential(target.unconstrain({"w": w}), jacobian=False),
                           direct)
+
+
+def _fixed_features(obs):
+    return torch.cat([torch.ones_like(obs[:, :1]), obs, torch.sin(3 * obs)], 1)
+
+
+def _twice(data):
+    """The same trajectories twice over: every transition repeated exactly."""
+    return Trajectories(*(torch.cat([getattr(data, k)] * 2)
+                          for k in ("obs", "actions", "next_obs", "terminals", "mask")),
+                        n_actions=data.n_actions)
+
+
+@pytest.mark.parametrize("prior", ["iid", "state", "state_action", "iid-dynamics"])
+def test_a_repeated_transition_adds_its_action_not_a_second_reward_prior_term(prior):
+    """The reward prior is a prior on the reward function: a transition the data hold twice
+    has one reward, whose prior density counts once, while its action is a second
+    observation. So doubling the data adds exactly the actions' log-likelihood. (A term per
+    visit made the prior of a state visited n times n independent observations of its
+    reward, as strong as the data.)"""
+    task = point_mass(grid=5, discount=0.8, rationality=1.0)
+    data = task.sample(3, 4, seed=0)
+    kind = prior.split("-")[0]
+    dyn = task.dynamics if prior.endswith("dynamics") else None
+    # fixed feature maps: the default ones standardise by the data's spread, which doubling
+    # the data moves (the n - 1 in the sample variance)
+    model = QValueModel(features=_fixed_features, reward_prior=kind, reward_noise=0.3,
+                        reward_features=None if kind == "iid" else _fixed_features,
+                        discount=0.8, dynamics=dyn, whiten=False)
+    once = model.build_target(None, data, likelihood="soft", rationality=1.0)
+    twice = model.build_target(None, _twice(data), likelihood="soft", rationality=1.0)
+    assert twice.prior_rows.numel() == once.prior_rows.numel()
+    w = 0.5 * torch.randn(once.n_params, generator=torch.Generator().manual_seed(0))
+    gap = twice.log_joint(w) - once.log_joint(w)
+    assert torch.allclose(gap, once.log_likelihood({"w": w}).sum()), prior
+    if kind != "iid":
+        assert torch.allclose(twice.theta_mean(w), once.theta_mean(w))
+
+
+def test_the_pyro_model_counts_a_repeated_transition_once_in_the_reward_prior():
+    """SVI's model has NUTS's density on data that repeat transitions, in both of its forms:
+    the iid prior per step (the repeats masked) and AVRIL's latent rewards (the repeats'
+    latent sites masked in the model and in the guide alike, or the guide's entropy would
+    grow without bound there)."""
+    data = _twice(_data(n=2, T=3))
+    target = QValueModel(n_fourier=2).build_target(None, data, likelihood="soft",
+                                                   rationality=1.0)
+    assert target.prior_rows.numel() == data.n_transitions // 2
+    w = 0.3 * torch.randn(target.n_params)
+    trace = pyro.poutine.trace(pyro.poutine.condition(target.pyro_model(), data={"w": w})
+                               ).get_trace()
+    assert torch.allclose(trace.log_prob_sum(), -target.potential(
+        target.unconstrain({"w": w}), jacobian=False))
+    guide = target.guide("avril")
+    r = pyro.poutine.trace(guide).get_trace().nodes["rewards"]["value"]  # (N, T)
+
+    def log_probs(rewards):
+        values = {"w": w, "rewards": rewards}
+        model = pyro.poutine.trace(pyro.poutine.condition(target.pyro_model(), values))
+        q = pyro.poutine.trace(pyro.poutine.condition(guide, values)).get_trace()
+        return model.get_trace().log_prob_sum(), q.nodes["rewards"]["fn"].log_prob(rewards)
+
+    base = log_probs(r)
+    repeats, firsts = r.clone(), r.clone()
+    repeats[2:] += 5.0  # the second copy of each trajectory
+    firsts[:2] += 5.0
+    assert all(torch.allclose(a, b) for a, b in zip(log_probs(repeats), base, strict=True))
+    assert not any(torch.allclose(a, b) for a, b in zip(log_probs(firsts), base, strict=True))
 
 
 def test_value_space_terms_follow_the_terminal_convention():
@@ -601,15 +674,21 @@ def test_a_dynamics_chance_of_termination_weighs_the_successor_in_the_model():
     w = 0.5 * torch.randn(QValueModel(discount=0.8).build_target(
         None, data, likelihood="soft", rationality=1.0).n_params)
     r_all = {}
+    M, A = data.n_transitions, task.n_actions
     for chance in (0.0, 0.3, 1.0):
         target = QValueModel(discount=0.8, dynamics=dynamics(chance)).build_target(
             None, data, likelihood="soft", rationality=1.0)
-        r_all[chance] = target._terms(target.q(w))[2]
+        # the prior's rewards back in the (M * A) layout, NaN at the rows left out as repeats
+        r_all[chance] = torch.full((M * A,), math.nan).index_put(
+            (target.prior_rows,), target._terms(target.q(w))[2])
     taken = torch.nn.functional.one_hot(data.transitions().actions, task.n_actions).reshape(-1)
     untaken = taken == 0  # the observed successor, and its flag, for the action taken
     mixed = 0.7 * r_all[0.0][untaken] + 0.3 * r_all[1.0][untaken]
-    assert torch.allclose(r_all[0.3][untaken], mixed)
-    assert torch.equal(r_all[0.3][~untaken], r_all[0.0][~untaken])
+    both = ~mixed.isnan() & ~r_all[0.3][untaken].isnan()
+    assert both.sum() > M
+    assert torch.allclose(r_all[0.3][untaken][both], mixed[both])
+    kept = ~r_all[0.0][~untaken].isnan()
+    assert torch.equal(r_all[0.3][~untaken][kept], r_all[0.0][~untaken][kept])
     bad = QValueModel(dynamics=lambda o, a: (task.dynamics(o, a)[0], torch.zeros(len(o) + 1)))
     with pytest.raises(ValueError, match="dynamics' terminals has 7 entries for 6 observations"):
         bad.build_target(None, data, likelihood="soft", rationality=1.0)
@@ -630,7 +709,9 @@ def test_the_reward_function_conditions_on_every_action_the_prior_covers(tmp_pat
     w = 0.3 * torch.randn(4, target.n_params, generator=torch.Generator().manual_seed(0))
     post = ContinuousPosterior.from_target(target, {"w": w}, method="draws")
     r_all = target._terms(target.q(w))[2]
-    assert r_all.shape == (4, data.n_transitions * task.n_actions)
+    # every action's at each distinct observed state (repeats once)
+    n_states = torch.unique(data.transitions().obs, dim=0).shape[0]
+    assert r_all.shape == (4, n_states * task.n_actions)
     assert torch.allclose(post.theta_mean[0], target.data_reward_prior.theta_mean(r_all))
     taken_only = ContinuousPosterior(post.q_function, data, post.params, post.rewards,
                                      discount=0.8, likelihood="soft", rationality=1.0,

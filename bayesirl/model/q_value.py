@@ -79,7 +79,8 @@ from bayesirl.model.likelihood import check_likelihood, check_rationality
 from bayesirl.model.q_function import FeatureMap, QFunction
 
 __all__ = ["GUIDES", "REWARD_PRIORS", "DrawTerms", "QValueModel", "covariance_tril",
-           "QValueTarget", "RewardPrior", "theta_draws", "value_space_terms"]
+           "distinct_rows", "QValueTarget", "RewardPrior", "theta_draws", "transition_keys",
+           "value_space_terms"]
 
 GUIDES = ("normal", "mvn", "lowrank", "avril")
 
@@ -115,6 +116,32 @@ def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     """``(..., M) -> (..., n)``: sums of ``x`` over the entries with each ``index``."""
     out = x.new_zeros(*x.shape[:-1], n)
     return out.index_add(-1, index, x)
+
+
+def distinct_rows(keys: torch.Tensor) -> torch.Tensor:
+    """``(U,)`` ascending indices of the first occurrence of each distinct row of
+    ``keys: (R, K)``.
+
+    The reward prior is a prior on a reward *function*; at a point the data visit twice it
+    has one value, so its density there counts once (a prior term per visit would count a
+    state visited n times as n independent observations of the reward, and make the prior
+    grow with the data). Rows are a transition's ``[obs, action, next_obs, terminal]``:
+    every quantity its implied reward depends on."""
+    _, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    R = keys.shape[0]
+    first = torch.full((int(inverse.max()) + 1 if R else 0,), R, dtype=torch.long,
+                       device=keys.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(R, device=keys.device), "amin")
+    return first.sort().values
+
+
+def transition_keys(obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
+                    terminals: torch.Tensor) -> torch.Tensor:
+    """``(R, 2 obs_dim + 2)`` rows ``[obs, action, next_obs, terminal]`` for
+    :func:`distinct_rows`, from ``obs, next_obs: (R, obs_dim)``, ``actions: (R,)`` and
+    ``terminals: (R,)`` (flags or chances of termination)."""
+    return torch.cat([obs, actions[:, None].to(obs.dtype), next_obs,
+                      terminals[:, None].to(obs.dtype)], 1)
 
 
 # ---------------------------------------------------------------------------- reward prior
@@ -497,17 +524,29 @@ class QValueTarget:
         taken = (tr.actions if model.dynamics is not None
                  else torch.zeros_like(tr.actions))[:, None]
         self.next_idx = self.succ_idx.gather(1, taken).squeeze(1)
+        # the rows the reward prior covers, each distinct transition once (distinct_rows):
+        # with dynamics every action's (M * A, row-major), else the observed ones
+        if model.dynamics is not None:
+            every = torch.arange(A, device=tr.obs.device).repeat(M)
+            obs_rows = tr.obs.repeat_interleave(A, 0)
+            self.prior_rows = distinct_rows(transition_keys(
+                obs_rows, every, succ.reshape(M * A, -1), term.reshape(-1)))
+            self.prior_s = self.s_idx.repeat_interleave(A)[self.prior_rows]
+            self.prior_actions = every[self.prior_rows]
+            self.prior_next = self.succ_idx.reshape(-1)[self.prior_rows]
+            self.prior_discount = self.succ_discount[self.prior_rows]
+            prior_obs = obs_rows[self.prior_rows]
+        else:
+            self.prior_rows = distinct_rows(transition_keys(tr.obs, tr.actions, tr.next_obs,
+                                                            tr.terminals))
+            prior_obs = tr.obs[self.prior_rows]
+            self.prior_actions = tr.actions[self.prior_rows]
         with torch.no_grad():
             self.feats = q_function.features(states)
         self._set_q_function(q_function)
         self.prior_scale = q_function.prior_scale(states.dtype, states.device)
         self.reward_prior = model.reward_prior_of(data)
-        if model.dynamics is not None:  # the prior covers (M, A) rewards, row-major
-            self.data_reward_prior = self.reward_prior.at(
-                tr.obs.repeat_interleave(A, 0),
-                torch.arange(A, device=tr.obs.device).repeat(M))
-        else:
-            self.data_reward_prior = self.reward_prior.at(tr.obs, tr.actions)
+        self.data_reward_prior = self.reward_prior.at(prior_obs, self.prior_actions)
         self._log_norm_w = float(-torch.log(self.prior_scale).sum()
                                  - 0.5 * self.prior_scale.numel() * math.log(2 * math.pi))
         P = q_function.n_params
@@ -541,20 +580,18 @@ class QValueTarget:
         return self._terms(self.q(w))[:2]
 
     def _terms(self, q: torch.Tensor):
-        """``(log_pi (..., M), reward (..., M), prior_rewards (..., M) or (..., M * A))`` from
-        Q-values ``q: (..., K, A)`` at the distinct states: the rewards the reward prior
-        covers are every action's where the model has dynamics."""
+        """``(log_pi (..., M), reward (..., M), prior_rewards (..., U))`` from Q-values
+        ``q: (..., K, A)`` at the distinct states: the rewards the reward prior covers, at
+        the rows ``prior_rows`` (every action's where the model has dynamics; each distinct
+        transition once, :func:`distinct_rows`)."""
         tr = self.transitions
         log_pi, r = value_space_terms(q, self.s_idx, tr.actions, self.next_idx, tr.terminals,
                                       self.rationality, self.discount, self.likelihood)
         if self.model.dynamics is None:
-            return log_pi, r, r
-        M, A = self.succ_idx.shape
-        every = torch.arange(A, device=q.device).repeat(M)
-        _, r_all = value_space_terms(q, self.s_idx.repeat_interleave(A), every,
-                                     self.succ_idx.reshape(-1),
-                                     torch.zeros_like(every, dtype=torch.bool),
-                                     self.rationality, self.succ_discount.to(q.dtype),
+            return log_pi, r, r[..., self.prior_rows]
+        _, r_all = value_space_terms(q, self.prior_s, self.prior_actions, self.prior_next,
+                                     torch.zeros_like(self.prior_actions, dtype=torch.bool),
+                                     self.rationality, self.prior_discount.to(q.dtype),
                                      self.likelihood)
         return log_pi, r, r_all
 
@@ -747,7 +784,9 @@ class QValueTarget:
 
     # ------------------------------------------------------------------ SVI
     def _padded(self):
-        """Per-trajectory padded views ``(N, T)`` of the transition indices."""
+        """Per-trajectory padded views ``(N, T)`` of the transition indices, and the mask of
+        the steps whose reward the prior covers (``prior_rows`` without dynamics: a step
+        that repeats an earlier transition exactly is left out, :func:`distinct_rows`)."""
         d = self.data
         N, T = d.n, d.max_length
         tr = self.transitions
@@ -755,7 +794,11 @@ class QValueTarget:
         n_pad = torch.zeros_like(s_pad)
         s_pad[tr.trajectory, tr.step] = self.s_idx
         n_pad[tr.trajectory, tr.step] = self.next_idx
-        return s_pad, n_pad
+        prior_pad = torch.zeros(N, T, dtype=torch.bool, device=d.device)
+        if self.model.dynamics is None:
+            rows = self.prior_rows
+            prior_pad[tr.trajectory[rows], tr.step[rows]] = True
+        return s_pad, n_pad, prior_pad
 
     def pyro_model(self, subsample_size: int | None = None):
         """A Pyro model of the same posterior, for SVI: site ``"w"`` ``(P,)``; per trajectory,
@@ -767,7 +810,7 @@ class QValueTarget:
         ``"state_action"`` reward prior couples all transitions: it is one factor over all
         of them, outside the plate (exact under subsampling, not cheaper)."""
         self._subsample_size = subsample_size
-        s_pad, n_pad = self._padded()
+        s_pad, n_pad, prior_pad = self._padded()
         d, m = self.data, self.model
         prior_scale = self.prior_scale
 
@@ -780,7 +823,7 @@ class QValueTarget:
                 pyro.factor("reward_prior", self.data_reward_prior.log_prob(self._terms(q)[2]))
             with pyro.plate("demo", d.n, subsample_size=subsample_size) as idx:
                 s, nxt = s_pad[idx], n_pad[idx]
-                mask, acts = d.mask[idx], d.actions[idx]
+                mask, acts, covered = d.mask[idx], d.actions[idx], prior_pad[idx]
                 log_pi, r = value_space_terms(q, s.reshape(-1), acts.reshape(-1),
                                               nxt.reshape(-1), d.terminals[idx].reshape(-1),
                                               self.rationality, self.discount, self.likelihood)
@@ -789,12 +832,12 @@ class QValueTarget:
                     tau = m.bellman_noise
                     spread = math.sqrt(m.reward_scale ** 2 - tau ** 2)
                     latent = pyro.sample("rewards", dist.Normal(
-                        torch.full_like(r, m.reward_loc), spread).mask(mask).to_event(1))
+                        torch.full_like(r, m.reward_loc), spread).mask(covered).to_event(1))
                     pyro.factor("bellman", dist.Normal(latent, tau).log_prob(r)
-                                .masked_fill(~mask, 0.0).sum(-1))
+                                .masked_fill(~covered, 0.0).sum(-1))
                 elif iid:
                     pyro.factor("reward_prior_iid", dist.Normal(m.reward_loc, m.reward_scale)
-                                .log_prob(r).masked_fill(~mask, 0.0).sum(-1))
+                                .log_prob(r).masked_fill(~covered, 0.0).sum(-1))
                 logits = self.rationality * q[s]
                 pyro.sample("actions", dist.Categorical(logits=logits).mask(mask).to_event(1),
                             obs=acts)
@@ -875,7 +918,7 @@ class _AvrilGuide:
 
     def __init__(self, target: QValueTarget):
         self.target = target
-        self.s_pad = target._padded()[0]
+        self.s_pad, _, self.covered = target._padded()
         self.init_scale = (torch.diagonal(target.scale_tril).clamp(max=1.0) * 0.1).detach()
 
     def __call__(self):
@@ -887,7 +930,8 @@ class _AvrilGuide:
         net = pyro.module("reward_encoder", t.encoder)
         with pyro.plate("demo", d.n, subsample_size=t._subsample_size) as idx:
             mean, sd = encoder_rewards(net, t.feats[self.s_pad[idx]], d.actions[idx], A)
-            pyro.sample("rewards", dist.Normal(mean, sd).mask(d.mask[idx]).to_event(1))
+            # the model's latent rewards: the steps the reward prior covers
+            pyro.sample("rewards", dist.Normal(mean, sd).mask(self.covered[idx]).to_event(1))
         return {"w": w}
 
 
