@@ -20,8 +20,9 @@ The unnormalised posterior over ``w`` is
                * prod_i pi_w(a_i | s_i),
 
 a Normal prior on the weights (``weight_scale / sqrt(fan_in)`` per weight, as for a Bayesian
-MLP) and a prior on the rewards at the data (:class:`RewardPrior`); the pointwise
-log-likelihood is per trajectory. ValueWalk's reward prior is independent per transition
+MLP) and a prior on the rewards at the data (:class:`RewardPrior`), each distinct transition's
+once (:func:`distinct_rows`: a reward function has one value at a point visited twice); the
+pointwise log-likelihood is per trajectory. ValueWalk's reward prior is independent per transition
 (``"iid"``). Rewards are identified by the actions only up to potential shaping
 ``c(s) - gamma c(s')`` (Ng, Harada & Russell 1999), which an independent prior resolves toward
 small rewards, not toward the true ones. The ``"state"`` prior says instead that the reward is a
