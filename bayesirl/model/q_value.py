@@ -20,17 +20,17 @@ The unnormalised posterior over ``w`` is
                * prod_i pi_w(a_i | s_i),
 
 a Normal prior on the weights (``weight_scale / sqrt(fan_in)`` per weight, as for a Bayesian
-MLP) and a prior on the rewards at the data (:class:`RewardPrior`), each distinct transition's
-once (:func:`distinct_rows`: a reward function has one value at a point visited twice); the
-pointwise log-likelihood is per trajectory. ValueWalk's reward prior is independent per transition
-(``"iid"``). Rewards are identified by the actions only up to potential shaping
-``c(s) - gamma c(s')`` (Ng, Harada & Russell 1999), which an independent prior resolves toward
-small rewards, not toward the true ones. The ``"state"`` prior says instead that the reward is a
-function of the state: ``r_i = loc + psi(s_i) theta + eps_i`` with ``theta ~ N(0, scale^2 I)``
-and ``eps_i ~ N(0, noise^2)`` (``noise`` covers a single sampled ``s'`` and any dependence on
-the action), integrated over ``theta`` exactly; shaping terms that differ between the actions
-taken at nearby states are then improbable, and ``theta | r`` gives the reward at any state
-(``"state_action"``: ``psi(s) ⊗ onehot(a)``).
+MLP) and a prior on the rewards at the data (:class:`RewardPrior`), each distinct
+transition's once (:func:`distinct_transitions`: a reward function has one value at a point
+visited twice); the pointwise log-likelihood is per trajectory. ValueWalk's reward prior is
+independent per transition (``"iid"``). Rewards are identified by the actions only up to
+potential shaping ``c(s) - gamma c(s')`` (Ng, Harada & Russell 1999), which an independent prior
+resolves toward small rewards, not toward the true ones. The ``"state"`` prior says instead
+that the reward is a function of the state: ``r_i = loc + psi(s_i) theta + eps_i`` with
+``theta ~ N(0, scale^2 I)`` and ``eps_i ~ N(0, noise^2)`` (``noise`` covers a single sampled
+``s'`` and any dependence on the action), integrated over ``theta`` exactly; shaping terms
+that differ between the actions taken at nearby states are then improbable, and ``theta | r``
+gives the reward at any state (``"state_action"``: ``psi(s) ⊗ onehot(a)``).
 
 ``Q_w`` is an MLP (``hidden`` widths; ``()`` is linear) on features of the observation: the
 standardised observation with a constant, plus optionally random Fourier features, crossed
@@ -80,7 +80,7 @@ from bayesirl.model.likelihood import check_likelihood, check_rationality
 from bayesirl.model.q_function import FeatureMap, QFunction
 
 __all__ = ["GUIDES", "REWARD_PRIORS", "DrawTerms", "QValueModel", "covariance_tril",
-           "distinct_rows", "QValueTarget", "RewardPrior", "theta_draws", "transition_keys",
+           "distinct_transitions", "QValueTarget", "RewardPrior", "theta_draws",
            "value_space_terms"]
 
 GUIDES = ("normal", "mvn", "lowrank", "avril")
@@ -119,30 +119,24 @@ def _segment_sum(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
     return out.index_add(-1, index, x)
 
 
-def distinct_rows(keys: torch.Tensor) -> torch.Tensor:
-    """``(U,)`` ascending indices of the first occurrence of each distinct row of
-    ``keys: (R, K)``.
+def distinct_transitions(obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
+                         terminals: torch.Tensor) -> torch.Tensor:
+    """``(U,)`` ascending indices of the first occurrence of each distinct transition
+    ``(obs, action, next_obs, terminal)``, for ``obs, next_obs: (R, obs_dim)``,
+    ``actions: (R,)`` and ``terminals: (R,)`` (flags or chances of termination): every
+    quantity a transition's implied reward depends on.
 
     The reward prior is a prior on a reward *function*; at a point the data visit twice it
     has one value, so its density there counts once (a prior term per visit would count a
     state visited n times as n independent observations of the reward, and make the prior
-    grow with the data). Rows are a transition's ``[obs, action, next_obs, terminal]``:
-    every quantity its implied reward depends on."""
-    _, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    grow with the data)."""
+    keys = torch.cat([obs, actions[:, None].to(obs.dtype), next_obs,
+                      terminals[:, None].to(obs.dtype)], 1)
+    distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)
     R = keys.shape[0]
-    first = torch.full((int(inverse.max()) + 1 if R else 0,), R, dtype=torch.long,
-                       device=keys.device)
+    first = torch.full((distinct.shape[0],), R, dtype=torch.long, device=keys.device)
     first = first.scatter_reduce(0, inverse, torch.arange(R, device=keys.device), "amin")
     return first.sort().values
-
-
-def transition_keys(obs: torch.Tensor, actions: torch.Tensor, next_obs: torch.Tensor,
-                    terminals: torch.Tensor) -> torch.Tensor:
-    """``(R, 2 obs_dim + 2)`` rows ``[obs, action, next_obs, terminal]`` for
-    :func:`distinct_rows`, from ``obs, next_obs: (R, obs_dim)``, ``actions: (R,)`` and
-    ``terminals: (R,)`` (flags or chances of termination)."""
-    return torch.cat([obs, actions[:, None].to(obs.dtype), next_obs,
-                      terminals[:, None].to(obs.dtype)], 1)
 
 
 # ---------------------------------------------------------------------------- reward prior
@@ -525,21 +519,22 @@ class QValueTarget:
         taken = (tr.actions if model.dynamics is not None
                  else torch.zeros_like(tr.actions))[:, None]
         self.next_idx = self.succ_idx.gather(1, taken).squeeze(1)
-        # the rows the reward prior covers, each distinct transition once (distinct_rows):
-        # with dynamics every action's (M * A, row-major), else the observed ones
+        # the rows the reward prior covers, each distinct transition once
+        # (distinct_transitions): with dynamics every action's (M * A, row-major), else the
+        # observed ones
         if model.dynamics is not None:
             every = torch.arange(A, device=tr.obs.device).repeat(M)
             obs_rows = tr.obs.repeat_interleave(A, 0)
-            self.prior_rows = distinct_rows(transition_keys(
-                obs_rows, every, succ.reshape(M * A, -1), term.reshape(-1)))
+            self.prior_rows = distinct_transitions(obs_rows, every, succ.reshape(M * A, -1),
+                                                   term.reshape(-1))
             self.prior_s = self.s_idx.repeat_interleave(A)[self.prior_rows]
             self.prior_actions = every[self.prior_rows]
             self.prior_next = self.succ_idx.reshape(-1)[self.prior_rows]
             self.prior_discount = self.succ_discount[self.prior_rows]
             prior_obs = obs_rows[self.prior_rows]
         else:
-            self.prior_rows = distinct_rows(transition_keys(tr.obs, tr.actions, tr.next_obs,
-                                                            tr.terminals))
+            self.prior_rows = distinct_transitions(tr.obs, tr.actions, tr.next_obs,
+                                                   tr.terminals)
             prior_obs = tr.obs[self.prior_rows]
             self.prior_actions = tr.actions[self.prior_rows]
         with torch.no_grad():
@@ -584,7 +579,7 @@ class QValueTarget:
         """``(log_pi (..., M), reward (..., M), prior_rewards (..., U))`` from Q-values
         ``q: (..., K, A)`` at the distinct states: the rewards the reward prior covers, at
         the rows ``prior_rows`` (every action's where the model has dynamics; each distinct
-        transition once, :func:`distinct_rows`)."""
+        transition once, :func:`distinct_transitions`)."""
         tr = self.transitions
         log_pi, r = value_space_terms(q, self.s_idx, tr.actions, self.next_idx, tr.terminals,
                                       self.rationality, self.discount, self.likelihood)
@@ -787,7 +782,7 @@ class QValueTarget:
     def _padded(self):
         """Per-trajectory padded views ``(N, T)`` of the transition indices, and the mask of
         the steps whose reward the prior covers (``prior_rows`` without dynamics: a step
-        that repeats an earlier transition exactly is left out, :func:`distinct_rows`)."""
+        that repeats an earlier transition exactly is left out, :func:`distinct_transitions`)."""
         d = self.data
         N, T = d.n, d.max_length
         tr = self.transitions

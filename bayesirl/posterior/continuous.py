@@ -45,10 +45,9 @@ from bayesirl.model.q_function import QFunction
 from bayesirl.model.q_value import (
     QValueTarget,
     RewardPrior,
-    distinct_rows,
+    distinct_transitions,
     encoder_rewards,
     theta_draws,
-    transition_keys,
     value_space_terms,
 )
 from bayesirl.posterior.arviz_io import (
@@ -133,7 +132,7 @@ class ContinuousPosterior(ChainDraws):
             raise ValueError("theta_mean and theta_chol go together: give both or neither")
         if theta_mean is None and reward_prior is not None and reward_prior.kind != "iid":
             tr = data.transitions()
-            rows = distinct_rows(transition_keys(tr.obs, tr.actions, tr.next_obs, tr.terminals))
+            rows = distinct_transitions(tr.obs, tr.actions, tr.next_obs, tr.terminals)
             at_data = reward_prior.at(tr.obs[rows], tr.actions[rows])
             theta_mean = _chunked(at_data.theta_mean,
                                   rewards.reshape(-1, rewards.shape[-1])[:, rows])
