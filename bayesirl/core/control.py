@@ -128,6 +128,18 @@ class PointMass:
         index = np.asarray(index)
         return np.stack([index // self.grid, index % self.grid], -1) * self.step_size - 1.0
 
+    def one_hot(self, obs) -> torch.Tensor:
+        """``(..., grid * grid)`` one-hot features of the nearest lattice point of ``obs (...,
+        2)`` (a tensor; the result in its dtype and on its device).
+
+        As ``QValueModel(features=task.one_hot, reward_features=task.one_hot)`` they give
+        classes that contain the truth: any Q on the lattice, the expert's ``Q*`` included, and
+        any state reward, the field included. The task's other use, with generic features, is
+        the misspecified case a user meets."""
+        obs = as_tensor("obs", obs)
+        index = torch.as_tensor(self.index(obs.detach().cpu().numpy()), device=obs.device)
+        return torch.nn.functional.one_hot(index, self.grid * self.grid).to(obs.dtype)
+
     def dynamics(self, obs, actions):
         """``(next_obs, terminals)`` after ``actions (...)`` in ``obs (..., 2)``: one lattice
         step, clipped at the walls; nothing is terminal. Accepts and returns NumPy arrays or
