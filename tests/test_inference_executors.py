@@ -62,6 +62,55 @@ def test_chains_queued_behind_one_process_draw_what_sequential_chains_draw(chain
     assert torch.equal(queued.samples["theta"], sequential.samples["theta"])
 
 
+def _blas_threads() -> list[int]:
+    import threadpoolctl
+
+    return [pool["num_threads"] for pool in threadpoolctl.threadpool_info()
+            if pool["user_api"] == "blas"]
+
+
+def test_one_thread_blocks_in_two_threads_each_keep_one_thread_until_they_exit():
+    """torch's thread count and the one-thread mark are each thread's own; numpy's BLAS count
+    is the process's, held at one until the last block exits. So a block that exits while
+    another thread's runs leaves that job on one BLAS thread (restoring at each exit, it got
+    the full count and the last block out restored one), and a thread outside any block is
+    not marked as a one-thread job (the mark was the process's)."""
+    before, blas = torch.get_num_threads(), _blas_threads()
+    torch.set_num_threads(2)
+    try:
+        inside, leave_first, first_left = threading.Event(), threading.Event(), threading.Event()
+        seen = {}
+
+        def first():
+            with executors.one_thread():
+                seen["first, inside"] = (torch.get_num_threads(), executors.one_thread_job())
+                inside.set()
+                leave_first.wait(10)
+            first_left.set()
+
+        thread = threading.Thread(target=first)
+        thread.start()
+        assert inside.wait(10)
+        seen["main, outside"] = (torch.get_num_threads(), executors.one_thread_job(),
+                                 set(_blas_threads()))
+        with executors.one_thread():
+            leave_first.set()
+            assert first_left.wait(10)
+            seen["main, after the first left"] = (torch.get_num_threads(),
+                                                  executors.one_thread_job(),
+                                                  set(_blas_threads()))
+        thread.join(10)
+        assert seen["first, inside"] == (1, True)
+        assert seen["main, outside"][:2] == (2, False)
+        assert seen["main, outside"][2] <= {1}  # no BLAS, or held at one by the first's block
+        assert seen["main, after the first left"][:2] == (1, True)
+        assert seen["main, after the first left"][2] <= {1}
+        assert torch.get_num_threads() == 2 and not executors.one_thread_job()
+        assert _blas_threads() == blas
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_any_executor_runs_the_chains(chain_problem):
     sequential = _infer(chain_problem, num_chains=2, parallel=False)
     inline = _infer(chain_problem, num_chains=2, executor=InlineExecutor())

@@ -67,7 +67,10 @@ __all__ = ["Ran", "as_completed", "note", "one_thread", "one_thread_job", "run_j
            "stop_requested", "usable_cores"]
 
 _STOP = None  # in a local pool's worker: the Event its parent sets after a Ctrl-C
-_ONE_THREAD = False  # while this process runs a job on one thread (one_thread())
+_ONE_THREAD = threading.local()  # .depth: the one_thread() blocks this thread is inside
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0  # one_thread() blocks open in any thread: BLAS's count belongs to the process
+_BLAS_LIMITER = None  # threadpoolctl's limiter, its original counts restored at the last exit
 _PR_SET_PDEATHSIG = 1
 _ABANDON_AFTER = 3  # Ctrl-C presses after which the jobs still running are dropped
 _POLL = 0.1  # seconds between looks at the Ctrl-C count while waiting for jobs
@@ -88,7 +91,7 @@ def one_thread_job() -> bool:
     thread (:func:`one_thread`: :func:`run_jobs`'s workers, SBC's simulations): code inside
     should keep that count (the vectorized ensemble, which raises it for a large batch,
     does)."""
-    return _ONE_THREAD
+    return getattr(_ONE_THREAD, "depth", 0) > 0
 
 
 def usable_cores() -> int:
@@ -117,16 +120,30 @@ def one_thread():
     """Run the block on one torch thread and one BLAS thread (numpy's, which refracting NUTS
     uses: two BLAS pools of two threads on two cores oversubscribe them), marked as a
     one-thread job (:func:`one_thread_job` is True inside), and restore both counts and the
-    mark after. Where one job runs per core: :func:`run_jobs`'s workers, SBC's simulations."""
-    global _ONE_THREAD
-    threads, marked = torch.get_num_threads(), _ONE_THREAD
+    mark after. Where one job runs per core: :func:`run_jobs`'s workers, SBC's simulations.
+
+    Jobs may run in threads at once (an executor of threads). torch's count (OpenMP's, per
+    thread) and the mark are this thread's, set and restored by each block. numpy's BLAS
+    (OpenBLAS) has one count for the process, so it is held at one from the first open block
+    in any thread to the last: restored at each exit, a job still running in another thread
+    would get the full count, and the last block out would restore the one it found."""
+    global _BLAS_USERS, _BLAS_LIMITER
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    _ONE_THREAD = True
+    _ONE_THREAD.depth = getattr(_ONE_THREAD, "depth", 0) + 1
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            _BLAS_LIMITER = threadpoolctl.threadpool_limits(1, user_api="blas")
+        _BLAS_USERS += 1
     try:
-        with threadpoolctl.threadpool_limits(1):
-            yield
+        yield
     finally:
-        _ONE_THREAD = marked
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _BLAS_LIMITER.restore_original_limits()
+                _BLAS_LIMITER = None
+        _ONE_THREAD.depth -= 1
         torch.set_num_threads(threads)
 
 
