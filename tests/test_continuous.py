@@ -991,6 +991,7 @@ def test_the_band_covers_a_known_reward_that_the_classes_contain():
                               num_samples=250, warmup=250, progress=False, seed=0)
         assert post.min_ess() >= 200
         cells = np.unique(task.index(data.transitions().obs.numpy()))
+        assert len(cells) == 9  # every cell visited, as the docstring says
         states = torch.as_tensor(task.coords(cells))
         draws = post.reward_function(states, seed=1).numpy()
         draws = draws - draws.mean(1, keepdims=True)
