@@ -59,11 +59,14 @@ def _direct_log_density(target, w, likelihood):
 
 # ---------------------------------------------------------------------------- the density
 @pytest.mark.parametrize("likelihood", ["soft", "boltzmann"])
-@pytest.mark.parametrize("hidden, linearise", [((), False), ((4,), False), ((4,), True)])
-def test_the_potential_is_the_density_evaluated_directly(likelihood, hidden, linearise):
+@pytest.mark.parametrize("hidden, linearise, skip", [((), False, None), ((4,), False, None),
+                                                     ((4,), True, None), ((4,), False, 2.0),
+                                                     ((4,), True, 2.0)])
+def test_the_potential_is_the_density_evaluated_directly(likelihood, hidden, linearise, skip):
     data = _data()
     model = QValueModel(hidden=hidden, n_fourier=3, weight_scale=1.5, reward_loc=0.2,
-                        reward_scale=0.7, discount=0.9, linearise=linearise)
+                        reward_scale=0.7, discount=0.9, linearise=linearise, skip_scale=skip,
+                        fan_in=skip is None)
     target = model.build_target(None, data, likelihood=likelihood, rationality=1.7)
     w = 0.5 * torch.randn(target.n_params)
     u = target.unconstrain({"w": w})
@@ -1175,15 +1178,19 @@ def test_a_fit_of_the_weights_starts_at_zero_or_off_an_mlps_saddle():
 
 
 # ---------------------------------------------------------------------------- linearised MLP
+@pytest.mark.parametrize("skip", [None, 1.5])
 @pytest.mark.parametrize("batch", [(), (4,), (2, 3)])
-def test_a_linearised_q_is_the_networks_first_order_expansion(batch):
+def test_a_linearised_q_is_the_networks_first_order_expansion(batch, skip):
     """``Q_w0 + J_w0 (w - w0)`` with the Jacobian from autograd, through two hidden layers
-    (the tangent of a tangent) and the level; the network itself at ``w0``."""
+    (the tangent of a tangent), the linear term beside the network and the level; the network
+    itself at ``w0``."""
     import dataclasses
 
     fmap = FeatureMap.fit(torch.randn(20, 3), n_fourier=2, seed=1)
-    net = QFunction(fmap, fmap.n_features, 3, (5, 4), 2.0, 3.0)
+    net = QFunction(fmap, fmap.n_features, 3, (5, 4), 2.0, 3.0, skip_scale=skip)
     w0 = net.start(0)
+    if skip is not None:  # expand where the linear term is not 0 (a fit starts it at 0)
+        w0[net._skip] = torch.randn(fmap.n_features * 3)
     lin = dataclasses.replace(net, linearised_at=w0)
     feats = fmap(torch.randn(7, 3))
     J = torch.autograd.functional.jacobian(lambda w: net.apply(w, feats), w0)  # (7, 3, P)
@@ -1198,7 +1205,7 @@ def test_a_linearised_q_is_the_networks_first_order_expansion(batch):
     assert torch.equal(lin.start(7), w0)  # a fit starts where the expansion is exact
     # affine in w: the mean over draws is Q at the mean draw (the mean-Q policy's shortcut)
     assert lin.linear_in_weights and not net.linear_in_weights
-    assert dataclasses.replace(net, hidden=()).linear_in_weights
+    assert dataclasses.replace(net, hidden=(), skip_scale=None).linear_in_weights
     if batch:
         flat = w.reshape(-1, net.n_params)
         assert torch.allclose(lin.apply(flat, feats).mean(0), lin.apply(flat.mean(0), feats))
@@ -1289,6 +1296,73 @@ def test_the_linearised_laplace_predictive_is_centred_on_the_map():
     sd = torch.einsum("map,pq,maq->ma", J, cov, J).sqrt()
     assert ((q.mean(0) - q_mode).abs() < 4 * sd / math.sqrt(4000)).all()
     assert torch.allclose(q.std(0), sd, rtol=0.1)
+
+
+def test_a_linear_term_beside_the_network_adds_phi_w_to_its_q():
+    """``skip_scale``: ``Q = MLP(phi) + phi W_s (+ L)`` with ``W_s: (F, A)`` laid out after the
+    layers and before the level; its prior ``skip_scale`` per weight (``/ sqrt(F)`` with
+    ``fan_in``); a fit starts with it at 0 and the network at the fan-in scaled draw either
+    way; the spec keeps both settings."""
+    import dataclasses
+
+    fmap = FeatureMap.fit(torch.randn(20, 3), n_fourier=2, seed=1)
+    F = fmap.n_features
+    net = QFunction(fmap, F, 3, (5,), 2.0, 4.0)
+    skip = QFunction(fmap, F, 3, (5,), 2.0, 4.0, skip_scale=7.0)
+    P = net.n_params
+    assert skip.n_params == P + F * 3 and skip._skip == slice(P - 1, P - 1 + F * 3)
+    w = torch.randn(2, skip.n_params, dtype=torch.float64)
+    w_net = torch.cat([w[:, :P - 1], w[:, -1:]], -1)
+    W_s = w[:, P - 1:-1].reshape(2, F, 3)
+    feats = fmap(torch.randn(6, 3))
+    assert torch.allclose(skip.apply(w, feats), net.apply(w_net, feats) + feats @ W_s)
+    assert torch.equal(QFunction.from_spec(skip.spec()).apply(w, feats), skip.apply(w, feats))
+    scale = skip.prior_scale()
+    assert torch.allclose(scale[:P - 1], net.prior_scale()[:P - 1])
+    assert torch.allclose(scale[skip._skip], torch.full((F * 3,), 7.0 / math.sqrt(F)))
+    assert float(scale[-1]) == 4.0
+    flat = dataclasses.replace(skip, fan_in=False)
+    flat_scale = flat.prior_scale()
+    assert torch.allclose(flat_scale[:F * 5], torch.full((F * 5,), 2.0))   # layer 1
+    assert torch.allclose(flat_scale[F * 5:F * 5 + 15], torch.full((15,), 2.0))  # layer 2
+    assert torch.allclose(flat_scale[skip._skip], torch.full((F * 3,), 7.0))
+    assert QFunction.from_spec(flat.spec()).fan_in is False
+    for qf in (skip, flat):  # the same start: the fan-in scaled draw, the linear term at 0
+        start = qf.start(3)
+        assert torch.equal(start[:P - 1], net.start(3)[:P - 1])
+        assert torch.equal(start[qf._skip], torch.zeros(F * 3))
+    # a spec written before the two settings existed reads as neither set
+    old = {k: v for k, v in net.spec().items() if k not in ("skip_scale", "fan_in")}
+    back = QFunction.from_spec(old)
+    assert back.skip_scale is None and back.fan_in and back.n_params == P
+    with pytest.raises(ValueError, match="already linear"):
+        QFunction(fmap, F, 3, (), 2.0, skip_scale=1.0)
+
+
+def test_a_skip_term_and_an_unscaled_prior_reach_the_posterior_and_its_file(tmp_path):
+    data = _data(n=3, T=6, dim=2, A=3, seed=0)
+    model = QValueModel(hidden=(4,), skip_scale=5.0, fan_in=False, weight_scale=2.0,
+                        linearise=True)
+    assert "skip_scale=5.0" in repr(model) and "fan_in=False" in repr(model)
+    post = birl.infer(None, data, model, method="map", progress=False)
+    qf = post.q_function
+    assert qf.skip_scale == 5.0 and qf.fan_in is False and qf.linearised_at is not None
+    assert post.settings["model"]["skip_scale"] == 5.0
+    assert post.settings["model"]["fan_in"] is False
+    post.save(tmp_path / "s.nc")
+    back = ContinuousPosterior.load(tmp_path / "s.nc")
+    assert back.q_function.skip_scale == 5.0 and back.q_function.fan_in is False
+    obs = data.transitions().obs
+    assert torch.allclose(back.q_values(obs), post.q_values(obs))
+
+
+def test_skip_scale_and_fan_in_are_checked():
+    with pytest.raises(ValueError, match="skip_scale adds a linear term beside an MLP"):
+        QValueModel(skip_scale=1.0)
+    with pytest.raises(ValueError, match="skip_scale"):
+        QValueModel(hidden=(4,), skip_scale=0.0)
+    with pytest.raises(TypeError, match="fan_in must be True or False"):
+        QValueModel(hidden=(4,), fan_in=1)
 
 
 def test_linearise_refuses_a_linear_q_and_a_non_bool():

@@ -125,10 +125,13 @@ class QFunction:
     """``Q_w(s, .)``: an MLP with flat weights ``w: (P,)`` on features ``phi(s): (F,)``.
 
     Layer sizes ``[F, *hidden, A]``, tanh between layers. The first layer has no bias (the
-    features carry a constant); later layers do. Weights are laid out layer by layer, each
-    ``W_l: (n_in, n_out)`` row-major then ``b_l: (n_out,)``, and last, when ``level_scale`` is
-    set, one level ``L`` added to every action's Q. ``hidden=()`` is linear in the features:
-    ``Q = phi(s) W (+ L)``.
+    features carry a constant); later layers do. With ``skip_scale`` set, a term linear in the
+    features is added to the network's output, ``Q = MLP(phi(s)) + phi(s) W_s``: a linear
+    class beside the network, so that what is linear in the features need not be carried by
+    saturating tanh units. Weights are laid out layer by layer, each ``W_l: (n_in, n_out)``
+    row-major then ``b_l: (n_out,)``, then ``W_s: (F, A)`` row-major when ``skip_scale`` is
+    set, and last, when ``level_scale`` is set, one level ``L`` added to every action's Q.
+    ``hidden=()`` is linear in the features: ``Q = phi(s) W (+ L)``.
 
     With ``linearised_at = w0`` set, ``Q`` is the network's first-order Taylor expansion in its
     weights around ``w0``, ``Q_w = Q_w0 + J_w0 (w - w0)`` with ``J_w0 = dQ/dw`` at ``w0`` (the
@@ -141,8 +144,8 @@ class QFunction:
     Attributes:
         features: a :class:`FeatureMap` or any callable ``(M, obs_dim) -> (M, F)``.
         n_features: F; n_actions: A; hidden: the hidden widths.
-        weight_scale: prior scale; ``w ~ N(0, weight_scale / sqrt(n_in))`` per weight and
-            ``N(0, weight_scale)`` per bias.
+        weight_scale: prior scale; ``w ~ N(0, weight_scale / sqrt(n_in))`` per weight (with
+            ``fan_in``; ``N(0, weight_scale)`` without) and ``N(0, weight_scale)`` per bias.
         level_scale: prior scale of the level ``L ~ N(0, level_scale)`` shared by all
             actions, or None for no level. Adding ``L`` to every Q leaves the policy as it is
             and moves every reward by ``(1 - gamma) L``: the actions leave the rewards' level
@@ -152,6 +155,14 @@ class QFunction:
             as that prior lets it, not by ``level_scale``.
         linearised_at: ``(P,)`` weights the network is linearised around, or None for the
             network itself.
+        skip_scale: prior scale of the linear term ``W_s`` beside an MLP (``/ sqrt(F)`` with
+            ``fan_in``), or None for none. Only for an MLP: beside ``hidden=()`` it would be a
+            second copy of the linear class.
+        fan_in: divide each weight's prior scale by the square root of its layer's fan-in
+            (a Bayesian network's usual prior, whose units stay in tanh's linear range); off,
+            every weight has the layer's scale itself, so a unit's input grows with the
+            fan-in and a small network makes sharp switches. Either way a fit starts from the
+            fan-in scaled draw (:meth:`start`).
     """
 
     features: Callable
@@ -161,6 +172,13 @@ class QFunction:
     weight_scale: float = 1.0
     level_scale: float | None = None
     linearised_at: torch.Tensor | None = None
+    skip_scale: float | None = None
+    fan_in: bool = True
+
+    def __post_init__(self):
+        if self.skip_scale is not None and not self.hidden:
+            raise ValueError("skip_scale adds a linear term beside an MLP; with hidden=() the "
+                             "Q-function is already linear in the features")
 
     @property
     def layers(self) -> list[tuple[int, int, bool]]:
@@ -190,28 +208,51 @@ class QFunction:
         return not self.hidden or self.linearised_at is not None
 
     @property
+    def _skip(self) -> slice | None:
+        """Where ``W_s: (F, A)`` (row-major) sits in ``w``, or None without a skip term."""
+        if self.skip_scale is None:
+            return None
+        start = sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
+        return slice(start, start + self.n_features * self.n_actions)
+
+    @property
     def n_params(self) -> int:
         return (sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
+                + (self.skip_scale is not None) * self.n_features * self.n_actions
                 + (self.level_scale is not None))
 
     def prior_scale(self, dtype=None, device=None) -> torch.Tensor:
         """``(P,)`` prior standard deviation of each weight."""
+        return self._scales(self.fan_in, skip=True).to(dtype=dtype or torch.get_default_dtype(),
+                                                        device=device)
+
+    def _scales(self, fan_in: bool, skip: bool) -> torch.Tensor:
+        """``(P,)`` per-weight scales, divided by the fan-in's root or not; the skip term's
+        at its scale, or 0 with ``skip=False``."""
         parts = []
         for n_in, n_out, bias in self.layers:
-            parts.append(torch.full((n_in * n_out,), self.weight_scale / math.sqrt(n_in)))
+            parts.append(torch.full((n_in * n_out,), self.weight_scale
+                                    / (math.sqrt(n_in) if fan_in else 1.0)))
             if bias:
                 parts.append(torch.full((n_out,), float(self.weight_scale)))
+        if self.skip_scale is not None:
+            F = self.n_features
+            parts.append(torch.full((F * self.n_actions,), self.skip_scale
+                                    / (math.sqrt(F) if fan_in else 1.0) if skip else 0.0))
         if self.level_scale is not None:
             parts.append(torch.full((1,), float(self.level_scale)))
-        return torch.cat(parts).to(dtype=dtype or torch.get_default_dtype(), device=device)
+        return torch.cat(parts)
 
     def start(self, seed: int, dtype=None, device=None) -> torch.Tensor:
-        """``(P,)`` where a fit of ``w`` starts: 0 for a linear Q; for an MLP a prior draw
-        (generator seeded ``seed``), since at 0 every hidden unit is the same and the gradient
-        of every weight but the biases vanishes."""
-        scale = self.prior_scale(dtype, device)
+        """``(P,)`` where a fit of ``w`` starts: 0 for a linear Q; for an MLP a draw from the
+        fan-in scaled prior (generator seeded ``seed``; the prior itself when ``fan_in``),
+        since at 0 every hidden unit is the same and the gradient of every weight but the
+        biases vanishes, with the skip term at 0. The draw is fan-in scaled whatever the
+        prior, so that a prior without it does not start every unit saturated."""
+        dtype = dtype or torch.get_default_dtype()
         if self.linearised_at is not None:  # the expansion's centre, where it is exact
-            return self.linearised_at.to(scale).clone()
+            return self.linearised_at.to(dtype=dtype, device=device).clone()
+        scale = self._scales(fan_in=True, skip=False).to(dtype=dtype, device=device)
         if not self.hidden:
             return torch.zeros_like(scale)
         g = torch.Generator().manual_seed(seed)
@@ -242,9 +283,16 @@ class QFunction:
                 h = torch.tanh(h)
                 if record:
                     slopes.append(1 - h.square())
+        if self.skip_scale is not None:
+            h = h + self._linear_term(w, feats)
         if self.level_scale is not None:
             h = h + w[..., None, -1:]
         return h, inputs, slopes
+
+    def _linear_term(self, w: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """``phi W_s``: ``w: (..., P)``, ``feats: (M, F)`` -> ``(..., M, A)``."""
+        return feats @ w[..., self._skip].reshape(*w.shape[:-1], self.n_features,
+                                                  self.n_actions)
 
     @torch.no_grad()
     def primal(self, feats: torch.Tensor) -> tuple | None:
@@ -277,6 +325,8 @@ class QFunction:
             if bias is not None:
                 dz = dz + d[..., None, bias]
             dh = slopes[i] * dz if i < len(layers) - 1 else dz
+        if self.skip_scale is not None:  # linear in w already: its own tangent
+            dh = dh + self._linear_term(d, inputs[0])
         if self.level_scale is not None:
             dh = dh + d[..., None, -1:]
         return q0 + dh
@@ -293,10 +343,14 @@ class QFunction:
             return None
         return {"features": self.features.spec(), "n_features": self.n_features,
                 "n_actions": self.n_actions, "hidden": list(self.hidden),
-                "weight_scale": self.weight_scale, "level_scale": self.level_scale}
+                "weight_scale": self.weight_scale, "level_scale": self.level_scale,
+                "skip_scale": self.skip_scale, "fan_in": self.fan_in}
 
     @classmethod
     def from_spec(cls, spec: dict, dtype=None) -> QFunction:
+        """The inverse of :meth:`spec` (a spec written before ``skip_scale`` and ``fan_in``
+        existed reads as neither set: no skip term, fan-in scaled)."""
         return cls(FeatureMap.from_spec(spec["features"], dtype), int(spec["n_features"]),
                    int(spec["n_actions"]), tuple(int(h) for h in spec["hidden"]),
-                   float(spec["weight_scale"]), spec.get("level_scale"))
+                   float(spec["weight_scale"]), spec.get("level_scale"),
+                   skip_scale=spec.get("skip_scale"), fan_in=bool(spec.get("fan_in", True)))

@@ -290,7 +290,11 @@ class QValueModel:
         cross_flags: cross those features with every observation coordinate that takes
             exactly two values in the data (a contact flag; :class:`.FeatureMap`), for an
             expert whose behaviour switches with it; an error when there is none.
-        weight_scale: prior scale of the weights (``/ sqrt(fan_in)``).
+        weight_scale: prior scale of the weights (``/ sqrt(fan_in)`` with ``fan_in``).
+        skip_scale: for an MLP, add a term linear in the features beside the network, its
+            weights' prior scale this (:class:`.QFunction`); None (default) for none.
+        fan_in: divide each weight's prior scale by the root of its layer's fan-in (default);
+            False gives every weight of a layer the scale itself (:class:`.QFunction`).
         level_scale: prior scale of ``Q``'s level shared by the actions (see
             :class:`.QFunction`); default ``reward_scale / (1 - discount)``, a value's scale.
         reward_prior: ``"iid"`` (ValueWalk's), ``"state"`` or ``"state_action"``
@@ -341,7 +345,8 @@ class QValueModel:
                  reward_prior: str = "iid", reward_noise: float = 0.1,
                  reward_fourier: int = 0, reward_lengthscale: float = 1.0,
                  dynamics: Callable | None = None, reward_features: Callable | None = None,
-                 linearise: bool = False):
+                 linearise: bool = False, skip_scale: float | None = None,
+                 fan_in: bool = True):
         widths = positive_ints(hidden)
         if widths is None:
             raise ValueError(f"hidden is {hidden!r}, expected a sequence of widths >= 1 (or "
@@ -380,6 +385,15 @@ class QValueModel:
             raise ValueError("linearise=True needs hidden layers: a Q with hidden=() is "
                              "already linear in its weights")
         self.linearise = linearise
+        if skip_scale is not None:
+            skip_scale = check_number("skip_scale", skip_scale, 0.0, low_open=True)
+            if not widths:
+                raise ValueError("skip_scale adds a linear term beside an MLP: it needs hidden "
+                                 "layers (a Q with hidden=() is already linear in the features)")
+        self.skip_scale = skip_scale
+        if not isinstance(fan_in, bool):
+            raise ArgumentTypeError(f"fan_in must be True or False, got {fan_in!r}")
+        self.fan_in = fan_in
         if reward_prior not in REWARD_PRIORS:
             raise ValueError(f"reward_prior is {reward_prior!r}, expected one of "
                              f"{REWARD_PRIORS}")
@@ -410,7 +424,8 @@ class QValueModel:
     def __repr__(self) -> str:
         return (f"QValueModel(hidden={self.hidden}, n_fourier={self.n_fourier}, "
                 f"cross_flags={self.cross_flags}, linearise={self.linearise}, "
-                f"weight_scale={self.weight_scale}, reward_scale={self.reward_scale}, "
+                f"weight_scale={self.weight_scale}, skip_scale={self.skip_scale}, "
+                f"fan_in={self.fan_in}, reward_scale={self.reward_scale}, "
                 f"discount={self.discount})")
 
     def q_function(self, data: Trajectories) -> QFunction:
@@ -430,7 +445,7 @@ class QValueModel:
                                  f"{tuple(getattr(probe, 'shape', ()))}")
             n_features = probe.shape[1]
         return QFunction(fmap, n_features, data.n_actions, self.hidden, self.weight_scale,
-                         self.level_scale)
+                         self.level_scale, skip_scale=self.skip_scale, fan_in=self.fan_in)
 
     def reward_prior_of(self, data: Trajectories) -> RewardPrior:
         """The :class:`RewardPrior`, its features fitted to ``data``'s observations."""

@@ -177,6 +177,7 @@ class ContinuousPosterior(ChainDraws):
                                       "linearise": m.linearise,
                                       "weight_scale": m.weight_scale,
                                       "level_scale": m.level_scale,
+                                      "skip_scale": m.skip_scale, "fan_in": m.fan_in,
                                       "reward_loc": m.reward_loc,
                                       "reward_scale": m.reward_scale})
         return cls(target.q_function, target.data, {"w": w.reshape(C, -1, w.shape[1])},
@@ -439,7 +440,8 @@ class ContinuousPosterior(ChainDraws):
             model = settings.get("model", {})
             q_function = QFunction(features, n_features, data.n_actions, hidden,
                                    float(model.get("weight_scale", 1.0)),
-                                   model.get("level_scale"))
+                                   model.get("level_scale"), skip_scale=model.get("skip_scale"),
+                                   fan_in=bool(model.get("fan_in", True)))
         else:
             q_function = QFunction.from_spec(spec, dtype)
         n_saved = post["w"].shape[-1]
