@@ -1327,10 +1327,13 @@ def test_a_linear_term_beside_the_network_adds_phi_w_to_its_q():
     assert torch.allclose(flat_scale[F * 5:F * 5 + 15], torch.full((15,), 2.0))  # layer 2
     assert torch.allclose(flat_scale[skip._skip], torch.full((F * 3,), 7.0))
     assert QFunction.from_spec(flat.spec()).fan_in is False
-    for qf in (skip, flat):  # the same start: the fan-in scaled draw, the linear term at 0
-        start = qf.start(3)
-        assert torch.equal(start[:P - 1], net.start(3)[:P - 1])
-        assert torch.equal(start[qf._skip], torch.zeros(F * 3))
+    # the same start with or without fan-in scaling: the fan-in scaled draw, the linear term 0
+    start = skip.start(3)
+    assert torch.equal(start, flat.start(3))
+    assert torch.equal(start[skip._skip], torch.zeros(F * 3))
+    wide = QFunction(fmap, F, 3, (400,), 2.0, None, skip_scale=7.0, fan_in=False)
+    z = wide.start(3)[:F * 400] / (2.0 / math.sqrt(F))  # the first layer, in fan-in units
+    assert abs(float(z.std()) - 1.0) < 0.05 and abs(float(z.mean())) < 0.05
     # a spec written before the two settings existed reads as neither set
     old = {k: v for k, v in net.spec().items() if k not in ("skip_scale", "fan_in")}
     back = QFunction.from_spec(old)

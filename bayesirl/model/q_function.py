@@ -223,12 +223,12 @@ class QFunction:
 
     def prior_scale(self, dtype=None, device=None) -> torch.Tensor:
         """``(P,)`` prior standard deviation of each weight."""
-        return self._scales(self.fan_in, skip=True).to(dtype=dtype or torch.get_default_dtype(),
-                                                        device=device)
+        scale = self._scales(self.fan_in, with_skip=True)
+        return scale.to(dtype=dtype or torch.get_default_dtype(), device=device)
 
-    def _scales(self, fan_in: bool, skip: bool) -> torch.Tensor:
+    def _scales(self, fan_in: bool, with_skip: bool) -> torch.Tensor:
         """``(P,)`` per-weight scales, divided by the fan-in's root or not; the skip term's
-        at its scale, or 0 with ``skip=False``."""
+        at its scale, or 0 with ``with_skip=False``."""
         parts = []
         for n_in, n_out, bias in self.layers:
             parts.append(torch.full((n_in * n_out,), self.weight_scale
@@ -238,7 +238,7 @@ class QFunction:
         if self.skip_scale is not None:
             F = self.n_features
             parts.append(torch.full((F * self.n_actions,), self.skip_scale
-                                    / (math.sqrt(F) if fan_in else 1.0) if skip else 0.0))
+                                    / (math.sqrt(F) if fan_in else 1.0) if with_skip else 0.0))
         if self.level_scale is not None:
             parts.append(torch.full((1,), float(self.level_scale)))
         return torch.cat(parts)
@@ -252,7 +252,7 @@ class QFunction:
         dtype = dtype or torch.get_default_dtype()
         if self.linearised_at is not None:  # the expansion's centre, where it is exact
             return self.linearised_at.to(dtype=dtype, device=device).clone()
-        scale = self._scales(fan_in=True, skip=False).to(dtype=dtype, device=device)
+        scale = self._scales(fan_in=True, with_skip=False).to(dtype=dtype, device=device)
         if not self.hidden:
             return torch.zeros_like(scale)
         g = torch.Generator().manual_seed(seed)
