@@ -1357,6 +1357,16 @@ def test_a_skip_term_and_an_unscaled_prior_reach_the_posterior_and_its_file(tmp_
     assert back.q_function.skip_scale == 5.0 and back.q_function.fan_in is False
     obs = data.transitions().obs
     assert torch.allclose(back.q_values(obs), post.q_values(obs))
+    # with a user's feature map the file keeps the class in its settings
+    def features(o):
+        return torch.cat([torch.ones_like(o[..., :1]), o, o ** 2], -1)
+
+    user = birl.infer(None, data, QValueModel(hidden=(4,), features=features, skip_scale=5.0,
+                                              fan_in=False), method="map", progress=False)
+    user.save(tmp_path / "u.nc")
+    again = ContinuousPosterior.load(tmp_path / "u.nc", features=features)
+    assert again.q_function.skip_scale == 5.0 and again.q_function.fan_in is False
+    assert torch.allclose(again.q_values(obs), user.q_values(obs))
 
 
 def test_skip_scale_and_fan_in_are_checked():

@@ -120,6 +120,18 @@ class FeatureMap:
                    torch.tensor(spec["phases"], dtype=dtype), flags, thresholds)
 
 
+def check_skip(skip_scale, hidden: tuple[int, ...]) -> float | None:
+    """``skip_scale`` checked: None, or a number > 0 beside hidden layers (beside
+    ``hidden=()`` a linear term would be a second copy of the linear class)."""
+    if skip_scale is None:
+        return None
+    skip_scale = check_number("skip_scale", skip_scale, 0.0, low_open=True)
+    if not hidden:
+        raise ValueError("skip_scale adds a linear term beside an MLP: it needs hidden layers "
+                         "(a Q with hidden=() is already linear in the features)")
+    return skip_scale
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class QFunction:
     """``Q_w(s, .)``: an MLP with flat weights ``w: (P,)`` on features ``phi(s): (F,)``.
@@ -176,9 +188,7 @@ class QFunction:
     fan_in: bool = True
 
     def __post_init__(self):
-        if self.skip_scale is not None and not self.hidden:
-            raise ValueError("skip_scale adds a linear term beside an MLP; with hidden=() the "
-                             "Q-function is already linear in the features")
+        check_skip(self.skip_scale, self.hidden)
 
     @property
     def layers(self) -> list[tuple[int, int, bool]]:

@@ -77,7 +77,7 @@ from bayesirl._validation import (
 )
 from bayesirl.core.trajectories import Trajectories
 from bayesirl.model.likelihood import check_likelihood, check_rationality
-from bayesirl.model.q_function import FeatureMap, QFunction
+from bayesirl.model.q_function import FeatureMap, QFunction, check_skip
 
 __all__ = ["GUIDES", "REWARD_PRIORS", "DrawTerms", "QValueModel", "covariance_tril",
            "distinct_transitions", "QValueTarget", "RewardPrior", "theta_draws",
@@ -385,12 +385,7 @@ class QValueModel:
             raise ValueError("linearise=True needs hidden layers: a Q with hidden=() is "
                              "already linear in its weights")
         self.linearise = linearise
-        if skip_scale is not None:
-            skip_scale = check_number("skip_scale", skip_scale, 0.0, low_open=True)
-            if not widths:
-                raise ValueError("skip_scale adds a linear term beside an MLP: it needs hidden "
-                                 "layers (a Q with hidden=() is already linear in the features)")
-        self.skip_scale = skip_scale
+        self.skip_scale = check_skip(skip_scale, widths)
         if not isinstance(fan_in, bool):
             raise ArgumentTypeError(f"fan_in must be True or False, got {fan_in!r}")
         self.fan_in = fan_in
