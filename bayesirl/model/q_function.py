@@ -218,16 +218,20 @@ class QFunction:
         return not self.hidden or self.linearised_at is not None
 
     @property
+    def _n_network(self) -> int:
+        """The network's weights and biases: where the skip term (or the level) starts."""
+        return sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
+
+    @property
     def _skip(self) -> slice | None:
         """Where ``W_s: (F, A)`` (row-major) sits in ``w``, or None without a skip term."""
         if self.skip_scale is None:
             return None
-        start = sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
-        return slice(start, start + self.n_features * self.n_actions)
+        return slice(self._n_network, self._n_network + self.n_features * self.n_actions)
 
     @property
     def n_params(self) -> int:
-        return (sum(a * b + (b if bias else 0) for a, b, bias in self.layers)
+        return (self._n_network
                 + (self.skip_scale is not None) * self.n_features * self.n_actions
                 + (self.level_scale is not None))
 
