@@ -24,6 +24,7 @@ __all__ = [
     "ArgumentTypeError",
     "as_tensor",
     "bool_tensor",
+    "check_bool",
     "check_choice",
     "check_distribution_rows",
     "check_finite",
@@ -129,6 +130,14 @@ def check_probability(name: str, value, *, open_low: bool = False,
                       open_high: bool = False) -> float:
     """A probability in [0, 1] (or an open side), e.g. a credible level or a slip rate."""
     return check_number(name, value, 0.0, 1.0, low_open=open_low, high_open=open_high)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` if it is a bool: a flag given as 0, 1 or "False" is a mistake, not a truth
+    value to guess."""
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def check_choice(name: str, value, options):

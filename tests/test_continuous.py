@@ -1387,6 +1387,12 @@ def test_linearise_refuses_a_linear_q_and_a_non_bool():
         QValueModel(whiten="False")
 
 
+def test_a_policy_refuses_a_greedy_flag_that_is_not_a_bool():
+    post = birl.infer(None, _data(n=2, T=4, A=2), QValueModel(), method="map", progress=False)
+    with pytest.raises(TypeError, match="greedy must be True or False, got 1"):
+        post.policy("mean", greedy=1)
+
+
 def test_whitening_polishes_an_mlps_map_where_lbfgs_stops_on_a_shoulder(monkeypatch):
     """L-BFGS can stall on an MLP's ill-conditioned posterior where the Hessian is not positive
     definite (here: stopped early, at the last of a few iteration caps whose point has a

@@ -11,6 +11,7 @@ import bayesirl as birl
 from bayesirl._validation import (
     ArgumentTypeError,
     as_tensor,
+    check_bool,
     check_finite,
     check_int,
     check_number,
@@ -40,6 +41,16 @@ def test_check_int_refuses_non_integers_as_both_type_and_value_errors(value):
         check_int("n", value)
     with pytest.raises(ValueError):
         check_int("n", value)
+
+
+@pytest.mark.parametrize("value", [0, 1, "False", None, np.bool_(True)])
+def test_check_bool_refuses_anything_but_a_bool_by_name(value):
+    with pytest.raises(ArgumentTypeError, match=r"flag must be True or False, got "):
+        check_bool("flag", value)
+
+
+def test_check_bool_returns_the_bool():
+    assert check_bool("flag", True) is True and check_bool("flag", False) is False
 
 
 def test_check_int_bounds_and_numpy_integers():

@@ -70,6 +70,7 @@ from pyro.infer import autoguide
 from bayesirl._validation import (
     ArgumentTypeError,
     as_tensor,
+    check_bool,
     check_finite,
     check_int,
     check_number,
@@ -359,8 +360,7 @@ class QValueModel:
         self.n_fourier = check_int("n_fourier", n_fourier, low=0)
         self.lengthscale = check_number("lengthscale", lengthscale, 0.0, low_open=True)
         self.seed = check_int("seed", seed, low=0)
-        if not isinstance(cross_flags, bool):
-            raise ArgumentTypeError(f"cross_flags must be True or False, got {cross_flags!r}")
+        check_bool("cross_flags", cross_flags)
         if cross_flags and features is not None:
             raise ValueError("cross_flags crosses the default features; with features= given, "
                              "cross them in that callable")
@@ -376,18 +376,15 @@ class QValueModel:
             bellman_noise = 0.1 * self.reward_scale
         self.bellman_noise = check_number("bellman_noise", bellman_noise, 0.0,
                                           self.reward_scale, low_open=True, high_open=True)
-        if not isinstance(whiten, bool):
-            raise ArgumentTypeError(f"whiten must be True or False, got {whiten!r}")
+        check_bool("whiten", whiten)
         self.whiten = whiten
-        if not isinstance(linearise, bool):
-            raise ArgumentTypeError(f"linearise must be True or False, got {linearise!r}")
+        check_bool("linearise", linearise)
         if linearise and not widths:
             raise ValueError("linearise=True needs hidden layers: a Q with hidden=() is "
                              "already linear in its weights")
         self.linearise = linearise
         self.skip_scale = check_skip(skip_scale, widths)
-        if not isinstance(fan_in, bool):
-            raise ArgumentTypeError(f"fan_in must be True or False, got {fan_in!r}")
+        check_bool("fan_in", fan_in)
         self.fan_in = fan_in
         if reward_prior not in REWARD_PRIORS:
             raise ValueError(f"reward_prior is {reward_prior!r}, expected one of "

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from bayesirl._validation import (
-    ArgumentTypeError,
     as_tensor,
+    check_bool,
     check_choice,
     check_int,
 )
@@ -503,9 +503,7 @@ class PosteriorPolicy:
                  seed: int = 0):
         self.posterior = posterior
         self.kind = check_choice("kind", kind, POLICIES)
-        if not isinstance(greedy, bool):
-            raise ArgumentTypeError(f"greedy must be a bool, got {greedy!r}")
-        self.greedy = greedy
+        self.greedy = check_bool("greedy", greedy)
         self._rng = np.random.default_rng(check_int("seed", seed, low=0))
         w = posterior.samples["w"]
         linear = kind == "mean" and posterior.q_function.linear_in_weights
